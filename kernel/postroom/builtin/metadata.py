@@ -1,0 +1,25 @@
+"""Attached data every inbound interaction carries (specification, sections 3-4)."""
+
+from __future__ import annotations
+
+from postroom import hookimpl
+from postroom.model import Interaction, ParsedMessage
+from postroom.parsing.attachments import attachment_file_names
+
+ATTACHMENT_FILE_NAMES = "_AttachmentFileNames"
+PARSE_DEFECTS = "_ParseDefects"
+WRAPPING_MESSAGE_REASON = "_WrappingMessageReason"
+
+#: separator of the lists written into one attached value (file names rarely hold it)
+LIST_SEPARATOR = "; "
+
+
+@hookimpl(tryfirst=True)
+def postroom_enrich(message: ParsedMessage, interaction: Interaction) -> None:
+    names = attachment_file_names(message)
+    if names:
+        interaction.attached_data[ATTACHMENT_FILE_NAMES] = LIST_SEPARATOR.join(names)
+    if message.defects:
+        interaction.attached_data[PARSE_DEFECTS] = "\n".join(message.defects)
+    if message.wrapping_reason is not None:
+        interaction.attached_data[WRAPPING_MESSAGE_REASON] = message.wrapping_reason

@@ -1,0 +1,13 @@
+"""The default parse stage: the standard ``email`` package, in the thread pool."""
+
+from __future__ import annotations
+
+from postroom import hookimpl
+from postroom.context import Context
+from postroom.interfaces import IParser
+from postroom.parsing.default import DefaultParser
+
+
+@hookimpl(trylast=True)
+def postroom_parser(ctx: Context) -> IParser:
+    return DefaultParser(ctx.runner.run)  # type: ignore[no-any-return]

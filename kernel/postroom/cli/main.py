@@ -1,0 +1,407 @@
+"""The ``postroom`` command line.
+
+Exit status everywhere: 0 all well, 1 some mailbox or message failed,
+2 bad configuration or a plugin that cannot load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable, Coroutine, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import defer, task
+
+from postroom import __version__
+from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+log = logging.getLogger("postroom.cli")
+
+
+# --------------------------------------------------------------------- helpers
+
+
+def _kernel(args: argparse.Namespace, reactor: Any, **kwargs: Any) -> Any:
+    from postroom.kernel import Kernel
+    from postroom.runner import ThreadPoolRunner
+
+    runner = ThreadPoolRunner.create(reactor, size=10)
+    return Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
+
+
+def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
+    """Run *main(reactor)* under the reactor; return its exit status."""
+    status: list[int] = []
+
+    def runner(reactor: Any) -> defer.Deferred[None]:
+        async def go() -> None:
+            status.append(await main(reactor))
+
+        return defer.ensureDeferred(go())
+
+    try:
+        task.react(runner)
+    except SystemExit as exc:
+        if exc.code not in (0, None):
+            return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
+    return status[0] if status else EXIT_FAILED
+
+
+def _report_config_error(exc: BaseException) -> int:
+    if isinstance(exc, ConfigErrors):
+        for error in exc.errors:
+            print(f"error: {error}", file=sys.stderr)
+    else:
+        print(f"error: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def _setup_logging(verbose: int, fmt: str = "text") -> None:
+    from postroom.logs import setup_logging
+
+    setup_logging(level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                  fmt=fmt)
+
+
+# -------------------------------------------------------------------- commands
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from postroom.services.gateway import Gateway
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        for warning in kernel.plugins.warnings:
+            log.warning("%s", warning)
+        for cfg_warning in kernel.config.warnings:
+            log.warning("%s", cfg_warning)
+        gateway = Gateway(kernel, once=args.once)
+        if not args.once:
+            from postroom.web import start_web
+
+            start_web(gateway, reactor)
+        gateway.startService()
+        try:
+            if args.once:
+                ok = await gateway.run_once()
+                return EXIT_OK if ok else EXIT_FAILED
+            stopped: defer.Deferred[None] = defer.Deferred()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, lambda *_: reactor.callFromThread(
+                    lambda: stopped.called or stopped.callback(None)))
+            await stopped
+            return EXIT_OK
+        except Exception as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await gateway.stopService()
+
+    return _react(main)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from postroom.kernel import Kernel
+
+    try:
+        kernel = Kernel(args.config)
+    except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+        return _report_config_error(exc)
+    for warning in [*kernel.plugins.warnings, *map(str, kernel.config.warnings)]:
+        print(f"warning: {warning}", file=sys.stderr)
+    config = kernel.config
+    print(f"{args.config}: OK")
+    print(f"  tenant-id: {config.tenant_id}")
+    print(f"  store: {config.store_driver}")
+    print(f"  plugins: {', '.join(kernel.plugins.order)}")
+    for mailbox in config.mailboxes:
+        print(f"  mailbox {mailbox.name}: type {mailbox.type}")
+    if config.smtp is not None:
+        print(f"  smtp-client: {config.smtp.server_type}")
+    return EXIT_OK
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    import json
+
+    from postroom.drivers import INTERFACES, distribution_of, driver_names, load_driver
+    from postroom.plugins.manager import PluginInfo, load_plugins
+
+    try:
+        enabled = None
+        if args.config:
+            from postroom.config.loader import read_document
+
+            enabled = read_document(Path(args.config)).driver_names().plugins
+        plugins = load_plugins(enabled)
+    except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+        return _report_config_error(exc)
+    infos = list(plugins.infos)
+    for group in INTERFACES:
+        for name in driver_names(group):
+            dist, version = distribution_of(group, name)
+            info = PluginInfo(name, group, dist, version)
+            try:
+                cls = load_driver(group, name)
+                info.hooks = ["postroom_add_options"] if hasattr(cls, "postroom_add_options") else []
+                info.enabled = True
+            except PluginLoadError as exc:
+                info.error = f"{type(exc.cause).__name__}: {exc.cause}"
+            infos.append(info)
+    if args.json:
+        import attrs
+
+        for info in infos:
+            print(json.dumps(attrs.asdict(info)))
+        return EXIT_OK
+    rows = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "HOOKS / ERROR")]
+    for info in infos:
+        detail = f"LOAD ERROR: {info.error}" if info.error else ", ".join(
+            h.removeprefix("postroom_") for h in info.hooks)
+        rows.append((info.name, info.kind, info.distribution or "-", info.version or "-", detail))
+    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+    for r in rows:
+        print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
+    for warning in plugins.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from postroom.cli.output import dumps, interaction_json, table
+    from postroom.ingest import ingest_files
+
+    enabled = [p for p in args.plugins.split(",") if p] if args.plugins is not None else None
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(
+                args, reactor, enabled_plugins=enabled,
+                store_override=None if args.config else {"driver": "memory"},
+            )
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        await kernel.open()
+        failed = False
+        shown = []
+        try:
+            async for source, outcome in ingest_files(kernel, [Path(p) for p in args.files]):
+                if isinstance(outcome, BaseException):
+                    failed = True
+                    print(f"error: {source}: {outcome}", file=sys.stderr)
+                    continue
+                for interaction in outcome:
+                    if args.json:
+                        print(dumps(interaction_json(interaction, source)), flush=True)
+                    else:
+                        shown.append(interaction)
+        finally:
+            await kernel.close()
+        if not args.json:
+            print(table(shown))
+        return EXIT_FAILED if failed else EXIT_OK
+
+    return _react(main)
+
+
+def cmd_interactions(args: argparse.Namespace) -> int:
+    from postroom.cli.output import dumps, interaction_json, table
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        await kernel.open()
+        try:
+            if args.action == "list":
+                found = await kernel.store.list_interactions(args.limit, 0, args.mailbox)
+                found = list(reversed(found))  # oldest first reads like a story
+            else:
+                one = await kernel.store.get_interaction(args.id)
+                if one is None:
+                    print(f"error: no interaction {args.id}", file=sys.stderr)
+                    return EXIT_FAILED
+                found = [one]
+            for interaction in found:
+                status = await kernel.store.handoff_status(interaction.id)
+                if status is not None:
+                    interaction.handoff_state = status[0]
+            if args.json:
+                for interaction in found:
+                    print(dumps(interaction_json(interaction)))
+            elif args.action == "show":
+                import json
+
+                print(json.dumps(interaction_json(found[0]), indent=2, ensure_ascii=False))
+                if found[0].text:
+                    print("\n" + found[0].text)
+            else:
+                print(table(found))
+            return EXIT_OK
+        finally:
+            await kernel.close()
+
+    return _react(main)
+
+
+def cmd_quarantine(args: argparse.Namespace) -> int:
+    from postroom.ingest import replay_quarantined
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        await kernel.open()
+        try:
+            if args.action == "list":
+                entries = await kernel.store.list_quarantine(args.all)
+                for e in entries:
+                    state = "released" if e.released else "held"
+                    print(f"{e.id}  {e.mailbox}  {e.source_key}  attempts={e.attempts}  "
+                          f"{state}  {e.reason}")
+                if not entries:
+                    print("quarantine is empty")
+                return EXIT_OK
+            interactions = await replay_quarantined(kernel, args.id)
+            for interaction in interactions:
+                print(f"replayed as interaction {interaction.id} ({interaction.subtype})")
+            return EXIT_OK
+        except Exception as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await kernel.close()
+
+    return _react(main)
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from postroom.config.docs import render_markdown
+    from postroom.config.options import OptionSchema
+    from postroom.drivers import INTERFACES, driver_names, load_driver
+    from postroom.plugins.facade import Hooks
+    from postroom.plugins.manager import load_plugins
+
+    plugins = load_plugins(None)
+    hooks = Hooks(plugins)
+    schema = OptionSchema()
+    hooks.add_options(schema)
+    for group in INTERFACES:
+        for name in driver_names(group):
+            try:
+                hooks.add_options_of(load_driver(group, name), f"{group}:{name}", schema)
+            except PluginLoadError as exc:
+                print(f"warning: {exc}", file=sys.stderr)
+    text = render_markdown(schema)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="postroom",
+        description="postroom: the e-mail gateway for contact centres.",
+    )
+    parser.add_argument("--version", action="version", version=f"postroom {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="more log output (-v info, -vv debug)")
+    parser.add_argument("--log-format", choices=("text", "json"), default="text",
+                        help="log lines as text or as JSON objects (structured logs)")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the gateway", description=(
+        "Run the gateway: watch every mailbox, hand interactions to routing, send the outbox."))
+    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    p.add_argument("--once", action="store_true", help=(
+        "take what each mailbox holds now, process it, send what was queued, wait for "
+        "hand-offs, exit (0 all well, 1 something failed, 2 bad configuration)"))
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("check", help="validate a site configuration",
+                       description="Validate a configuration; errors name file, line, option.")
+    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("plugins", help="list plugins and drivers",
+                       description="Every hook plugin and driver: name, distribution, "
+                                   "version, hooks, load errors.")
+    p.add_argument("-c", "--config", help="show the plugins this site enables")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_plugins)
+
+    p = sub.add_parser("ingest", help="run the inbound pipeline on .eml files",
+                       description="Run the inbound pipeline on .eml files without a mailbox. "
+                                   "Uses a throwaway in-memory store unless -c names a site.")
+    p.add_argument("-c", "--config", help="use this site's plugins, options and store")
+    p.add_argument("--plugins", help="comma-separated hook plugins to enable (overrides "
+                                     "the site's plugins: list; empty: none)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per line per resulting interaction")
+    p.add_argument("files", nargs="+", metavar="FILE", help=".eml files")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("interactions", help="list or show stored interactions",
+                       description="List or show the interactions in a site's store.")
+    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("list", "show"):
+        q = isub.add_parser(action, help=f"{action} interactions",
+                            description=f"{action.capitalize()} interactions.")
+        q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+        q.add_argument("--json", action="store_true", help="one JSON object per line")
+        if action == "list":
+            q.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+            q.add_argument("--mailbox", help="only this mailbox")
+        else:
+            q.add_argument("id", help="interaction id")
+        q.set_defaults(func=cmd_interactions)
+
+    p = sub.add_parser("quarantine", help="list or replay quarantined messages",
+                       description="Messages that failed max-attempts times.")
+    qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = qsub.add_parser("list", help="list quarantined messages", description="List them.")
+    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    q.add_argument("--all", action="store_true", help="include released ones")
+    q.set_defaults(func=cmd_quarantine)
+    q = qsub.add_parser("replay", help="run a quarantined message through the pipeline again",
+                        description="Replay a quarantined message; on success it is released.")
+    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    q.add_argument("id", help="quarantine entry id")
+    q.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser("config-reference", help="print the configuration reference",
+                       description="Markdown reference of every declared option "
+                                   "(docs/configuration.md is made with this).")
+    p.add_argument("-o", "--output", help="write to this file")
+    p.set_defaults(func=cmd_config_reference)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.verbose, args.log_format)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    result: int = args.func(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

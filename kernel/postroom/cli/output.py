@@ -1,0 +1,76 @@
+"""How interactions are shown: one JSON shape everywhere, and a readable table.
+
+The JSON shape is documented as a JSON Schema in
+``kernel/postroom/schemas/interaction.json`` (tests validate against it).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Any
+
+from postroom.model import Interaction
+
+
+def interaction_json(interaction: Interaction, source: str | None = None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "id": interaction.id,
+        "type": interaction.type,
+        "subtype": interaction.subtype,
+        "status": interaction.status,
+        "parent_id": interaction.parent_id,
+        "duplicate_of": interaction.duplicate_of,
+        "mailbox": interaction.mailbox,
+        "message_id": interaction.message_id,
+        "subject": interaction.subject,
+        "from": interaction.from_addr,
+        "to": list(interaction.to),
+        "cc": list(interaction.cc),
+        "attachments": [
+            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            for a in interaction.attachments
+        ],
+        "attached_data": dict(interaction.attached_data),
+        "handoff_state": interaction.handoff_state,
+        "created_at": interaction.created_at.isoformat(),
+    }
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False, sort_keys=False)
+
+
+def _cut(text: str | None, width: int) -> str:
+    text = (text or "").replace("\n", " ")
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
+def table(interactions: list[Interaction]) -> str:
+    """A summary table that fits the terminal."""
+    width = shutil.get_terminal_size((120, 20)).columns
+    short = {i.id: i.id[:8] for i in interactions}
+    rows = [("ID", "TYPE", "SUBTYPE", "STATUS", "PARENT", "FROM", "SUBJECT / NOTES")]
+    for i in interactions:
+        notes = []
+        names = i.attached_data.get("_AttachmentFileNames")
+        if names:
+            notes.append(f"[attachments: {names}]")
+        reason = i.attached_data.get("_WrappingMessageReason")
+        if reason:
+            notes.append(f"[wrapped: {reason}]")
+        if i.duplicate_of:
+            notes.append(f"[duplicate of {i.duplicate_of[:8]}]")
+        parent = short.get(i.parent_id or "", (i.parent_id or "")[:8])
+        rows.append((
+            i.id[:8], i.type, i.subtype, i.status, parent or "-",
+            _cut(i.from_addr, 28), " ".join([i.subject or "(no subject)", *notes]),
+        ))
+    widths = [max(len(r[c]) for r in rows) for c in range(6)]
+    used = sum(widths) + 2 * 6
+    lines = []
+    for r in rows:
+        head = "  ".join(r[c].ljust(widths[c]) for c in range(6))
+        lines.append(head + "  " + _cut(r[6], max(20, width - used)))
+    return "\n".join(lines)

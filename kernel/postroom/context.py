@@ -1,0 +1,40 @@
+"""What a hook implementation can reach: the ``ctx`` argument of the hooks."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+if TYPE_CHECKING:
+    from postroom.config.loader import MailboxConfig, SiteConfig
+    from postroom.store.async_store import AsyncStore
+
+
+@attrs.frozen
+class Context:
+    """Per-call context: the site configuration, the store, the clock, a logger.
+
+    ``mailbox`` is the :class:`~postroom.config.loader.MailboxConfig` the
+    message came from (None outside the inbound path, e.g. ``postroom ingest``
+    without a mailbox gives a synthetic one). ``store`` methods return
+    Deferreds (they run in the thread pool): ``await ctx.store.find_by_message_id(mid)``.
+    """
+
+    config: SiteConfig
+    store: AsyncStore
+    clock: Any
+    runner: Any = None
+    mailbox: MailboxConfig | None = None
+    log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
+
+    @property
+    def tenant_id(self) -> int:
+        return int(self.config.tenant_id)
+
+    def option(self, section: str, name: str) -> Any:
+        return self.config.get(section, name)
+
+    def for_mailbox(self, mailbox: MailboxConfig | None) -> Context:
+        return attrs.evolve(self, mailbox=mailbox)

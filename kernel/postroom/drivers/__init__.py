@@ -1,0 +1,131 @@
+"""Drivers: the protocol, auth, sender and store implementations chosen by name.
+
+Each group is an entry-point group; :func:`load_driver` loads one entry point
+with stevedore only when the site configuration names it (so an SDK that is
+installed but not configured is never imported), checks the class against the
+group's zope interface, and turns any failure into a
+:class:`~postroom.errors.PluginLoadError` naming group, name, distribution and
+cause. A driver class may declare its options in a ``postroom_add_options``
+static method, read by the kernel like a hook.
+"""
+
+from __future__ import annotations
+
+import difflib
+from importlib.metadata import entry_points
+from typing import Any
+
+import attrs
+from stevedore import driver as stevedore_driver
+from zope.interface.exceptions import Invalid
+from zope.interface.verify import verifyClass
+
+from postroom.errors import PluginLoadError
+from postroom.interfaces import (
+    AUTH_GROUP,
+    SENDERS_GROUP,
+    SOURCES_GROUP,
+    STORES_GROUP,
+    IAuthenticator,
+    ISender,
+    ISource,
+    IStore,
+)
+
+INTERFACES: dict[str, Any] = {
+    SOURCES_GROUP: ISource,
+    SENDERS_GROUP: ISender,
+    AUTH_GROUP: IAuthenticator,
+    STORES_GROUP: IStore,
+}
+
+
+@attrs.frozen
+class SourceItem:
+    """A message a source has listed: its key and, when known, its size."""
+
+    source_key: str
+    size: int | None = None
+    cursor: str | None = None  # the cursor value once this one is committed
+
+
+@attrs.frozen
+class SendResult:
+    message_id: str
+    accepted: list[str]
+    refused: dict[str, str] = attrs.field(factory=dict)
+    detail: str = ""
+
+
+@attrs.frozen
+class Credentials:
+    """What an auth driver hands a protocol driver; ``secret`` never logged."""
+
+    username: str
+    secret: str = attrs.field(repr=False)
+    mechanism: str = "PLAIN"  # PLAIN, LOGIN, XOAUTH2, BEARER
+
+
+@attrs.frozen
+class DriverContext:
+    """What a source or sender driver is built with (besides its options)."""
+
+    reactor: Any
+    clock: Any
+    runner: Any
+    config: Any
+    spool_dir: str
+    authenticator: Any = None
+
+
+def driver_names(group: str) -> list[str]:
+    return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def distribution_of(group: str, name: str) -> tuple[str | None, str | None]:
+    for ep in entry_points(group=group, name=name):
+        dist = getattr(ep, "dist", None)
+        if dist is not None:
+            return dist.metadata["Name"], dist.version
+    return None, None
+
+
+def load_driver(group: str, name: str) -> type:
+    """The driver class *name* of *group*, checked against the group's interface."""
+    if name not in driver_names(group):
+        known = driver_names(group)
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise PluginLoadError(
+            group,
+            name,
+            None,
+            LookupError(
+                f"no driver of that name is installed (installed: {', '.join(known) or 'none'})"
+                f"{hint}; install the distribution that provides it"
+            ),
+        )
+    dist, _version = distribution_of(group, name)
+    errors: list[BaseException] = []
+
+    def on_failure(_manager: Any, _ep: Any, exc: BaseException) -> None:
+        errors.append(exc)
+
+    try:
+        manager = stevedore_driver.DriverManager(
+            namespace=group,
+            name=name,
+            invoke_on_load=False,
+            on_load_failure_callback=on_failure,
+        )
+        cls = manager.driver
+    except Exception as exc:
+        cause = errors[0] if errors else exc
+        raise PluginLoadError(group, name, dist, cause) from cause
+    try:
+        verifyClass(INTERFACES[group], cls)
+    except Invalid as exc:
+        raise PluginLoadError(
+            group, name, dist, TypeError(f"does not implement {INTERFACES[group].__name__}: {exc}")
+        ) from exc
+    return cls  # type: ignore[no-any-return]

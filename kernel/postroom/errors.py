@@ -1,0 +1,74 @@
+"""Exceptions that cross module boundaries.
+
+Messages never contain secrets: code that formats one from a value that may be
+a password or token passes it through :func:`postroom.logging.redact` first.
+"""
+
+from __future__ import annotations
+
+
+class PostroomError(Exception):
+    """Base class: an error with a message meant for the operator."""
+
+
+class ConfigError(PostroomError):
+    """A site configuration problem: names the file, the line and the option."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | None = None,
+        line: int | None = None,
+        option: str | None = None,
+    ) -> None:
+        self.message = message
+        self.file = file
+        self.line = line
+        self.option = option
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = ""
+        if self.file:
+            where = self.file + (f":{self.line}" if self.line else "") + ": "
+        opt = f"option {self.option!r}: " if self.option else ""
+        return f"{where}{opt}{self.message}"
+
+
+class ConfigErrors(PostroomError):
+    """Several configuration problems, reported together."""
+
+    def __init__(self, errors: list[ConfigError]) -> None:
+        self.errors = errors
+        super().__init__("\n".join(str(e) for e in errors))
+
+
+class PluginLoadError(PostroomError):
+    """A plugin or driver could not be loaded; names group, name, distribution, cause."""
+
+    def __init__(self, group: str, name: str, distribution: str | None, cause: BaseException) -> None:
+        self.group = group
+        self.name = name
+        self.distribution = distribution
+        self.cause = cause
+        dist = f" (distribution {distribution})" if distribution else ""
+        super().__init__(
+            f"cannot load {group} entry point {name!r}{dist}: {type(cause).__name__}: {cause}"
+        )
+
+
+class SourceError(PostroomError):
+    """A mailbox could not be read (connection, authentication, protocol)."""
+
+
+class SendError(PostroomError):
+    """An outbound message could not be sent; ``permanent`` ones are not retried."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
+
+
+class FencingError(PostroomError):
+    """A write carried a stale lease fencing token: another process owns the mailbox."""

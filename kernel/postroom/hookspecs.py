@@ -1,0 +1,228 @@
+"""Hook specifications: every place a plugin can take part in the gateway.
+
+A hook plugin is any module or object with functions named like the specs
+below and decorated with :data:`postroom.hookimpl`; installed distributions
+advertise theirs in the entry-point group ``postroom.plugins``. An
+implementation may accept any *subset* of a hook's arguments, so arguments are
+only ever added to these specs, never removed or renamed.
+
+Two kinds of hooks:
+
+* **provider** hooks (``firstresult``): synchronous; the first plugin that
+  returns something other than ``None`` provides the object, whose methods
+  return Deferreds. (pluggy cannot wait for a Deferred, and a Deferred is never
+  ``None``, so a provider never returns one itself.)
+* **collect-all** hooks: every enabled plugin is called, in plugin order; an
+  implementation may be a plain function, return a Deferred, or be an
+  ``async def``: the kernel awaits each result in turn
+  (:class:`postroom.plugins.facade.Hooks`).
+
+The stages of the design card and where each is carried:
+
+======== =========================================================
+fetch    source driver (``postroom.sources``) + :func:`postroom_fetched`
+auth     auth driver (``postroom.auth``) + :func:`postroom_auth_event`
+parse    :func:`postroom_parser` (provider)
+classify :func:`postroom_classify`
+enrich   :func:`postroom_enrich`
+expand   :func:`postroom_expand` (fan-out: one interaction in, several out)
+submit   :func:`postroom_submit`
+render   :func:`postroom_render`
+send     sender driver (``postroom.senders``) + :func:`postroom_envelope`,
+         :func:`postroom_sent`
+======== =========================================================
+
+Drivers are resolved by the kernel from the configuration (stevedore); hooks
+never duplicate that choice.
+
+Plugin order: with a ``plugins:`` list in the site configuration, that list's
+order; without one, the kernel's built-in plugins first, then installed
+plugins sorted by entry-point name. The kernel registers plugins in reverse so
+that pluggy, which calls the last registered first, calls them in plugin order.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from postroom import hookspec
+
+if TYPE_CHECKING:
+    from postroom.config.options import OptionSchema
+    from postroom.context import Context
+    from postroom.interfaces import IParser
+    from postroom.model import (
+        Envelope,
+        FetchedMessage,
+        Interaction,
+        OutboundRequest,
+        ParsedMessage,
+        Verdict,
+    )
+
+
+# ------------------------------------------------------------------ lifecycle
+
+
+@hookspec
+def postroom_add_options(schema: OptionSchema) -> None:
+    """Declare the options this plugin reads, with ``schema.add(...)``.
+
+    Called once per kernel, before the site configuration is validated, for
+    every enabled hook plugin and every loaded driver. An option exists in
+    exactly one declaration; validation, ``postroom check`` and
+    ``docs/configuration.md`` are derived from them.
+    """
+
+
+@hookspec
+def postroom_configure(config: Any) -> None:
+    """The validated :class:`postroom.config.SiteConfig` is ready.
+
+    Read your options here (``config.get(section, name)``) and raise
+    :class:`postroom.errors.ConfigError` for combinations a single option's
+    type cannot express. Synchronous.
+    """
+
+
+@hookspec
+def postroom_startup(kernel: Any) -> Any:
+    """The gateway is starting (collect-all; may return a Deferred).
+
+    *kernel* is the :class:`postroom.kernel.Kernel`. Open connections, start
+    background work. A failure stops start-up.
+    """
+
+
+@hookspec
+def postroom_shutdown(kernel: Any) -> Any:
+    """The gateway is stopping (collect-all; may return a Deferred). Release
+    what ``postroom_startup`` took. Failures are logged, not raised."""
+
+
+# ---------------------------------------------------------------------- fetch
+
+
+@hookspec
+def postroom_fetched(message: FetchedMessage, ctx: Context) -> Any:
+    """A message was fetched from a mailbox and is about to be parsed
+    (collect-all, for observers: archiving, metrics). Its raw bytes are at
+    ``message.raw.path``. Return values are ignored."""
+
+
+# ----------------------------------------------------------------------- auth
+
+
+@hookspec
+def postroom_auth_event(mailbox: str, event: str, detail: str, ctx: Context) -> Any:
+    """An authentication event on *mailbox* (collect-all, for observers).
+
+    *event* is one of ``login-ok``, ``login-failed``, ``token-refreshed``,
+    ``needs-reauthorisation``. *detail* is a human message and never contains
+    a secret. Use it to alert operators or persist a rotated refresh token.
+    """
+
+
+# ---------------------------------------------------------------------- parse
+
+
+@hookspec(firstresult=True)
+def postroom_parser(mailbox: str, ctx: Context) -> IParser | None:
+    """Provide the :class:`postroom.interfaces.IParser` for *mailbox* (provider).
+
+    Return ``None`` to leave the choice to the next plugin; the kernel's own
+    parser (the standard ``email`` package, in the thread pool) comes last.
+    The parser's result must pickle: it may run in another process.
+    """
+
+
+# ------------------------------------------------------------------- classify
+
+
+@hookspec
+def postroom_classify(message: ParsedMessage, ctx: Context) -> Verdict | None:
+    """Decide the interaction subtype (collect-all; may be async).
+
+    Return a :class:`postroom.model.Verdict` or ``None`` (no opinion). When
+    classifiers disagree: the verdict with the highest ``priority`` wins; on
+    equal priority the plugin that comes first in plugin order wins. No verdict
+    at all means ``InboundNew``. The winner's ``attached_data`` is merged into
+    the interaction. Classifiers that only *tag* (priority, language, spam)
+    should return no verdict and write attached data in
+    :func:`postroom_enrich` instead.
+    """
+
+
+# --------------------------------------------------------------------- enrich
+
+
+@hookspec
+def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> Any:
+    """Add attached data and threading to *interaction* (collect-all; may be async).
+
+    Runs after classification, in plugin order; each plugin writes only its
+    own keys of ``interaction.attached_data`` (prefix them with your plugin's
+    name unless the specification names the key). May set
+    ``interaction.parent_id``. Store look-ups: ``await ctx.store.find_by_message_id(...)``.
+    """
+
+
+# --------------------------------------------------------------------- expand
+
+
+@hookspec(firstresult=True)
+def postroom_expand(
+    interaction: Interaction, message: ParsedMessage, ctx: Context
+) -> list[Interaction] | None:
+    """Fan out one interaction into several (the recipient split; provider-style).
+
+    Synchronous. Return ``None`` to leave the interaction alone, or the list of
+    interactions to store *instead* of it. Each copy must have a deterministic
+    ``copy_key`` (e.g. the recipient address, lower-cased): the store
+    deduplicates copies by (source key, copy key), which makes a fan-out that
+    crashed half-way complete exactly once when the message is fetched again.
+    """
+
+
+# --------------------------------------------------------------------- submit
+
+
+@hookspec
+def postroom_submit(interaction: Interaction, ctx: Context) -> Any:
+    """Hand a committed interaction to routing (collect-all; may be async).
+
+    Called after the store committed it and the source was acknowledged.
+    Raise (or fail the Deferred) to have the kernel retry later with back-off;
+    every implementation is called again on retry, so use ``interaction.id`` as
+    the idempotency key. The hand-off state is visible with
+    ``postroom interactions show``.
+    """
+
+
+# --------------------------------------------------------------------- render
+
+
+@hookspec
+def postroom_render(request: OutboundRequest, ctx: Context) -> Any:
+    """Render an outbound request's body in place (collect-all; may be async).
+
+    Called in plugin order before the message is built, so a later plugin sees
+    an earlier one's work (templates first, then transcripts, then CSS).
+    """
+
+
+# ----------------------------------------------------------------------- send
+
+
+@hookspec
+def postroom_envelope(request: OutboundRequest, envelope: Envelope, ctx: Context) -> Any:
+    """Contribute to an outbound message's SMTP envelope and headers
+    (collect-all; may be async): e.g. DSN ``NOTIFY``/``RET``/``ENVID``
+    parameters, ``Disposition-Notification-To``. Forbidden headers are removed
+    after this hook, whatever it adds."""
+
+
+@hookspec
+def postroom_sent(interaction: Interaction, ctx: Context) -> Any:
+    """An outbound interaction was sent, or failed for good (its ``status``
+    says which). Collect-all, for observers."""

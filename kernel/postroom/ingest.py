@@ -1,0 +1,71 @@
+"""Running the inbound pipeline on files: ``postroom ingest`` and quarantine replay."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from postroom.config.loader import MailboxConfig
+from postroom.config.options import Scope
+from postroom.model import FetchedMessage, Interaction, RawRef
+from postroom.pipeline.inbound import InboundPipeline
+
+if TYPE_CHECKING:
+    from postroom.kernel import Kernel
+
+INGEST_MAILBOX = "ingest"
+
+
+def ingest_mailbox(kernel: Kernel, name: str = INGEST_MAILBOX) -> MailboxConfig:
+    """A mailbox that exists only for ingest: the declared defaults, no driver."""
+    options = {
+        o.name: o.default for o in kernel.schema.select(Scope.MAILBOX) if o.types is None
+    }
+    options.update({"name": name, "type": "file"})
+    return MailboxConfig(name=name, type="file", auth="none", options=options)
+
+
+async def ingest_files(
+    kernel: Kernel, paths: Sequence[Path]
+) -> AsyncIterator[tuple[str, list[Interaction] | BaseException]]:
+    """Yield ``(file, interactions)`` per file, or ``(file, error)``.
+
+    The source key is the file's resolved path, so ingesting the same file
+    twice into a persistent store reports a duplicate.
+    """
+    pipeline = InboundPipeline(kernel.hooks, kernel.ctx)
+    mailbox = ingest_mailbox(kernel)
+    for path in paths:
+        try:
+            raw = RawRef.from_path(path)
+            fetched = FetchedMessage(mailbox=mailbox.name, source_key=f"file:{path.resolve()}",
+                                     raw=raw)
+            processed = await pipeline.process(fetched, mailbox)
+        except Exception as exc:
+            yield str(path), exc
+            continue
+        yield str(path), processed.interactions
+
+
+async def replay_quarantined(kernel: Kernel, entry_id: str) -> list[Interaction]:
+    """Run a quarantined message through the pipeline again; release it on success."""
+    entries = await kernel.store.list_quarantine(True)
+    entry = next((e for e in entries if e.id == entry_id), None)
+    if entry is None:
+        raise KeyError(f"no quarantine entry {entry_id}")
+    fd, spool = tempfile.mkstemp(prefix="postroom-replay-", suffix=".eml")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            await kernel.store.read_quarantined_raw(entry_id, fh)
+        mailbox = next((m for m in kernel.config.mailboxes if m.name == entry.mailbox), None)
+        mailbox = mailbox or ingest_mailbox(kernel, entry.mailbox)
+        fetched = FetchedMessage(mailbox=entry.mailbox, source_key=entry.source_key,
+                                 raw=RawRef.from_path(spool))
+        processed = await InboundPipeline(kernel.hooks, kernel.ctx).process(fetched, mailbox)
+    finally:
+        os.unlink(spool)
+    await kernel.store.release_quarantine(entry_id)
+    return processed.result.new

@@ -1,0 +1,187 @@
+"""The zope interfaces that drivers implement.
+
+Drivers are chosen by name in the site configuration and loaded with stevedore
+from the entry-point groups below; the kernel checks each loaded class with
+:func:`zope.interface.verify.verifyClass` against the interface of its group
+before it builds one. Methods that do I/O return Deferreds, except the
+store's: a store is a plain blocking object that the kernel only ever calls from
+its thread pool (see :class:`postroom.store.AsyncStore`), which keeps the
+drivers simple and the reactor thread free.
+"""
+
+from __future__ import annotations
+
+from zope.interface import Attribute, Interface
+
+SOURCES_GROUP = "postroom.sources"
+SENDERS_GROUP = "postroom.senders"
+AUTH_GROUP = "postroom.auth"
+STORES_GROUP = "postroom.stores"
+PLUGINS_GROUP = "postroom.plugins"
+
+
+class ISource(Interface):
+    """A mailbox: where inbound mail comes from (the *fetch* stage).
+
+    Built as ``cls(mailbox, context)`` with a
+    :class:`postroom.config.MailboxConfig` and a
+    :class:`postroom.drivers.DriverContext`.
+    """
+
+    supports_push = Attribute("True when wait_for_new() is pushed by the server (IMAP IDLE)")
+
+    def connect() -> object:  # type: ignore[misc]
+        """Connect and authenticate. Deferred firing None."""
+
+    def list_new(cursor: object) -> object:  # type: ignore[misc]
+        """Deferred firing the list of :class:`postroom.drivers.SourceItem`
+        not yet acknowledged, oldest first. *cursor* is the stored
+        :class:`postroom.model.Cursor` or None."""
+
+    def fetch(item: object) -> object:  # type: ignore[misc]
+        """Deferred firing a :class:`postroom.model.FetchedMessage` whose raw
+        bytes are on disk (streamed there, never held whole in memory)."""
+
+    def acknowledge(message: object) -> object:  # type: ignore[misc]
+        """Called only after the store committed *message*: delete, move or
+        mark it on the server. Deferred firing None."""
+
+    def release(message: object) -> object:  # type: ignore[misc]
+        """Forget a fetched message without acknowledging it (a failure): drop
+        spool files; the message stays on the server. Deferred firing None."""
+
+    def wait_for_new(timeout: float) -> object:  # type: ignore[misc]
+        """Deferred firing when new mail may be there or *timeout* seconds
+        passed (push where possible, else a poll)."""
+
+    def disconnect() -> object:  # type: ignore[misc]
+        """Deferred firing None once the connection is closed."""
+
+
+class ISender(Interface):
+    """Where outbound mail goes (the *send* stage). Built as ``cls(options, context)``."""
+
+    def send(message: bytes, envelope: object, message_id: str) -> object:  # type: ignore[misc]
+        """Deliver *message* (bytes, CRLF or LF line ends, its Message-ID
+        header is *message_id*) to the
+        :class:`postroom.model.Envelope`'s recipients. Deferred firing a
+        :class:`postroom.drivers.SendResult`; fails with
+        :class:`postroom.errors.SendError` (``permanent`` tells whether to retry)."""
+
+    def close() -> object:  # type: ignore[misc]
+        """Deferred firing None once pooled connections are closed."""
+
+
+class IAuthenticator(Interface):
+    """Credentials for a protocol (the *auth* stage). Built as ``cls(mailbox, context)``."""
+
+    def credentials(protocol: str) -> object:  # type: ignore[misc]
+        """Deferred firing a :class:`postroom.drivers.Credentials` for
+        *protocol* (``imap``, ``pop3``, ``smtp``, ``ews``), refreshed as needed."""
+
+    def invalidate() -> None:  # type: ignore[misc]
+        """The server refused the last credentials: refresh before the next use."""
+
+
+class IParser(Interface):
+    """Turns raw bytes into a :class:`postroom.model.ParsedMessage` (the *parse* stage)."""
+
+    def parse(message: object, limits: object) -> object:  # type: ignore[misc]
+        """Deferred firing a picklable ParsedMessage for the
+        :class:`postroom.model.FetchedMessage`, computed off the reactor thread.
+        *limits* is a :class:`postroom.parsing.ParseLimits`. Unparsable mail is
+        not an error: the result describes the wrapping message."""
+
+
+class IStore(Interface):
+    """The interaction store: one unit of work per fetched message.
+
+    Blocking methods, called only from the kernel's thread pool. Built as
+    ``cls(options)`` where *options* is the ``store:`` mapping of the site
+    configuration (without ``driver``).
+    """
+
+    def open() -> None:  # type: ignore[misc]
+        """Connect and apply pending schema migrations."""
+
+    def close() -> None:  # type: ignore[misc]
+        """Release connections."""
+
+    def schema_version() -> int:  # type: ignore[misc]
+        """The applied migration version."""
+
+    def commit_fetched(  # type: ignore[misc]
+        mailbox, source_key, raw, interactions, cursor=None, message_id_check=False, fence=None
+    ):
+        """In one transaction: the raw message (streamed from the
+        :class:`~postroom.model.RawRef`), the interactions, their dedupe keys
+        and the new cursor. Returns a :class:`~postroom.model.CommitResult`.
+
+        Dedupe keys of each interaction: ``src:<mailbox>:<source_key>``,
+        ``sha:<sha256>`` and, when *message_id_check*, ``mid:<Message-ID>``;
+        for a fan-out copy each is suffixed ``#<copy_key>``. An interaction
+        with a key already present is a duplicate (``duplicate_of`` set to the
+        owner of that key) and is not stored again. *fence* is reserved for
+        lease fencing tokens (several processes, later)."""
+
+    def get_interaction(interaction_id: str) -> object:  # type: ignore[misc]
+        """The Interaction, or None."""
+
+    def list_interactions(limit=100, offset=0, mailbox=None) -> object:  # type: ignore[misc]
+        """Interactions, newest first."""
+
+    def find_by_message_id(message_id: str, type=None) -> object:  # type: ignore[misc]
+        """Interactions with this Message-ID (with angle brackets), oldest
+        first; only of *type* (``Inbound``/``Outbound``) when given."""
+
+    def read_raw(interaction_id: str, fileobj: object) -> int:  # type: ignore[misc]
+        """Write the raw bytes of the interaction's message to *fileobj* in
+        chunks; return the number of bytes. KeyError when unknown."""
+
+    def get_cursor(mailbox: str) -> object:  # type: ignore[misc]
+        """The mailbox's Cursor, or None."""
+
+    def pending_handoffs(limit: int = 100) -> object:  # type: ignore[misc]
+        """Interactions whose hand-off is pending or failed, oldest first."""
+
+    def mark_handoff(interaction_id: str, state: str, error=None) -> None:  # type: ignore[misc]
+        """Record a hand-off attempt's outcome (counts attempts)."""
+
+    def handoff_status(interaction_id: str) -> object:  # type: ignore[misc]
+        """``(state, attempts, last_error)`` or None."""
+
+    def queue_outbound(interaction, request) -> object:  # type: ignore[misc]
+        """Store the outbound interaction and its outbox entry (state
+        ``queued``, Message-ID as on the interaction) in one transaction;
+        returns the OutboxEntry."""
+
+    def claim_outbound(now, limit: int = 10) -> object:  # type: ignore[misc]
+        """Move due ``queued`` entries to ``sending``; return them."""
+
+    def mark_outbound(entry_id, state, error=None, next_attempt_at=None) -> None:  # type: ignore[misc]
+        """Record a send attempt: sent, failed, or back to queued for a retry.
+        Also sets the outbound interaction's status."""
+
+    def get_outbox(entry_id) -> object:  # type: ignore[misc]
+        """The OutboxEntry or None."""
+
+    def list_outbox(state=None) -> object:  # type: ignore[misc]
+        """OutboxEntries, oldest first."""
+
+    def record_failure(mailbox, source_key, reason, raw=None) -> object:  # type: ignore[misc]
+        """Count a failed attempt for a message; returns attempts so far."""
+
+    def quarantine(mailbox, source_key, reason, raw=None) -> object:  # type: ignore[misc]
+        """Put the message (raw kept when given) in quarantine; returns its entry."""
+
+    def is_quarantined(mailbox, source_key) -> bool:  # type: ignore[misc]
+        """True when the message sits in quarantine (not released)."""
+
+    def list_quarantine(include_released=False) -> object:  # type: ignore[misc]
+        """QuarantineEntries."""
+
+    def read_quarantined_raw(entry_id, fileobj) -> int:  # type: ignore[misc]
+        """Write the quarantined raw bytes to *fileobj*; KeyError if none."""
+
+    def release_quarantine(entry_id) -> None:  # type: ignore[misc]
+        """Mark an entry released (after a replay, or to let the source retry)."""

@@ -1,0 +1,162 @@
+"""The kernel: one site configuration, one plugin manager, one store.
+
+Building a :class:`Kernel` is where the configuration, the plugins and the
+drivers meet, in this order:
+
+1. read the YAML document (positions kept);
+2. load the hook plugins (the ``plugins:`` list, or every installed one);
+3. collect option declarations from the plugins and from the *configured*
+   drivers only (stevedore, interface-checked);
+4. validate the document against them;
+5. ``postroom_configure``; build the store driver.
+
+Nothing is global: two kernels in one process have their own plugin managers.
+An embedding application passes its reactor, clock, thread-pool runner and
+in-process plugins (see ``examples/embed``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from postroom.config.loader import Document, SiteConfig, read_document, validate
+from postroom.config.options import OptionSchema
+from postroom.context import Context
+from postroom.drivers import DriverContext, load_driver
+from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
+from postroom.plugins.facade import Hooks
+from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
+from postroom.runner import InlineRunner, Runner
+from postroom.store.async_store import AsyncStore
+
+log = logging.getLogger(__name__)
+
+
+class Kernel:
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str] | None = None,
+        *,
+        reactor: Any = None,
+        clock: Any = None,
+        runner: Runner | None = None,
+        plugins: Iterable[tuple[str, object]] = (),
+        enabled_plugins: Sequence[str] | None = None,
+        store_override: dict[str, Any] | None = None,
+    ) -> None:
+        """Build a kernel.
+
+        *enabled_plugins* overrides the configuration's ``plugins:`` key
+        (``postroom ingest --plugins``); *store_override* replaces its
+        ``store:`` (``{"driver": "memory"}`` for a throwaway store).
+        Raises ConfigErrors or PluginLoadError.
+        """
+        if reactor is None:
+            from twisted.internet import reactor as default_reactor
+
+            reactor = default_reactor
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.runner: Runner = runner if runner is not None else InlineRunner()
+        self.document: Document | None = (
+            read_document(Path(config_path)) if config_path is not None else None
+        )
+        names = self.document.driver_names() if self.document is not None else None
+        enabled = enabled_plugins if enabled_plugins is not None else (
+            names.plugins if names is not None else None
+        )
+        self.plugins: PluginSet = load_plugins(enabled, extra=plugins)
+        self.hooks = Hooks(self.plugins)
+        self.schema = OptionSchema()
+        self.hooks.add_options(self.schema)
+        self.drivers: dict[tuple[str, str], type] = {}
+        self.driver_infos: list[PluginInfo] = []
+        wanted: list[tuple[str, str]] = [(STORES_GROUP, "sqlite"), (STORES_GROUP, "memory")]
+        if names is not None:
+            wanted.append((STORES_GROUP, names.store))
+            wanted += [(SOURCES_GROUP, n) for n in names.sources]
+            wanted += [(SENDERS_GROUP, n) for n in names.senders]
+            wanted += [(AUTH_GROUP, n) for n in names.auth]
+        if store_override is not None:
+            wanted.append((STORES_GROUP, str(store_override.get("driver", "memory"))))
+        for group, name in dict.fromkeys(wanted):
+            self.load_driver(group, name)
+        if self.document is not None:
+            self.config: SiteConfig = validate(self.document, self.schema)
+        else:
+            self.config = SiteConfig.default(self.schema)
+        self.hooks.configure(self.config)
+        store_driver = self.config.store_driver
+        store_options: dict[str, Any] = dict(self.config.store_options)
+        if store_override is not None:
+            store_driver = str(store_override.get("driver", "memory"))
+            store_options = {k: v for k, v in store_override.items() if k != "driver"}
+        self.store_driver = self.drivers[(STORES_GROUP, store_driver)](store_options)
+        self.store = AsyncStore(self.store_driver, self.runner)
+        self.spool_dir = tempfile.mkdtemp(prefix="postroom-spool-")
+        self.ctx = Context(
+            config=self.config, store=self.store, clock=self.clock, runner=self.runner
+        )
+
+    # -- drivers
+
+    def load_driver(self, group: str, name: str) -> type:
+        key = (group, name)
+        if key not in self.drivers:
+            cls = load_driver(group, name)
+            self.hooks.add_options_of(cls, f"{group}:{name}", self.schema)
+            self.drivers[key] = cls
+        return self.drivers[key]
+
+    def driver_context(self, authenticator: Any = None) -> DriverContext:
+        return DriverContext(
+            reactor=self.reactor,
+            clock=self.clock,
+            runner=self.runner,
+            config=self.config,
+            spool_dir=self.spool_dir,
+            authenticator=authenticator,
+        )
+
+    def build_source(self, mailbox: Any) -> Any:
+        cls = self.drivers[(SOURCES_GROUP, mailbox.type)]
+        authenticator = None
+        if (AUTH_GROUP, mailbox.auth) in self.drivers and mailbox.type != "maildir":
+            authenticator = self.drivers[(AUTH_GROUP, mailbox.auth)](
+                mailbox, self.driver_context()
+            )
+        return cls(mailbox, self.driver_context(authenticator))
+
+    def build_sender(self) -> Any:
+        smtp = self.config.smtp
+        if smtp is None:
+            return None
+        cls = self.drivers[(SENDERS_GROUP, smtp.server_type)]
+        return cls(smtp, self.driver_context())
+
+    # -- lifecycle
+
+    def open(self) -> Deferred[None]:
+        """Open the store (migrations) and run the startup hooks."""
+
+        async def go() -> None:
+            await self.store.open()
+            await self.hooks.startup(self)
+
+        return ensureDeferred(go())
+
+    def close(self) -> Deferred[None]:
+        async def go() -> None:
+            try:
+                await self.hooks.shutdown(self)
+            finally:
+                await self.store.close()
+
+        return ensureDeferred(go())

@@ -1,0 +1,341 @@
+"""The data that flows through the gateway.
+
+Everything here is a small ``attrs`` class made of plain values, so it pickles:
+parsing runs in a worker thread (or process) and hands a :class:`ParsedMessage`
+back, and the store persists :class:`Interaction` field by field.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import IO, Any
+
+import attrs
+
+#: Attached data values are strings, numbers or booleans (the commercial
+#: product's key-value pairs); lists are joined by the plugin that writes them.
+AttachedValue = str | int | float | bool
+
+
+class InteractionType(enum.StrEnum):
+    INBOUND = "Inbound"
+    OUTBOUND = "Outbound"
+
+
+class Subtype(enum.StrEnum):
+    """Subtypes from the specification (section 2); plugins may add others."""
+
+    INBOUND_NEW = "InboundNew"
+    INBOUND_NDR = "InboundNDR"
+    INBOUND_REPORT = "InboundReport"
+    INBOUND_DISPOSITION = "InboundDisposition"
+    OUTBOUND_NEW = "OutboundNew"
+    OUTBOUND_REPLY = "OutboundReply"
+
+
+class HandoffState(enum.StrEnum):
+    """Where an interaction stands in the hand-off to routing (the submit stage)."""
+
+    PENDING = "pending"
+    DONE = "done"
+    FAILED = "failed"  # failed so far; still retried
+
+
+class OutboxState(enum.StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+def new_id() -> str:
+    """Interaction ids are random UUIDs, as strings."""
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --------------------------------------------------------------------------- raw
+
+
+@attrs.frozen
+class RawRef:
+    """A message's raw bytes, on disk, never held as a second in-memory copy.
+
+    Sources give the store a file (a maildir file, or a spool file they
+    streamed the download into); the store copies it in chunks.
+    """
+
+    path: str
+    size: int
+    sha256: str
+
+    @classmethod
+    def from_path(cls, path: str | os.PathLike[str]) -> RawRef:
+        digest = hashlib.sha256()
+        size = 0
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+                size += len(chunk)
+        return cls(path=os.fspath(path), size=size, sha256=digest.hexdigest())
+
+    def open(self) -> IO[bytes]:
+        return open(self.path, "rb")
+
+    def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
+        with self.open() as fh:
+            yield from iter(lambda: fh.read(size), b"")
+
+    def read(self) -> bytes:
+        with self.open() as fh:
+            return fh.read()
+
+
+@attrs.frozen
+class FetchedMessage:
+    """One message as a source delivered it, before parsing.
+
+    ``source_key`` names the message's place on the server (maildir file name,
+    ``UIDVALIDITY:UID``, UIDL...) and is the first deduplication key.
+    ``server_size`` is the size the server announced before download, if any.
+    """
+
+    mailbox: str
+    source_key: str
+    raw: RawRef
+    server_size: int | None = None
+    received_at: datetime = attrs.field(factory=utcnow)
+
+
+# ------------------------------------------------------------------- parsing
+
+
+@attrs.frozen
+class Attachment:
+    filename: str | None
+    content_type: str
+    size: int
+    is_message: bool = False
+    disposition: str | None = None
+    content_id: str | None = None
+    part_path: str = ""
+
+
+@attrs.frozen
+class Part:
+    """One node of the MIME tree, in pre-order.
+
+    ``path`` is the IMAP-style part number (``""`` for the root, ``"1"``,
+    ``"1.2"``...). ``text`` holds the decoded content of textual and report
+    parts (``text/*``, ``message/delivery-status``,
+    ``message/disposition-notification``, ``message/rfc822-headers``...) up to a
+    bound, so classifiers can read reports without parsing the raw again.
+    """
+
+    path: str
+    content_type: str
+    params: tuple[tuple[str, str], ...] = ()
+    headers: tuple[tuple[str, str], ...] = ()
+    disposition: str | None = None
+    filename: str | None = None
+    size: int = 0
+    depth: int = 0
+    text: str | None = None
+
+    def param(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.params:
+            if key.lower() == name:
+                return value
+        return None
+
+    def header(self, name: str) -> str | None:
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+
+@attrs.define
+class ParsedMessage:
+    """What the parse stage makes of a message: picklable, no ``email`` objects.
+
+    When ``wrapping_reason`` is set the original could not be parsed (or was
+    too large) and this describes the *wrapping message* of the specification,
+    section 3, instead: headers are the original's where they could be read.
+    """
+
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    subject: str = ""
+    from_addr: str | None = None
+    from_name: str | None = None
+    to: list[str] = attrs.field(factory=list)
+    cc: list[str] = attrs.field(factory=list)
+    reply_to: list[str] = attrs.field(factory=list)
+    message_id: str | None = None
+    in_reply_to: list[str] = attrs.field(factory=list)
+    references: list[str] = attrs.field(factory=list)
+    date: datetime | None = None
+    text: str | None = None
+    html: str | None = None
+    parts: list[Part] = attrs.field(factory=list)
+    attachments: list[Attachment] = attrs.field(factory=list)
+    defects: list[str] = attrs.field(factory=list)
+    wrapping_reason: str | None = None
+    raw_size: int = 0
+    raw_sha256: str = ""
+
+    @property
+    def is_wrapped(self) -> bool:
+        return self.wrapping_reason is not None
+
+    def header(self, name: str) -> str | None:
+        """The first value of header *name* (case-insensitive), or None."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key.lower() == name:
+                return value
+        return None
+
+    def header_all(self, name: str) -> list[str]:
+        name = name.lower()
+        return [value for key, value in self.headers if key.lower() == name]
+
+    @property
+    def content_type(self) -> str:
+        return self.parts[0].content_type if self.parts else "text/plain"
+
+
+# ------------------------------------------------------------ classification
+
+
+@attrs.frozen
+class Verdict:
+    """A classifier's decision (see ``postroom_classify``).
+
+    The highest ``priority`` wins; on a tie, the verdict of the plugin that
+    comes first in the plugin order wins. ``attached_data`` of the winning
+    verdict is merged into the interaction; losers' data is dropped.
+    """
+
+    subtype: str
+    priority: int = 0
+    reason: str = ""
+    attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
+    plugin: str = ""
+
+
+# --------------------------------------------------------------- interactions
+
+
+@attrs.define
+class Interaction:
+    """A stored, classified work item: what routing hands to an agent."""
+
+    id: str = attrs.field(factory=new_id)
+    tenant_id: int = 0
+    type: str = InteractionType.INBOUND.value
+    subtype: str = Subtype.INBOUND_NEW.value
+    status: str = "New"
+    parent_id: str | None = None
+    mailbox: str | None = None
+    message_id: str | None = None
+    subject: str = ""
+    from_addr: str | None = None
+    to: list[str] = attrs.field(factory=list)
+    cc: list[str] = attrs.field(factory=list)
+    text: str | None = None
+    html: str | None = None
+    attachments: list[Attachment] = attrs.field(factory=list)
+    attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
+    #: for fan-out copies: what makes this copy distinct (e.g. the recipient);
+    #: the dedupe key of a copy is (source key, copy_key).
+    copy_key: str | None = None
+    raw_sha256: str | None = None
+    created_at: datetime = attrs.field(factory=utcnow)
+    #: filled by the store when it answers
+    duplicate_of: str | None = None
+    handoff_state: str = HandoffState.PENDING.value
+
+
+@attrs.frozen
+class Cursor:
+    """A source's resume point, stored in the same transaction as the messages.
+
+    ``value`` is opaque to the kernel (e.g. ``"1700000000:4711"`` for IMAP).
+    """
+
+    mailbox: str
+    value: str
+
+
+@attrs.frozen
+class CommitResult:
+    """The store's answer to one unit of work."""
+
+    new: list[Interaction]
+    duplicates: list[Interaction]
+    raw_id: str
+
+
+@attrs.frozen
+class QuarantineEntry:
+    id: str
+    mailbox: str
+    source_key: str
+    reason: str
+    attempts: int
+    raw_sha256: str | None
+    created_at: datetime
+    updated_at: datetime
+    released: bool = False
+
+
+@attrs.define
+class OutboundRequest:
+    """A request to send an e-mail, as the stack or an agent makes it."""
+
+    to: list[str]
+    subject: str = ""
+    text: str | None = None
+    html: str | None = None
+    from_addr: str | None = None
+    cc: list[str] = attrs.field(factory=list)
+    bcc: list[str] = attrs.field(factory=list)
+    headers: dict[str, str] = attrs.field(factory=dict)
+    in_reply_to: str | None = None  # interaction id of the inbound being answered
+    attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
+    automatic: bool = False  # sent by automation (never to suppressed addresses)
+    options: dict[str, Any] = attrs.field(factory=dict)  # e.g. dsn/mdn requests
+
+
+@attrs.define
+class OutboxEntry:
+    id: str  # the outbound interaction's id
+    message_id: str  # fixed at queueing
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    request: OutboundRequest
+    created_at: datetime = attrs.field(factory=utcnow)
+
+
+@attrs.define
+class Envelope:
+    """SMTP envelope of an outbound message; ``postroom_envelope`` adds to it."""
+
+    mail_from: str
+    rcpt_to: list[str]
+    mail_options: list[str] = attrs.field(factory=list)
+    rcpt_options: list[str] = attrs.field(factory=list)
+    extra_headers: dict[str, str] = attrs.field(factory=dict)

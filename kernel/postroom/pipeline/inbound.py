@@ -1,0 +1,106 @@
+"""The inbound pipeline: one fetched message in, committed interactions out.
+
+parse (off the reactor) -> classify -> enrich -> expand -> commit (one store
+transaction). Acknowledging on the server and the hand-off to routing come
+after the commit and belong to the caller (:class:`postroom.services.mailbox.MailboxService`,
+or ``postroom ingest``), so this class never touches a server.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+import attrs
+
+from postroom.model import (
+    CommitResult,
+    Cursor,
+    FetchedMessage,
+    Interaction,
+    InteractionType,
+    ParsedMessage,
+)
+from postroom.parsing.limits import ParseLimits
+
+if TYPE_CHECKING:
+    from postroom.config.loader import MailboxConfig
+    from postroom.context import Context
+    from postroom.plugins.facade import Hooks
+
+log = logging.getLogger(__name__)
+
+
+def limits_from(ctx: Context) -> ParseLimits:
+    """Parse limits from the ``email-processing`` options."""
+    return ParseLimits(
+        max_size=int(ctx.option("email-processing", "maximum-msg-size") or 0),
+        max_depth=int(ctx.option("email-processing", "max-mime-depth")),
+        max_parts=int(ctx.option("email-processing", "max-mime-parts")),
+        default_domain=str(ctx.option("email-processing", "default-domain")),
+    )
+
+
+def interaction_from(message: ParsedMessage, *, tenant_id: int, mailbox: str) -> Interaction:
+    return Interaction(
+        tenant_id=tenant_id,
+        type=InteractionType.INBOUND.value,
+        mailbox=mailbox,
+        message_id=message.message_id,
+        subject=message.subject,
+        from_addr=message.from_addr,
+        to=list(message.to),
+        cc=list(message.cc),
+        text=message.text,
+        html=message.html,
+        attachments=list(message.attachments),
+        raw_sha256=message.raw_sha256,
+    )
+
+
+@attrs.frozen
+class Processed:
+    """What the pipeline did with one message."""
+
+    message: ParsedMessage
+    result: CommitResult
+
+    @property
+    def interactions(self) -> list[Interaction]:
+        """New ones and duplicates, in the order the expand stage made them."""
+        return [*self.result.new, *self.result.duplicates]
+
+
+class InboundPipeline:
+    def __init__(self, hooks: Hooks, ctx: Context) -> None:
+        self.hooks = hooks
+        self.ctx = ctx
+
+    async def process(
+        self, fetched: FetchedMessage, mailbox: MailboxConfig, cursor: str | None = None
+    ) -> Processed:
+        ctx = self.ctx.for_mailbox(mailbox)
+        await self.hooks.fetched(fetched, ctx)
+        parser = self.hooks.parser(mailbox.name, ctx)
+        message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))  # type: ignore[attr-defined]
+        interaction = interaction_from(message, tenant_id=ctx.tenant_id, mailbox=mailbox.name)
+        verdict = await self.hooks.classify(message, ctx, interaction)
+        interaction.subtype = verdict.subtype
+        interaction.attached_data.update(verdict.attached_data)
+        await self.hooks.enrich(message, interaction, ctx)
+        copies = self.hooks.expand(interaction, message, ctx)
+        result: CommitResult = await ctx.store.commit_fetched(
+            mailbox.name,
+            fetched.source_key,
+            fetched.raw,
+            copies,
+            Cursor(mailbox.name, cursor) if cursor is not None else None,
+            message_id_check=bool(ctx.option("email-processing", "enable-message-id-check")),
+        )
+        for new in result.new:
+            log.info(
+                "committed interaction %s (%s) from %s %s",
+                new.id, new.subtype, mailbox.name, fetched.source_key,
+                extra={"interaction_id": new.id, "mailbox": mailbox.name},
+            )
+        return Processed(message=message, result=result)

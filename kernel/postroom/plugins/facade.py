@@ -1,0 +1,210 @@
+"""The typed facade over the hooks: kernel code calls these methods, never ``pm.hook``.
+
+One place decides how hook results are awaited (plain values, Deferreds and
+coroutines alike), in which order plugins run, what a failing plugin costs,
+and how classifier verdicts are reduced to one subtype.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from postroom.model import Subtype, Verdict
+
+if TYPE_CHECKING:
+    from postroom.config.options import OptionSchema
+    from postroom.context import Context
+    from postroom.interfaces import IParser
+    from postroom.model import Envelope, FetchedMessage, Interaction, OutboundRequest, ParsedMessage
+    from postroom.plugins.manager import PluginSet
+
+log = logging.getLogger(__name__)
+
+#: attached key listing plugins that failed on an interaction (processing goes on)
+PLUGIN_ERRORS_KEY = "_PluginErrors"
+
+
+async def resolve(value: Any) -> Any:
+    """Await a hook result whatever it is: plain value, Deferred or coroutine."""
+    if isinstance(value, Deferred):
+        return await value
+    if inspect.isawaitable(value):
+        return await cast(Awaitable[Any], value)
+    return value
+
+
+class PluginFailure(Exception):
+    """A plugin raised in a hook; names the plugin."""
+
+    def __init__(self, plugin: str, hook: str, cause: BaseException) -> None:
+        self.plugin = plugin
+        self.hook = hook
+        self.cause = cause
+        super().__init__(f"plugin {plugin!r} failed in {hook}: {type(cause).__name__}: {cause}")
+
+
+def reduce_verdicts(verdicts: list[Verdict]) -> Verdict:
+    """The documented rule: highest priority wins; ties go to plugin order.
+
+    *verdicts* must be in plugin order. No verdict means ``InboundNew``.
+    """
+    best: Verdict | None = None
+    for verdict in verdicts:
+        if best is None or verdict.priority > best.priority:
+            best = verdict
+    return best or Verdict(Subtype.INBOUND_NEW.value, priority=0, reason="default")
+
+
+class Hooks:
+    """One method per hook, for one kernel's plugin set."""
+
+    def __init__(self, plugins: PluginSet) -> None:
+        self.plugins = plugins
+        self.pm = plugins.pm
+
+    # -- plumbing
+
+    def _impls(self, hook_name: str) -> list[Any]:
+        """Implementations in call order (pluggy's own order: reversed list)."""
+        caller = getattr(self.pm.hook, hook_name)
+        return list(reversed(caller.get_hookimpls()))
+
+    def _call_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        results = []
+        for impl in self._impls(hook_name):
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                results.append((impl.plugin_name, impl.function(**args)))
+            except Exception as exc:
+                raise PluginFailure(impl.plugin_name, hook_name, exc) from exc
+        return results
+
+    async def _call_all(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call every implementation in order, awaiting each before the next."""
+        results = []
+        for impl in self._impls(hook_name):
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                results.append((impl.plugin_name, await resolve(impl.function(**args))))
+            except Exception as exc:
+                raise PluginFailure(impl.plugin_name, hook_name, exc) from exc
+        return results
+
+    async def _call_tolerant(
+        self, hook_name: str, interaction: Interaction | None, **kwargs: Any
+    ) -> list[tuple[str, Any]]:
+        """Like _call_all, but a failing plugin is logged and noted on the
+        interaction, and the others still run: one buggy enricher must not
+        keep mail from reaching agents."""
+        results = []
+        for impl in self._impls(hook_name):
+            args = {name: kwargs[name] for name in impl.argnames}
+            try:
+                results.append((impl.plugin_name, await resolve(impl.function(**args))))
+            except Exception as exc:
+                log.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
+                if interaction is not None:
+                    note = f"{impl.plugin_name}: {hook_name}: {type(exc).__name__}: {exc}"
+                    previous = interaction.attached_data.get(PLUGIN_ERRORS_KEY)
+                    interaction.attached_data[PLUGIN_ERRORS_KEY] = (
+                        f"{previous}\n{note}" if previous else note
+                    )
+        return results
+
+    # -- lifecycle
+
+    def add_options(self, schema: OptionSchema) -> None:
+        for impl in self._impls("postroom_add_options"):
+            with schema.declaring(impl.plugin_name):
+                impl.function(**{n: schema for n in impl.argnames})
+
+    def add_options_of(self, plugin: object, name: str, schema: OptionSchema) -> None:
+        """Declarations of one object (a driver class) not registered as a plugin."""
+        function = getattr(plugin, "postroom_add_options", None)
+        if function is not None:
+            with schema.declaring(name):
+                function(schema)
+
+    def configure(self, config: Any) -> None:
+        self._call_sync("postroom_configure", config=config)
+
+    def startup(self, kernel: Any) -> Deferred[Any]:
+        return ensureDeferred(self._call_all("postroom_startup", kernel=kernel))
+
+    async def shutdown(self, kernel: Any) -> None:
+        await self._call_tolerant("postroom_shutdown", None, kernel=kernel)
+
+    # -- inbound
+
+    async def fetched(self, message: FetchedMessage, ctx: Context) -> None:
+        await self._call_tolerant("postroom_fetched", None, message=message, ctx=ctx)
+
+    async def auth_event(self, mailbox: str, event: str, detail: str, ctx: Context) -> None:
+        await self._call_tolerant(
+            "postroom_auth_event", None, mailbox=mailbox, event=event, detail=detail, ctx=ctx
+        )
+
+    def parser(self, mailbox: str, ctx: Context) -> IParser:
+        parser = self.pm.hook.postroom_parser(mailbox=mailbox, ctx=ctx)
+        if parser is None:  # the built-in parser always answers; a plugin may shadow it
+            raise RuntimeError("no plugin provides a parser")
+        return cast("IParser", parser)
+
+    async def classify(
+        self, message: ParsedMessage, ctx: Context, interaction: Interaction
+    ) -> Verdict:
+        results = await self._call_tolerant(
+            "postroom_classify", interaction, message=message, ctx=ctx
+        )
+        verdicts = []
+        for plugin, verdict in results:
+            if verdict is None:
+                continue
+            if not isinstance(verdict, Verdict):
+                log.error("plugin %r returned %r from postroom_classify, not a Verdict",
+                          plugin, verdict)
+                continue
+            verdicts.append(verdict if verdict.plugin else _with_plugin(verdict, plugin))
+        return reduce_verdicts(verdicts)
+
+    async def enrich(self, message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
+        await self._call_tolerant(
+            "postroom_enrich", interaction, message=message, interaction=interaction, ctx=ctx
+        )
+
+    def expand(
+        self, interaction: Interaction, message: ParsedMessage, ctx: Context
+    ) -> list[Interaction]:
+        result = self.pm.hook.postroom_expand(interaction=interaction, message=message, ctx=ctx)
+        if result is None:
+            return [interaction]
+        copies = list(result)
+        keys = [c.copy_key for c in copies]
+        if len(copies) > 1 and (None in keys or len(set(keys)) != len(keys)):
+            raise ValueError("postroom_expand must give every copy a distinct copy_key")
+        return copies
+
+    async def submit(self, interaction: Interaction, ctx: Context) -> None:
+        await self._call_all("postroom_submit", interaction=interaction, ctx=ctx)
+
+    # -- outbound
+
+    async def render(self, request: OutboundRequest, ctx: Context) -> None:
+        await self._call_all("postroom_render", request=request, ctx=ctx)
+
+    async def envelope(self, request: OutboundRequest, envelope: Envelope, ctx: Context) -> None:
+        await self._call_all("postroom_envelope", request=request, envelope=envelope, ctx=ctx)
+
+    async def sent(self, interaction: Interaction, ctx: Context) -> None:
+        await self._call_tolerant("postroom_sent", None, interaction=interaction, ctx=ctx)
+
+
+def _with_plugin(verdict: Verdict, plugin: str) -> Verdict:
+    import attrs
+
+    return attrs.evolve(verdict, plugin=plugin)

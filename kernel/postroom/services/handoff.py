@@ -1,0 +1,118 @@
+"""The hand-off to routing (the submit stage): at least once, after the commit.
+
+Every committed interaction has a hand-off row in the store (``pending``).
+This service calls ``postroom_submit`` for it, marks it ``done``, or marks it
+``failed`` and tries again with back-off, forever (or, in a ``--once`` run,
+up to ``max-attempts``). At start it picks up what an earlier process left
+pending, so a crash between commit and hand-off only delays it.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from postroom.backoff import Backoff
+from postroom.model import HandoffState, Interaction
+
+if TYPE_CHECKING:
+    from postroom.kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+_RECOVERY = "(recovering pending hand-offs)"
+
+
+class HandoffService(service.Service):
+    name = "handoff"
+
+    def __init__(self, kernel: Kernel, *, once: bool = False, backoff: Backoff | None = None):
+        self.kernel = kernel
+        self.once = once
+        self.backoff = backoff or Backoff(initial=float(kernel.config.get(
+            "gateway", "handoff-retry-initial")), maximum=float(kernel.config.get(
+            "gateway", "handoff-retry-max")))
+        self._in_flight: set[str] = set()
+        self._timers: dict[str, Any] = {}
+        self._idle_waiters: list[Deferred[None]] = []
+        self.failed: set[str] = set()
+
+    def startService(self) -> None:
+        super().startService()
+        self._in_flight.add(_RECOVERY)
+        d = ensureDeferred(self._recover())
+        d.addErrback(lambda f: log.error("hand-off recovery failed: %s", f.getTraceback()))
+        d.addBoth(lambda _: self._done(_RECOVERY))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for timer in self._timers.values():
+            if timer.active():
+                timer.cancel()
+        self._timers.clear()
+        self._check_idle()
+        return defer.succeed(None)
+
+    async def _recover(self) -> None:
+        pending: list[Interaction] = await self.kernel.store.pending_handoffs(1000)
+        self.submit(pending)
+
+    def submit(self, interactions: list[Interaction]) -> None:
+        for interaction in interactions:
+            if interaction.id in self._in_flight or interaction.id in self._timers:
+                continue
+            self._start(interaction, attempt=1)
+
+    def _start(self, interaction: Interaction, attempt: int) -> None:
+        self._timers.pop(interaction.id, None)
+        self._in_flight.add(interaction.id)
+        d = ensureDeferred(self._attempt(interaction, attempt))
+        d.addErrback(lambda f: log.error("hand-off bookkeeping failed: %s", f.getTraceback()))
+        d.addBoth(lambda _: self._done(interaction.id))
+
+    def _done(self, interaction_id: str) -> None:
+        self._in_flight.discard(interaction_id)
+        self._check_idle()
+
+    async def _attempt(self, interaction: Interaction, attempt: int) -> None:
+        store = self.kernel.store
+        try:
+            await self.kernel.hooks.submit(interaction, self.kernel.ctx)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            await store.mark_handoff(interaction.id, HandoffState.FAILED.value, error)
+            max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+            if self.once and attempt >= max_attempts:
+                self.failed.add(interaction.id)
+                log.error("hand-off of %s failed %d times, left for the next run: %s",
+                          interaction.id, attempt, error)
+                return
+            if not self.running and not self.once:
+                return
+            delay = self.backoff.delay(attempt)
+            log.warning("hand-off of %s failed (attempt %d), retrying in %.0fs: %s",
+                        interaction.id, attempt, delay, error)
+            self._timers[interaction.id] = self.kernel.clock.callLater(
+                delay, self._start, interaction, attempt + 1
+            )
+            return
+        await store.mark_handoff(interaction.id, HandoffState.DONE.value)
+        self.failed.discard(interaction.id)
+
+    def _check_idle(self) -> None:
+        if self._in_flight or self._timers:
+            return
+        waiters, self._idle_waiters = self._idle_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+
+    def wait_idle(self) -> Deferred[None]:
+        """Fires when no hand-off is in flight or waiting for a retry."""
+        d: Deferred[None] = Deferred()
+        self._idle_waiters.append(d)
+        self._check_idle()
+        return d

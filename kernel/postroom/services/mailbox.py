@@ -1,0 +1,200 @@
+"""One service per mailbox: connect, fetch, process, acknowledge, wait, repeat.
+
+A mailbox's failures stay in its own service: a wrong password or an
+unreachable server makes this one reconnect with back-off while every other
+mailbox keeps flowing. A message that fails ``max-attempts`` times is put in
+quarantine (its raw bytes kept in the store) and acknowledged on the server,
+so it can never block the mailbox; ``postroom quarantine`` lists and replays it.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
+
+from postroom.backoff import Backoff, sleep
+from postroom.drivers import SourceItem
+from postroom.services.health import MailboxHealth
+
+if TYPE_CHECKING:
+    from postroom.config.loader import MailboxConfig
+    from postroom.kernel import Kernel
+    from postroom.pipeline.inbound import InboundPipeline
+    from postroom.services.handoff import HandoffService
+
+log = logging.getLogger(__name__)
+
+
+def _now(clock: Any) -> datetime:
+    return datetime.fromtimestamp(clock.seconds(), UTC)
+
+
+class MailboxService(service.Service):
+    def __init__(
+        self,
+        kernel: Kernel,
+        mailbox: MailboxConfig,
+        pipeline: InboundPipeline,
+        handoff: HandoffService,
+        *,
+        once: bool = False,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.kernel = kernel
+        self.mailbox = mailbox
+        self.pipeline = pipeline
+        self.handoff = handoff
+        self.once = once
+        self.backoff = backoff or Backoff()
+        self.name = f"mailbox:{mailbox.name}"
+        self.health = MailboxHealth()
+        self.source: Any = None
+        #: fires with True (all well) or False (something failed) when a
+        #: --once pass ends, or when the service stops
+        self.finished: Deferred[bool] = Deferred()
+        self._loop: Deferred[None] | None = None
+        self._pause: Deferred[Any] | None = None
+        self._stopping = False
+        self._pass_ok = True
+
+    # -- service
+
+    def startService(self) -> None:
+        super().startService()
+        self._stopping = False
+        self._loop = ensureDeferred(self._run())
+        self._loop.addErrback(self._crashed)
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        self._stopping = True
+        if self._pause is not None and not self._pause.called:
+            self._pause.cancel()
+        done: Deferred[Any] = self._loop if self._loop is not None else defer.succeed(None)
+
+        async def stop() -> None:
+            if self.source is not None:
+                try:
+                    await self.source.disconnect()
+                except Exception:
+                    log.exception("mailbox %s: error while disconnecting", self.mailbox.name)
+            await done
+
+        return ensureDeferred(stop())
+
+    def _crashed(self, failure: Any) -> None:
+        log.error("mailbox %s: service loop crashed: %s", self.mailbox.name,
+                  failure.getTraceback())
+        self._finish(False)
+
+    def _finish(self, ok: bool) -> None:
+        if not self.finished.called:
+            self.finished.callback(ok)
+
+    # -- loop
+
+    @property
+    def clock(self) -> Any:
+        return self.kernel.clock
+
+    def _failed(self, error: BaseException, what: str) -> None:
+        self.health.connected = False
+        self.health.last_error = f"{what}: {error}"
+        self.health.last_error_at = _now(self.clock)
+        self.health.consecutive_failures += 1
+        log.warning("mailbox %s: %s: %s", self.mailbox.name, what, error,
+                    extra={"mailbox": self.mailbox.name})
+
+    async def _run(self) -> None:
+        poll = float(self.mailbox.get("poll-interval"))
+        while not self._stopping:
+            try:
+                if self.source is None:
+                    self.source = self.kernel.build_source(self.mailbox)
+                await self.source.connect()
+                self.health.connected = True
+                while not self._stopping:
+                    await self.run_pass()
+                    self.health.last_success = _now(self.clock)
+                    self.health.consecutive_failures = 0
+                    if self.once:
+                        self._finish(self._pass_ok)
+                        return
+                    self._pause = self.source.wait_for_new(poll)
+                    await self._pause
+            except defer.CancelledError:
+                break
+            except Exception as exc:
+                self._failed(exc, "connection failed")
+                if self.once:
+                    self._finish(False)
+                    return
+                try:
+                    if self.source is not None:
+                        await self.source.disconnect()
+                except Exception:
+                    log.debug("disconnect after failure failed too", exc_info=True)
+                self.source = None
+                self._pause = sleep(self.clock, self.backoff.delay(self.health.consecutive_failures))
+                try:
+                    await self._pause
+                except defer.CancelledError:
+                    break
+        self._finish(self._pass_ok)
+
+    async def run_pass(self) -> None:
+        """Process everything the mailbox holds now, with bounded concurrency."""
+        store = self.kernel.store
+        cursor = await store.get_cursor(self.mailbox.name)
+        items: list[SourceItem] = await self.source.list_new(cursor)
+        if not items:
+            return
+        log.info("mailbox %s: %d new message(s)", self.mailbox.name, len(items))
+        limit = DeferredSemaphore(int(self.kernel.config.get("gateway", "concurrency")))
+        await defer.gatherResults(
+            [limit.run(lambda item=item: ensureDeferred(self.process_item(item))) for item in items],
+            consumeErrors=True,
+        )
+
+    async def process_item(self, item: SourceItem) -> None:
+        store = self.kernel.store
+        name = self.mailbox.name
+        if await store.is_quarantined(name, item.source_key):
+            return
+        try:
+            fetched = await self.source.fetch(item)
+        except Exception as exc:
+            await self._count_failure(item, None, f"fetch failed: {exc}")
+            return
+        try:
+            processed = await self.pipeline.process(fetched, self.mailbox, item.cursor)
+        except Exception as exc:
+            log.exception("mailbox %s: message %s failed", name, item.source_key)
+            await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")
+            return
+        await self.source.acknowledge(fetched)
+        await store.clear_failures(name, item.source_key)
+        self.health.ingested += len(processed.result.new)
+        self.health.duplicates += len(processed.result.duplicates)
+        self.handoff.submit(processed.result.new)
+
+    async def _count_failure(self, item: SourceItem, fetched: Any, reason: str) -> None:
+        store = self.kernel.store
+        name = self.mailbox.name
+        self._pass_ok = False
+        self.health.failed += 1
+        attempts = await store.record_failure(name, item.source_key, reason)
+        max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+        if attempts >= max_attempts and fetched is not None:
+            await store.quarantine(name, item.source_key, reason, fetched.raw)
+            self.health.quarantined += 1
+            log.error("mailbox %s: message %s quarantined after %d attempts: %s",
+                      name, item.source_key, attempts, reason)
+            await self.source.acknowledge(fetched)
+        elif fetched is not None:
+            await self.source.release(fetched)

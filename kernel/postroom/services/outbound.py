@@ -1,0 +1,217 @@
+"""The outbox worker: queued send requests become sent (or failed) messages.
+
+A request is stored first (``queued``, its Message-ID fixed then, so a
+later NDR or reply finds its parent even if sending is retried), then
+claimed (``sending``), rendered, given its envelope, built and handed to the
+sender driver. A temporary failure goes back to ``queued`` with back-off; a
+permanent one, or the last attempt, ends ``failed`` with the error on the
+outbound interaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from email.utils import format_datetime, make_msgid
+from typing import TYPE_CHECKING, Any
+
+from twisted.application import service
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from postroom.backoff import Backoff, sleep
+from postroom.errors import PostroomError, SendError
+from postroom.model import (
+    Envelope,
+    Interaction,
+    InteractionType,
+    OutboundRequest,
+    OutboxEntry,
+    OutboxState,
+    Subtype,
+)
+
+if TYPE_CHECKING:
+    from postroom.kernel import Kernel
+
+log = logging.getLogger(__name__)
+
+
+class HeaderInjection(PostroomError, ValueError):
+    """A header name or value in a send request holds CR or LF."""
+
+
+def _check_header(name: str, value: str) -> None:
+    for part, what in ((name, "name"), (value, "value")):
+        if "\r" in part or "\n" in part:
+            raise HeaderInjection(f"header {what} of {name!r} contains a line break")
+
+
+def build_message(request: OutboundRequest, message_id: str, parent_message_id: str | None,
+                  extra_headers: dict[str, str], now: datetime) -> bytes:
+    """The RFC 5322 message for a request (CRLF line ends)."""
+    msg = EmailMessage()
+    for name, value in [*request.headers.items(), *extra_headers.items()]:
+        _check_header(name, value)
+    msg["From"] = request.from_addr or ""
+    msg["To"] = ", ".join(request.to)
+    if request.cc:
+        msg["Cc"] = ", ".join(request.cc)
+    msg["Subject"] = request.subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    if parent_message_id:
+        msg["In-Reply-To"] = parent_message_id
+        msg["References"] = parent_message_id
+    if request.automatic:
+        msg["Auto-Submitted"] = "auto-replied"
+    for name, value in [*request.headers.items(), *extra_headers.items()]:
+        del msg[name]
+        msg[name] = value
+    if request.text is not None or request.html is None:
+        msg.set_content(request.text or "")
+    if request.html is not None:
+        if request.text is None:
+            msg.set_content(request.html, subtype="html")
+        else:
+            msg.add_alternative(request.html, subtype="html")
+    from email import policy
+
+    return msg.as_bytes(policy=policy.SMTP)
+
+
+class OutboundService(service.Service):
+    name = "outbound"
+
+    def __init__(self, kernel: Kernel, sender: Any, *, once: bool = False,
+                 poll_interval: float = 1.0, backoff: Backoff | None = None) -> None:
+        self.kernel = kernel
+        self.sender = sender
+        self.once = once
+        self.poll_interval = poll_interval
+        self.backoff = backoff or Backoff(initial=30.0, maximum=3600.0)
+        self.finished: Deferred[bool] = Deferred()
+        self._loop: Deferred[None] | None = None
+        self._pause: Deferred[Any] | None = None
+        self._ok = True
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = ensureDeferred(self._run())
+        self._loop.addErrback(lambda f: log.error("outbox loop crashed: %s", f.getTraceback()))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        if self._pause is not None and not self._pause.called:
+            self._pause.cancel()
+        loop = self._loop if self._loop is not None else defer.succeed(None)
+
+        async def stop() -> None:
+            await loop
+            if self.sender is not None:
+                await self.sender.close()
+
+        return ensureDeferred(stop())
+
+    def wake(self) -> None:
+        """A request was queued: don't wait for the next poll."""
+        if self._pause is not None and not self._pause.called:
+            self._pause.cancel()
+
+    async def _run(self) -> None:
+        while self.running:
+            try:
+                worked = await self.run_pass()
+            except Exception:
+                log.exception("outbox pass failed")
+                self._ok = False
+                worked = 0
+            if self.once and worked == 0:
+                break
+            if worked:
+                continue
+            self._pause = sleep(self.kernel.clock, self.poll_interval)
+            try:
+                await self._pause
+            except defer.CancelledError:
+                continue
+        if not self.finished.called:
+            self.finished.callback(self._ok)
+
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.kernel.clock.seconds(), UTC)
+
+    async def run_pass(self) -> int:
+        entries: list[OutboxEntry] = await self.kernel.store.claim_outbound(self._now(), 10)
+        for entry in entries:
+            await self.send_entry(entry)
+        return len(entries)
+
+    async def send_entry(self, entry: OutboxEntry) -> None:
+        store = self.kernel.store
+        ctx = self.kernel.ctx
+        interaction: Interaction = await store.get_interaction(entry.id)
+        request = entry.request
+        try:
+            if self.sender is None:
+                raise SendError("no smtp-client is configured", permanent=True)
+            await self.kernel.hooks.render(request, ctx)
+            recipients = [*request.to, *request.cc, *request.bcc]
+            envelope = Envelope(mail_from=request.from_addr or "", rcpt_to=recipients)
+            await self.kernel.hooks.envelope(request, envelope, ctx)
+            parent_mid = None
+            if interaction.parent_id:
+                parent = await store.get_interaction(interaction.parent_id)
+                parent_mid = parent.message_id if parent is not None else None
+            data = build_message(request, entry.message_id, parent_mid,
+                                 envelope.extra_headers, self._now())
+            await self.sender.send(data, envelope, entry.message_id)
+        except Exception as exc:
+            permanent = isinstance(exc, HeaderInjection) or getattr(exc, "permanent", False)
+            attempts = entry.attempts + 1
+            max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+            error = f"{type(exc).__name__}: {exc}"
+            if permanent or attempts >= max_attempts:
+                self._ok = False
+                await store.mark_outbound(entry.id, OutboxState.FAILED.value, error)
+                log.error("outbound %s failed for good: %s", entry.id, error)
+                interaction = await store.get_interaction(entry.id)
+                await self.kernel.hooks.sent(interaction, ctx)
+            else:
+                retry_at = self._now() + timedelta(seconds=self.backoff.delay(attempts))
+                await store.mark_outbound(entry.id, OutboxState.QUEUED.value, error, retry_at)
+                log.warning("outbound %s failed (attempt %d), retry at %s: %s",
+                            entry.id, attempts, retry_at.isoformat(), error)
+            return
+        await store.mark_outbound(entry.id, OutboxState.SENT.value)
+        interaction = await store.get_interaction(entry.id)
+        await self.kernel.hooks.sent(interaction, ctx)
+
+
+async def queue_send(kernel: Kernel, request: OutboundRequest) -> Interaction:
+    """Store a send request in the outbox; the Message-ID is fixed here."""
+    domain = str(kernel.config.get("email-processing", "default-domain"))
+    for name, value in request.headers.items():
+        _check_header(name, value)
+    if not request.to:
+        raise ValueError("a send request needs at least one recipient")
+    if not request.from_addr:
+        request.from_addr = f"postroom@{domain}"
+    interaction = Interaction(
+        tenant_id=int(kernel.config.tenant_id),
+        type=InteractionType.OUTBOUND.value,
+        subtype=(Subtype.OUTBOUND_REPLY if request.in_reply_to else Subtype.OUTBOUND_NEW).value,
+        status="Queued",
+        parent_id=request.in_reply_to,
+        message_id=make_msgid(domain=domain),
+        subject=request.subject,
+        from_addr=request.from_addr,
+        to=list(request.to),
+        cc=list(request.cc),
+        text=request.text,
+        html=request.html,
+        attached_data=dict(request.attached_data),
+    )
+    await kernel.store.queue_outbound(interaction, request)
+    return interaction
