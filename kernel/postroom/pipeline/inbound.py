@@ -79,10 +79,32 @@ class InboundPipeline:
     async def process(
         self, fetched: FetchedMessage, mailbox: MailboxConfig, cursor: str | None = None
     ) -> Processed:
+        """Parse and complete one message (``postroom ingest``, replay)."""
+        message = await self.parse(fetched, mailbox)
+        return await self.complete(fetched, message, mailbox, cursor)
+
+    async def parse(self, fetched: FetchedMessage, mailbox: MailboxConfig) -> ParsedMessage:
+        """The part that may run for several messages at once (off the reactor)."""
         ctx = self.ctx.for_mailbox(mailbox)
         await self.hooks.fetched(fetched, ctx)
         parser = self.hooks.parser(mailbox.name, ctx)
         message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))  # type: ignore[attr-defined]
+        return message
+
+    async def complete(
+        self,
+        fetched: FetchedMessage,
+        message: ParsedMessage,
+        mailbox: MailboxConfig,
+        cursor: str | None = None,
+    ) -> Processed:
+        """classify -> enrich -> expand -> commit.
+
+        A mailbox runs this for one message at a time, in the source's order,
+        so a reply fetched in the same batch as the message it answers still
+        finds its parent, and cursors only move forward.
+        """
+        ctx = self.ctx.for_mailbox(mailbox)
         interaction = interaction_from(message, tenant_id=ctx.tenant_id, mailbox=mailbox.name)
         verdict = await self.hooks.classify(message, ctx, interaction)
         interaction.subtype = verdict.subtype

@@ -30,6 +30,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _chained(d: Deferred[None]) -> Deferred[None]:
+    """Wait for *d* without taking its result away from other waiters."""
+    waiter: Deferred[None] = Deferred()
+    d.addBoth(lambda result: (waiter.callback(None), result)[1])
+    return waiter
+
+
 def _now(clock: Any) -> datetime:
     return datetime.fromtimestamp(clock.seconds(), UTC)
 
@@ -156,12 +163,32 @@ class MailboxService(service.Service):
             return
         log.info("mailbox %s: %d new message(s)", self.mailbox.name, len(items))
         limit = DeferredSemaphore(int(self.kernel.config.get("gateway", "concurrency")))
-        await defer.gatherResults(
-            [limit.run(lambda item=item: ensureDeferred(self.process_item(item))) for item in items],
-            consumeErrors=True,
-        )
+        # Fetch and parse run `concurrency` at a time; classify..commit runs
+        # one message at a time in source order (each waits for the one before).
+        turns: list[Deferred[None]] = [Deferred() for _ in items]
+        previous: Deferred[None] = defer.succeed(None)
+        jobs = []
+        for item, turn in zip(items, turns, strict=True):
+            jobs.append(limit.run(
+                lambda item=item, before=previous, turn=turn: ensureDeferred(
+                    self.process_item(item, before, turn))))
+            previous = turn
+        await defer.gatherResults(jobs, consumeErrors=True)
 
-    async def process_item(self, item: SourceItem) -> None:
+    async def process_item(
+        self,
+        item: SourceItem,
+        before: Deferred[None] | None = None,
+        turn: Deferred[None] | None = None,
+    ) -> None:
+        """Fetch, parse, then (in turn) complete, acknowledge, hand off."""
+        try:
+            await self._process_item(item, before)
+        finally:
+            if turn is not None and not turn.called:
+                turn.callback(None)
+
+    async def _process_item(self, item: SourceItem, before: Deferred[None] | None) -> None:
         store = self.kernel.store
         name = self.mailbox.name
         if await store.is_quarantined(name, item.source_key):
@@ -172,7 +199,10 @@ class MailboxService(service.Service):
             await self._count_failure(item, None, f"fetch failed: {exc}")
             return
         try:
-            processed = await self.pipeline.process(fetched, self.mailbox, item.cursor)
+            message = await self.pipeline.parse(fetched, self.mailbox)
+            if before is not None:
+                await _chained(before)
+            processed = await self.pipeline.complete(fetched, message, self.mailbox, item.cursor)
         except Exception as exc:
             log.exception("mailbox %s: message %s failed", name, item.source_key)
             await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")

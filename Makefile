@@ -1,0 +1,54 @@
+# postroom: the two commands are `make run` and `make test` (see README.md).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Every first-party plugin distribution (plugins/<name>/ with a setup.cfg).
+PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
+QUICKSTART := var/quickstart
+
+.PHONY: run test test-unit lint docs clean venv
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip setuptools wheel
+
+# Reinstall when any distribution's metadata changes.
+$(VENV)/.installed: $(BIN)/python setup.cfg pyproject.toml $(wildcard plugins/*/setup.cfg)
+	$(BIN)/pip install --quiet -e '.[test]' $(foreach p,$(PLUGINS),-e $(p))
+	touch $@
+
+venv: $(VENV)/.installed
+
+## make run: install, copy the quickstart site to var/, run the gateway once over it
+run: venv
+	rm -rf $(QUICKSTART) && mkdir -p var && cp -r examples/quickstart $(QUICKSTART)
+	$(BIN)/postroom run -c $(QUICKSTART)/postroom.yaml --once
+	@echo
+	@echo "Interactions in $(QUICKSTART)/postroom.db:"
+	@$(BIN)/postroom interactions list -c $(QUICKSTART)/postroom.yaml
+
+## make test: start the servers the tests need (needs root), then run every test
+test: venv
+	@if [ "$$(id -u)" != 0 ]; then \
+	  echo "make test needs root: it installs and starts test servers from Debian packages." >&2; \
+	  echo "Run 'make test-unit' for the tests that need no server." >&2; exit 2; fi
+	contrib/scripts/install-test-packages
+	POSTROOM_TEST_PG="$$(contrib/scripts/pg-test-server)" && export POSTROOM_TEST_PG && \
+	  $(BIN)/python -m pytest -q
+	$(MAKE) lint
+
+## make test-unit: the tests that need no server
+test-unit: venv
+	$(BIN)/python -m pytest -q -m "not postgresql"
+
+lint: venv
+	$(BIN)/ruff check kernel plugins examples tests
+	$(BIN)/mypy kernel/postroom
+
+## make docs: regenerate docs/configuration.md from the option declarations
+docs: venv
+	$(BIN)/postroom config-reference -o docs/configuration.md
+
+clean:
+	rm -rf var build .pytest_cache .mypy_cache .ruff_cache
