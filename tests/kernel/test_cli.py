@@ -1,0 +1,234 @@
+"""The ``postroom`` command, run as a user runs it (a subprocess)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from tests.conftest import ROOT
+
+POSTROOM = str(Path(sys.executable).with_name("postroom"))
+SCHEMA = json.loads((ROOT / "kernel" / "postroom" / "schemas" / "interaction.json").read_text())
+
+
+def postroom(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+             ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([POSTROOM, *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=600)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    rows = [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    for row in rows:
+        jsonschema.validate(row, SCHEMA)
+    return rows
+
+
+@pytest.mark.parametrize("command", [
+    [], ["run"], ["check"], ["plugins"], ["ingest"], ["interactions"], ["interactions", "list"],
+    ["interactions", "show"], ["quarantine"], ["quarantine", "list"], ["quarantine", "replay"],
+    ["config-reference"],
+])
+def test_every_command_has_help(command: list[str]) -> None:
+    result = postroom(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "usage: postroom" in result.stdout
+
+
+def test_run_once_then_list_as_json(quickstart: Path) -> None:
+    result = postroom("run", "-c", str(quickstart), "--once")
+    assert result.returncode == 0, result.stderr
+    listed = postroom("interactions", "list", "-c", str(quickstart), "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json_lines(listed.stdout)
+    assert len(rows) == 4
+    assert {r["handoff_state"] for r in rows} == {"done"}
+    table = postroom("interactions", "list", "-c", str(quickstart))
+    assert "Prüfbericht März.pdf" in table.stdout
+    one = postroom("interactions", "show", "-c", str(quickstart), rows[0]["id"])
+    assert one.returncode == 0 and rows[0]["id"] in one.stdout
+
+
+def test_check_reports_file_line_option_and_suggestion(quickstart: Path) -> None:
+    text = quickstart.read_text().replace("default-domain:", "defualt-domain:")
+    quickstart.write_text(text)
+    result = postroom("check", "-c", str(quickstart))
+    assert result.returncode == 2
+    line = next(i for i, t in enumerate(text.splitlines(), 1) if "defualt-domain" in t)
+    assert f"{quickstart}:{line}" in result.stderr
+    assert "defualt-domain" in result.stderr and "did you mean 'default-domain'" in result.stderr
+
+
+def test_check_accepts_the_quickstart(quickstart: Path) -> None:
+    result = postroom("check", "-c", str(quickstart))
+    assert result.returncode == 0, result.stderr
+    assert "mailbox support: type maildir" in result.stdout
+
+
+def test_unknown_driver_is_a_configuration_error(quickstart: Path) -> None:
+    quickstart.write_text(quickstart.read_text().replace("type: maildir", "type: maildri"))
+    result = postroom("check", "-c", str(quickstart))
+    assert result.returncode == 2
+    assert "postroom.sources" in result.stderr and "'maildri'" in result.stderr
+    assert "did you mean 'maildir'" in result.stderr
+
+
+def test_secret_never_printed(quickstart: Path) -> None:
+    text = quickstart.read_text() + "secret-google:\n  password: ${GOOGLE_SECRET}\n  pasword: x\n"
+    quickstart.write_text(text)
+    result = postroom("check", "-c", str(quickstart), env={"GOOGLE_SECRET": "hunter2-topsecret"})
+    assert result.returncode == 2
+    assert "hunter2-topsecret" not in result.stderr + result.stdout
+
+
+# ----------------------------------------------------------------- ingest
+
+
+def corpus_files(corpus: Path) -> list[Path]:
+    files: list[Path] = []
+    for manifest in sorted(corpus.glob("*.json")):
+        entries = json.loads(manifest.read_text())
+        if isinstance(entries, list):
+            files += [corpus / e["file"] for e in entries if "file" in e]
+    assert len(files) > 600
+    return files
+
+
+def test_ingest_over_the_whole_corpus(corpus: Path, tmp_path: Path) -> None:
+    """Every corpus message gives at least one schema-valid line; raw bytes kept exactly."""
+    files = corpus_files(corpus)
+    site = tmp_path / "site.yaml"
+    site.write_text("store: {driver: sqlite, path: corpus.db}\npop-client: []\n")
+    result = postroom("ingest", "-c", str(site), "--json", *map(str, files))
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json_lines(result.stdout)
+    by_source: dict[str, list[dict]] = {}
+    for row in rows:
+        by_source.setdefault(row["source"], []).append(row)
+    assert set(by_source) == {str(f) for f in files}
+    # byte-identical inputs: the later ones say duplicate_of
+    first_by_hash: dict[str, str] = {}
+    for f in files:
+        digest = hashlib.sha256(f.read_bytes()).hexdigest()
+        row = by_source[str(f)][0]
+        if digest in first_by_hash:
+            assert row["duplicate_of"] == first_by_hash[digest], f
+        else:
+            assert row["duplicate_of"] is None, f
+            first_by_hash[digest] = row["id"]
+    # raw bytes stored are identical to the input
+    from postroom.store.sqlite import SQLiteStore
+
+    store = SQLiteStore({"path": tmp_path / "corpus.db"})
+    store.open()
+    try:
+        for f in files:
+            row = by_source[str(f)][0]
+            out = tmp_path / "raw.eml"
+            with open(out, "wb") as fh:
+                store.read_raw(row["duplicate_of"] or row["id"], fh)
+            assert out.read_bytes() == f.read_bytes(), f
+    finally:
+        store.close()
+
+
+def test_ingest_without_config_uses_a_throwaway_store(quickstart: Path) -> None:
+    mail = sorted((quickstart.parent / "maildir" / "new").iterdir())
+    for _ in range(2):  # a throwaway store: nothing is a duplicate the second time
+        result = postroom("ingest", "--json", *map(str, mail))
+        assert result.returncode == 0, result.stderr
+        rows = json_lines(result.stdout)
+        assert len(rows) == 4 and all(r["duplicate_of"] is None for r in rows)
+    reply = next(r for r in rows if r["subject"].startswith("Re:"))
+    original = next(r for r in rows if r["message_id"] == "<4711-report@customer.example>")
+    assert reply["parent_id"] == original["id"]
+    assert original["from"] == "juergen.mueller@customer.example"
+
+
+def test_ingest_with_a_site_store_recognises_duplicates(quickstart: Path) -> None:
+    mail = str(next((quickstart.parent / "maildir" / "new").iterdir()))
+    first = json_lines(postroom("ingest", "-c", str(quickstart), "--json", mail).stdout)
+    second = json_lines(postroom("ingest", "-c", str(quickstart), "--json", mail).stdout)
+    assert second[0]["duplicate_of"] == first[0]["id"]
+
+
+def test_ingest_unreadable_file_fails_with_status_1(tmp_path: Path) -> None:
+    result = postroom("ingest", str(tmp_path / "missing.eml"))
+    assert result.returncode == 1
+    assert "missing.eml" in result.stderr
+
+
+# ------------------------------------------------------------ broken plugins
+
+
+def fake_distribution(where: Path, name: str, entry_points: str, modules: dict[str, str]) -> None:
+    """An installed distribution on a path entry: what pip would leave."""
+    info = where / f"{name.replace('-', '_')}-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(textwrap.dedent(entry_points))
+    for module, source in modules.items():
+        (where / f"{module}.py").write_text(textwrap.dedent(source))
+
+
+@pytest.fixture
+def broken_plugin(tmp_path: Path) -> dict[str, str]:
+    site = tmp_path / "site-packages"
+    fake_distribution(site, "postroom-broken", """
+        [postroom.plugins]
+        broken = broken_plugin
+        """, {"broken_plugin": "raise ImportError('needs libfoo 2.0')\n"})
+    return {"PYTHONPATH": str(site)}
+
+
+def test_broken_plugin_is_a_warning_without_plugins_key(quickstart: Path, broken_plugin) -> None:
+    result = postroom("run", "-c", str(quickstart), "--once", env=broken_plugin)
+    assert result.returncode == 0, result.stderr
+    assert "broken" in result.stderr and "postroom-broken" in result.stderr
+    assert "needs libfoo 2.0" in result.stderr
+    listing = postroom("plugins", env=broken_plugin)
+    assert "LOAD ERROR" in listing.stdout and "needs libfoo 2.0" in listing.stdout
+
+
+def test_broken_plugin_listed_is_fatal(quickstart: Path, broken_plugin) -> None:
+    quickstart.write_text(quickstart.read_text() + "plugins: [broken]\n")
+    result = postroom("run", "-c", str(quickstart), "--once", env=broken_plugin)
+    assert result.returncode == 2
+    assert "'broken'" in result.stderr and "postroom-broken" in result.stderr
+    assert "ImportError: needs libfoo 2.0" in result.stderr
+
+
+def test_plugin_not_installed_is_fatal(quickstart: Path) -> None:
+    quickstart.write_text(quickstart.read_text() + "plugins: [no-such-plugin]\n")
+    result = postroom("check", "-c", str(quickstart))
+    assert result.returncode == 2
+    assert "no-such-plugin" in result.stderr and "not installed" in result.stderr
+
+
+def test_driver_not_implementing_its_interface_is_refused(quickstart: Path, tmp_path) -> None:
+    site = tmp_path / "sp"
+    fake_distribution(site, "postroom-halfsource", """
+        [postroom.sources]
+        half = half_source:HalfSource
+        """, {"half_source": "class HalfSource:\n    def connect(self): pass\n"})
+    quickstart.write_text(quickstart.read_text().replace("type: maildir", "type: half"))
+    result = postroom("check", "-c", str(quickstart), env={"PYTHONPATH": str(site)})
+    assert result.returncode == 2
+    assert "postroom.sources" in result.stderr and "postroom-halfsource" in result.stderr
+    assert "ISource" in result.stderr
+
+
+def test_plugins_lists_builtins_and_drivers() -> None:
+    result = postroom("plugins")
+    assert result.returncode == 0, result.stderr
+    for expected in ("core-parser", "maildir", "file", "sqlite", "postroom.sources"):
+        assert expected in result.stdout

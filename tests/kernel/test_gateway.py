@@ -1,0 +1,239 @@
+"""The gateway end to end on the embedded defaults, with task.Clock and an inline runner."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail
+
+from postroom import hookimpl
+from postroom.kernel import Kernel
+from postroom.model import Interaction, OutboundRequest
+from postroom.runner import InlineRunner
+from postroom.services.gateway import Gateway
+from tests.conftest import run
+
+
+def make_kernel(config: Path, plugins: list[tuple[str, object]] = (), **kw: Any) -> Kernel:
+    return Kernel(config, reactor=task.Clock(), clock=kw.pop("clock", task.Clock()),
+                  runner=InlineRunner(), plugins=plugins, enabled_plugins=kw.pop("enabled", []),
+                  **kw)
+
+
+def once(kernel: Kernel) -> tuple[bool, Gateway]:
+    gateway = Gateway(kernel, once=True)
+    gateway.startService()
+    try:
+        ok = run(gateway.run_once())
+    finally:
+        run(gateway.stopService())
+    return ok, gateway
+
+
+def all_interactions(config: Path) -> list[Interaction]:
+    kernel = make_kernel(config)
+    run(kernel.open())
+    found = run(kernel.store.list_interactions(1000))
+    run(kernel.close())
+    return list(reversed(found))
+
+
+def test_quickstart_once_creates_the_expected_interactions(quickstart: Path) -> None:
+    ok, gateway = once(make_kernel(quickstart))
+    assert ok
+    found = all_interactions(quickstart)
+    assert len(found) == 4
+    by_subject = {i.subject: i for i in found}
+    original = by_subject["Prüfbericht für Auftrag 4711"]
+    reply = by_subject["Re: Prüfbericht für Auftrag 4711"]
+    assert original.attached_data["_AttachmentFileNames"] == "Prüfbericht März.pdf"
+    assert original.from_addr == "juergen.mueller@customer.example"
+    assert original.message_id == "<4711-report@customer.example>"
+    assert reply.parent_id == original.id
+    wrapped = [i for i in found if "_WrappingMessageReason" in i.attached_data]
+    assert len(wrapped) == 2
+    oversized = by_subject["Scanned contract (large)"]
+    assert "maximum-msg-size" in oversized.attached_data["_WrappingMessageReason"]
+    assert oversized.text.startswith("Error encountered during preprocessing of this message")
+    garbage = next(i for i in wrapped if i is not oversized)
+    assert garbage.from_addr == "unknown@example.com"
+    # every message was moved to cur/ after the commit, none left in new/
+    maildir = quickstart.parent / "maildir"
+    assert os.listdir(maildir / "new") == []
+    assert len([n for n in os.listdir(maildir / "cur") if not n.startswith(".")]) == 4
+    # the hand-off (no routing plugin: nothing to call) is done for each
+    assert gateway.mailboxes[0].health.ingested == 4
+
+
+def test_raw_bytes_are_kept_exactly(quickstart: Path, tmp_path: Path) -> None:
+    originals = {
+        p.name: p.read_bytes() for p in (quickstart.parent / "maildir" / "new").iterdir()
+    }
+    once(make_kernel(quickstart))
+    kernel = make_kernel(quickstart)
+    run(kernel.open())
+    stored = []
+    for interaction in run(kernel.store.list_interactions(100)):
+        out = tmp_path / f"{interaction.id}.eml"
+        with open(out, "wb") as fh:
+            run(kernel.store.read_raw(interaction.id, fh))
+        stored.append(out.read_bytes())
+    run(kernel.close())
+    assert sorted(stored) == sorted(originals.values())
+
+
+def test_second_run_after_crash_before_acknowledge_makes_no_duplicates(quickstart: Path) -> None:
+    """A crash between commit and acknowledge: the message is fetched again and recognised."""
+    from postroom.drivers.maildir import MaildirSource
+
+    original_ack = MaildirSource.acknowledge
+    MaildirSource.acknowledge = lambda self, message: fail(RuntimeError("crash"))  # type: ignore
+    try:
+        once(make_kernel(quickstart))
+    finally:
+        MaildirSource.acknowledge = original_ack  # type: ignore[method-assign]
+    maildir = quickstart.parent / "maildir"
+    assert len(os.listdir(maildir / "new")) == 4  # nothing acknowledged
+    ok, gateway = once(make_kernel(quickstart))
+    assert ok
+    assert gateway.mailboxes[0].health.duplicates == 4
+    assert gateway.mailboxes[0].health.ingested == 0
+    assert len(all_interactions(quickstart)) == 4
+    assert os.listdir(maildir / "new") == []
+
+
+class FlakyRouting:
+    """Fails the first *failures* hand-offs, then accepts."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[str] = []
+
+    @hookimpl
+    def postroom_submit(self, interaction: Interaction) -> None:
+        self.calls.append(interaction.id)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("routing is down")
+
+
+def test_submit_is_retried_with_backoff_until_it_succeeds(quickstart: Path) -> None:
+    clock = task.Clock()
+    routing = FlakyRouting(failures=6)
+    kernel = make_kernel(quickstart, plugins=[("routing", routing)], clock=clock)
+    gateway = Gateway(kernel, once=False)
+    gateway.startService()
+    # the first pass ran at start; every hand-off failed once or more
+    assert len(set(routing.calls)) == 4
+    statuses = [run(kernel.store.handoff_status(i)) for i in set(routing.calls)]
+    assert any(s[0] == "failed" for s in statuses)
+    clock.advance(3600)  # the back-off timers fire; routing works again
+    for _ in range(10):
+        clock.advance(600)
+    statuses = [run(kernel.store.handoff_status(i)) for i in set(routing.calls)]
+    assert [s[0] for s in statuses] == ["done"] * 4
+    assert sum(s[1] for s in statuses) == 4 + 6  # attempts counted
+    run(gateway.stopService())
+
+
+def test_poisonous_message_is_quarantined_and_mailbox_moves_on(quickstart: Path) -> None:
+    class Poison:
+        @hookimpl
+        def postroom_expand(self, interaction: Interaction) -> None:
+            if "large" in interaction.subject:
+                raise ValueError("boom")
+
+    for attempt in range(1, 6):
+        ok, gateway = once(make_kernel(quickstart, plugins=[("poison", Poison())]))
+        assert not ok
+    kernel = make_kernel(quickstart)
+    run(kernel.open())
+    entries = run(kernel.store.list_quarantine())
+    assert len(entries) == 1 and entries[0].attempts == 5
+    assert "boom" in entries[0].reason
+    run(kernel.close())
+    maildir = quickstart.parent / "maildir"
+    assert os.listdir(maildir / "new") == []  # acknowledged once quarantined
+    assert len(all_interactions(quickstart)) == 3
+    # replay without the poison: it becomes an interaction
+    from postroom.ingest import replay_quarantined
+
+    kernel = make_kernel(quickstart)
+    run(kernel.open())
+    replayed = run(replay_quarantined(kernel, entries[0].id))
+    assert [i.subject for i in replayed] == ["Scanned contract (large)"]
+    assert run(kernel.store.list_quarantine()) == []
+    run(kernel.close())
+
+
+def test_broken_mailbox_does_not_stop_the_others(quickstart: Path) -> None:
+    text = quickstart.read_text().replace(
+        "pop-client:\n",
+        "pop-client:\n  - name: broken\n    type: maildir\n    folder-path: /dev/null/nowhere\n",
+    )
+    quickstart.write_text(text)
+    ok, gateway = once(make_kernel(quickstart))
+    assert not ok
+    health = gateway.health()
+    assert health["broken"]["connected"] is False and health["broken"]["last_error"]
+    assert health["support"]["ingested"] == 4
+
+
+def test_mailbox_reconnects_with_backoff(quickstart: Path) -> None:
+    clock = task.Clock()
+    folder = quickstart.parent / "later"
+    text = quickstart.read_text().replace("folder-path: maildir", f"folder-path: {folder}/x")
+    quickstart.write_text(text)
+    folder.write_text("a file where a folder should be")
+    kernel = make_kernel(quickstart, clock=clock)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    mailbox = gateway.mailboxes[0]
+    assert mailbox.health.connected is False
+    assert mailbox.health.consecutive_failures == 1
+    folder.unlink()
+    clock.advance(2)  # first back-off is about a second (jitter)
+    assert mailbox.health.connected is True
+    run(gateway.stopService())
+
+
+def test_outbound_send_is_queued_then_written_by_the_file_sender(quickstart: Path) -> None:
+    clock = task.Clock()
+    kernel = make_kernel(quickstart, clock=clock)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    interaction = run(gateway.send(OutboundRequest(to=["juergen.mueller@customer.example"],
+                                                   subject="Ihr Prüfbericht", text="Danke!")))
+    assert interaction.message_id.startswith("<") and interaction.message_id.endswith(">")
+    stored = run(kernel.store.get_interaction(interaction.id))
+    assert stored.status == "Sent"
+    outbox = quickstart.parent / "outbox"
+    files = sorted(p.name for p in outbox.iterdir())
+    assert len(files) == 2  # .eml + .envelope.json
+    eml = next(p for p in outbox.iterdir() if p.suffix == ".eml").read_bytes()
+    assert interaction.message_id.encode() in eml
+    assert b"\r\n" in eml
+    run(gateway.stopService())
+
+
+def test_header_injection_is_refused(quickstart: Path) -> None:
+    kernel = make_kernel(quickstart)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    with pytest.raises(ValueError, match="line break"):
+        run(gateway.send(OutboundRequest(to=["a@example.com"], headers={"X-A": "b\r\nBcc: x"})))
+    run(gateway.stopService())
+
+
+def test_stop_while_waiting_for_new_mail_is_clean(quickstart: Path) -> None:
+    clock = task.Clock()
+    kernel = make_kernel(quickstart, clock=clock)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    d: Deferred[None] = gateway.stopService()
+    run(d)
+    assert not clock.getDelayedCalls()
