@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postroom.config.loader import MailboxConfig
+from postroom.config.loader import MailboxConfig, defaults
 from postroom.config.options import Scope
 from postroom.model import FetchedMessage, Interaction, RawRef
 from postroom.pipeline.inbound import InboundPipeline
@@ -21,9 +21,7 @@ INGEST_MAILBOX = "ingest"
 
 def ingest_mailbox(kernel: Kernel, name: str = INGEST_MAILBOX) -> MailboxConfig:
     """A mailbox that exists only for ingest: the declared defaults, no driver."""
-    options = {
-        o.name: o.default for o in kernel.schema.select(Scope.MAILBOX) if o.types is None
-    }
+    options = dict(defaults(kernel.schema, Scope.MAILBOX))
     options.update({"name": name, "type": "file"})
     return MailboxConfig(name=name, type="file", auth="none", options=options)
 
