@@ -30,6 +30,10 @@ smtp-client:
 
 def driver_options(schema: OptionSchema) -> OptionSchema:
     """What the maildir source, the file sender and a pop3/imap source would declare."""
+    from postroom.store.sqlite import SQLiteStore
+
+    with schema.declaring("sqlite"):
+        SQLiteStore.postroom_add_options(schema)
     with schema.declaring("maildir"):
         schema.add("folder-path", "path", scope=Scope.MAILBOX, types=("maildir",),
                    required=True, description="Maildir directory.")

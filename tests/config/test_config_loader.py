@@ -45,7 +45,8 @@ def test_example_loads_as_written(write: Write, schema: OptionSchema, example: s
     assert config.path == path and config.base_dir == base
     assert config.tenant_id == 101
     assert config.store_driver == "sqlite"
-    assert config.store_options == {"path": base / "var/postroom.db"}
+    assert config.store_options == {"path": base / "var/postroom.db", "busy-timeout": 10.0,
+                                    "synchronous": "FULL"}
     assert config.plugins is None
     assert config.get("email-processing", "default-domain") == "example.com"
     assert config.get("email-processing", "maximum-msg-size") == 10 * 1024 * 1024

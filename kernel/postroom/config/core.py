@@ -39,8 +39,6 @@ def postroom_add_options(schema: OptionSchema) -> None:
     add("driver", scope=Scope.STORE, default="sqlite",
         description="Store driver: `sqlite` (one file, the embedded default) or "
         "`postgresql` (shared by several gateway processes).")
-    add("path", "path", scope=Scope.STORE, types=("sqlite",), default="var/postroom.db",
-        description="SQLite database file, relative to the configuration file's directory.")
 
     # email-processing (the commercial product's names)
     ep = "email-processing"

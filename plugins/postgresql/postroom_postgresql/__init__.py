@@ -1,0 +1,1 @@
+"""postroom-postgresql: the PostgreSQL interaction store (``postroom.stores:postgresql``)."""

@@ -1,0 +1,704 @@
+"""The interaction store's contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import io
+import random
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+import attrs
+import pytest
+from postroom.interfaces import IStore
+from postroom.model import (
+    Attachment,
+    Cursor,
+    Interaction,
+    OutboundRequest,
+    RawRef,
+)
+from postroom.store.base import CHUNK_SIZE, SQLStoreBase
+from postroom.store.errors import FencingError, StoreError
+from postroom.store.sqlite import MemoryStore, SQLiteStore
+from zope.interface.verify import verifyClass, verifyObject
+
+MakeStore = Callable[..., SQLStoreBase]
+RawOf = Callable[[bytes], RawRef]
+
+MAIL = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
+BINARY = b"Subject: x\r\n\r\n" + bytes(range(256)) * 7 + b"\x00\r\r\n\n\r\x00\xff\xfe.\r\n.\r\n"
+
+
+def count(store: SQLStoreBase, table: str) -> int:
+    return int(store._read(lambda tx: tx.scalar(f"SELECT COUNT(*) FROM {table}")))
+
+
+def counts(store: SQLStoreBase) -> dict[str, int]:
+    tables = ["raw_messages", "raw_chunks", "interactions", "dedupe_keys", "handoffs", "cursors"]
+    return {table: count(store, table) for table in tables}
+
+
+def read_back(store: SQLStoreBase, interaction_id: str) -> bytes:
+    out = io.BytesIO()
+    size = store.read_raw(interaction_id, out)
+    assert size == len(out.getvalue())
+    return out.getvalue()
+
+
+def inbound(**fields: Any) -> Interaction:
+    return Interaction(mailbox="support", subject="hi", **fields)
+
+
+# ------------------------------------------------------------------ contract
+
+
+def test_backends_implement_the_interface(store: SQLStoreBase) -> None:
+    assert verifyObject(IStore, store)
+    assert verifyClass(IStore, type(store))
+
+
+def test_migrations_are_versioned_and_applied_once(make_store: MakeStore) -> None:
+    first = make_store()
+    versions = [version for version, _name, _sql in first.migrations()]
+    assert versions == sorted(versions) and versions[0] == 1
+    assert first.schema_version() == versions[-1]
+    applied = first._read(
+        lambda tx: tx.all("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+    )
+    assert [row[0] for row in applied] == versions
+    first.close()
+
+    again = make_store()  # re-open the same database: nothing is applied twice
+    again.open()  # and open() on an open store is a no-op
+    assert (
+        again._read(
+            lambda tx: tx.all("SELECT version, applied_at FROM schema_migrations ORDER BY version")
+        )
+        == applied
+    )
+    assert again.schema_version() == versions[-1]
+
+
+def test_every_backend_has_the_same_migration_versions() -> None:
+    folder = resources.files("postroom.store").joinpath("sql")
+    names = {
+        backend: sorted(
+            e.name[:4] for e in folder.joinpath(backend).iterdir() if e.name.endswith(".sql")
+        )
+        for backend in ("sqlite", "postgresql")
+    }
+    assert names["sqlite"] == names["postgresql"] != []
+
+
+def test_concurrent_open_applies_each_migration_once(
+    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes start at once on an empty database."""
+    stores = [make_store(open=False) for _ in range(2)]
+    runs: list[str] = []
+    locks = 0
+    cond = threading.Condition()
+    for store in stores:
+        real_lock, real_run = store._lock_migrations, store._run_script
+
+        def lock(tx: Any, real: Any = real_lock) -> None:
+            nonlocal locks
+            with cond:
+                locks += 1
+                cond.notify_all()
+            real(tx)
+
+        def run_script(tx: Any, sql: str, real: Any = real_run) -> None:
+            runs.append(threading.current_thread().name)
+            if len(runs) == 1:
+                # The first to migrate goes on only once the other has asked
+                # for the lock of its first migration (bootstrap + 1 each).
+                with cond:
+                    assert cond.wait_for(lambda: locks >= 4, timeout=30)
+            real(tx, sql)
+
+        if store.concurrent_writers:  # SQLite: BEGIN IMMEDIATE queues the other up front
+            monkeypatch.setattr(store, "_lock_migrations", lock)
+            monkeypatch.setattr(store, "_run_script", run_script)
+
+    errors: list[BaseException] = []
+    start = threading.Barrier(len(stores), timeout=30)
+
+    def run(store: SQLStoreBase) -> None:
+        try:
+            start.wait()
+            store.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    expected = len(stores[0].migrations())
+    assert {s.schema_version() for s in stores} == {expected}
+    assert count(stores[0], "schema_migrations") == expected
+    if stores[0].concurrent_writers:
+        assert len(runs) == expected  # the other waited, then found them applied
+
+
+def test_store_must_be_opened(make_store: MakeStore) -> None:
+    store = make_store(open=False)
+    with pytest.raises(StoreError, match="not open"):
+        store.get_interaction("x")
+
+
+def test_options_are_checked() -> None:
+    from postroom_postgresql.store import PostgreSQLStore
+
+    with pytest.raises(ValueError, match="path"):
+        SQLiteStore({})
+    with pytest.raises(ValueError, match="dsn"):
+        PostgreSQLStore({})
+    with pytest.raises(ValueError, match="schema"):
+        PostgreSQLStore({"dsn": "dbname=x", "schema": 'x"; DROP TABLE y; --'})
+
+
+def test_memory_store_is_a_throwaway_sqlite_store(raw_of: RawOf) -> None:
+    store = MemoryStore({"path": "ignored.sqlite"})
+    store.open()
+    try:
+        result = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
+        assert read_back(store, result.new[0].id) == MAIL
+    finally:
+        store.close()
+    other = MemoryStore({})
+    other.open()
+    assert other.list_interactions() == []
+    other.close()
+
+
+# ------------------------------------------------------------ unit of work
+
+
+def test_commit_of_a_new_message_stores_every_field(store: SQLStoreBase, raw_of: RawOf) -> None:
+    raw = raw_of(MAIL)
+    created = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
+    item = Interaction(
+        tenant_id=101,
+        subtype="InboundReport",
+        status="New",
+        parent_id="parent-1",
+        mailbox="support",
+        message_id="<m1@example.org>",
+        subject="Ünïcode ✓",
+        from_addr="a@example.org",
+        to=["b@example.org", "c@example.org"],
+        cc=["d@example.org"],
+        text="body\n",
+        html="<p>body</p>",
+        attachments=[Attachment("a.pdf", "application/pdf", 1234, False, "attachment", None, "2")],
+        attached_data={"_AttachmentFileNames": "a.pdf", "n": 3, "f": 1.5, "b": True},
+        created_at=created,
+    )
+    result = store.commit_fetched(
+        "support", "4711:1", raw, [item], cursor=Cursor("support", "4711:1")
+    )
+    assert result.duplicates == []
+    [new] = result.new
+    assert new.id == item.id and new.raw_sha256 == raw.sha256 and new.duplicate_of is None
+    got = store.get_interaction(item.id)
+    assert got == attrs.evolve(item, raw_sha256=raw.sha256)
+    assert got is not None and got.created_at.tzinfo is not None
+    assert got.created_at.utcoffset() == timedelta(0)
+    assert store.get_cursor("support") == Cursor("support", "4711:1")
+    assert store.get_cursor("other") is None
+    assert store.handoff_status(item.id) == ("pending", 0, None)
+    assert store.get_interaction("unknown") is None
+    assert read_back(store, item.id) == MAIL
+
+
+def test_commit_fills_in_mailbox_and_digest(store: SQLStoreBase, raw_of: RawOf) -> None:
+    raw = raw_of(MAIL)
+    result = store.commit_fetched("sales", "7", raw, [Interaction()])
+    got = store.get_interaction(result.new[0].id)
+    assert got is not None and got.mailbox == "sales" and got.raw_sha256 == raw.sha256
+    assert store.list_interactions(mailbox="sales") == [got]
+
+
+def test_commit_needs_an_interaction(store: SQLStoreBase, raw_of: RawOf) -> None:
+    with pytest.raises(ValueError):
+        store.commit_fetched("mb", "1", raw_of(MAIL), [])
+    assert count(store, "raw_messages") == 0
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param(random.Random(7).randbytes(2 * CHUNK_SIZE + 512 * 1024 + 3), id="2.5MiB"),
+        pytest.param(BINARY, id="nul-cr-lf-8bit"),
+        pytest.param(b"x" * CHUNK_SIZE, id="exactly-one-chunk"),
+    ],
+)
+def test_raw_bytes_come_back_identical_in_chunks(
+    store: SQLStoreBase, raw_of: RawOf, data: bytes
+) -> None:
+    result = store.commit_fetched("mb", "1", raw_of(data), [inbound()])
+    writes: list[int] = []
+
+    class Sink(io.BytesIO):
+        def write(self, b: Any, /) -> int:
+            writes.append(len(b))
+            return super().write(b)
+
+    sink = Sink()
+    assert store.read_raw(result.new[0].id, sink) == len(data)
+    assert sink.getvalue() == data
+    assert max(writes) <= CHUNK_SIZE
+    assert len(writes) == -(-len(data) // CHUNK_SIZE)
+    assert count(store, "raw_chunks") == len(writes)
+
+
+def test_raw_bytes_are_streamed_never_read_whole(
+    store: SQLStoreBase, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = random.Random(8).randbytes(3 * CHUNK_SIZE + 10)
+    raw = raw_of(data)
+    reads: list[int] = []
+    real_open = RawRef.open
+
+    class Spy:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+
+        def read(self, size: int = -1) -> bytes:
+            reads.append(size)
+            return bytes(self.fh.read(size))
+
+        def __enter__(self) -> Spy:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self.fh.close()
+
+    def no_whole_read(self: RawRef) -> bytes:
+        raise AssertionError("the store read the whole message")
+
+    monkeypatch.setattr(RawRef, "read", no_whole_read)
+    monkeypatch.setattr(RawRef, "open", lambda self: Spy(real_open(self)))
+    result = store.commit_fetched("mb", "1", raw, [inbound()])
+    assert reads and all(0 < size <= CHUNK_SIZE for size in reads)
+    monkeypatch.undo()
+    assert read_back(store, result.new[0].id) == data
+
+
+def test_a_raw_file_changed_under_the_store_is_refused(store: SQLStoreBase, raw_of: RawOf) -> None:
+    raw = raw_of(MAIL)
+    with open(raw.path, "ab") as fh:
+        fh.write(b"more")
+    with pytest.raises(StoreError, match="changed"):
+        store.commit_fetched("mb", "1", raw, [inbound()])
+    assert counts(store) == dict.fromkeys(counts(store), 0)
+
+
+def test_read_raw_of_unknown_interaction_is_a_key_error(store: SQLStoreBase) -> None:
+    with pytest.raises(KeyError):
+        store.read_raw("nope", io.BytesIO())
+
+
+# ------------------------------------------------------------------- dedupe
+
+
+def test_same_source_key_is_a_duplicate(store: SQLStoreBase, raw_of: RawOf) -> None:
+    first = store.commit_fetched("mb", "9:1", raw_of(MAIL), [inbound()])
+    changed = raw_of(MAIL + b"re-delivered with other bytes\r\n")
+    again = store.commit_fetched("mb", "9:1", changed, [inbound()])
+    assert again.new == []
+    assert [d.duplicate_of for d in again.duplicates] == [first.new[0].id]
+    assert again.raw_id == first.raw_id  # the original's bytes, not stored again
+    assert count(store, "raw_messages") == 1
+    # the same place in another mailbox is another message
+    other = store.commit_fetched("mb2", "9:1", changed, [inbound()])
+    assert len(other.new) == 1
+    assert count(store, "interactions") == 2
+
+
+def test_same_bytes_under_another_source_key_is_a_duplicate(
+    store: SQLStoreBase, raw_of: RawOf
+) -> None:
+    first = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
+    again = store.commit_fetched("mb", "2", raw_of(MAIL), [inbound()])
+    assert again.new == [] and again.duplicates[0].duplicate_of == first.new[0].id
+    assert again.raw_id == first.raw_id
+    assert count(store, "raw_messages") == 1 and count(store, "interactions") == 1
+
+
+def test_message_id_dedupes_only_when_asked(store: SQLStoreBase, raw_of: RawOf) -> None:
+    def commit(n: int, check: bool, mid: str = "<same@example.org>") -> Any:
+        raw = raw_of(MAIL + f"variant {n}\r\n".encode())
+        return store.commit_fetched(
+            "mb", str(n), raw, [inbound(message_id=mid)], message_id_check=check
+        )
+
+    first = commit(1, check=True)
+    assert len(first.new) == 1
+    unchecked = commit(2, check=False)
+    assert len(unchecked.new) == 1
+    checked = commit(3, check=True)
+    assert checked.new == [] and checked.duplicates[0].duplicate_of == first.new[0].id
+    assert len(commit(4, check=True, mid="<other@example.org>").new) == 1
+    # the key was never claimed by an unchecked commit, nor without a Message-ID
+    assert len(commit(5, check=True, mid="").new) == 1
+
+
+def test_a_huge_message_id_still_dedupes(store: SQLStoreBase, raw_of: RawOf) -> None:
+    # random, so that no compression brings it under an index entry's limit
+    mid = "<" + random.Random(3).randbytes(6000).hex() + "@example.org>"
+    first = store.commit_fetched(
+        "mb", "1", raw_of(MAIL), [inbound(message_id=mid)], message_id_check=True
+    )
+    again = store.commit_fetched(
+        "mb", "2", raw_of(BINARY), [inbound(message_id=mid)], message_id_check=True
+    )
+    assert again.new == [] and again.duplicates[0].duplicate_of == first.new[0].id
+    assert [i.id for i in store.find_by_message_id(mid)] == [first.new[0].id]
+
+
+def test_a_database_newer_than_the_code_is_refused(make_store: MakeStore) -> None:
+    store = make_store()
+    store._write(
+        lambda tx: tx.execute(
+            "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)", (9999, "later")
+        )
+    )
+    store.close()
+    with pytest.raises(StoreError, match="newer than this postroom knows"):
+        make_store()
+
+
+def test_first_matching_key_names_the_owner(store: SQLStoreBase, raw_of: RawOf) -> None:
+    by_source = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
+    by_bytes = store.commit_fetched("mb", "2", raw_of(BINARY), [inbound()])
+    # source key of the first, bytes of the second: the source key is checked first
+    both = store.commit_fetched("mb", "1", raw_of(BINARY), [inbound()])
+    assert both.duplicates[0].duplicate_of == by_source.new[0].id
+    assert both.duplicates[0].duplicate_of != by_bytes.new[0].id
+
+
+def test_fan_out_copies_are_deduplicated_per_copy(store: SQLStoreBase, raw_of: RawOf) -> None:
+    raw = raw_of(MAIL)
+
+    def copies(*keys: str) -> list[Interaction]:
+        return [inbound(copy_key=key, to=[key]) for key in keys]
+
+    first = store.commit_fetched("mb", "1", raw, copies("a@x", "b@x"))
+    assert [i.copy_key for i in first.new] == ["a@x", "b@x"] and first.duplicates == []
+    again = store.commit_fetched("mb", "1", raw, copies("a@x"))
+    assert again.new == [] and again.duplicates[0].duplicate_of == first.new[0].id
+    # crash in the middle of a fan-out, then the whole message once more
+    resumed = store.commit_fetched("mb", "1", raw, copies("a@x", "b@x", "c@x"))
+    assert [i.copy_key for i in resumed.new] == ["c@x"]
+    assert [d.duplicate_of for d in resumed.duplicates] == [i.id for i in first.new]
+    # the same copy twice in one commit is stored once
+    twice = store.commit_fetched("mb", "2", raw_of(BINARY), copies("d@x", "d@x"))
+    assert len(twice.new) == 1 and twice.duplicates[0].duplicate_of == twice.new[0].id
+    assert count(store, "interactions") == 4
+
+
+def test_cursor_moves_even_when_everything_is_a_duplicate(
+    store: SQLStoreBase, raw_of: RawOf
+) -> None:
+    store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "1"))
+    again = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "2"))
+    assert again.new == []
+    assert store.get_cursor("mb") == Cursor("mb", "2")
+
+
+def test_a_failing_commit_leaves_nothing(store: SQLStoreBase, raw_of: RawOf) -> None:
+    store.commit_fetched("mb", "0", raw_of(BINARY), [inbound()], cursor=Cursor("mb", "0"))
+    before = counts(store)
+    good = inbound(copy_key="a")
+    bad = inbound(copy_key="b", attached_data={"x": object()})  # not JSON: fails mid-commit
+    with pytest.raises(TypeError):
+        store.commit_fetched("mb", "1", raw_of(MAIL), [good, bad], cursor=Cursor("mb", "1"))
+    assert counts(store) == before
+    assert store.get_interaction(good.id) is None
+    assert store.get_cursor("mb") == Cursor("mb", "0")
+    # none of the failed commit's keys was kept: the good copy is still new
+    retry = store.commit_fetched("mb", "1", raw_of(MAIL), [good], cursor=Cursor("mb", "1"))
+    assert [i.id for i in retry.new] == [good.id]
+
+
+def test_concurrent_commits_of_one_message_store_it_once(
+    make_store: MakeStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes (two connections) commit the same message at the same moment."""
+    stores = [make_store(), make_store()]
+    raw = raw_of(MAIL)
+    lookups: list[str] = []
+    race = threading.Barrier(2, timeout=30)
+    local = threading.local()
+
+    for store in stores:
+        real = store._owner_of
+
+        def owner_of(tx: Any, keys: Any, claimed: Any, real: Any = real) -> Any:
+            owner = real(tx, keys, claimed)
+            lookups.append(threading.current_thread().name)
+            if not getattr(local, "raced", False):
+                local.raced = True
+                race.wait()  # both have looked and found nothing: now both insert
+            return owner
+
+        if store.concurrent_writers:
+            monkeypatch.setattr(store, "_owner_of", owner_of)
+
+    results: dict[int, Any] = {}
+    errors: list[BaseException] = []
+
+    def run(n: int) -> None:
+        try:
+            results[n] = stores[n].commit_fetched(
+                "mb", "1", raw, [inbound()], cursor=Cursor("mb", f"c{n}")
+            )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(n,), name=f"p{n}") for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    winners = [r for r in results.values() if r.new]
+    losers = [r for r in results.values() if not r.new]
+    assert len(winners) == 1 and len(losers) == 1
+    assert losers[0].duplicates[0].duplicate_of == winners[0].new[0].id
+    assert count(stores[0], "interactions") == 1 and count(stores[0], "raw_messages") == 1
+    if stores[0].concurrent_writers:
+        assert len(lookups) == 3  # the loser really collided and ran its transaction again
+
+
+def test_fence_is_checked_in_the_commit(store: SQLStoreBase, raw_of: RawOf) -> None:
+    with pytest.raises(FencingError, match="no lease"):
+        store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], fence=1)
+    store._write(
+        lambda tx: tx.execute(
+            "INSERT INTO leases (mailbox, owner, fence, expires_at) VALUES (?, ?, ?, ?)",
+            ("mb", "host-a", 5, store._dt_param(datetime.now(UTC) + timedelta(minutes=1))),
+        )
+    )
+    with pytest.raises(FencingError, match="commit with fence 4, store has lease fence 5"):
+        store.commit_fetched(
+            "mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "1"), fence=4
+        )
+    assert count(store, "interactions") == 0 and store.get_cursor("mb") is None
+    ok = store.commit_fetched(
+        "mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "1"), fence=5
+    )
+    assert len(ok.new) == 1 and store.get_cursor("mb") == Cursor("mb", "1")
+    assert store._read(lambda tx: tx.scalar("SELECT fence FROM cursors WHERE mailbox = 'mb'")) == 5
+
+
+# ----------------------------------------------------------------- look-ups
+
+
+def test_list_interactions_newest_first(store: SQLStoreBase, raw_of: RawOf) -> None:
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    ids = []
+    for n, mailbox in enumerate(["a", "b", "a"]):
+        item = Interaction(created_at=base + timedelta(minutes=n), mailbox=mailbox)
+        store.commit_fetched(mailbox, str(n), raw_of(MAIL + bytes([n])), [item])
+        ids.append(item.id)
+    assert [i.id for i in store.list_interactions()] == ids[::-1]
+    assert [i.id for i in store.list_interactions(mailbox="a")] == [ids[2], ids[0]]
+    assert [i.id for i in store.list_interactions(limit=1, offset=1)] == [ids[1]]
+
+
+def test_find_by_message_id(store: SQLStoreBase, raw_of: RawOf) -> None:
+    mid = "<abc@example.org>"
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    sent = Interaction(message_id=mid, created_at=base)
+    store.queue_outbound(sent, OutboundRequest(to=["x@example.org"]))
+    reply = inbound(message_id=mid, created_at=base + timedelta(seconds=1))
+    store.commit_fetched("mb", "1", raw_of(MAIL), [reply])
+    assert [i.id for i in store.find_by_message_id(mid)] == [sent.id, reply.id]
+    assert [i.id for i in store.find_by_message_id(mid, type="Outbound")] == [sent.id]
+    assert [i.id for i in store.find_by_message_id(mid, type="Inbound")] == [reply.id]
+    assert store.find_by_message_id("<nope@example.org>") == []
+
+
+# ----------------------------------------------------------------- hand-off
+
+
+def test_handoff_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    older, newer = (Interaction(created_at=base + timedelta(seconds=n)) for n in range(2))
+    store.commit_fetched("mb", "2", raw_of(BINARY), [newer])
+    store.commit_fetched("mb", "1", raw_of(MAIL), [older])
+    assert [i.id for i in store.pending_handoffs()] == [older.id, newer.id]
+    assert [i.id for i in store.pending_handoffs(limit=1)] == [older.id]
+
+    store.mark_handoff(older.id, "failed", "routing down")
+    assert store.handoff_status(older.id) == ("failed", 1, "routing down")
+    assert [i.handoff_state for i in store.pending_handoffs()] == ["failed", "pending"]
+
+    store.mark_handoff(older.id, "done")
+    assert store.handoff_status(older.id) == ("done", 2, None)
+    assert [i.id for i in store.pending_handoffs()] == [newer.id]
+    got = store.get_interaction(older.id)
+    assert got is not None and got.handoff_state == "done"
+
+    with pytest.raises(KeyError):
+        store.mark_handoff("unknown", "done")
+    with pytest.raises(ValueError):
+        store.mark_handoff(newer.id, "lost")
+    assert store.handoff_status(newer.id) == ("pending", 0, None)
+    assert store.handoff_status("unknown") is None
+
+
+# ------------------------------------------------------------------- outbox
+
+
+def test_outbox_lifecycle(store: SQLStoreBase) -> None:
+    now = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    request = OutboundRequest(
+        to=["c@example.org"],
+        subject="Re: hi",
+        text="thanks",
+        cc=["d@example.org"],
+        headers={"X-Tag": "1"},
+        in_reply_to="inbound-1",
+        attached_data={"k": "v", "n": 2},
+        automatic=True,
+        options={"dsn": {"notify": ["FAILURE"]}},
+    )
+    with pytest.raises(ValueError, match="Message-ID"):
+        store.queue_outbound(Interaction(), request)
+    assert count(store, "interactions") == 0
+
+    first = store.queue_outbound(Interaction(message_id="<o1@x>", subject="Re: hi"), request)
+    second = store.queue_outbound(Interaction(message_id="<o2@x>"), OutboundRequest(to=["e@x"]))
+    assert (first.state, first.attempts, first.message_id) == ("queued", 0, "<o1@x>")
+    assert first.request == request
+    assert store.get_outbox(first.id) == first
+    out = store.get_interaction(first.id)
+    assert out is not None and (out.type, out.status, out.subject) == (
+        "Outbound",
+        "Queued",
+        "Re: hi",
+    )
+
+    claimed = store.claim_outbound(now)
+    assert [e.id for e in claimed] == [first.id, second.id]
+    assert {e.state for e in claimed} == {"sending"}
+    assert store.get_interaction(first.id).status == "Sending"  # type: ignore[union-attr]
+    assert store.claim_outbound(now) == []
+
+    # first: temporary failure, retried a minute later
+    retry_at = now + timedelta(minutes=1)
+    store.mark_outbound(first.id, "queued", error="451 try later", next_attempt_at=retry_at)
+    entry = store.get_outbox(first.id)
+    assert entry is not None
+    assert (entry.state, entry.attempts, entry.last_error) == ("queued", 1, "451 try later")
+    assert entry.next_attempt_at == retry_at
+    assert store.get_interaction(first.id).status == "Queued"  # type: ignore[union-attr]
+    assert store.claim_outbound(now + timedelta(seconds=59)) == []
+    assert [e.id for e in store.claim_outbound((retry_at).timestamp())] == [first.id]
+    store.mark_outbound(first.id, "sent")
+    entry = store.get_outbox(first.id)
+    assert entry is not None and (entry.state, entry.attempts) == ("sent", 1)
+    sent = store.get_interaction(first.id)
+    assert sent is not None and sent.status == "Sent" and "_SendError" not in sent.attached_data
+
+    # second: final failure, visible on the interaction
+    store.mark_outbound(second.id, "failed", error="550 no such user")
+    failed = store.get_interaction(second.id)
+    assert failed is not None and failed.status == "Failed"
+    assert failed.attached_data["_SendError"] == "550 no such user"
+    assert store.get_outbox(second.id).attempts == 1  # type: ignore[union-attr]
+
+    assert [e.id for e in store.list_outbox()] == [first.id, second.id]
+    assert [e.id for e in store.list_outbox(state="failed")] == [second.id]
+    assert store.list_outbox(state="queued") == []
+    assert store.get_outbox("unknown") is None
+    with pytest.raises(KeyError):
+        store.mark_outbound("unknown", "sent")
+    with pytest.raises(ValueError):
+        store.mark_outbound(first.id, "lost")
+    with pytest.raises(ValueError, match="naive"):
+        store.claim_outbound(datetime(2024, 1, 1))
+    with pytest.raises(KeyError):  # an outbound interaction has no raw message
+        store.read_raw(first.id, io.BytesIO())
+
+
+def test_two_workers_never_claim_the_same_entry(make_store: MakeStore) -> None:
+    stores = [make_store(), make_store()]
+    queued = {
+        stores[0].queue_outbound(Interaction(message_id=f"<{n}@x>"), OutboundRequest(to=["a@x"])).id
+        for n in range(6)
+    }
+    got: dict[int, list[str]] = {}
+    start = threading.Barrier(2, timeout=30)
+
+    def run(n: int) -> None:
+        start.wait()
+        got[n] = [e.id for e in stores[n].claim_outbound(datetime.now(UTC), limit=4)]
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(got[0]) & set(got[1])
+    assert set(got[0]) | set(got[1]) <= queued
+    assert len(got[0]) + len(got[1]) == 6
+    assert stores[0].list_outbox(state="queued") == []
+
+
+# --------------------------------------------------- failures and quarantine
+
+
+def test_quarantine_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
+    raw = raw_of(BINARY)
+    assert [store.record_failure("mb", "7", f"parse error {n}", raw) for n in range(3)] == [1, 2, 3]
+    assert store.record_failure("mb", "8", "other message") == 1
+    assert not store.is_quarantined("mb", "7")
+
+    entry = store.quarantine("mb", "7", "line too long", raw)
+    assert (entry.mailbox, entry.source_key, entry.reason) == ("mb", "7", "line too long")
+    assert (entry.attempts, entry.raw_sha256, entry.released) == (3, raw.sha256, False)
+    assert entry.created_at.tzinfo is not None
+    assert store.is_quarantined("mb", "7") and not store.is_quarantined("mb", "8")
+    assert store.list_quarantine() == [entry]
+    out = io.BytesIO()
+    assert store.read_quarantined_raw(entry.id, out) == len(BINARY)
+    assert out.getvalue() == BINARY
+
+    again = store.quarantine("mb", "7", "still too long")
+    assert again.id == entry.id and again.reason == "still too long"
+    assert again.raw_sha256 == raw.sha256 and len(store.list_quarantine()) == 1
+
+    store.release_quarantine(entry.id)
+    assert not store.is_quarantined("mb", "7")
+    assert store.list_quarantine() == []
+    [released] = store.list_quarantine(include_released=True)
+    assert released.id == entry.id and released.released
+    assert store.record_failure("mb", "7", "once more") == 1  # the count starts again
+    assert store.record_failure("mb", "8", "other message") == 2  # others keep theirs
+
+    bare = store.quarantine("mb", "9", "no bytes")
+    assert bare.raw_sha256 is None and bare.attempts == 0
+    with pytest.raises(KeyError):
+        store.read_quarantined_raw(bare.id, io.BytesIO())
+    with pytest.raises(KeyError):
+        store.read_quarantined_raw("unknown", io.BytesIO())
+    with pytest.raises(KeyError):
+        store.release_quarantine("unknown")
+
+
+def test_clear_failures(store: SQLStoreBase) -> None:
+    store.record_failure("mb", "1", "x")
+    assert store.record_failure("mb", "1", "x") == 2
+    store.clear_failures("mb", "1")
+    assert store.record_failure("mb", "1", "x") == 1
