@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from typing import Any
 
 from postroom.model import Interaction
@@ -49,17 +50,17 @@ def _cut(text: str | None, width: int) -> str:
 
 def table(interactions: list[Interaction]) -> str:
     """A summary table that fits the terminal."""
-    width = shutil.get_terminal_size((120, 20)).columns
+    width = shutil.get_terminal_size((120, 20)).columns if sys.stdout.isatty() else 10_000
     short = {i.id: i.id[:8] for i in interactions}
     rows = [("ID", "TYPE", "SUBTYPE", "STATUS", "PARENT", "FROM", "SUBJECT / NOTES")]
     for i in interactions:
         notes = []
-        names = i.attached_data.get("_AttachmentFileNames")
-        if names:
-            notes.append(f"[attachments: {names}]")
         reason = i.attached_data.get("_WrappingMessageReason")
         if reason:
             notes.append(f"[wrapped: {reason}]")
+        names = i.attached_data.get("_AttachmentFileNames")
+        if names:
+            notes.append(f"[attachments: {names}]")
         if i.duplicate_of:
             notes.append(f"[duplicate of {i.duplicate_of[:8]}]")
         parent = short.get(i.parent_id or "", (i.parent_id or "")[:8])

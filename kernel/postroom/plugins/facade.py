@@ -96,7 +96,7 @@ class Hooks:
         return results
 
     async def _call_tolerant(
-        self, hook_name: str, interaction: Interaction | None, **kwargs: Any
+        self, hook_name: str, note_on: Interaction | None, /, **kwargs: Any
     ) -> list[tuple[str, Any]]:
         """Like _call_all, but a failing plugin is logged and noted on the
         interaction, and the others still run: one buggy enricher must not
@@ -108,10 +108,10 @@ class Hooks:
                 results.append((impl.plugin_name, await resolve(impl.function(**args))))
             except Exception as exc:
                 log.exception("plugin %r failed in %s", impl.plugin_name, hook_name)
-                if interaction is not None:
+                if note_on is not None:
                     note = f"{impl.plugin_name}: {hook_name}: {type(exc).__name__}: {exc}"
-                    previous = interaction.attached_data.get(PLUGIN_ERRORS_KEY)
-                    interaction.attached_data[PLUGIN_ERRORS_KEY] = (
+                    previous = note_on.attached_data.get(PLUGIN_ERRORS_KEY)
+                    note_on.attached_data[PLUGIN_ERRORS_KEY] = (
                         f"{previous}\n{note}" if previous else note
                     )
         return results

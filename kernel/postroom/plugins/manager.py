@@ -129,7 +129,7 @@ def load_plugins(
                     PLUGINS_GROUP,
                     name,
                     None,
-                    LookupError(f"no such plugin is installed (installed: {installed}){hint}"),
+                    LookupError(f"not installed (installed: {installed}){hint}"),
                 )
             wanted.append((name, by_name[name]))
         strict = True

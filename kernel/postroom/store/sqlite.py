@@ -164,5 +164,9 @@ def _only_comments(text: str) -> bool:
 class MemoryStore(SQLiteStore):
     """A throwaway store in memory (``postroom ingest`` without a site)."""
 
+    @staticmethod
+    def postroom_add_options(schema: OptionSchema) -> None:
+        """No options: nothing about a throwaway store is worth configuring."""
+
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__({**dict(options or {}), "path": ":memory:"})
