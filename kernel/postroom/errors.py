@@ -47,7 +47,9 @@ class ConfigErrors(PostroomError):
 class PluginLoadError(PostroomError):
     """A plugin or driver could not be loaded; names group, name, distribution, cause."""
 
-    def __init__(self, group: str, name: str, distribution: str | None, cause: BaseException) -> None:
+    def __init__(
+        self, group: str, name: str, distribution: str | None, cause: BaseException
+    ) -> None:
         self.group = group
         self.name = name
         self.distribution = distribution

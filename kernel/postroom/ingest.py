@@ -21,7 +21,7 @@ INGEST_MAILBOX = "ingest"
 
 def ingest_mailbox(kernel: Kernel, name: str = INGEST_MAILBOX) -> MailboxConfig:
     """A mailbox that exists only for ingest: the declared defaults, no driver."""
-    options = dict(defaults(kernel.schema, Scope.MAILBOX))
+    options = defaults(kernel.schema, Scope.MAILBOX)
     options.update({"name": name, "type": "file"})
     return MailboxConfig(name=name, type="file", auth="none", options=options)
 
@@ -39,8 +39,9 @@ async def ingest_files(
     for path in paths:
         try:
             raw = RawRef.from_path(path)
-            fetched = FetchedMessage(mailbox=mailbox.name, source_key=f"file:{path.resolve()}",
-                                     raw=raw)
+            fetched = FetchedMessage(
+                mailbox=mailbox.name, source_key=f"file:{path.resolve()}", raw=raw
+            )
             processed = await pipeline.process(fetched, mailbox)
         except Exception as exc:
             yield str(path), exc
@@ -60,8 +61,9 @@ async def replay_quarantined(kernel: Kernel, entry_id: str) -> list[Interaction]
             await kernel.store.read_quarantined_raw(entry_id, fh)
         mailbox = next((m for m in kernel.config.mailboxes if m.name == entry.mailbox), None)
         mailbox = mailbox or ingest_mailbox(kernel, entry.mailbox)
-        fetched = FetchedMessage(mailbox=entry.mailbox, source_key=entry.source_key,
-                                 raw=RawRef.from_path(spool))
+        fetched = FetchedMessage(
+            mailbox=entry.mailbox, source_key=entry.source_key, raw=RawRef.from_path(spool)
+        )
         processed = await InboundPipeline(kernel.hooks, kernel.ctx).process(fetched, mailbox)
     finally:
         os.unlink(spool)

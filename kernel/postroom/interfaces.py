@@ -11,6 +11,8 @@ drivers simple and the reactor thread free.
 
 from __future__ import annotations
 
+from typing import Any
+
 from zope.interface import Attribute, Interface
 
 SOURCES_GROUP = "postroom.sources"
@@ -30,63 +32,63 @@ class ISource(Interface):
 
     supports_push = Attribute("True when wait_for_new() is pushed by the server (IMAP IDLE)")
 
-    def connect() -> object:  # type: ignore[misc]
+    def connect() -> Any:
         """Connect and authenticate. Deferred firing None."""
 
-    def list_new(cursor: object) -> object:  # type: ignore[misc]
+    def list_new(cursor: Any) -> Any:
         """Deferred firing the list of :class:`postroom.drivers.SourceItem`
         not yet acknowledged, oldest first. *cursor* is the stored
         :class:`postroom.model.Cursor` or None."""
 
-    def fetch(item: object) -> object:  # type: ignore[misc]
+    def fetch(item: Any) -> Any:
         """Deferred firing a :class:`postroom.model.FetchedMessage` whose raw
         bytes are on disk (streamed there, never held whole in memory)."""
 
-    def acknowledge(message: object) -> object:  # type: ignore[misc]
+    def acknowledge(message: Any) -> Any:
         """Called only after the store committed *message*: delete, move or
         mark it on the server. Deferred firing None."""
 
-    def release(message: object) -> object:  # type: ignore[misc]
+    def release(message: Any) -> Any:
         """Forget a fetched message without acknowledging it (a failure): drop
         spool files; the message stays on the server. Deferred firing None."""
 
-    def wait_for_new(timeout: float) -> object:  # type: ignore[misc]
+    def wait_for_new(timeout: float) -> Any:
         """Deferred firing when new mail may be there or *timeout* seconds
         passed (push where possible, else a poll)."""
 
-    def disconnect() -> object:  # type: ignore[misc]
+    def disconnect() -> Any:
         """Deferred firing None once the connection is closed."""
 
 
 class ISender(Interface):
     """Where outbound mail goes (the *send* stage). Built as ``cls(options, context)``."""
 
-    def send(message: bytes, envelope: object, message_id: str) -> object:  # type: ignore[misc]
+    def send(message: bytes, envelope: Any, message_id: str) -> Any:
         """Deliver *message* (bytes, CRLF or LF line ends, its Message-ID
         header is *message_id*) to the
         :class:`postroom.model.Envelope`'s recipients. Deferred firing a
         :class:`postroom.drivers.SendResult`; fails with
         :class:`postroom.errors.SendError` (``permanent`` tells whether to retry)."""
 
-    def close() -> object:  # type: ignore[misc]
+    def close() -> Any:
         """Deferred firing None once pooled connections are closed."""
 
 
 class IAuthenticator(Interface):
     """Credentials for a protocol (the *auth* stage). Built as ``cls(mailbox, context)``."""
 
-    def credentials(protocol: str) -> object:  # type: ignore[misc]
+    def credentials(protocol: str) -> Any:
         """Deferred firing a :class:`postroom.drivers.Credentials` for
         *protocol* (``imap``, ``pop3``, ``smtp``, ``ews``), refreshed as needed."""
 
-    def invalidate() -> None:  # type: ignore[misc]
+    def invalidate() -> None:
         """The server refused the last credentials: refresh before the next use."""
 
 
 class IParser(Interface):
     """Turns raw bytes into a :class:`postroom.model.ParsedMessage` (the *parse* stage)."""
 
-    def parse(message: object, limits: object) -> object:  # type: ignore[misc]
+    def parse(message: Any, limits: Any) -> Any:
         """Deferred firing a picklable ParsedMessage for the
         :class:`postroom.model.FetchedMessage`, computed off the reactor thread.
         *limits* is a :class:`postroom.parsing.ParseLimits`. Unparsable mail is
@@ -101,16 +103,16 @@ class IStore(Interface):
     configuration (without ``driver``).
     """
 
-    def open() -> None:  # type: ignore[misc]
+    def open() -> None:
         """Connect and apply pending schema migrations."""
 
-    def close() -> None:  # type: ignore[misc]
+    def close() -> None:
         """Release connections."""
 
-    def schema_version() -> int:  # type: ignore[misc]
+    def schema_version() -> int:
         """The applied migration version."""
 
-    def commit_fetched(  # type: ignore[misc]
+    def commit_fetched(
         mailbox, source_key, raw, interactions, cursor=None, message_id_check=False, fence=None
     ):
         """In one transaction: the raw message (streamed from the
@@ -124,64 +126,67 @@ class IStore(Interface):
         owner of that key) and is not stored again. *fence* is reserved for
         lease fencing tokens (several processes, later)."""
 
-    def get_interaction(interaction_id: str) -> object:  # type: ignore[misc]
+    def get_interaction(interaction_id: str) -> Any:
         """The Interaction, or None."""
 
-    def list_interactions(limit=100, offset=0, mailbox=None) -> object:  # type: ignore[misc]
+    def list_interactions(limit=100, offset=0, mailbox=None) -> Any:
         """Interactions, newest first."""
 
-    def find_by_message_id(message_id: str, type=None) -> object:  # type: ignore[misc]
+    def find_by_message_id(message_id: str, type=None) -> Any:
         """Interactions with this Message-ID (with angle brackets), oldest
         first; only of *type* (``Inbound``/``Outbound``) when given."""
 
-    def read_raw(interaction_id: str, fileobj: object) -> int:  # type: ignore[misc]
+    def read_raw(interaction_id: str, fileobj: Any) -> int:
         """Write the raw bytes of the interaction's message to *fileobj* in
         chunks; return the number of bytes. KeyError when unknown."""
 
-    def get_cursor(mailbox: str) -> object:  # type: ignore[misc]
+    def get_cursor(mailbox: str) -> Any:
         """The mailbox's Cursor, or None."""
 
-    def pending_handoffs(limit: int = 100) -> object:  # type: ignore[misc]
+    def pending_handoffs(limit: int = 100) -> Any:
         """Interactions whose hand-off is pending or failed, oldest first."""
 
-    def mark_handoff(interaction_id: str, state: str, error=None) -> None:  # type: ignore[misc]
+    def mark_handoff(interaction_id: str, state: str, error=None) -> None:
         """Record a hand-off attempt's outcome (counts attempts)."""
 
-    def handoff_status(interaction_id: str) -> object:  # type: ignore[misc]
+    def handoff_status(interaction_id: str) -> Any:
         """``(state, attempts, last_error)`` or None."""
 
-    def queue_outbound(interaction, request) -> object:  # type: ignore[misc]
+    def queue_outbound(interaction, request) -> Any:
         """Store the outbound interaction and its outbox entry (state
         ``queued``, Message-ID as on the interaction) in one transaction;
         returns the OutboxEntry."""
 
-    def claim_outbound(now, limit: int = 10) -> object:  # type: ignore[misc]
+    def claim_outbound(now, limit: int = 10) -> Any:
         """Move due ``queued`` entries to ``sending``; return them."""
 
-    def mark_outbound(entry_id, state, error=None, next_attempt_at=None) -> None:  # type: ignore[misc]
+    def mark_outbound(entry_id, state, error=None, next_attempt_at=None) -> None:
         """Record a send attempt: sent, failed, or back to queued for a retry.
         Also sets the outbound interaction's status."""
 
-    def get_outbox(entry_id) -> object:  # type: ignore[misc]
+    def get_outbox(entry_id) -> Any:
         """The OutboxEntry or None."""
 
-    def list_outbox(state=None) -> object:  # type: ignore[misc]
+    def list_outbox(state=None) -> Any:
         """OutboxEntries, oldest first."""
 
-    def record_failure(mailbox, source_key, reason, raw=None) -> object:  # type: ignore[misc]
+    def record_failure(mailbox, source_key, reason, raw=None) -> Any:
         """Count a failed attempt for a message; returns attempts so far."""
 
-    def quarantine(mailbox, source_key, reason, raw=None) -> object:  # type: ignore[misc]
+    def quarantine(mailbox, source_key, reason, raw=None) -> Any:
         """Put the message (raw kept when given) in quarantine; returns its entry."""
 
-    def is_quarantined(mailbox, source_key) -> bool:  # type: ignore[misc]
+    def is_quarantined(mailbox, source_key) -> bool:
         """True when the message sits in quarantine (not released)."""
 
-    def list_quarantine(include_released=False) -> object:  # type: ignore[misc]
+    def list_quarantine(include_released=False) -> Any:
         """QuarantineEntries."""
 
-    def read_quarantined_raw(entry_id, fileobj) -> int:  # type: ignore[misc]
+    def read_quarantined_raw(entry_id, fileobj) -> int:
         """Write the quarantined raw bytes to *fileobj*; KeyError if none."""
 
-    def release_quarantine(entry_id) -> None:  # type: ignore[misc]
+    def clear_failures(mailbox, source_key) -> None:
+        """Forget the failure count of a message (it was committed after all)."""
+
+    def release_quarantine(entry_id) -> None:
         """Mark an entry released (after a replay, or to let the source retry)."""

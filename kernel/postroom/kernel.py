@@ -69,8 +69,10 @@ class Kernel:
             read_document(Path(config_path)) if config_path is not None else None
         )
         names = self.document.driver_names() if self.document is not None else None
-        enabled = enabled_plugins if enabled_plugins is not None else (
-            names.plugins if names is not None else None
+        enabled = (
+            enabled_plugins
+            if enabled_plugins is not None
+            else (names.plugins if names is not None else None)
         )
         self.plugins: PluginSet = load_plugins(enabled, extra=plugins)
         self.hooks = Hooks(self.plugins)
@@ -129,16 +131,14 @@ class Kernel:
         cls = self.drivers[(SOURCES_GROUP, mailbox.type)]
         authenticator = None
         if (AUTH_GROUP, mailbox.auth) in self.drivers and mailbox.type != "maildir":
-            authenticator = self.drivers[(AUTH_GROUP, mailbox.auth)](
-                mailbox, self.driver_context()
-            )
+            authenticator = self.drivers[(AUTH_GROUP, mailbox.auth)](mailbox, self.driver_context())
         return cls(mailbox, self.driver_context(authenticator))
 
     def build_sender(self) -> Any:
         smtp = self.config.smtp
         if smtp is None:
             return None
-        cls = self.drivers[(SENDERS_GROUP, smtp.server_type)]
+        cls = self.drivers[(SENDERS_GROUP, str(smtp.server_type))]
         return cls(smtp, self.driver_context())
 
     # -- lifecycle

@@ -19,11 +19,15 @@ POSTROOM = str(Path(sys.executable).with_name("postroom"))
 SCHEMA = json.loads((ROOT / "kernel" / "postroom" / "schemas" / "interaction.json").read_text())
 
 
-def postroom(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-             ) -> subprocess.CompletedProcess[str]:
+def postroom(
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([POSTROOM, *args], capture_output=True, text=True, env=full_env,
-                          cwd=cwd, timeout=600)
+    return subprocess.run(
+        [POSTROOM, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
+    )
 
 
 def json_lines(stdout: str) -> list[dict]:
@@ -33,11 +37,23 @@ def json_lines(stdout: str) -> list[dict]:
     return rows
 
 
-@pytest.mark.parametrize("command", [
-    [], ["run"], ["check"], ["plugins"], ["ingest"], ["interactions"], ["interactions", "list"],
-    ["interactions", "show"], ["quarantine"], ["quarantine", "list"], ["quarantine", "replay"],
-    ["config-reference"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["run"],
+        ["check"],
+        ["plugins"],
+        ["ingest"],
+        ["interactions"],
+        ["interactions", "list"],
+        ["interactions", "show"],
+        ["quarantine"],
+        ["quarantine", "list"],
+        ["quarantine", "replay"],
+        ["config-reference"],
+    ],
+)
 def test_every_command_has_help(command: list[str]) -> None:
     result = postroom(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -183,10 +199,15 @@ def fake_distribution(where: Path, name: str, entry_points: str, modules: dict[s
 @pytest.fixture
 def broken_plugin(tmp_path: Path) -> dict[str, str]:
     site = tmp_path / "site-packages"
-    fake_distribution(site, "postroom-broken", """
+    fake_distribution(
+        site,
+        "postroom-broken",
+        """
         [postroom.plugins]
         broken = broken_plugin
-        """, {"broken_plugin": "raise ImportError('needs libfoo 2.0')\n"})
+        """,
+        {"broken_plugin": "raise ImportError('needs libfoo 2.0')\n"},
+    )
     return {"PYTHONPATH": str(site)}
 
 
@@ -216,10 +237,15 @@ def test_plugin_not_installed_is_fatal(quickstart: Path) -> None:
 
 def test_driver_not_implementing_its_interface_is_refused(quickstart: Path, tmp_path) -> None:
     site = tmp_path / "sp"
-    fake_distribution(site, "postroom-halfsource", """
+    fake_distribution(
+        site,
+        "postroom-halfsource",
+        """
         [postroom.sources]
         half = half_source:HalfSource
-        """, {"half_source": "class HalfSource:\n    def connect(self): pass\n"})
+        """,
+        {"half_source": "class HalfSource:\n    def connect(self): pass\n"},
+    )
     quickstart.write_text(quickstart.read_text().replace("type: maildir", "type: half"))
     result = postroom("check", "-c", str(quickstart), env={"PYTHONPATH": str(site)})
     assert result.returncode == 2

@@ -11,8 +11,9 @@ from tests.conftest import ROOT
 
 def test_configuration_reference_is_current() -> None:
     postroom = str(Path(sys.executable).with_name("postroom"))
-    result = subprocess.run([postroom, "config-reference"], capture_output=True, text=True,
-                            timeout=120)
+    result = subprocess.run(
+        [postroom, "config-reference"], capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr
     current = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
     assert result.stdout == current, "docs/configuration.md is stale: run `make docs`"

@@ -13,8 +13,9 @@ from tests.conftest import ROOT
 
 
 def sh(*args: str | Path, cwd: Path | None = None) -> str:
-    result = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd,
-                            timeout=900)
+    result = subprocess.run(
+        [str(a) for a in args], capture_output=True, text=True, cwd=cwd, timeout=900
+    )
     assert result.returncode == 0, f"{args}: {result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     return result.stdout
 
@@ -34,8 +35,13 @@ def test_kernel_alone_then_with_the_custom_classifier(tmp_path: Path) -> None:
     sh(sys.executable, "-m", "venv", venv)
     # a non-editable install of the kernel from a copy of the sources
     src = tmp_path / "src"
-    shutil.copytree(ROOT, src, ignore=shutil.ignore_patterns(
-        ".venv", "var", ".git", "*.egg-info", "build", "__pycache__", ".*_cache"))
+    shutil.copytree(
+        ROOT,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".venv", "var", ".git", "*.egg-info", "build", "__pycache__", ".*_cache"
+        ),
+    )
     sh(venv / "bin" / "pip", "install", "--quiet", src)
     plugins = sh(venv / "bin" / "postroom", "plugins")
     assert "urgent" not in plugins and "postgresql" not in plugins

@@ -19,9 +19,15 @@ from tests.conftest import run
 
 
 def make_kernel(config: Path, plugins: list[tuple[str, object]] = (), **kw: Any) -> Kernel:
-    return Kernel(config, reactor=task.Clock(), clock=kw.pop("clock", task.Clock()),
-                  runner=InlineRunner(), plugins=plugins, enabled_plugins=kw.pop("enabled", []),
-                  **kw)
+    return Kernel(
+        config,
+        reactor=task.Clock(),
+        clock=kw.pop("clock", task.Clock()),
+        runner=InlineRunner(),
+        plugins=plugins,
+        enabled_plugins=kw.pop("enabled", []),
+        **kw,
+    )
 
 
 def once(kernel: Kernel) -> tuple[bool, Gateway]:
@@ -70,9 +76,7 @@ def test_quickstart_once_creates_the_expected_interactions(quickstart: Path) -> 
 
 
 def test_raw_bytes_are_kept_exactly(quickstart: Path, tmp_path: Path) -> None:
-    originals = {
-        p.name: p.read_bytes() for p in (quickstart.parent / "maildir" / "new").iterdir()
-    }
+    originals = {p.name: p.read_bytes() for p in (quickstart.parent / "maildir" / "new").iterdir()}
     once(make_kernel(quickstart))
     kernel = make_kernel(quickstart)
     run(kernel.open())
@@ -147,8 +151,8 @@ def test_poisonous_message_is_quarantined_and_mailbox_moves_on(quickstart: Path)
             if "large" in interaction.subject:
                 raise ValueError("boom")
 
-    for attempt in range(1, 6):
-        ok, gateway = once(make_kernel(quickstart, plugins=[("poison", Poison())]))
+    for _attempt in range(1, 6):
+        ok, _gateway = once(make_kernel(quickstart, plugins=[("poison", Poison())]))
         assert not ok
     kernel = make_kernel(quickstart)
     run(kernel.open())
@@ -206,8 +210,13 @@ def test_outbound_send_is_queued_then_written_by_the_file_sender(quickstart: Pat
     kernel = make_kernel(quickstart, clock=clock)
     gateway = Gateway(kernel)
     gateway.startService()
-    interaction = run(gateway.send(OutboundRequest(to=["juergen.mueller@customer.example"],
-                                                   subject="Ihr Prüfbericht", text="Danke!")))
+    interaction = run(
+        gateway.send(
+            OutboundRequest(
+                to=["juergen.mueller@customer.example"], subject="Ihr Prüfbericht", text="Danke!"
+            )
+        )
+    )
     assert interaction.message_id.startswith("<") and interaction.message_id.endswith(">")
     stored = run(kernel.store.get_interaction(interaction.id))
     assert stored.status == "Sent"

@@ -10,4 +10,4 @@ from postroom.parsing.default import DefaultParser
 
 @hookimpl(trylast=True)
 def postroom_parser(ctx: Context) -> IParser:
-    return DefaultParser(ctx.runner.run)  # type: ignore[no-any-return]
+    return DefaultParser(ctx.runner.run)

@@ -66,8 +66,10 @@ def _report_config_error(exc: BaseException) -> int:
 def _setup_logging(verbose: int, fmt: str = "text") -> None:
     from postroom.logs import setup_logging
 
-    setup_logging(level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
-                  fmt=fmt)
+    setup_logging(
+        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+        fmt=fmt,
+    )
 
 
 # -------------------------------------------------------------------- commands
@@ -96,9 +98,16 @@ def cmd_run(args: argparse.Namespace) -> int:
                 ok = await gateway.run_once()
                 return EXIT_OK if ok else EXIT_FAILED
             stopped: defer.Deferred[None] = defer.Deferred()
+
+            def stop() -> None:
+                if not stopped.called:
+                    stopped.callback(None)
+
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, lambda *_: reactor.callFromThread(
-                    lambda: stopped.called or stopped.callback(None)))
+                signal.signal(
+                    sig,
+                    lambda *_: reactor.callFromThread(stop),
+                )
             await stopped
             return EXIT_OK
         except Exception as exc:
@@ -153,7 +162,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             info = PluginInfo(name, group, dist, version)
             try:
                 cls = load_driver(group, name)
-                info.hooks = ["postroom_add_options"] if hasattr(cls, "postroom_add_options") else []
+                info.hooks = (
+                    ["postroom_add_options"] if hasattr(cls, "postroom_add_options") else []
+                )
                 info.enabled = True
             except PluginLoadError as exc:
                 info.error = f"{type(exc.cause).__name__}: {exc.cause}"
@@ -166,8 +177,11 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         return EXIT_OK
     rows = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "HOOKS / ERROR")]
     for info in infos:
-        detail = f"LOAD ERROR: {info.error}" if info.error else ", ".join(
-            h.removeprefix("postroom_") for h in info.hooks)
+        detail = (
+            f"LOAD ERROR: {info.error}"
+            if info.error
+            else ", ".join(h.removeprefix("postroom_") for h in info.hooks)
+        )
         rows.append((info.name, info.kind, info.distribution or "-", info.version or "-", detail))
     widths = [max(len(r[c]) for r in rows) for c in range(4)]
     for r in rows:
@@ -186,7 +200,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def main(reactor: Any) -> int:
         try:
             kernel = _kernel(
-                args, reactor, enabled_plugins=enabled,
+                args,
+                reactor,
+                enabled_plugins=enabled,
                 store_override=None if args.config else {"driver": "memory"},
             )
         except (ConfigError, ConfigErrors, PluginLoadError) as exc:
@@ -269,8 +285,10 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 entries = await kernel.store.list_quarantine(args.all)
                 for e in entries:
                     state = "released" if e.released else "held"
-                    print(f"{e.id}  {e.mailbox}  {e.source_key}  attempts={e.attempts}  "
-                          f"{state}  {e.reason}")
+                    print(
+                        f"{e.id}  {e.mailbox}  {e.source_key}  attempts={e.attempts}  "
+                        f"{state}  {e.reason}"
+                    )
                 if not entries:
                     print("quarantine is empty")
                 return EXIT_OK
@@ -321,49 +339,83 @@ def build_parser() -> argparse.ArgumentParser:
         description="postroom: the e-mail gateway for contact centres.",
     )
     parser.add_argument("--version", action="version", version=f"postroom {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0,
-                        help="more log output (-v info, -vv debug)")
-    parser.add_argument("--log-format", choices=("text", "json"), default="text",
-                        help="log lines as text or as JSON objects (structured logs)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default="text",
+        help="log lines as text or as JSON objects (structured logs)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("run", help="run the gateway", description=(
-        "Run the gateway: watch every mailbox, hand interactions to routing, send the outbox."))
+    p = sub.add_parser(
+        "run",
+        help="run the gateway",
+        description=(
+            "Run the gateway: watch every mailbox, hand interactions to routing, send the outbox."
+        ),
+    )
     p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
-    p.add_argument("--once", action="store_true", help=(
-        "take what each mailbox holds now, process it, send what was queued, wait for "
-        "hand-offs, exit (0 all well, 1 something failed, 2 bad configuration)"))
+    p.add_argument(
+        "--once",
+        action="store_true",
+        help=(
+            "take what each mailbox holds now, process it, send what was queued, wait for "
+            "hand-offs, exit (0 all well, 1 something failed, 2 bad configuration)"
+        ),
+    )
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("check", help="validate a site configuration",
-                       description="Validate a configuration; errors name file, line, option.")
+    p = sub.add_parser(
+        "check",
+        help="validate a site configuration",
+        description="Validate a configuration; errors name file, line, option.",
+    )
     p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("plugins", help="list plugins and drivers",
-                       description="Every hook plugin and driver: name, distribution, "
-                                   "version, hooks, load errors.")
+    p = sub.add_parser(
+        "plugins",
+        help="list plugins and drivers",
+        description="Every hook plugin and driver: name, distribution, "
+        "version, hooks, load errors.",
+    )
     p.add_argument("-c", "--config", help="show the plugins this site enables")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=cmd_plugins)
 
-    p = sub.add_parser("ingest", help="run the inbound pipeline on .eml files",
-                       description="Run the inbound pipeline on .eml files without a mailbox. "
-                                   "Uses a throwaway in-memory store unless -c names a site.")
+    p = sub.add_parser(
+        "ingest",
+        help="run the inbound pipeline on .eml files",
+        description="Run the inbound pipeline on .eml files without a mailbox. "
+        "Uses a throwaway in-memory store unless -c names a site.",
+    )
     p.add_argument("-c", "--config", help="use this site's plugins, options and store")
-    p.add_argument("--plugins", help="comma-separated hook plugins to enable (overrides "
-                                     "the site's plugins: list; empty: none)")
-    p.add_argument("--json", action="store_true",
-                   help="one JSON object per line per resulting interaction")
+    p.add_argument(
+        "--plugins",
+        help="comma-separated hook plugins to enable (overrides "
+        "the site's plugins: list; empty: none)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="one JSON object per line per resulting interaction"
+    )
     p.add_argument("files", nargs="+", metavar="FILE", help=".eml files")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser("interactions", help="list or show stored interactions",
-                       description="List or show the interactions in a site's store.")
+    p = sub.add_parser(
+        "interactions",
+        help="list or show stored interactions",
+        description="List or show the interactions in a site's store.",
+    )
     isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action in ("list", "show"):
-        q = isub.add_parser(action, help=f"{action} interactions",
-                            description=f"{action.capitalize()} interactions.")
+        q = isub.add_parser(
+            action,
+            help=f"{action} interactions",
+            description=f"{action.capitalize()} interactions.",
+        )
         q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
         q.add_argument("--json", action="store_true", help="one JSON object per line")
         if action == "list":
@@ -373,22 +425,31 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("id", help="interaction id")
         q.set_defaults(func=cmd_interactions)
 
-    p = sub.add_parser("quarantine", help="list or replay quarantined messages",
-                       description="Messages that failed max-attempts times.")
+    p = sub.add_parser(
+        "quarantine",
+        help="list or replay quarantined messages",
+        description="Messages that failed max-attempts times.",
+    )
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = qsub.add_parser("list", help="list quarantined messages", description="List them.")
     q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
     q.add_argument("--all", action="store_true", help="include released ones")
     q.set_defaults(func=cmd_quarantine)
-    q = qsub.add_parser("replay", help="run a quarantined message through the pipeline again",
-                        description="Replay a quarantined message; on success it is released.")
+    q = qsub.add_parser(
+        "replay",
+        help="run a quarantined message through the pipeline again",
+        description="Replay a quarantined message; on success it is released.",
+    )
     q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
     q.add_argument("id", help="quarantine entry id")
     q.set_defaults(func=cmd_quarantine)
 
-    p = sub.add_parser("config-reference", help="print the configuration reference",
-                       description="Markdown reference of every declared option "
-                                   "(docs/configuration.md is made with this).")
+    p = sub.add_parser(
+        "config-reference",
+        help="print the configuration reference",
+        description="Markdown reference of every declared option "
+        "(docs/configuration.md is made with this).",
+    )
     p.add_argument("-o", "--output", help="write to this file")
     p.set_defaults(func=cmd_config_reference)
     return parser

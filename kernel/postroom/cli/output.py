@@ -64,10 +64,17 @@ def table(interactions: list[Interaction]) -> str:
         if i.duplicate_of:
             notes.append(f"[duplicate of {i.duplicate_of[:8]}]")
         parent = short.get(i.parent_id or "", (i.parent_id or "")[:8])
-        rows.append((
-            i.id[:8], i.type, i.subtype, i.status, parent or "-",
-            _cut(i.from_addr, 28), " ".join([i.subject or "(no subject)", *notes]),
-        ))
+        rows.append(
+            (
+                i.id[:8],
+                i.type,
+                i.subtype,
+                i.status,
+                parent or "-",
+                _cut(i.from_addr, 28),
+                " ".join([i.subject or "(no subject)", *notes]),
+            )
+        )
     widths = [max(len(r[c]) for r in rows) for c in range(6)]
     used = sum(widths) + 2 * 6
     lines = []

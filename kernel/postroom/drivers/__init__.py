@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import difflib
 from importlib.metadata import entry_points
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from stevedore import driver as stevedore_driver
@@ -128,4 +128,4 @@ def load_driver(group: str, name: str) -> type:
         raise PluginLoadError(
             group, name, dist, TypeError(f"does not implement {INTERFACES[group].__name__}: {exc}")
         ) from exc
-    return cls  # type: ignore[no-any-return]
+    return cast(type, cls)

@@ -58,17 +58,22 @@ class FileSender:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
-        return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to),
-                          detail=str(self.folder / (stem + ".eml")))
+        return SendResult(
+            message_id=message_id,
+            accepted=list(envelope.rcpt_to),
+            detail=str(self.folder / (stem + ".eml")),
+        )
 
-    def send(self, message: bytes, envelope: Envelope, message_id: str = "") -> defer.Deferred[SendResult]:
+    def send(
+        self, message: bytes, envelope: Envelope, message_id: str
+    ) -> defer.Deferred[SendResult]:
         def write() -> SendResult:
             try:
                 return self._write(message, envelope, message_id)
             except OSError as exc:
                 raise SendError(f"cannot write to {self.folder}: {exc.strerror}") from exc
 
-        return self.context.runner.run(write)  # type: ignore[no-any-return]
+        return self.context.runner.run(write)
 
     def close(self) -> defer.Deferred[None]:
         return defer.succeed(None)

@@ -60,14 +60,17 @@ class MaildirSource:
         return defer.succeed(None)
 
     def _candidates(self) -> list[Path]:
-        found = [p for p in self._sub("new").iterdir() if p.is_file() and not p.name.startswith(".")]
+        found = [
+            p for p in self._sub("new").iterdir() if p.is_file() and not p.name.startswith(".")
+        ]
         found += [p for p in self.root.iterdir() if p.is_file() and not p.name.startswith(".")]
         return sorted(found, key=lambda p: (p.name, str(p)))
 
     def list_new(self, cursor: Any) -> defer.Deferred[list[SourceItem]]:
         try:
             items = [
-                SourceItem(source_key=self._key(p), size=p.stat().st_size) for p in self._candidates()
+                SourceItem(source_key=self._key(p), size=p.stat().st_size)
+                for p in self._candidates()
             ]
         except OSError as exc:
             return defer.fail(SourceError(f"cannot list maildir {self.root}: {exc.strerror}"))

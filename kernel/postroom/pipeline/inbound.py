@@ -9,7 +9,7 @@ or ``postroom ingest``), so this class never touches a server.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
@@ -87,8 +87,8 @@ class InboundPipeline:
         """The part that may run for several messages at once (off the reactor)."""
         ctx = self.ctx.for_mailbox(mailbox)
         await self.hooks.fetched(fetched, ctx)
-        parser = self.hooks.parser(mailbox.name, ctx)
-        message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))  # type: ignore[attr-defined]
+        parser: Any = self.hooks.parser(mailbox.name, ctx)
+        message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))
         return message
 
     async def complete(
@@ -122,7 +122,10 @@ class InboundPipeline:
         for new in result.new:
             log.info(
                 "committed interaction %s (%s) from %s %s",
-                new.id, new.subtype, mailbox.name, fetched.source_key,
+                new.id,
+                new.subtype,
+                mailbox.name,
+                fetched.source_key,
                 extra={"interaction_id": new.id, "mailbox": mailbox.name},
             )
         return Processed(message=message, result=result)

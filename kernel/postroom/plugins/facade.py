@@ -166,8 +166,9 @@ class Hooks:
             if verdict is None:
                 continue
             if not isinstance(verdict, Verdict):
-                log.error("plugin %r returned %r from postroom_classify, not a Verdict",
-                          plugin, verdict)
+                log.error(
+                    "plugin %r returned %r from postroom_classify, not a Verdict", plugin, verdict
+                )
                 continue
             verdicts.append(verdict if verdict.plugin else _with_plugin(verdict, plugin))
         return reduce_verdicts(verdicts)

@@ -144,7 +144,9 @@ def load_plugins(
                 raise PluginLoadError(PLUGINS_GROUP, name, dist, exc) from exc
             info.error = f"{type(exc).__name__}: {exc}"
             plugins.infos.append(info)
-            warning = str(PluginLoadError(PLUGINS_GROUP, name, dist, exc)) + "; continuing without it"
+            warning = (
+                str(PluginLoadError(PLUGINS_GROUP, name, dist, exc)) + "; continuing without it"
+            )
             plugins.warnings.append(warning)
             log.warning(warning)
             continue
@@ -178,9 +180,7 @@ def _check_unknown_hooks(plugins: PluginSet, strict: bool) -> None:
     for name in list(plugins.order):
         obj = plugins.pm.get_plugin(name)
         unknown = sorted(
-            caller.name
-            for caller in plugins.pm.get_hookcallers(obj) or []
-            if caller.spec is None
+            caller.name for caller in plugins.pm.get_hookcallers(obj) or [] if caller.spec is None
         )
         if not unknown:
             continue

@@ -33,9 +33,10 @@ class HandoffService(service.Service):
     def __init__(self, kernel: Kernel, *, once: bool = False, backoff: Backoff | None = None):
         self.kernel = kernel
         self.once = once
-        self.backoff = backoff or Backoff(initial=float(kernel.config.get(
-            "gateway", "handoff-retry-initial")), maximum=float(kernel.config.get(
-            "gateway", "handoff-retry-max")))
+        self.backoff = backoff or Backoff(
+            initial=float(kernel.config.get("gateway", "handoff-retry-initial")),
+            maximum=float(kernel.config.get("gateway", "handoff-retry-max")),
+        )
         self._in_flight: set[str] = set()
         self._timers: dict[str, Any] = {}
         self._idle_waiters: list[Deferred[None]] = []
@@ -88,14 +89,23 @@ class HandoffService(service.Service):
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
             if self.once and attempt >= max_attempts:
                 self.failed.add(interaction.id)
-                log.error("hand-off of %s failed %d times, left for the next run: %s",
-                          interaction.id, attempt, error)
+                log.error(
+                    "hand-off of %s failed %d times, left for the next run: %s",
+                    interaction.id,
+                    attempt,
+                    error,
+                )
                 return
             if not self.running and not self.once:
                 return
             delay = self.backoff.delay(attempt)
-            log.warning("hand-off of %s failed (attempt %d), retrying in %.0fs: %s",
-                        interaction.id, attempt, delay, error)
+            log.warning(
+                "hand-off of %s failed (attempt %d), retrying in %.0fs: %s",
+                interaction.id,
+                attempt,
+                delay,
+                error,
+            )
             self._timers[interaction.id] = self.kernel.clock.callLater(
                 delay, self._start, interaction, attempt + 1
             )

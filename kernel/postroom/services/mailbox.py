@@ -33,7 +33,12 @@ log = logging.getLogger(__name__)
 def _chained(d: Deferred[None]) -> Deferred[None]:
     """Wait for *d* without taking its result away from other waiters."""
     waiter: Deferred[None] = Deferred()
-    d.addBoth(lambda result: (waiter.callback(None), result)[1])
+
+    def passthrough(result: Any) -> Any:
+        waiter.callback(None)
+        return result
+
+    d.addBoth(passthrough)
     return waiter
 
 
@@ -95,8 +100,7 @@ class MailboxService(service.Service):
         return ensureDeferred(stop())
 
     def _crashed(self, failure: Any) -> None:
-        log.error("mailbox %s: service loop crashed: %s", self.mailbox.name,
-                  failure.getTraceback())
+        log.error("mailbox %s: service loop crashed: %s", self.mailbox.name, failure.getTraceback())
         self._finish(False)
 
     def _finish(self, ok: bool) -> None:
@@ -114,8 +118,13 @@ class MailboxService(service.Service):
         self.health.last_error = f"{what}: {error}"
         self.health.last_error_at = _now(self.clock)
         self.health.consecutive_failures += 1
-        log.warning("mailbox %s: %s: %s", self.mailbox.name, what, error,
-                    extra={"mailbox": self.mailbox.name})
+        log.warning(
+            "mailbox %s: %s: %s",
+            self.mailbox.name,
+            what,
+            error,
+            extra={"mailbox": self.mailbox.name},
+        )
 
     async def _run(self) -> None:
         poll = float(self.mailbox.get("poll-interval"))
@@ -147,7 +156,9 @@ class MailboxService(service.Service):
                 except Exception:
                     log.debug("disconnect after failure failed too", exc_info=True)
                 self.source = None
-                self._pause = sleep(self.clock, self.backoff.delay(self.health.consecutive_failures))
+                self._pause = sleep(
+                    self.clock, self.backoff.delay(self.health.consecutive_failures)
+                )
                 try:
                     await self._pause
                 except defer.CancelledError:
@@ -169,9 +180,7 @@ class MailboxService(service.Service):
         previous: Deferred[None] = defer.succeed(None)
         jobs = []
         for item, turn in zip(items, turns, strict=True):
-            jobs.append(limit.run(
-                lambda item=item, before=previous, turn=turn: ensureDeferred(
-                    self.process_item(item, before, turn))))
+            jobs.append(limit.run(self.process_item, item, previous, turn))
             previous = turn
         await defer.gatherResults(jobs, consumeErrors=True)
 
@@ -223,8 +232,13 @@ class MailboxService(service.Service):
         if attempts >= max_attempts and fetched is not None:
             await store.quarantine(name, item.source_key, reason, fetched.raw)
             self.health.quarantined += 1
-            log.error("mailbox %s: message %s quarantined after %d attempts: %s",
-                      name, item.source_key, attempts, reason)
+            log.error(
+                "mailbox %s: message %s quarantined after %d attempts: %s",
+                name,
+                item.source_key,
+                attempts,
+                reason,
+            )
             await self.source.acknowledge(fetched)
         elif fetched is not None:
             await self.source.release(fetched)

@@ -48,8 +48,13 @@ def _check_header(name: str, value: str) -> None:
             raise HeaderInjection(f"header {what} of {name!r} contains a line break")
 
 
-def build_message(request: OutboundRequest, message_id: str, parent_message_id: str | None,
-                  extra_headers: dict[str, str], now: datetime) -> bytes:
+def build_message(
+    request: OutboundRequest,
+    message_id: str,
+    parent_message_id: str | None,
+    extra_headers: dict[str, str],
+    now: datetime,
+) -> bytes:
     """The RFC 5322 message for a request (CRLF line ends)."""
     msg = EmailMessage()
     for name, value in [*request.headers.items(), *extra_headers.items()]:
@@ -84,8 +89,15 @@ def build_message(request: OutboundRequest, message_id: str, parent_message_id: 
 class OutboundService(service.Service):
     name = "outbound"
 
-    def __init__(self, kernel: Kernel, sender: Any, *, once: bool = False,
-                 poll_interval: float = 1.0, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self,
+        kernel: Kernel,
+        sender: Any,
+        *,
+        once: bool = False,
+        poll_interval: float = 1.0,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.kernel = kernel
         self.sender = sender
         self.once = once
@@ -164,8 +176,9 @@ class OutboundService(service.Service):
             if interaction.parent_id:
                 parent = await store.get_interaction(interaction.parent_id)
                 parent_mid = parent.message_id if parent is not None else None
-            data = build_message(request, entry.message_id, parent_mid,
-                                 envelope.extra_headers, self._now())
+            data = build_message(
+                request, entry.message_id, parent_mid, envelope.extra_headers, self._now()
+            )
             await self.sender.send(data, envelope, entry.message_id)
         except Exception as exc:
             permanent = isinstance(exc, HeaderInjection) or getattr(exc, "permanent", False)
@@ -181,8 +194,13 @@ class OutboundService(service.Service):
             else:
                 retry_at = self._now() + timedelta(seconds=self.backoff.delay(attempts))
                 await store.mark_outbound(entry.id, OutboxState.QUEUED.value, error, retry_at)
-                log.warning("outbound %s failed (attempt %d), retry at %s: %s",
-                            entry.id, attempts, retry_at.isoformat(), error)
+                log.warning(
+                    "outbound %s failed (attempt %d), retry at %s: %s",
+                    entry.id,
+                    attempts,
+                    retry_at.isoformat(),
+                    error,
+                )
             return
         await store.mark_outbound(entry.id, OutboxState.SENT.value)
         interaction = await store.get_interaction(entry.id)

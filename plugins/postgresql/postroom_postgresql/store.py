@@ -26,10 +26,11 @@ from datetime import datetime
 from typing import Any, ClassVar
 
 import psycopg
-from postroom.config.options import OptionSchema, Scope
-from postroom.store.base import SQLStoreBase, Tx, to_utc
 from psycopg import errors
 from psycopg.conninfo import conninfo_to_dict
+
+from postroom.config.options import OptionSchema, Scope
+from postroom.store.base import SQLStoreBase, Tx, to_utc
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
