@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -102,10 +103,17 @@ class Kernel:
             store_options = {k: v for k, v in store_override.items() if k != "driver"}
         self.store_driver = self.drivers[(STORES_GROUP, store_driver)](store_options)
         self.store = AsyncStore(self.store_driver, self.runner)
-        self.spool_dir = tempfile.mkdtemp(prefix="postroom-spool-")
+        self._spool_dir: str | None = None
         self.ctx = Context(
             config=self.config, store=self.store, clock=self.clock, runner=self.runner
         )
+
+    @property
+    def spool_dir(self) -> str:
+        """Where sources stream downloads before the store takes them (made on first use)."""
+        if self._spool_dir is None:
+            self._spool_dir = tempfile.mkdtemp(prefix="postroom-spool-")
+        return self._spool_dir
 
     # -- drivers
 
@@ -158,5 +166,8 @@ class Kernel:
                 await self.hooks.shutdown(self)
             finally:
                 await self.store.close()
+                if self._spool_dir is not None:
+                    shutil.rmtree(self._spool_dir, ignore_errors=True)
+                    self._spool_dir = None
 
         return ensureDeferred(go())

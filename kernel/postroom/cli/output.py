@@ -61,6 +61,9 @@ def table(interactions: list[Interaction]) -> str:
         names = i.attached_data.get("_AttachmentFileNames")
         if names:
             notes.append(f"[attachments: {names}]")
+        custom = [f"{k}={v}" for k, v in sorted(i.attached_data.items()) if not k.startswith("_")]
+        if custom:
+            notes.append("[" + ", ".join(custom) + "]")
         if i.duplicate_of:
             notes.append(f"[duplicate of {i.duplicate_of[:8]}]")
         parent = short.get(i.parent_id or "", (i.parent_id or "")[:8])
@@ -71,7 +74,7 @@ def table(interactions: list[Interaction]) -> str:
                 i.subtype,
                 i.status,
                 parent or "-",
-                _cut(i.from_addr, 28),
+                _cut(i.from_addr, 36),
                 " ".join([i.subject or "(no subject)", *notes]),
             )
         )
