@@ -133,7 +133,12 @@ class Kernel:
             config=self.config,
             spool_dir=self.spool_dir,
             authenticator=authenticator,
+            auth_event=self.auth_event,
         )
+
+    def auth_event(self, mailbox: str, event: str, detail: str) -> Deferred[None]:
+        """Tell the ``postroom_auth_event`` hook; never fails the caller."""
+        return ensureDeferred(self.hooks.auth_event(mailbox, event, detail, self.ctx))
 
     def build_source(self, mailbox: Any) -> Any:
         cls = self.drivers[(SOURCES_GROUP, mailbox.type)]

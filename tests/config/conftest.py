@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from postroom.config.core import kernel_schema
 from postroom.config.options import OptionSchema, Scope
 

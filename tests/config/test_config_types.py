@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from postroom.config.options import InvalidOption, Option, OptionSchema, Scope
 from postroom.config.types import (
     BUILTIN_TYPES,

@@ -246,3 +246,78 @@ def test_stop_while_waiting_for_new_mail_is_clean(quickstart: Path) -> None:
     d: Deferred[None] = gateway.stopService()
     run(d)
     assert not clock.getDelayedCalls()
+
+
+def test_forbidden_headers_never_leave_and_own_headers_cannot_be_set(quickstart: Path) -> None:
+    class AddsBcc:
+        @hookimpl
+        def postroom_envelope(self, envelope: Any) -> None:
+            envelope.extra_headers["Received"] = "from somewhere"
+            envelope.extra_headers["X-Campaign"] = "spring"
+
+    kernel = make_kernel(quickstart, plugins=[("adds", AddsBcc())])
+    gateway = Gateway(kernel)
+    gateway.startService()
+    request = OutboundRequest(
+        to=["a@example.com"],
+        bcc=["boss@example.com"],
+        subject="Hi",
+        text="x",
+        headers={"Bcc": "boss@example.com"},
+    )
+    interaction = run(gateway.send(request))
+    eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
+    assert b"X-Campaign: spring" in eml
+    assert b"Received:" not in eml and b"Bcc:" not in eml
+    envelope = next((quickstart.parent / "outbox").glob("*.envelope.json")).read_text()
+    assert "boss@example.com" in envelope  # still a recipient, just not a header
+    assert run(kernel.store.get_interaction(interaction.id)).status == "Sent"
+    with pytest.raises(ValueError, match="set by postroom"):
+        run(gateway.send(OutboundRequest(to=["a@example.com"], headers={"Message-ID": "<x@y>"})))
+    run(gateway.stopService())
+
+
+def test_site_list_replaces_the_builtin_forbidden_headers(quickstart: Path) -> None:
+    (quickstart.parent / "forbidden.txt").write_text("# ours\nX-Internal\n")
+    quickstart.write_text(
+        quickstart.read_text().replace(
+            "  folder-path: outbox",
+            "  folder-path: outbox\n  forbidden-headers-file: forbidden.txt",
+        )
+    )
+    kernel = make_kernel(quickstart)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    run(
+        gateway.send(
+            OutboundRequest(
+                to=["a@example.com"], text="x", headers={"X-Internal": "1", "Received": "kept now"}
+            )
+        )
+    )
+    eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
+    assert b"X-Internal" not in eml and b"Received: kept now" in eml
+    run(gateway.stopService())
+
+
+def test_permanent_error_from_a_render_plugin_is_not_retried(quickstart: Path) -> None:
+    from postroom.errors import SendError
+
+    class BadTemplate:
+        calls = 0
+
+        @hookimpl
+        def postroom_render(self) -> None:
+            BadTemplate.calls += 1
+            raise SendError("template 42 does not exist", permanent=True)
+
+    clock = task.Clock()
+    kernel = make_kernel(quickstart, plugins=[("bad", BadTemplate())], clock=clock)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    interaction = run(gateway.send(OutboundRequest(to=["a@example.com"], text="x")))
+    clock.advance(7200)
+    stored = run(kernel.store.get_interaction(interaction.id))
+    assert stored.status == "Failed" and BadTemplate.calls == 1
+    assert "template 42 does not exist" in stored.attached_data["_SendError"]
+    run(gateway.stopService())

@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from postroom.model import RawRef
 from postroom.store.base import SQLStoreBase
 from postroom.store.sqlite import SQLiteStore
-
 from tests import pg
 
 MakeStore = Callable[..., SQLStoreBase]

@@ -12,6 +12,8 @@ from typing import Any
 
 import attrs
 import pytest
+from zope.interface.verify import verifyClass, verifyObject
+
 from postroom.interfaces import IStore
 from postroom.model import (
     Attachment,
@@ -23,7 +25,6 @@ from postroom.model import (
 from postroom.store.base import CHUNK_SIZE, SQLStoreBase
 from postroom.store.errors import FencingError, StoreError
 from postroom.store.sqlite import MemoryStore, SQLiteStore
-from zope.interface.verify import verifyClass, verifyObject
 
 MakeStore = Callable[..., SQLStoreBase]
 RawOf = Callable[[bytes], RawRef]

@@ -29,82 +29,213 @@ def postroom_add_options(schema: OptionSchema) -> None:
     add = functools.partial(schema.add, declared_by=KERNEL)
 
     # top level
-    add("tenant-id", "int", default=1, minimum=0,
-        description="Tenant the interactions are created for in the contact centre.")
-    add("plugins", "list", default=None,
+    add(
+        "tenant-id",
+        "int",
+        default=1,
+        minimum=0,
+        description="Tenant the interactions are created for in the contact centre.",
+    )
+    add(
+        "plugins",
+        "list",
+        default=None,
         description="Hook plugins to enable, exactly these and in this order. "
-        "Absent: every installed plugin, in a deterministic order.")
+        "Absent: every installed plugin, in a deterministic order.",
+    )
 
     # store (`driver` is read structurally: it chooses which other options apply)
-    add("driver", scope=Scope.STORE, default="sqlite",
+    add(
+        "driver",
+        scope=Scope.STORE,
+        default="sqlite",
         description="Store driver: `sqlite` (one file, the embedded default) or "
-        "`postgresql` (shared by several gateway processes).")
+        "`postgresql` (shared by several gateway processes).",
+    )
 
     # email-processing (the commercial product's names)
     ep = "email-processing"
-    add("default-domain", section=ep, default="localhost", aliases=("default_domain",),
-        description="Domain added to addresses written without one.")
-    add("maximum-msg-size", "size", section=ep, default="10MB", minimum=1,
-        description="Largest inbound message accepted (e.g. `10MB`, 1024-based).")
-    add("enable-message-id-check", "bool", section=ep, default=False,
+    add(
+        "default-domain",
+        section=ep,
+        default="localhost",
+        aliases=("default_domain",),
+        description="Domain added to addresses written without one.",
+    )
+    add(
+        "maximum-msg-size",
+        "size",
+        section=ep,
+        default="10MB",
+        minimum=1,
+        description="Largest inbound message accepted (e.g. `10MB`, 1024-based).",
+    )
+    add(
+        "enable-message-id-check",
+        "bool",
+        section=ep,
+        default=False,
         description="Deduplicate inbound messages by Message-ID as well as by source key "
-        "and content (split copies are exempt).")
-    add("max-mime-depth", "int", section=ep, default=20, minimum=1,
-        description="Deepest MIME nesting parsed (a guard against hostile messages).")
-    add("max-mime-parts", "int", section=ep, default=1000, minimum=1,
-        description="Most MIME parts parsed in one message (a guard against hostile messages).")
+        "and content (split copies are exempt).",
+    )
+    add(
+        "max-mime-depth",
+        "int",
+        section=ep,
+        default=20,
+        minimum=1,
+        description="Deepest MIME nesting parsed (a guard against hostile messages).",
+    )
+    add(
+        "max-mime-parts",
+        "int",
+        section=ep,
+        default=1000,
+        minimum=1,
+        description="Most MIME parts parsed in one message (a guard against hostile messages).",
+    )
 
     # gateway (postroom's own)
     gw = "gateway"
-    add("concurrency", "int", section=gw, default=4, minimum=1,
-        description="Messages of one mailbox processed at the same time.")
-    add("max-attempts", "int", section=gw, default=5, minimum=1,
-        description="Tries at processing a message before it is quarantined.")
-    add("handoff-retry-initial", "duration", section=gw, default="00:00:05",
+    add(
+        "concurrency",
+        "int",
+        section=gw,
+        default=4,
+        minimum=1,
+        description="Messages of one mailbox processed at the same time.",
+    )
+    add(
+        "max-attempts",
+        "int",
+        section=gw,
+        default=5,
+        minimum=1,
+        description="Tries at processing a message before it is quarantined.",
+    )
+    add(
+        "handoff-retry-initial",
+        "duration",
+        section=gw,
+        default="00:00:05",
         description="First delay before retrying a failed hand-off to routing; "
-        "doubles on each failure.")
-    add("handoff-retry-max", "duration", section=gw, default="00:05:00",
-        description="Longest delay between hand-off retries.")
-    add("thread-pool-size", "int", section=gw, default=10, minimum=1,
-        description="Threads for blocking work (store, SDKs), so the reactor never blocks.")
+        "doubles on each failure.",
+    )
+    add(
+        "handoff-retry-max",
+        "duration",
+        section=gw,
+        default="00:05:00",
+        description="Longest delay between hand-off retries.",
+    )
+    add(
+        "thread-pool-size",
+        "int",
+        section=gw,
+        default=10,
+        minimum=1,
+        description="Threads for blocking work (store, SDKs), so the reactor never blocks.",
+    )
 
     # every mailbox
-    add("name", scope=Scope.MAILBOX, required=True,
-        description="Unique name of the mailbox, used in logs, metrics and the store.")
-    add("type", scope=Scope.MAILBOX, required=True,
-        description="Source driver: `maildir`; later `pop3`, `imap`, `ews`.")
-    add("auth", scope=Scope.MAILBOX, default="basic",
+    add(
+        "name",
+        scope=Scope.MAILBOX,
+        required=True,
+        description="Unique name of the mailbox, used in logs, metrics and the store.",
+    )
+    add(
+        "type",
+        scope=Scope.MAILBOX,
+        required=True,
+        description="Source driver: `maildir`; later `pop3`, `imap`, `ews`.",
+    )
+    add(
+        "auth",
+        scope=Scope.MAILBOX,
+        default="basic",
         description="Auth driver for mailboxes with a server: `basic`; later "
-        "`azure-ropc`, `google-refresh`.")
-    add("enabled", "bool", scope=Scope.MAILBOX, default=True,
-        description="A disabled mailbox is validated but not read.")
-    add("poll-interval", "duration", scope=Scope.MAILBOX, default="00:01:00",
-        description="Time between checks for new mail when the server cannot push it.")
+        "`azure-ropc`, `google-refresh`.",
+    )
+    add(
+        "enabled",
+        "bool",
+        scope=Scope.MAILBOX,
+        default=True,
+        description="A disabled mailbox is validated but not read.",
+    )
+    add(
+        "poll-interval",
+        "duration",
+        scope=Scope.MAILBOX,
+        default="00:01:00",
+        description="Time between checks for new mail when the server cannot push it.",
+    )
 
     # smtp-client
-    add("server-type", scope=Scope.SMTP_CLIENT, required=True,
-        description="Sender driver: `file`; later `smtp`, `ews`.")
+    add(
+        "server-type",
+        scope=Scope.SMTP_CLIENT,
+        required=True,
+        description="Sender driver: `file`; later `smtp`, `ews`.",
+    )
+    add(
+        "forbidden-headers-file",
+        "path",
+        scope=Scope.SMTP_CLIENT,
+        description="A file with one header name per line (`#` starts a comment) that "
+        "replaces the built-in list of headers never sent (Bcc, Received, Return-Path, "
+        "Delivered-To...), whatever a request or plugin asks.",
+    )
 
     # secret-<name>
-    add("password", "secret", scope=Scope.SECRET,
+    add(
+        "password",
+        "secret",
+        scope=Scope.SECRET,
         description="The secret itself (e.g. an OAuth client secret); best given as "
-        "`${NAME}` or `${file:path}`.")
+        "`${NAME}` or `${file:path}`.",
+    )
 
     # logging
-    add("level", "choice", section="logging", default="info",
+    add(
+        "level",
+        "choice",
+        section="logging",
+        default="info",
         choices=("debug", "info", "warning", "error"),
-        description="Least severe log level written.")
-    add("format", "choice", section="logging", default="text", choices=("text", "json"),
-        description="`text` for people, `json` (one object per line) for log collectors.")
+        description="Least severe log level written.",
+    )
+    add(
+        "format",
+        "choice",
+        section="logging",
+        default="text",
+        choices=("text", "json"),
+        description="`text` for people, `json` (one object per line) for log collectors.",
+    )
 
     # http
-    add("bind", section="http", default="127.0.0.1",
-        description="Address the HTTP API listens on; local only by default.")
-    add("port", "port", section="http", default=DEFAULT_HTTP_PORT,
+    add(
+        "bind",
+        section="http",
+        default="127.0.0.1",
+        description="Address the HTTP API listens on; local only by default.",
+    )
+    add(
+        "port",
+        "port",
+        section="http",
+        default=DEFAULT_HTTP_PORT,
         description=f"Port of the HTTP API (default {DEFAULT_HTTP_PORT}: unprivileged, "
-        "below the ephemeral range, clear of common development ports).")
-    add("token", "secret", section="http",
-        description="Bearer token clients of the HTTP API must present.")
+        "below the ephemeral range, clear of common development ports).",
+    )
+    add(
+        "token",
+        "secret",
+        section="http",
+        description="Bearer token clients of the HTTP API must present.",
+    )
 
 
 def kernel_schema() -> OptionSchema:

@@ -76,6 +76,10 @@ class DriverContext:
     config: Any
     spool_dir: str
     authenticator: Any = None
+    #: ``auth_event(mailbox, event, detail)``: drivers report authentication
+    #: events (``login-ok``, ``login-failed``, ``token-refreshed``,
+    #: ``needs-reauthorisation``) to the ``postroom_auth_event`` hook with it
+    auth_event: Any = None
 
 
 def driver_names(group: str) -> list[str]:

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
+from postroom.interfaces import PLUGINS_GROUP
 from postroom.model import Subtype, Verdict
 
 if TYPE_CHECKING:
@@ -75,13 +77,19 @@ class Hooks:
         return list(reversed(caller.get_hookimpls()))
 
     def _call_sync(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
+        """Call a synchronous hook; configuration errors pass through unwrapped
+        so they are reported with their file and line."""
         results = []
         for impl in self._impls(hook_name):
             args = {name: kwargs[name] for name in impl.argnames}
             try:
-                results.append((impl.plugin_name, impl.function(**args)))
+                result = impl.function(**args)
+            except (ConfigError, ConfigErrors):
+                raise
             except Exception as exc:
                 raise PluginFailure(impl.plugin_name, hook_name, exc) from exc
+            _refuse_awaitable(result, impl.plugin_name, hook_name)
+            results.append((impl.plugin_name, result))
         return results
 
     async def _call_all(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
@@ -119,16 +127,33 @@ class Hooks:
     # -- lifecycle
 
     def add_options(self, schema: OptionSchema) -> None:
+        """Collect declarations; a bad one is a load error naming the plugin."""
         for impl in self._impls("postroom_add_options"):
             with schema.declaring(impl.plugin_name):
-                impl.function(**{n: schema for n in impl.argnames})
+                try:
+                    result = impl.function(**{n: schema for n in impl.argnames})
+                except Exception as exc:
+                    raise PluginLoadError(
+                        PLUGINS_GROUP, impl.plugin_name, self._distribution(impl.plugin_name), exc
+                    ) from exc
+                _refuse_awaitable(result, impl.plugin_name, "postroom_add_options")
 
     def add_options_of(self, plugin: object, name: str, schema: OptionSchema) -> None:
         """Declarations of one object (a driver class) not registered as a plugin."""
         function = getattr(plugin, "postroom_add_options", None)
         if function is not None:
             with schema.declaring(name):
-                function(schema)
+                group, _, driver = name.partition(":")
+                try:
+                    function(schema)
+                except Exception as exc:
+                    raise PluginLoadError(group, driver or name, None, exc) from exc
+
+    def _distribution(self, plugin_name: str) -> str | None:
+        for info in self.plugins.infos:
+            if info.name == plugin_name:
+                return info.distribution
+        return None
 
     def configure(self, config: Any) -> None:
         self._call_sync("postroom_configure", config=config)
@@ -153,6 +178,7 @@ class Hooks:
         parser = self.pm.hook.postroom_parser(mailbox=mailbox, ctx=ctx)
         if parser is None:  # the built-in parser always answers; a plugin may shadow it
             raise RuntimeError("no plugin provides a parser")
+        _refuse_awaitable(parser, "a plugin", "postroom_parser")
         return cast("IParser", parser)
 
     async def classify(
@@ -184,7 +210,11 @@ class Hooks:
         result = self.pm.hook.postroom_expand(interaction=interaction, message=message, ctx=ctx)
         if result is None:
             return [interaction]
+        _refuse_awaitable(result, "a plugin", "postroom_expand")
         copies = list(result)
+        if not copies:
+            # acknowledging a message that produced nothing would lose it
+            raise ValueError("postroom_expand returned no interaction")
         keys = [c.copy_key for c in copies]
         if len(copies) > 1 and (None in keys or len(set(keys)) != len(keys)):
             raise ValueError("postroom_expand must give every copy a distinct copy_key")
@@ -203,6 +233,21 @@ class Hooks:
 
     async def sent(self, interaction: Interaction, ctx: Context) -> None:
         await self._call_tolerant("postroom_sent", None, interaction=interaction, ctx=ctx)
+
+
+def _refuse_awaitable(result: Any, plugin: str, hook: str) -> None:
+    """Synchronous hooks cannot wait: an ``async def`` there is a plugin bug."""
+    if isinstance(result, Deferred) or inspect.isawaitable(result):
+        if inspect.iscoroutine(result):
+            result.close()
+        raise PluginFailure(
+            plugin,
+            hook,
+            TypeError(
+                f"{hook} is synchronous: it returned {type(result).__name__}, "
+                "not a value (see docs/hooks.md)"
+            ),
+        )
 
 
 def _with_plugin(verdict: Verdict, plugin: str) -> Verdict:

@@ -95,7 +95,18 @@ def load_plugins(
     plugins = PluginSet()
     eps = list(available) if available is not None else installed_plugin_entry_points()
     by_name: dict[str, EntryPoint] = {}
+    reserved = {name for name, _module in BUILTIN_PLUGINS} | {name for name, _obj in extra}
     for ep in eps:
+        if ep.name in reserved:
+            message = (
+                f"hook plugin name {ep.name!r} of distribution {_dist_of(ep)[0]} is reserved "
+                "(a built-in or embedded plugin has it); ignoring that plugin"
+            )
+            if enabled is not None and ep.name in enabled:
+                raise PluginLoadError(PLUGINS_GROUP, ep.name, _dist_of(ep)[0], ValueError(message))
+            plugins.warnings.append(message)
+            log.warning(message)
+            continue
         if ep.name in by_name and by_name[ep.name].value != ep.value:
             message = (
                 f"hook plugin name {ep.name!r} is claimed by two distributions "
@@ -176,18 +187,29 @@ def load_plugins(
 
 
 def _check_unknown_hooks(plugins: PluginSet, strict: bool) -> None:
-    """A ``postroom_*`` function that matches no spec is a typo: say so."""
+    """A ``postroom_*`` function that matches no spec is a typo, and a hook
+    wrapper would be silently skipped by the facade: say so."""
     for name in list(plugins.order):
         obj = plugins.pm.get_plugin(name)
-        unknown = sorted(
-            caller.name for caller in plugins.pm.get_hookcallers(obj) or [] if caller.spec is None
+        callers = plugins.pm.get_hookcallers(obj) or []
+        unknown = sorted(caller.name for caller in callers if caller.spec is None)
+        wrappers = sorted(
+            caller.name
+            for caller in callers
+            for impl in caller.get_hookimpls()
+            if impl.plugin is obj and (impl.wrapper or impl.hookwrapper)
         )
-        if not unknown:
+        if not unknown and not wrappers:
             continue
         info = next(i for i in plugins.infos if i.name == name)
-        cause = LookupError(
-            "implements unknown hook(s) " + ", ".join(unknown) + " (see docs/hooks.md)"
-        )
+        problems = []
+        if unknown:
+            problems.append("implements unknown hook(s) " + ", ".join(unknown))
+        if wrappers:
+            problems.append(
+                "uses hook wrappers, which postroom does not support, in " + ", ".join(wrappers)
+            )
+        cause = LookupError("; ".join(problems) + " (see docs/hooks.md)")
         if strict or info.kind != "hook":
             raise PluginLoadError(PLUGINS_GROUP, name, info.distribution, cause)
         plugins.pm.unregister(obj)

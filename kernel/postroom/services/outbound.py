@@ -11,6 +11,7 @@ outbound interaction.
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -42,10 +43,61 @@ class HeaderInjection(PostroomError, ValueError):
     """A header name or value in a send request holds CR or LF."""
 
 
+#: Headers never sent, whatever a request or a plugin asks (lower case). A site
+#: replaces this list with ``smtp-client: forbidden-headers-file``.
+BUILTIN_FORBIDDEN_HEADERS = frozenset(
+    {
+        "bcc",
+        "resent-bcc",
+        "return-path",
+        "received",
+        "delivered-to",
+        "x-original-to",
+        "envelope-to",
+        "x-envelope-from",
+        "x-envelope-to",
+        "content-length",
+        "status",
+        "x-status",
+        "x-uid",
+        "x-keywords",
+        "x-mozilla-status",
+        "x-mozilla-status2",
+    }
+)
+
+#: Headers postroom writes itself: a request or plugin may not set them (the
+#: Message-ID is fixed at queueing so reports find their parent).
+OWN_HEADERS = frozenset(
+    {
+        "message-id",
+        "date",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+    }
+)
+
+
+def load_forbidden_headers(path: str | os.PathLike[str] | None) -> frozenset[str]:
+    """The site's list (one name per line, ``#`` comments) or the built-in one."""
+    if path is None:
+        return BUILTIN_FORBIDDEN_HEADERS
+    names = set()
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            name = line.split("#", 1)[0].strip()
+            if name:
+                names.add(name.lower())
+    return frozenset(names)
+
+
 def _check_header(name: str, value: str) -> None:
     for part, what in ((name, "name"), (value, "value")):
         if "\r" in part or "\n" in part:
             raise HeaderInjection(f"header {what} of {name!r} contains a line break")
+    if name.lower() in OWN_HEADERS:
+        raise HeaderInjection(f"header {name!r} is set by postroom, not by a request")
 
 
 def build_message(
@@ -54,8 +106,9 @@ def build_message(
     parent_message_id: str | None,
     extra_headers: dict[str, str],
     now: datetime,
+    forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
 ) -> bytes:
-    """The RFC 5322 message for a request (CRLF line ends)."""
+    """The RFC 5322 message for a request (CRLF line ends), forbidden headers dropped."""
     msg = EmailMessage()
     for name, value in [*request.headers.items(), *extra_headers.items()]:
         _check_header(name, value)
@@ -72,6 +125,9 @@ def build_message(
     if request.automatic:
         msg["Auto-Submitted"] = "auto-replied"
     for name, value in [*request.headers.items(), *extra_headers.items()]:
+        if name.lower() in forbidden:
+            log.info("dropped forbidden header %s from outbound %s", name, message_id)
+            continue
         del msg[name]
         msg[name] = value
     if request.text is not None or request.html is None:
@@ -104,6 +160,10 @@ class OutboundService(service.Service):
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff(initial=30.0, maximum=3600.0)
         self.finished: Deferred[bool] = Deferred()
+        smtp = kernel.config.smtp
+        self.forbidden = load_forbidden_headers(
+            smtp.get("forbidden-headers-file") if smtp is not None else None
+        )
         self._loop: Deferred[None] | None = None
         self._pause: Deferred[Any] | None = None
         self._ok = True
@@ -177,11 +237,17 @@ class OutboundService(service.Service):
                 parent = await store.get_interaction(interaction.parent_id)
                 parent_mid = parent.message_id if parent is not None else None
             data = build_message(
-                request, entry.message_id, parent_mid, envelope.extra_headers, self._now()
+                request,
+                entry.message_id,
+                parent_mid,
+                envelope.extra_headers,
+                self._now(),
+                self.forbidden,
             )
             await self.sender.send(data, envelope, entry.message_id)
         except Exception as exc:
-            permanent = isinstance(exc, HeaderInjection) or getattr(exc, "permanent", False)
+            cause = getattr(exc, "cause", exc)  # a PluginFailure wraps the plugin's error
+            permanent = isinstance(cause, HeaderInjection) or getattr(cause, "permanent", False)
             attempts = entry.attempts + 1
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
             error = f"{type(exc).__name__}: {exc}"

@@ -1,0 +1,5 @@
+"""postroom-urgent: tags urgent inbound mail with the attached key ``Urgent``.
+
+The hooks are in :mod:`postroom_urgent.plugin`, which the distribution
+advertises in the entry-point group ``postroom.plugins`` as ``urgent``.
+"""

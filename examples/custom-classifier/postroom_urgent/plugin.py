@@ -1,0 +1,96 @@
+"""The ``urgent`` hook plugin: sets the attached key ``Urgent`` to ``"true"`` on urgent mail.
+
+A message is urgent when its subject contains one of the configured keywords
+(case-insensitive, anywhere in the subject), or, unless ``priority-headers`` is
+off, when it is marked ``X-Priority: 1`` or ``Importance: high``. Other
+messages get no ``Urgent`` key at all.
+
+It only *tags* mail, so it enriches instead of classifying: it never competes
+with the classifiers that decide an interaction's subtype.
+
+The options are read from ``ctx`` on each call rather than kept in module
+globals: the module is shared by every kernel of a process, the configuration
+is not.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from postroom import hookimpl
+from postroom.config.options import OptionSchema, Scope
+from postroom.context import Context
+from postroom.errors import ConfigError
+from postroom.model import Interaction, ParsedMessage
+
+SECTION = "urgent"
+KEYWORDS = "keywords"
+PRIORITY_HEADERS = "priority-headers"
+#: the attached-data key this plugin writes, and its value
+URGENT_KEY = "Urgent"
+URGENT_VALUE = "true"
+DEFAULT_KEYWORDS = ["urgent", "asap", "emergency", "dringend"]
+
+#: ``X-Priority: 1`` or ``X-Priority: 1 (Highest)``
+_HIGHEST_X_PRIORITY = re.compile(r"\s*1(?!\d)")
+
+
+@hookimpl
+def postroom_add_options(schema: OptionSchema) -> None:
+    schema.add(
+        KEYWORDS,
+        "list",
+        scope=Scope.GLOBAL,
+        section=SECTION,
+        default=list(DEFAULT_KEYWORDS),
+        description="Words that make a message urgent when its subject contains one "
+        "(case-insensitive, anywhere in the subject).",
+    )
+    schema.add(
+        PRIORITY_HEADERS,
+        "bool",
+        scope=Scope.GLOBAL,
+        section=SECTION,
+        default=True,
+        description="Also treat messages marked `X-Priority: 1` or `Importance: high` as urgent.",
+    )
+
+
+@hookimpl
+def postroom_configure(config: Any) -> None:
+    keywords = config.get(SECTION, KEYWORDS)
+    if not any(k.strip() for k in keywords):
+        # config.error points the operator at the file and line of the option
+        error: ConfigError = config.error(
+            "needs at least one keyword (leave the option out to use the defaults: "
+            + ", ".join(DEFAULT_KEYWORDS) + ")",
+            SECTION,
+            KEYWORDS,
+        )
+        raise error
+
+
+@hookimpl
+def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
+    keywords = ctx.option(SECTION, KEYWORDS)
+    use_headers = bool(ctx.option(SECTION, PRIORITY_HEADERS))
+    if is_urgent(message, keywords, priority_headers=use_headers):
+        interaction.attached_data[URGENT_KEY] = URGENT_VALUE
+
+
+def is_urgent(
+    message: ParsedMessage, keywords: Iterable[str], *, priority_headers: bool = True
+) -> bool:
+    """The rule, apart from the hook: keyword in the subject, or a priority header."""
+    subject = message.subject.casefold()
+    if any(k.strip() and k.strip().casefold() in subject for k in keywords):
+        return True
+    if not priority_headers:
+        return False
+    x_priority = message.header("X-Priority")
+    if x_priority is not None and _HIGHEST_X_PRIORITY.match(x_priority):
+        return True
+    importance = message.header("Importance")
+    return importance is not None and importance.strip().casefold() == "high"

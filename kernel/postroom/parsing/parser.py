@@ -1,0 +1,748 @@
+"""The parse stage: a message's raw bytes to a :class:`ParsedMessage`.
+
+:func:`parse_message` is pure and synchronous (the kernel runs it in a worker)
+and never raises for bad input: a message it cannot read becomes the
+*wrapping message* of the specification (section 3), described by the result
+with ``wrapping_reason`` set.
+
+**Unparsable** (wrapped), with the exact ``wrapping_reason``:
+
+- ``message size N bytes exceeds maximum-msg-size M bytes``: the size the
+  server announced, or the size on disk, is over ``max_size`` (checked first;
+  only the header block is read, so Subject and From still show);
+- ``message is empty``: no bytes, or only blanks;
+- ``no header block found: the message begins with a blank line`` and
+  ``no header block found: the message does not begin with a header field``
+  (binary garbage, a bare body; an mbox ``From`` line is skipped first);
+- ``NUL bytes in the header block``;
+- ``header block larger than N bytes`` (``max_header_bytes``);
+- ``MIME nesting deeper than N levels`` and ``more than N MIME parts``
+  (``max_depth``, ``max_parts``: checked on the raw bytes before the ``email``
+  package, which recurses per level, sees them, and again on the tree);
+- ``parser error: <exception type>: <message>``: anything raised inside.
+
+**Lesser defects** (not wrapped; listed in ``ParsedMessage.defects`` as
+``"<part path or 'root'>: <what>"``): every defect the ``email`` package
+records on any part (``MissingHeaderBodySeparatorDefect`` when headers were
+still readable, ``StartBoundaryNotFoundDefect``, ``CloseBoundaryNotFoundDefect``,
+``InvalidBase64PaddingDefect``, ``UndecodableBytesDefect``...), charset
+repairs (``1: charset 'us-ascii' was wrong, decoded as windows-1252``), header
+values in 8-bit bytes that are not UTF-8, and ``message/rfc822`` parts sent
+base64 or quoted-printable encoded (decoded and parsed anyway).
+
+The wrapping message keeps the original's headers as far as they can be read
+(the header block; lines with NUL bytes dropped). Its subject is the original
+subject, or ``Unknown subject`` when none could be read (no header block, no
+Subject field, or an empty one: an agent needs something to see). Its From is
+the original address when it has the form ``local@domain``, else
+``unknown@<default_domain>``. Its text is ``wrapping_text(reason)``: the
+specification's two sentences with the reason on the line between them; its
+one attachment describes the original (``original.eml``, ``message/rfc822``,
+the raw size); the store keeps the original bytes from the RawRef.
+
+Repairs made silently before parsing (common in real mail, harmless): field
+names written with blanks before the colon (``Subject :``) are closed up, and
+a Content-Type missing the ``;`` before its first parameter gets it, so the
+boundary is found.
+
+Parts are numbered as IMAP does: the root is ``""``, children of a multipart
+``"1"``, ``"2"``, ``"1.2"``. An attached ``message/rfc822`` (or
+``message/global``) part at ``P`` is descended into: the encapsulated message's
+root is ``P`` again when it is a multipart (IMAP gives it no number of its
+own; ``depth`` tells the two apart) and ``P.1`` when it is a single part, and
+its children are ``P.1``, ``P.2``. A root that is itself a message/rfc822
+numbers its content from ``"1"``.
+
+Body and attachments follow the JMAP rules (RFC 8621, section 4.1.4): ``text``
+joins the ``text/plain`` parts a client shows (several inline ones in a
+``multipart/mixed`` are shown one after another), ``html`` the ``text/html``
+ones, each None when there is none. Every other leaf of the message itself
+(not of messages attached to it) is an attachment: files, inline images,
+``text/plain`` parts marked as attachment or named and not first, other text
+types, and attached messages (``is_message``).
+"""
+
+from __future__ import annotations
+
+import io
+import quopri
+import re
+from collections import Counter
+from datetime import datetime
+from email.generator import BytesGenerator
+from email.message import Message
+from email.parser import BytesParser
+from typing import Any
+
+import attrs
+
+from postroom.model import Attachment, ParsedMessage, Part, RawRef
+from postroom.parsing._policy import TOLERANT
+from postroom.parsing.attachments import decode_filename
+from postroom.parsing.charsets import decode_bytes, display_name, resolve_charset
+from postroom.parsing.headers import (
+    ContentType,
+    decode_base64,
+    decode_words,
+    normalize_message_id,
+    parse_addresses,
+    parse_content_type,
+    parse_date,
+    parse_message_ids,
+    raw_header_text,
+    repair_content_type,
+    strip_comments,
+)
+from postroom.parsing.limits import ParseLimits
+from postroom.parsing.scan import check_header_block, read_head, scan_structure
+
+WRAP_INTRO = "Error encountered during preprocessing of this message"
+WRAP_OUTRO = "Original Incoming Email is attached to this Email"
+UNKNOWN_SUBJECT = "Unknown subject"
+ORIGINAL_NAME = "original.eml"
+
+#: Report and header parts whose content is text, kept in ``Part.text``.
+TEXTUAL_TYPES = frozenset(
+    {
+        "message/delivery-status",
+        "message/global-delivery-status",
+        "message/disposition-notification",
+        "message/global-disposition-notification",
+        "message/rfc822-headers",
+        "message/global-headers",
+        "message/feedback-report",
+        "text/rfc822-headers",
+    }
+)
+#: Parts that hold a whole message, descended into.
+ENCAPSULATING_TYPES = frozenset({"message/rfc822", "message/global"})
+
+_MAX_DEFECTS = 200
+_MAX_REASON = 300
+_LINEBREAK = re.compile(r"\r\n|\n|\r")
+_VALID_ADDR = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
+_CHARSET_MENTION = re.compile(
+    rb"""(?:charset\s*=\s*["']?|=\?)([A-Za-z][A-Za-z0-9_.:-]{1,39})""", re.IGNORECASE
+)
+_META_CHARSET = re.compile(
+    rb"""<meta[^>]{0,200}?charset\s*=\s*["']?\s*([A-Za-z0-9_.:-]{2,40})""", re.IGNORECASE
+)
+_FLAT_POLICY = TOLERANT.clone(refold_source="none")
+_BLANKS = " \t"
+
+
+class _Unparsable(Exception):
+    """Raised inside the parse to wrap the message with ``reason``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def wrapping_text(reason: str) -> str:
+    """The text of a wrapping message (specification, section 3)."""
+    return f"{WRAP_INTRO}\n{reason}\n{WRAP_OUTRO}"
+
+
+# ------------------------------------------------------------------ envelope
+
+
+@attrs.define
+class _Envelope:
+    headers: list[tuple[str, str]]
+    subject: str | None = None
+    from_addr: str | None = None
+    from_name: str | None = None
+    to: list[str] = attrs.field(factory=list)
+    cc: list[str] = attrs.field(factory=list)
+    reply_to: list[str] = attrs.field(factory=list)
+    message_id: str | None = None
+    in_reply_to: list[str] = attrs.field(factory=list)
+    references: list[str] = attrs.field(factory=list)
+    date: datetime | None = None
+
+
+def _decode_headers(
+    pairs: list[tuple[str, str]], hints: tuple[str, ...], notes: list[str], label: str
+) -> list[tuple[str, str]]:
+    """``(name, text)``: 8-bit bytes decoded, still folded, words not decoded."""
+    out: list[tuple[str, str]] = []
+    reported: set[str] = set()
+    for name, raw in pairs:
+        name = name.strip()
+        text, codec = raw_header_text(raw, hints)
+        if codec is not None and name.lower() not in reported:
+            reported.add(name.lower())
+            notes.append(f"{label}: header {name} is not UTF-8, decoded as {display_name(codec)}")
+        out.append((name, text))
+    return out
+
+
+def _envelope(pairs: list[tuple[str, str]], hints: tuple[str, ...], notes: list[str]) -> _Envelope:
+    texts = _decode_headers(pairs, hints, notes, "root")
+
+    def first(name: str) -> str | None:
+        for key, value in texts:
+            if key.lower() == name:
+                return value
+        return None
+
+    def every(name: str) -> list[str]:
+        return [value for key, value in texts if key.lower() == name]
+
+    def addresses(name: str) -> list[str]:
+        found: list[str] = []
+        for value in every(name):
+            for address in parse_addresses(value):
+                if address.addr not in found:
+                    found.append(address.addr)
+        return found
+
+    def ids(name: str) -> list[str]:
+        found: list[str] = []
+        for value in every(name):
+            for mid in parse_message_ids(value):
+                if mid not in found:
+                    found.append(mid)
+        return found
+
+    env = _Envelope(headers=[(key, decode_words(value)) for key, value in texts])
+    subject = first("subject")
+    env.subject = decode_words(subject) if subject is not None else None
+    sender = first("from")
+    if sender is not None:
+        found = parse_addresses(sender)
+        if found:
+            env.from_addr, env.from_name = found[0].addr, found[0].name
+        else:  # a name without an address ("From: Whomever")
+            env.from_name = decode_words(strip_comments(sender)).strip(' "') or None
+    env.to, env.cc, env.reply_to = addresses("to"), addresses("cc"), addresses("reply-to")
+    message_id = first("message-id")
+    if message_id is not None:
+        mids = parse_message_ids(message_id, single=True)
+        env.message_id = mids[0] if mids else None
+    env.in_reply_to, env.references = ids("in-reply-to"), ids("references")
+    date = first("date")
+    env.date = parse_date(date) if date is not None else None
+    return env
+
+
+# --------------------------------------------------------------------- nodes
+
+
+@attrs.define(eq=False)
+class _Node:
+    msg: Message
+    path: str
+    depth: int
+    index: int
+    top: bool
+    kind: str = "leaf"  # "multipart", "message" or "leaf"
+    ctype: str = "text/plain"
+    ct: ContentType | None = None
+    cd: ContentType | None = None
+    filename: str | None = None
+    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    children: list[_Node] = attrs.field(factory=list)
+    inner: Message | None = None
+    size: int = 0
+    text: str | None = None
+
+    @property
+    def label(self) -> str:
+        return self.path or "root"
+
+    @property
+    def disposition(self) -> str | None:
+        return self.cd.maintype if self.cd is not None else None
+
+
+def _effective_type(msg: Message) -> str:
+    """The content type the email package parsed by, without comments/blanks."""
+    ctype = re.sub(r"\s+", "", strip_comments(msg.get_content_type())).lower()
+    return ctype if ctype.count("/") == 1 and not ctype.startswith("/") else "text/plain"
+
+
+def _flatten(msg: Message) -> bytes:
+    buf = io.BytesIO()
+    BytesGenerator(buf, mangle_from_=False, policy=_FLAT_POLICY).flatten(msg)
+    return buf.getvalue()
+
+
+def _cte(msg: Message) -> str:
+    value = msg.get("content-transfer-encoding")
+    return strip_comments(str(value)).strip().lower() if value is not None else ""
+
+
+def _transfer_decode(data: bytes, cte: str) -> bytes:
+    if cte == "base64":
+        return decode_base64(data)
+    if cte == "quoted-printable":
+        return quopri.decodestring(data)
+    return data
+
+
+def _reconstruct(payload: list[Any], blocks: bool) -> str:
+    """The text of a ``message/*`` report part the email package parsed into
+    header blocks (``blocks``: delivery-status) or one headers-only message."""
+    texts: list[str] = []
+    for item in payload:
+        if not isinstance(item, Message):
+            continue
+        lines = [f"{name}: {value.lstrip(_BLANKS)}" for name, value in item.raw_items()]
+        text = "\n".join(lines)
+        body = item.get_payload()
+        if isinstance(body, list):
+            body = b"".join(_flatten(sub) for sub in body if isinstance(sub, Message)).decode(
+                "ascii", "surrogateescape"
+            )
+        if isinstance(body, str) and body:
+            separated = not blocks and not any(
+                type(d).__name__ == "MissingHeaderBodySeparatorDefect" for d in item.defects
+            )
+            joint = "\n\n" if separated else "\n"
+            text = f"{text}{joint}{body}" if text else body
+        texts.append(text)
+    return _LINEBREAK.sub("\n", "\n\n".join(texts))
+
+
+class _Parse:
+    """One message's parse: the state shared by the steps."""
+
+    def __init__(self, data: bytes, limits: ParseLimits) -> None:
+        self.data = data
+        self.limits = limits
+        self.notes: list[str] = []
+        self.hints = self._charset_hints()
+        self.count = 0
+
+    def _charset_hints(self) -> tuple[str, ...]:
+        """Charsets this message declares somewhere, most used first: the best
+        guess for its undeclared or mis-declared text."""
+        counts: Counter[str] = Counter()
+        for match in _CHARSET_MENTION.finditer(self.data, 0, min(len(self.data), 1 << 22)):
+            codec = resolve_charset(match.group(1).decode("ascii"))
+            if codec is not None and codec not in ("ascii", "utf-8"):
+                counts[codec] += 1
+        return tuple(codec for codec, _ in counts.most_common(5))
+
+    # -- tree
+
+    def build(self, root: Message) -> list[_Node]:
+        """The nodes in pre-order, iteratively (no recursion per level)."""
+        order: list[_Node] = []
+        stack = [self._node(root, "", 0, 0, top=True)]
+        while stack:
+            node = stack.pop()
+            self.count += 1
+            if self.count > self.limits.max_parts:
+                raise _Unparsable(f"more than {self.limits.max_parts} MIME parts")
+            if node.depth > self.limits.max_depth:
+                raise _Unparsable(f"MIME nesting deeper than {self.limits.max_depth} levels")
+            order.append(node)
+            if node.kind == "multipart":
+                payload = node.msg.get_payload()
+                assert isinstance(payload, list)
+                for index, sub in enumerate(payload, 1):
+                    if isinstance(sub, Message):
+                        path = f"{node.path}.{index}" if node.path else str(index)
+                        node.children.append(self._node(sub, path, node.depth + 1, index, node.top))
+            elif node.kind == "message" and node.inner is not None:
+                base = node.path or "1"
+                inner_multi = node.inner.get_content_maintype() == "multipart" and isinstance(
+                    node.inner.get_payload(), list
+                )
+                path = base if inner_multi else f"{base}.1"
+                node.children.append(self._node(node.inner, path, node.depth + 1, 1, top=False))
+            stack.extend(reversed(node.children))
+        return order
+
+    def _node(self, msg: Message, path: str, depth: int, index: int, top: bool) -> _Node:
+        node = _Node(msg=msg, path=path, depth=depth, index=index, top=top)
+        node.headers = _decode_headers(list(msg.raw_items()), self.hints, self.notes, node.label)
+        raw_ct = next((v for k, v in node.headers if k.lower() == "content-type"), None)
+        raw_cd = next((v for k, v in node.headers if k.lower() == "content-disposition"), None)
+        node.ct = parse_content_type(repair_content_type(raw_ct)) if raw_ct is not None else None
+        node.cd = parse_content_type(raw_cd) if raw_cd is not None else None
+        node.headers = [(k, decode_words(v)) for k, v in node.headers]
+        node.filename = decode_filename(node.cd, node.ct)
+        node.ctype = _effective_type(msg)
+        payload = msg.get_payload()
+        if isinstance(payload, list):
+            if msg.get_content_maintype() == "multipart":
+                node.kind = "multipart"
+            elif node.ctype in ENCAPSULATING_TYPES and payload and isinstance(payload[0], Message):
+                node.kind = "message"
+                node.inner = self._encapsulated(node, payload[0])
+        self._content(node)
+        return node
+
+    def _encapsulated(self, node: _Node, inner: Message) -> Message:
+        """The attached message, decoded and parsed again when it was sent in
+        base64 or quoted-printable (forbidden by RFC 2046, seen in the wild)."""
+        cte = _cte(node.msg)
+        if cte not in ("base64", "quoted-printable"):
+            return inner
+        data = _transfer_decode(_flatten(inner).lstrip(b"\r\n"), cte)
+        if not data.strip():
+            return inner
+        remaining_depth = self.limits.max_depth - node.depth - 1
+        if remaining_depth < 0:
+            raise _Unparsable(f"MIME nesting deeper than {self.limits.max_depth} levels")
+        problem = scan_structure(data, remaining_depth, max(self.limits.max_parts - self.count, 1))
+        if problem is not None:
+            raise _Unparsable(problem)
+        self.notes.append(
+            f"{node.label}: {node.ctype} part has Content-Transfer-Encoding {cte}; decoded"
+        )
+        return BytesParser(policy=TOLERANT).parsebytes(data)
+
+    def _content(self, node: _Node) -> None:
+        """Size and, for textual parts, text."""
+        if node.kind == "multipart":
+            return
+        if node.kind == "message":
+            try:
+                node.size = len(_flatten(node.inner)) if node.inner is not None else 0
+            except Exception:
+                node.size = 0
+            return
+        payload = node.msg.get_payload()
+        if isinstance(payload, list):
+            text = _reconstruct(payload, blocks=node.ctype == "message/delivery-status")
+            data = _transfer_decode(text.encode("ascii", "surrogateescape"), _cte(node.msg))
+        else:
+            try:
+                decoded = node.msg.get_payload(decode=True)
+            except Exception:
+                decoded = None
+            if isinstance(decoded, bytes):
+                data = decoded
+            elif isinstance(payload, str):
+                data = payload.encode("ascii", "surrogateescape")
+            else:
+                data = b""
+        node.size = len(data)
+        if node.ctype.startswith("text/") or node.ctype in TEXTUAL_TYPES:
+            node.text = self._text(node, data)
+
+    def _text(self, node: _Node, data: bytes) -> str:
+        declared = node.ct.param("charset") if node.ct is not None else None
+        if not declared and node.ctype == "text/html":
+            meta = _META_CHARSET.search(data, 0, 4096)
+            if meta is not None:
+                declared = meta.group(1).decode("ascii")
+        text, note = decode_bytes(data, declared, self.hints)
+        report = node.ctype.startswith("message/") or node.ctype == "text/rfc822-headers"
+        if note is not None and not (report and not declared and note.endswith("as utf-8")):
+            self.notes.append(f"{node.label}: {note}")
+        return text.replace("\r\n", "\n")
+
+    # -- defects
+
+    def defects(self, nodes: list[_Node]) -> list[str]:
+        found: list[str] = []
+        for node in nodes:
+            sources = [node.msg]
+            payload = node.msg.get_payload()
+            if node.kind == "leaf" and isinstance(payload, list):
+                sources.extend(item for item in payload if isinstance(item, Message))
+            for source in sources:
+                for defect in source.defects:
+                    detail = str(defect).strip()
+                    text = f"{node.label}: {type(defect).__name__}"
+                    found.append(f"{text}: {detail[:200]}" if detail else text)
+        found.extend(self.notes)
+        unique = list(dict.fromkeys(found))
+        if len(unique) > _MAX_DEFECTS:
+            extra = len(unique) - _MAX_DEFECTS
+            unique = [*unique[:_MAX_DEFECTS], f"... and {extra} more defects"]
+        return unique
+
+
+# ---------------------------------------------------------------- JMAP bodies
+
+
+def _inline_media(ctype: str) -> bool:
+    return ctype.split("/", 1)[0] in ("image", "audio", "video")
+
+
+def _structure(
+    parts: list[_Node],
+    multipart_type: str,
+    in_alternative: bool,
+    html_body: list[_Node] | None,
+    text_body: list[_Node] | None,
+    attachments: list[_Node],
+) -> None:
+    """RFC 8621, section 4.1.4 ``parseStructure``, transcribed."""
+    text_length = len(text_body) if text_body is not None else -1
+    html_length = len(html_body) if html_body is not None else -1
+    for i, part in enumerate(parts):
+        is_inline = (
+            part.disposition != "attachment"
+            and (part.ctype in ("text/plain", "text/html") or _inline_media(part.ctype))
+            and (
+                i == 0
+                or (
+                    multipart_type != "related" and (_inline_media(part.ctype) or not part.filename)
+                )
+            )
+        )
+        if part.kind == "multipart":
+            sub = part.ctype.split("/", 1)[1]
+            _structure(
+                part.children,
+                sub,
+                in_alternative or sub == "alternative",
+                html_body,
+                text_body,
+                attachments,
+            )
+        elif is_inline and part.kind == "leaf":
+            if multipart_type == "alternative":
+                if part.ctype == "text/plain" and text_body is not None:
+                    text_body.append(part)
+                elif part.ctype == "text/html" and html_body is not None:
+                    html_body.append(part)
+                else:
+                    attachments.append(part)
+                continue
+            if in_alternative:
+                if part.ctype == "text/plain":
+                    html_body = None
+                if part.ctype == "text/html":
+                    text_body = None
+            if text_body is not None:
+                text_body.append(part)
+            if html_body is not None:
+                html_body.append(part)
+            if (text_body is None or html_body is None) and _inline_media(part.ctype):
+                attachments.append(part)
+        else:
+            attachments.append(part)
+    if multipart_type == "alternative" and text_body is not None and html_body is not None:
+        if text_length == len(text_body) and html_length != len(html_body):
+            text_body.extend(html_body[html_length:])
+        if html_length == len(html_body) and text_length != len(text_body):
+            html_body.extend(text_body[text_length:])
+
+
+def _join(texts: list[str]) -> str:
+    out = ""
+    for text in texts:
+        if out and not out.endswith("\n"):
+            out += "\n"
+        out += text
+    return out
+
+
+def _bodies(root: _Node, nodes: list[_Node]) -> tuple[str | None, str | None, list[_Node]]:
+    """``(text, html, attachment nodes)`` of the message itself."""
+    text_body: list[_Node] = []
+    html_body: list[_Node] = []
+    jmap_attachments: list[_Node] = []
+    _structure([root], "mixed", False, html_body, text_body, jmap_attachments)
+    plain = [n for n in text_body if n.ctype == "text/plain"]
+    html = [n for n in html_body if n.ctype == "text/html"]
+    shown = {id(n) for n in plain + html}
+    for node in text_body + html_body:
+        if node.ctype in ("text/plain", "text/html"):
+            shown.add(id(node))
+    attachments = [n for n in nodes if n.top and n.kind != "multipart" and id(n) not in shown]
+    text = _join([n.text or "" for n in plain]) if plain else None
+    html_text = _join([n.text or "" for n in html]) if html else None
+    return text, html_text, attachments
+
+
+# ----------------------------------------------------------------- assembly
+
+
+def _part(node: _Node, limits: ParseLimits) -> Part:
+    return Part(
+        path=node.path,
+        content_type=node.ctype,
+        params=node.ct.params if node.ct is not None else (),
+        headers=tuple(node.headers),
+        disposition=node.disposition,
+        filename=node.filename,
+        size=node.size,
+        depth=node.depth,
+        text=node.text[: limits.max_part_text] if node.text is not None else None,
+    )
+
+
+def _attachment(node: _Node) -> Attachment:
+    cid = next((v for k, v in node.headers if k.lower() == "content-id"), None)
+    return Attachment(
+        filename=node.filename,
+        content_type=node.ctype,
+        size=node.size,
+        is_message=node.kind == "message",
+        disposition=node.disposition,
+        content_id=normalize_message_id(cid) if cid else None,
+        part_path=node.path,
+    )
+
+
+def _head_pairs(head: bytes) -> list[tuple[str, str]]:
+    """The readable header fields of a header block (lines with NULs dropped)."""
+    if not head:
+        return []
+    if b"\x00" in head:
+        head = b"\n".join(line for line in head.splitlines() if b"\x00" not in line) + b"\n"
+    try:
+        msg = BytesParser(policy=TOLERANT).parsebytes(head, headersonly=True)
+        return [(name, value) for name, value in msg.raw_items()]
+    except Exception:
+        return []
+
+
+def _wrapped(
+    reason: str,
+    head: bytes,
+    limits: ParseLimits,
+    raw_size: int,
+    raw_sha256: str,
+    defects: list[str] | None = None,
+) -> ParsedMessage:
+    """The wrapping message for an unparsable original (specification, section 3)."""
+    reason = reason[:_MAX_REASON]
+    notes: list[str] = []
+    try:
+        env = _envelope(_head_pairs(head), (), notes)
+    except Exception:  # the headers are unreadable after all
+        env = _Envelope(headers=[])
+    from_ok = env.from_addr is not None and _VALID_ADDR.fullmatch(env.from_addr) is not None
+    text = wrapping_text(reason)
+    original = Part(
+        path="2",
+        content_type="message/rfc822",
+        disposition="attachment",
+        filename=ORIGINAL_NAME,
+        size=raw_size,
+        depth=1,
+    )
+    return ParsedMessage(
+        headers=env.headers,
+        subject=env.subject or UNKNOWN_SUBJECT,
+        from_addr=env.from_addr if from_ok else f"unknown@{limits.default_domain}",
+        from_name=env.from_name if from_ok else None,
+        to=env.to,
+        cc=env.cc,
+        reply_to=env.reply_to,
+        message_id=env.message_id,
+        in_reply_to=env.in_reply_to,
+        references=env.references,
+        date=env.date,
+        text=text,
+        html=None,
+        parts=[
+            Part(path="", content_type="multipart/mixed", depth=0),
+            Part(
+                path="1",
+                content_type="text/plain",
+                params=(("charset", "utf-8"),),
+                size=len(text.encode("utf-8")),
+                depth=1,
+                text=text,
+            ),
+            original,
+        ],
+        attachments=[
+            Attachment(
+                filename=ORIGINAL_NAME,
+                content_type="message/rfc822",
+                size=raw_size,
+                is_message=True,
+                disposition="attachment",
+                part_path="2",
+            )
+        ],
+        defects=list(dict.fromkeys([*(defects or []), *notes])),
+        wrapping_reason=reason,
+        raw_size=raw_size,
+        raw_sha256=raw_sha256,
+    )
+
+
+def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> ParsedMessage:
+    block = check_header_block(data, limits.max_header_bytes)
+    if block.problem is not None:
+        return _wrapped(block.problem, block.data, limits, raw_size, raw_sha256)
+    if len(block.data) != block.end:  # field names with blanks before the colon, closed up
+        data = block.data + data[block.end :]
+    problem = scan_structure(data, limits.max_depth, limits.max_parts)
+    if problem is not None:
+        return _wrapped(problem, block.data, limits, raw_size, raw_sha256)
+    state = _Parse(data, limits)
+    try:
+        root_msg = BytesParser(policy=TOLERANT).parsebytes(data)
+        nodes = state.build(root_msg)
+        env = _envelope(list(root_msg.raw_items()), state.hints, state.notes)
+        text, html, attachment_nodes = _bodies(nodes[0], nodes)
+    except _Unparsable as exc:
+        return _wrapped(exc.reason, block.data, limits, raw_size, raw_sha256)
+    return ParsedMessage(
+        headers=env.headers,
+        subject=env.subject or "",
+        from_addr=env.from_addr,
+        from_name=env.from_name,
+        to=env.to,
+        cc=env.cc,
+        reply_to=env.reply_to,
+        message_id=env.message_id,
+        in_reply_to=env.in_reply_to,
+        references=env.references,
+        date=env.date,
+        text=text,
+        html=html,
+        parts=[_part(node, limits) for node in nodes],
+        attachments=[_attachment(node) for node in attachment_nodes],
+        defects=state.defects(nodes),
+        raw_size=raw_size,
+        raw_sha256=raw_sha256,
+    )
+
+
+def parse_bytes(
+    data: bytes, limits: ParseLimits, *, raw_size: int | None = None, raw_sha256: str = ""
+) -> ParsedMessage:
+    """Parse a message held in memory (no size check: see :func:`parse_message`).
+
+    Never raises: an exception inside becomes a wrapping message whose reason
+    names it.
+    """
+    size = len(data) if raw_size is None else raw_size
+    try:
+        return _parse(data, limits, size, raw_sha256)
+    except Exception as exc:
+        reason = f"parser error: {type(exc).__name__}: {exc}"
+        try:
+            head = check_header_block(data, limits.max_header_bytes).data
+        except Exception:
+            head = b""
+        return _wrapped(reason, head, limits, size, raw_sha256)
+
+
+def parse_message(
+    raw: RawRef, limits: ParseLimits, server_size: int | None = None
+) -> ParsedMessage:
+    """Parse the message stored at *raw*, or describe its wrapping message.
+
+    The size check comes first: when *server_size* (announced by the server) or
+    ``raw.size`` exceeds ``limits.max_size`` (if not 0) only the header block is
+    read. Otherwise the raw is read once into memory. Errors reading the file
+    (``OSError``) are not bad input and propagate.
+    """
+    if limits.max_size > 0:
+        over = [s for s in (server_size, raw.size) if s is not None and s > limits.max_size]
+        if over:
+            reason = (
+                f"message size {max(over)} bytes exceeds maximum-msg-size {limits.max_size} bytes"
+            )
+            with raw.open() as fh:
+                head = read_head(fh, limits.max_header_bytes)
+            block = check_header_block(head, limits.max_header_bytes)
+            return _wrapped(reason, block.data, limits, raw.size, raw.sha256)
+    return parse_bytes(raw.read(), limits, raw_size=raw.size, raw_sha256=raw.sha256)

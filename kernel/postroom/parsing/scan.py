@@ -1,0 +1,264 @@
+"""Cheap checks on the raw bytes before the ``email`` package sees them.
+
+The ``email`` parser accepts anything and recurses once per MIME level (and
+checks every line against every enclosing boundary), so a message nested
+10,000 levels deep would exhaust the stack or the CPU before any limit could
+be checked on its result. :func:`scan_structure` walks the lines once, the way
+the ``email`` feed parser splits them, keeping a stack of open boundaries and
+counting entities and nesting without recursion; it stops as soon as a limit
+is passed. :func:`check_header_block` decides whether there is a header block
+at all.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from email.message import EmailMessage
+from typing import IO, NamedTuple
+
+from postroom.parsing._policy import TOLERANT
+
+#: A real header field line: a field name, optional blanks, a colon.
+_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+[ \t]*:")
+#: What the email feed parser accepts as a header line (its ``headerRE``).
+_FEED_HEADER = re.compile(rb"From |[\x21-\x39\x3b-\x7e]*:|[\t ]")
+#: A field name followed by blanks before its colon (RFC 5322 obsolete syntax).
+_SPACED_FIELD = re.compile(rb"[\x21-\x39\x3b-\x7e]+([ \t]+):")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_HEAD_END = re.compile(rb"\r?\n\r?\n|\r\r")
+
+
+class HeaderBlock(NamedTuple):
+    """The top-level header block and the reason it is unusable.
+
+    ``data`` is the block as the parser should read it: field names written
+    with blanks before the colon (``Subject :``, obsolete syntax the email
+    package does not accept) are closed up. ``end`` is where the block ends in
+    the original bytes.
+    """
+
+    data: bytes
+    problem: str | None
+    end: int = 0
+
+
+def _lines(data: bytes, start: int = 0) -> Iterator[tuple[int, bytes]]:
+    """``(offset, line without its end)`` split like the email feed parser does."""
+    pos = start
+    size = len(data)
+    while pos < size:
+        match = _LINE_END.search(data, pos)
+        if match is None:
+            yield pos, data[pos:]
+            return
+        yield pos, data[pos : match.start()]
+        pos = match.end()
+
+
+def check_header_block(data: bytes, max_header_bytes: int) -> HeaderBlock:
+    """Find the header block the way the email package will, and judge it.
+
+    Problems (each makes the message unparsable): the message is empty; it
+    starts with a blank line or with a line that is not a header field (no
+    header block: binary garbage, a bare body; an mbox ``From`` line is skipped
+    first); the block has NUL bytes; the block is larger than
+    *max_header_bytes*. A missing blank line after readable headers is not a
+    problem here (the ``email`` package records a defect).
+    """
+    if not data.strip():
+        return HeaderBlock(b"", "message is empty")
+    end = 0
+    first = True
+    fixes: list[tuple[int, int]] = []  # (start, end) of blanks to remove
+    for offset, line in _lines(data):
+        if offset > max_header_bytes:
+            return HeaderBlock(
+                data[:offset], f"header block larger than {max_header_bytes} bytes", offset
+            )
+        if first and line.startswith(b"From "):  # mbox envelope line
+            first = False
+            end = offset + len(line)
+            continue
+        if first:
+            if not line.strip():
+                return HeaderBlock(
+                    b"", "no header block found: the message begins with a blank line"
+                )
+            if not _FIELD.match(line):
+                return HeaderBlock(
+                    b"", "no header block found: the message does not begin with a header field"
+                )
+            first = False
+        if not line:
+            break
+        spaced = _SPACED_FIELD.match(line)
+        if spaced is not None:
+            fixes.append((offset + spaced.start(1), offset + spaced.end(1)))
+        elif not _FEED_HEADER.match(line):
+            break
+        end = offset + len(line)
+    else:
+        end = len(data)
+    block = data[:end]
+    if fixes:
+        pieces = []
+        last = 0
+        for start, stop in fixes:
+            pieces.append(data[last:start])
+            last = stop
+        pieces.append(data[last:end])
+        block = b"".join(pieces)
+    if end > max_header_bytes:
+        return HeaderBlock(block, f"header block larger than {max_header_bytes} bytes", end)
+    if b"\x00" in block:
+        return HeaderBlock(block, "NUL bytes in the header block", end)
+    return HeaderBlock(block, None, end)
+
+
+def read_head(fh: IO[bytes], limit: int) -> bytes:
+    """At most *limit* bytes from *fh*: the header block up to its blank line,
+    or up to the last complete line when the block is longer than that."""
+    buf = bytearray()
+    while len(buf) < limit:
+        chunk = fh.read(min(65536, limit - len(buf)))
+        if not chunk:
+            return bytes(buf)
+        buf += chunk
+        match = _HEAD_END.search(buf)
+        if match is not None:
+            return bytes(buf[: match.end()])
+    cut = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+    return bytes(buf[: cut + 1]) if cut >= 0 else bytes(buf)
+
+
+class _Frame(NamedTuple):
+    boundary: bytes
+    depth: int
+    digest: bool
+
+
+def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, bytes | None]:
+    """``(content type, boundary)`` exactly as the email package will see them."""
+    if content_type is None:
+        return ("message/rfc822" if digest_parent else "text/plain"), None
+    msg = EmailMessage(policy=TOLERANT)
+    if digest_parent:
+        msg.set_default_type("message/rfc822")
+    msg.set_raw("Content-Type", content_type)
+    try:
+        ctype = msg.get_content_type()
+        boundary = msg.get_boundary() if ctype.startswith("multipart/") else None
+    except Exception:  # the real parse will decide; a leaf is the safe reading
+        return "text/plain", None
+    if boundary is None:
+        return ctype, None
+    return ctype, boundary.encode("ascii", "surrogateescape")
+
+
+def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
+    """The reason the MIME tree of *data* passes the limits, or None.
+
+    An entity is the root, each body part of a multipart and each message
+    nested in a ``message/*`` part (except ``message/delivery-status``, whose
+    field groups the email package does not treat as messages). The root has
+    depth 0; a part or nested message is one deeper than its container. As in
+    the email package, a line matching any enclosing boundary ends every
+    entity inside it, and a boundary already in use by an outer multipart
+    belongs to the outer one.
+    """
+    frames: list[_Frame] = []
+    active: dict[bytes, int] = {}
+    parts = 1
+    depth = 0
+    digest_parent = False
+    in_headers = True
+    entity_lines = 0
+    content_type: list[bytes] | None = None
+    collecting = False
+    size = len(data)
+    pos = 0
+    while pos < size:
+        if not in_headers:
+            if not active:
+                return None  # a leaf with no enclosing boundary: the rest is its body
+            if not data.startswith(b"--", pos):
+                found = data.find(b"\n--", pos)
+                if found < 0:
+                    return None
+                pos = found + 1
+        line_start = pos
+        match = _LINE_END.search(data, pos)
+        end = match.start() if match else size
+        line = data[pos:end]
+        pos = match.end() if match else size
+        if line.startswith(b"--") and active:
+            stripped = line.rstrip(b" \t")
+            index = active.get(stripped[2:])
+            close = False
+            if index is None and stripped.endswith(b"--"):
+                index = active.get(stripped[2:-2])
+                close = index is not None
+            if index is not None:
+                if in_headers and entity_lines == 0 and frames and index == len(frames) - 1:
+                    continue  # repeated boundary lines: the email package skips them
+                for inner in frames[index + 1 :]:
+                    if active.get(inner.boundary) is not None and active[inner.boundary] > index:
+                        del active[inner.boundary]
+                del frames[index + 1 :]
+                if close:
+                    closed = frames.pop()
+                    if active.get(closed.boundary) == index:
+                        del active[closed.boundary]
+                    in_headers = False
+                    continue
+                parts += 1
+                if parts > max_parts:
+                    return f"more than {max_parts} MIME parts"
+                depth = frames[index].depth + 1
+                if depth > max_depth:
+                    return f"MIME nesting deeper than {max_depth} levels"
+                digest_parent = frames[index].digest
+                in_headers = True
+                entity_lines = 0
+                content_type = None
+                collecting = False
+                continue
+        if not in_headers:
+            continue
+        entity_lines += 1
+        if line and _FEED_HEADER.match(line):
+            if line[:1] in b" \t":
+                if collecting and content_type is not None:
+                    content_type.append(line)
+            else:
+                collecting = line[:13].lower() == b"content-type:" and content_type is None
+                if collecting:
+                    content_type = [line[13:]]
+            continue
+        # end of the header block (blank line, or a body line without one)
+        in_headers = False
+        value = (
+            b"".join(content_type).decode("ascii", "surrogateescape").strip()
+            if content_type is not None
+            else None
+        )
+        ctype, boundary = _entity_type(value, digest_parent)
+        if line:
+            pos = line_start  # a body line without a blank line before it: read it again
+        if boundary is not None:
+            frames.append(_Frame(boundary, depth, ctype == "multipart/digest"))
+            active.setdefault(boundary, len(frames) - 1)
+        elif ctype.startswith("message/") and ctype != "message/delivery-status":
+            parts += 1
+            depth += 1
+            if parts > max_parts:
+                return f"more than {max_parts} MIME parts"
+            if depth > max_depth:
+                return f"MIME nesting deeper than {max_depth} levels"
+            digest_parent = False
+            in_headers = True
+            entity_lines = 0
+            content_type = None
+            collecting = False
+    return None
