@@ -162,6 +162,20 @@ class _Envelope:
     date: datetime | None = None
 
 
+def _envelope_fields(env: _Envelope) -> dict[str, Any]:
+    """The header-derived fields every ParsedMessage copies from the envelope."""
+    return {
+        "headers": env.headers,
+        "to": env.to,
+        "cc": env.cc,
+        "reply_to": env.reply_to,
+        "message_id": env.message_id,
+        "in_reply_to": env.in_reply_to,
+        "references": env.references,
+        "date": env.date,
+    }
+
+
 def _decode_headers(
     pairs: list[tuple[str, str]], hints: tuple[str, ...], notes: list[str], label: str
 ) -> list[tuple[str, str]]:
@@ -624,17 +638,10 @@ def _wrapped(
         depth=1,
     )
     return ParsedMessage(
-        headers=env.headers,
+        **_envelope_fields(env),
         subject=env.subject or UNKNOWN_SUBJECT,
         from_addr=env.from_addr if from_ok else f"unknown@{limits.default_domain}",
         from_name=env.from_name if from_ok else None,
-        to=env.to,
-        cc=env.cc,
-        reply_to=env.reply_to,
-        message_id=env.message_id,
-        in_reply_to=env.in_reply_to,
-        references=env.references,
-        date=env.date,
         text=text,
         html=None,
         parts=[
@@ -684,17 +691,10 @@ def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> 
     except _Unparsable as exc:
         return _wrapped(exc.reason, block.data, limits, raw_size, raw_sha256)
     return ParsedMessage(
-        headers=env.headers,
+        **_envelope_fields(env),
         subject=env.subject or "",
         from_addr=env.from_addr,
         from_name=env.from_name,
-        to=env.to,
-        cc=env.cc,
-        reply_to=env.reply_to,
-        message_id=env.message_id,
-        in_reply_to=env.in_reply_to,
-        references=env.references,
-        date=env.date,
         text=text,
         html=html,
         parts=[_part(node, limits) for node in nodes],
