@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -258,3 +259,43 @@ def test_plugins_lists_builtins_and_drivers() -> None:
     assert result.returncode == 0, result.stderr
     for expected in ("core-parser", "maildir", "file", "sqlite", "postroom.sources"):
         assert expected in result.stdout
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_run_serves_health_and_stops_cleanly_on_sigterm(quickstart: Path) -> None:
+    import signal
+    import time
+    import urllib.request
+
+    port = free_port()
+    quickstart.write_text(quickstart.read_text() + f"http: {{port: {port}}}\n")
+    proc = subprocess.Popen([POSTROOM, "run", "-c", str(quickstart)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        body = None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    body = json.loads(r.read())
+                    if body["mailboxes"]["support"]["ingested"] == 4:
+                        break
+            except OSError:
+                # not listening yet: wait a little for the process (it must not exit)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(timeout=0.1)
+        assert body is not None, "the health endpoint never answered"
+        assert body["status"] == "ok"
+        assert body["mailboxes"]["support"]["ingested"] == 4
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
@@ -88,33 +87,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         for cfg_warning in kernel.config.warnings:
             log.warning("%s", cfg_warning)
         gateway = Gateway(kernel, once=args.once)
-        if not args.once:
-            from postroom.web import start_web
-
-            start_web(gateway, reactor)
-        gateway.startService()
+        finished: defer.Deferred[None] = defer.Deferred()
         try:
+            if not args.once:
+                from postroom.web import start_web
+
+                start_web(gateway, reactor)
+            gateway.startService()
+            assert gateway.opened is not None
+            await gateway.opened  # store open, startup hooks run: else nothing to do
             if args.once:
                 ok = await gateway.run_once()
                 return EXIT_OK if ok else EXIT_FAILED
-            stopped: defer.Deferred[None] = defer.Deferred()
+            # SIGTERM/SIGINT make Twisted stop the reactor; before it stops, this
+            # run stops the gateway cleanly (in-flight messages finish or stay).
+            stopping: defer.Deferred[None] = defer.Deferred()
 
-            def stop() -> None:
-                if not stopped.called:
-                    stopped.callback(None)
+            def before_shutdown() -> defer.Deferred[None]:
+                if not stopping.called:
+                    stopping.callback(None)
+                return finished
 
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(
-                    sig,
-                    lambda *_: reactor.callFromThread(stop),
-                )
-            await stopped
+            reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
+            await stopping
             return EXIT_OK
         except Exception as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
         finally:
-            await gateway.stopService()
+            try:
+                await gateway.stopService()
+            finally:
+                finished.callback(None)
 
     return _react(main)
 
