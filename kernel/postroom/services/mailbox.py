@@ -229,8 +229,13 @@ class MailboxService(service.Service):
         self.health.failed += 1
         attempts = await store.record_failure(name, item.source_key, reason)
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
-        if attempts >= max_attempts and fetched is not None:
-            await store.quarantine(name, item.source_key, reason, fetched.raw)
+        if attempts >= max_attempts:
+            # Quarantined: kept in the store (with its bytes when we have them),
+            # and out of the mailbox's way. A message that could not even be
+            # fetched stays on the server and is skipped until it is released.
+            await store.quarantine(
+                name, item.source_key, reason, fetched.raw if fetched is not None else None
+            )
             self.health.quarantined += 1
             log.error(
                 "mailbox %s: message %s quarantined after %d attempts: %s",
@@ -239,6 +244,7 @@ class MailboxService(service.Service):
                 attempts,
                 reason,
             )
-            await self.source.acknowledge(fetched)
+            if fetched is not None:
+                await self.source.acknowledge(fetched)
         elif fetched is not None:
             await self.source.release(fetched)

@@ -1,0 +1,92 @@
+"""The connection options of the specification (section 7), declared once."""
+
+from __future__ import annotations
+
+from postroom.config.options import OptionSchema, Scope
+
+SECURITY_CHOICES = ("none", "starttls", "ssl")
+
+
+def add_connection_options(
+    schema: OptionSchema,
+    *,
+    scope: Scope,
+    types: tuple[str, ...],
+    security_option: str,
+    default_port: int | None = None,
+    user_option: str = "mailbox",
+) -> None:
+    """Declare server, port, user, password, security, timeouts, debug, CA file.
+
+    Mailbox drivers pass ``scope=Scope.MAILBOX, security_option=
+    "pop-connection-security"``; senders ``scope=Scope.SMTP_CLIENT,
+    security_option="smtp-connection-security", user_option="user"``.
+    """
+    add = schema.add
+    add(
+        "server",
+        scope=scope,
+        types=types,
+        required=True,
+        description="Host name (or address) of the server.",
+    )
+    add(
+        "port",
+        "port",
+        scope=scope,
+        types=types,
+        default=str(default_port) if default_port is not None else None,
+        description="TCP port; the protocol's usual one when empty.",
+    )
+    add(user_option, scope=scope, types=types, description="User name to log in with.")
+    add(
+        "password",
+        "secret",
+        scope=scope,
+        types=types,
+        description="Password (basic auth), or the refresh token (Google OAuth). "
+        "Use `${ENV_VAR}` or `${file:path}`; never printed.",
+    )
+    add(
+        security_option,
+        "choice",
+        scope=scope,
+        types=types,
+        default="ssl",
+        choices=SECURITY_CHOICES,
+        description="`ssl`: implicit TLS; `starttls`: upgrade, and fail if the server does "
+        "not offer it; `none`: clear text (passwords too). Certificates are always verified "
+        "when TLS is used.",
+    )
+    add(
+        "ca-file",
+        "path",
+        scope=scope,
+        types=types,
+        description="PEM file of the certificate authorities to trust instead of the "
+        "system's (for a private CA).",
+    )
+    add(
+        "connect-timeout",
+        "duration",
+        scope=scope,
+        types=types,
+        default="00:00:30",
+        description="Time allowed to connect, including the TLS handshake.",
+    )
+    add(
+        "protocol-timeout",
+        "duration",
+        scope=scope,
+        types=types,
+        default="00:02:00",
+        description="Time allowed for one server response.",
+    )
+    add(
+        "enable-debug",
+        "bool",
+        scope=scope,
+        types=types,
+        default="false",
+        description="Log the protocol trace (passwords and tokens redacted).",
+    )
