@@ -152,7 +152,11 @@ class Kernel:
         if smtp is None:
             return None
         cls = self.drivers[(SENDERS_GROUP, str(smtp.server_type))]
-        return cls(smtp, self.driver_context())
+        authenticator = None
+        if smtp.get("enable-authentication"):
+            auth_cls = self.drivers[(AUTH_GROUP, str(smtp.get("auth")))]
+            authenticator = auth_cls(smtp, self.driver_context())
+        return cls(smtp, self.driver_context(authenticator))
 
     # -- lifecycle
 

@@ -180,6 +180,21 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Sender driver: `file`; later `smtp`, `ews`.",
     )
     add(
+        "enable-authentication",
+        "bool",
+        scope=Scope.SMTP_CLIENT,
+        default="false",
+        description="Log in to the SMTP server (AUTH) with `user` and `password`, through "
+        "the auth driver named by `auth`.",
+    )
+    add(
+        "auth",
+        scope=Scope.SMTP_CLIENT,
+        default="basic",
+        description="Auth driver used when `enable-authentication` is true: `basic`; "
+        "later `azure-ropc`, `google-refresh`.",
+    )
+    add(
         "forbidden-headers-file",
         "path",
         scope=Scope.SMTP_CLIENT,

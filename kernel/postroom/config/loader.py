@@ -311,7 +311,11 @@ class Document:
                 add(names.auth, text(entries.get("auth", _NONE).value) or _DEFAULT_AUTH)
         smtp = top.get(SMTP_SECTION)
         if smtp is not None and isinstance(smtp.value, yaml.MappingNode):
-            add(names.senders, text(_quiet_items(smtp.value).get("server-type", _NONE).value))
+            smtp_entries = _quiet_items(smtp.value)
+            add(names.senders, text(smtp_entries.get("server-type", _NONE).value))
+            enabled = (text(smtp_entries.get("enable-authentication", _NONE).value) or "").lower()
+            if enabled in ("true", "yes", "on", "1"):
+                add(names.auth, text(smtp_entries.get("auth", _NONE).value) or _DEFAULT_AUTH)
         plugins = top.get("plugins")
         if plugins is not None:
             if isinstance(plugins.value, yaml.SequenceNode):
