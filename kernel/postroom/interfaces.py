@@ -160,6 +160,10 @@ class IStore(Interface):
     def claim_outbound(now, limit: int = 10) -> Any:
         """Move due ``queued`` entries to ``sending``; return them."""
 
+    def requeue_interrupted(claimed_before) -> Any:
+        """Put entries still ``sending`` since before *claimed_before* back to
+        ``queued`` (a process died mid-send); returns their ids."""
+
     def mark_outbound(entry_id, state, error=None, next_attempt_at=None) -> None:
         """Record a send attempt: sent, failed, or back to queued for a retry.
         Also sets the outbound interaction's status."""

@@ -575,6 +575,9 @@ class OutboxStore(FakeStore):
     async def get_interaction(self, interaction_id: str) -> Interaction | None:
         return next((i for i in self.interactions if i.id == interaction_id), None)
 
+    async def requeue_interrupted(self, claimed_before: datetime) -> list[str]:
+        return []
+
     async def mark_outbound(self, entry_id: str, state: str, error: str | None = None,
                             next_attempt_at: datetime | None = None) -> None:
         self.marks.append((entry_id, state, error, next_attempt_at))

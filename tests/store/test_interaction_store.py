@@ -703,3 +703,22 @@ def test_clear_failures(store: SQLStoreBase) -> None:
     assert store.record_failure("mb", "1", "x") == 2
     store.clear_failures("mb", "1")
     assert store.record_failure("mb", "1", "x") == 1
+
+
+def test_requeue_interrupted_sends_again_what_a_dead_process_left_sending(store) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from postroom.model import Interaction, InteractionType, OutboundRequest
+
+    outbound = Interaction(type=InteractionType.OUTBOUND.value, message_id="<o1@example.com>",
+                           to=["a@example.com"])
+    store.queue_outbound(outbound, OutboundRequest(to=["a@example.com"], text="hi"))
+    later = datetime.now(UTC) + timedelta(seconds=5)
+    assert [e.id for e in store.claim_outbound(later)] == [outbound.id]
+    assert store.requeue_interrupted(datetime.now(UTC) - timedelta(hours=1)) == []
+    assert store.requeue_interrupted(later) == [outbound.id]
+    entry = store.get_outbox(outbound.id)
+    assert entry.state == "queued" and "interrupted" in entry.last_error
+    assert store.get_interaction(outbound.id).status == "Queued"
+    assert store.requeue_interrupted(later) == []  # nothing left sending
+    assert [e.id for e in store.claim_outbound(later)] == [outbound.id]

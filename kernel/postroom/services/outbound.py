@@ -170,7 +170,7 @@ class OutboundService(service.Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loop = ensureDeferred(self._run())
+        self._loop = ensureDeferred(self._recover_then_run())
         self._loop.addErrback(lambda f: log.error("outbox loop crashed: %s", f.getTraceback()))
 
     def stopService(self) -> Deferred[None]:
@@ -190,6 +190,14 @@ class OutboundService(service.Service):
         """A request was queued: don't wait for the next poll."""
         if self._pause is not None and not self._pause.called:
             self._pause.cancel()
+
+    async def _recover_then_run(self) -> None:
+        # An entry left "sending" by a process that died may or may not have
+        # reached the server: send it again (at least once; same Message-ID).
+        requeued = await self.kernel.store.requeue_interrupted(self._now())
+        for entry_id in requeued:
+            log.warning("outbound %s was interrupted while sending; queued again", entry_id)
+        await self._run()
 
     async def _run(self) -> None:
         while self.running:

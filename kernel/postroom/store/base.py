@@ -198,6 +198,13 @@ _QUARANTINE_SELECT = (
 )
 
 
+#: last_error of an outbox entry whose sender process stopped mid-send
+INTERRUPTED = (
+    "interrupted: the process stopped while sending; queued again (the server may have "
+    "accepted it already: the same Message-ID lets the recipient side deduplicate)"
+)
+
+
 @implementer(IStore)
 class SQLStoreBase:
     """:class:`~postroom.interfaces.IStore` on a SQL database; subclasses add the dialect.
@@ -746,6 +753,35 @@ class SQLStoreBase:
                     assert row is not None
                     claimed.append(self._outbox_entry(row))
             return claimed
+
+        return self._write(work)
+
+    def requeue_interrupted(self, claimed_before: datetime | float) -> list[str]:
+        """Entries left ``sending`` by a process that stopped (claimed before
+        *claimed_before*) go back to ``queued``: sent at least once, never
+        lost. Returns their ids."""
+        cutoff = self._dt_param(to_utc(claimed_before))
+
+        def work(tx: Tx) -> list[str]:
+            ids = [
+                eid
+                for (eid,) in tx.all(
+                    "SELECT id FROM outbox WHERE state = ? AND updated_at <= ?",
+                    (OutboxState.SENDING.value, cutoff),
+                )
+            ]
+            stamp = self._dt_param(utcnow())
+            for eid in ids:
+                tx.execute(
+                    "UPDATE outbox SET state = ?, updated_at = ?, next_attempt_at = NULL, "
+                    "last_error = ? WHERE id = ? AND state = ?",
+                    (OutboxState.QUEUED.value, stamp, INTERRUPTED, eid, OutboxState.SENDING.value),
+                )
+                tx.execute(
+                    "UPDATE interactions SET status = ? WHERE id = ?",
+                    (OUTBOX_STATUS[OutboxState.QUEUED], eid),
+                )
+            return ids
 
         return self._write(work)
 
