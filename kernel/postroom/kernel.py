@@ -32,6 +32,7 @@ from postroom.config.options import OptionSchema
 from postroom.context import Context
 from postroom.drivers import DriverContext, load_driver
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
+from postroom.metrics import Metrics
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
 from postroom.runner import InlineRunner, Runner
@@ -104,6 +105,7 @@ class Kernel:
         self.store_driver = self.drivers[(STORES_GROUP, store_driver)](store_options)
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
+        self.metrics = Metrics()
         self.ctx = Context(
             config=self.config, store=self.store, clock=self.clock, runner=self.runner
         )

@@ -269,33 +269,136 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_run_serves_health_and_stops_cleanly_on_sigterm(quickstart: Path) -> None:
-    import signal
-    import time
+def http(
+    method: str,
+    url: str,
+    token: str | None = None,
+    body: object = None,
+) -> tuple[int, bytes]:
+    import urllib.error
     import urllib.request
 
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method)
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+def test_run_serves_the_http_api_and_stops_cleanly_on_sigterm(quickstart: Path) -> None:
+    import signal
+    import time
+
     port = free_port()
-    quickstart.write_text(quickstart.read_text() + f"http: {{port: {port}}}\n")
-    proc = subprocess.Popen([POSTROOM, "run", "-c", str(quickstart)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    token = "t0ken-for-tests"
+    quickstart.write_text(
+        quickstart.read_text() + f"http:\n  port: {port}\n  token: ${{API_TOKEN}}\n"
+    )
+    proc = subprocess.Popen(
+        [POSTROOM, "run", "-c", str(quickstart)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "API_TOKEN": token},
+    )
+    base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         body = None
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    body = json.loads(r.read())
-                    if body["mailboxes"]["support"]["ingested"] == 4:
-                        break
+                code, raw = http("GET", f"{base}/health", token)
+                body = json.loads(raw)
+                if body["mailboxes"]["support"]["ingested"] == 4:
+                    break
             except OSError:
                 # not listening yet: wait a little for the process (it must not exit)
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     proc.wait(timeout=0.1)
         assert body is not None, "the health endpoint never answered"
-        assert body["status"] == "ok"
+        assert code == 200 and body["status"] == "ok"
         assert body["mailboxes"]["support"]["ingested"] == 4
+
+        assert http("GET", f"{base}/health")[0] == 401  # no token
+        assert http("GET", f"{base}/health", "wrong")[0] == 401
+
+        code, raw = http("GET", f"{base}/metrics", token)
+        assert code == 200
+        assert b'postroom_messages_ingested_total{mailbox="support"} 4.0' in raw
+        assert b'postroom_mailbox_connected{mailbox="support"} 1.0' in raw
+
+        code, raw = http(
+            "POST",
+            f"{base}/send",
+            token,
+            {
+                "to": ["juergen.mueller@customer.example"],
+                "subject": "Ihr Prüfbericht",
+                "text": "Danke!",
+                "headers": {"X-Ticket": "4711"},
+            },
+        )
+        assert code == 202, raw
+        queued = json.loads(raw)
+        jsonschema.validate(queued, SCHEMA)
+        assert queued["type"] == "Outbound" and queued["message_id"].startswith("<")
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            code, raw = http("GET", f"{base}/interactions/{queued['id']}", token)
+            shown = json.loads(raw)
+            if shown["outbox"]["state"] == "sent":
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        assert shown["status"] == "Sent" and shown["outbox"]["state"] == "sent"
+        eml = (quickstart.parent / "outbox").glob("*.eml")
+        assert any(b"X-Ticket: 4711" in p.read_bytes() for p in eml)
+
+        code, raw = http("POST", f"{base}/send", token, {"subject": "no recipient"})
+        assert code == 400 and b"'to'" in raw
+        code, raw = http(
+            "POST", f"{base}/send", token, {"to": ["a@b.c"], "headers": {"X": "a\r\nBcc: x"}}
+        )
+        assert code == 400 and b"line break" in raw
+        assert http("GET", f"{base}/interactions/nope", token)[0] == 404
     finally:
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert "Traceback" not in err
+    assert "Traceback" not in err and token not in err
+
+
+def test_api_reachable_from_other_hosts_needs_a_token(quickstart: Path) -> None:
+    quickstart.write_text(quickstart.read_text() + "http: {bind: 0.0.0.0, port: 1}\n")
+    result = postroom("run", "-c", str(quickstart))
+    assert result.returncode == 2
+    assert "http.token" in result.stderr
+
+
+def test_send_command_sends_through_the_outbox(quickstart: Path) -> None:
+    result = postroom(
+        "send",
+        "-c",
+        str(quickstart),
+        "--to",
+        "a@example.com",
+        "--subject",
+        "Hallo",
+        "--text",
+        "Grüße",
+        "--header",
+        "X-Test: 1",
+    )
+    assert result.returncode == 0, result.stderr
+    _interaction_id, message_id, status = result.stdout.split()
+    assert status == "Sent"
+    eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
+    assert message_id.encode() in eml and b"X-Test: 1" in eml
+    bad = postroom(
+        "send", "-c", str(quickstart), "--to", "a@example.com", "--header", "Message-ID: <mine@x>"
+    )
+    assert bad.returncode == 1 and "set by postroom" in bad.stderr

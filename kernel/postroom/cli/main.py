@@ -111,6 +111,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
             await stopping
             return EXIT_OK
+        except ConfigError as exc:
+            return _report_config_error(exc)
         except Exception as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
@@ -309,6 +311,58 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
     return _react(main)
 
 
+def cmd_send(args: argparse.Namespace) -> int:
+    from postroom.model import OutboundRequest
+    from postroom.services.gateway import Gateway
+
+    def body(value: str | None) -> str | None:
+        if value is None or not value.startswith("@"):
+            return value
+        return Path(value[1:]).read_text(encoding="utf-8")
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        request = OutboundRequest(
+            to=args.to,
+            cc=args.cc or [],
+            bcc=args.bcc or [],
+            subject=args.subject or "",
+            text=body(args.text),
+            html=body(args.html),
+            from_addr=args.sender,
+            in_reply_to=args.in_reply_to,
+            headers={k.strip(): v.strip() for k, v in (h.split(":", 1) for h in args.header or [])},
+        )
+        # The outbox worker of a --once gateway sends what is queued, then stops.
+        gateway = Gateway(kernel, once=True, mailboxes=False)
+        gateway.startService()
+        try:
+            assert gateway.opened is not None
+            await gateway.opened
+            interaction = await gateway.send(request)
+            await gateway.outbound.finished
+            stored = await kernel.store.get_interaction(interaction.id)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_FAILED
+        finally:
+            await gateway.stopService()
+        print(f"{stored.id} {stored.message_id} {stored.status}")
+        if stored.status != "Sent":
+            error = stored.attached_data.get("_SendError")
+            print(
+                f"error: not sent{': ' + str(error) if error else ' yet (queued for retry)'}",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
+        return EXIT_OK
+
+    return _react(main)
+
+
 def cmd_config_reference(args: argparse.Namespace) -> int:
     from postroom.config.docs import render_markdown
     from postroom.config.options import OptionSchema
@@ -447,6 +501,24 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
     q.add_argument("id", help="quarantine entry id")
     q.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser(
+        "send",
+        help="send an e-mail through the site's outbox",
+        description="Queue an e-mail in the site's outbox and send it now; exit 0 when sent, "
+        "1 when not (it stays queued for retry, or failed for good: the error says which).",
+    )
+    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
+    p.add_argument("--cc", action="append", help="Cc recipient (repeatable)")
+    p.add_argument("--bcc", action="append", help="Bcc recipient (repeatable)")
+    p.add_argument("--from", dest="sender", help="From address")
+    p.add_argument("--subject", help="subject")
+    p.add_argument("--text", help="plain-text body, or @FILE")
+    p.add_argument("--html", help="HTML body, or @FILE")
+    p.add_argument("--in-reply-to", help="id of the interaction this answers (threading)")
+    p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
+    p.set_defaults(func=cmd_send)
 
     p = sub.add_parser(
         "config-reference",

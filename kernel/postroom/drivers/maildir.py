@@ -10,6 +10,7 @@ second interaction).
 from __future__ import annotations
 
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,7 @@ class MaildirSource:
         try:
             path = self._path_of(item.source_key)
             raw = RawRef.from_path(path)
+            arrived = datetime.fromtimestamp(path.stat().st_mtime, UTC)
         except (OSError, SourceError) as exc:
             return defer.fail(SourceError(str(exc)))
         return defer.succeed(
@@ -99,6 +101,7 @@ class MaildirSource:
                 source_key=item.source_key,
                 raw=raw,
                 server_size=item.size,
+                received_at=arrived,  # when it was dropped in: the lag metric's start
             )
         )
 

@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 class Gateway(service.MultiService):
-    def __init__(self, kernel: Kernel, *, once: bool = False) -> None:
+    def __init__(self, kernel: Kernel, *, once: bool = False, mailboxes: bool = True) -> None:
+        """*mailboxes*: False for an outbox-only gateway (``postroom send``)."""
         super().__init__()
         self.kernel = kernel
         self.once = once
@@ -35,7 +36,7 @@ class Gateway(service.MultiService):
         self.handoff = HandoffService(kernel, once=once)
         self.handoff.setServiceParent(self)
         self.mailboxes: list[MailboxService] = []
-        for mailbox in kernel.config.mailboxes:
+        for mailbox in kernel.config.mailboxes if mailboxes else []:
             if not mailbox.get("enabled"):
                 continue
             svc = MailboxService(kernel, mailbox, self.pipeline, self.handoff, once=once)

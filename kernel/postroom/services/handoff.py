@@ -85,6 +85,7 @@ class HandoffService(service.Service):
             await self.kernel.hooks.submit(interaction, self.kernel.ctx)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
+            self.kernel.metrics.handoff_failures.inc()
             await store.mark_handoff(interaction.id, HandoffState.FAILED.value, error)
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
             if self.once and attempt >= max_attempts:

@@ -115,6 +115,8 @@ class MailboxService(service.Service):
 
     def _failed(self, error: BaseException, what: str) -> None:
         self.health.connected = False
+        self.kernel.metrics.connected.labels(self.mailbox.name).set(0)
+        self.kernel.metrics.errors.labels(self.mailbox.name, "connection").inc()
         self.health.last_error = f"{what}: {error}"
         self.health.last_error_at = _now(self.clock)
         self.health.consecutive_failures += 1
@@ -134,9 +136,13 @@ class MailboxService(service.Service):
                     self.source = self.kernel.build_source(self.mailbox)
                 await self.source.connect()
                 self.health.connected = True
+                self.kernel.metrics.connected.labels(self.mailbox.name).set(1)
                 while not self._stopping:
                     await self.run_pass()
                     self.health.last_success = _now(self.clock)
+                    self.kernel.metrics.last_success.labels(self.mailbox.name).set(
+                        self.clock.seconds()
+                    )
                     self.health.consecutive_failures = 0
                     if self.once:
                         self._finish(self._pass_ok)
@@ -220,6 +226,12 @@ class MailboxService(service.Service):
         await store.clear_failures(name, item.source_key)
         self.health.ingested += len(processed.result.new)
         self.health.duplicates += len(processed.result.duplicates)
+        metrics = self.kernel.metrics
+        metrics.ingested.labels(name).inc(len(processed.result.new))
+        metrics.duplicates.labels(name).inc(len(processed.result.duplicates))
+        if processed.result.new:
+            lag = self.clock.seconds() - fetched.received_at.timestamp()
+            metrics.lag.labels(name).observe(max(0.0, lag))
         self.handoff.submit(processed.result.new)
 
     async def _count_failure(self, item: SourceItem, fetched: Any, reason: str) -> None:
@@ -227,6 +239,7 @@ class MailboxService(service.Service):
         name = self.mailbox.name
         self._pass_ok = False
         self.health.failed += 1
+        self.kernel.metrics.errors.labels(name, "message").inc()
         attempts = await store.record_failure(name, item.source_key, reason)
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
         if attempts >= max_attempts:
@@ -237,6 +250,7 @@ class MailboxService(service.Service):
                 name, item.source_key, reason, fetched.raw if fetched is not None else None
             )
             self.health.quarantined += 1
+            self.kernel.metrics.quarantine_depth.labels(name).inc()
             log.error(
                 "mailbox %s: message %s quarantined after %d attempts: %s",
                 name,

@@ -259,6 +259,9 @@ class OutboundService(service.Service):
             attempts = entry.attempts + 1
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
             error = f"{type(exc).__name__}: {exc}"
+            self.kernel.metrics.send_failures.labels(
+                str(bool(permanent or attempts >= max_attempts)).lower()
+            ).inc()
             if permanent or attempts >= max_attempts:
                 self._ok = False
                 await store.mark_outbound(entry.id, OutboxState.FAILED.value, error)
