@@ -27,6 +27,7 @@ from postroom.context import Context
 from postroom.drivers import SendResult
 from postroom.drivers.filesender import FileSender
 from postroom.errors import ConfigError, PluginLoadError
+from postroom.metrics import Metrics
 from postroom.model import (
     Envelope,
     FetchedMessage,
@@ -529,6 +530,7 @@ class FakeKernel:
         self.config = config
         self.clock = task.Clock()
         self.ctx = make_ctx(config=config, store=store, clock=self.clock)
+        self.metrics = Metrics()
 
 
 def test_submit_failure_is_retried_by_the_handoff_service() -> None:
