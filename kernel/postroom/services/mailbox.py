@@ -20,6 +20,8 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from postroom.backoff import Backoff, sleep
 from postroom.drivers import SourceItem
 from postroom.services.health import MailboxHealth
+from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
+from postroom.services.progress import Progress
 
 if TYPE_CHECKING:
     from postroom.config.loader import MailboxConfig
@@ -28,6 +30,11 @@ if TYPE_CHECKING:
     from postroom.services.handoff import HandoffService
 
 log = logging.getLogger(__name__)
+
+
+def _step(result: Any, progress: Progress) -> Any:
+    progress.step()
+    return result
 
 
 def _chained(d: Deferred[None]) -> Deferred[None]:
@@ -185,10 +192,21 @@ class MailboxService(service.Service):
         turns: list[Deferred[None]] = [Deferred() for _ in items]
         previous: Deferred[None] = defer.succeed(None)
         jobs = []
+        progress = (
+            Progress(self.mailbox.name, len(items), self.clock)
+            if len(items) >= PROGRESS_THRESHOLD
+            else None
+        )
         for item, turn in zip(items, turns, strict=True):
+            if progress is not None:
+                turn.addBoth(_step, progress)
             jobs.append(limit.run(self.process_item, item, previous, turn))
             previous = turn
-        await defer.gatherResults(jobs, consumeErrors=True)
+        try:
+            await defer.gatherResults(jobs, consumeErrors=True)
+        finally:
+            if progress is not None:
+                progress.finish()
 
     async def process_item(
         self,
