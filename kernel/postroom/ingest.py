@@ -50,11 +50,18 @@ async def ingest_files(
 
 
 async def replay_quarantined(kernel: Kernel, entry_id: str) -> list[Interaction]:
-    """Run a quarantined message through the pipeline again; release it on success."""
+    """Run a quarantined message through the pipeline again; release it on success.
+
+    An entry without bytes (the message could never be fetched) is only
+    released: its mailbox fetches it again on the next pass.
+    """
     entries = await kernel.store.list_quarantine(True)
     entry = next((e for e in entries if e.id == entry_id), None)
     if entry is None:
         raise KeyError(f"no quarantine entry {entry_id}")
+    if entry.raw_sha256 is None:
+        await kernel.store.release_quarantine(entry_id)
+        return []
     fd, spool = tempfile.mkstemp(prefix="postroom-replay-", suffix=".eml")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -321,3 +321,31 @@ def test_permanent_error_from_a_render_plugin_is_not_retried(quickstart: Path) -
     assert stored.status == "Failed" and BadTemplate.calls == 1
     assert "template 42 does not exist" in stored.attached_data["_SendError"]
     run(gateway.stopService())
+
+
+def test_message_that_cannot_be_fetched_is_quarantined_then_released(quickstart: Path) -> None:
+    from postroom.drivers.maildir import MaildirSource
+    from postroom.ingest import replay_quarantined
+
+    original = MaildirSource.fetch
+
+    def failing(self: MaildirSource, item: Any) -> Deferred[Any]:
+        if item.source_key.startswith("1762092000"):
+            return fail(OSError("line too long"))
+        return original(self, item)
+
+    MaildirSource.fetch = failing  # type: ignore[method-assign]
+    try:
+        for _ in range(6):  # five failures quarantine it; the sixth pass skips it
+            once(make_kernel(quickstart))
+    finally:
+        MaildirSource.fetch = original  # type: ignore[method-assign]
+    kernel = make_kernel(quickstart)
+    run(kernel.open())
+    [entry] = run(kernel.store.list_quarantine())
+    assert entry.attempts == 5 and entry.raw_sha256 is None and "line too long" in entry.reason
+    assert run(replay_quarantined(kernel, entry.id)) == []  # released, nothing to replay
+    run(kernel.close())
+    assert len(all_interactions(quickstart)) == 3
+    ok, _ = once(make_kernel(quickstart))  # fetched again now
+    assert ok and len(all_interactions(quickstart)) == 4

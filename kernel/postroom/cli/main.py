@@ -301,6 +301,11 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             interactions = await replay_quarantined(kernel, args.id)
             for interaction in interactions:
                 print(f"replayed as interaction {interaction.id} ({interaction.subtype})")
+            if not interactions:
+                print(
+                    "released: the mailbox fetches the message again on its next pass "
+                    "(or it was already stored: then nothing new was made)"
+                )
             return EXIT_OK
         except Exception as exc:
             print(f"error: {exc}", file=sys.stderr)

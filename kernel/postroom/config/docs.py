@@ -133,7 +133,8 @@ def render_markdown(schema: OptionSchema) -> str:
         *(f"`{s}`" for s in sections),
     ]
     out += [
-        "Besides the options below, the top level holds the sections " + ", ".join(structural)
+        "Besides the options below, the top level holds the sections "
+        + ", ".join(structural)
         + ", described after them.",
         "",
     ]
@@ -179,7 +180,9 @@ def render_markdown(schema: OptionSchema) -> str:
         "",
     ]
     out += _grouped(
-        ordered(schema.select(Scope.SMTP_CLIENT)), "Every server-type", "Server-type",
+        ordered(schema.select(Scope.SMTP_CLIENT)),
+        "Every server-type",
+        "Server-type",
         "server-type",
     )
 

@@ -223,9 +223,7 @@ class SiteConfig:
     def error(self, message: str, section: str | None, name: str | None = None) -> ConfigError:
         """A ConfigError pointing at an option, for checks made after validation."""
         option = ".".join(p for p in (section, name) if p) or None
-        return ConfigError(
-            message, file=self.file, line=self.line_of(section, name), option=option
-        )
+        return ConfigError(message, file=self.file, line=self.line_of(section, name), option=option)
 
     def mailbox(self, name: str) -> MailboxConfig:
         for mailbox in self.mailboxes:
@@ -368,9 +366,7 @@ def parse_document(
             ]
         ) from None
     except yaml.YAMLError as exc:
-        raise ConfigErrors(
-            [ConfigError(f"YAML error: {type(exc).__name__}", file=file)]
-        ) from None
+        raise ConfigErrors([ConfigError(f"YAML error: {type(exc).__name__}", file=file)]) from None
     return Document(file=file, base_dir=base, root=root, path=path)
 
 
@@ -400,12 +396,12 @@ def defaults(
     """
     base = (base_dir or Path.cwd()).absolute()
     options = [
-        o for o in schema.select(scope, section)
+        o
+        for o in schema.select(scope, section)
         if (o.types is None if driver is None else o.applies_to(driver))
     ]
     values = {
-        o.name: None if o.default is None
-        else schema.types.convert(o.default, o, base_dir=base)
+        o.name: None if o.default is None else schema.types.convert(o.default, o, base_dir=base)
         for o in options
     }
     return OptionValues(values, {o.name for o in options if o.is_secret})
@@ -462,8 +458,10 @@ def _items(
     merged: dict[str, _Entry] = {}
     for key_node, value_node in node.value:
         if key_node.tag == _MERGE_TAG:
-            sources = [value_node] if isinstance(value_node, yaml.MappingNode) else (
-                list(value_node.value) if isinstance(value_node, yaml.SequenceNode) else []
+            sources = (
+                [value_node]
+                if isinstance(value_node, yaml.MappingNode)
+                else (list(value_node.value) if isinstance(value_node, yaml.SequenceNode) else [])
             )
             if not sources or not all(isinstance(s, yaml.MappingNode) for s in sources):
                 report("'<<' must be followed by a mapping or a list of mappings", key_node, None)
@@ -542,8 +540,13 @@ class _Validator:
 
     # reporting
 
-    def error(self, message: str, node: yaml.Node | None = None, option: str | None = None,
-              line: int | None = None) -> None:
+    def error(
+        self,
+        message: str,
+        node: yaml.Node | None = None,
+        option: str | None = None,
+        line: int | None = None,
+    ) -> None:
         self.errors.append(
             ConfigError(message, file=self.file, line=line or _line(node), option=option)
         )
@@ -608,8 +611,9 @@ class _Validator:
         try:
             return self.schema.types.convert(raw, option, base_dir=self.doc.base_dir)
         except UnknownType as exc:
-            self.error(f"declared with {exc} (by {option.declared_by or 'the kernel'})",
-                       node, qualified)
+            self.error(
+                f"declared with {exc} (by {option.declared_by or 'the kernel'})", node, qualified
+            )
         except ValueError as exc:
             message = str(exc)
             if option.is_secret or interpolated:
@@ -701,8 +705,9 @@ class _Validator:
             if option.name in values or option.name in failed:
                 continue
             if option.required:
-                self.error(f"required option missing from {place}",
-                           None, prefix + option.name, line)
+                self.error(
+                    f"required option missing from {place}", None, prefix + option.name, line
+                )
                 failed.add(option.name)
                 continue
             values[option.name] = self.default(option, prefix + option.name, line)
@@ -746,9 +751,7 @@ class _Validator:
             return None
         return self.items(entry.value, entry.key + ".")
 
-    def elsewhere_than(
-        self, scope: Scope, section: str | None
-    ) -> Callable[[str, str], str | None]:
+    def elsewhere_than(self, scope: Scope, section: str | None) -> Callable[[str, str], str | None]:
         """A message finder for a key that is an option of another place."""
 
         def here(o: Option) -> bool:
@@ -877,8 +880,9 @@ class _Validator:
             self.error("'driver' must be a driver name", sub["driver"].value, "store.driver")
         if driver is None:
             driver = str(declared.default) if declared and declared.default else _DEFAULT_STORE
-        candidates = [o for o in self.schema.select(Scope.STORE, driver=driver)
-                      if o.name != "driver"]
+        candidates = [
+            o for o in self.schema.select(Scope.STORE, driver=driver) if o.name != "driver"
+        ]
         rest = {k: v for k, v in sub.items() if k != "driver"}
         result = self.block(
             rest,
@@ -898,15 +902,21 @@ class _Validator:
         if entry is None or _is_null(entry.value):
             return []
         if not isinstance(entry.value, yaml.SequenceNode | yaml.MappingNode):
-            self.error("'pop-client' must be a list of mailboxes (- name: ..., type: ...)",
-                       entry.value, MAILBOX_SECTION)
+            self.error(
+                "'pop-client' must be a list of mailboxes (- name: ..., type: ...)",
+                entry.value,
+                MAILBOX_SECTION,
+            )
             return []
         result: list[MailboxConfig] = []
         first_line: dict[str, int | None] = {}
         for number, node in enumerate(_sequence_of(entry.value), start=1):
             if not isinstance(node, yaml.MappingNode):
-                self.error("each 'pop-client' entry must be a mapping (name: ..., type: ...)",
-                           node, f"{MAILBOX_SECTION}[#{number}]")
+                self.error(
+                    "each 'pop-client' entry must be a mapping (name: ..., type: ...)",
+                    node,
+                    f"{MAILBOX_SECTION}[#{number}]",
+                )
                 continue
             peek = _quiet_items(node)
             name = self.text(peek.get("name"))

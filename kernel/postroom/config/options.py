@@ -153,8 +153,10 @@ class OptionSchema:
     def _check(self, option: Option) -> None:
         who = option.declared_by or "the kernel"
         what = f"option {option.name!r} in {option.place} (declared by {who})"
-        if option.scope is Scope.GLOBAL and option.section is not None and (
-            option.section in RESERVED_SECTIONS or option.section.startswith(SECRET_PREFIX)
+        if (
+            option.scope is Scope.GLOBAL
+            and option.section is not None
+            and (option.section in RESERVED_SECTIONS or option.section.startswith(SECRET_PREFIX))
         ):
             raise InvalidOption(
                 f"{what}: section {option.section!r} is structural; use scope="

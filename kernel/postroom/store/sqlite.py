@@ -43,17 +43,34 @@ class SQLiteStore(SQLStoreBase):
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
-        schema.add("path", "path", scope=Scope.STORE, types=("sqlite",),
-                   default="var/postroom.db",
-                   description="SQLite database file, relative to the configuration file's "
-                   "directory; parent folders are created.")
-        schema.add("busy-timeout", "float", scope=Scope.STORE, types=("sqlite",), default="10",
-                   minimum=0,
-                   description="Seconds to wait for another process's write lock.")
-        schema.add("synchronous", "choice", scope=Scope.STORE, types=("sqlite",),
-                   default="FULL", choices=("FULL", "NORMAL"),
-                   description="SQLite `synchronous` pragma (with WAL). FULL survives a power "
-                   "cut after the mail server was told to delete; NORMAL is faster.")
+        schema.add(
+            "path",
+            "path",
+            scope=Scope.STORE,
+            types=("sqlite",),
+            default="var/postroom.db",
+            description="SQLite database file, relative to the configuration file's "
+            "directory; parent folders are created.",
+        )
+        schema.add(
+            "busy-timeout",
+            "float",
+            scope=Scope.STORE,
+            types=("sqlite",),
+            default="10",
+            minimum=0,
+            description="Seconds to wait for another process's write lock.",
+        )
+        schema.add(
+            "synchronous",
+            "choice",
+            scope=Scope.STORE,
+            types=("sqlite",),
+            default="FULL",
+            choices=("FULL", "NORMAL"),
+            description="SQLite `synchronous` pragma (with WAL). FULL survives a power "
+            "cut after the mail server was told to delete; NORMAL is faster.",
+        )
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         super().__init__(options)
