@@ -160,6 +160,9 @@ class IStore(Interface):
     def claim_outbound(now, limit: int = 10) -> Any:
         """Move due ``queued`` entries to ``sending``; return them."""
 
+    def outbox_counts() -> Any:
+        """``{state: count}`` for every outbox state."""
+
     def requeue_interrupted(claimed_before) -> Any:
         """Put entries still ``sending`` since before *claimed_before* back to
         ``queued`` (a process died mid-send); returns their ids."""

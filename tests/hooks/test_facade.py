@@ -580,6 +580,9 @@ class OutboxStore(FakeStore):
     async def requeue_interrupted(self, claimed_before: datetime) -> list[str]:
         return []
 
+    async def outbox_counts(self) -> dict[str, int]:
+        return {"queued": 0, "sending": 0, "sent": 0, "failed": 0}
+
     async def mark_outbound(self, entry_id: str, state: str, error: str | None = None,
                             next_attempt_at: datetime | None = None) -> None:
         self.marks.append((entry_id, state, error, next_attempt_at))

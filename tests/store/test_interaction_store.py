@@ -710,8 +710,9 @@ def test_requeue_interrupted_sends_again_what_a_dead_process_left_sending(store)
 
     from postroom.model import Interaction, InteractionType, OutboundRequest
 
-    outbound = Interaction(type=InteractionType.OUTBOUND.value, message_id="<o1@example.com>",
-                           to=["a@example.com"])
+    outbound = Interaction(
+        type=InteractionType.OUTBOUND.value, message_id="<o1@example.com>", to=["a@example.com"]
+    )
     store.queue_outbound(outbound, OutboundRequest(to=["a@example.com"], text="hi"))
     later = datetime.now(UTC) + timedelta(seconds=5)
     assert [e.id for e in store.claim_outbound(later)] == [outbound.id]
@@ -722,3 +723,18 @@ def test_requeue_interrupted_sends_again_what_a_dead_process_left_sending(store)
     assert store.get_interaction(outbound.id).status == "Queued"
     assert store.requeue_interrupted(later) == []  # nothing left sending
     assert [e.id for e in store.claim_outbound(later)] == [outbound.id]
+
+
+def test_outbox_counts_by_state(store) -> None:
+    from postroom.model import Interaction, InteractionType, OutboundRequest
+
+    assert store.outbox_counts() == {"queued": 0, "sending": 0, "sent": 0, "failed": 0}
+    for n in range(3):
+        outbound = Interaction(
+            type=InteractionType.OUTBOUND.value,
+            message_id=f"<c{n}@example.com>",
+            to=["a@example.com"],
+        )
+        store.queue_outbound(outbound, OutboundRequest(to=["a@example.com"]))
+    store.mark_outbound(outbound.id, "failed", "no")
+    assert store.outbox_counts() == {"queued": 2, "sending": 0, "sent": 0, "failed": 1}

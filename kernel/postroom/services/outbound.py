@@ -167,6 +167,7 @@ class OutboundService(service.Service):
         self._loop: Deferred[None] | None = None
         self._pause: Deferred[Any] | None = None
         self._ok = True
+        self._counted = False
 
     def startService(self) -> None:
         super().startService()
@@ -226,7 +227,15 @@ class OutboundService(service.Service):
         entries: list[OutboxEntry] = await self.kernel.store.claim_outbound(self._now(), 10)
         for entry in entries:
             await self.send_entry(entry)
+        if entries or not self._counted:
+            await self._count()
         return len(entries)
+
+    async def _count(self) -> None:
+        counts = await self.kernel.store.outbox_counts()
+        for state, n in counts.items():
+            self.kernel.metrics.outbox_depth.labels(state).set(n)
+        self._counted = True
 
     async def send_entry(self, entry: OutboxEntry) -> None:
         store = self.kernel.store

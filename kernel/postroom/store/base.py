@@ -756,6 +756,13 @@ class SQLStoreBase:
 
         return self._write(work)
 
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox entries by state (every state present, zero included)."""
+        rows = self._read(lambda tx: tx.all("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+        counts = {state.value: 0 for state in OutboxState}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
     def requeue_interrupted(self, claimed_before: datetime | float) -> list[str]:
         """Entries left ``sending`` by a process that stopped (claimed before
         *claimed_before*) go back to ``queued``: sent at least once, never
