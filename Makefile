@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
 QUICKSTART := var/quickstart
 
-.PHONY: run test test-unit lint docs clean venv
+.PHONY: run test test-unit lint docs bench clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,16 +35,22 @@ test: venv
 	  echo "Run 'make test-unit' for the tests that need no server." >&2; exit 2; fi
 	contrib/scripts/install-test-packages
 	POSTROOM_TEST_PG="$$(contrib/scripts/pg-test-server)" && export POSTROOM_TEST_PG && \
+	  mail_env="$$(contrib/scripts/mail-test-servers start)" && eval "$$mail_env" && \
 	  $(BIN)/python -m pytest -q
 	$(MAKE) lint
 
 ## make test-unit: the tests that need no server
 test-unit: venv
-	$(BIN)/python -m pytest -q -m "not postgresql"
+	$(BIN)/python -m pytest -q -m "not postgresql and not servers"
 
 lint: venv
 	$(BIN)/ruff check kernel plugins examples tests
 	$(BIN)/mypy kernel/postroom
+
+## make bench: throughput and latency against raw baselines, on the real servers (root)
+bench: venv
+	contrib/scripts/install-test-packages
+	$(BIN)/python bench/ingest.py
 
 ## make docs: regenerate docs/configuration.md from the option declarations
 docs: venv

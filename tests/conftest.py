@@ -45,3 +45,11 @@ def quickstart(tmp_path: Path) -> Path:
     target = tmp_path / "quickstart"
     shutil.copytree(ROOT / "examples" / "quickstart", target)
     return target / "postroom.yaml"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use the mail servers carry the ``servers`` marker, so
+    ``make test-unit`` can leave them out (``-m "not servers"``)."""
+    for item in items:
+        if "mail_servers" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.servers)
