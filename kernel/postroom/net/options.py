@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from postroom.config.options import OptionSchema, Scope
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
@@ -15,13 +18,24 @@ def add_connection_options(
     security_option: str,
     default_port: int | None = None,
     user_option: str = "mailbox",
+    security_default: str = "ssl",
+    ports: Mapping[str, int] | None = None,
 ) -> None:
     """Declare server, port, user, password, security, timeouts, debug, CA file.
 
     Mailbox drivers pass ``scope=Scope.MAILBOX, security_option=
     "pop-connection-security"``; senders ``scope=Scope.SMTP_CLIENT,
     security_option="smtp-connection-security", user_option="user"``.
+    *ports* maps a security value to its usual port (``{"ssl": 993, "starttls":
+    143, "none": 143}``): then an empty ``port`` means that one (see
+    :func:`port_for`), and *default_port* is not used.
     """
+    if ports is not None:
+        usual = ", ".join(f"{port} with `{sec}`" for sec, port in ports.items())
+        port_help = f"TCP port; when empty, the usual one: {usual}."
+        default_port = None
+    else:
+        port_help = "TCP port; the protocol's usual one when empty."
     add = schema.add
     add(
         "server",
@@ -36,7 +50,7 @@ def add_connection_options(
         scope=scope,
         types=types,
         default=str(default_port) if default_port is not None else None,
-        description="TCP port; the protocol's usual one when empty.",
+        description=port_help,
     )
     add(user_option, scope=scope, types=types, description="User name to log in with.")
     add(
@@ -90,3 +104,11 @@ def add_connection_options(
         default="false",
         description="Log the protocol trace (passwords and tokens redacted).",
     )
+
+
+def port_for(config: Any, security_option: str, ports: Mapping[str, int]) -> int:
+    """The configured port, or the usual one for the configured security."""
+    port = config.get("port")
+    if port:
+        return int(port)
+    return int(ports[str(config.get(security_option))])

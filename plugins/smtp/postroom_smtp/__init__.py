@@ -1,0 +1,9 @@
+"""postroom-smtp: the ``smtp`` sender driver (entry point ``postroom.senders: smtp``).
+
+smtplib in the kernel's thread pool, a pool of reusable connections, verified
+TLS (STARTTLS or implicit), AUTH through the configured auth driver.
+"""
+
+from postroom_smtp.sender import SMTPSender
+
+__all__ = ["SMTPSender"]

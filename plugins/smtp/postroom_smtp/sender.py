@@ -1,0 +1,247 @@
+"""The ``smtp`` sender driver (``smtp-client: server-type: smtp``).
+
+The outbox worker calls :meth:`SMTPSender.send` on the reactor thread; every
+blocking step (connect, TLS, AUTH, the mail transaction, NOOP, QUIT) runs in
+the kernel's thread pool through ``context.runner``, one pooled connection per
+send at a time. Failures come back as :class:`postroom.errors.SendError`
+whose ``permanent`` flag follows one rule: permanent when the server refused
+*this message* with a 5xx (sender, every recipient, the content) or when the
+server lacks what the configuration demands (STARTTLS, AUTH); temporary for
+everything that may heal by itself or by fixing the configuration (timeouts,
+broken connections, 4xx replies, refused credentials, certificate problems),
+so queued mail goes out once the cause is gone.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from zope.interface import implementer
+
+from postroom.config.options import OptionSchema, Scope
+from postroom.drivers import Credentials, DriverContext, SendResult
+from postroom.interfaces import ISender
+from postroom.model import Envelope
+from postroom.net.options import add_connection_options, port_for
+from postroom_smtp.connection import (
+    ConnectionSettings,
+    SMTPConnection,
+    SMTPSendError,
+    TracingSMTP,
+)
+from postroom_smtp.envelope import EnvelopeError
+from postroom_smtp.pool import ConnectionPool, PoolStats
+
+log = logging.getLogger(__name__)
+
+#: the ``mailbox`` argument of ``postroom_auth_event`` for the sender's logins
+AUTH_EVENT_NAME = "smtp-client"
+TYPES = ("smtp",)
+
+
+#: the usual port for each smtp-connection-security (submission; implicit TLS)
+PORTS = {"starttls": 587, "ssl": 465, "none": 587}
+
+
+@implementer(ISender)
+class SMTPSender:
+    """Sends outbound mail over SMTP with pooled smtplib connections."""
+
+    @staticmethod
+    def postroom_add_options(schema: OptionSchema) -> None:
+        add_connection_options(
+            schema,
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            security_option="smtp-connection-security",
+            user_option="user",
+            security_default="starttls",
+            ports=PORTS,
+        )
+        add = schema.add
+        add(
+            "cnx-pool-size",
+            "int",
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            default=1,
+            minimum=1,
+            maximum=100,
+            description="Most connections open to the server at once; sends beyond it wait "
+            "for a free connection. The outbox sends one message at a time, so 1 is enough "
+            "unless several senders share the gateway.",
+        )
+        add(
+            "cnx-check-idle-time",
+            "duration",
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            default="00:00:30",
+            description="A connection idle for longer than this is checked with NOOP before it "
+            "is reused; one that does not answer is replaced without failing the send.",
+        )
+        add(
+            "cnx-max-idle-time",
+            "duration",
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            default="00:05:00",
+            description="A connection idle this long is closed (QUIT), before the server "
+            "drops it (Postfix's smtpd_timeout is 300 s). 00:00:00: one connection per message.",
+        )
+        add(
+            "helo-name",
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            description="Name given in EHLO; the host's fully qualified name (or its address "
+            "in brackets) when empty.",
+        )
+
+    def __init__(self, options: Any, context: DriverContext) -> None:
+        self.context = context
+        security = str(options.get("smtp-connection-security"))
+        ca_file = options.get("ca-file")
+        self.settings = ConnectionSettings(
+            host=str(options.get("server")),
+            port=port_for(options, "smtp-connection-security", PORTS),
+            security=security,
+            ca_file=ca_file,
+            connect_timeout=float(options.get("connect-timeout")),
+            protocol_timeout=float(options.get("protocol-timeout")),
+            helo_name=options.get("helo-name") or None,
+            debug=bool(options.get("enable-debug")),
+        )
+        self.pool: ConnectionPool[SMTPConnection] = ConnectionPool(
+            size=int(options.get("cnx-pool-size")),
+            check_idle=float(options.get("cnx-check-idle-time")),
+            max_idle=float(options.get("cnx-max-idle-time")),
+            clock=context.clock,
+            open=self._open_connection,
+            check=self._check_connection,
+            dispose=self._dispose_connection,
+        )
+        #: builds the smtplib client of each connection (tests give a scripted one)
+        self.client_factory: Callable[..., TracingSMTP] = TracingSMTP
+        self._numbers = itertools.count(1)
+        self._dsn_warned = False
+        self._login_ok: bool | None = None
+        self.messages_sent = 0
+        if context.authenticator is not None and security == "none":
+            log.warning(
+                "smtp-client: enable-authentication is true and smtp-connection-security is "
+                "none: the password goes to %s in clear text",
+                self.settings.where,
+            )
+
+    @property
+    def stats(self) -> PoolStats:
+        """The pool's counters (connections opened, reused, checked...)."""
+        return self.pool.stats
+
+    # -- ISender
+
+    def send(self, message: bytes, envelope: Envelope, message_id: str) -> Deferred[SendResult]:
+        return ensureDeferred(self._send(message, envelope, message_id))
+
+    def close(self) -> Deferred[None]:
+        """QUIT every pooled connection (waits for those in use to come back)."""
+        return self.pool.close()
+
+    # -- sending
+
+    async def _send(self, message: bytes, envelope: Envelope, message_id: str) -> SendResult:
+        for attempt in (1, 2):
+            conn = await self.pool.acquire()
+            try:
+                delivery = await self.context.runner.run(
+                    conn.send,
+                    message,
+                    envelope.mail_from,
+                    list(envelope.rcpt_to),
+                    list(envelope.mail_options),
+                    list(envelope.rcpt_options),
+                )
+            except EnvelopeError:
+                self.pool.release(conn)
+                raise
+            except SMTPSendError as exc:
+                self.pool.release(conn, broken=exc.broken or conn.broken)
+                if exc.stale and attempt == 1:
+                    log.info("%s; sending %s again on another connection", exc, message_id)
+                    continue
+                raise
+            except BaseException:
+                self.pool.release(conn, broken=True)
+                raise
+            self.pool.release(conn, broken=conn.broken)
+            break
+        self.messages_sent += 1
+        if delivery.dropped and not self._dsn_warned:
+            self._dsn_warned = True
+            log.warning(
+                "the SMTP server %s does not announce DSN: sending without %s "
+                "(no delivery notifications will come; said once)",
+                self.settings.where,
+                " ".join(delivery.dropped),
+            )
+        if delivery.refused:
+            log.warning(
+                "outbound %s: the SMTP server refused %d of %d recipients: %s",
+                message_id,
+                len(delivery.refused),
+                len(delivery.refused) + len(delivery.accepted),
+                "; ".join(f"{r} ({why})" for r, why in delivery.refused.items()),
+            )
+        return SendResult(
+            message_id=message_id,
+            accepted=delivery.accepted,
+            refused=delivery.refused,
+            detail=f"{self.settings.where}: {delivery.reply}",
+        )
+
+    # -- what the pool calls
+
+    def _open_connection(self) -> Deferred[SMTPConnection]:
+        return ensureDeferred(self._open())
+
+    async def _open(self) -> SMTPConnection:
+        authenticator = self.context.authenticator
+        credentials: Credentials | None = None
+        if authenticator is not None:
+            credentials = await authenticator.credentials("smtp")
+        number = next(self._numbers)
+        try:
+            conn: SMTPConnection = await self.context.runner.run(
+                SMTPConnection.open,
+                self.settings,
+                credentials,
+                number,
+                client_factory=self.client_factory,
+            )
+        except SMTPSendError as exc:
+            if exc.auth_failed and authenticator is not None:
+                authenticator.invalidate()
+                self._login_ok = False
+                self._auth_event("login-failed", str(exc))
+            raise
+        if credentials is not None and self._login_ok is not True:
+            self._login_ok = True
+            self._auth_event(
+                "login-ok", f"logged in to {self.settings.where} as {credentials.username}"
+            )
+        log.debug("opened SMTP connection #%d to %s", number, self.settings.where)
+        return conn
+
+    def _check_connection(self, conn: SMTPConnection) -> Deferred[bool]:
+        return self.context.runner.run(conn.noop)
+
+    def _dispose_connection(self, conn: SMTPConnection) -> Deferred[None]:
+        return self.context.runner.run(conn.close)
+
+    def _auth_event(self, event: str, detail: str) -> None:
+        if self.context.auth_event is not None:
+            self.context.auth_event(AUTH_EVENT_NAME, event, detail)
