@@ -64,6 +64,15 @@ class SourceError(PostroomError):
     """A mailbox could not be read (connection, authentication, protocol)."""
 
 
+class ConnectionDown(SourceError):
+    """The connection to the mailbox's server is gone.
+
+    Raised by a source's ``fetch`` when the link broke: only the message being
+    fetched counts a failure; the rest of the pass is abandoned (not counted)
+    and the mailbox reconnects with back-off.
+    """
+
+
 class SendError(PostroomError):
     """An outbound message could not be sent; ``permanent`` ones are not retried."""
 

@@ -140,6 +140,10 @@ class IStore(Interface):
         """Write the raw bytes of the interaction's message to *fileobj* in
         chunks; return the number of bytes. KeyError when unknown."""
 
+    def known_source_keys(mailbox: str, keys: Any) -> Any:
+        """The subset of *keys* (source keys of *mailbox*) already stored: lets
+        a source that leaves mail on the server skip what it already handed in."""
+
     def get_cursor(mailbox: str) -> Any:
         """The mailbox's Cursor, or None."""
 

@@ -136,6 +136,7 @@ class Kernel:
             spool_dir=self.spool_dir,
             authenticator=authenticator,
             auth_event=self.auth_event,
+            known_source_keys=self.store.known_source_keys,
         )
 
     def auth_event(self, mailbox: str, event: str, detail: str) -> Deferred[None]:

@@ -102,10 +102,12 @@ def test_second_run_after_crash_before_acknowledge_makes_no_duplicates(quickstar
         MaildirSource.acknowledge = original_ack  # type: ignore[method-assign]
     maildir = quickstart.parent / "maildir"
     assert len(os.listdir(maildir / "new")) == 4  # nothing acknowledged
+    # the failed acknowledgement ended that pass after the first commit
+    assert len(all_interactions(quickstart)) == 1
     ok, gateway = once(make_kernel(quickstart))
     assert ok
-    assert gateway.mailboxes[0].health.duplicates == 4
-    assert gateway.mailboxes[0].health.ingested == 0
+    assert gateway.mailboxes[0].health.duplicates == 1
+    assert gateway.mailboxes[0].health.ingested == 3
     assert len(all_interactions(quickstart)) == 4
     assert os.listdir(maildir / "new") == []
 
@@ -349,3 +351,69 @@ def test_message_that_cannot_be_fetched_is_quarantined_then_released(quickstart:
     assert len(all_interactions(quickstart)) == 3
     ok, _ = once(make_kernel(quickstart))  # fetched again now
     assert ok and len(all_interactions(quickstart)) == 4
+
+
+def test_connection_down_counts_one_failure_and_abandons_the_pass(quickstart: Path) -> None:
+    from postroom.drivers.maildir import MaildirSource
+    from postroom.errors import ConnectionDown
+
+    original = MaildirSource.fetch
+    calls: list[str] = []
+
+    def broken(self: MaildirSource, item: Any) -> Deferred[Any]:
+        calls.append(item.source_key)
+        if item.source_key.startswith("1762080000"):  # the second message
+            return fail(ConnectionDown("connection lost"))
+        return original(self, item)
+
+    MaildirSource.fetch = broken  # type: ignore[method-assign]
+    try:
+        ok, gateway = once(make_kernel(quickstart))
+    finally:
+        MaildirSource.fetch = original  # type: ignore[method-assign]
+    assert not ok
+    health = gateway.mailboxes[0].health
+    assert health.failed == 1 and health.connected is False
+    assert "pass abandoned" in health.last_error
+    kernel = make_kernel(quickstart)
+    run(kernel.open())
+    failures = [run(kernel.store.record_failure("support", key, "probe")) for key in calls]
+    run(kernel.close())
+    # only the message whose fetch broke the link has a failure on record
+    assert [n for n, key in zip(failures, calls, strict=True) if n > 1] == [2]
+    ok, _ = once(make_kernel(quickstart))
+    assert ok and len(all_interactions(quickstart)) == 4
+
+
+def test_cursor_does_not_move_past_a_failed_message(quickstart: Path) -> None:
+    from postroom.drivers import SourceItem
+    from postroom.drivers.maildir import MaildirSource
+
+    original_list = MaildirSource.list_new
+
+    def with_cursors(self: MaildirSource, cursor: Any) -> Deferred[Any]:
+        d = original_list(self, cursor)
+        return d.addCallback(
+            lambda items: [
+                SourceItem(i.source_key, i.size, cursor=f"c{n}") for n, i in enumerate(items, 1)
+            ]
+        )
+
+    class Poison:
+        @hookimpl
+        def postroom_expand(self, interaction: Interaction) -> None:
+            if interaction.subject.startswith("Re:"):
+                raise ValueError("boom")
+
+    MaildirSource.list_new = with_cursors  # type: ignore[method-assign]
+    try:
+        once(make_kernel(quickstart, plugins=[("poison", Poison())]))
+        kernel = make_kernel(quickstart)
+        run(kernel.open())
+        cursor = run(kernel.store.get_cursor("support"))
+        run(kernel.close())
+    finally:
+        MaildirSource.list_new = original_list  # type: ignore[method-assign]
+    # message 1 committed with cursor c1; message 2 failed; 3 and 4 committed
+    # without moving the cursor past the failure
+    assert cursor is not None and cursor.value == "c1"

@@ -738,3 +738,17 @@ def test_outbox_counts_by_state(store) -> None:
         store.queue_outbound(outbound, OutboundRequest(to=["a@example.com"]))
     store.mark_outbound(outbound.id, "failed", "no")
     assert store.outbox_counts() == {"queued": 2, "sending": 0, "sent": 0, "failed": 1}
+
+
+def test_known_source_keys_answers_which_were_committed(store, tmp_path) -> None:
+    from postroom.model import Interaction, RawRef
+
+    raw = tmp_path / "m.eml"
+    raw.write_bytes(b"Subject: x\r\n\r\nbody\r\n")
+    store.commit_fetched("box", "uidl-1", RawRef.from_path(raw), [Interaction()])
+    long_key = "k" * 2000  # stored bounded (hashed): still found
+    raw.write_bytes(b"Subject: y\r\n\r\nbody\r\n")
+    store.commit_fetched("box", long_key, RawRef.from_path(raw), [Interaction()])
+    keys = ["uidl-1", "uidl-2", long_key, *(f"other-{n}" for n in range(1200))]
+    assert store.known_source_keys("box", keys) == {"uidl-1", long_key}
+    assert store.known_source_keys("other-box", keys) == set()

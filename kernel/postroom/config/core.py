@@ -239,11 +239,13 @@ def postroom_add_options(schema: OptionSchema) -> None:
     )
     add(
         "port",
-        "port",
+        "int",
         section="http",
         default=DEFAULT_HTTP_PORT,
+        minimum=0,
+        maximum=65534,
         description=f"Port of the HTTP API (default {DEFAULT_HTTP_PORT}: unprivileged, "
-        "below the ephemeral range, clear of common development ports).",
+        "below the ephemeral range, clear of common development ports); 0 turns it off.",
     )
     add(
         "token",

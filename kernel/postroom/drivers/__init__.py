@@ -80,6 +80,10 @@ class DriverContext:
     #: events (``login-ok``, ``login-failed``, ``token-refreshed``,
     #: ``needs-reauthorisation``) to the ``postroom_auth_event`` hook with it
     auth_event: Any = None
+    #: ``known_source_keys(mailbox, keys) -> Deferred[set[str]]``: which of
+    #: these source keys the store already holds (sources that leave mail on
+    #: the server use it to skip what was handed in before)
+    known_source_keys: Any = None
 
 
 def driver_names(group: str) -> list[str]:

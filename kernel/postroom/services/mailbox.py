@@ -19,6 +19,7 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 
 from postroom.backoff import Backoff, sleep
 from postroom.drivers import SourceItem
+from postroom.errors import ConnectionDown
 from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
@@ -80,6 +81,8 @@ class MailboxService(service.Service):
         self._pause: Deferred[Any] | None = None
         self._stopping = False
         self._pass_ok = True
+        self._abandoned: BaseException | None = None
+        self._cursor_held = False
 
     # -- service
 
@@ -185,6 +188,8 @@ class MailboxService(service.Service):
         items: list[SourceItem] = await self.source.list_new(cursor)
         if not items:
             return
+        self._abandoned = None
+        self._cursor_held = False
         log.info("mailbox %s: %d new message(s)", self.mailbox.name, len(items))
         limit = DeferredSemaphore(int(self.kernel.config.get("gateway", "concurrency")))
         # Fetch and parse run `concurrency` at a time; classify..commit runs
@@ -207,6 +212,8 @@ class MailboxService(service.Service):
         finally:
             if progress is not None:
                 progress.finish()
+        if self._abandoned is not None:
+            raise ConnectionDown(f"pass abandoned: {self._abandoned}")
 
     async def process_item(
         self,
@@ -224,10 +231,19 @@ class MailboxService(service.Service):
     async def _process_item(self, item: SourceItem, before: Deferred[None] | None) -> None:
         store = self.kernel.store
         name = self.mailbox.name
+        if self._stopping or self._abandoned is not None:
+            return  # not counted: nothing was wrong with this message
         if await store.is_quarantined(name, item.source_key):
             return
         try:
             fetched = await self.source.fetch(item)
+        except ConnectionDown as exc:
+            # Only the message whose fetch broke the link is counted; the
+            # rest of the pass is abandoned and the mailbox reconnects.
+            if self._abandoned is None:
+                self._abandoned = exc
+                await self._count_failure(item, None, f"fetch failed: {exc}")
+            return
         except Exception as exc:
             await self._count_failure(item, None, f"fetch failed: {exc}")
             return
@@ -235,13 +251,27 @@ class MailboxService(service.Service):
             message = await self.pipeline.parse(fetched, self.mailbox)
             if before is not None:
                 await _chained(before)
-            processed = await self.pipeline.complete(fetched, message, self.mailbox, item.cursor)
+            if self._stopping or self._abandoned is not None:
+                await self.source.release(fetched)
+                return
+            # After a failure in this pass the cursor stays where it was, so the
+            # failed message is listed again (dedupe keys absorb the re-fetches).
+            cursor = None if self._cursor_held else item.cursor
+            processed = await self.pipeline.complete(fetched, message, self.mailbox, cursor)
         except Exception as exc:
             log.exception("mailbox %s: message %s failed", name, item.source_key)
             await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")
             return
-        await self.source.acknowledge(fetched)
-        await store.clear_failures(name, item.source_key)
+        try:
+            await self.source.acknowledge(fetched)
+        except Exception as exc:
+            # Committed already: it will be fetched again, recognised as a
+            # duplicate and acknowledged then. End this pass and reconnect.
+            log.warning("mailbox %s: acknowledging %s failed: %s", name, item.source_key, exc)
+            if self._abandoned is None:
+                self._abandoned = exc
+        else:
+            await store.clear_failures(name, item.source_key)
         self.health.ingested += len(processed.result.new)
         self.health.duplicates += len(processed.result.duplicates)
         metrics = self.kernel.metrics
@@ -256,6 +286,7 @@ class MailboxService(service.Service):
         store = self.kernel.store
         name = self.mailbox.name
         self._pass_ok = False
+        self._cursor_held = True
         self.health.failed += 1
         self.kernel.metrics.errors.labels(name, "message").inc()
         attempts = await store.record_failure(name, item.source_key, reason)

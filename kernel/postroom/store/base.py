@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from importlib import resources
@@ -650,6 +650,23 @@ class SQLStoreBase:
         if row is None or row[0] is None:
             raise KeyError(interaction_id)
         return self._copy_raw(row[0], fileobj)
+
+    def known_source_keys(self, mailbox: str, keys: Iterable[str]) -> set[str]:
+        """Which of *keys* were committed from *mailbox* (exact source keys;
+        a fan-out whose copies all carry ``#<copy key>`` is not matched, so a
+        split is always completed by fetching again)."""
+        wanted = {_bounded(f"src:{mailbox}:{key}"): key for key in keys}
+        found: set[str] = set()
+        names = list(wanted)
+        def lookup(batch: list[str]) -> Callable[[Tx], list[Any]]:
+            marks = ", ".join("?" for _ in batch)
+            sql = f"SELECT key FROM dedupe_keys WHERE key IN ({marks})"
+            return lambda tx: list(tx.all(sql, tuple(batch)))
+
+        for start in range(0, len(names), 500):
+            rows = self._read(lookup(names[start : start + 500]))
+            found.update(wanted[row[0]] for row in rows)
+        return found
 
     def get_cursor(self, mailbox: str) -> Cursor | None:
         value = self._read(
