@@ -1,0 +1,30 @@
+"""Integration tests against real servers: Dovecot and Postfix on 127.0.0.1.
+
+The session fixture ``mail_servers`` starts them through
+``contrib/scripts/mail-test-servers`` (or reuses the ones running for
+``POSTROOM_TEST_PORT_BASE``) and returns a
+:class:`tests.integration.servers.MailServers`. When they cannot be started,
+every test that uses it fails with the reason: nothing is skipped.
+
+Tests that use the fixture get the ``servers`` marker (tests/conftest.py), so
+``make test-unit`` (``-m "not servers"``) leaves them out: they need root.
+
+Elsewhere (e.g. a plugin's tests), import the fixture into that conftest:
+``from tests.integration.conftest import mail_servers  # noqa: F401``.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.servers import MailServers, MailServersUnavailable, start_mail_servers
+
+
+@pytest.fixture(scope="session")
+def mail_servers() -> MailServers:
+    """The running mail servers (started on first use, left running afterwards)."""
+    try:
+        return start_mail_servers()
+    except MailServersUnavailable as exc:
+        problem = str(exc)
+    pytest.fail(f"the mail test servers are not available: {problem}", pytrace=False)
