@@ -405,3 +405,40 @@ def test_send_command_sends_through_the_outbox(quickstart: Path) -> None:
         "send", "-c", str(quickstart), "--to", "a@example.com", "--header", "Message-ID: <mine@x>"
     )
     assert bad.returncode == 1 and "set by postroom" in bad.stderr
+
+
+def test_the_issue_shape_of_a_site_with_real_mailboxes_checks(tmp_path: Path) -> None:
+    """The configuration shape sites write for IMAP/POP3 and SMTP, as written."""
+    site = tmp_path / "site.yaml"
+    site.write_text(textwrap.dedent("""\
+        pop-client:
+          - name: support
+            type: imap                    # or pop3
+            server: mail.example.com
+            port: 993
+            pop-connection-security: ssl  # none | starttls | ssl
+            mailbox: agent1
+            password: ${AGENT1_PASSWORD}
+            folder-path: INBOX
+          - name: sales
+            type: pop3
+            server: mail.example.com
+            pop-connection-security: starttls
+            mailbox: agent2
+            password: ${AGENT1_PASSWORD}
+            mail.pop3.disabletop: true
+        smtp-client:
+          server-type: smtp
+          server: mail.example.com
+          port: 587
+          smtp-connection-security: starttls
+          enable-authentication: true
+          user: agent1
+          password: ${AGENT1_PASSWORD}
+        """))
+    result = postroom("check", "-c", str(site), env={"AGENT1_PASSWORD": "pw-never-shown"})
+    assert result.returncode == 0, result.stderr
+    assert "mailbox support: type imap" in result.stdout
+    assert "mailbox sales: type pop3" in result.stdout
+    assert "smtp-client: smtp" in result.stdout
+    assert "pw-never-shown" not in result.stdout + result.stderr
