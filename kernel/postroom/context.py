@@ -26,6 +26,9 @@ class Context:
     store: AsyncStore
     clock: Any
     runner: Any = None
+    #: runs CPU-bound picklable calls (parsing): worker processes, or the
+    #: thread runner when there are none
+    cpu_runner: Any = None
     mailbox: MailboxConfig | None = None
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
 

@@ -35,7 +35,7 @@ from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES
 from postroom.metrics import Metrics
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
-from postroom.runner import InlineRunner, Runner
+from postroom.runner import InlineRunner, ProcessPoolRunner, Runner, ThreadPoolRunner
 from postroom.store.async_store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,24 @@ class Kernel:
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
         self.metrics = Metrics()
+        self.cpu_runner = self._cpu_runner()
         self.ctx = Context(
-            config=self.config, store=self.store, clock=self.clock, runner=self.runner
+            config=self.config,
+            store=self.store,
+            clock=self.clock,
+            runner=self.runner,
+            cpu_runner=self.cpu_runner,
         )
+
+    def _cpu_runner(self) -> Runner:
+        """Worker processes for parsing when the kernel has a real thread pool
+        (``gateway.parse-workers``; 0: parse in threads)."""
+        workers = int(self.config.get("gateway", "parse-workers"))
+        if workers < 0:
+            workers = os.cpu_count() or 1
+        if workers == 0 or not isinstance(self.runner, ThreadPoolRunner):
+            return self.runner
+        return ProcessPoolRunner(self.runner, workers)
 
     @property
     def spool_dir(self) -> str:
@@ -178,6 +193,8 @@ class Kernel:
                 await self.hooks.shutdown(self)
             finally:
                 await self.store.close()
+                if isinstance(self.cpu_runner, ProcessPoolRunner):
+                    await self.runner.run(self.cpu_runner.close)
                 if self._spool_dir is not None:
                     shutil.rmtree(self._spool_dir, ignore_errors=True)
                     self._spool_dir = None

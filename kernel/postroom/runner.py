@@ -1,4 +1,4 @@
-"""Running blocking calls off the reactor thread.
+"""Running blocking and CPU-bound calls off the reactor thread.
 
 The kernel owns one thread pool; database drivers, parsing and other blocking
 libraries go through a :class:`Runner`. Tests and ``postroom ingest`` may use
@@ -7,7 +7,11 @@ libraries go through a :class:`Runner`. Tests and ``postroom ingest`` may use
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
@@ -48,3 +52,50 @@ class InlineRunner:
             return succeed(fn(*args, **kwargs))
         except BaseException:
             return fail(Failure())
+
+
+class ProcessPoolRunner:
+    """Runs CPU-bound, picklable calls (parsing) in worker processes.
+
+    The GIL keeps threads on one core; a pool of processes lets parsing use
+    every core while the reactor process does I/O and the store. Calls are
+    waited for in *threads* (a thread runner), so the reactor never blocks. A
+    worker that dies (out of memory, a crash in a C library) breaks the pool:
+    that call fails (the message is retried, then quarantined) and a new pool
+    is made for the next call.
+    """
+
+    def __init__(self, threads: Runner, workers: int) -> None:
+        self.threads = threads
+        self.workers = workers
+        self._executor: Any = None
+        self._lock = threading.Lock()
+
+    def _pool(self) -> Any:
+        with self._lock:
+            if self._executor is None:
+                context = multiprocessing.get_context("forkserver")
+                self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+            return self._executor
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        pool = self._pool()
+        try:
+            return pool.submit(fn, *args).result()
+        except BrokenProcessPool:
+            with self._lock:
+                if self._executor is pool:
+                    self._executor = None
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> Deferred[T]:
+        if kwargs:
+            raise TypeError("ProcessPoolRunner.run takes positional arguments only")
+        return self.threads.run(self._call, fn, *args)
+
+    def close(self) -> None:
+        with self._lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=True, cancel_futures=True)

@@ -10,4 +10,4 @@ from postroom.parsing.default import DefaultParser
 
 @hookimpl(trylast=True)
 def postroom_parser(ctx: Context) -> IParser:
-    return DefaultParser(ctx.runner.run)
+    return DefaultParser((ctx.cpu_runner or ctx.runner).run)

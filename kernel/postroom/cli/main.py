@@ -53,6 +53,30 @@ def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
     return status[0] if status else EXIT_FAILED
 
 
+def _with_kernel(
+    args: argparse.Namespace,
+    body: Callable[[Any], Coroutine[Any, Any, int]],
+    **kernel_options: Any,
+) -> int:
+    """Build the site's kernel, open its store, run *body(kernel)*, close it.
+
+    A configuration or plugin problem is reported as such (exit status 2).
+    """
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor, **kernel_options)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        await kernel.open()
+        try:
+            return await body(kernel)
+        finally:
+            await kernel.close()
+
+    return _react(main)
+
+
 def _report_config_error(exc: BaseException) -> int:
     if isinstance(exc, ConfigErrors):
         for error in exc.errors:
@@ -203,117 +227,94 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     enabled = [p for p in args.plugins.split(",") if p] if args.plugins is not None else None
 
-    async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(
-                args,
-                reactor,
-                enabled_plugins=enabled,
-                store_override=None if args.config else {"driver": "memory"},
-            )
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
-        await kernel.open()
+    async def body(kernel: Any) -> int:
         failed = False
         shown = []
-        try:
-            async for source, outcome in ingest_files(kernel, [Path(p) for p in args.files]):
-                if isinstance(outcome, BaseException):
-                    failed = True
-                    print(f"error: {source}: {outcome}", file=sys.stderr)
-                    continue
-                for interaction in outcome:
-                    if args.json:
-                        print(dumps(interaction_json(interaction, source)), flush=True)
-                    else:
-                        shown.append(interaction)
-        finally:
-            await kernel.close()
+        async for source, outcome in ingest_files(kernel, [Path(p) for p in args.files]):
+            if isinstance(outcome, BaseException):
+                failed = True
+                print(f"error: {source}: {outcome}", file=sys.stderr)
+                continue
+            for interaction in outcome:
+                if args.json:
+                    print(dumps(interaction_json(interaction, source)), flush=True)
+                else:
+                    shown.append(interaction)
         if not args.json:
             print(table(shown))
         return EXIT_FAILED if failed else EXIT_OK
 
-    return _react(main)
+    return _with_kernel(
+        args,
+        body,
+        enabled_plugins=enabled,
+        store_override=None if args.config else {"driver": "memory"},
+    )
 
 
 def cmd_interactions(args: argparse.Namespace) -> int:
+    import json
+
     from postroom.cli.output import dumps, interaction_json, table
 
-    async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
-        await kernel.open()
-        try:
-            if args.action == "list":
-                found = await kernel.store.list_interactions(args.limit, 0, args.mailbox)
-                found = list(reversed(found))  # oldest first reads like a story
-            else:
-                one = await kernel.store.get_interaction(args.id)
-                if one is None:
-                    print(f"error: no interaction {args.id}", file=sys.stderr)
-                    return EXIT_FAILED
-                found = [one]
+    async def body(kernel: Any) -> int:
+        if args.action == "list":
+            found = await kernel.store.list_interactions(args.limit, 0, args.mailbox)
+            found = list(reversed(found))  # oldest first reads like a story
+        else:
+            one = await kernel.store.get_interaction(args.id)
+            if one is None:
+                print(f"error: no interaction {args.id}", file=sys.stderr)
+                return EXIT_FAILED
+            found = [one]
+        for interaction in found:
+            status = await kernel.store.handoff_status(interaction.id)
+            if status is not None:
+                interaction.handoff_state = status[0]
+        if args.json:
             for interaction in found:
-                status = await kernel.store.handoff_status(interaction.id)
-                if status is not None:
-                    interaction.handoff_state = status[0]
-            if args.json:
-                for interaction in found:
-                    print(dumps(interaction_json(interaction)))
-            elif args.action == "show":
-                import json
+                print(dumps(interaction_json(interaction)))
+        elif args.action == "show":
+            print(json.dumps(interaction_json(found[0]), indent=2, ensure_ascii=False))
+            if found[0].text:
+                print("\n" + found[0].text)
+        else:
+            print(table(found))
+        return EXIT_OK
 
-                print(json.dumps(interaction_json(found[0]), indent=2, ensure_ascii=False))
-                if found[0].text:
-                    print("\n" + found[0].text)
-            else:
-                print(table(found))
-            return EXIT_OK
-        finally:
-            await kernel.close()
-
-    return _react(main)
+    return _with_kernel(args, body)
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
     from postroom.ingest import replay_quarantined
 
-    async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
-        await kernel.open()
-        try:
-            if args.action == "list":
-                entries = await kernel.store.list_quarantine(args.all)
-                for e in entries:
-                    state = "released" if e.released else "held"
-                    print(
-                        f"{e.id}  {e.mailbox}  {e.source_key}  attempts={e.attempts}  "
-                        f"{state}  {e.reason}"
-                    )
-                if not entries:
-                    print("quarantine is empty")
-                return EXIT_OK
-            interactions = await replay_quarantined(kernel, args.id)
-            for interaction in interactions:
-                print(f"replayed as interaction {interaction.id} ({interaction.subtype})")
-            if not interactions:
+    async def body(kernel: Any) -> int:
+        if args.action == "list":
+            entries = await kernel.store.list_quarantine(args.all)
+            for e in entries:
+                state = "released" if e.released else "held"
                 print(
-                    "released: the mailbox fetches the message again on its next pass "
-                    "(or it was already stored: then nothing new was made)"
+                    f"{e.id}  {e.mailbox}  {e.source_key}  attempts={e.attempts}  "
+                    f"{state}  {e.reason}"
                 )
+            if not entries:
+                print("quarantine is empty")
             return EXIT_OK
+        try:
+            interactions = await replay_quarantined(kernel, args.id)
         except Exception as exc:
             print(f"error: {exc}", file=sys.stderr)
             return EXIT_FAILED
-        finally:
-            await kernel.close()
+        for interaction in interactions:
+            print(f"replayed as interaction {interaction.id} ({interaction.subtype})")
+        if not interactions:
+            print(
+                "released: the mailbox fetches the message again on its next pass "
+                "(or it was already stored: then nothing new was made)"
+            )
+        return EXIT_OK
 
-    return _react(main)
+    return _with_kernel(args, body)
 
 
 def cmd_send(args: argparse.Namespace) -> int:

@@ -106,6 +106,15 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Messages of one mailbox processed at the same time.",
     )
     add(
+        "parse-workers",
+        "int",
+        section=gw,
+        default=-1,
+        minimum=-1,
+        description="Worker processes that parse messages, so parsing uses every core "
+        "(-1: one per CPU; 0: parse in threads of the gateway process).",
+    )
+    add(
         "max-attempts",
         "int",
         section=gw,

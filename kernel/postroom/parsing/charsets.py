@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import codecs
 import re
+from collections.abc import Sequence
 
 import charset_normalizer
 
@@ -268,7 +269,7 @@ def detect(data: bytes) -> str | None:
     return str(best.encoding)
 
 
-def repair(data: bytes, hints: tuple[str, ...] = ()) -> tuple[str, str]:
+def repair(data: bytes, hints: Sequence[str] = ()) -> tuple[str, str]:
     """Decode bytes whose charset is unknown or wrong: ``(text, codec used)``.
 
     Order: UTF-8 (strict, then with a few broken bytes), the other charsets the
@@ -299,7 +300,7 @@ def repair(data: bytes, hints: tuple[str, ...] = ()) -> tuple[str, str]:
 
 
 def decode_bytes(
-    data: bytes, declared: str | None, hints: tuple[str, ...] = ()
+    data: bytes, declared: str | None, hints: Sequence[str] = ()
 ) -> tuple[str, str | None]:
     """Decode *data* declared as *declared*: ``(text, note)``.
 

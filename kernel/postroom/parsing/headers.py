@@ -16,6 +16,7 @@ import base64
 import binascii
 import email.utils
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from email import policy
 from typing import NamedTuple
@@ -50,7 +51,7 @@ def collapse(value: str) -> str:
     return _FOLD.sub(" ", value)
 
 
-def raw_header_text(value: str, hints: tuple[str, ...] = ()) -> tuple[str, str | None]:
+def raw_header_text(value: str, hints: Sequence[str] = ()) -> tuple[str, str | None]:
     """Decode a raw header value as the ``email`` package stores it.
 
     8-bit bytes arrive as surrogate escapes. UTF-8 is legal (RFC 6532); anything

@@ -68,6 +68,7 @@ import io
 import quopri
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from email.generator import BytesGenerator
 from email.message import Message
@@ -177,7 +178,7 @@ def _envelope_fields(env: _Envelope) -> dict[str, Any]:
 
 
 def _decode_headers(
-    pairs: list[tuple[str, str]], hints: tuple[str, ...], notes: list[str], label: str
+    pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[str], label: str
 ) -> list[tuple[str, str]]:
     """``(name, text)``: 8-bit bytes decoded, still folded, words not decoded."""
     out: list[tuple[str, str]] = []
@@ -192,7 +193,7 @@ def _decode_headers(
     return out
 
 
-def _envelope(pairs: list[tuple[str, str]], hints: tuple[str, ...], notes: list[str]) -> _Envelope:
+def _envelope(pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[str]) -> _Envelope:
     texts = _decode_headers(pairs, hints, notes, "root")
 
     def first(name: str) -> str | None:
@@ -320,6 +321,25 @@ def _reconstruct(payload: list[Any], blocks: bool) -> str:
     return _LINEBREAK.sub("\n", "\n\n".join(texts))
 
 
+class _LazyHints(Sequence[str]):
+    """A sequence computed on first access."""
+
+    def __init__(self, compute: Callable[[], tuple[str, ...]]) -> None:
+        self._compute = compute
+        self._value: tuple[str, ...] | None = None
+
+    def _get(self) -> tuple[str, ...]:
+        if self._value is None:
+            self._value = self._compute()
+        return self._value
+
+    def __getitem__(self, index: Any) -> Any:
+        return self._get()[index]
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+
 class _Parse:
     """One message's parse: the state shared by the steps."""
 
@@ -327,7 +347,9 @@ class _Parse:
         self.data = data
         self.limits = limits
         self.notes: list[str] = []
-        self.hints = self._charset_hints()
+        # Only a charset repair needs them, and finding them scans the raw
+        # bytes: computed on first use.
+        self.hints: Sequence[str] = _LazyHints(self._charset_hints)
         self.count = 0
 
     def _charset_hints(self) -> tuple[str, ...]:

@@ -658,6 +658,7 @@ class SQLStoreBase:
         wanted = {_bounded(f"src:{mailbox}:{key}"): key for key in keys}
         found: set[str] = set()
         names = list(wanted)
+
         def lookup(batch: list[str]) -> Callable[[Tx], list[Any]]:
             marks = ", ".join("?" for _ in batch)
             sql = f"SELECT key FROM dedupe_keys WHERE key IN ({marks})"
