@@ -98,4 +98,6 @@ class ProcessPoolRunner:
         with self._lock:
             executor, self._executor = self._executor, None
         if executor is not None:
-            executor.shutdown(wait=True, cancel_futures=True)
+            # Don't wait: a worker deep in a huge message must not hold up a
+            # stop; queued calls are cancelled, idle workers exit at once.
+            executor.shutdown(wait=False, cancel_futures=True)
