@@ -8,6 +8,8 @@ libraries go through a :class:`Runner`. Tests and ``postroom ingest`` may use
 from __future__ import annotations
 
 import multiprocessing
+import os
+import select
 import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -54,6 +56,37 @@ class InlineRunner:
             return fail(Failure())
 
 
+def _exit_with_parent(pid: int) -> None:
+    """Worker initializer: exit when the gateway process is gone.
+
+    A gateway killed with SIGKILL cannot shut its pool down, and the workers
+    (children of the forkserver, not of the gateway) would wait for work
+    forever; a pidfd becomes readable when that process exits.
+    """
+    try:
+        pidfd = os.pidfd_open(pid)
+    except OSError:  # the gateway is already gone, or no pidfd support
+        if not _alive(pid):
+            os._exit(0)
+        return
+
+    def watch() -> None:
+        select.select([pidfd], [], [])
+        os._exit(0)
+
+    threading.Thread(target=watch, name="postroom-exit-with-parent", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class ProcessPoolRunner:
     """Runs CPU-bound, picklable calls (parsing) in worker processes.
 
@@ -75,7 +108,12 @@ class ProcessPoolRunner:
         with self._lock:
             if self._executor is None:
                 context = multiprocessing.get_context("forkserver")
-                self._executor = ProcessPoolExecutor(self.workers, mp_context=context)
+                self._executor = ProcessPoolExecutor(
+                    self.workers,
+                    mp_context=context,
+                    initializer=_exit_with_parent,
+                    initargs=(os.getpid(),),
+                )
             return self._executor
 
     def _call(self, fn: Callable[..., T], *args: Any) -> T:

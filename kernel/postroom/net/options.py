@@ -66,7 +66,7 @@ def add_connection_options(
         "choice",
         scope=scope,
         types=types,
-        default="ssl",
+        default=security_default,
         choices=SECURITY_CHOICES,
         description="`ssl`: implicit TLS; `starttls`: upgrade, and fail if the server does "
         "not offer it; `none`: clear text (passwords too). Certificates are always verified "

@@ -348,18 +348,46 @@ class IMAPSource:
         await client.noop()  # the current message count, and a liveness check
         after_uid = self._cursor_uid(cursor)
         found: dict[int, SourceItem] = {}
+        deleted: list[int] = []
         first = 1
         while client.exists is not None and first <= client.exists:
             last = min(first + LIST_PAGE - 1, client.exists)
             for uid, size, flags in await client.fetch_listing(first, last):
-                wanted = self._wanted(uid, {f.upper() for f in flags}, after_uid)
+                upper = {f.upper() for f in flags}
+                if "\\DELETED" in upper:
+                    deleted.append(uid)
+                wanted = self._wanted(uid, upper, after_uid)
                 if wanted and uid not in found:
                     key = self._key(uid)
                     found[uid] = SourceItem(
                         source_key=key, size=size if size >= 0 else None, cursor=key
                     )
             first = last + 1
+        if deleted:
+            await self._finish_interrupted_deletes(client, deleted)
         return [found[uid] for uid in sorted(found)]
+
+    async def _finish_interrupted_deletes(self, client: IMAPClient, uids: list[int]) -> None:
+        """Expunge messages *we* flagged \\Deleted when the connection (or the
+        process) died before the UID EXPUNGE: those the store holds. Other
+        clients' \\Deleted marks on messages we never stored stay untouched."""
+        if self.after != "delete" or "UIDPLUS" not in client.capabilities:
+            return
+        known_lookup = self.context.known_source_keys
+        if known_lookup is None:
+            return
+        keys = {self._key(uid): uid for uid in uids}
+        known = await known_lookup(self.name, list(keys))
+        mine = sorted(keys[key] for key in known)
+        if mine:
+            log.info(
+                "mailbox %s: expunging %d stored message(s) left flagged \\Deleted by an "
+                "interrupted run",
+                self.name,
+                len(mine),
+                extra={"mailbox": self.name},
+            )
+            await client.uid_expunge(mine)
 
     def _cursor_uid(self, cursor: Any) -> int | None:
         """The cursor's UID when it still applies (same UIDVALIDITY), else None."""

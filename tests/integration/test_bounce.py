@@ -1,0 +1,80 @@
+"""A mail to an unknown local user comes back as a real Postfix bounce, which postroom stores.
+
+``postroom send`` (smtp-client: Postfix's submission port, STARTTLS, AUTH as
+agent4) sends to nobody@example.test; Postfix accepts it, Dovecot's LMTP
+refuses the recipient, and Postfix returns a DSN (``multipart/report``) to
+agent4. ``postroom run --once`` on agent4's INBOX then stores that bounce as
+an interaction, raw bytes and all. Classifying it (and linking it to the
+message it reports on) is the DSN plugin's work, not yet there: this test only
+checks that it is stored, and that threading never links it to anything but
+the outbound message.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+from pathlib import Path
+
+from tests.integration.servers import MailServers
+from tests.integration.sites import Site, explain
+
+
+def test_a_bounce_from_postfix_is_ingested_and_stored(
+    mail_servers: MailServers, tmp_path: Path
+) -> None:
+    ms = mail_servers
+    ms.clear("agent4")
+    site = Site(tmp_path, ms)
+    site.smtp_client("agent4")
+    site.mailbox("bounces", "agent4")
+    site.write()
+
+    sent = site.cli(
+        "send",
+        "--from", ms.address("agent4"),
+        "--to", ms.address("nobody"),
+        "--subject", "to nobody",
+        "--text", "Is anybody there?",
+    )  # fmt: skip
+    assert sent.returncode == 0, explain(sent)
+    outbound_id, outbound_mid, status = sent.stdout.split()
+    assert status == "Sent"
+
+    ms.wait_for_messages("agent4", 1, timeout=30)
+    done = site.run_once()
+    assert done.returncode == 0, explain(done)
+    assert ms.message_count("agent4") == 0
+
+    [bounce] = site.rows("type = 'Inbound'")
+    assert bounce["mailbox"] == "bounces"
+    assert "MAILER-DAEMON" in bounce["from_addr"]
+    assert bounce["message_id"] != outbound_mid
+
+    # the raw bytes: the DSN as Postfix wrote it, reporting on our message
+    raw = site.raw(bounce["id"])
+    assert raw.startswith(b"Return-Path: <>")
+    report = email.message_from_bytes(raw, policy=email.policy.default)
+    assert report.get_content_type() == "multipart/report"
+    assert report.get_param("report-type") == "delivery-status"
+    parts = {part.get_content_type(): part for part in report.iter_parts()}
+    assert "message/delivery-status" in parts
+    assert b"Action: failed" in raw and b"Status: 5.1.1" in raw
+    [returned] = parts["message/rfc822"].iter_parts()
+    assert returned["Message-ID"] == outbound_mid
+
+    # `postroom interactions show` finds it
+    shown = site.cli("interactions", "show", bounce["id"])
+    assert shown.returncode == 0, explain(shown)
+    head = json.JSONDecoder().raw_decode(shown.stdout)[0]
+    assert head["id"] == bounce["id"] and head["type"] == "Inbound"
+    assert "MAILER-DAEMON" in head["from"]
+
+    # Threading: Postfix's DSN carries no In-Reply-To or References; the
+    # outbound Message-ID is only inside its message/rfc822 part, which the
+    # built-in threading does not read (the DSN plugin will). So today the
+    # bounce has no parent; it must never get a parent other than our message.
+    assert report["In-Reply-To"] is None and report["References"] is None
+    assert bounce["parent_id"] in (None, outbound_id)
+    print(f"\nbounce {bounce['id']}: parent_id {bounce['parent_id']} (outbound {outbound_id})")

@@ -1,0 +1,130 @@
+"""One running gateway, end to end: send over Postfix, receive over IDLE, thread the reply.
+
+``postroom run`` (not ``--once``) with an IMAP mailbox for agent5 whose poll
+interval is an hour, and an smtp-client sending as agent6 through Postfix's
+submission port. A message sent with ``POST /send`` to agent5 goes through
+Postfix and Dovecot's LMTP and must come back as an inbound interaction: with
+an hour between polls only IDLE can bring it within the test's (generous)
+guard. A reply to it from agent7 must become an inbound interaction whose
+parent is the outbound interaction. SIGTERM then stops the gateway cleanly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.integration.servers import MailServers, make_message
+from tests.integration.sites import Site, free_port
+
+#: generous: the path takes about a second (Postfix queue, LMTP, IDLE, commit)
+GUARD = 60.0
+
+
+def http(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """GET (or POST *body* as JSON) on the gateway's API: status and decoded JSON."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:  # 503 from /health still has a body
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_sent_over_postfix_comes_back_over_idle_and_the_reply_threads(
+    mail_servers: MailServers, tmp_path: Path
+) -> None:
+    ms = mail_servers
+    ms.clear("agent5")
+    port = free_port()
+    site = Site(tmp_path, ms)
+    site.mailbox("agent5-box", "agent5", poll_interval="01:00:00")
+    site.smtp_client("agent6")
+    site.sections["http"] = {"port": port}
+    log_path = tmp_path / "gateway.log"
+
+    def running() -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)  # paces the poll; an early exit fails here
+        assert proc.returncode is None, log_path.read_text(errors="replace")[-5000:]
+
+    def ready() -> bool:
+        running()
+        try:
+            _status, health = http(port, "/health")
+        except OSError:
+            return False  # not listening yet
+        box = health["mailboxes"]["agent5-box"]
+        return bool(box["connected"] and box["last_success"])
+
+    def inbound(where: str, *params: Any) -> list[dict[str, Any]]:
+        running()
+        return site.rows(f"type = 'Inbound' AND {where}", *params)
+
+    with log_path.open("wb") as log:
+        proc = site.start(log)
+    try:
+        ms.wait_for(ready, 30, "the mailbox to be connected with a pass done")
+
+        status, outbound = http(
+            port,
+            "/send",
+            {
+                "from": ms.address("agent6"),
+                "to": [ms.address("agent5")],
+                "subject": "Your order 4711",
+                "text": "It has shipped.",
+            },
+        )
+        assert status == 202, outbound
+        assert outbound["type"] == "Outbound"
+        sent_mid = outbound["message_id"]
+        began = time.monotonic()
+        [arrived] = ms.wait_for(
+            lambda: inbound("message_id = ?", sent_mid), GUARD, "the sent message as inbound"
+        )
+        took = time.monotonic() - began
+        assert arrived["subject"] == "Your order 4711"
+        assert arrived["from_addr"] == ms.address("agent6")
+        status, stored = http(port, f"/interactions/{outbound['id']}")
+        assert status == 200 and stored["status"] == "Sent", stored
+        assert stored["outbox"]["state"] == "sent", stored
+
+        reply = make_message(
+            subject="Re: Your order 4711",
+            sender=ms.address("agent7"),
+            to=ms.address("agent5"),
+            body="Thanks!\r\n",
+            headers={"In-Reply-To": sent_mid, "References": sent_mid},
+        )
+        ms.submit("agent7", [ms.address("agent5")], reply)
+        [child] = ms.wait_for(
+            lambda: inbound("parent_id = ?", outbound["id"]), GUARD, "the reply, threaded"
+        )
+        assert child["subject"] == "Re: Your order 4711"
+        assert child["from_addr"] == ms.address("agent7")
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = log_path.read_text(errors="replace")
+    assert code == 0, text[-5000:]
+    assert "Traceback" not in text, text[-5000:]
+    assert ms.message_count("agent5") == 0
+    print(f"\nsent -> inbound interaction in {took:.2f} s (poll interval 1 h)")
