@@ -410,7 +410,8 @@ def test_send_command_sends_through_the_outbox(quickstart: Path) -> None:
 def test_the_issue_shape_of_a_site_with_real_mailboxes_checks(tmp_path: Path) -> None:
     """The configuration shape sites write for IMAP/POP3 and SMTP, as written."""
     site = tmp_path / "site.yaml"
-    site.write_text(textwrap.dedent("""\
+    site.write_text(
+        textwrap.dedent("""\
         pop-client:
           - name: support
             type: imap                    # or pop3
@@ -435,10 +436,30 @@ def test_the_issue_shape_of_a_site_with_real_mailboxes_checks(tmp_path: Path) ->
           enable-authentication: true
           user: agent1
           password: ${AGENT1_PASSWORD}
-        """))
+        """)
+    )
     result = postroom("check", "-c", str(site), env={"AGENT1_PASSWORD": "pw-never-shown"})
     assert result.returncode == 0, result.stderr
     assert "mailbox support: type imap" in result.stdout
     assert "mailbox sales: type pop3" in result.stdout
     assert "smtp-client: smtp" in result.stdout
     assert "pw-never-shown" not in result.stdout + result.stderr
+
+
+def test_show_raw_writes_the_exact_bytes(quickstart: Path) -> None:
+    assert postroom("run", "-c", str(quickstart), "--once").returncode == 0
+    rows = json_lines(postroom("interactions", "list", "-c", str(quickstart), "--json").stdout)
+    garbage = next(
+        r
+        for r in rows
+        if "_WrappingMessageReason" in r["attached_data"] and r["subject"] == "Unknown subject"
+    )
+    shown = subprocess.run(
+        [POSTROOM, "interactions", "show", "-c", str(quickstart), "--raw", garbage["id"]],
+        capture_output=True,
+        timeout=120,
+    )
+    assert shown.returncode == 0, shown.stderr
+    original = quickstart.parent / "maildir" / "cur"
+    assert shown.stdout in {p.read_bytes() for p in original.iterdir() if p.is_file()}
+    assert b"\x00" in shown.stdout

@@ -271,7 +271,11 @@ def cmd_interactions(args: argparse.Namespace) -> int:
             status = await kernel.store.handoff_status(interaction.id)
             if status is not None:
                 interaction.handoff_state = status[0]
-        if args.json:
+        if getattr(args, "raw", False):
+            sys.stdout.flush()
+            await kernel.store.read_raw(found[0].id, sys.stdout.buffer)
+            sys.stdout.buffer.flush()
+        elif args.json:
             for interaction in found:
                 print(dumps(interaction_json(interaction)))
         elif args.action == "show":
@@ -487,6 +491,11 @@ def build_parser() -> argparse.ArgumentParser:
             q.add_argument("--mailbox", help="only this mailbox")
         else:
             q.add_argument("id", help="interaction id")
+            q.add_argument(
+                "--raw",
+                action="store_true",
+                help="write the message's raw bytes, exactly as received, to standard output",
+            )
         q.set_defaults(func=cmd_interactions)
 
     p = sub.add_parser(

@@ -11,7 +11,7 @@ import shutil
 import sys
 from typing import Any
 
-from postroom.model import Interaction
+from postroom.model import Interaction, InteractionType
 
 
 def interaction_json(interaction: Interaction, source: str | None = None) -> dict[str, Any]:
@@ -34,7 +34,10 @@ def interaction_json(interaction: Interaction, source: str | None = None) -> dic
             for a in interaction.attachments
         ],
         "attached_data": dict(interaction.attached_data),
-        "handoff_state": interaction.handoff_state,
+        # outbound interactions are not handed to routing: they have no hand-off
+        "handoff_state": interaction.handoff_state
+        if interaction.type == InteractionType.INBOUND.value
+        else None,
         "created_at": interaction.created_at.isoformat(),
     }
 
