@@ -417,3 +417,40 @@ def test_cursor_does_not_move_past_a_failed_message(quickstart: Path) -> None:
     # message 1 committed with cursor c1; message 2 failed; 3 and 4 committed
     # without moving the cursor past the failure
     assert cursor is not None and cursor.value == "c1"
+
+
+def test_a_mailbox_that_hangs_never_holds_up_the_others(quickstart: Path) -> None:
+    """Mailboxes are separate services: dozens run side by side, never in turn."""
+    from postroom.drivers.maildir import MaildirSource
+
+    boxes = "".join(
+        f"  - name: box{n}\n    type: maildir\n    folder-path: box{n}\n" for n in range(24)
+    )
+    quickstart.write_text(quickstart.read_text().replace("pop-client:\n", "pop-client:\n" + boxes))
+    for n in range(24):
+        new = quickstart.parent / f"box{n}" / "new"
+        new.mkdir(parents=True)
+        (new / f"17620{n:05d}.M1P1.x").write_bytes(
+            f"From: c{n}@example.org\r\nSubject: box {n}\r\n"
+            f"Message-ID: <b{n}@x>\r\n\r\nhi\r\n".encode()
+        )
+    hung: Deferred[None] = Deferred()
+    original = MaildirSource.connect
+
+    def connect(self: MaildirSource) -> Deferred[None]:
+        return hung if self.mailbox.name == "support" else original(self)
+
+    MaildirSource.connect = connect  # type: ignore[method-assign]
+    try:
+        kernel = make_kernel(quickstart)
+        gateway = Gateway(kernel, once=True)
+        gateway.startService()
+        health = gateway.health()
+        assert [health[f"box{n}"]["ingested"] for n in range(24)] == [1] * 24
+        assert health["support"]["ingested"] == 0  # still connecting
+        hung.callback(None)  # the slow server answers at last
+        assert run(gateway.run_once())
+        assert gateway.health()["support"]["ingested"] == 4
+        run(gateway.stopService())
+    finally:
+        MaildirSource.connect = original  # type: ignore[method-assign]
