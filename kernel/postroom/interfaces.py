@@ -116,8 +116,9 @@ class IStore(Interface):
         mailbox, source_key, raw, interactions, cursor=None, message_id_check=False, fence=None
     ):
         """In one transaction: the raw message (streamed from the
-        :class:`~postroom.model.RawRef`), the interactions, their dedupe keys
-        and the new cursor. Returns a :class:`~postroom.model.CommitResult`.
+        :class:`~postroom.model.RawRef`), the interactions, their dedupe keys,
+        the new cursor, and forgetting the message's failed attempts.
+        Returns a :class:`~postroom.model.CommitResult`.
 
         Dedupe keys of each interaction: ``src:<mailbox>:<source_key>``,
         ``sha:<sha256>`` and, when *message_id_check*, ``mid:<Message-ID>``;
@@ -153,6 +154,9 @@ class IStore(Interface):
     def mark_handoff(interaction_id: str, state: str, error=None) -> None:
         """Record a hand-off attempt's outcome (counts attempts)."""
 
+    def mark_handoffs_done(interaction_ids: Any) -> None:
+        """Mark many hand-offs done in one transaction."""
+
     def handoff_status(interaction_id: str) -> Any:
         """``(state, attempts, last_error)`` or None."""
 
@@ -186,6 +190,9 @@ class IStore(Interface):
 
     def quarantine(mailbox, source_key, reason, raw=None) -> Any:
         """Put the message (raw kept when given) in quarantine; returns its entry."""
+
+    def quarantined_source_keys(mailbox) -> Any:
+        """The set of *mailbox*'s source keys held in quarantine."""
 
     def is_quarantined(mailbox, source_key) -> bool:
         """True when the message sits in quarantine (not released)."""

@@ -520,6 +520,9 @@ class HandoffStore(FakeStore):
     async def mark_handoff(self, interaction_id: str, state: str, error: str | None = None) -> None:
         self.marks.append((interaction_id, state, error))
 
+    async def mark_handoffs_done(self, interaction_ids: list[str]) -> None:
+        self.marks.extend((i, "done", None) for i in interaction_ids)
+
 
 class FakeKernel:
     """What the hand-off and outbox services use of a Kernel."""

@@ -752,3 +752,21 @@ def test_known_source_keys_answers_which_were_committed(store, tmp_path) -> None
     keys = ["uidl-1", "uidl-2", long_key, *(f"other-{n}" for n in range(1200))]
     assert store.known_source_keys("box", keys) == {"uidl-1", long_key}
     assert store.known_source_keys("other-box", keys) == set()
+
+
+def test_batched_handoffs_quarantined_keys_and_commit_forgets_failures(store, tmp_path) -> None:
+    from postroom.model import Interaction, RawRef
+
+    raw = tmp_path / "m.eml"
+    raw.write_bytes(b"Subject: z\r\n\r\nbody\r\n")
+    assert store.record_failure("box", "k1", "boom") == 1
+    result = store.commit_fetched("box", "k1", RawRef.from_path(raw), [Interaction()])
+    assert store.record_failure("box", "k1", "again") == 1  # the commit forgot the first
+    new_id = result.new[0].id
+    assert store.handoff_status(new_id)[0] == "pending"
+    store.mark_handoffs_done([new_id])
+    assert store.handoff_status(new_id)[:2] == ("done", 1)
+    assert store.pending_handoffs() == []
+    store.quarantine("box", "k9", "poison")
+    store.quarantine("other", "k8", "poison")
+    assert store.quarantined_source_keys("box") == {"k9"}

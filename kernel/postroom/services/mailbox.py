@@ -83,6 +83,7 @@ class MailboxService(service.Service):
         self._pass_ok = True
         self._abandoned: BaseException | None = None
         self._cursor_held = False
+        self._quarantined: set[str] = set()
 
     # -- service
 
@@ -190,6 +191,7 @@ class MailboxService(service.Service):
             return
         self._abandoned = None
         self._cursor_held = False
+        self._quarantined = await store.quarantined_source_keys(self.mailbox.name)
         log.info("mailbox %s: %d new message(s)", self.mailbox.name, len(items))
         limit = DeferredSemaphore(int(self.kernel.config.get("gateway", "concurrency")))
         # Fetch and parse run `concurrency` at a time; classify..commit runs
@@ -229,11 +231,10 @@ class MailboxService(service.Service):
                 turn.callback(None)
 
     async def _process_item(self, item: SourceItem, before: Deferred[None] | None) -> None:
-        store = self.kernel.store
         name = self.mailbox.name
         if self._stopping or self._abandoned is not None:
             return  # not counted: nothing was wrong with this message
-        if await store.is_quarantined(name, item.source_key):
+        if item.source_key in self._quarantined:
             return
         try:
             fetched = await self.source.fetch(item)
@@ -270,8 +271,6 @@ class MailboxService(service.Service):
             log.warning("mailbox %s: acknowledging %s failed: %s", name, item.source_key, exc)
             if self._abandoned is None:
                 self._abandoned = exc
-        else:
-            await store.clear_failures(name, item.source_key)
         self.health.ingested += len(processed.result.new)
         self.health.duplicates += len(processed.result.duplicates)
         metrics = self.kernel.metrics

@@ -566,6 +566,10 @@ class SQLStoreBase:
                         "VALUES (?, ?, ?)",
                         (key, stored.id, self._dt_param(now)),
                     )
+            # Committed: earlier failed attempts of this message no longer count.
+            tx.execute(
+                "DELETE FROM failures WHERE mailbox = ? AND source_key = ?", (mailbox, source_key)
+            )
             if cursor is not None:
                 tx.execute(
                     "INSERT INTO cursors (mailbox, value, updated_at, fence) VALUES (?, ?, ?, ?) "
@@ -700,6 +704,23 @@ class SQLStoreBase:
                 raise KeyError(interaction_id)
 
         self._write(work)
+
+    def mark_handoffs_done(self, interaction_ids: Sequence[str]) -> None:
+        """Mark many hand-offs done in one transaction (the hand-off service
+        batches its successes: a crash before this only means they are handed
+        off again, which the submit hook tolerates by contract)."""
+        stamp = self._dt_param(utcnow())
+
+        def work(tx: Tx) -> None:
+            for interaction_id in interaction_ids:
+                tx.execute(
+                    "UPDATE handoffs SET state = ?, attempts = attempts + 1, last_error = NULL, "
+                    "updated_at = ? WHERE interaction_id = ?",
+                    (HandoffState.DONE.value, stamp, interaction_id),
+                )
+
+        if interaction_ids:
+            self._write(work)
 
     def handoff_status(self, interaction_id: str) -> tuple[str, int, str | None] | None:
         row = self._read(
@@ -927,6 +948,16 @@ class SQLStoreBase:
             return self._quarantine_entry(row)
 
         return self._write(work)
+
+    def quarantined_source_keys(self, mailbox: str) -> set[str]:
+        """Source keys of *mailbox* held in quarantine: skipped by its passes."""
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT source_key FROM quarantine WHERE mailbox = ? AND released = ?",
+                (mailbox, False),
+            )
+        )
+        return {row[0] for row in rows}
 
     def is_quarantined(self, mailbox: str, source_key: str) -> bool:
         row = self._read(
