@@ -208,3 +208,22 @@ class IStore(Interface):
 
     def release_quarantine(entry_id) -> None:
         """Mark an entry released (after a replay, or to let the source retry)."""
+
+    def suppress(address, reason, interaction_id=None) -> None:
+        """Put a hard-bounced address on the suppression list (again: counts a hit)."""
+
+    def is_suppressed(address) -> Any:
+        """The address's SuppressionEntry, or None (case-insensitive)."""
+
+    def list_suppressions() -> Any:
+        """Every SuppressionEntry, oldest first."""
+
+    def unsuppress(address) -> bool:
+        """Clear an address; False when it was not on the list."""
+
+    def record_exchange(address, direction, at, interaction_id=None) -> None:
+        """Record an automatic mail received from (``in``) or sent to (``out``)
+        *address*; recording the same interaction again counts once."""
+
+    def count_exchanges(address, since) -> int:
+        """Automatic mails exchanged with *address* at or after *since*."""

@@ -300,6 +300,18 @@ class QuarantineEntry:
     released: bool = False
 
 
+@attrs.frozen
+class SuppressionEntry:
+    """An address that hard-bounced: automatic outbound mail to it is refused."""
+
+    address: str  # lower case
+    reason: str
+    interaction_id: str | None  # the NDR that suppressed it, when known
+    created_at: datetime
+    updated_at: datetime
+    hits: int = 1  # how many hard bounces named it
+
+
 @attrs.define
 class OutboundRequest:
     """A request to send an e-mail, as the stack or an agent makes it."""

@@ -52,6 +52,11 @@ def json_lines(stdout: str) -> list[dict]:
         ["quarantine"],
         ["quarantine", "list"],
         ["quarantine", "replay"],
+        ["suppression"],
+        ["suppression", "list"],
+        ["suppression", "add"],
+        ["suppression", "clear"],
+        ["send"],
         ["config-reference"],
     ],
 )
@@ -463,3 +468,20 @@ def test_show_raw_writes_the_exact_bytes(quickstart: Path) -> None:
     original = quickstart.parent / "maildir" / "cur"
     assert shown.stdout in {p.read_bytes() for p in original.iterdir() if p.is_file()}
     assert b"\x00" in shown.stdout
+
+
+def test_suppression_list_add_clear(quickstart: Path) -> None:
+    config = str(quickstart)
+    assert postroom("suppression", "list", "-c", config).stdout.strip() == (
+        "the suppression list is empty"
+    )
+    added = postroom("suppression", "add", "-c", config, "Gone@Example.com", "--reason", "moved")
+    assert added.returncode == 0, added.stderr
+    listed = postroom("suppression", "list", "-c", config, "--json")
+    [row] = [json.loads(line) for line in listed.stdout.splitlines()]
+    assert (row["address"], row["reason"], row["hits"]) == ("gone@example.com", "moved", 1)
+    cleared = postroom("suppression", "clear", "-c", config, "GONE@example.com", "nobody@x.example")
+    assert cleared.returncode == 1
+    assert "cleared GONE@example.com" in cleared.stdout
+    assert "nobody@x.example is not on the suppression list" in cleared.stderr
+    assert "empty" in postroom("suppression", "list", "-c", config).stdout

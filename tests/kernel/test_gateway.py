@@ -454,3 +454,44 @@ def test_a_mailbox_that_hangs_never_holds_up_the_others(quickstart: Path) -> Non
         run(gateway.stopService())
     finally:
         MaildirSource.connect = original  # type: ignore[method-assign]
+
+
+def test_automatic_mail_skips_suppressed_addresses_and_agents_mail_does_not(
+    quickstart: Path,
+) -> None:
+    kernel = make_kernel(quickstart)
+    gateway = Gateway(kernel)
+    gateway.startService()
+    run(kernel.store.suppress("Gone@Customer.example", "5.1.1 user unknown"))
+    outbox = quickstart.parent / "outbox"
+
+    # an automatic acknowledgement still reaches the customer; the bounced CC is left out
+    auto = run(
+        gateway.send(
+            OutboundRequest(
+                to=["anna@customer.example"], cc=["gone@customer.example"], text="ack",
+                automatic=True,
+            )
+        )
+    )  # fmt: skip
+    stored = run(kernel.store.get_interaction(auto.id))
+    assert stored.status == "Sent" and stored.attached_data["_Automatic"] is True
+    [envelope] = [p.read_text() for p in outbox.glob("*.envelope.json")]
+    assert "anna@customer.example" in envelope and "gone@customer.example" not in envelope
+    eml = next(outbox.glob("*.eml")).read_bytes()
+    assert b"Auto-Submitted: auto-replied" in eml
+
+    # with every recipient suppressed it fails for good, saying why
+    refused = run(
+        gateway.send(OutboundRequest(to=["GONE@customer.example"], text="ack", automatic=True))
+    )
+    stored = run(kernel.store.get_interaction(refused.id))
+    assert stored.status == "Failed"
+    assert "suppressed address(es) GONE@customer.example" in stored.attached_data["_SendError"]
+    assert "postroom suppression clear" in stored.attached_data["_SendError"]
+
+    # an agent's own mail is not automatic: it goes
+    manual = run(gateway.send(OutboundRequest(to=["gone@customer.example"], text="Dear ...")))
+    stored = run(kernel.store.get_interaction(manual.id))
+    assert stored.status == "Sent" and "_Automatic" not in stored.attached_data
+    run(gateway.stopService())

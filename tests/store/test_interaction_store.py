@@ -770,3 +770,57 @@ def test_batched_handoffs_quarantined_keys_and_commit_forgets_failures(store, tm
     store.quarantine("box", "k9", "poison")
     store.quarantine("other", "k8", "poison")
     assert store.quarantined_source_keys("box") == {"k9"}
+
+
+# ------------------------------------------- suppression list and exchanges
+
+
+def test_suppression_list(store: SQLStoreBase) -> None:
+    assert store.is_suppressed("gone@example.com") is None
+    store.suppress("Gone@Example.COM", "5.1.1 user unknown", "ndr-1")
+    entry = store.is_suppressed("<gone@example.com>")
+    assert entry is not None
+    assert (entry.address, entry.reason, entry.interaction_id, entry.hits) == (
+        "gone@example.com",
+        "5.1.1 user unknown",
+        "ndr-1",
+        1,
+    )
+    assert entry.created_at.tzinfo is not None
+
+    # a second hard bounce updates the reason and counts, keeps the first NDR when none is given
+    store.suppress("gone@example.com", "5.2.1 mailbox disabled")
+    again = store.is_suppressed("GONE@example.com")
+    assert again is not None
+    assert (again.reason, again.interaction_id, again.hits) == ("5.2.1 mailbox disabled", "ndr-1", 2)
+    assert again.created_at == entry.created_at
+
+    store.suppress("other@example.com", "by hand")
+    assert [e.address for e in store.list_suppressions()] == [
+        "gone@example.com",
+        "other@example.com",
+    ]
+    assert store.unsuppress("GONE@EXAMPLE.COM") is True
+    assert store.unsuppress("gone@example.com") is False
+    assert store.is_suppressed("gone@example.com") is None
+    assert [e.address for e in store.list_suppressions()] == ["other@example.com"]
+
+
+def test_exchanges_are_counted_per_address_in_a_window(store: SQLStoreBase) -> None:
+    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+    store.record_exchange("Bot@Example.com", "in", t0, "i-1")
+    store.record_exchange("bot@example.com", "out", t0 + timedelta(minutes=1), "o-1")
+    store.record_exchange("bot@example.com", "in", t0 + timedelta(minutes=5), "i-2")
+    store.record_exchange("human@example.com", "in", t0 + timedelta(minutes=5), "i-3")
+    # the same interaction recorded again (a retried hand-off) counts once
+    store.record_exchange("bot@example.com", "in", t0 + timedelta(minutes=5), "i-2")
+    # without an interaction id every call counts
+    store.record_exchange("bot@example.com", "out", t0 + timedelta(minutes=9))
+
+    assert store.count_exchanges("BOT@example.com", t0) == 4
+    assert store.count_exchanges("bot@example.com", t0 + timedelta(minutes=1)) == 3
+    assert store.count_exchanges("bot@example.com", t0 + timedelta(minutes=6)) == 1
+    assert store.count_exchanges("bot@example.com", (t0 + timedelta(minutes=10)).timestamp()) == 0
+    assert store.count_exchanges("human@example.com", t0) == 1
+    with pytest.raises(ValueError, match="direction"):
+        store.record_exchange("bot@example.com", "sideways", t0)

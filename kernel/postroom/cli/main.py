@@ -7,6 +7,7 @@ Exit status everywhere: 0 all well, 1 some mailbox or message failed,
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -171,7 +172,6 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
-    import json
 
     from postroom.drivers import INTERFACES, distribution_of, driver_names, load_driver
     from postroom.plugins.manager import PluginInfo, load_plugins
@@ -253,7 +253,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_interactions(args: argparse.Namespace) -> int:
-    import json
 
     from postroom.cli.output import dumps, interaction_json, table
 
@@ -317,6 +316,51 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
                 "(or it was already stored: then nothing new was made)"
             )
         return EXIT_OK
+
+    return _with_kernel(args, body)
+
+
+def cmd_suppression(args: argparse.Namespace) -> int:
+    async def body(kernel: Any) -> int:
+        store = kernel.store
+        if args.action == "list":
+            entries = await store.list_suppressions()
+            if args.json:
+                for e in entries:
+                    print(
+                        json.dumps(
+                            {
+                                "address": e.address,
+                                "reason": e.reason,
+                                "interaction_id": e.interaction_id,
+                                "hits": e.hits,
+                                "created_at": e.created_at.isoformat(),
+                                "updated_at": e.updated_at.isoformat(),
+                            },
+                            ensure_ascii=False,
+                        )
+                    )
+            else:
+                for e in entries:
+                    print(
+                        f"{e.address}  since {e.created_at:%Y-%m-%d %H:%M}  hits={e.hits}  "
+                        f"{e.reason}" + (f"  (NDR {e.interaction_id})" if e.interaction_id else "")
+                    )
+                if not entries:
+                    print("the suppression list is empty")
+            return EXIT_OK
+        if args.action == "add":
+            await store.suppress(args.address, args.reason or "added by hand")
+            print(f"suppressed {args.address}")
+            return EXIT_OK
+        status = EXIT_OK
+        for address in args.address:
+            if await store.unsuppress(address):
+                print(f"cleared {address}")
+            else:
+                print(f"error: {address} is not on the suppression list", file=sys.stderr)
+                status = EXIT_FAILED
+        return status
 
     return _with_kernel(args, body)
 
@@ -516,6 +560,34 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
     q.add_argument("id", help="quarantine entry id")
     q.set_defaults(func=cmd_quarantine)
+
+    p = sub.add_parser(
+        "suppression",
+        help="list, add or clear hard-bounced addresses",
+        description="Addresses on the suppression list get no automatic outbound mail "
+        "(auto-replies, acknowledgements); agents' own mail still goes. The DSN plugin "
+        "adds every address that hard-bounced.",
+    )
+    ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = ssub.add_parser("list", help="list suppressed addresses", description="List them.")
+    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    q.add_argument("--json", action="store_true", help="one JSON object per line")
+    q.set_defaults(func=cmd_suppression)
+    q = ssub.add_parser(
+        "add", help="suppress an address by hand", description="Suppress an address by hand."
+    )
+    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    q.add_argument("address", help="e-mail address (compared case-insensitively)")
+    q.add_argument("--reason", help="why (shown by list)")
+    q.set_defaults(func=cmd_suppression)
+    q = ssub.add_parser(
+        "clear",
+        help="take addresses off the list",
+        description="Take addresses off the list; exit 1 when one of them was not on it.",
+    )
+    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    q.add_argument("address", nargs="+", help="e-mail address(es)")
+    q.set_defaults(func=cmd_suppression)
 
     p = sub.add_parser(
         "send",

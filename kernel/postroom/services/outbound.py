@@ -31,6 +31,7 @@ from postroom.model import (
     OutboxEntry,
     OutboxState,
     Subtype,
+    SuppressionEntry,
 )
 
 if TYPE_CHECKING:
@@ -42,6 +43,9 @@ log = logging.getLogger(__name__)
 class HeaderInjection(PostroomError, ValueError):
     """A header name or value in a send request holds CR or LF."""
 
+
+#: attached key marking the outbound interaction of an automatic request
+AUTOMATIC_KEY = "_Automatic"
 
 #: Headers never sent, whatever a request or a plugin asks (lower case). A site
 #: replaces this list with ``smtp-client: forbidden-headers-file``.
@@ -249,6 +253,8 @@ class OutboundService(service.Service):
             recipients = [*request.to, *request.cc, *request.bcc]
             envelope = Envelope(mail_from=request.from_addr or "", rcpt_to=recipients)
             await self.kernel.hooks.envelope(request, envelope, ctx)
+            if request.automatic:
+                await self._drop_suppressed(entry, envelope)
             parent_mid = None
             if interaction.parent_id:
                 parent = await store.get_interaction(interaction.parent_id)
@@ -292,6 +298,34 @@ class OutboundService(service.Service):
         interaction = await store.get_interaction(entry.id)
         await self.kernel.hooks.sent(interaction, ctx)
 
+    async def _drop_suppressed(self, entry: OutboxEntry, envelope: Envelope) -> None:
+        """Automatic mail never goes to a hard-bounced address (specification, section 6).
+
+        Suppressed recipients leave the envelope (an auto-acknowledgement still
+        reaches the customer when a CC bounced); with none left the request
+        fails for good, saying which addresses and how to clear them.
+        """
+        kept: list[tuple[str, SuppressionEntry | None]] = []
+        dropped: list[tuple[str, SuppressionEntry | None]] = []
+        for rcpt in envelope.rcpt_to:
+            found = await self.kernel.store.is_suppressed(rcpt)
+            (dropped if found is not None else kept).append((rcpt, found))
+        for rcpt, found in dropped:
+            log.warning(
+                "outbound %s: not sent to %s: on the suppression list (%s)",
+                entry.id,
+                rcpt,
+                found.reason if found is not None else "",
+            )
+        if dropped and not kept:
+            names = ", ".join(rcpt for rcpt, _ in dropped)
+            raise SendError(
+                f"refused: automatic mail to suppressed address(es) {names} (hard bounce); "
+                "see 'postroom suppression list', clear with 'postroom suppression clear ADDRESS'",
+                permanent=True,
+            )
+        envelope.rcpt_to = [rcpt for rcpt, _ in kept]
+
 
 async def queue_send(kernel: Kernel, request: OutboundRequest) -> Interaction:
     """Store a send request in the outbox; the Message-ID is fixed here."""
@@ -317,5 +351,8 @@ async def queue_send(kernel: Kernel, request: OutboundRequest) -> Interaction:
         html=request.html,
         attached_data=dict(request.attached_data),
     )
+    if request.automatic:
+        # so observers (postroom_sent) and routing can tell automatic mail apart
+        interaction.attached_data[AUTOMATIC_KEY] = True
     await kernel.store.queue_outbound(interaction, request)
     return interaction

@@ -46,6 +46,7 @@ from postroom.model import (
     OutboxState,
     QuarantineEntry,
     RawRef,
+    SuppressionEntry,
     new_id,
     utcnow,
 )
@@ -196,6 +197,17 @@ _QUARANTINE_SELECT = (
     "q.created_at, q.updated_at, q.released "
     "FROM quarantine q LEFT JOIN raw_messages r ON r.id = q.raw_id"
 )
+
+
+_SUPPRESSION_SELECT = (
+    "SELECT address, reason, interaction_id, created_at, updated_at, hits FROM suppressions"
+)
+
+
+def normalize_address(address: str) -> str:
+    """Addresses are compared case-insensitively (the local part too: what
+    real mailbox servers do, and what a site clearing a list expects)."""
+    return address.strip().strip("<>").strip().lower()
 
 
 #: last_error of an outbox entry whose sender process stopped mid-send
@@ -1003,3 +1015,80 @@ class SQLStoreBase:
             )
 
         self._write(work)
+
+    # ------------------------------------------- suppression list, exchanges
+
+    def suppress(self, address: str, reason: str, interaction_id: str | None = None) -> None:
+        """Suppress a hard-bounced address; a later bounce updates the reason and counts a hit."""
+        key = normalize_address(address)
+
+        def work(tx: Tx) -> None:
+            stamp = self._dt_param(utcnow())
+            tx.execute(
+                "INSERT INTO suppressions (address, reason, interaction_id, created_at, "
+                "updated_at, hits) VALUES (?, ?, ?, ?, ?, 1) "
+                "ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, "
+                "interaction_id = COALESCE(excluded.interaction_id, suppressions.interaction_id), "
+                "updated_at = excluded.updated_at, hits = suppressions.hits + 1",
+                (key, reason, interaction_id, stamp, stamp),
+            )
+
+        self._write(work)
+
+    def is_suppressed(self, address: str) -> SuppressionEntry | None:
+        row = self._read(
+            lambda tx: tx.one(
+                f"{_SUPPRESSION_SELECT} WHERE address = ?", (normalize_address(address),)
+            )
+        )
+        return None if row is None else self._suppression_entry(row)
+
+    def list_suppressions(self) -> list[SuppressionEntry]:
+        rows = self._read(lambda tx: tx.all(f"{_SUPPRESSION_SELECT} ORDER BY created_at, address"))
+        return [self._suppression_entry(row) for row in rows]
+
+    def unsuppress(self, address: str) -> bool:
+        key = normalize_address(address)
+        return bool(
+            self._write(lambda tx: tx.execute("DELETE FROM suppressions WHERE address = ?", (key,)))
+        )
+
+    def _suppression_entry(self, row: Row) -> SuppressionEntry:
+        address, reason, interaction_id, created, updated, hits = row
+        return SuppressionEntry(
+            address=address,
+            reason=reason,
+            interaction_id=interaction_id,
+            created_at=self._dt_value(created),
+            updated_at=self._dt_value(updated),
+            hits=int(hits),
+        )
+
+    def record_exchange(
+        self,
+        address: str,
+        direction: str,
+        at: datetime | float,
+        interaction_id: str | None = None,
+    ) -> None:
+        """Record one automatic mail exchanged with *address* (auto-reply war detection)."""
+        if direction not in ("in", "out"):
+            raise ValueError(f"direction must be 'in' or 'out', not {direction!r}")
+        params = (normalize_address(address), direction, self._dt_param(to_utc(at)), interaction_id)
+        self._write(
+            lambda tx: tx.execute(
+                "INSERT INTO exchanges (address, direction, at, interaction_id) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                params,
+            )
+        )
+
+    def count_exchanges(self, address: str, since: datetime | float) -> int:
+        params = (normalize_address(address), self._dt_param(to_utc(since)))
+        return int(
+            self._read(
+                lambda tx: tx.scalar(
+                    "SELECT COUNT(*) FROM exchanges WHERE address = ? AND at >= ?", params
+                )
+            )
+        )
