@@ -101,7 +101,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "concurrency",
         "int",
         section=gw,
-        default=4,
+        default=16,
         minimum=1,
         description="Messages of one mailbox processed at the same time.",
     )

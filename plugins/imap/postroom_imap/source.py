@@ -40,6 +40,7 @@ from postroom.model import FetchedMessage, RawRef
 from postroom.net.options import add_connection_options, port_for
 from postroom.net.tls import twisted_client_tls
 from postroom.net.trace import Tracer
+from postroom_imap.batching import FetchBatcher
 from postroom_imap.client import IdleCommand, IMAPClient, IMAPCommandError
 
 log = logging.getLogger(__name__)
@@ -161,6 +162,7 @@ class IMAPSource:
         self.chunk = int(mailbox.get("mail.imap.fetchsize"))
         self.partial = bool(mailbox.get("mail.imap.partialfetch"))
         self.tracer = Tracer(self.name, bool(mailbox.get("enable-debug")))
+        self._batcher = FetchBatcher(context.reactor, self.chunk if self.partial else None)
         self.where = f"server {self.host}:{self.port}"
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
@@ -453,10 +455,10 @@ class IMAPSource:
                 writer = _HashingWriter(fh)
                 offset = 0
                 while True:
-                    if self.partial:
-                        got = await client.fetch_body(uid, writer, offset, self.chunk)
+                    if offset == 0:
+                        got = await self._batcher.fetch(client, uid, writer)
                     else:
-                        got = await client.fetch_body(uid, writer)
+                        got = await client.fetch_body(uid, writer, offset, self.chunk)
                     if got is None:
                         raise SourceError(
                             f"mailbox {self.name}: message UID {uid} is no longer in "

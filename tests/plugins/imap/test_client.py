@@ -247,6 +247,26 @@ def test_body_literal_goes_to_the_sink_in_pieces_byte_for_byte() -> None:
     assert client.exists is None  # the "* 9 EXISTS" inside the body was not taken as a response
 
 
+def test_several_bodies_in_one_command_each_to_its_own_sink() -> None:
+    client, transport, _ = connected()
+    sinks = {12: io.BytesIO(), 13: io.BytesIO(), 14: io.BytesIO(), 15: io.BytesIO()}
+    d = client.fetch_bodies(sinks)
+    assert sent(transport) == [b"0001 UID FETCH 12:15 (UID BODY.PEEK[])"]
+    one, two, four = b"first\r\n)\r\n", b"second {99}\r\n", b"fourth"
+    wire = (
+        b"* 1 FETCH (UID 12 BODY[] {%d}\r\n" % len(one) + one + b")\r\n"
+        # a server that puts UID after the literal: kept aside until the UID is known
+        + b"* 2 FETCH (BODY[] {%d}\r\n" % len(two) + two + b" UID 13)\r\n"
+        + b"* 2 FETCH (FLAGS (\\Seen))\r\n"  # unrelated update in between
+        + b"* 4 FETCH (FLAGS (\\Seen) UID 15 BODY[] {%d}\r\n" % len(four) + four + b")\r\n"
+        + b"0001 OK done\r\n"
+    )  # 14 was expunged by someone else: no response for it
+    for i in range(0, len(wire), 7):
+        client.dataReceived(wire[i : i + 7])
+    assert run(d) == {12: len(one), 13: len(two), 14: None, 15: len(four)}
+    assert [sinks[u].getvalue() for u in (12, 13, 14, 15)] == [one, two, b"", four]
+
+
 def test_body_fetch_of_a_vanished_uid_gives_none() -> None:
     client, _, _ = connected()
     d = client.fetch_body(12, io.BytesIO(), 0, 1024)

@@ -325,6 +325,51 @@ def test_fetch_streams_partial_chunks_into_the_spool(
     assert server.uids() == [1]  # release leaves it on the server
 
 
+def test_concurrent_fetches_share_one_command_and_large_ones_continue_alone(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    server = FakeIMAPServer(reactor)
+    bodies = [message(n, 300) for n in range(5)]
+    bodies[2] = message(2, 2600)  # larger than a piece: the rest comes in its own commands
+    for data in bodies:
+        server.add(data)
+    source, server = connected(make_source, reactor, server, **{"mail.imap.fetchsize": 1024})
+    items = pump(reactor, source.list_new(None))
+    mark = len(server.commands)
+    first = [source.fetch(i) for i in items[:3]]  # asked in the same turn, as the kernel does
+    later = [source.fetch(i) for i in items[3:]]
+    settle(reactor)
+    fetched = [run(d) for d in [*first, *later]]
+    assert commands(server, mark) == [
+        b"UID FETCH 1:5 (UID BODY.PEEK[]<0.1024>)",
+        b"UID FETCH 3 (UID BODY.PEEK[]<1024.1024>)",
+        b"UID FETCH 3 (UID BODY.PEEK[]<2048.1024>)",
+    ]
+    for got, data in zip(fetched, bodies, strict=True):
+        assert Path(got.raw.path).read_bytes() == data
+        assert got.raw.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_fetches_asked_while_a_batch_is_on_the_wire_go_in_the_next(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    server = FakeIMAPServer(reactor)
+    for n in range(4):
+        server.add(message(n, 200))
+    source, server = connected(make_source, reactor, server)
+    items = pump(reactor, source.list_new(None))
+    mark = len(server.commands)
+    first = source.fetch(items[0])
+    reactor.advance(0)  # sent alone: nothing else was asked yet
+    rest = [source.fetch(i) for i in items[1:]]
+    settle(reactor)
+    assert [run(d).source_key for d in [first, *rest]] == [i.source_key for i in items]
+    assert commands(server, mark) == [
+        b"UID FETCH 1 (UID BODY.PEEK[]<0.1048576>)",
+        b"UID FETCH 2:4 (UID BODY.PEEK[]<0.1048576>)",
+    ]
+
+
 def test_fetch_of_an_exact_multiple_of_the_chunk(
     make_source: Make, reactor: MemoryReactorClock
 ) -> None:
