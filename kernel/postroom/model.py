@@ -351,3 +351,5 @@ class Envelope:
     mail_options: list[str] = attrs.field(factory=list)
     rcpt_options: list[str] = attrs.field(factory=list)
     extra_headers: dict[str, str] = attrs.field(factory=dict)
+    #: the outbound message's Message-ID (fixed at queueing): e.g. a DSN ENVID
+    message_id: str | None = None

@@ -792,7 +792,11 @@ def test_suppression_list(store: SQLStoreBase) -> None:
     store.suppress("gone@example.com", "5.2.1 mailbox disabled")
     again = store.is_suppressed("GONE@example.com")
     assert again is not None
-    assert (again.reason, again.interaction_id, again.hits) == ("5.2.1 mailbox disabled", "ndr-1", 2)
+    assert (again.reason, again.interaction_id, again.hits) == (
+        "5.2.1 mailbox disabled",
+        "ndr-1",
+        2,
+    )
     assert again.created_at == entry.created_at
 
     store.suppress("other@example.com", "by hand")

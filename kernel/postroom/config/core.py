@@ -71,6 +71,13 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Largest inbound message accepted (e.g. `10MB`, 1024-based).",
     )
     add(
+        "default-from-address",
+        section=ep,
+        default=None,
+        description="From address of outbound mail whose request names none "
+        "(absent: `postroom@<default-domain>`).",
+    )
+    add(
         "enable-message-id-check",
         "bool",
         section=ep,

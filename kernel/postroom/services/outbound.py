@@ -251,7 +251,9 @@ class OutboundService(service.Service):
                 raise SendError("no smtp-client is configured", permanent=True)
             await self.kernel.hooks.render(request, ctx)
             recipients = [*request.to, *request.cc, *request.bcc]
-            envelope = Envelope(mail_from=request.from_addr or "", rcpt_to=recipients)
+            envelope = Envelope(
+                mail_from=request.from_addr or "", rcpt_to=recipients, message_id=entry.message_id
+            )
             await self.kernel.hooks.envelope(request, envelope, ctx)
             if request.automatic:
                 await self._drop_suppressed(entry, envelope)
@@ -335,7 +337,8 @@ async def queue_send(kernel: Kernel, request: OutboundRequest) -> Interaction:
     if not request.to:
         raise ValueError("a send request needs at least one recipient")
     if not request.from_addr:
-        request.from_addr = f"postroom@{domain}"
+        default_from = kernel.config.get("email-processing", "default-from-address")
+        request.from_addr = str(default_from) if default_from else f"postroom@{domain}"
     interaction = Interaction(
         tenant_id=int(kernel.config.tenant_id),
         type=InteractionType.OUTBOUND.value,

@@ -254,11 +254,17 @@ def test_several_bodies_in_one_command_each_to_its_own_sink() -> None:
     assert sent(transport) == [b"0001 UID FETCH 12:15 (UID BODY.PEEK[])"]
     one, two, four = b"first\r\n)\r\n", b"second {99}\r\n", b"fourth"
     wire = (
-        b"* 1 FETCH (UID 12 BODY[] {%d}\r\n" % len(one) + one + b")\r\n"
+        b"* 1 FETCH (UID 12 BODY[] {%d}\r\n" % len(one)
+        + one
+        + b")\r\n"
         # a server that puts UID after the literal: kept aside until the UID is known
-        + b"* 2 FETCH (BODY[] {%d}\r\n" % len(two) + two + b" UID 13)\r\n"
+        + b"* 2 FETCH (BODY[] {%d}\r\n" % len(two)
+        + two
+        + b" UID 13)\r\n"
         + b"* 2 FETCH (FLAGS (\\Seen))\r\n"  # unrelated update in between
-        + b"* 4 FETCH (FLAGS (\\Seen) UID 15 BODY[] {%d}\r\n" % len(four) + four + b")\r\n"
+        + b"* 4 FETCH (FLAGS (\\Seen) UID 15 BODY[] {%d}\r\n" % len(four)
+        + four
+        + b")\r\n"
         + b"0001 OK done\r\n"
     )  # 14 was expunged by someone else: no response for it
     for i in range(0, len(wire), 7):

@@ -1,0 +1,189 @@
+"""The ``autoreply`` hook plugin: marks automatic mail, detects loops, refuses automatic replies.
+
+* ``postroom_enrich`` marks automatic inbound mail ``_AutoReply`` (with
+  ``_AutoReplyReason``) and mail loops ``_MailLoop`` (with ``_MailLoopReason``);
+  the subtype is left alone.
+* ``postroom_submit`` and ``postroom_sent`` record the automatic mails
+  exchanged with each address, for auto-reply war detection.
+* ``postroom_render`` refuses an *automatic* outbound request (never an
+  agent's) that answers a report or an automatic mail, goes back to one of the
+  centre's own addresses, or would exceed an address's auto-reply war budget.
+* ``postroom_envelope`` adds ``X-Loop: <from address>`` to automatic mail, so
+  the centre knows its own auto-replies if they ever come back.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from postroom import hookimpl
+from postroom.config.options import OptionSchema
+from postroom.context import Context
+from postroom.errors import SendError
+from postroom.model import (
+    AttachedValue,
+    Envelope,
+    Interaction,
+    InteractionType,
+    OutboundRequest,
+    ParsedMessage,
+)
+from postroom_autoreply import autowar, detection, options
+from postroom_autoreply.options import Settings
+
+#: attached keys this plugin writes (present only when true)
+AUTO_REPLY = "_AutoReply"
+AUTO_REPLY_REASON = "_AutoReplyReason"
+MAIL_LOOP = "_MailLoop"
+MAIL_LOOP_REASON = "_MailLoopReason"
+#: the key the kernel writes on the outbound interaction of an automatic request
+AUTOMATIC = "_Automatic"
+#: the status the store gives an outbound interaction once it was sent
+SENT_STATUS = "Sent"
+
+X_LOOP = "X-Loop"
+
+
+def is_true(value: AttachedValue | None) -> bool:
+    """Attached booleans as stored or as a strategy may have written them."""
+    if isinstance(value, str):
+        return value.strip().casefold() in ("true", "yes", "1")
+    return value is True or (isinstance(value, int) and value == 1)
+
+
+@hookimpl
+def postroom_add_options(schema: OptionSchema) -> None:
+    options.declare(schema)
+
+
+@hookimpl
+def postroom_configure(config: Any) -> None:
+    options.check(config)
+
+
+# ----------------------------------------------------------------- inbound
+
+
+@hookimpl
+async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
+    settings = Settings.of(ctx)
+    finding = detection.detect(message, interaction.subtype)
+    if finding is not None:
+        interaction.attached_data[AUTO_REPLY] = True
+        interaction.attached_data[AUTO_REPLY_REASON] = finding.reason
+    loop = await _loop_reason(message, finding, settings, ctx)
+    if loop is not None:
+        interaction.attached_data[MAIL_LOOP] = True
+        interaction.attached_data[MAIL_LOOP_REASON] = loop
+
+
+async def _loop_reason(
+    message: ParsedMessage,
+    finding: detection.Finding | None,
+    settings: Settings,
+    ctx: Context,
+) -> str | None:
+    if not settings.mail_loops_allowed:
+        own = options.own_addresses(ctx)
+        named = detection.x_loop_names(message, own)
+        if named is not None:
+            return f"X-Loop: {named} (one of our own addresses)"
+        sender = (message.from_addr or "").strip().lower()
+        if finding is not None and sender and sender in own:
+            return f"automatic mail from our own address {sender} ({finding.reason})"
+    # only automatic mail takes part in a war; a person's mail is never counted
+    if finding is None or not settings.autowar or not message.from_addr:
+        return None
+    if not autowar.supported(ctx):
+        return None
+    return await autowar.over_budget(ctx, settings, message.from_addr.strip().lower())
+
+
+@hookimpl
+async def postroom_submit(interaction: Interaction, ctx: Context) -> None:
+    """Record an automatic inbound mail (after the commit; a retry records nothing new)."""
+    if interaction.type != InteractionType.INBOUND.value:
+        return
+    if not is_true(interaction.attached_data.get(AUTO_REPLY)) or not interaction.from_addr:
+        return
+    if autowar.supported(ctx):
+        senders = detection.addresses_in([interaction.from_addr])
+        await autowar.record(ctx, senders, autowar.IN, interaction.id)
+
+
+# ---------------------------------------------------------------- outbound
+
+
+@hookimpl
+async def postroom_sent(interaction: Interaction, ctx: Context) -> None:
+    """Record an automatic mail that was sent (not one that failed) to each recipient."""
+    if interaction.type != InteractionType.OUTBOUND.value:
+        return
+    if interaction.status != SENT_STATUS or not is_true(interaction.attached_data.get(AUTOMATIC)):
+        return
+    if autowar.supported(ctx):
+        recipients = detection.addresses_in([*interaction.to, *interaction.cc])
+        await autowar.record(ctx, recipients, autowar.OUT, interaction.id)
+
+
+@hookimpl
+async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
+    """Refuse automatic requests that would answer a machine or feed a loop."""
+    if not request.automatic:
+        return
+    reason = await refusal(request, ctx)
+    if reason is not None:
+        raise SendError(f"automatic mail refused: {reason}", permanent=True)
+
+
+async def refusal(request: OutboundRequest, ctx: Context) -> str | None:
+    """Why an automatic request must not be sent, or None. (The rule, apart from the hook.)"""
+    settings = Settings.of(ctx)
+    if request.in_reply_to:
+        parent: Interaction | None = await ctx.store.get_interaction(request.in_reply_to)
+        if parent is not None:
+            reason = _parent_refusal(parent)
+            if reason is not None:
+                return reason
+    recipients = detection.addresses_in([*request.to, *request.cc, *request.bcc])
+    if not settings.mail_loops_allowed:
+        own = options.own_addresses(ctx)
+        for address in recipients:
+            if address in own:
+                return f"mail loop: {address} is one of our own addresses (enable-mail-loops false)"
+    if settings.autowar and autowar.supported(ctx):
+        for address in recipients:
+            reason = await autowar.over_budget(ctx, settings, address)
+            if reason is not None:
+                return reason
+    return None
+
+
+def _parent_refusal(parent: Interaction) -> str | None:
+    if parent.subtype in detection.REPORT_SUBTYPES:
+        return (
+            f"interaction {parent.id} it answers is a report ({parent.subtype}): "
+            "reports are never auto-answered"
+        )
+    data = parent.attached_data
+    if is_true(data.get(MAIL_LOOP)):
+        why = data.get(MAIL_LOOP_REASON) or "marked _MailLoop"
+        return f"interaction {parent.id} it answers is part of a mail loop ({why})"
+    if is_true(data.get(AUTO_REPLY)):
+        why = data.get(AUTO_REPLY_REASON) or "marked _AutoReply"
+        return (
+            f"interaction {parent.id} it answers is an automatic mail ({why}): "
+            "automatic mail is never auto-answered (RFC 3834)"
+        )
+    return None
+
+
+@hookimpl
+def postroom_envelope(request: OutboundRequest, envelope: Envelope) -> None:
+    """``X-Loop: <from>`` on automatic mail: if it comes back, it is ours for sure."""
+    sender = detection.addresses_in([request.from_addr or ""])
+    if not request.automatic or not sender:
+        return
+    present = {name.lower() for name in [*request.headers, *envelope.extra_headers]}
+    if X_LOOP.lower() not in present:
+        envelope.extra_headers[X_LOOP] = sender[0]

@@ -1,0 +1,147 @@
+"""The specification's classification rules (section 2), apart from the hooks.
+
+:func:`read_report` decides whether a message is a delivery report and what it
+says; it is async only because one rule asks the store whether a returned
+Message-ID belongs to an outbound interaction.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Awaitable, Callable, Iterable
+
+import attrs
+
+from postroom.model import AttachedValue, ParsedMessage, Subtype
+from postroom.parsing.headers import parse_message_ids
+from postroom_dsn import vendor
+from postroom_dsn.data import Recipient, info_data, raw_data, recipient_from_fields
+from postroom_dsn.envelope import xtext_decode
+from postroom_dsn.fields import DeliveryStatus, parse_delivery_status
+from postroom_dsn.locate import (
+    delivery_status_text,
+    find_report,
+    has_part,
+    report_type,
+    returned_message_ids,
+)
+
+#: looks up whether a Message-ID is that of an outbound interaction
+IsOutbound = Callable[[str], Awaitable[bool]]
+
+_FEEDBACK_TYPES = frozenset({"message/feedback-report"})
+_INLINE_MESSAGE_ID = re.compile(
+    r"^\s*>?\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
+)
+
+
+@attrs.frozen
+class Report:
+    """What a delivery report says. ``status`` is None for vendor formats."""
+
+    subtype: str
+    reason: str
+    recipients: tuple[Recipient, ...] = ()
+    status: DeliveryStatus | None = None
+
+    @property
+    def attached_data(self) -> dict[str, AttachedValue]:
+        data = info_data(list(self.recipients))
+        if self.status is not None:
+            data.update(raw_data(self.status))
+        return data
+
+
+def _subtype(recipients: Iterable[Recipient], default: str) -> str:
+    actions = [r.action for r in recipients]
+    if "failed" in actions:
+        return Subtype.INBOUND_NDR.value
+    return Subtype.INBOUND_REPORT.value if actions else default
+
+
+async def read_report(
+    message: ParsedMessage, ndr_senders: list[str], is_outbound: IsOutbound
+) -> Report | None:
+    """The report *message* is, or None when it is not a delivery report.
+
+    Rules, in order: a ``multipart/report`` is decided by its ``report-type``
+    (other types than ``delivery-status`` are not ours: None); a
+    delivery-status part is read by its per-recipient actions; otherwise a
+    returned message with a Message-ID makes an NDR when From contains one of
+    *ndr_senders* or the id is an outbound interaction's; otherwise vendor
+    formats are recognised by :func:`vendor.looks_like_bounce`.
+    """
+    if message.is_wrapped:
+        return None
+    found = find_report(message)
+    kind = report_type(found[1]) if found is not None else ""
+    if kind and kind != "delivery-status":
+        return None
+    text = delivery_status_text(message, found[0] if found is not None else None)
+    if text is not None:
+        status = parse_delivery_status(text)
+        recipients = [recipient_from_fields(fields) for fields in status.recipients]
+        reason = "RFC 3464 delivery-status report"
+        if not recipients:  # groups missing: what the notice states instead
+            recipients = vendor.extract_recipients(message)
+            reason += " without recipient groups; recipients read from the notice"
+        bounce_like = vendor.looks_like_bounce(message, ndr_senders)
+        default = Subtype.INBOUND_NDR.value if bounce_like else Subtype.INBOUND_REPORT.value
+        return Report(_subtype(recipients, default), reason, tuple(recipients), status)
+    if has_part(message, _FEEDBACK_TYPES):
+        return None  # an ARF feedback report, however it is wrapped
+    ses = vendor.ses_notification(message)
+    if ses is not None:
+        kind_name, ses_recipients = ses
+        if kind_name == "Complaint":
+            return None
+        return Report(
+            _subtype(ses_recipients, Subtype.INBOUND_NDR.value),
+            f"Amazon SES {kind_name.lower()} notification",
+            tuple(ses_recipients),
+        )
+    returned = returned_message_ids(message)
+    if returned and await _rule_two(message, returned, ndr_senders, is_outbound):
+        recipients = vendor.extract_recipients(message)
+        return Report(
+            _subtype(recipients, Subtype.INBOUND_NDR.value),
+            "returned message from a mail system or of an outbound interaction",
+            tuple(recipients),
+        )
+    if vendor.looks_like_bounce(message, ndr_senders):
+        recipients = vendor.extract_recipients(message)
+        return Report(
+            _subtype(recipients, Subtype.INBOUND_NDR.value),
+            "bounce in a vendor format (no delivery-status part)",
+            tuple(recipients),
+        )
+    return None
+
+
+async def _rule_two(
+    message: ParsedMessage, returned: list[str], ndr_senders: list[str], is_outbound: IsOutbound
+) -> bool:
+    if vendor.sender_is_mail_system(message, ndr_senders):
+        return True
+    for mid in returned:
+        if await is_outbound(mid):
+            return True
+    return False
+
+
+def parent_candidates(message: ParsedMessage, status: DeliveryStatus | None = None) -> list[str]:
+    """Message-IDs that may be the reported outbound message's, best first: the
+    returned message's, the report's ``Original-Envelope-Id`` (postroom's
+    outbound mail may use its Message-ID as ENVID), then ``Message-ID:`` lines
+    quoted in the notice."""
+    ids = list(returned_message_ids(message))
+    if status is None:
+        found = find_report(message)
+        text = delivery_status_text(message, found[0] if found is not None else None)
+        status = parse_delivery_status(text) if text is not None else None
+    envid = status.message_field("Original-Envelope-Id") if status is not None else None
+    if envid:
+        ids += parse_message_ids(xtext_decode(envid.strip()), single=True)
+    for match in _INLINE_MESSAGE_ID.finditer(message.text or ""):
+        ids += parse_message_ids(match.group(1), single=True)
+    return [mid for mid in dict.fromkeys(ids) if mid != message.message_id]

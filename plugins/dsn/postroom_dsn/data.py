@@ -1,0 +1,186 @@
+"""What a report says about its recipients, and the attached data that carries it.
+
+The keys are the specification's (section 2): ``_DSNInfo.RecipientCount``,
+``_DSNInfo.Recipient<N>.Recipient`` and ``.Action``; every delivery-status
+field under ``_DSNRawInfo.``. Two documented extras per recipient, written only
+when known: ``_DSNInfo.Recipient<N>.Status`` (the enhanced status code, e.g.
+``5.1.1``) and ``_DSNInfo.Recipient<N>.ReplyCode`` (the SMTP reply, e.g.
+``550``), which is what the suppression list needs and what vendor formats
+without a delivery-status part state.
+"""
+
+from __future__ import annotations
+
+import re
+
+import attrs
+
+from postroom.model import AttachedValue
+from postroom.parsing.headers import strip_comments
+from postroom_dsn.fields import DeliveryStatus, Field, field
+
+INFO = "_DSNInfo."
+RAW = "_DSNRawInfo."
+ACTIONS = frozenset({"delayed", "delivered", "expanded", "failed", "relayed"})
+#: spellings real MTAs use for the RFC's actions
+_ACTION_ALIASES = {
+    "failure": "failed",
+    "fail": "failed",
+    "expired": "failed",  # SendGrid: gave up after retrying
+    "delay": "delayed",
+    "deliver": "delivered",
+    "deliverable": "delivered",
+}
+
+STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
+REPLY_CODE = re.compile(r"(?<![\d.])([245][0-5]\d)(?=[\s\-]|$)")
+
+
+@attrs.frozen
+class Recipient:
+    """One recipient of a report, normalised."""
+
+    address: str | None
+    action: str | None
+    status: str | None = None
+    reply_code: str | None = None
+    diagnostic: str | None = None
+
+    @property
+    def hard_bounce(self) -> bool:
+        """Failed for good: action ``failed`` with a 5.x.x status (or, without
+        a status, a 5xx reply). A 4.x.x failure or a delay is a soft bounce."""
+        if self.action != "failed":
+            return False
+        if self.status is not None:
+            return self.status.startswith("5.")
+        return self.reply_code is not None and self.reply_code.startswith("5")
+
+
+def bare_address(value: str | None) -> str | None:
+    """``rfc822; <a@b>`` (comments allowed) gives ``a@b``."""
+    if value is None:
+        return None
+    text = strip_comments(value).strip()
+    if ";" in text:
+        text = text.split(";", 1)[1]
+    text = text.strip().strip("<>").strip().strip('"')
+    return text or None
+
+
+def normal_action(value: str | None) -> str | None:
+    if value is None:
+        return None
+    words = strip_comments(value).strip().lower().split()
+    if not words:
+        return None
+    action = _ACTION_ALIASES.get(words[0], words[0])
+    return action if action in ACTIONS else None
+
+
+def status_code(value: str | None) -> str | None:
+    match = STATUS.search(value or "")
+    return ".".join(match.groups()) if match else None
+
+
+def reply_code(value: str | None) -> str | None:
+    text = value or ""
+    if ";" in text:  # "smtp; 550 5.1.1 ..." : after the diagnostic type
+        text = text.split(";", 1)[1]
+    match = REPLY_CODE.search(text.strip()[:8])
+    return match.group(1) if match else None
+
+
+def best_status(stated: str | None, diagnosed: str | None) -> str | None:
+    """The Status field, or the Diagnostic-Code's enhanced code when the field
+    is missing or only generic (``5.0.0``) and the diagnostic agrees on the class
+    (``Status: 5.0.0`` with ``smtp; 550 5.7.1 relaying denied`` gives 5.7.1)."""
+    if diagnosed is None:
+        return stated
+    if stated is None:
+        return diagnosed
+    generic = stated.endswith(".0.0")
+    return diagnosed if generic and diagnosed[0] == stated[0] else stated
+
+
+def action_from_status(status: str | None) -> str | None:
+    """The action a status implies, for groups that leave ``Action`` out."""
+    if status is None:
+        return None
+    return {"5": "failed", "4": "delayed", "2": "delivered"}[status[0]]
+
+
+def recipient_from_fields(fields: tuple[Field, ...]) -> Recipient:
+    address = None
+    for name in ("final-recipient", "original-recipient", "x-actual-recipient"):
+        address = bare_address(field(fields, name))
+        if address:
+            break
+    diagnostic = field(fields, "diagnostic-code")
+    status = best_status(status_code(field(fields, "status")), status_code(diagnostic))
+    action = normal_action(field(fields, "action")) or action_from_status(status)
+    return Recipient(
+        address=address,
+        action=action,
+        status=status,
+        reply_code=reply_code(diagnostic),
+        diagnostic=diagnostic,
+    )
+
+
+def info_data(recipients: list[Recipient]) -> dict[str, AttachedValue]:
+    """``_DSNInfo.*`` for *recipients* (N counts from 1)."""
+    data: dict[str, AttachedValue] = {f"{INFO}RecipientCount": len(recipients)}
+    for n, recipient in enumerate(recipients, 1):
+        prefix = f"{INFO}Recipient{n}."
+        if recipient.address:
+            data[prefix + "Recipient"] = recipient.address
+        if recipient.action:
+            data[prefix + "Action"] = recipient.action
+        if recipient.status:
+            data[prefix + "Status"] = recipient.status
+        if recipient.reply_code:
+            data[prefix + "ReplyCode"] = recipient.reply_code
+    return data
+
+
+def raw_data(status: DeliveryStatus) -> dict[str, AttachedValue]:
+    """``_DSNRawInfo.*``: every field verbatim; a field repeated in one group
+    keeps its first value."""
+    data: dict[str, AttachedValue] = {}
+    for name, value in status.per_message:
+        data.setdefault(f"{RAW}{name}", value)
+    for n, fields in enumerate(status.recipients, 1):
+        for name, value in fields:
+            data.setdefault(f"{RAW}Recipient{n}.{name}", value)
+    data[f"{RAW}RecipientCount"] = len(status.recipients)
+    return data
+
+
+def recipients_from_data(data: dict[str, AttachedValue]) -> list[Recipient]:
+    """Read the recipients back from an interaction's attached data (the
+    submit stage sees the stored interaction, not the message)."""
+    value = data.get(f"{INFO}RecipientCount")
+    # an int, or its text where a store kept values as text
+    if isinstance(value, bool) or not str(value).isdigit():
+        return []
+    count = int(str(value))
+    found = []
+    for n in range(1, count + 1):
+        prefix = f"{INFO}Recipient{n}."
+
+        def text(key: str, prefix: str = prefix) -> str | None:
+            value = data.get(prefix + key)
+            return value if isinstance(value, str) and value else None
+
+        diagnostic = data.get(f"{RAW}Recipient{n}.Diagnostic-Code")
+        found.append(
+            Recipient(
+                address=text("Recipient"),
+                action=text("Action"),
+                status=text("Status"),
+                reply_code=text("ReplyCode"),
+                diagnostic=diagnostic if isinstance(diagnostic, str) else None,
+            )
+        )
+    return found

@@ -1,0 +1,126 @@
+"""The ``dsn`` hook plugin: delivery reports in, DSN requests out.
+
+* ``postroom_classify`` (priority 100, above the default): ``InboundNDR`` or
+  ``InboundReport`` with the ``_DSNInfo.*`` / ``_DSNRawInfo.*`` attached data
+  (:mod:`postroom_dsn.classify`).
+* ``postroom_enrich``: a report becomes the child of the outbound interaction
+  it reports on, overriding what the built-in threading found.
+* ``postroom_submit``: hard-bounced addresses go on the store's suppression
+  list (after the commit, idempotent: the store's ``suppress`` is).
+* ``postroom_envelope``: ``options["dsn"]`` of an outbound request becomes
+  ``NOTIFY``/``RET``/``ENVID`` (:mod:`postroom_dsn.envelope`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from postroom import hookimpl
+from postroom.config.options import OptionSchema, Scope
+from postroom.context import Context
+from postroom.model import (
+    Envelope,
+    Interaction,
+    InteractionType,
+    OutboundRequest,
+    ParsedMessage,
+    Subtype,
+    Verdict,
+)
+from postroom_dsn.classify import parent_candidates, read_report
+from postroom_dsn.data import recipients_from_data
+from postroom_dsn.envelope import ENVID_MAX, parse_request
+
+SECTION = "email-processing"
+NDR_SENDERS = "ndr-senders-list"
+DEFAULT_NDR_SENDERS = ["mailer-daemon", "postmaster", "mmdf"]
+PRIORITY = 100
+REPORT_SUBTYPES = frozenset({Subtype.INBOUND_NDR.value, Subtype.INBOUND_REPORT.value})
+_OUTBOUND = InteractionType.OUTBOUND.value
+_REASON_MAX = 200
+
+
+@hookimpl
+def postroom_add_options(schema: OptionSchema) -> None:
+    schema.add(
+        NDR_SENDERS,
+        "list",
+        scope=Scope.GLOBAL,
+        section=SECTION,
+        default=list(DEFAULT_NDR_SENDERS),
+        description="An e-mail that returns a message (a `message/rfc822`, "
+        "`message/rfc822-headers` or `text/rfc822-headers` part with a Message-ID) is an "
+        "NDR when its From contains one of these (case-insensitive).",
+    )
+
+
+def _senders(ctx: Context) -> list[str]:
+    return [str(s).strip() for s in ctx.option(SECTION, NDR_SENDERS) or [] if str(s).strip()]
+
+
+async def _outbound(ctx: Context, message_id: str) -> list[Interaction]:
+    found: list[Interaction] = await ctx.store.find_by_message_id(message_id, type=_OUTBOUND)
+    return [i for i in found if i.type == _OUTBOUND]
+
+
+@hookimpl
+async def postroom_classify(message: ParsedMessage, ctx: Context) -> Verdict | None:
+    async def is_outbound(message_id: str) -> bool:
+        return bool(await _outbound(ctx, message_id))
+
+    report = await read_report(message, _senders(ctx), is_outbound)
+    if report is None:
+        return None
+    return Verdict(
+        subtype=report.subtype,
+        priority=PRIORITY,
+        reason=report.reason,
+        attached_data=report.attached_data,
+    )
+
+
+@hookimpl
+async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
+    if interaction.subtype not in REPORT_SUBTYPES:
+        return
+    for message_id in parent_candidates(message):
+        found = await _outbound(ctx, message_id)
+        if found:
+            interaction.parent_id = found[0].id
+            return
+
+
+@hookimpl
+async def postroom_submit(interaction: Interaction, ctx: Context) -> None:
+    if interaction.subtype not in REPORT_SUBTYPES:
+        return
+    for recipient in recipients_from_data(interaction.attached_data):
+        if not recipient.hard_bounce or not recipient.address or "@" not in recipient.address:
+            continue
+        code = recipient.status or recipient.reply_code
+        reason = f"hard bounce {code}"
+        if recipient.diagnostic:
+            reason += f": {recipient.diagnostic}"
+        await ctx.store.suppress(recipient.address, reason[:_REASON_MAX], interaction.id)
+
+
+@hookimpl
+def postroom_envelope(request: OutboundRequest, envelope: Envelope) -> Any:
+    dsn = parse_request(request.options.get("dsn"))
+    if dsn is None:
+        return None
+    if dsn.envid is None and envelope.message_id and len(envelope.message_id) <= ENVID_MAX:
+        # the Message-ID as ENVID: a report's Original-Envelope-Id then finds
+        # its outbound interaction even when the returned message is left out
+        dsn = attrs.evolve(dsn, envid=envelope.message_id)
+    _add(envelope.mail_options, dsn.mail_options)
+    _add(envelope.rcpt_options, dsn.rcpt_options)
+    return None
+
+
+def _add(options: list[str], new: list[str]) -> None:
+    """Add *new* parameters, replacing any with the same keyword."""
+    keywords = {o.split("=", 1)[0].upper() for o in new}
+    options[:] = [o for o in options if o.split("=", 1)[0].upper() not in keywords] + new

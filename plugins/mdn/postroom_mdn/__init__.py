@@ -1,0 +1,7 @@
+"""postroom-mdn: message disposition notifications (read receipts), RFC 8098.
+
+The hooks are in :mod:`postroom_mdn.plugin` (entry point ``mdn`` in the group
+``postroom.plugins``); reading a receipt is :func:`postroom_mdn.report.read_mdn`,
+a pure function, and :mod:`postroom_mdn.fields` is the tolerant field-block
+reader it uses.
+"""

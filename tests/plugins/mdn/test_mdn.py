@@ -1,0 +1,401 @@
+"""The ``mdn`` plugin: classify, thread and request read receipts.
+
+Messages go through the kernel's real parser (``parse_bytes``) and the hooks
+facade, with the built-in plugins in front, as in the pipeline.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from importlib.metadata import EntryPoint
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import task
+
+from postroom.errors import SendError
+from postroom.kernel import Kernel
+from postroom.model import Envelope, Interaction, OutboundRequest, ParsedMessage
+from postroom.parsing import ParseLimits, parse_bytes
+from postroom.plugins.manager import load_plugins
+from postroom.runner import InlineRunner
+from postroom.services.gateway import Gateway
+from postroom_mdn import plugin
+from postroom_mdn.fields import parse_fields
+from postroom_mdn.report import parse_disposition, read_mdn, recipient_address
+from tests.conftest import run
+from tests.hooks.support import FakeStore, hooks_with, make_ctx
+from tests.plugins.mdn import fixtures
+
+MDN_EP = EntryPoint(name="mdn", value="postroom_mdn.plugin", group="postroom.plugins")
+
+
+def parse(data: bytes) -> ParsedMessage:
+    return parse_bytes(data, ParseLimits())
+
+
+def classify(data: bytes) -> Interaction:
+    """classify as the pipeline does: subtype and the winner's attached data."""
+    hooks = hooks_with(("mdn", plugin))
+    interaction = Interaction()
+    verdict = run(hooks.classify(parse(data), make_ctx(), interaction))
+    interaction.subtype = verdict.subtype
+    interaction.attached_data.update(verdict.attached_data)
+    return interaction
+
+
+def raw_info(interaction: Interaction) -> dict[str, Any]:
+    prefix = "_MDNRawInfo."
+    return {
+        k[len(prefix) :]: v for k, v in interaction.attached_data.items() if k.startswith(prefix)
+    }
+
+
+# ------------------------------------------------------------------ packaging
+
+
+def test_the_entry_point_is_the_plugin_and_it_is_enabled_by_default() -> None:
+    assert MDN_EP.load() is plugin
+    plugins = load_plugins(None, available=[MDN_EP])
+    assert plugins.order[-1] == "mdn" and plugins.warnings == []
+    assert plugins.hooks_of(plugin) == ["postroom_classify", "postroom_enrich", "postroom_envelope"]
+
+
+# --------------------------------------------------------------------- corpus
+
+
+def test_the_corpus_mdn_gives_the_specified_keys(corpus: Path) -> None:
+    entries = json.loads((corpus / "mimekit.json").read_text(encoding="utf-8"))
+    [entry] = [e for e in entries if e["kind"] == "mdn"]
+    interaction = classify((corpus / entry["file"]).read_bytes())
+    assert interaction.subtype == "InboundDisposition"
+    expected = entry["expected"]["mdn_fields"]
+    raw = raw_info(interaction)
+    assert len(raw) == entry["expected"]["mdn_field_count"] == len(expected)
+    # names: the RFC's spelling (MimeKit writes "Original-Message-Id"); values verbatim
+    by_lower = {name.lower(): value for name, value in raw.items()}
+    assert by_lower == {name.lower(): value for name, value in expected.items()}
+    assert raw["Original-Message-ID"] == expected["Original-Message-Id"]
+    data = interaction.attached_data
+    assert data["_MDNInfo.ActionMode"] == "manual-action"
+    assert data["_MDNInfo.SendingMode"] == "MDN-sent-manually"
+    assert data["_MDNInfo.DispositionType"] == "displayed"
+    assert data["_MDNInfo.Recipient"] == "Joe_Recipient@example.com"
+
+
+def test_nothing_else_in_the_corpus_is_taken_for_an_mdn(corpus: Path) -> None:
+    wrong, seen = [], 0
+    for manifest in ("sisimai.json", "stalwart.json", "mimekit.json"):
+        for entry in json.loads((corpus / manifest).read_text(encoding="utf-8")):
+            found = read_mdn(parse((corpus / entry["file"]).read_bytes())) is not None
+            seen += 1
+            if found != (entry["kind"] == "mdn"):
+                wrong.append(entry["file"])
+    assert seen > 600 and wrong == []
+
+
+# ------------------------------------------------------------ real clients
+
+
+def test_thunderbird() -> None:
+    interaction = classify(fixtures.THUNDERBIRD)
+    assert interaction.subtype == "InboundDisposition"
+    assert interaction.attached_data == {
+        "_MDNInfo.ActionMode": "manual-action",
+        "_MDNInfo.SendingMode": "MDN-sent-manually",
+        "_MDNInfo.DispositionType": "displayed",
+        "_MDNInfo.Recipient": "bob@customer.example",
+        "_MDNRawInfo.Reporting-UA": "laptop.customer.example; Mozilla Thunderbird",
+        "_MDNRawInfo.Final-Recipient": "rfc822;bob@customer.example",
+        "_MDNRawInfo.Original-Message-ID": "<out-4711@centre.example>",
+        "_MDNRawInfo.Disposition": "manual-action/MDN-sent-manually; displayed",
+    }
+
+
+def test_outlook_exchange_read_and_not_read() -> None:
+    read = classify(fixtures.OUTLOOK)
+    assert read.subtype == "InboundDisposition"
+    assert read.attached_data["_MDNInfo.ActionMode"] == "automatic-action"
+    assert read.attached_data["_MDNInfo.SendingMode"] == "MDN-sent-automatically"
+    assert read.attached_data["_MDNInfo.DispositionType"] == "displayed"
+    assert read.attached_data["_MDNInfo.Recipient"] == "carol@client.example"
+    # vendor fields are kept like the others, under their own names
+    assert read.attached_data["_MDNRawInfo.X-MSExch-Correlation-Key"] == (
+        "3iU7Q1bSxkGZ8Z6L5J0P6w=="
+    )
+    assert read.attached_data["_MDNRawInfo.X-Display-Name"] == "Carol Client"
+    assert len(raw_info(read)) == 6
+    not_read = classify(fixtures.OUTLOOK_NOT_READ)
+    assert not_read.attached_data["_MDNInfo.DispositionType"] == "deleted"
+
+
+def test_a_quirky_client_text_plain_part_in_the_wrong_place() -> None:
+    interaction = classify(fixtures.QUIRKY)
+    data = interaction.attached_data
+    assert interaction.subtype == "InboundDisposition"
+    assert data["_MDNInfo.ActionMode"] == "manual-action"
+    assert data["_MDNInfo.SendingMode"] == "MDN-sent-manually"
+    assert data["_MDNInfo.DispositionType"] == "displayed"
+    assert data["_MDNInfo.Recipient"] == "Dan@Mobile.example"
+    raw = raw_info(interaction)
+    # RFC spellings for the keys, values as written but unfolded
+    assert raw["Reporting-UA"] == "phone.mobile.example;   MobileMail 2.1 (iOS)"
+    assert raw["Final-Recipient"] == "RFC822; <Dan@Mobile.example> (Dan on the phone)"
+    assert raw["Original-Message-ID"] == "<out-99@centre.example>"
+    assert raw["Disposition"] == (
+        "Manual-Action / MDN-Sent-Manually (user clicked) ;Displayed/Error"
+    )
+    assert raw["Error"] == "could not render\nsecond problem"
+    assert read_mdn(parse(fixtures.QUIRKY)).disposition.modifiers == ("error",)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [fixtures.DSN, fixtures.ARF, fixtures.FORWARDED, fixtures.PLAIN],
+    ids=["dsn", "arf", "forwarded-receipt", "plain"],
+)
+def test_other_mail_is_not_an_mdn(data: bytes) -> None:
+    assert read_mdn(parse(data)) is None
+    interaction = classify(data)
+    assert interaction.subtype == "InboundNew"
+    assert not any(k.startswith("_MDN") for k in interaction.attached_data)
+
+
+@pytest.mark.parametrize(
+    "data", [fixtures.NO_REPORT_TYPE, fixtures.MIXED], ids=["no-report-type", "multipart-mixed"]
+)
+def test_a_disposition_part_in_a_mislabelled_container_is_an_mdn(data: bytes) -> None:
+    interaction = classify(data)
+    assert interaction.subtype == "InboundDisposition"
+    assert interaction.attached_data["_MDNInfo.DispositionType"] == "displayed"
+
+
+def test_an_mdn_report_without_a_readable_disposition_is_still_one() -> None:
+    interaction = classify(fixtures.EMPTY_MDN)
+    assert interaction.subtype == "InboundDisposition"
+    # nothing to read but who sent it
+    assert interaction.attached_data == {"_MDNInfo.Recipient": "frank@customer.example"}
+
+
+def test_a_wrapping_message_is_never_an_mdn() -> None:
+    wrapped = ParsedMessage(wrapping_reason="NUL bytes in the header block")
+    assert read_mdn(wrapped) is None
+
+
+def test_the_mdn_verdict_beats_an_ordinary_classifier() -> None:
+    from postroom import hookimpl
+    from postroom.model import Verdict
+
+    class Urgent:
+        @hookimpl
+        def postroom_classify(self) -> Verdict:
+            return Verdict("InboundUrgent", priority=50)
+
+    hooks = hooks_with(("aaa", Urgent()), ("mdn", plugin))
+    verdict = run(hooks.classify(parse(fixtures.OUTLOOK), make_ctx(), Interaction()))
+    assert verdict.subtype == "InboundDisposition" and verdict.plugin == "mdn"
+
+
+# ------------------------------------------------------------ field reading
+
+
+MAN, AUTO = "manual-action", "automatic-action"
+SENT_MAN, SENT_AUTO = "MDN-sent-manually", "MDN-sent-automatically"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("manual-action/MDN-sent-manually; displayed", (MAN, SENT_MAN, "displayed", ())),
+        ("automatic-action/MDN-sent-automatically; deleted", (AUTO, SENT_AUTO, "deleted", ())),
+        ("AUTOMATIC-ACTION/mdn-sent-automatically;Processed", (AUTO, SENT_AUTO, "processed", ())),
+        (
+            "manual-action/MDN-sent-manually; displayed/error",
+            (MAN, SENT_MAN, "displayed", ("error",)),
+        ),
+        (
+            "automatic-action/MDN-sent-automatically; deleted/expired, mailbox-terminated",
+            (AUTO, SENT_AUTO, "deleted", ("expired", "mailbox-terminated")),
+        ),
+        (
+            "manual-action (by user) / MDN-sent-manually (ok); (note) displayed",
+            (MAN, SENT_MAN, "displayed", ()),
+        ),
+        ("manual-action/MDN-sent-manually displayed", (MAN, SENT_MAN, "displayed", ())),
+        ("automatic-action/MDN-sent-automatically; denied", (AUTO, SENT_AUTO, "denied", ())),
+        ("user-action/MDN-sent-by-robot; read", ("user-action", "MDN-sent-by-robot", "read", ())),
+        ("displayed", (None, None, "displayed", ())),
+        ("", (None, None, None, ())),
+    ],
+)
+def test_disposition_field_is_read_tolerantly(value: str, expected: tuple[Any, ...]) -> None:
+    d = parse_disposition(value)
+    assert (d.action_mode, d.sending_mode, d.type, d.modifiers) == expected
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("rfc822;joe@example.com", "joe@example.com"),
+        ("RFC822; <Joe@Example.com>", "Joe@Example.com"),
+        ("rfc822; joe@example.com (Joe)", "joe@example.com"),
+        ("joe@example.com", "joe@example.com"),
+        ('rfc822; "Joe Bloggs" <joe@example.com>', "joe@example.com"),
+        ("utf-8; jöe@bücher.example", "jöe@bücher.example"),
+    ],
+)
+def test_recipient_address_drops_the_address_type(value: str, address: str) -> None:
+    assert recipient_address(value) == address
+
+
+def test_field_blocks_unfold_and_skip_junk() -> None:
+    text = (
+        "\n  Reporting-UA: a;\n\tb\n"
+        "this line is junk\n"
+        "   continuation after junk is not glued\n"
+        "\n"
+        "Final-Recipient : rfc822; x@y\r\n"
+        "Disposition: manual-action/MDN-sent-manually;\r\n displayed  \n"
+    )
+    assert parse_fields(text) == [
+        ("Reporting-UA", "a;\tb"),
+        ("Final-Recipient", "rfc822; x@y"),
+        ("Disposition", "manual-action/MDN-sent-manually; displayed"),
+    ]
+
+
+# ------------------------------------------------------------------ threading
+
+
+def enrich(data: bytes, store: FakeStore, parent_id: str | None = None) -> Interaction:
+    """Every built-in plugin (threading included) then mdn, as in the pipeline."""
+    hooks = hooks_with(("mdn", plugin))
+    interaction = Interaction(parent_id=parent_id)
+    run(hooks.enrich(parse(data), interaction, make_ctx(store=store)))
+    assert "_PluginErrors" not in interaction.attached_data
+    return interaction
+
+
+def test_an_mdn_is_a_child_of_the_outbound_it_acknowledges() -> None:
+    outbound = Interaction(type="Outbound", message_id="<out-815@centre.example>")
+    store = FakeStore([outbound])
+    assert enrich(fixtures.OUTLOOK, store).parent_id == outbound.id
+    assert "<out-815@centre.example>" in store.looked_up
+
+
+def test_the_outbound_parent_overrides_what_threading_found() -> None:
+    # Thunderbird's References names the original: threading finds an *inbound*
+    # copy of it first (a customer had forwarded it back), the MDN knows better
+    inbound = Interaction(type="Inbound", message_id="<out-4711@centre.example>")
+    outbound = Interaction(type="Outbound", message_id="<out-4711@centre.example>")
+    store = FakeStore([inbound])
+    assert enrich(fixtures.THUNDERBIRD, store).parent_id == inbound.id  # threading's choice
+    store = FakeStore([inbound, outbound])
+    assert enrich(fixtures.THUNDERBIRD, store).parent_id == outbound.id
+
+
+def test_without_an_outbound_parent_threading_is_kept() -> None:
+    inbound = Interaction(type="Inbound", message_id="<out-4711@centre.example>")
+    assert enrich(fixtures.THUNDERBIRD, FakeStore([inbound])).parent_id == inbound.id
+    assert enrich(fixtures.OUTLOOK, FakeStore([]), parent_id="earlier").parent_id == "earlier"
+
+
+def test_the_returned_headers_give_the_id_when_the_field_is_missing() -> None:
+    data = fixtures.THUNDERBIRD.replace(b"Original-Message-ID: <out-4711@centre.example>\n", b"")
+    data = data.replace(b"References: <out-4711@centre.example>\n", b"")
+    mdn = read_mdn(parse(data))
+    assert mdn is not None and mdn.original_message_id == "<out-4711@centre.example>"
+    outbound = Interaction(type="Outbound", message_id="<out-4711@centre.example>")
+    assert enrich(data, FakeStore([outbound])).parent_id == outbound.id
+    # and from a returned message/rfc822
+    quirky = read_mdn(
+        parse(fixtures.QUIRKY.replace(b"original-message-id:\n <out-99@centre.example>\n", b""))
+    )
+    assert quirky is not None and quirky.original_message_id == "<out-99@centre.example>"
+
+
+def test_ordinary_mail_is_not_looked_up() -> None:
+    store = FakeStore([])
+    enrich(fixtures.PLAIN, store)
+    assert store.looked_up == []
+
+
+# ------------------------------------------------------------------- outbound
+
+
+def envelope_for(
+    options: dict[str, Any], from_addr: str | None = "support@centre.example"
+) -> Envelope:
+    request = OutboundRequest(to=["bob@customer.example"], from_addr=from_addr, options=options)
+    envelope = Envelope(mail_from=from_addr or "", rcpt_to=list(request.to))
+    run(hooks_with(("mdn", plugin)).envelope(request, envelope, make_ctx()))
+    return envelope
+
+
+@pytest.mark.parametrize(
+    ("options", "header"),
+    [
+        ({"mdn": True}, "support@centre.example"),
+        ({"mdn": "true"}, "support@centre.example"),
+        ({"mdn": "receipts@centre.example"}, "receipts@centre.example"),
+        ({"mdn": "Receipts <receipts@centre.example>"}, "Receipts <receipts@centre.example>"),
+        ({"mdn": False}, None),
+        ({"mdn": "false"}, None),
+        ({"mdn": None}, None),
+        ({}, None),
+    ],
+)
+def test_the_mdn_option_adds_the_header(options: dict[str, Any], header: str | None) -> None:
+    assert envelope_for(options).extra_headers.get("Disposition-Notification-To") == header
+
+
+@pytest.mark.parametrize(
+    ("options", "from_addr", "message"),
+    [
+        ({"mdn": "not an address"}, "support@centre.example", "not an address"),
+        ({"mdn": "a@b.example, c@d.example"}, "support@centre.example", "exactly one"),
+        ({"mdn": "nodomain@"}, "support@centre.example", "nodomain@"),
+        ({"mdn": "a@b.example\r\nBcc: x@y.example"}, "support@centre.example", "line break"),
+        ({"mdn": ["a@b.example"]}, "support@centre.example", "expected true or an address"),
+        ({"mdn": True}, None, "needs a From"),
+        ({"mdn": True}, "broken@", "From"),
+    ],
+)
+def test_a_bad_receipt_address_fails_the_send_for_good(
+    options: dict[str, Any], from_addr: str | None, message: str
+) -> None:
+    with pytest.raises(Exception) as info:
+        envelope_for(options, from_addr)
+    cause = getattr(info.value, "cause", info.value)  # the facade names the plugin
+    assert isinstance(cause, SendError) and cause.permanent
+    assert message in str(cause)
+
+
+def test_through_the_outbox_the_header_is_sent_or_the_failure_recorded(
+    quickstart: Path,
+) -> None:
+    # the installed distribution, enabled by name
+    kernel = Kernel(quickstart, reactor=task.Clock(), clock=task.Clock(), runner=InlineRunner(),
+                    enabled_plugins=["mdn"])  # fmt: skip
+    gateway = Gateway(kernel)
+    gateway.startService()
+    try:
+        sent = run(gateway.send(OutboundRequest(
+            to=["bob@customer.example"], from_addr="support@example.com", subject="Offer",
+            text="Hello", options={"mdn": True})))  # fmt: skip
+        failed = run(gateway.send(OutboundRequest(
+            to=["bob@customer.example"], subject="Offer", text="Hello",
+            options={"mdn": "receipts at example.com"})))  # fmt: skip
+        assert run(kernel.store.get_interaction(sent.id)).status == "Sent"
+        stored = run(kernel.store.get_interaction(failed.id))
+        assert stored.status == "Failed"
+        assert "mdn" in stored.attached_data["_SendError"]
+        entry = run(kernel.store.get_outbox(failed.id))
+        assert entry.attempts == 1  # permanent: not retried
+    finally:
+        run(gateway.stopService())
+    [eml] = (quickstart.parent / "outbox").glob("*.eml")
+    assert b"Disposition-Notification-To: support@example.com\r\n" in eml.read_bytes()
+    shutil.rmtree(quickstart.parent / "outbox")
