@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
@@ -68,6 +71,21 @@ def kill_marked(mark: str) -> None:
 def explain(done: subprocess.CompletedProcess[str]) -> str:
     """A failed run, for an assertion message."""
     return f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-6000:]}"
+
+
+def http(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
+    """GET (or POST *body* as JSON) on the gateway's API: status and decoded JSON."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"Content-Type": "application/json"},
+        method="POST" if body is not None else "GET",
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:  # 503 from /health still has a body
+        return exc.code, json.loads(exc.read() or b"null")
 
 
 class Site:

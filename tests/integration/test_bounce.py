@@ -4,10 +4,9 @@
 agent4) sends to nobody@example.test; Postfix accepts it, Dovecot's LMTP
 refuses the recipient, and Postfix returns a DSN (``multipart/report``) to
 agent4. ``postroom run --once`` on agent4's INBOX then stores that bounce as
-an interaction, raw bytes and all. Classifying it (and linking it to the
-message it reports on) is the DSN plugin's work, not yet there: this test only
-checks that it is stored, and that threading never links it to anything but
-the outbound message.
+an interaction, raw bytes and all; the DSN plugin makes it an ``InboundNDR``
+and the child of the message it reports on (``--once`` here; the running
+gateway's path is in ``test_reports.py``).
 """
 
 from __future__ import annotations
@@ -71,10 +70,8 @@ def test_a_bounce_from_postfix_is_ingested_and_stored(
     assert head["id"] == bounce["id"] and head["type"] == "Inbound"
     assert "MAILER-DAEMON" in head["from"]
 
-    # Threading: Postfix's DSN carries no In-Reply-To or References; the
-    # outbound Message-ID is only inside its message/rfc822 part, which the
-    # built-in threading does not read (the DSN plugin will). So today the
-    # bounce has no parent; it must never get a parent other than our message.
+    # Postfix's DSN carries no In-Reply-To or References: the parent comes from
+    # the returned message's Message-ID, which the DSN plugin reads
     assert report["In-Reply-To"] is None and report["References"] is None
-    assert bounce["parent_id"] in (None, outbound_id)
-    print(f"\nbounce {bounce['id']}: parent_id {bounce['parent_id']} (outbound {outbound_id})")
+    assert bounce["subtype"] == "InboundNDR"
+    assert bounce["parent_id"] == outbound_id

@@ -12,35 +12,17 @@ parent is the outbound interaction. SIGTERM then stops the gateway cleanly.
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 from tests.integration.servers import MailServers, make_message
-from tests.integration.sites import Site, free_port
+from tests.integration.sites import Site, free_port, http
 
 #: generous: the path takes about a second (Postfix queue, LMTP, IDLE, commit)
 GUARD = 60.0
-
-
-def http(port: int, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
-    """GET (or POST *body* as JSON) on the gateway's API: status and decoded JSON."""
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}{path}",
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={"Content-Type": "application/json"},
-        method="POST" if body is not None else "GET",
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=10) as answer:
-            return answer.status, json.loads(answer.read())
-    except urllib.error.HTTPError as exc:  # 503 from /health still has a body
-        return exc.code, json.loads(exc.read() or b"null")
 
 
 def test_sent_over_postfix_comes_back_over_idle_and_the_reply_threads(
