@@ -27,15 +27,16 @@ def ingest_mailbox(kernel: Kernel, name: str = INGEST_MAILBOX) -> MailboxConfig:
 
 
 async def ingest_files(
-    kernel: Kernel, paths: Sequence[Path]
+    kernel: Kernel, paths: Sequence[Path], mailbox: MailboxConfig | None = None
 ) -> AsyncIterator[tuple[str, list[Interaction] | BaseException]]:
     """Yield ``(file, interactions)`` per file, or ``(file, error)``.
 
-    The source key is the file's resolved path, so ingesting the same file
-    twice into a persistent store reports a duplicate.
+    *mailbox*: one of the site's, whose options apply (default: a mailbox of
+    declared defaults). The source key is the file's resolved path, so
+    ingesting the same file twice into a persistent store reports a duplicate.
     """
     pipeline = InboundPipeline(kernel.hooks, kernel.ctx)
-    mailbox = ingest_mailbox(kernel)
+    mailbox = mailbox or ingest_mailbox(kernel)
     for path in paths:
         try:
             raw = RawRef.from_path(path)

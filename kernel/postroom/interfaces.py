@@ -148,8 +148,9 @@ class IStore(Interface):
     def get_cursor(mailbox: str) -> Any:
         """The mailbox's Cursor, or None."""
 
-    def pending_handoffs(limit: int = 100) -> Any:
-        """Interactions whose hand-off is pending or failed, oldest first."""
+    def pending_handoffs(limit: int = 100, after=None) -> Any:
+        """Interactions whose hand-off is pending or failed, oldest first;
+        *after* (an interaction id): the next page, those committed after it."""
 
     def mark_handoff(interaction_id: str, state: str, error=None) -> None:
         """Record a hand-off attempt's outcome (counts attempts)."""

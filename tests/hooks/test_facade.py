@@ -513,9 +513,15 @@ class HandoffStore(FakeStore):
         super().__init__()
         self.pending = pending
         self.marks: list[tuple[str, str, str | None]] = []
+        self.pages: list[tuple[int, int]] = []
 
-    async def pending_handoffs(self, limit: int = 100) -> list[Interaction]:
-        return list(self.pending)
+    async def pending_handoffs(
+        self, limit: int = 100, after: str | None = None
+    ) -> list[Interaction]:
+        ids = [i.id for i in self.pending]
+        start = ids.index(after) + 1 if after is not None else 0
+        self.pages.append((start, limit))
+        return list(self.pending[start : start + limit])
 
     async def mark_handoff(self, interaction_id: str, state: str, error: str | None = None) -> None:
         self.marks.append((interaction_id, state, error))
@@ -566,6 +572,44 @@ def test_submit_failure_is_retried_by_the_handoff_service() -> None:
     assert store.marks[-1] == (interaction.id, "done", None)
     assert calls == [interaction.id, interaction.id]  # called again: be idempotent
     assert run(service.wait_idle()) is None
+    run(service.stopService())
+
+
+def test_recovery_hands_off_every_pending_interaction_a_page_at_a_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from postroom.services import handoff
+
+    monkeypatch.setattr(handoff, "RECOVERY_PAGE", 3)
+    submitted: list[str] = []
+    release: list[Deferred[None]] = []
+
+    class SlowRouter:
+        @hookimpl
+        def postroom_submit(self, interaction: Interaction) -> Deferred[None]:
+            submitted.append(interaction.id)
+            d: Deferred[None] = Deferred()
+            release.append(d)
+            return d
+
+    pending = [Interaction() for _ in range(7)]
+    store = HandoffStore(pending)
+    kernel = FakeKernel(hooks_with(("router", SlowRouter())), store,
+                        FakeConfig({("gateway", "max-attempts"): 3}))  # fmt: skip
+    service = HandoffService(cast(Any, kernel), backoff=Backoff(initial=5, maximum=5, jitter=0))
+    service.startService()
+    # one page in flight: the next is read only when its attempts have ended
+    assert submitted == [i.id for i in pending[:3]] and store.pages == [(0, 3)]
+    for d in release[:3]:
+        d.callback(None)
+    assert submitted == [i.id for i in pending[:6]] and store.pages == [(0, 3), (3, 3)]
+    for d in release[3:6]:
+        d.callback(None)
+    assert submitted == [i.id for i in pending]  # the short last page ends the recovery
+    assert store.pages == [(0, 3), (3, 3), (6, 3)]
+    release[6].callback(None)
+    assert run(service.wait_idle()) is None
+    assert sorted(m[0] for m in store.marks if m[1] == "done") == sorted(i.id for i in pending)
     run(service.stopService())
 
 

@@ -539,6 +539,8 @@ def test_handoff_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
     store.commit_fetched("mb", "1", raw_of(MAIL), [older])
     assert [i.id for i in store.pending_handoffs()] == [older.id, newer.id]
     assert [i.id for i in store.pending_handoffs(limit=1)] == [older.id]
+    assert [i.id for i in store.pending_handoffs(limit=1, after=older.id)] == [newer.id]
+    assert store.pending_handoffs(after=newer.id) == []
 
     store.mark_handoff(older.id, "failed", "routing down")
     assert store.handoff_status(older.id) == ("failed", 1, "routing down")
@@ -828,3 +830,17 @@ def test_exchanges_are_counted_per_address_in_a_window(store: SQLStoreBase) -> N
     assert store.count_exchanges("human@example.com", t0) == 1
     with pytest.raises(ValueError, match="direction"):
         store.record_exchange("bot@example.com", "sideways", t0)
+
+
+def test_a_fan_out_marks_its_message_known(store: SQLStoreBase, raw_of: RawOf) -> None:
+    """Copies carry their own keys; the message's plain source key is recorded too,
+    so leave-on-server sources and interrupted deletes see it as committed."""
+    raw = raw_of(MAIL)
+    first = store.commit_fetched("mb", "7", raw, [inbound(copy_key="a@x"), inbound(copy_key="b@x")])
+    assert store.known_source_keys("mb", ["7", "8"]) == {"7"}
+    # re-fetched after the split was turned off: a duplicate of the first copy
+    unsplit = store.commit_fetched("mb", "7", raw, [inbound()])
+    assert unsplit.new == [] and unsplit.duplicates[0].duplicate_of == first.new[0].id
+    # and again with the split on: every copy a duplicate of its own
+    again = store.commit_fetched("mb", "7", raw, [inbound(copy_key="a@x"), inbound(copy_key="b@x")])
+    assert [d.duplicate_of for d in again.duplicates] == [i.id for i in first.new]

@@ -230,7 +230,19 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     async def body(kernel: Any) -> int:
         failed = False
         shown = []
-        async for source, outcome in ingest_files(kernel, [Path(p) for p in args.files]):
+        mailbox = None
+        if args.mailbox is not None:
+            names = [m.name for m in kernel.config.mailboxes]
+            if args.mailbox not in names:
+                print(
+                    f"error: no mailbox {args.mailbox!r} in the site"
+                    + (f" (mailboxes: {', '.join(names)})" if names else " (it has none)"),
+                    file=sys.stderr,
+                )
+                return EXIT_CONFIG
+            mailbox = next(m for m in kernel.config.mailboxes if m.name == args.mailbox)
+        paths = [Path(p) for p in args.files]
+        async for source, outcome in ingest_files(kernel, paths, mailbox):
             if isinstance(outcome, BaseException):
                 failed = True
                 print(f"error: {source}: {outcome}", file=sys.stderr)
@@ -512,6 +524,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--json", action="store_true", help="one JSON object per line per resulting interaction"
+    )
+    p.add_argument(
+        "--mailbox",
+        metavar="NAME",
+        help="process as if fetched by this mailbox of the site (-c): its options apply, "
+        "e.g. the recipient split",
     )
     p.add_argument("files", nargs="+", metavar="FILE", help=".eml files")
     p.set_defaults(func=cmd_ingest)

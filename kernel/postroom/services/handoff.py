@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from twisted.application import service
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from postroom.backoff import Backoff
 from postroom.model import HandoffState, Interaction
@@ -29,6 +29,8 @@ _FLUSH = "(recording finished hand-offs)"
 #: successes recorded in one transaction at most (and whenever the service
 #: falls idle): one fsync per batch instead of one per message
 DONE_BATCH = 100
+#: pending hand-offs read at a time when recovering after a restart
+RECOVERY_PAGE = 500
 
 
 class HandoffService(service.Service):
@@ -43,6 +45,8 @@ class HandoffService(service.Service):
         )
         self._in_flight: set[str] = set()
         self._timers: dict[str, Any] = {}
+        #: fires when the current attempt for an interaction ends (recovery paging)
+        self._attempts: dict[str, Deferred[None]] = {}
         self._idle_waiters: list[Deferred[None]] = []
         self.failed: set[str] = set()
         #: hand-offs done but not yet recorded (written in batches)
@@ -64,8 +68,27 @@ class HandoffService(service.Service):
         return ensureDeferred(self._flush_done())
 
     async def _recover(self) -> None:
-        pending: list[Interaction] = await self.kernel.store.pending_handoffs(1000)
-        self.submit(pending)
+        """Hand off what an earlier process left pending, a page at a time: a
+        crash with many pending (a large split, a routing outage) neither
+        loads them all at once nor leaves any behind."""
+        after: str | None = None
+        while self.running:
+            page: list[Interaction] = await self.kernel.store.pending_handoffs(
+                RECOVERY_PAGE, after=after
+            )
+            if not page:
+                return
+            self.submit(page)
+            after = page[-1].id
+            if len(page) < RECOVERY_PAGE:
+                return
+            # the page's first attempts end before the next page starts
+            await self._first_attempts_of(page)
+
+    def _first_attempts_of(self, page: list[Interaction]) -> Deferred[Any]:
+        return gatherResults(
+            [self._attempts[i.id] for i in page if i.id in self._attempts], consumeErrors=True
+        )
 
     def submit(self, interactions: list[Interaction]) -> None:
         for interaction in interactions:
@@ -79,9 +102,13 @@ class HandoffService(service.Service):
         d = ensureDeferred(self._attempt(interaction, attempt))
         d.addErrback(lambda f: log.error("hand-off bookkeeping failed: %s", f.getTraceback()))
         d.addBoth(lambda _: self._done(interaction.id))
+        waiter: Deferred[None] = Deferred()
+        self._attempts[interaction.id] = waiter
+        d.addBoth(lambda _: waiter.callback(None))
 
     def _done(self, interaction_id: str) -> None:
         self._in_flight.discard(interaction_id)
+        self._attempts.pop(interaction_id, None)
         self._check_idle()
 
     async def _attempt(self, interaction: Interaction, attempt: int) -> None:

@@ -538,6 +538,12 @@ class SQLStoreBase:
             # Acknowledging a message that produced nothing would lose it.
             raise ValueError("commit_fetched needs at least one interaction")
 
+        #: "this message was committed": a fan-out's copies all carry their own
+        #: keys, so the plain source key is recorded beside them (owned by the
+        #: first copy), for known_source_keys and for a re-fetch with the split
+        #: turned off since (a duplicate, not a new unsplit interaction)
+        source_marker = _bounded(f"src:{mailbox}:{source_key}")
+
         def work(tx: Tx) -> CommitResult:
             now = utcnow()
             if fence is not None:
@@ -578,6 +584,13 @@ class SQLStoreBase:
                         "VALUES (?, ?, ?)",
                         (key, stored.id, self._dt_param(now)),
                     )
+            copies = [stored for stored, _keys in new if stored.copy_key is not None]
+            if copies:
+                tx.execute(
+                    "INSERT INTO dedupe_keys (key, interaction_id, created_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (source_marker, copies[0].id, self._dt_param(now)),
+                )
             # Committed: earlier failed attempts of this message no longer count.
             tx.execute(
                 "DELETE FROM failures WHERE mailbox = ? AND source_key = ?", (mailbox, source_key)
@@ -668,9 +681,8 @@ class SQLStoreBase:
         return self._copy_raw(row[0], fileobj)
 
     def known_source_keys(self, mailbox: str, keys: Iterable[str]) -> set[str]:
-        """Which of *keys* were committed from *mailbox* (exact source keys;
-        a fan-out whose copies all carry ``#<copy key>`` is not matched, so a
-        split is always completed by fetching again)."""
+        """Which of *keys* were committed from *mailbox* (a fan-out's copies
+        commit together, with the plain source key beside theirs)."""
         wanted = {_bounded(f"src:{mailbox}:{key}"): key for key in keys}
         found: set[str] = set()
         names = list(wanted)
@@ -693,12 +705,22 @@ class SQLStoreBase:
 
     # ------------------------------------------------------------- hand-off
 
-    def pending_handoffs(self, limit: int = 100) -> list[Interaction]:
+    def pending_handoffs(self, limit: int = 100, after: str | None = None) -> list[Interaction]:
+        """Interactions not yet handed off, in commit order; *after*: those
+        committed after that interaction (the next page)."""
+        params: tuple[Any, ...] = (HandoffState.PENDING.value, HandoffState.FAILED.value)
+        since = ""
+        if after is not None:
+            since = (
+                " AND (i.created_at, i.seq) > "
+                "(SELECT created_at, seq FROM interactions WHERE id = ?)"
+            )
+            params += (after,)
         rows = self._read(
             lambda tx: tx.all(
-                f"{_INTERACTION_SELECT} WHERE h.state IN (?, ?) "
+                f"{_INTERACTION_SELECT} WHERE h.state IN (?, ?){since} "
                 "ORDER BY i.created_at, i.seq LIMIT ?",
-                (HandoffState.PENDING.value, HandoffState.FAILED.value, limit),
+                (*params, limit),
             )
         )
         return [self._interaction(row) for row in rows]

@@ -410,24 +410,12 @@ def test_copies_whose_hand_off_failed_are_handed_off_by_the_next_process(site: P
 # ---------------------------------------------------------------- the command
 
 
-#: ``postroom ingest`` runs on a synthetic mailbox ("ingest") that has the declared
-#: defaults, so copy-message-to-recipients is off there and a site's mailbox
-#: options cannot reach it yet (kernel seam requested: ``ingest --mailbox NAME``).
-#: This runs the real command with only that choice replaced by the site's mailbox.
-INGEST_AS_SUPPORT = """
-import sys
-import postroom.ingest
-postroom.ingest.ingest_mailbox = lambda kernel, name=None: kernel.config.mailbox("support")
-from postroom.cli.main import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_postroom_ingest_json_shows_the_copies(tmp_path: Path) -> None:
     site = tmp_path / "postroom.yaml"
     site.write_text(site_yaml(SPLIT_ON), encoding="utf-8")
     (tmp_path / "m.eml").write_bytes(FOUR)
-    command = [sys.executable, "-c", INGEST_AS_SUPPORT, "ingest", "-c", str(site), "--json"]
+    postroom = str(Path(sys.executable).with_name("postroom"))
+    command = [postroom, "ingest", "-c", str(site), "--mailbox", "support", "--json"]
     result = subprocess.run(
         [*command, str(tmp_path / "m.eml")], capture_output=True, text=True, timeout=300,
         cwd=tmp_path,
@@ -449,3 +437,16 @@ def test_postroom_ingest_json_shows_the_copies(tmp_path: Path) -> None:
     )  # fmt: skip
     rows2 = [json.loads(line) for line in again.stdout.splitlines() if line.strip()]
     assert sorted(row["duplicate_of"] for row in rows2) == sorted(row["id"] for row in rows)
+
+
+def test_postroom_ingest_names_an_unknown_mailbox(tmp_path: Path) -> None:
+    site = tmp_path / "postroom.yaml"
+    site.write_text(site_yaml(SPLIT_ON), encoding="utf-8")
+    (tmp_path / "m.eml").write_bytes(FOUR)
+    postroom = str(Path(sys.executable).with_name("postroom"))
+    result = subprocess.run(
+        [postroom, "ingest", "-c", str(site), "--mailbox", "sales", str(tmp_path / "m.eml")],
+        capture_output=True, text=True, timeout=300, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "no mailbox 'sales' in the site (mailboxes: support)" in result.stderr
