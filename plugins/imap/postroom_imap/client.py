@@ -51,6 +51,7 @@ MAX_LINE = 4 * 1024 * 1024
 
 _UNTAGGED_COUNT = re.compile(rb"^(\d+) (EXISTS|EXPUNGE)\b", re.IGNORECASE)
 _CAPABILITY_CODE = re.compile(rb"\[CAPABILITY ([^\]]*)\]", re.IGNORECASE)
+_FETCH_LINE = re.compile(rb"\d+ FETCH \(", re.IGNORECASE)
 _UID_ITEM = re.compile(rb"[( ]UID (\d+)", re.IGNORECASE)
 _BODY_LITERAL = re.compile(rb"BODY\[\](?:<\d+>)? \{\d+\}$", re.IGNORECASE)
 _SAFE_QUOTED = re.compile(rb"^[\x01-\x09\x0b\x0c\x0e-\x7f]*$")
@@ -249,12 +250,13 @@ class BodyFetchCommand(RawCommand):
         found: dict[int, int | None] = dict.fromkeys(self.sinks)
         strays = iter(self._strays)
         for line in self.lines:
-            if not re.match(rb"\d+ FETCH ", line, re.IGNORECASE):
+            # a regex, not a full parse of the line: this runs once per message
+            if not _FETCH_LINE.match(line):
                 continue
-            parsed = fetch_items(parseNestedParens(line))
-            if parsed is None or "UID" not in parsed[1]:
+            match = _UID_ITEM.search(line)
+            if match is None:
                 continue
-            uid = int(parsed[1]["UID"])
+            uid = int(match.group(1))
             wanted = uid in self.sinks
             if (not wanted or uid not in self.written) and b"BODY[]" in line.upper():
                 stray = next(strays, None)  # its literal came before the UID
