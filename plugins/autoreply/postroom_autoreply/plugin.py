@@ -28,6 +28,7 @@ from postroom.model import (
     OutboundRequest,
     ParsedMessage,
 )
+from postroom.services.outbound import AUTOMATIC_KEY
 from postroom_autoreply import autowar, detection, options
 from postroom_autoreply.options import Settings
 
@@ -37,7 +38,7 @@ AUTO_REPLY_REASON = "_AutoReplyReason"
 MAIL_LOOP = "_MailLoop"
 MAIL_LOOP_REASON = "_MailLoopReason"
 #: the key the kernel writes on the outbound interaction of an automatic request
-AUTOMATIC = "_Automatic"
+AUTOMATIC = AUTOMATIC_KEY
 #: the status the store gives an outbound interaction once it was sent
 SENT_STATUS = "Sent"
 
