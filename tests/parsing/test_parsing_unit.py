@@ -293,6 +293,20 @@ def test_report_parts_keep_their_text() -> None:
     assert parsed.text == "failed"
 
 
+def test_a_multipart_without_parts_keeps_its_content_as_text() -> None:
+    data = mail(
+        "From: MAILER-DAEMON@example.com",
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="never-used"',
+        body=b"This message was undeliverable.\n\nx@example.org: 550 5.1.1 user unknown\n",
+    )
+    parsed = parse_bytes(data, LIMITS)
+    [root] = parsed.parts
+    assert root.content_type == "multipart/report"  # what was declared
+    assert root.text == "This message was undeliverable.\n\nx@example.org: 550 5.1.1 user unknown\n"
+    assert parsed.text == root.text  # the agent sees what a mail client would show
+    assert "multipart/report without parts; kept as text" in " ".join(parsed.defects)
+
+
 def test_part_text_is_bounded() -> None:
     data = mail("From: a@example.com", body=b"x" * 5000)
     parsed = parse_bytes(data, ParseLimits(max_part_text=100))

@@ -461,6 +461,12 @@ class _Parse:
         node.size = len(data)
         if node.ctype.startswith("text/") or node.ctype in TEXTUAL_TYPES:
             node.text = self._text(node, data)
+        elif node.ctype.startswith("multipart/"):
+            # No part was found in it (boundary missing or never used): keep
+            # its content as text, as mail clients show it (a bounce in a
+            # broken multipart is still read by the report plugins).
+            self.notes.append(f"{node.label}: {node.ctype} without parts; kept as text")
+            node.text = self._text(node, data)
 
     def _text(self, node: _Node, data: bytes) -> str:
         declared = node.ct.param("charset") if node.ct is not None else None
@@ -710,6 +716,9 @@ def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> 
         nodes = state.build(root_msg)
         env = _envelope(list(root_msg.raw_items()), state.hints, state.notes)
         text, html, attachment_nodes = _bodies(nodes[0], nodes)
+        root = nodes[0]
+        if text is None and html is None and root.kind == "leaf" and root.text is not None:
+            text = root.text  # a multipart without parts: its content is all there is
     except _Unparsable as exc:
         return _wrapped(exc.reason, block.data, limits, raw_size, raw_sha256)
     return ParsedMessage(

@@ -98,6 +98,8 @@ def load_plugins(
     reserved = {name for name, _module in BUILTIN_PLUGINS} | {name for name, _obj in extra}
     for ep in eps:
         if ep.name in reserved:
+            if enabled is not None and ep.name not in enabled:
+                continue  # not asked for: it would not be loaded anyway
             message = (
                 f"hook plugin name {ep.name!r} of distribution {_dist_of(ep)[0]} is reserved "
                 "(a built-in or embedded plugin has it); ignoring that plugin"

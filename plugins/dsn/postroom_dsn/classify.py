@@ -14,7 +14,7 @@ import attrs
 
 from postroom.model import AttachedValue, ParsedMessage, Subtype
 from postroom.parsing.headers import parse_message_ids
-from postroom_dsn import vendor
+from postroom_dsn import notice, vendor
 from postroom_dsn.data import Recipient, info_data, raw_data, recipient_from_fields
 from postroom_dsn.envelope import xtext_decode
 from postroom_dsn.fields import DeliveryStatus, parse_delivery_status
@@ -81,9 +81,11 @@ async def read_report(
     if text is not None:
         status = parse_delivery_status(text)
         recipients = [recipient_from_fields(fields) for fields in status.recipients]
+        # a generic Status the notice states better (OpenSMTPD: "5.0.0" / "550 5.1.1")
+        recipients = notice.refine(message, recipients)
         reason = "RFC 3464 delivery-status report"
         if not recipients:  # groups missing: what the notice states instead
-            recipients = vendor.extract_recipients(message)
+            recipients = notice.extract_recipients(message)
             reason += " without recipient groups; recipients read from the notice"
         bounce_like = vendor.looks_like_bounce(message, ndr_senders)
         default = Subtype.INBOUND_NDR.value if bounce_like else Subtype.INBOUND_REPORT.value
@@ -102,14 +104,14 @@ async def read_report(
         )
     returned = returned_message_ids(message)
     if returned and await _rule_two(message, returned, ndr_senders, is_outbound):
-        recipients = vendor.extract_recipients(message)
+        recipients = notice.extract_recipients(message)
         return Report(
             _subtype(recipients, Subtype.INBOUND_NDR.value),
             "returned message from a mail system or of an outbound interaction",
             tuple(recipients),
         )
     if vendor.looks_like_bounce(message, ndr_senders):
-        recipients = vendor.extract_recipients(message)
+        recipients = notice.extract_recipients(message, first=vendor.list_rejection(message))
         return Report(
             _subtype(recipients, Subtype.INBOUND_NDR.value),
             "bounce in a vendor format (no delivery-status part)",

@@ -32,8 +32,14 @@ _ACTION_ALIASES = {
     "deliverable": "delivered",
 }
 
-STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?![\d])")
+#: an enhanced status code; not a piece of a longer dotted number (``4.16.55.1``)
+STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 REPLY_CODE = re.compile(r"(?<![\d.])([245][0-5]\d)(?=[\s\-]|$)")
+#: an enhanced code right after an SMTP reply code (``550 5.7.1``, ``550-5.7.1``,
+#: ``550-'5.7.1``, ``<421 4.4.2``): a server's own reply, quoted
+_REPLIED_STATUS = re.compile(
+    r"(?<![\w.])[245][0-5]\d[ \t]*[-'\"( \t]*([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)"
+)
 
 
 @attrs.frozen
@@ -86,21 +92,46 @@ def status_code(value: str | None) -> str | None:
 def reply_code(value: str | None) -> str | None:
     text = value or ""
     if ";" in text:  # "smtp; 550 5.1.1 ..." : after the diagnostic type
-        text = text.split(";", 1)[1]
+        kind, text = text.split(";", 1)
+        if kind.strip().lower() == "x-unix":  # a program's exit status, not a reply
+            return None
     match = REPLY_CODE.search(text.strip()[:8])
     return match.group(1) if match else None
 
 
-def best_status(stated: str | None, diagnosed: str | None) -> str | None:
-    """The Status field, or the Diagnostic-Code's enhanced code when the field
-    is missing or only generic (``5.0.0``) and the diagnostic agrees on the class
-    (``Status: 5.0.0`` with ``smtp; 550 5.7.1 relaying denied`` gives 5.7.1)."""
-    if diagnosed is None:
+def replied_status(value: str | None) -> str | None:
+    """The enhanced code of the last SMTP reply quoted in *value* (the innermost
+    one: ``554 4.4.7 Message expired ... <421 4.4.2 Connection timed out>`` gives
+    4.4.2), or None when no reply carries one."""
+    found = _REPLIED_STATUS.findall(value or "")
+    return ".".join(found[-1]) if found else None
+
+
+def best_status(stated: str | None, diagnostic: str | None) -> str | None:
+    """The recipient's status: the Status field, unless the Diagnostic-Code says
+    better.
+
+    A reply the remote server gave with an enhanced code (``smtp; 550 5.7.1
+    ...``) is what happened, and wins over the reporting MTA's summary in
+    ``Status`` (Sendmail reports ``4.4.7`` "expired" or ``5.1.1`` over a
+    remote ``550 5.7.1``; Postfix ``4.5.0`` over ``550 5.5.0``). A bare code in
+    the diagnostic refines a missing or generic (``5.0.0``) Status of the same
+    class."""
+    replied = replied_status(diagnostic)
+    if replied is not None:
+        return replied
+    diagnosed = status_code(diagnostic)
+    if diagnosed is None or (stated is not None and not refinable(stated, diagnosed)):
         return stated
+    return diagnosed
+
+
+def refinable(stated: str | None, better: str) -> bool:
+    """Whether *better* may replace *stated*: none stated, or a generic
+    ``x.0.0`` of the same class replaced by a specific code."""
     if stated is None:
-        return diagnosed
-    generic = stated.endswith(".0.0")
-    return diagnosed if generic and diagnosed[0] == stated[0] else stated
+        return True
+    return stated.endswith(".0.0") and better[0] == stated[0] and not better.endswith(".0.0")
 
 
 def action_from_status(status: str | None) -> str | None:
@@ -117,7 +148,7 @@ def recipient_from_fields(fields: tuple[Field, ...]) -> Recipient:
         if address:
             break
     diagnostic = field(fields, "diagnostic-code")
-    status = best_status(status_code(field(fields, "status")), status_code(diagnostic))
+    status = best_status(status_code(field(fields, "status")), diagnostic)
     action = normal_action(field(fields, "action")) or action_from_status(status)
     return Recipient(
         address=address,

@@ -1,36 +1,38 @@
-"""Bounces in vendors' own formats: no delivery-status part to read.
+"""Bounces in vendors' own formats: is this message one?
 
-qmail, Exim, old Sendmail, Exchange, Lotus Notes, Gmail, Yahoo and many others
-say what failed in prose. Two questions, each answered by heuristics whose
-limits ``docs/plugins/dsn.md`` states:
+qmail, Exim, old Sendmail, Exchange, Lotus Notes, Gmail, Yahoo, mobile
+gateways, mailing-list managers and many others say what failed in prose
+(:mod:`postroom_dsn.notice` reads it). :func:`looks_like_bounce` answers with
+heuristics whose limits ``docs/plugins/dsn.md`` states:
 
-* :func:`looks_like_bounce`: the message is obviously a bounce: a vendor
-  marker (``X-Failed-Recipients``, an Amazon SES bounce notification), or a
-  mail-system sender (``ndr-senders-list`` plus a few built-in names) *and*
-  a bounce-like subject or a known bounce sentence in the text. A person
-  forwarding or quoting a bounce is not a mail system: not a bounce.
-* :func:`extract_recipients`: the failed recipients and what the text states
-  about each: the address, the enhanced status (``5.1.1``), the SMTP reply
-  (``550``); ``delayed`` when the notice is a delay warning, else ``failed``.
-  Only the notice is read, up to where the returned message begins, so the
-  original's own headers are not taken for recipients.
+* a vendor marker: ``X-Failed-Recipients``;
+* a mail-system sender (``ndr-senders-list`` plus a few built-in names, a null
+  or missing From, or the null reverse-path ``Return-Path: <>`` RFC 5321 has
+  bounces sent with) *and* a bounce-like subject or a known bounce sentence;
+* an automated sender (``no-reply@``, ``do-not-reply@``) *and* a known bounce
+  sentence in the text (the subject alone is too weak: shops write "delayed");
+* a mailing-list manager's rejection (``you are not a member``, ``loop alert``)
+  sent from the list's administrative address with list headers.
+
+A person forwarding or quoting a bounce is none of these: not a bounce.
+:func:`ses_notification` reads Amazon SES notifications (JSON sent by SNS).
 """
 
 from __future__ import annotations
 
-import html
 import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from postroom.model import ParsedMessage
-from postroom_dsn.data import STATUS, Recipient, reply_code, status_code
-from postroom_dsn.locate import RETURNED_TYPES
+from postroom_dsn.data import Recipient, reply_code, status_code
+from postroom_dsn.notice import notice_text
 
 #: mail-system senders recognised besides the ``ndr-senders-list`` option
 BUILTIN_SENDERS = (
     "mailer-daemon",
+    "mailer daemon",
     "mailerdaemon",
     "postmaster",
     "post_master",
@@ -38,6 +40,8 @@ BUILTIN_SENDERS = (
     "mail.delivery.system",
     "mail-delivery",
 )
+#: local parts of senders that are programs, though not mail systems
+_AUTOMATED_LOCAL = re.compile(r"^(?:no-?reply|do-?not-?reply)(?:[+.-].*)?$", re.IGNORECASE)
 
 _SUBJECT = re.compile(
     r"undeliver|not (?:be )?delivered|delivery (?:status )?notification|delivery fail"
@@ -53,6 +57,7 @@ _BODY_MARKERS = re.compile(
     r"|the following addresses had permanent fatal errors"
     r"|delivery to the following recipients? (?:failed|has been delayed)"
     r"|could not be delivered to one or more"
+    r"|could not be delivered to:?\s*<?[\w.+'=-]+@"
     r"|i'm afraid i wasn't able to deliver"
     r"|unable to deliver (?:your )?message"
     r"|did not reach (?:the following|some or all)"
@@ -62,62 +67,25 @@ _BODY_MARKERS = re.compile(
     r"|returned permanent errors"
     r"|transcript of session follows"
     r"|this is an automatically generated delivery status notification"
-    r"|your message (?:could not|cannot|wasn't|was not) (?:be )?delivered",
+    r"|your message (?:could not|cannot|wasn't|was not) (?:be )?delivered"
+    r"|this is the mailer-daemon"
+    r"|an error has occurred while attempting to deliver"
+    r"|error message below:",
     re.IGNORECASE,
 )
-_DELAY = re.compile(
-    r"delay|still being retried|will (?:keep|continue) (?:trying|to try)"
-    r"|has not yet been delivered|not been delivered yet",
+#: headers a mailing-list manager writes (fml, Mailman, ezmlm, Sympa, ...)
+_LIST_HEADERS = ("X-MLServer", "X-ML-Server", "X-ML-Name", "X-Mailman-Version", "Mailing-List")
+#: the list's administrative mailbox, which rejections come from
+_LIST_ADMIN = re.compile(
+    r"^(?:owner-.+|.+-(?:admin|owner|request|bounces?|ctl)|fml|majordomo|mailman|listserv|sympa)$",
     re.IGNORECASE,
 )
-#: where the returned message starts inside a notice's text
-_RETURNED_START = re.compile(
-    r"^\s*(?:[-=*_>]{2,}.*)?(?:this is a copy of|below this line is a copy|original message"
-    r"|unsent message|returned message|message headers follow|original message headers"
-    r"|the original message|copy of the message|headers of the original|forwarded message"
-    r"|the following is a copy)"
-    r"|^(?:return-path|received|dkim-signature|x-received|arc-seal|authentication-results):\s",
-    re.IGNORECASE | re.MULTILINE,
+_LIST_REJECTION = re.compile(
+    r"\byou(?:\s+\S+@\S+)? are not (?:a )?member|not a member of (?:this|the) (?:mailing )?list"
+    r"|loop alert|duplicated message-id"
+    r"|your (?:message|post(?:ing)?) (?:to \S+ )?(?:was|has been) rejected",
+    re.IGNORECASE,
 )
-_ADDRESS = re.compile(r"(?<![\w.+=-])[\w.+'=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
-_NOT_RECIPIENT_LOCAL = ("postmaster", "mailer-daemon", "mailerdaemon", "post_master", "abuse")
-_TAG = re.compile(r"<[^>]*>")
-_BLOCK_END = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
-_SCRIPT = re.compile(r"<(style|script)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-
-
-def _html_text(markup: str) -> str:
-    text = _SCRIPT.sub(" ", markup)
-    text = _BLOCK_END.sub("\n", text)
-    return html.unescape(_TAG.sub("", text))
-
-
-def notice_text(message: ParsedMessage) -> str:
-    """The notice: the message's own text parts (not those of a returned
-    message), HTML turned to text when there is no plain part, cut where an
-    inline copy of the returned message begins."""
-    plain: list[str] = []
-    markup: list[str] = []
-    inside_depth: int | None = None
-    for part in message.parts:
-        if inside_depth is not None:
-            if part.depth > inside_depth:
-                continue
-            inside_depth = None
-        if part.content_type in RETURNED_TYPES:
-            inside_depth = part.depth
-            continue
-        if part.text is None or part.disposition == "attachment":
-            continue
-        if part.content_type == "text/plain":
-            plain.append(part.text)
-        elif part.content_type == "text/html":
-            markup.append(part.text)
-    text = "\n".join(plain) if plain else "\n".join(_html_text(m) for m in markup)
-    # the first lines may quote the original's headers as context ("To: x"),
-    # so the cut is searched after them
-    start = _RETURNED_START.search(text, min(len(text), 1))
-    return text[: start.start()] if start else text
 
 
 def sender_is_mail_system(message: ParsedMessage, senders: Iterable[str]) -> bool:
@@ -137,7 +105,7 @@ def ses_notification(message: ParsedMessage) -> tuple[str, list[Recipient]] | No
     ``("Delivery", recipients)`` or ``("Complaint", [])``; None for other mail."""
     text = message.text or ""
     start = text.find("{")
-    if start < 0 or '"notificationType"' not in text:
+    if start < 0 or "notificationType" not in text:  # quoted, or escaped in an SNS envelope
         return None
     data = _json(text[start:])
     if data is None:
@@ -185,8 +153,12 @@ def ses_notification(message: ParsedMessage) -> tuple[str, list[Recipient]] | No
 
 
 def _json(text: str) -> Any:
-    """The JSON object at the start of *text*; mail bodies may fold long lines."""
-    for candidate in (text, re.sub(r"\r?\n[ \t]?", "", text)):
+    """The JSON object at the start of *text*; mail bodies may fold long lines,
+    and an MTA may have split a line over 990 characters with ``!``, a line
+    break and a blank (Sendmail does, to keep within RFC 5321's limit)."""
+    unfold = re.compile(r"\r?\n[ \t]?")
+    split = unfold.sub("", re.sub(r"!\r?\n ", "", text))  # no "!" ends a line in JSON
+    for candidate in (text, split, unfold.sub("", text)):
         try:
             return json.JSONDecoder().raw_decode(candidate)[0]
         except ValueError:
@@ -194,79 +166,48 @@ def _json(text: str) -> Any:
     return None
 
 
+def null_return_path(message: ParsedMessage) -> bool:
+    """``Return-Path: <>``: the message came with the null reverse-path that
+    RFC 5321 (4.5.5) has delivery notifications sent with."""
+    value = message.header("Return-Path")
+    return value is not None and value.strip().replace(" ", "") == "<>"
+
+
+def _local_part(message: ParsedMessage) -> str:
+    return (message.from_addr or "").rsplit("@", 1)[0]
+
+
+def list_rejection(message: ParsedMessage) -> bool:
+    """A mailing-list manager refusing a post: list headers, the list's
+    administrative sender, and a rejection in the subject or the text."""
+    if not any(message.header(name) for name in _LIST_HEADERS):
+        return False
+    if not _LIST_ADMIN.match(_local_part(message)):
+        return False
+    return bool(
+        _LIST_REJECTION.search(message.subject) or _LIST_REJECTION.search(notice_text(message))
+    )
+
+
 def looks_like_bounce(message: ParsedMessage, senders: Iterable[str]) -> bool:
-    """Obviously a bounce, though not an RFC 3464 report (see the module doc)."""
+    """Obviously a bounce, though not an RFC 3464 report (see the module doc).
+
+    A null ``Return-Path`` alone is weaker than a mail-system From: RFC 3834
+    auto-replies use it too, and their subject quotes the customer's ("Automatic
+    reply: Delivery delayed"), so there the subject must *start* bounce-like."""
     if message.header("X-Failed-Recipients"):
         return True
-    mail_system = sender_is_mail_system(message, [*senders, *BUILTIN_SENDERS])
-    if not mail_system and not sender_is_null(message):
-        return False
-    if _SUBJECT.search(message.subject):
+    mail_system = sender_is_mail_system(message, [*senders, *BUILTIN_SENDERS]) or sender_is_null(
+        message
+    )
+    subject = _SUBJECT.search(message.subject.strip())
+    if subject is not None and (
+        mail_system or (subject.start() == 0 and null_return_path(message))
+    ):
         return True
-    return _BODY_MARKERS.search(notice_text(message)) is not None
-
-
-def _candidates(message: ParsedMessage, notice: str) -> list[tuple[str, int]]:
-    """Addresses named in the notice, first position each, in order."""
-    own = {a.lower() for a in [message.from_addr or "", *message.to, *message.cc]}
-    found: dict[str, int] = {}
-    for match in _ADDRESS.finditer(notice):
-        address = match.group(0).strip(".'")
-        lower = address.lower()
-        local = lower.split("@", 1)[0]
-        preceding = notice[max(0, match.start() - 12) : match.start()].lower()
-        if lower in own or local in _NOT_RECIPIENT_LOCAL or "message-id" in preceding:
-            continue
-        found.setdefault(lower, match.start())
-    return sorted(found.items(), key=lambda item: item[1])
-
-
-def _first_reply_code(text: str) -> str | None:
-    for match in re.finditer(r"(?<![\w.\[#-])([245][0-5]\d)(?=[\s-])", text):
-        return match.group(1)
-    return None
-
-
-_TO_LINE = re.compile(r"^\s*>?\s*to:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
-
-
-def _returned_recipients(message: ParsedMessage) -> list[str]:
-    """Fallback when the notice names nobody: the returned message's To."""
-    for index, part in enumerate(message.parts):
-        if part.content_type in RETURNED_TYPES and index + 1 < len(message.parts):
-            inner = message.parts[index + 1]
-            value = inner.header("To") if inner.depth == part.depth + 1 else None
-            if value:
-                return [m.group(0).lower() for m in _ADDRESS.finditer(value)]
-    text = message.text or ""
-    cut = len(notice_text(message))
-    match = _TO_LINE.search(text, min(cut, len(text)))
-    return [m.group(0).lower() for m in _ADDRESS.finditer(match.group(1))] if match else []
-
-
-def extract_recipients(message: ParsedMessage) -> list[Recipient]:
-    """The recipients a vendor-format bounce names, with what it states about them."""
-    notice = notice_text(message)
-    action = "delayed" if _DELAY.search(message.subject) else "failed"
-    failed_header = message.header("X-Failed-Recipients")
-    candidates = _candidates(message, notice)
-    if failed_header:
-        listed = [a.strip().lower() for a in re.split(r"[,\s]+", failed_header) if "@" in a]
-        positions = dict(candidates)
-        candidates = [(a, positions.get(a, len(notice))) for a in dict.fromkeys(listed)]
-    if not candidates:
-        candidates = [(a, len(notice)) for a in _returned_recipients(message)]
-    recipients = []
-    for index, (address, start) in enumerate(candidates):
-        end = candidates[index + 1][1] if index + 1 < len(candidates) else len(notice)
-        region = notice[start:end] if start < len(notice) else notice
-        status_match = STATUS.search(region)
-        recipients.append(
-            Recipient(
-                address=address,
-                action=action,
-                status=".".join(status_match.groups()) if status_match else None,
-                reply_code=_first_reply_code(region),
-            )
-        )
-    return recipients
+    automated = (
+        mail_system or null_return_path(message) or _AUTOMATED_LOCAL.match(_local_part(message))
+    )
+    if automated and _BODY_MARKERS.search(notice_text(message)):
+        return True
+    return list_rejection(message)

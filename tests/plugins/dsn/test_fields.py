@@ -8,9 +8,13 @@ from postroom.model import AttachedValue
 from postroom_dsn.data import (
     Recipient,
     bare_address,
+    info_data,
     normal_action,
+    raw_data,
     recipient_from_fields,
     recipients_from_data,
+    reply_code,
+    status_code,
 )
 from postroom_dsn.fields import looks_like_delivery_status, parse_delivery_status
 
@@ -106,17 +110,63 @@ def test_groups_encoded_inside_the_part_are_decoded() -> None:
     assert status.recipients[0][2] == ("Status", "5.1.1")
 
 
-def test_generic_status_is_refined_by_the_diagnostic_code() -> None:
-    fields = (
+def _group(status: str, diagnostic: str) -> tuple[tuple[str, str], ...]:
+    return (
         ("Final-Recipient", "rfc822; a@example.com"),
         ("Action", "failed"),
-        ("Status", "5.0.0"),
-        ("Diagnostic-Code", "smtp; 550 5.7.1 relaying denied"),
+        ("Status", status),
+        ("Diagnostic-Code", diagnostic),
     )
-    recipient = recipient_from_fields(fields)
+
+
+def test_generic_status_is_refined_by_the_diagnostic_code() -> None:
+    recipient = recipient_from_fields(_group("5.0.0", "smtp; 550 5.7.1 relaying denied"))
     assert (recipient.status, recipient.reply_code) == ("5.7.1", "550")
-    specific = recipient_from_fields((*fields[:2], ("Status", "5.1.1"), fields[3]))
-    assert specific.status == "5.1.1"  # a specific Status field is kept
+    # a bare code (no reply before it) refines only a generic Status of its class
+    assert recipient_from_fields(_group("5.0.0", "smtp; 5.1.0 unknown")).status == "5.1.0"
+    assert recipient_from_fields(_group("5.2.2", "smtp; 5.1.0 unknown")).status == "5.2.2"
+    assert recipient_from_fields(_group("4.0.0", "smtp; 5.1.0 unknown")).status == "4.0.0"
+    assert recipient_from_fields(_group("5.1.1", "smtp; 550 user unknown")).status == "5.1.1"
+
+
+def test_the_remote_reply_wins_over_the_reporting_mta_summary() -> None:
+    # Sendmail: Status 4.4.7 "expired" over what the remote server replied
+    expired = recipient_from_fields(_group("4.4.7", "SMTP; 450 4.7.1 Access denied"))
+    assert (expired.status, expired.reply_code) == ("4.7.1", "450")
+    contradicted = recipient_from_fields(_group("5.1.1", "SMTP; 552 5.2.2 Over quota"))
+    assert contradicted.status == "5.2.2"
+    # Postfix softened the class; the remote said 550 5.5.0
+    assert recipient_from_fields(_group("4.5.0", "smtp; 550 5.5.0 refused")).status == "5.5.0"
+    # the innermost quoted reply is the cause: "expired" because of a timeout
+    nested = "smtp; 554 4.4.7 Message expired: unable to deliver.<421 4.4.2 Connection timed out>"
+    assert recipient_from_fields(_group("4.4.7", nested)).status == "4.4.2"
+    ses = "smtp; 5.1.0 - Unknown address error 550-'5.7.1 <x@y>... Access denied'"
+    assert recipient_from_fields(_group("5.0.0", ses)).status == "5.7.1"
+
+
+def test_the_raw_fields_stay_verbatim_when_the_status_is_refined() -> None:
+    status = parse_delivery_status(
+        "Reporting-MTA: dns; mx\n\nFinal-Recipient: rfc822; a@example.com\nAction: failed\n"
+        "Status: 4.4.7\nDiagnostic-Code: SMTP; 450 4.7.1 Access denied\n"
+    )
+    data = raw_data(status)
+    assert data["_DSNRawInfo.Recipient1.Status"] == "4.4.7"
+    assert (
+        info_data([recipient_from_fields(status.recipients[0])])["_DSNInfo.Recipient1.Status"]
+        == "4.7.1"
+    )
+
+
+def test_status_codes_are_not_read_from_longer_dotted_numbers() -> None:
+    assert status_code("see 4.16.55.1 and 192.0.2.1") is None
+    assert status_code("Yahoo 421 4.7.0 [TSS04] - 4.16.55.1") == "4.7.0"
+    assert status_code("550 5.1.1.") == "5.1.1"
+
+
+def test_a_program_exit_status_is_not_a_reply_code() -> None:
+    assert reply_code("X-Unix; 255") is None
+    assert reply_code("X-LOCAL; 500 (err.nosuchuser)") == "500"
+    assert reply_code("smtp; 550 5.1.1 unknown") == "550"
 
 
 def test_actions_and_addresses() -> None:
