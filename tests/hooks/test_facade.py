@@ -620,6 +620,8 @@ class OutboxStore(FakeStore):
     def __init__(self, interaction: Interaction) -> None:
         super().__init__([interaction])
         self.marks: list[tuple[str, str, str | None, datetime | None]] = []
+        self.attached: dict[str, Any] = {}
+        self.suppressed: list[tuple[str, str, str | None]] = []
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None:
         return next((i for i in self.interactions if i.id == interaction_id), None)
@@ -631,17 +633,27 @@ class OutboxStore(FakeStore):
         return {"queued": 0, "sending": 0, "sent": 0, "failed": 0}
 
     async def mark_outbound(self, entry_id: str, state: str, error: str | None = None,
-                            next_attempt_at: datetime | None = None) -> None:
+                            next_attempt_at: datetime | None = None,
+                            attached: dict[str, Any] | None = None) -> None:
         self.marks.append((entry_id, state, error, next_attempt_at))
+        self.attached.update(attached or {})
+
+    async def suppress(self, address: str, reason: str, interaction_id: str | None = None
+                       ) -> None:
+        self.suppressed.append((address, reason, interaction_id))
 
 
 class RecordingSender:
-    def __init__(self) -> None:
+    def __init__(self, refused: dict[str, str] | None = None) -> None:
         self.sent: list[tuple[bytes, Envelope, str]] = []
+        self.refused = dict(refused or {})
 
     def send(self, message: bytes, envelope: Envelope, message_id: str) -> Deferred[SendResult]:
         self.sent.append((message, envelope, message_id))
-        return defer.succeed(SendResult(message_id=message_id, accepted=list(envelope.rcpt_to)))
+        accepted = [r for r in envelope.rcpt_to if r not in self.refused]
+        return defer.succeed(
+            SendResult(message_id=message_id, accepted=accepted, refused=dict(self.refused))
+        )
 
     def close(self) -> Deferred[None]:
         return defer.succeed(None)
@@ -702,6 +714,46 @@ def test_render_in_order_then_envelope_then_send_then_sent() -> None:
     assert message_id == "<m1@example.com>"
     assert store.marks == [(entry.id, "sent", None, None)]
     assert observer.seen == [entry.id]
+
+
+def test_recipients_refused_at_rcpt_are_recorded_and_unknown_ones_suppressed() -> None:
+    service, store, _sender, entry = outbox()
+    entry.request.cc = ["gone@example.com", "busy@example.com", "policy@example.com"]
+    service.sender = RecordingSender(
+        refused={
+            "gone@example.com": "550 5.1.1 <gone@example.com>: Recipient address rejected",
+            "busy@example.com": "452 4.2.2 mailbox full, try later",
+            "policy@example.com": "554 5.7.1 relay access denied",
+        }
+    )
+    run(service.send_entry(entry))
+    assert store.marks == [(entry.id, "sent", None, None)]  # the others took it
+    refused = store.attached["_RefusedRecipients"]
+    assert "gone@example.com: 550 5.1.1" in refused and "busy@example.com: 452 4.2.2" in refused
+    # only the address the server says does not exist goes on the suppression list
+    assert [(a, i) for a, _, i in store.suppressed] == [("gone@example.com", entry.id)]
+    assert "refused at RCPT TO: 550 5.1.1" in store.suppressed[0][1]
+
+
+@pytest.mark.parametrize(
+    ("reply", "unknown"),
+    [
+        ("550 5.1.1 <a@b>: Recipient address rejected: User unknown", True),
+        ("550-5.1.1 The email account that you tried to reach does not exist", True),
+        ("553 5.1.3 bad recipient address syntax", True),
+        ("550 5.1.10 null MX", True),
+        ("550 5.2.1 mailbox disabled", True),
+        ("553 5.1.8 <x@y>: Sender address rejected: Domain not found", False),
+        ("550 5.7.1 relaying denied", False),
+        ("552 5.2.2 mailbox full", False),
+        ("450 4.1.1 try again later", False),
+        ("550 user unknown", False),  # no enhanced code: not sure enough to suppress
+    ],
+)
+def test_which_refusals_are_unknown_addresses(reply: str, unknown: bool) -> None:
+    from postroom.services.outbound import is_unknown_address
+
+    assert is_unknown_address(reply) is unknown
 
 
 def test_render_failure_fails_the_send_attempt_which_is_retried() -> None:

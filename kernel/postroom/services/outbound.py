@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
@@ -24,6 +25,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from postroom.backoff import Backoff, sleep
 from postroom.errors import PostroomError, SendError
 from postroom.model import (
+    AttachedValue,
     Envelope,
     Interaction,
     InteractionType,
@@ -46,6 +48,20 @@ class HeaderInjection(PostroomError, ValueError):
 
 #: attached key marking the outbound interaction of an automatic request
 AUTOMATIC_KEY = "_Automatic"
+#: attached key listing the recipients the server refused (``addr: reply; ...``)
+REFUSED_KEY = "_RefusedRecipients"
+
+#: an SMTP reply saying the address does not exist or no longer takes mail:
+#: a 5xx reply with an enhanced code 5.1.0-5.1.6 or 5.1.10 (bad destination address,
+#: not the sender's 5.1.7/5.1.8) or 5.2.1 (mailbox disabled)
+_UNKNOWN_ADDRESS = re.compile(r"^5\d\d[ -]5\.(?:1\.(?:[0-6]|10)|2\.1)\b")
+
+
+def is_unknown_address(reply: str) -> bool:
+    """Whether a refusal is a hard bounce of the address itself (suppressed),
+    not a policy or a temporary refusal (which says nothing about the address)."""
+    return bool(_UNKNOWN_ADDRESS.match(reply.strip()))
+
 
 #: Headers never sent, whatever a request or a plugin asks (lower case). A site
 #: replaces this list with ``smtp-client: forbidden-headers-file``.
@@ -269,7 +285,7 @@ class OutboundService(service.Service):
                 self._now(),
                 self.forbidden,
             )
-            await self.sender.send(data, envelope, entry.message_id)
+            result = await self.sender.send(data, envelope, entry.message_id)
         except Exception as exc:
             cause = getattr(exc, "cause", exc)  # a PluginFailure wraps the plugin's error
             permanent = isinstance(cause, HeaderInjection) or getattr(cause, "permanent", False)
@@ -296,7 +312,16 @@ class OutboundService(service.Service):
                     error,
                 )
             return
-        await store.mark_outbound(entry.id, OutboxState.SENT.value)
+        refused = dict(getattr(result, "refused", None) or {})
+        attached: dict[str, AttachedValue] = {}
+        if refused:
+            # some recipients were refused at RCPT TO, the others took it
+            attached[REFUSED_KEY] = "; ".join(f"{rcpt}: {why}" for rcpt, why in refused.items())
+            log.warning("outbound %s: refused for %s", entry.id, attached[REFUSED_KEY])
+        await store.mark_outbound(entry.id, OutboxState.SENT.value, attached=attached)
+        for rcpt, why in refused.items():
+            if is_unknown_address(why):
+                await store.suppress(rcpt, f"refused at RCPT TO: {why}"[:200], entry.id)
         interaction = await store.get_interaction(entry.id)
         await self.kernel.hooks.sent(interaction, ctx)
 

@@ -871,7 +871,10 @@ class SQLStoreBase:
         state: str,
         error: str | None = None,
         next_attempt_at: datetime | float | None = None,
+        attached: Mapping[str, Any] | None = None,
     ) -> None:
+        """Move an outbox entry to *state*; its interaction's status follows,
+        and *attached* is merged into the interaction's attached data."""
         new_state = OutboxState(state)
         retry_at = None if next_attempt_at is None else self._dt_param(to_utc(next_attempt_at))
         counts = new_state in (OutboxState.FAILED, OutboxState.QUEUED)
@@ -894,6 +897,7 @@ class SQLStoreBase:
                 data[SEND_ERROR_KEY] = error or "sending failed"
             elif new_state is OutboxState.SENT:
                 data.pop(SEND_ERROR_KEY, None)
+            data.update(attached or {})
             tx.execute(
                 "UPDATE interactions SET status = ?, attached_data = ? WHERE id = ?",
                 (OUTBOX_STATUS[new_state], _json(data), entry_id),
