@@ -17,6 +17,8 @@ import attrs
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
 
+from postroom_imap.client import BodyFetchCommand
+
 if TYPE_CHECKING:
     from postroom_imap.client import IMAPClient, Sink
 
@@ -62,14 +64,21 @@ class FetchBatcher:
         self._waiting = rest
         self._busy = True
         offset = 0 if self.length is not None else None
-        d = client.fetch_bodies({uid: w.sink for uid, w in batch.items()}, offset, self.length)
+        command = BodyFetchCommand({uid: w.sink for uid, w in batch.items()}, offset, self.length)
+        d = client.send_body_fetch(command)
 
         def delivered(found: dict[int, int | None]) -> None:
             for uid, wanted in batch.items():
                 wanted.done.callback(found.get(uid))
 
         def failed(failure: Failure) -> None:
-            for wanted in batch.values():
+            # The message whose download the break interrupted hears first: the
+            # kernel counts the first failure of a broken pass against that
+            # message, so one that always breaks the link ends in quarantine
+            # instead of its batch-mates taking the blame in turn.
+            culprit = command.culprit()
+            first = [batch[culprit]] if culprit in batch else []
+            for wanted in [*first, *(w for uid, w in batch.items() if uid != culprit)]:
                 wanted.done.errback(failure)
 
         d.addCallbacks(delivered, failed)

@@ -221,17 +221,23 @@ class BodyFetchCommand(RawCommand):
         super().__init__(b"UID FETCH", sequence_set(sinks) + b" (UID %s)" % section)
         self.sinks = dict(sinks)
         self.written: dict[int, int] = {}
+        #: UIDs whose literal arrived whole
+        self.complete: set[int] = set()
+        self._left = 0
         self.literals = 0
         self._target: Sink | None = None
         self._target_uid: int | None = None
         #: literals that came before their UID, in response order
         self._strays: list[IO[bytes]] = []
 
-    def begin_literal(self, prefix: bytes) -> None:
-        """A BODY[] literal starts; *prefix* is its response line so far."""
+    def begin_literal(self, prefix: bytes, octets: int) -> None:
+        """A BODY[] literal of *octets* starts; *prefix* is its response line so far."""
         self.literals += 1
+        self._left = octets
         match = _UID_ITEM.search(prefix)
         uid = int(match.group(1)) if match else None
+        if uid is not None and uid in self.sinks:
+            self.complete.discard(uid)
         if uid is not None and uid in self.sinks:
             self._target, self._target_uid = self.sinks[uid], uid
             self.written.setdefault(uid, 0)
@@ -243,8 +249,18 @@ class BodyFetchCommand(RawCommand):
     def write(self, data: bytes) -> None:
         assert self._target is not None
         self._target.write(data)
+        self._left -= len(data)
         if self._target_uid is not None:
             self.written[self._target_uid] += len(data)
+            if self._left <= 0:
+                self.complete.add(self._target_uid)
+
+    def culprit(self) -> int | None:
+        """The UID whose download a broken connection interrupted: the one
+        being received, else the first not received yet (None: all were)."""
+        if self._left > 0 and self._target_uid is not None:
+            return self._target_uid
+        return next((uid for uid in sorted(self.sinks) if uid not in self.complete), None)
 
     def finish(self, lastLine: bytes, unusedCallback: Callable[..., Any]) -> None:
         found: dict[int, int | None] = dict.fromkeys(self.sinks)
@@ -499,7 +515,7 @@ class IMAPClient(imap4.IMAP4Client):
                 self._parts = [placeholder]
             else:
                 self._parts.append(placeholder)
-            cmd.begin_literal(rest)
+            cmd.begin_literal(rest, octets)
             self._sink = cmd
             self._sink_left = octets
             self.tracer.received(b"{%d octets of message data}" % octets)
@@ -739,6 +755,11 @@ class IMAPClient(imap4.IMAP4Client):
         """Write (the same part of) several messages, each into its sink, in
         one command: ``{uid: bytes written or None}``."""
         return self.sendCommand(BodyFetchCommand(sinks, offset, length))
+
+    def send_body_fetch(self, command: BodyFetchCommand) -> defer.Deferred[dict[int, int | None]]:
+        """:meth:`fetch_bodies` for a caller that keeps the command (to ask
+        :meth:`BodyFetchCommand.culprit` when the connection breaks)."""
+        return self.sendCommand(command)
 
     def uid_store(self, uids: Iterable[int], change: bytes) -> defer.Deferred[Any]:
         """``UID STORE <set> <change>``, e.g. ``+FLAGS.SILENT (\\Deleted)``."""

@@ -113,6 +113,8 @@ class FakeIMAPServer:
         #: drop the connection when a command line matches (and after *after* bytes)
         self.drop_on: Callable[[bytes], bool] | None = None
         self.drop_after_bytes = 0
+        #: with drop_after_bytes: drop only while sending this UID (None: any)
+        self.drop_uid: int | None = None
         self._buffer = b""
         self._scheduled = False
         self._literal_left = 0
@@ -332,7 +334,7 @@ class FakeIMAPServer:
             else:
                 part, origin = m.data, b""
             head = b"* %d FETCH (UID %d BODY[]%s {%d}\r\n" % (seq, m.uid, origin, len(part))
-            if self.drop_after_bytes:
+            if self.drop_after_bytes and self.drop_uid in (None, m.uid):
                 self.send_raw(head + part[: self.drop_after_bytes])
                 self.close(error.ConnectionLost("dropped mid-literal"))
                 return

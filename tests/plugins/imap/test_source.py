@@ -444,6 +444,30 @@ def test_connection_dropped_mid_fetch_fails_all_pending_fetches(
     assert os.listdir(tmp_path / "spool") == []
 
 
+def test_a_batch_cut_mid_message_blames_that_message_first(
+    make_source: Make, reactor: MemoryReactorClock, tmp_path: Path
+) -> None:
+    """The kernel counts the first failure of a broken pass: it must be the
+    message whose download broke, not whichever came first in the batch."""
+    server = FakeIMAPServer(reactor)
+    for n in range(4):
+        server.add(message(n, 3000))
+    source, server = connected(make_source, reactor, server)
+    items = pump(reactor, source.list_new(None))
+    server.drop_after_bytes, server.drop_uid = 1000, 3
+    heard: list[str] = []
+    fetches = [source.fetch(i) for i in items]
+    for item, d in zip(items, fetches, strict=True):
+        d.addErrback(lambda f, key=item.source_key: heard.append(key) or f)
+    settle(reactor)
+    assert heard[0] == items[2].source_key  # UID 3, whose literal was cut
+    assert sorted(heard) == sorted(i.source_key for i in items)
+    for d in fetches:
+        with pytest.raises(ConnectionDown):
+            run(d)
+    assert os.listdir(tmp_path / "spool") == []
+
+
 def test_uidvalidity_changed_between_listing_and_fetch(
     make_source: Make, reactor: MemoryReactorClock
 ) -> None:
