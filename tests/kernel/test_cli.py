@@ -412,6 +412,23 @@ def test_send_command_sends_through_the_outbox(quickstart: Path) -> None:
     assert bad.returncode == 1 and "set by postroom" in bad.stderr
 
 
+def test_send_with_plugin_options_and_as_automatic_mail(quickstart: Path) -> None:
+    result = postroom(
+        "send", "-c", str(quickstart), "--to", "a@example.com", "--text", "Thanks, we got it",
+        "--from", "support@centre.example",
+        "--option", 'dsn={"notify": ["FAILURE", "DELAY"], "ret": "HDRS"}',
+        "--option", "mdn=true", "--automatic",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
+    assert b"Auto-Submitted: auto-replied" in eml  # the kernel, for automatic mail
+    assert b"Disposition-Notification-To: support@centre.example" in eml  # the mdn plugin
+    envelope = json.loads(next((quickstart.parent / "outbox").glob("*.envelope.json")).read_text())
+    assert "NOTIFY=FAILURE,DELAY" in json.dumps(envelope)  # the dsn plugin
+    bad = postroom("send", "-c", str(quickstart), "--to", "a@x.example", "--option", "dsn")
+    assert bad.returncode == 2 and "--option 'dsn': expected NAME=JSON" in bad.stderr
+
+
 def test_the_issue_shape_of_a_site_with_real_mailboxes_checks(tmp_path: Path) -> None:
     """The configuration shape sites write for IMAP/POP3 and SMTP, as written."""
     site = tmp_path / "site.yaml"

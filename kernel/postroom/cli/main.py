@@ -391,6 +391,16 @@ def cmd_send(args: argparse.Namespace) -> int:
             kernel = _kernel(args, reactor)
         except (ConfigError, ConfigErrors, PluginLoadError) as exc:
             return _report_config_error(exc)
+        options = {}
+        for item in args.option or []:
+            name, sep, value = item.partition("=")
+            try:
+                if not sep or not name.strip():
+                    raise ValueError("expected NAME=JSON")
+                options[name.strip()] = json.loads(value)
+            except ValueError as exc:
+                print(f"error: --option {item!r}: {exc}", file=sys.stderr)
+                return EXIT_CONFIG
         request = OutboundRequest(
             to=args.to,
             cc=args.cc or [],
@@ -401,6 +411,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             from_addr=args.sender,
             in_reply_to=args.in_reply_to,
             headers={k.strip(): v.strip() for k, v in (h.split(":", 1) for h in args.header or [])},
+            automatic=args.automatic,
+            options=options,
         )
         # The outbox worker of a --once gateway sends what is queued, then stops.
         gateway = Gateway(kernel, once=True, mailboxes=False)
@@ -623,6 +635,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--html", help="HTML body, or @FILE")
     p.add_argument("--in-reply-to", help="id of the interaction this answers (threading)")
     p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
+    p.add_argument(
+        "--option",
+        action="append",
+        metavar="NAME=JSON",
+        help="a request option for plugins, e.g. 'dsn={\"notify\": [\"FAILURE\"]}' "
+        "or 'mdn=true' (repeatable)",
+    )
+    p.add_argument(
+        "--automatic",
+        action="store_true",
+        help="sent by automation, not an agent: never to suppressed addresses, "
+        "marked Auto-Submitted",
+    )
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser(
