@@ -21,6 +21,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,6 +99,8 @@ class Site:
         self.db = directory / "store.db"
         self.mailboxes: list[dict[str, Any]] = []
         self.sections: dict[str, Any] = {}
+        #: the HTTP API's port while :func:`running_gateway` runs it
+        self.api_port = 0
 
     # --- the file ------------------------------------------------------------------
 
@@ -245,3 +248,48 @@ class Site:
             return sink.getvalue()
         finally:
             store.close()
+
+
+@contextlib.contextmanager
+def running_gateway(site: Site, mailbox: str) -> Iterator[Callable[[], None]]:
+    """``postroom run`` on *site* with its HTTP API on a free port (``site.api_port``).
+
+    Yields once *mailbox* is connected and its first pass is done; what it
+    yields checks that the gateway is still running (and paces a poll: call
+    it in ``wait_for`` conditions). On leaving, SIGTERM must stop the gateway
+    cleanly: exit 0, no traceback in its log.
+    """
+    site.api_port = free_port()
+    site.sections["http"] = {"port": site.api_port}
+    log_path = site.dir / "gateway.log"
+
+    def running() -> None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=0.05)  # paces the poll; an early exit fails here
+        assert proc.returncode is None, log_path.read_text(errors="replace")[-5000:]
+
+    def ready() -> bool:
+        running()
+        try:
+            _status, health = http(site.api_port, "/health")
+        except OSError:
+            return False  # not listening yet
+        box = health["mailboxes"][mailbox]
+        return bool(box["connected"] and box["last_success"])
+
+    with log_path.open("wb") as log:
+        proc = site.start(log)
+    try:
+        site.servers.wait_for(ready, 30, f"mailbox {mailbox} to be connected with a pass done")
+        yield running
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = log_path.read_text(errors="replace")
+    assert code == 0, text[-5000:]
+    assert "Traceback" not in text, text[-5000:]

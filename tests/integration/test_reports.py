@@ -14,15 +14,12 @@ address lands on the suppression list.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import subprocess
 from pathlib import Path
 from typing import Any
 
 from tests.integration.servers import MailServers
-from tests.integration.sites import Site, free_port, http
+from tests.integration.sites import Site, http, running_gateway
 
 #: generous: each notice takes about a second (Postfix queue, LMTP, IDLE, commit)
 GUARD = 60.0
@@ -39,67 +36,36 @@ def test_postfix_success_and_failure_notices_become_report_and_ndr_children(
     ms = mail_servers
     for user in ("agent8", "agent9"):
         ms.clear(user)
-    port = free_port()
     site = Site(tmp_path, ms)
     site.mailbox("reports", "agent8", poll_interval="01:00:00")
     site.smtp_client("agent8")
-    site.sections["http"] = {"port": port}
-    log_path = tmp_path / "gateway.log"
 
-    def running() -> None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=0.05)  # paces the poll; an early exit fails here
-        assert proc.returncode is None, log_path.read_text(errors="replace")[-5000:]
+    with running_gateway(site, "reports") as running:
 
-    def ready() -> bool:
-        running()
-        try:
-            _status, health = http(port, "/health")
-        except OSError:
-            return False
-        box = health["mailboxes"]["reports"]
-        return bool(box["connected"] and box["last_success"])
+        def child_of(outbound_id: str) -> list[dict[str, Any]]:
+            running()
+            return site.rows("type = 'Inbound' AND parent_id = ?", outbound_id)
 
-    def child_of(outbound_id: str) -> list[dict[str, Any]]:
-        running()
-        return site.rows("type = 'Inbound' AND parent_id = ?", outbound_id)
+        def send(to: str, subject: str) -> dict[str, Any]:
+            status, outbound = http(
+                site.api_port,
+                "/send",
+                {
+                    "from": ms.address("agent8"),
+                    "to": [to],
+                    "subject": subject,
+                    "text": "Your order has shipped.",
+                    "options": {"dsn": DSN},
+                },
+            )
+            assert status == 202, outbound
+            return dict(outbound)
 
-    def send(to: str, subject: str) -> dict[str, Any]:
-        status, outbound = http(
-            port,
-            "/send",
-            {
-                "from": ms.address("agent8"),
-                "to": [to],
-                "subject": subject,
-                "text": "Your order has shipped.",
-                "options": {"dsn": DSN},
-            },
-        )
-        assert status == 202, outbound
-        return dict(outbound)
-
-    with log_path.open("wb") as log:
-        proc = site.start(log)
-    try:
-        ms.wait_for(ready, 30, "the mailbox to be connected with a pass done")
         known = send(ms.address("agent9"), "to a known user")
         unknown = send(ms.address("nobody"), "to an unknown user")
-
         [report] = ms.wait_for(lambda: child_of(known["id"]), GUARD, "the success notice")
         [ndr] = ms.wait_for(lambda: child_of(unknown["id"]), GUARD, "the bounce")
-        _, suppressed = http(port, f"/interactions/{unknown['id']}")
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    text = log_path.read_text(errors="replace")
-    assert code == 0, text[-5000:]
-    assert "Traceback" not in text, text[-5000:]
+        _, suppressed = http(site.api_port, f"/interactions/{unknown['id']}")
 
     # the known user got the message itself
     assert ms.message_count("agent9") == 1

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,70 +21,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from postroom.kernel import Kernel
 from postroom.model import Interaction
+from tests.integration import sites
 from tests.integration.servers import MailServers, make_message
+from tests.integration.sites import explain, free_port
 
 POSTROOM = Path(sys.executable).with_name("postroom")
 RUN_TIMEOUT = 300
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Site:
-    """A site file in *tmp_path* with IMAP mailboxes on the test servers."""
-
-    def __init__(self, tmp_path: Path, servers: MailServers) -> None:
-        self.dir = tmp_path
-        self.servers = servers
-        self.path = tmp_path / "site.yaml"
-        self.db = tmp_path / "store.db"
-        self.mailboxes: list[dict[str, Any]] = []
-        self.extra: dict[str, Any] = {}
-
-    def mailbox(
-        self, name: str, user: str, port: str = "imap", security: str = "starttls", **options: Any
-    ) -> dict[str, Any]:
-        entry: dict[str, Any] = {
-            "name": name,
-            "type": "imap",
-            "server": self.servers.host,
-            "port": self.servers.ports[port],
-            "pop-connection-security": security,
-            "ca-file": self.servers.ca_file,
-            "mailbox": user,
-            "password": self.servers.password(user),
-            "connect-timeout": "00:00:10",
-            "protocol-timeout": "00:00:30",
-        }
-        entry.update({k.replace("_", "-"): v for k, v in options.items()})
-        self.mailboxes.append(entry)
-        return entry
-
-    def write(self) -> Path:
-        document = {
-            "store": {"driver": "sqlite", "path": str(self.db)},
-            "pop-client": self.mailboxes,
-            **self.extra,
-        }
-        self.path.write_text(yaml.safe_dump(document, sort_keys=False))
-        return self.path
-
-    def run_once(self, *flags: str) -> subprocess.CompletedProcess[str]:
-        self.write()
-        return subprocess.run(
-            [str(POSTROOM), *flags, "run", "-c", str(self.path), "--once"],
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT,
-            check=False,
-        )
+class Site(sites.Site):
+    """The integration tests' site, with the store's interactions as objects."""
 
     def interactions(self, mailbox: str | None = None) -> list[Interaction]:
         kernel = Kernel(self.path)
@@ -94,17 +41,6 @@ class Site:
         store.open()
         try:
             return list(store.list_interactions(limit=100_000, mailbox=mailbox))
-        finally:
-            store.close()
-
-    def raw(self, interaction_id: str) -> bytes:
-        kernel = Kernel(self.path)
-        store = kernel.store_driver
-        store.open()
-        try:
-            out = io.BytesIO()
-            store.read_raw(interaction_id, out)
-            return out.getvalue()
         finally:
             store.close()
 
@@ -119,10 +55,6 @@ def messages(user: str, n: int, servers: MailServers, tag: str = "m") -> list[by
         make_message(subject=f"{tag} {i}", to=servers.address(user), body=f"Body {i}.\r\n")
         for i in range(n)
     ]
-
-
-def explain(done: subprocess.CompletedProcess[str]) -> str:
-    return f"exit {done.returncode}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-6000:]}"
 
 
 # ------------------------------------------------------------------ after-processing
@@ -263,7 +195,7 @@ def test_unreachable_server_is_a_clear_error(site: Site, mail_servers: MailServe
 def test_debug_trace_redacts_the_password(site: Site, mail_servers: MailServers) -> None:
     mail_servers.clear("agent9")
     site.mailbox("traced", "agent9", port="imap_notls", security="none", enable_debug=True)
-    site.extra["logging"] = {"level": "debug"}
+    site.sections["logging"] = {"level": "debug"}
     done = site.run_once("-vv")
     assert done.returncode == 0, explain(done)
     assert "traced C: 0001 " in done.stderr or "traced C: 0002 " in done.stderr, explain(done)
@@ -358,7 +290,7 @@ def test_idle_brings_new_mail_without_polling(
     mail_servers.clear("agent6")
     http = free_port()
     site.mailbox("pushed", "agent6", poll_interval="01:00:00", enable_debug=True)
-    site.extra["http"] = {"port": http}
+    site.sections["http"] = {"port": http}
     site.write()
     log_path = tmp_path / "gateway.log"
     with open(log_path, "wb") as log_file:
