@@ -109,7 +109,10 @@ async def postroom_submit(interaction: Interaction, ctx: Context) -> None:
         return
     if autowar.supported(ctx):
         senders = detection.addresses_in([interaction.from_addr])
-        await autowar.record(ctx, senders, autowar.IN, interaction.id)
+        # the copies the recipient split makes of one mail share its raw bytes:
+        # they are one automatic mail, counted once
+        mail = f"sha256:{interaction.raw_sha256}" if interaction.raw_sha256 else interaction.id
+        await autowar.record(ctx, senders, autowar.IN, mail)
 
 
 # ---------------------------------------------------------------- outbound

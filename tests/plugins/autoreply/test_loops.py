@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 
 from postroom.errors import ConfigError, ConfigErrors
@@ -214,6 +215,20 @@ def test_submit_records_an_automatic_inbound_mail_once(tmp_path: Path) -> None:
     harness.clock.advance(30)
     harness.submit(interaction)  # a retried hand-off: the same interaction again
     assert harness.count(CUSTOMER) == 1
+
+
+def test_the_split_copies_of_one_automatic_mail_count_once(tmp_path: Path) -> None:
+    harness = Harness(tmp_path)
+    first = harness.enrich(auto_reply_from(f"Customer <{CUSTOMER}>"))
+    first.raw_sha256 = "ab" * 32
+    copy = attrs.evolve(first, id="another-copy", copy_key="team-b@centre.example")
+    harness.submit(first)
+    harness.submit(copy)
+    assert harness.count(CUSTOMER) == 1
+    other = harness.enrich(auto_reply_from(f"Customer <{CUSTOMER}>"))
+    other.raw_sha256 = "cd" * 32  # another mail from the same responder
+    harness.submit(other)
+    assert harness.count(CUSTOMER) == 2
 
 
 def test_submit_records_at_the_kernel_clock(tmp_path: Path) -> None:
