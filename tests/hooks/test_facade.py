@@ -622,12 +622,17 @@ class OutboxStore(FakeStore):
         self.marks: list[tuple[str, str, str | None, datetime | None]] = []
         self.attached: dict[str, Any] = {}
         self.suppressed: list[tuple[str, str, str | None]] = []
+        self.queued: list[OutboxEntry] = []
 
     async def get_interaction(self, interaction_id: str) -> Interaction | None:
         return next((i for i in self.interactions if i.id == interaction_id), None)
 
     async def requeue_interrupted(self, claimed_before: datetime) -> list[str]:
         return []
+
+    async def claim_outbound(self, now: datetime, limit: int = 10) -> list[OutboxEntry]:
+        claimed, self.queued = self.queued[:limit], self.queued[limit:]
+        return claimed
 
     async def outbox_counts(self) -> dict[str, int]:
         return {"queued": 0, "sending": 0, "sent": 0, "failed": 0}
@@ -754,6 +759,21 @@ def test_which_refusals_are_unknown_addresses(reply: str, unknown: bool) -> None
     from postroom.services.outbound import is_unknown_address
 
     assert is_unknown_address(reply) is unknown
+
+
+def test_a_once_run_waits_for_a_request_being_queued_when_its_pass_found_nothing() -> None:
+    """``postroom send``: the request's queueing may finish after the first pass
+    claimed nothing; the once run must still send it before it ends."""
+    service, store, sender, entry = outbox()
+    service.once = True
+    service.expect()  # Gateway.send: a request is on its way to the store
+    service.startService()
+    assert not service.finished.called  # the pass found nothing, but one is coming
+    store.queued.append(entry)
+    service.arrived()
+    assert [m for _, _, m in sender.sent] == [entry.message_id]
+    assert run(service.finished) is True  # then a pass found nothing: done
+    run(service.stopService())
 
 
 def test_render_failure_fails_the_send_attempt_which_is_retried() -> None:

@@ -74,9 +74,11 @@ class Gateway(service.MultiService):
         """The Python API for a send: queue it, wake the outbox worker."""
 
         async def go() -> Interaction:
-            interaction = await queue_send(self.kernel, request)
-            self.outbound.wake()
-            return interaction
+            self.outbound.expect()
+            try:
+                return await queue_send(self.kernel, request)
+            finally:
+                self.outbound.arrived()
 
         return ensureDeferred(go())
 

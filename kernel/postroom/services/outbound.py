@@ -188,6 +188,8 @@ class OutboundService(service.Service):
         self._pause: Deferred[Any] | None = None
         self._ok = True
         self._counted = False
+        self._woken = False
+        self._expected = 0  # requests being queued through Gateway.send
 
     def startService(self) -> None:
         super().startService()
@@ -209,8 +211,18 @@ class OutboundService(service.Service):
 
     def wake(self) -> None:
         """A request was queued: don't wait for the next poll."""
+        self._woken = True
         if self._pause is not None and not self._pause.called:
             self._pause.cancel()
+
+    def expect(self) -> None:
+        """A request is being queued: a ``once`` run must not end before it is."""
+        self._expected += 1
+
+    def arrived(self) -> None:
+        """The request :meth:`expect` announced is queued (or failed to be): wake up."""
+        self._expected -= 1
+        self.wake()
 
     async def _recover_then_run(self) -> None:
         # An entry left "sending" by a process that died may or may not have
@@ -222,15 +234,18 @@ class OutboundService(service.Service):
 
     async def _run(self) -> None:
         while self.running:
+            self._woken = False
             try:
                 worked = await self.run_pass()
             except Exception:
                 log.exception("outbox pass failed")
                 self._ok = False
                 worked = 0
-            if self.once and worked == 0:
+            # A once run ends when a pass found nothing, unless a request was
+            # queued meanwhile or is being queued (it may have missed the pass).
+            if self.once and worked == 0 and not self._woken and not self._expected:
                 break
-            if worked:
+            if worked or self._woken:
                 continue
             self._pause = sleep(self.kernel.clock, self.poll_interval)
             try:
