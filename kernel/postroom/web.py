@@ -174,6 +174,9 @@ class Api(resource.Resource):
 
     async def _interaction(self, interaction_id: str) -> dict[str, Any]:
         store = self.gateway.kernel.store
+        # The outbox entry first: a send changes it and the interaction's status
+        # together, so the status read after it is never older than its state.
+        entry = await store.get_outbox(interaction_id)
         interaction = await store.get_interaction(interaction_id)
         if interaction is None:
             raise HTTPError(404, f"no interaction {interaction_id}")
@@ -181,7 +184,6 @@ class Api(resource.Resource):
         if status is not None:
             interaction.handoff_state = status[0]
         data = interaction_json(interaction)
-        entry = await store.get_outbox(interaction_id)
         if entry is not None:
             data["outbox"] = {
                 "state": entry.state,
