@@ -186,8 +186,15 @@ class Site:
         self.write()
         return self.postroom(*global_args, "run", "-c", str(self.path), "--once", mark=mark)
 
-    def start(self, log: IO[bytes], *args: str, mark: str | None = None) -> subprocess.Popen[bytes]:
-        """Write the file, then start ``postroom run -c site.yaml ARGS`` (output to *log*).
+    def start(
+        self,
+        log: IO[bytes],
+        *args: str,
+        mark: str | None = None,
+        global_args: tuple[str, ...] = (),
+    ) -> subprocess.Popen[bytes]:
+        """Write the file, then start ``postroom [GLOBAL_ARGS] run -c site.yaml ARGS``
+        (output to *log*).
 
         *mark*: put in the environment of the gateway, so that every process it
         starts can be found with :func:`marked_processes`, even once orphaned.
@@ -195,7 +202,7 @@ class Site:
         self.write()
         env = {**os.environ, MARK: mark} if mark is not None else None
         return subprocess.Popen(
-            [POSTROOM, "run", "-c", str(self.path), *args],
+            [POSTROOM, *global_args, "run", "-c", str(self.path), *args],
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -251,8 +258,9 @@ class Site:
 
 
 @contextlib.contextmanager
-def running_gateway(site: Site, mailbox: str) -> Iterator[Callable[[], None]]:
-    """``postroom run`` on *site* with its HTTP API on a free port (``site.api_port``).
+def running_gateway(site: Site, mailbox: str, *global_args: str) -> Iterator[Callable[[], None]]:
+    """``postroom [GLOBAL_ARGS] run`` on *site* with its HTTP API on a free port
+    (``site.api_port``); its output goes to ``site.dir / "gateway.log"``.
 
     Yields once *mailbox* is connected and its first pass is done; what it
     yields checks that the gateway is still running (and paces a poll: call
@@ -278,7 +286,7 @@ def running_gateway(site: Site, mailbox: str) -> Iterator[Callable[[], None]]:
         return bool(box["connected"] and box["last_success"])
 
     with log_path.open("wb") as log:
-        proc = site.start(log)
+        proc = site.start(log, global_args=global_args)
     try:
         site.servers.wait_for(ready, 30, f"mailbox {mailbox} to be connected with a pass done")
         yield running

@@ -11,14 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -26,7 +22,7 @@ from postroom.kernel import Kernel
 from postroom.model import Interaction
 from tests.integration import sites
 from tests.integration.servers import MailServers, make_message
-from tests.integration.sites import explain, free_port
+from tests.integration.sites import explain, free_port, http, running_gateway
 
 POSTROOM = Path(sys.executable).with_name("postroom")
 RUN_TIMEOUT = 300
@@ -276,35 +272,14 @@ def test_a_fifty_megabyte_message_is_stored_byte_identical(
 # ------------------------------------------------------------------------ IDLE
 
 
-def _health(port: int) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-            return dict(json.loads(answer.read()))
-    except OSError:
-        return None
-
-
-def test_idle_brings_new_mail_without_polling(
-    site: Site, mail_servers: MailServers, tmp_path: Path
-) -> None:
+def test_idle_brings_new_mail_without_polling(site: Site, mail_servers: MailServers) -> None:
     mail_servers.clear("agent6")
-    http = free_port()
     site.mailbox("pushed", "agent6", poll_interval="01:00:00", enable_debug=True)
-    site.sections["http"] = {"port": http}
-    site.write()
-    log_path = tmp_path / "gateway.log"
-    with open(log_path, "wb") as log_file:
-        proc = subprocess.Popen(
-            [str(POSTROOM), "-vv", "run", "-c", str(site.path)],
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    log_path = site.dir / "gateway.log"
+    with running_gateway(site, "pushed", "-vv") as running:
 
         def idling() -> bool:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.1)  # paces the poll; an early exit fails below
-            assert proc.returncode is None, log_path.read_text()[-5000:]
+            running()
             return "pushed S: + idling" in log_path.read_text(errors="replace")
 
         mail_servers.wait_for(idling, 30, "the gateway to enter IDLE")
@@ -312,25 +287,14 @@ def test_idle_brings_new_mail_without_polling(
         mail_servers.deliver("agent6", make_message(subject="pushed", to="agent6@example.test"))
 
         def ingested() -> bool:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.05)
-            assert proc.returncode is None, log_path.read_text()[-5000:]
-            health = _health(http)
-            return bool(health and health["mailboxes"]["pushed"]["ingested"] >= 1)
+            running()
+            _status, health = http(site.api_port, "/health")
+            return bool(health["mailboxes"]["pushed"]["ingested"] >= 1)
 
         mail_servers.wait_for(ingested, 30, "the pushed message to become an interaction")
         latency = time.monotonic() - delivered
         print(f"\nIDLE: delivered to interaction in {latency:.2f} s (poll interval 1 h)")
         assert [i.subject for i in site.interactions("pushed")] == ["pushed"]
-    finally:
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
     text = log_path.read_text(errors="replace")
-    assert code == 0, text[-5000:]
     assert "pushed C: DONE" in text and "LOGOUT" in text
     mail_servers.wait_for(lambda: mail_servers.message_count("agent6") == 0, 10, "an empty INBOX")
