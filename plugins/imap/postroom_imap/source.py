@@ -9,8 +9,9 @@ How it meets the kernel's contract (:class:`postroom.interfaces.ISource`):
 - **list_new**: pages ``FETCH a:b (UID RFC822.SIZE FLAGS)`` over the folder,
   so no response line grows with the folder. Keys and cursors are
   ``UIDVALIDITY:UID``.
-- **fetch**: partial ``UID FETCH`` chunks (``mail.imap.fetchsize``) streamed
-  into a spool file; the body never sits in memory whole.
+- **fetch**: concurrent fetches share one ``UID FETCH`` (:mod:`postroom_imap.batching`),
+  then partial chunks (``mail.imap.fetchsize``), streamed into a spool file;
+  the body never sits in memory whole.
 - **acknowledge**: delete (``UID EXPUNGE`` where UIDPLUS is offered), move
   (``UID MOVE``, else ``UID COPY`` + delete) or mark ``\\Seen``, batched and
   sent before the next listing, wait or disconnect.
