@@ -469,6 +469,11 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 
+def _site_argument(parser: argparse.ArgumentParser) -> None:
+    """``-c/--config``, for the commands that need a site."""
+    parser.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="postroom",
@@ -493,7 +498,7 @@ def build_parser() -> argparse.ArgumentParser:
             "Run the gateway: watch every mailbox, hand interactions to routing, send the outbox."
         ),
     )
-    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(p)
     p.add_argument(
         "--once",
         action="store_true",
@@ -509,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate a site configuration",
         description="Validate a configuration; errors name file, line, option.",
     )
-    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(p)
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
@@ -558,7 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
             help=f"{action} interactions",
             description=f"{action.capitalize()} interactions.",
         )
-        q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+        _site_argument(q)
         q.add_argument("--json", action="store_true", help="one JSON object per line")
         if action == "list":
             q.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
@@ -579,7 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     qsub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = qsub.add_parser("list", help="list quarantined messages", description="List them.")
-    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(q)
     q.add_argument("--all", action="store_true", help="include released ones")
     q.set_defaults(func=cmd_quarantine)
     q = qsub.add_parser(
@@ -587,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run a quarantined message through the pipeline again",
         description="Replay a quarantined message; on success it is released.",
     )
-    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(q)
     q.add_argument("id", help="quarantine entry id")
     q.set_defaults(func=cmd_quarantine)
 
@@ -600,13 +605,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ssub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
     q = ssub.add_parser("list", help="list suppressed addresses", description="List them.")
-    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(q)
     q.add_argument("--json", action="store_true", help="one JSON object per line")
     q.set_defaults(func=cmd_suppression)
     q = ssub.add_parser(
         "add", help="suppress an address by hand", description="Suppress an address by hand."
     )
-    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(q)
     q.add_argument("address", help="e-mail address (compared case-insensitively)")
     q.add_argument("--reason", help="why (shown by list)")
     q.set_defaults(func=cmd_suppression)
@@ -615,7 +620,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="take addresses off the list",
         description="Take addresses off the list; exit 1 when one of them was not on it.",
     )
-    q.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(q)
     q.add_argument("address", nargs="+", help="e-mail address(es)")
     q.set_defaults(func=cmd_suppression)
 
@@ -625,7 +630,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Queue an e-mail in the site's outbox and send it now; exit 0 when sent, "
         "1 when not (it stays queued for retry, or failed for good: the error says which).",
     )
-    p.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
+    _site_argument(p)
     p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
     p.add_argument("--cc", action="append", help="Cc recipient (repeatable)")
     p.add_argument("--bcc", action="append", help="Bcc recipient (repeatable)")
