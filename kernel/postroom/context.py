@@ -41,3 +41,26 @@ class Context:
 
     def for_mailbox(self, mailbox: MailboxConfig | None) -> Context:
         return attrs.evolve(self, mailbox=mailbox)
+
+
+@attrs.frozen
+class AnalysisContext:
+    """What ``postroom_analyze`` can reach: configuration, the mailbox, a logger.
+
+    It runs in a worker process under the per-message budget: there is no
+    store, clock, thread pool or network there, so none is offered.
+    """
+
+    config: SiteConfig
+    mailbox: MailboxConfig | None = None
+    log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
+
+    @property
+    def tenant_id(self) -> int:
+        return int(self.config.tenant_id)
+
+    def option(self, section: str, name: str) -> Any:
+        return self.config.get(section, name)
+
+    def for_mailbox(self, mailbox: MailboxConfig | None) -> AnalysisContext:
+        return attrs.evolve(self, mailbox=mailbox)

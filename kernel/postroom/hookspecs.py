@@ -22,7 +22,8 @@ The stages of the design card and where each is carried:
 ======== =========================================================
 fetch    source driver (``postroom.sources``) + :func:`postroom_fetched`
 auth     auth driver (``postroom.auth``) + :func:`postroom_auth_event`
-parse    :func:`postroom_parser` (provider)
+parse    :func:`postroom_parser` (provider) + :func:`postroom_analyze`
+         (in the worker process that parsed the message)
 classify :func:`postroom_classify`
 enrich   :func:`postroom_enrich`
 expand   :func:`postroom_expand` (fan-out: one interaction in, several out)
@@ -43,13 +44,14 @@ that pluggy, which calls the last registered first, calls them in plugin order.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from postroom import hookspec
 
 if TYPE_CHECKING:
     from postroom.config.options import OptionSchema
-    from postroom.context import Context
+    from postroom.context import AnalysisContext, Context
     from postroom.interfaces import IParser
     from postroom.model import (
         Envelope,
@@ -133,6 +135,26 @@ def postroom_parser(mailbox: str, ctx: Context) -> IParser | None:
     Return ``None`` to leave the choice to the next plugin; the kernel's own
     parser (the standard ``email`` package, in the thread pool) comes last.
     The parser's result must pickle: it may run in another process.
+    """
+
+
+@hookspec
+def postroom_analyze(message: ParsedMessage, ctx: AnalysisContext) -> Mapping[str, Any] | None:
+    """Read the message's content, in the worker process that parsed it (collect-all,
+    synchronous).
+
+    Anyone on the internet can send a message, so every scan of its content (regular
+    expressions, report parsing, address lists) belongs here: the worker runs it
+    under the per-message CPU and memory budget and is killed and replaced when a
+    message exceeds it. Return plain, picklable findings (str, int, float, bool,
+    None, tuples, lists, dicts, attrs classes of those) under keys prefixed with
+    your plugin's name, or ``None``; the kernel merges them into
+    ``message.analysis``, where :func:`postroom_classify`,
+    :func:`postroom_enrich` and :func:`postroom_expand` read them in the gateway
+    without scanning the content again.
+
+    *ctx* is an :class:`postroom.context.AnalysisContext`: the configuration and
+    the mailbox, no store, clock or network (a worker has none of them).
     """
 
 

@@ -193,6 +193,11 @@ class ParsedMessage:
     wrapping_reason: str | None = None
     raw_size: int = 0
     raw_sha256: str = ""
+    #: what the plugins' ``postroom_analyze`` found, by key (``"dsn.report"``);
+    #: filled in the worker process that parsed the message
+    analysis: dict[str, Any] = attrs.field(factory=dict)
+    #: ``plugin: postroom_analyze: Type: message`` for each analysis that failed
+    analysis_errors: list[str] = attrs.field(factory=list)
 
     @property
     def is_wrapped(self) -> bool:

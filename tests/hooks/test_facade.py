@@ -928,3 +928,62 @@ def test_add_options_a_broken_declaration_names_the_plugin() -> None:
         hooks_with(("sloppy", Sloppy())).add_options(OptionSchema())
     assert isinstance(caught.value.cause, InvalidOption)
     assert "declared by sloppy" in str(caught.value)
+
+
+# -- analyze
+
+
+def analyser(result: Any, seen: list[Any] | None = None) -> object:
+    class Analyser:
+        @hookimpl
+        def postroom_analyze(self, message: ParsedMessage, ctx: Any) -> Any:
+            if seen is not None:
+                seen.append(ctx)
+            if isinstance(result, BaseException):
+                raise result
+            return result
+
+    return Analyser()
+
+
+def analyze(*plugins: tuple[str, object]) -> ParsedMessage:
+    from postroom.context import AnalysisContext
+
+    message = ParsedMessage(subject="hello")
+    hooks_with(*plugins).analyze(message, AnalysisContext(config=cast(Any, FakeConfig())))
+    return message
+
+
+def test_analyze_merges_every_plugins_findings() -> None:
+    seen: list[Any] = []
+    message = analyze(("a", analyser({"a.x": 1}, seen)), ("b", analyser({"b.y": [1, 2]})),
+                      ("c", analyser(None)))
+    assert message.analysis == {"a.x": 1, "b.y": [1, 2]}
+    assert message.analysis_errors == []
+    assert not hasattr(seen[0], "store")  # a worker process has no store
+
+
+def test_analyze_a_failing_plugin_is_recorded_and_the_others_still_run() -> None:
+    message = analyze(("a", analyser(RuntimeError("boom"))), ("b", analyser({"b.y": 2})),
+                      ("c", analyser(["not", "a", "mapping"])), ("d", analyser({"b.y": 3})))
+    assert message.analysis == {"b.y": 2}
+    assert message.analysis_errors == [
+        "a: postroom_analyze: RuntimeError: boom",
+        "c: postroom_analyze: TypeError: returned list, not a mapping or None",
+        "d: postroom_analyze: KeyError: 'key(s) b.y already set by a plugin'",
+    ]
+
+
+def test_analyze_is_synchronous() -> None:
+    class Async:
+        @hookimpl
+        async def postroom_analyze(self) -> None:
+            return None
+
+    message = analyze(("async", Async()))
+    assert message.analysis_errors and "synchronous" in message.analysis_errors[0]
+
+
+def test_analyze_out_of_memory_is_not_a_plugin_error() -> None:
+    with pytest.raises(MemoryError):
+        analyze(("hungry", analyser(MemoryError())))

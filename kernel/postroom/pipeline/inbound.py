@@ -21,7 +21,9 @@ from postroom.model import (
     InteractionType,
     ParsedMessage,
 )
+from postroom.context import AnalysisContext
 from postroom.parsing.limits import ParseLimits
+from postroom.plugins.facade import PLUGIN_ERRORS_KEY
 
 if TYPE_CHECKING:
     from postroom.config.loader import MailboxConfig
@@ -89,6 +91,7 @@ class InboundPipeline:
         await self.hooks.fetched(fetched, ctx)
         parser: Any = self.hooks.parser(mailbox.name, ctx)
         message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))
+        self.hooks.analyze(message, AnalysisContext(config=ctx.config, mailbox=mailbox))
         return message
 
     async def complete(
@@ -106,6 +109,8 @@ class InboundPipeline:
         """
         ctx = self.ctx.for_mailbox(mailbox)
         interaction = interaction_from(message, tenant_id=ctx.tenant_id, mailbox=mailbox.name)
+        if message.analysis_errors:
+            interaction.attached_data[PLUGIN_ERRORS_KEY] = "\n".join(message.analysis_errors)
         verdict = await self.hooks.classify(message, ctx, interaction)
         interaction.subtype = verdict.subtype
         interaction.attached_data.update(verdict.attached_data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -20,7 +20,7 @@ from postroom.model import Subtype, Verdict
 
 if TYPE_CHECKING:
     from postroom.config.options import OptionSchema
-    from postroom.context import Context
+    from postroom.context import AnalysisContext, Context
     from postroom.interfaces import IParser
     from postroom.model import Envelope, FetchedMessage, Interaction, OutboundRequest, ParsedMessage
     from postroom.plugins.manager import PluginSet
@@ -173,6 +173,36 @@ class Hooks:
         await self._call_tolerant(
             "postroom_auth_event", None, mailbox=mailbox, event=event, detail=detail, ctx=ctx
         )
+
+    def analyze(self, message: ParsedMessage, ctx: AnalysisContext) -> None:
+        """Run every ``postroom_analyze`` and merge the findings into ``message.analysis``.
+
+        Synchronous and tolerant, like classify: a failing (or non-mapping, or
+        colliding) implementation is logged and noted in ``message.analysis_errors``,
+        which the pipeline copies to the interaction's ``_PluginErrors``.
+        """
+        for impl in self._impls("postroom_analyze"):
+            args = {name: {"message": message, "ctx": ctx}[name] for name in impl.argnames}
+            try:
+                result = impl.function(**args)
+                _refuse_awaitable(result, impl.plugin_name, "postroom_analyze")
+                if result is None:
+                    continue
+                if not isinstance(result, Mapping):
+                    raise TypeError(f"returned {type(result).__name__}, not a mapping or None")
+                taken = [key for key in result if key in message.analysis]
+                if taken:
+                    raise KeyError(f"key(s) {', '.join(map(str, taken))} already set by a plugin")
+                message.analysis.update(result)
+            except MemoryError:
+                raise  # the worker's memory budget: the message is quarantined
+            except Exception as exc:
+                if isinstance(exc, PluginFailure):
+                    exc = exc.cause  # type: ignore[assignment]
+                log.exception("plugin %r failed in postroom_analyze", impl.plugin_name)
+                message.analysis_errors.append(
+                    f"{impl.plugin_name}: postroom_analyze: {type(exc).__name__}: {exc}"
+                )
 
     def parser(self, mailbox: str, ctx: Context) -> IParser:
         parser = self.pm.hook.postroom_parser(mailbox=mailbox, ctx=ctx)
