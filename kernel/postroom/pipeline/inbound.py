@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from postroom.context import AnalysisContext
 from postroom.model import (
     CommitResult,
     Cursor,
@@ -21,7 +22,6 @@ from postroom.model import (
     InteractionType,
     ParsedMessage,
 )
-from postroom.context import AnalysisContext
 from postroom.parsing.limits import ParseLimits
 from postroom.plugins.facade import PLUGIN_ERRORS_KEY
 
