@@ -35,7 +35,7 @@ async def ingest_files(
     declared defaults). The source key is the file's resolved path, so
     ingesting the same file twice into a persistent store reports a duplicate.
     """
-    pipeline = InboundPipeline(kernel.hooks, kernel.ctx)
+    pipeline = InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
     mailbox = mailbox or ingest_mailbox(kernel)
     for path in paths:
         try:
@@ -72,7 +72,8 @@ async def replay_quarantined(kernel: Kernel, entry_id: str) -> list[Interaction]
         fetched = FetchedMessage(
             mailbox=entry.mailbox, source_key=entry.source_key, raw=RawRef.from_path(spool)
         )
-        processed = await InboundPipeline(kernel.hooks, kernel.ctx).process(fetched, mailbox)
+        pipeline = InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
+        processed = await pipeline.process(fetched, mailbox)
     finally:
         os.unlink(spool)
     await kernel.store.release_quarantine(entry_id)

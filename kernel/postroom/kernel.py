@@ -33,10 +33,12 @@ from postroom.context import Context
 from postroom.drivers import DriverContext, load_driver
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
+from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
-from postroom.runner import InlineRunner, ProcessPoolRunner, Runner, ThreadPoolRunner
+from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.store.async_store import AsyncStore
+from postroom.workers import Budget, BudgetPool
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,12 @@ class Kernel:
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
         self.metrics = Metrics()
-        self.cpu_runner = self._cpu_runner()
+        self.pool = self._worker_pool()
+        #: runs CPU-bound picklable calls: the budgeted workers, or the threads
+        self.cpu_runner: Runner = self.pool if self.pool is not None else self.runner
+        self.analysis = Analysis(
+            self.hooks, self.config, self.runner, self.pool, self._unbudgeted_plugins
+        )
         self.ctx = Context(
             config=self.config,
             store=self.store,
@@ -115,15 +122,41 @@ class Kernel:
             cpu_runner=self.cpu_runner,
         )
 
-    def _cpu_runner(self) -> Runner:
-        """Worker processes for parsing when the kernel has a real thread pool
-        (``gateway.parse-workers``; 0: parse in threads)."""
+    @property
+    def budget(self) -> Budget:
+        """What parsing and analysing one message may use (``gateway`` options)."""
+        return Budget(
+            cpu_seconds=float(self.config.get("gateway", "analysis-cpu-limit")),
+            memory=int(self.config.get("gateway", "worker-memory-limit")),
+        )
+
+    def _worker_pool(self) -> BudgetPool | None:
+        """Budgeted worker processes for parsing and analysis when the kernel
+        runs a real thread pool (``gateway.parse-workers``; 0: in threads)."""
+        spec, self._unbudgeted_plugins = worker_spec(self.plugins, self.config)
         workers = int(self.config.get("gateway", "parse-workers"))
         if workers < 0:
             workers = os.cpu_count() or 1
         if workers == 0 or not isinstance(self.runner, ThreadPoolRunner):
-            return self.runner
-        return ProcessPoolRunner(self.runner, workers)
+            return None
+        return BudgetPool(self.reactor, workers, self.budget, setup_worker, (spec,))
+
+    def unbudgeted_warnings(self) -> list[str]:
+        """What runs without the per-message budget, for the start-up log."""
+        warnings = []
+        if self.pool is None:
+            warnings.append(
+                "gateway.parse-workers is 0: messages are parsed and analysed in the "
+                "gateway's threads, without the per-message CPU and memory budget; "
+                "one hostile message can stall every mailbox"
+            )
+        elif self._unbudgeted_plugins:
+            warnings.append(
+                "plugin(s) " + ", ".join(self._unbudgeted_plugins) + " were registered "
+                "in-process and cannot be loaded in worker processes: their "
+                "postroom_analyze runs in the gateway, without the per-message budget"
+            )
+        return warnings
 
     @property
     def spool_dir(self) -> str:
@@ -193,8 +226,8 @@ class Kernel:
                 await self.hooks.shutdown(self)
             finally:
                 await self.store.close()
-                if isinstance(self.cpu_runner, ProcessPoolRunner):
-                    await self.runner.run(self.cpu_runner.close)
+                if self.pool is not None:
+                    await self.runner.run(self.pool.close)
                 if self._spool_dir is not None:
                     shutil.rmtree(self._spool_dir, ignore_errors=True)
                     self._spool_dir = None

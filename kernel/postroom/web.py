@@ -153,7 +153,7 @@ class Api(resource.Resource):
         parts = [p for p in request.path.decode("utf-8", "replace").split("/") if p]
         if parts == ["health"] and method == "GET":
             mailboxes = self.gateway.health()
-            ok = all(m["connected"] for m in mailboxes.values())
+            ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
             body = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
             return (200 if ok else 503), _json(body), "application/json"
         if parts == ["metrics"] and method == "GET":

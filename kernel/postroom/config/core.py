@@ -118,8 +118,42 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=gw,
         default=-1,
         minimum=-1,
-        description="Worker processes that parse messages, so parsing uses every core "
-        "(-1: one per CPU; 0: parse in threads of the gateway process).",
+        maximum=256,
+        description="Worker processes that parse and analyse messages, under the "
+        "per-message budget, so parsing uses every core and a hostile message can be "
+        "stopped (-1: one per CPU; 0: in threads of the gateway process, without the "
+        "budget: for debugging only).",
+    )
+    add(
+        "analysis-cpu-limit",
+        "duration",
+        section=gw,
+        default="00:00:30",
+        minimum=1,
+        maximum=3600,
+        description="CPU time one message's parse and analysis may use in a worker "
+        "process; a message over it is quarantined at once (its worker is killed and "
+        "replaced). CPU time, not wall-clock time: a loaded machine causes no false alarms.",
+    )
+    add(
+        "worker-memory-limit",
+        "size",
+        section=gw,
+        default="2GB",
+        minimum=256 << 20,
+        description="Address space each worker process may use (RLIMIT_AS); a message "
+        "that needs more is quarantined at once. Leave room for about four times "
+        "`maximum-msg-size` plus the worker's own 200 MB.",
+    )
+    add(
+        "stop-grace",
+        "duration",
+        section=gw,
+        default="00:00:02",
+        minimum=0,
+        maximum=60,
+        description="How long stopping the gateway waits for a busy worker process "
+        "before it is killed.",
     )
     add(
         "max-attempts",

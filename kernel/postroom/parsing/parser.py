@@ -747,6 +747,8 @@ def parse_bytes(
     size = len(data) if raw_size is None else raw_size
     try:
         return _parse(data, limits, size, raw_sha256)
+    except MemoryError:
+        raise  # the worker's memory budget: the message is quarantined, not wrapped
     except Exception as exc:
         reason = f"parser error: {type(exc).__name__}: {exc}"
         try:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from postroom.context import AnalysisContext
 from postroom.model import (
     CommitResult,
     Cursor,
@@ -22,12 +21,14 @@ from postroom.model import (
     InteractionType,
     ParsedMessage,
 )
+from postroom.parsing.default import DefaultParser
 from postroom.parsing.limits import ParseLimits
 from postroom.plugins.facade import PLUGIN_ERRORS_KEY
 
 if TYPE_CHECKING:
     from postroom.config.loader import MailboxConfig
     from postroom.context import Context
+    from postroom.pipeline.analysis import Analysis
     from postroom.plugins.facade import Hooks
 
 log = logging.getLogger(__name__)
@@ -74,9 +75,16 @@ class Processed:
 
 
 class InboundPipeline:
-    def __init__(self, hooks: Hooks, ctx: Context) -> None:
+    def __init__(self, hooks: Hooks, ctx: Context, analysis: Analysis | None = None) -> None:
+        """*analysis* is the kernel's (``kernel.analysis``: budgeted workers); without
+        one, parsing and analysis run through ``ctx.runner``, unbudgeted (tests, tools)."""
         self.hooks = hooks
         self.ctx = ctx
+        if analysis is None:
+            from postroom.pipeline.analysis import Analysis
+
+            analysis = Analysis(hooks, ctx.config, ctx.runner)
+        self.analysis = analysis
 
     async def process(
         self, fetched: FetchedMessage, mailbox: MailboxConfig, cursor: str | None = None
@@ -86,13 +94,20 @@ class InboundPipeline:
         return await self.complete(fetched, message, mailbox, cursor)
 
     async def parse(self, fetched: FetchedMessage, mailbox: MailboxConfig) -> ParsedMessage:
-        """The part that may run for several messages at once (off the reactor)."""
+        """Parse and analyse: the part that may run for several messages at once,
+        in a budgeted worker process (:mod:`postroom.pipeline.analysis`).
+
+        Raises :class:`postroom.workers.OverBudget` when the message exceeds the
+        budget: retrying would cost as much, so the caller quarantines it.
+        """
         ctx = self.ctx.for_mailbox(mailbox)
         await self.hooks.fetched(fetched, ctx)
         parser: Any = self.hooks.parser(mailbox.name, ctx)
-        message: ParsedMessage = await parser.parse(fetched, limits_from(ctx))
-        self.hooks.analyze(message, AnalysisContext(config=ctx.config, mailbox=mailbox))
-        return message
+        limits = limits_from(ctx)
+        if isinstance(parser, DefaultParser):
+            return await self.analysis.parse_and_analyze(fetched, limits, mailbox)
+        message: ParsedMessage = await parser.parse(fetched, limits)
+        return await self.analysis.analyze(message, mailbox)
 
     async def complete(
         self,

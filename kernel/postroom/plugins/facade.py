@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -174,14 +174,23 @@ class Hooks:
             "postroom_auth_event", None, mailbox=mailbox, event=event, detail=detail, ctx=ctx
         )
 
-    def analyze(self, message: ParsedMessage, ctx: AnalysisContext) -> None:
+    def analyze(
+        self,
+        message: ParsedMessage,
+        ctx: AnalysisContext,
+        only: Iterable[str] | None = None,
+    ) -> None:
         """Run every ``postroom_analyze`` and merge the findings into ``message.analysis``.
 
         Synchronous and tolerant, like classify: a failing (or non-mapping, or
         colliding) implementation is logged and noted in ``message.analysis_errors``,
-        which the pipeline copies to the interaction's ``_PluginErrors``.
+        which the pipeline copies to the interaction's ``_PluginErrors``. *only*
+        limits the call to the plugins named (those a worker could not load).
         """
+        wanted = None if only is None else set(only)
         for impl in self._impls("postroom_analyze"):
+            if wanted is not None and impl.plugin_name not in wanted:
+                continue
             args = {name: {"message": message, "ctx": ctx}[name] for name in impl.argnames}
             try:
                 result = impl.function(**args)

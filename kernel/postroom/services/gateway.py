@@ -32,7 +32,7 @@ class Gateway(service.MultiService):
         self.kernel = kernel
         self.once = once
         self.setName("postroom")
-        self.pipeline = InboundPipeline(kernel.hooks, kernel.ctx)
+        self.pipeline = InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
         self.handoff = HandoffService(kernel, once=once)
         self.handoff.setServiceParent(self)
         self.mailboxes: list[MailboxService] = []
@@ -50,6 +50,8 @@ class Gateway(service.MultiService):
         # Children start once the store is open; the service itself is
         # "running" at once so the host's shutdown reaches us.
         service.Service.startService(self)
+        for warning in self.kernel.unbudgeted_warnings():
+            log.warning(warning)
         self.opened = self.kernel.open()
 
         def start_children(_: object) -> None:
@@ -83,7 +85,11 @@ class Gateway(service.MultiService):
         return ensureDeferred(go())
 
     def health(self) -> dict[str, Any]:
-        return {svc.mailbox.name: svc.health.as_dict() for svc in self.mailboxes}
+        """Per mailbox: counters, last error, and the messages stuck in analysis
+        (analysed for longer, in wall-clock time, than the CPU budget allows)."""
+        now = self.kernel.clock.seconds()
+        after = self.kernel.budget.cpu_seconds
+        return {svc.mailbox.name: svc.health.as_dict(now, after) for svc in self.mailboxes}
 
     async def run_once(self) -> bool:
         """For ``--once``: fires True when every mailbox, the outbox and the

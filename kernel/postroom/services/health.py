@@ -18,10 +18,25 @@ class MailboxHealth:
     failed: int = 0
     quarantined: int = 0
     consecutive_failures: int = 0
+    #: messages being parsed and analysed now: source key -> since (clock seconds)
+    analysing: dict[str, float] = attrs.field(factory=dict)
 
-    def as_dict(self) -> dict[str, object]:
+    def stuck(self, now: float, after: float) -> list[tuple[str, float]]:
+        """Messages analysed for longer than *after* seconds (wall clock), longest first."""
+        late = [(key, now - since) for key, since in self.analysing.items() if now - since > after]
+        return sorted(late, key=lambda pair: -pair[1])
+
+    def as_dict(
+        self, now: float | None = None, stuck_after: float | None = None
+    ) -> dict[str, object]:
         data = attrs.asdict(self)
         for key in ("last_success", "last_error_at"):
             value = data[key]
             data[key] = value.isoformat() if value else None
+        data["analysing"] = len(self.analysing)
+        if now is not None and stuck_after is not None:
+            data["stuck"] = [
+                {"message": key, "seconds": round(seconds, 1)}
+                for key, seconds in self.stuck(now, stuck_after)
+            ]
         return data

@@ -23,6 +23,7 @@ from postroom.errors import ConnectionDown
 from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
+from postroom.workers import OverBudget
 
 if TYPE_CHECKING:
     from postroom.config.loader import MailboxConfig
@@ -249,7 +250,11 @@ class MailboxService(service.Service):
             await self._count_failure(item, None, f"fetch failed: {exc}")
             return
         try:
-            message = await self.pipeline.parse(fetched, self.mailbox)
+            self.health.analysing[item.source_key] = self.clock.seconds()
+            try:
+                message = await self.pipeline.parse(fetched, self.mailbox)
+            finally:
+                self.health.analysing.pop(item.source_key, None)
             if before is not None:
                 await _chained(before)
             if self._stopping or self._abandoned is not None:
@@ -259,6 +264,12 @@ class MailboxService(service.Service):
             # failed message is listed again (dedupe keys absorb the re-fetches).
             cursor = None if self._cursor_held else item.cursor
             processed = await self.pipeline.complete(fetched, message, self.mailbox, cursor)
+        except OverBudget as exc:
+            # A retry would cost as much again: quarantine at once, go on.
+            log.error("mailbox %s: message %s is over the analysis budget: %s",
+                      name, item.source_key, exc.reason, extra={"mailbox": name})
+            await self._count_failure(item, fetched, f"over budget: {exc.reason}", at_once=True)
+            return
         except Exception as exc:
             log.exception("mailbox %s: message %s failed", name, item.source_key)
             await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")
@@ -281,7 +292,10 @@ class MailboxService(service.Service):
             metrics.lag.labels(name).observe(max(0.0, lag))
         self.handoff.submit(processed.result.new)
 
-    async def _count_failure(self, item: SourceItem, fetched: Any, reason: str) -> None:
+    async def _count_failure(
+        self, item: SourceItem, fetched: Any, reason: str, *, at_once: bool = False
+    ) -> None:
+        """Count a failed attempt; quarantine after ``max-attempts`` (*at_once*: now)."""
         store = self.kernel.store
         name = self.mailbox.name
         self._pass_ok = False
@@ -290,7 +304,7 @@ class MailboxService(service.Service):
         self.kernel.metrics.errors.labels(name, "message").inc()
         attempts = await store.record_failure(name, item.source_key, reason)
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
-        if attempts >= max_attempts:
+        if attempts >= max_attempts or at_once:
             # Quarantined: kept in the store (with its bytes when we have them),
             # and out of the mailbox's way. A message that could not even be
             # fetched stays on the server and is skipped until it is released.
