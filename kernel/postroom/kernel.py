@@ -144,13 +144,13 @@ class Kernel:
     def unbudgeted_warnings(self) -> list[str]:
         """What runs without the per-message budget, for the start-up log."""
         warnings = []
-        if self.pool is None:
+        if int(self.config.get("gateway", "parse-workers")) == 0:
             warnings.append(
                 "gateway.parse-workers is 0: messages are parsed and analysed in the "
                 "gateway's threads, without the per-message CPU and memory budget; "
                 "one hostile message can stall every mailbox"
             )
-        elif self._unbudgeted_plugins:
+        elif self.pool is not None and self._unbudgeted_plugins:
             warnings.append(
                 "plugin(s) " + ", ".join(self._unbudgeted_plugins) + " were registered "
                 "in-process and cannot be loaded in worker processes: their "
