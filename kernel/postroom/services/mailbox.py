@@ -85,6 +85,8 @@ class MailboxService(service.Service):
         self._abandoned: BaseException | None = None
         self._cursor_held = False
         self._quarantined: set[str] = set()
+        #: parses/analyses in flight: cancelled on stop (their workers are killed)
+        self._analysing: set[Deferred[Any]] = set()
 
     # -- service
 
@@ -99,6 +101,10 @@ class MailboxService(service.Service):
         self._stopping = True
         if self._pause is not None and not self._pause.called:
             self._pause.cancel()
+        # A stop never waits for a message in analysis: the message stays on
+        # the server (not acknowledged, not counted) and is fetched next time.
+        for analysing in list(self._analysing):
+            analysing.cancel()
         done: Deferred[Any] = self._loop if self._loop is not None else defer.succeed(None)
 
         async def stop() -> None:
@@ -251,9 +257,12 @@ class MailboxService(service.Service):
             return
         try:
             self.health.analysing[item.source_key] = self.clock.seconds()
+            parsing = ensureDeferred(self.pipeline.parse(fetched, self.mailbox))
+            self._analysing.add(parsing)
             try:
-                message = await self.pipeline.parse(fetched, self.mailbox)
+                message = await parsing
             finally:
+                self._analysing.discard(parsing)
                 self.health.analysing.pop(item.source_key, None)
             if before is not None:
                 await _chained(before)
@@ -264,6 +273,14 @@ class MailboxService(service.Service):
             # failed message is listed again (dedupe keys absorb the re-fetches).
             cursor = None if self._cursor_held else item.cursor
             processed = await self.pipeline.complete(fetched, message, self.mailbox, cursor)
+        except defer.CancelledError:
+            if not self._stopping:
+                raise
+            try:
+                await self.source.release(fetched)
+            except Exception:
+                log.debug("releasing %s while stopping failed", item.source_key, exc_info=True)
+            return
         except OverBudget as exc:
             # A retry would cost as much again: quarantine at once, go on.
             log.error("mailbox %s: message %s is over the analysis budget: %s",
