@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
 QUICKSTART := var/quickstart
 
-.PHONY: run test test-unit lint docs bench clean venv
+.PHONY: run test test-unit lint docs bench fuzz clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ lint: venv
 bench: venv
 	contrib/scripts/install-test-packages
 	$(BIN)/python bench/ingest.py
+
+## make fuzz: open-ended fuzzing of the inbound pipeline with every plugin (not in CI);
+## each failing input it finds is written to tests/hostile/found/, which `make test` replays
+FUZZ_EXAMPLES ?= 20000
+fuzz: venv
+	POSTROOM_FUZZ=$(FUZZ_EXAMPLES) $(BIN)/python -m pytest -q -p no:cacheprovider \
+	  tests/hostile/test_pipeline_fuzz.py -k generated
 
 ## make docs: regenerate docs/configuration.md from the option declarations
 docs: venv
