@@ -227,7 +227,8 @@ class Kernel:
             finally:
                 await self.store.close()
                 if self.pool is not None:
-                    await self.runner.run(self.pool.close)
+                    grace = float(self.config.get("gateway", "stop-grace"))
+                    await self.runner.run(self.pool.close, grace)
                 if self._spool_dir is not None:
                     shutil.rmtree(self._spool_dir, ignore_errors=True)
                     self._spool_dir = None

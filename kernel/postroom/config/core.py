@@ -152,8 +152,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         default="00:00:02",
         minimum=0,
         maximum=60,
-        description="How long stopping the gateway waits for a busy worker process "
-        "before it is killed.",
+        description="Longest time a stop waits for the worker processes to exit; busy "
+        "ones are terminated at once (their messages stay on the server for the next run).",
     )
     add(
         "max-attempts",
