@@ -70,6 +70,7 @@ class LiveSite:
         try:
             readable, _, _ = select.select([fd], [], [], WAIT)
             assert readable, "no worker started analysing the hostile message"
+            os.set_blocking(fd, True)  # the writer is there: wait for its digits and EOF
             data = b""
             while True:  # the writer writes a few digits and closes
                 chunk = os.read(fd, 64)
