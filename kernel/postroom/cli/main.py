@@ -441,15 +441,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     return _react(main)
 
 
-def cmd_config_reference(args: argparse.Namespace) -> int:
-    from postroom.config.docs import render_markdown
+def installed_schema(warn: Callable[[str], None] | None = None) -> Any:
+    """Every option of every installed plugin and driver (the whole reference).
+
+    A driver that cannot load is passed to *warn* and left out.
+    """
     from postroom.config.options import OptionSchema
     from postroom.drivers import INTERFACES, driver_names, load_driver
     from postroom.plugins.facade import Hooks
     from postroom.plugins.manager import load_plugins
 
-    plugins = load_plugins(None)
-    hooks = Hooks(plugins)
+    hooks = Hooks(load_plugins(None))
     schema = OptionSchema()
     hooks.add_options(schema)
     for group in INTERFACES:
@@ -457,7 +459,15 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
             try:
                 hooks.add_options_of(load_driver(group, name), f"{group}:{name}", schema)
             except PluginLoadError as exc:
-                print(f"warning: {exc}", file=sys.stderr)
+                if warn is not None:
+                    warn(str(exc))
+    return schema
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from postroom.config.docs import render_markdown
+
+    schema = installed_schema(lambda text: print(f"warning: {text}", file=sys.stderr))
     text = render_markdown(schema)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")

@@ -59,6 +59,7 @@ class SQLiteStore(SQLStoreBase):
             types=("sqlite",),
             default="10",
             minimum=0,
+            maximum=3600,
             description="Seconds to wait for another process's write lock.",
         )
         schema.add(
