@@ -502,3 +502,16 @@ def test_suppression_list_add_clear(quickstart: Path) -> None:
     assert "cleared GONE@example.com" in cleared.stdout
     assert "nobody@x.example is not on the suppression list" in cleared.stderr
     assert "empty" in postroom("suppression", "list", "-c", config).stdout
+
+
+def test_the_thread_pool_has_the_configured_size() -> None:
+    """``gateway.thread-pool-size`` sizes the pool the command line makes for the kernel."""
+    from twisted.python.threadpool import ThreadPool
+
+    from postroom.cli.main import installed_schema, size_thread_pool
+    from postroom.config.loader import parse_document, validate
+
+    config = validate(parse_document("gateway: {thread-pool-size: 3}\n"), installed_schema())
+    pool = ThreadPool(minthreads=1, maxthreads=10)
+    size_thread_pool(pool, config)
+    assert (pool.min, pool.max) == (1, 3)

@@ -32,8 +32,16 @@ def _kernel(args: argparse.Namespace, reactor: Any, **kwargs: Any) -> Any:
     from postroom.kernel import Kernel
     from postroom.runner import ThreadPoolRunner
 
-    runner = ThreadPoolRunner.create(reactor, size=10)
-    return Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
+    runner = ThreadPoolRunner.create(reactor)
+    kernel = Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
+    size_thread_pool(runner.pool, kernel.config)
+    return kernel
+
+
+def size_thread_pool(pool: Any, config: Any) -> None:
+    """Give the kernel's thread pool ``gateway.thread-pool-size`` threads at most
+    (the pool exists before the configuration is read: the kernel needs it)."""
+    pool.adjustPoolsize(maxthreads=int(config.get("gateway", "thread-pool-size")))
 
 
 def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
