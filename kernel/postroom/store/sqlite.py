@@ -40,6 +40,7 @@ class SQLiteStore(SQLStoreBase):
     """
 
     backend: ClassVar[str] = "sqlite"
+    database_errors: ClassVar[tuple[type[Exception], ...]] = (sqlite3.Error,)
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
@@ -86,6 +87,9 @@ class SQLiteStore(SQLStoreBase):
             raise ValueError(f"synchronous must be one of {sorted(_SYNCHRONOUS)}")
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
+
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
 
     @property
     def in_memory(self) -> bool:
