@@ -515,3 +515,25 @@ def test_the_thread_pool_has_the_configured_size() -> None:
     pool = ThreadPool(minthreads=1, maxthreads=10)
     size_thread_pool(pool, config)
     assert (pool.min, pool.max) == (1, 3)
+
+
+def test_ingest_json_offers_safe_attachment_names(tmp_path: Path) -> None:
+    """The JSON the CLI and the HTTP API print (one function: output.interaction_json)."""
+    eml = tmp_path / "hostile.eml"
+    eml.write_bytes(
+        b"From: a@example.org\r\nSubject: files\r\nMIME-Version: 1.0\r\n"
+        b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n'
+        b"--b\r\nContent-Type: text/plain\r\n\r\nhi\r\n"
+        b"--b\r\nContent-Type: text/plain\r\n"
+        b'Content-Disposition: attachment; filename="../../etc/passwd"\r\n\r\nroot\r\n'
+        b"--b\r\nContent-Type: application/pdf\r\n"
+        b"Content-Disposition: attachment; filename*=utf-8''invoice%E2%80%AEfdp.exe\r\n\r\n"
+        b"%PDF\r\n--b--\r\n"
+    )
+    result = postroom("ingest", "--json", str(eml))
+    assert result.returncode == 0, result.stderr
+    [row] = json_lines(result.stdout)  # schema-valid
+    assert [(a["filename"], a["safe_filename"]) for a in row["attachments"]] == [
+        ("../../etc/passwd", "_.._etc_passwd"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -225,6 +226,35 @@ def test_commit_fills_in_mailbox_and_digest(store: SQLStoreBase, raw_of: RawOf) 
     got = store.get_interaction(result.new[0].id)
     assert got is not None and got.mailbox == "sales" and got.raw_sha256 == raw.sha256
     assert store.list_interactions(mailbox="sales") == [got]
+
+
+def test_attachment_names_come_back_original_and_safe(store: SQLStoreBase, raw_of: RawOf) -> None:
+    hostile = ["../../etc/passwd", "invoice\u202efdp.exe", "CON", None, "invoicefdp.exe"]
+    attachments = [Attachment(name, "application/pdf", 1) for name in hostile]
+    item = inbound(attachments=attachments)
+    [stored] = store.commit_fetched("mb", "1", raw_of(MAIL), [item]).new
+    got = store.get_interaction(stored.id)
+    assert got is not None
+    assert [(a.filename, a.safe_filename) for a in got.attachments] == [
+        ("../../etc/passwd", "_.._etc_passwd"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("CON", "_CON"),
+        (None, "attachment.pdf"),
+        ("invoicefdp.exe", "invoicefdp (2).exe"),
+    ]
+    # rows stored before safe names existed: made on reading
+    text = store._read(
+        lambda tx: tx.scalar("SELECT attachments FROM interactions WHERE id = ?", (stored.id,))
+    )
+    rows = json.loads(text)
+    assert [row.pop("safe_filename") for row in rows][:1] == ["_.._etc_passwd"]
+    store._write(
+        lambda tx: tx.execute(
+            "UPDATE interactions SET attachments = ? WHERE id = ?", (json.dumps(rows), stored.id)
+        )
+    )
+    again = store.get_interaction(stored.id)
+    assert again is not None and again.attachments == got.attachments
 
 
 def test_commit_needs_an_interaction(store: SQLStoreBase, raw_of: RawOf) -> None:

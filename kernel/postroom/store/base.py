@@ -56,6 +56,7 @@ from postroom.model import (
     new_id,
     utcnow,
 )
+from postroom.parsing.safe_names import unique_safe_names
 from postroom.store.errors import DatabaseError, FencingError, RawIntegrityError, StoreError
 
 T = TypeVar("T")
@@ -540,7 +541,10 @@ class SQLStoreBase:
             cc=json.loads(cc),
             text=text,
             html=html,
-            attachments=[Attachment(**_known(Attachment, a)) for a in json.loads(attachments)],
+            # rows stored before safe names existed get them made now
+            attachments=unique_safe_names(
+                [Attachment(**_known(Attachment, a)) for a in json.loads(attachments)]
+            ),
             attached_data=json.loads(attached),
             copy_key=copy_key,
             raw_sha256=sha,
