@@ -374,3 +374,29 @@ def test_raw_integrity_error_is_a_store_failure() -> None:
     error = RawIntegrityError("interaction x", expected_size=1, expected_sha256="a" * 64,
                               size=2, sha256="b" * 64)  # fmt: skip
     assert classify(error)[0] == EXIT_ENVIRONMENT
+
+
+REACT = """\
+import sys
+from postroom.cli.main import _react
+
+async def main(reactor):
+    {body}
+
+sys.exit(_react(main))
+"""
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "err"),
+    [
+        ("raise SystemExit(5)", 5, ""),
+        ("raise KeyError('x')", EXIT_INTERNAL, "error: internal error: KeyError: 'x' "
+         "(run with -vv for the traceback)\n"),
+        ("raise KeyboardInterrupt", EXIT_INTERRUPTED, "error: interrupted\n"),
+    ],
+)  # fmt: skip
+def test_what_a_command_raises_under_the_reactor(body: str, status: int, err: str) -> None:
+    done = subprocess.run([sys.executable, "-c", REACT.format(body=body)],
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert (done.returncode, done.stderr, done.stdout) == (status, err, "")

@@ -77,6 +77,8 @@ def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
                 status.append(await main(reactor))
             except GeneratorExit:
                 raise
+            except SystemExit as exc:
+                status.append(exc.code if isinstance(exc.code, int) else EXIT_FAILED)
             except BaseException as exc:  # one line and a status, never a traceback
                 status.append(_report(exc))
 
