@@ -928,6 +928,18 @@ def test_a_file_that_is_not_a_database_is_a_database_error(tmp_path: Any) -> Non
     assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
 
 
+def test_a_database_whose_folder_cannot_be_made_is_a_database_error(tmp_path: Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = SQLiteStore({"path": str(blocker / "sub" / "postroom.db")})
+    with pytest.raises(DatabaseError) as info:
+        store.open()
+    assert str(info.value) == (
+        f"SQLite database {blocker / 'sub' / 'postroom.db'}: cannot make its folder "
+        f"{blocker / 'sub'}: Not a directory"
+    )
+
+
 def test_a_full_disk_is_a_database_error(tmp_path: Any, raw_of: RawOf) -> None:
     """SQLite's own limit on the file's pages stands in for a full disk (SQLITE_FULL)."""
     store = SQLiteStore({"path": str(tmp_path / "full.db")})

@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from postroom.config.options import OptionSchema, Scope
 from postroom.store.base import SQLStoreBase, Tx
-from postroom.store.errors import StoreError
+from postroom.store.errors import DatabaseError, StoreError
 
 #: RETURNING and partial indexes need SQLite 3.35.
 MIN_SQLITE = (3, 35, 0)
@@ -103,7 +103,12 @@ class SQLiteStore(SQLStoreBase):
             )
         if not self.in_memory:
             parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"{self.describe()}: cannot make its folder {parent}: {exc.strerror or exc}"
+                ) from exc
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,
