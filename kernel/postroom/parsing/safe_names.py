@@ -43,7 +43,7 @@ MAX_BYTES = 140
 MAX_EXTENSION = 16
 FALLBACK = "attachment"
 
-_WINDOWS_FORBIDDEN = re.compile(r'[<>:"/\\|?*]')
+_WINDOWS_FORBIDDEN = str.maketrans(dict.fromkeys('<>:"/\\|?*', "_"))
 _BLANKS = re.compile(r"\s+")
 _RESERVED = frozenset(
     ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$"]
@@ -58,7 +58,7 @@ _TYPES = mimetypes.MimeTypes()
 def safe_filename(name: str | None, content_type: str = "", *, is_message: bool = False) -> str:
     """A file name safe to create in any directory, made from *name*."""
     text = _characters(_characters(name or ""))  # a dropped character may let others compose
-    text = _WINDOWS_FORBIDDEN.sub("_", text)
+    text = text.translate(_WINDOWS_FORBIDDEN)
     text = _BLANKS.sub(" ", text).lstrip(". ").rstrip(". ")
     if text.startswith("-"):
         text = "_" + text[1:]
@@ -71,12 +71,15 @@ def safe_filename(name: str | None, content_type: str = "", *, is_message: bool 
 
 def _characters(text: str) -> str:
     """NFKC, then without format and the like, blanks for controls and separators."""
-    kept = []
-    for char in unicodedata.normalize("NFKC", text):
+    text = unicodedata.normalize("NFKC", text)
+    table: dict[int, str | None] = {}
+    for char in set(text):  # each distinct character looked up once
         category = unicodedata.category(char)
-        if category not in _DROPPED:
-            kept.append(" " if category in _BLANKED else char)
-    return "".join(kept)
+        if category in _DROPPED:
+            table[ord(char)] = None
+        elif category in _BLANKED:
+            table[ord(char)] = " "
+    return text.translate(table)
 
 
 def _extension_for(content_type: str, is_message: bool) -> str:
