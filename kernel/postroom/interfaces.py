@@ -139,7 +139,9 @@ class IStore(Interface):
 
     def read_raw(interaction_id: str, fileobj: Any) -> int:
         """Write the raw bytes of the interaction's message to *fileobj* in
-        chunks; return the number of bytes. KeyError when unknown."""
+        chunks; return the number of bytes. KeyError when unknown;
+        :class:`~postroom.store.errors.RawIntegrityError` (after writing) when
+        the bytes do not match the SHA-256 recorded with them: discard them."""
 
     def known_source_keys(mailbox: str, keys: Any) -> Any:
         """The subset of *keys* (source keys of *mailbox*) already stored: lets
@@ -203,7 +205,8 @@ class IStore(Interface):
         """QuarantineEntries."""
 
     def read_quarantined_raw(entry_id, fileobj) -> int:
-        """Write the quarantined raw bytes to *fileobj*; KeyError if none."""
+        """Write the quarantined raw bytes to *fileobj*; KeyError if none;
+        RawIntegrityError as for :meth:`read_raw`."""
 
     def clear_failures(mailbox, source_key) -> None:
         """Forget the failure count of a message (it was committed after all)."""

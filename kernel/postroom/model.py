@@ -118,8 +118,26 @@ class FetchedMessage:
 # ------------------------------------------------------------------- parsing
 
 
+def _safe_name(attachment: Attachment) -> str:
+    # imported here: postroom.parsing imports this module
+    from postroom.parsing.safe_names import safe_filename
+
+    return safe_filename(
+        attachment.filename, attachment.content_type, is_message=attachment.is_message
+    )
+
+
 @attrs.frozen
 class Attachment:
+    """A part of a message offered as a file.
+
+    ``filename`` is the name as the sender wrote it (decoded, for display);
+    ``safe_filename`` is made from it (see :mod:`postroom.parsing.safe_names`)
+    and is what anything touching a file system must use: never a path, never
+    a reserved or hidden name, no bidi or control characters, bounded length,
+    unique within the message.
+    """
+
     filename: str | None
     content_type: str
     size: int
@@ -127,6 +145,7 @@ class Attachment:
     disposition: str | None = None
     content_id: str | None = None
     part_path: str = ""
+    safe_filename: str = attrs.field(default=attrs.Factory(_safe_name, takes_self=True))
 
 
 @attrs.frozen
@@ -198,6 +217,12 @@ class ParsedMessage:
     analysis: dict[str, Any] = attrs.field(factory=dict)
     #: ``plugin: postroom_analyze: Type: message`` for each analysis that failed
     analysis_errors: list[str] = attrs.field(factory=list)
+
+    def __attrs_post_init__(self) -> None:
+        # whichever parser made it, two attachments never share a safe name
+        from postroom.parsing.safe_names import unique_safe_names
+
+        self.attachments = unique_safe_names(self.attachments)
 
     @property
     def is_wrapped(self) -> bool:

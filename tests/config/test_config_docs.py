@@ -51,3 +51,14 @@ def test_docs_order_does_not_depend_on_plugin_registration_order() -> None:
         return schema
 
     assert render_markdown(build(["alpha", "beta"])) == render_markdown(build(["beta", "alpha"]))
+
+
+def test_bounds_are_written_as_values_are() -> None:
+    schema = OptionSchema()
+    schema.add("wait", "duration", section="s", minimum=1, maximum=86400)
+    schema.add("chunk", "size", section="s", minimum=1, maximum=64 * 1024**2)
+    schema.add("count", "int", section="s", minimum=-1, maximum=256)
+    text = render_markdown(schema)
+    assert "- type: `duration` (minimum `00:00:01`, maximum `24:00:00`)" in text
+    assert "- type: `size` (minimum 1 byte, maximum `64MB`)" in text
+    assert "- type: `int` (minimum -1, maximum 256)" in text

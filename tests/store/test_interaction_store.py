@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import random
 import threading
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from postroom.model import (
     RawRef,
 )
 from postroom.store.base import CHUNK_SIZE, SQLStoreBase
-from postroom.store.errors import FencingError, StoreError
+from postroom.store.errors import DatabaseError, FencingError, RawIntegrityError, StoreError
 from postroom.store.sqlite import MemoryStore, SQLiteStore
 
 MakeStore = Callable[..., SQLStoreBase]
@@ -227,6 +228,35 @@ def test_commit_fills_in_mailbox_and_digest(store: SQLStoreBase, raw_of: RawOf) 
     assert store.list_interactions(mailbox="sales") == [got]
 
 
+def test_attachment_names_come_back_original_and_safe(store: SQLStoreBase, raw_of: RawOf) -> None:
+    hostile = ["../../etc/passwd", "invoice\u202efdp.exe", "CON", None, "invoicefdp.exe"]
+    attachments = [Attachment(name, "application/pdf", 1) for name in hostile]
+    item = inbound(attachments=attachments)
+    [stored] = store.commit_fetched("mb", "1", raw_of(MAIL), [item]).new
+    got = store.get_interaction(stored.id)
+    assert got is not None
+    assert [(a.filename, a.safe_filename) for a in got.attachments] == [
+        ("../../etc/passwd", "_.._etc_passwd"),
+        ("invoice\u202efdp.exe", "invoicefdp.exe"),
+        ("CON", "_CON"),
+        (None, "attachment.pdf"),
+        ("invoicefdp.exe", "invoicefdp (2).exe"),
+    ]
+    # rows stored before safe names existed: made on reading
+    text = store._read(
+        lambda tx: tx.scalar("SELECT attachments FROM interactions WHERE id = ?", (stored.id,))
+    )
+    rows = json.loads(text)
+    assert [row.pop("safe_filename") for row in rows][:1] == ["_.._etc_passwd"]
+    store._write(
+        lambda tx: tx.execute(
+            "UPDATE interactions SET attachments = ? WHERE id = ?", (json.dumps(rows), stored.id)
+        )
+    )
+    again = store.get_interaction(stored.id)
+    assert again is not None and again.attachments == got.attachments
+
+
 def test_commit_needs_an_interaction(store: SQLStoreBase, raw_of: RawOf) -> None:
     with pytest.raises(ValueError):
         store.commit_fetched("mb", "1", raw_of(MAIL), [])
@@ -305,6 +335,43 @@ def test_a_raw_file_changed_under_the_store_is_refused(store: SQLStoreBase, raw_
 def test_read_raw_of_unknown_interaction_is_a_key_error(store: SQLStoreBase) -> None:
     with pytest.raises(KeyError):
         store.read_raw("nope", io.BytesIO())
+
+
+def _corrupt(store: SQLStoreBase, how: str, seq: int) -> None:
+    """Damage one stored chunk with plain SQL, as a failing disk or a careless hand would."""
+    if how == "flipped":
+        query = "SELECT data FROM raw_chunks WHERE seq = ?"
+        data = bytes(store._read(lambda tx: tx.scalar(query, (seq,))))
+        changed = bytes([data[0] ^ 1]) + data[1:]  # same size, one bit off
+        sql, params = "UPDATE raw_chunks SET data = ? WHERE seq = ?", (changed, seq)
+    elif how == "truncated":
+        sql, params = "UPDATE raw_chunks SET data = ? WHERE seq = ?", (b"Subject", seq)
+    elif how == "missing":
+        sql, params = "DELETE FROM raw_chunks WHERE seq = ?", (seq,)
+    else:
+        sql, params = "UPDATE raw_messages SET sha256 = ?", ("0" * 64,)
+    store._write(lambda tx: tx.execute(sql, params))
+
+
+@pytest.mark.parametrize("how", ["flipped", "truncated", "missing", "digest"])
+@pytest.mark.parametrize("seq", [0, 1], ids=["first-chunk", "second-chunk"])
+def test_corrupt_raw_bytes_are_an_error_not_wrong_bytes(
+    store: SQLStoreBase, raw_of: RawOf, how: str, seq: int
+) -> None:
+    data = random.Random(9).randbytes(CHUNK_SIZE + 1000)
+    raw = raw_of(data)
+    result = store.commit_fetched("mb", "1", raw, [inbound()])
+    entry = store.quarantine("mb", "2", "reason", raw_of(data))
+    _corrupt(store, how, seq)
+    interaction_id = result.new[0].id
+    with pytest.raises(RawIntegrityError) as info:
+        store.read_raw(interaction_id, io.BytesIO())
+    error = info.value
+    assert isinstance(error, StoreError)
+    assert f"the stored raw bytes of interaction {interaction_id} are corrupt" in str(error)
+    assert error.expected_size == len(data) and error.expected_sha256 != error.sha256
+    with pytest.raises(RawIntegrityError, match=f"quarantine entry {entry.id}"):
+        store.read_quarantined_raw(entry.id, io.BytesIO())
 
 
 # ------------------------------------------------------------------- dedupe
@@ -844,3 +911,57 @@ def test_a_fan_out_marks_its_message_known(store: SQLStoreBase, raw_of: RawOf) -
     # and again with the split on: every copy a duplicate of its own
     again = store.commit_fetched("mb", "7", raw, [inbound(copy_key="a@x"), inbound(copy_key="b@x")])
     assert [d.duplicate_of for d in again.duplicates] == [i.id for i in first.new]
+
+
+# ------------------------------------------------------- a failing database
+
+
+def test_a_file_that_is_not_a_database_is_a_database_error(tmp_path: Any) -> None:
+    import sqlite3
+
+    path = tmp_path / "garbage.db"
+    path.write_bytes(random.Random(10).randbytes(100_000))
+    store = SQLiteStore({"path": str(path)})
+    with pytest.raises(DatabaseError) as info:
+        store.open()
+    assert str(info.value) == f"SQLite database {path}: file is not a database"
+    assert isinstance(info.value.__cause__, sqlite3.DatabaseError)
+
+
+def test_a_database_whose_folder_cannot_be_made_is_a_database_error(tmp_path: Any) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    store = SQLiteStore({"path": str(blocker / "sub" / "postroom.db")})
+    with pytest.raises(DatabaseError) as info:
+        store.open()
+    assert str(info.value) == (
+        f"SQLite database {blocker / 'sub' / 'postroom.db'}: cannot make its folder "
+        f"{blocker / 'sub'}: Not a directory"
+    )
+
+
+def test_a_full_disk_is_a_database_error(tmp_path: Any, raw_of: RawOf) -> None:
+    """SQLite's own limit on the file's pages stands in for a full disk (SQLITE_FULL)."""
+    store = SQLiteStore({"path": str(tmp_path / "full.db")})
+    store.open()
+    store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
+    assert store._conn is not None
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = random.Random(11).randbytes(CHUNK_SIZE)
+    with pytest.raises(DatabaseError, match=r"^SQLite database .*: database or disk is full$"):
+        store.commit_fetched("mb", "2", raw_of(big), [inbound()])
+    assert store.list_interactions()  # what was stored before is still readable
+    store.close()
+
+
+def test_an_unreachable_postgresql_server_is_a_database_error_without_the_password() -> None:
+    from postroom_postgresql.store import PostgreSQLStore
+
+    dsn = "host=127.0.0.1 port=9 dbname=site user=postroom password=hunter2 connect_timeout=3"
+    store = PostgreSQLStore({"dsn": dsn})
+    with pytest.raises(DatabaseError) as info:
+        store.open()
+    message = str(info.value)
+    assert message.startswith("PostgreSQL database site on 127.0.0.1:9: ")
+    assert "hunter2" not in message and "\n" not in message

@@ -1,7 +1,10 @@
 """The ``postroom`` command line.
 
-Exit status everywhere: 0 all well, 1 some mailbox or message failed,
-2 bad configuration or a plugin that cannot load.
+Exit status everywhere (see :mod:`postroom.cli.failures`): 0 all well, 1 some
+mailbox, message or send failed, or what was asked for is not there, 2 bad
+configuration or input, 3 the store or the file system failed, 70 internal
+error, 128 + N stopped by signal N (130: Ctrl-C). Failures print one
+``error:`` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -10,17 +13,28 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
-from typing import Any
-
-from twisted.internet import defer, task
+from typing import TYPE_CHECKING, Any
 
 from postroom import __version__
+from postroom.cli.failures import (
+    EXIT_CONFIG,
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_SIGNAL,
+    NotFound,
+    os_error,
+    report,
+)
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
+from postroom.store.errors import StoreError
 
-EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+if TYPE_CHECKING:
+    from twisted.internet import defer
 
 log = logging.getLogger("postroom.cli")
 
@@ -32,26 +46,58 @@ def _kernel(args: argparse.Namespace, reactor: Any, **kwargs: Any) -> Any:
     from postroom.kernel import Kernel
     from postroom.runner import ThreadPoolRunner
 
-    runner = ThreadPoolRunner.create(reactor, size=10)
-    return Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
+    runner = ThreadPoolRunner.create(reactor)
+    kernel = Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
+    size_thread_pool(runner.pool, kernel.config)
+    return kernel
+
+
+def size_thread_pool(pool: Any, config: Any) -> None:
+    """Give the kernel's thread pool ``gateway.thread-pool-size`` threads at most
+    (the pool exists before the configuration is read: the kernel needs it)."""
+    pool.adjustPoolsize(maxthreads=int(config.get("gateway", "thread-pool-size")))
 
 
 def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
-    """Run *main(reactor)* under the reactor; return its exit status."""
+    """Run *main(reactor)* under the reactor; return its exit status.
+
+    *main* starts before the reactor runs (``task.react`` calls it first), so
+    what it does before its first real wait (reading the configuration,
+    loading plugins) can be interrupted with Ctrl-C like any program; after
+    that Twisted's signal handlers stop the reactor, and a command that had
+    not finished exits 128 + the signal's number.
+    """
+    from twisted.internet import defer, task
+
     status: list[int] = []
 
     def runner(reactor: Any) -> defer.Deferred[None]:
         async def go() -> None:
-            status.append(await main(reactor))
+            try:
+                status.append(await main(reactor))
+            except GeneratorExit:
+                raise
+            except SystemExit as exc:
+                status.append(exc.code if isinstance(exc.code, int) else EXIT_FAILED)
+            except BaseException as exc:  # one line and a status, never a traceback
+                status.append(_report(exc))
 
         return defer.ensureDeferred(go())
 
     try:
         task.react(runner)
     except SystemExit as exc:
-        if exc.code not in (0, None):
+        if exc.code not in (0, None) and not status:
             return int(exc.code) if isinstance(exc.code, int) else EXIT_FAILED
-    return status[0] if status else EXIT_FAILED
+    if status:
+        return status[0]
+    from twisted.internet import reactor
+
+    signal_number = getattr(reactor, "_exitSignal", None)
+    if signal_number is not None:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_SIGNAL + int(signal_number)
+    return EXIT_FAILED
 
 
 def _with_kernel(
@@ -65,10 +111,7 @@ def _with_kernel(
     """
 
     async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor, **kernel_options)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
+        kernel = _kernel(args, reactor, **kernel_options)
         await kernel.open()
         try:
             return await body(kernel)
@@ -78,13 +121,13 @@ def _with_kernel(
     return _react(main)
 
 
+def _report(exc: BaseException) -> int:
+    """One ``error:`` line (several for several configuration errors); the status."""
+    return report(exc, debug=log.isEnabledFor(logging.DEBUG))
+
+
 def _report_config_error(exc: BaseException) -> int:
-    if isinstance(exc, ConfigErrors):
-        for error in exc.errors:
-            print(f"error: {error}", file=sys.stderr)
-    else:
-        print(f"error: {exc}", file=sys.stderr)
-    return EXIT_CONFIG
+    return _report(exc)
 
 
 def _setup_logging(verbose: int, fmt: str = "text") -> None:
@@ -100,13 +143,12 @@ def _setup_logging(verbose: int, fmt: str = "text") -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from twisted.internet import defer
+
     from postroom.services.gateway import Gateway
 
     async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
+        kernel = _kernel(args, reactor)
         for warning in kernel.plugins.warnings:
             log.warning("%s", warning)
         for cfg_warning in kernel.config.warnings:
@@ -136,11 +178,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
             await stopping
             return EXIT_OK
-        except ConfigError as exc:
-            return _report_config_error(exc)
         except Exception as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+            return _report(exc)
         finally:
             try:
                 await gateway.stopService()
@@ -153,10 +192,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from postroom.kernel import Kernel
 
-    try:
-        kernel = Kernel(args.config)
-    except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-        return _report_config_error(exc)
+    kernel = Kernel(args.config)
     for warning in [*kernel.plugins.warnings, *map(str, kernel.config.warnings)]:
         print(f"warning: {warning}", file=sys.stderr)
     config = kernel.config
@@ -176,15 +212,12 @@ def cmd_plugins(args: argparse.Namespace) -> int:
     from postroom.drivers import INTERFACES, distribution_of, driver_names, load_driver
     from postroom.plugins.manager import PluginInfo, load_plugins
 
-    try:
-        enabled = None
-        if args.config:
-            from postroom.config.loader import read_document
+    enabled = None
+    if args.config:
+        from postroom.config.loader import read_document
 
-            enabled = read_document(Path(args.config)).driver_names().plugins
-        plugins = load_plugins(enabled)
-    except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-        return _report_config_error(exc)
+        enabled = read_document(Path(args.config)).driver_names().plugins
+    plugins = load_plugins(enabled)
     infos = list(plugins.infos)
     for group in INTERFACES:
         for name in driver_names(group):
@@ -245,7 +278,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         async for source, outcome in ingest_files(kernel, paths, mailbox):
             if isinstance(outcome, BaseException):
                 failed = True
-                print(f"error: {source}: {outcome}", file=sys.stderr)
+                if isinstance(outcome, OSError) and outcome.filename is not None:
+                    print(f"error: {os_error(outcome)}", file=sys.stderr)  # names the file
+                else:
+                    print(f"error: {source}: {outcome}", file=sys.stderr)
                 continue
             for interaction in outcome:
                 if args.json:
@@ -275,17 +311,14 @@ def cmd_interactions(args: argparse.Namespace) -> int:
         else:
             one = await kernel.store.get_interaction(args.id)
             if one is None:
-                print(f"error: no interaction {args.id}", file=sys.stderr)
-                return EXIT_FAILED
+                raise NotFound(f"no interaction {args.id}")
             found = [one]
         for interaction in found:
             status = await kernel.store.handoff_status(interaction.id)
             if status is not None:
                 interaction.handoff_state = status[0]
         if getattr(args, "raw", False):
-            sys.stdout.flush()
-            await kernel.store.read_raw(found[0].id, sys.stdout.buffer)
-            sys.stdout.buffer.flush()
+            await _write_raw(kernel, found[0].id)
         elif args.json:
             for interaction in found:
                 print(dumps(interaction_json(interaction)))
@@ -298,6 +331,22 @@ def cmd_interactions(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return _with_kernel(args, body)
+
+
+async def _write_raw(kernel: Any, interaction_id: str) -> None:
+    """The raw bytes on standard output, once the store has checked them whole:
+    a corrupt store prints its error and nothing else (no wrong bytes)."""
+    with tempfile.TemporaryFile(prefix="postroom-raw-") as spool:
+        try:
+            await kernel.store.read_raw(interaction_id, spool)
+        except KeyError:
+            raise NotFound(
+                f"interaction {interaction_id} has no raw message (outbound ones have none)"
+            ) from None
+        spool.seek(0)
+        sys.stdout.flush()
+        shutil.copyfileobj(spool, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -317,8 +366,12 @@ def cmd_quarantine(args: argparse.Namespace) -> int:
             return EXIT_OK
         try:
             interactions = await replay_quarantined(kernel, args.id)
-        except Exception as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except KeyError as exc:
+            raise NotFound(exc.args[0] if exc.args else f"no entry {args.id}") from None
+        except (StoreError, OSError):
+            raise  # the store or the disk: status 3
+        except Exception as exc:  # the message failed again (a plugin, the pipeline)
+            print(f"error: replay failed: {exc}", file=sys.stderr)
             return EXIT_FAILED
         for interaction in interactions:
             print(f"replayed as interaction {interaction.id} ({interaction.subtype})")
@@ -441,15 +494,17 @@ def cmd_send(args: argparse.Namespace) -> int:
     return _react(main)
 
 
-def cmd_config_reference(args: argparse.Namespace) -> int:
-    from postroom.config.docs import render_markdown
+def installed_schema(warn: Callable[[str], None] | None = None) -> Any:
+    """Every option of every installed plugin and driver (the whole reference).
+
+    A driver that cannot load is passed to *warn* and left out.
+    """
     from postroom.config.options import OptionSchema
     from postroom.drivers import INTERFACES, driver_names, load_driver
     from postroom.plugins.facade import Hooks
     from postroom.plugins.manager import load_plugins
 
-    plugins = load_plugins(None)
-    hooks = Hooks(plugins)
+    hooks = Hooks(load_plugins(None))
     schema = OptionSchema()
     hooks.add_options(schema)
     for group in INTERFACES:
@@ -457,16 +512,53 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
             try:
                 hooks.add_options_of(load_driver(group, name), f"{group}:{name}", schema)
             except PluginLoadError as exc:
-                print(f"warning: {exc}", file=sys.stderr)
+                if warn is not None:
+                    warn(str(exc))
+    return schema
+
+
+def cmd_config_reference(args: argparse.Namespace) -> int:
+    from postroom.config.docs import render_markdown
+
+    schema = installed_schema(lambda text: print(f"warning: {text}", file=sys.stderr))
     text = render_markdown(schema)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        try:
+            Path(args.output).write_text(text, encoding="utf-8")
+        except OSError as exc:  # a failed write names no file by itself
+            raise OSError(exc.errno, exc.strerror, args.output) from None
     else:
         sys.stdout.write(text)
     return EXIT_OK
 
 
 # ---------------------------------------------------------------------- parser
+
+
+#: the most interactions one ``list`` shows (they are held in memory)
+MAX_LIST = 1_000_000
+
+
+def _count(text: str) -> int:
+    """``--limit``: a whole number from 1 to :data:`MAX_LIST`."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if not 1 <= value <= MAX_LIST:
+        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIST:,}, got {text}")
+    return value
+
+
+def _address(text: str) -> str:
+    """An e-mail address: ``local@domain``, no blanks or control characters."""
+    address = text.strip()
+    local, at, domain = address.rpartition("@")
+    if not (at and local and domain) or any(c.isspace() or ord(c) < 32 for c in address):
+        raise argparse.ArgumentTypeError(
+            f"expected an e-mail address such as user@example.com, got {text!r}"
+        )
+    return address
 
 
 def _site_argument(parser: argparse.ArgumentParser) -> None:
@@ -566,7 +658,9 @@ def build_parser() -> argparse.ArgumentParser:
         _site_argument(q)
         q.add_argument("--json", action="store_true", help="one JSON object per line")
         if action == "list":
-            q.add_argument("--limit", type=int, default=100, help="at most this many (newest)")
+            q.add_argument(
+                "--limit", type=_count, default=100, help="at most this many (newest)"
+            )
             q.add_argument("--mailbox", help="only this mailbox")
         else:
             q.add_argument("id", help="interaction id")
@@ -612,7 +706,9 @@ def build_parser() -> argparse.ArgumentParser:
         "add", help="suppress an address by hand", description="Suppress an address by hand."
     )
     _site_argument(q)
-    q.add_argument("address", help="e-mail address (compared case-insensitively)")
+    q.add_argument(
+        "address", type=_address, help="e-mail address (compared case-insensitively)"
+    )
     q.add_argument("--reason", help="why (shown by list)")
     q.set_defaults(func=cmd_suppression)
     q = ssub.add_parser(
@@ -667,12 +763,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args.verbose, args.log_format)
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    result: int = args.func(args)
-    return result
+    """Run one command; every failure ends as one ``error:`` line and a
+    documented exit status (:mod:`postroom.cli.failures`), never a traceback."""
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)  # bad arguments: usage and exit status 2
+        _setup_logging(args.verbose, args.log_format)
+        os.environ.setdefault("PYTHONUNBUFFERED", "1")
+        result: int = args.func(args)
+        return result
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        return _report(exc)
 
 
 if __name__ == "__main__":

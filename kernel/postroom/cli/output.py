@@ -30,7 +30,12 @@ def interaction_json(interaction: Interaction, source: str | None = None) -> dic
         "to": list(interaction.to),
         "cc": list(interaction.cc),
         "attachments": [
-            {"filename": a.filename, "content_type": a.content_type, "size": a.size}
+            {
+                "filename": a.filename,
+                "safe_filename": a.safe_filename,
+                "content_type": a.content_type,
+                "size": a.size,
+            }
             for a in interaction.attachments
         ],
         "attached_data": dict(interaction.attached_data),

@@ -14,12 +14,23 @@ import functools
 
 from postroom import hookimpl
 from postroom.config.options import OptionSchema, Scope
+from postroom.parsing.limits import MAX_DEPTH
 
 KERNEL = "postroom"
 #: the HTTP API's default port: unprivileged, below Linux's ephemeral range
 #: (32768+), clear of common development ports (8000, 8025, 8080); "POST" on a
 #: phone keypad
 DEFAULT_HTTP_PORT = 7678
+
+#: Bounds whose reason lies elsewhere (every numeric option has both bounds,
+#: so ``postroom check`` refuses what would fail or misbehave at run time).
+#: ``interactions.tenant_id`` is a 32-bit INTEGER column in PostgreSQL.
+MAX_TENANT_ID = 2**31 - 1
+#: parsing holds a few times the message in memory, and PostgreSQL keeps at
+#: most 1 GB in one text value (a body)
+MAX_MESSAGE_SIZE = 512 * 1024**2
+HOUR = 3600
+DAY = 24 * HOUR
 
 
 @hookimpl
@@ -34,6 +45,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "int",
         default=1,
         minimum=0,
+        maximum=MAX_TENANT_ID,
         description="Tenant the interactions are created for in the contact centre.",
     )
     add(
@@ -68,7 +80,9 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=ep,
         default="10MB",
         minimum=1,
-        description="Largest inbound message accepted (e.g. `10MB`, 1024-based).",
+        maximum=MAX_MESSAGE_SIZE,
+        description="Largest inbound message accepted (e.g. `10MB`, 1024-based; at most "
+        "`512MB`: parsing needs a few times the size in memory).",
     )
     add(
         "default-from-address",
@@ -91,6 +105,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=ep,
         default=20,
         minimum=1,
+        maximum=MAX_DEPTH,
         description="Deepest MIME nesting parsed (a guard against hostile messages).",
     )
     add(
@@ -99,6 +114,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=ep,
         default=1000,
         minimum=1,
+        maximum=100_000,
         description="Most MIME parts parsed in one message (a guard against hostile messages).",
     )
 
@@ -110,6 +126,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=gw,
         default=16,
         minimum=1,
+        maximum=256,
         description="Messages of one mailbox processed at the same time.",
     )
     add(
@@ -141,6 +158,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=gw,
         default="2GB",
         minimum=256 << 20,
+        maximum=1 << 40,
         description="Address space each worker process may use (RLIMIT_AS); a message "
         "that needs more is quarantined at once. Leave room for about four times "
         "`maximum-msg-size` plus the worker's own 200 MB.",
@@ -161,6 +179,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=gw,
         default=5,
         minimum=1,
+        maximum=100,
         description="Tries at processing a message before it is quarantined.",
     )
     add(
@@ -168,6 +187,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "duration",
         section=gw,
         default="00:00:05",
+        minimum=1,
+        maximum=HOUR,
         description="First delay before retrying a failed hand-off to routing; "
         "doubles on each failure.",
     )
@@ -176,6 +197,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "duration",
         section=gw,
         default="00:05:00",
+        minimum=1,
+        maximum=DAY,
         description="Longest delay between hand-off retries.",
     )
     add(
@@ -184,6 +207,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section=gw,
         default=10,
         minimum=1,
+        maximum=256,
         description="Threads for blocking work (store, SDKs), so the reactor never blocks.",
     )
 
@@ -219,6 +243,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "duration",
         scope=Scope.MAILBOX,
         default="00:01:00",
+        minimum=1,
+        maximum=DAY,
         description="Time between checks for new mail when the server cannot push it.",
     )
 

@@ -222,6 +222,20 @@ def _grouped(options: list[Option], common: str, title: str, what: str) -> list[
     return out
 
 
+def _bound(option: Option, value: float) -> str:
+    """A bound written as the option's values are: ``01:00:00``, ``64MB``, ``100``."""
+    if option.type == "duration" and float(value).is_integer():
+        seconds = int(value)
+        return f"`{seconds // 3600:02d}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}`"
+    if option.type == "size" and float(value).is_integer():
+        size = int(value)
+        for unit, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024)):
+            if size and size % factor == 0:
+                return f"`{size // factor}{unit}`"
+        return f"{size} byte" + ("s" if size != 1 else "")
+    return _number(value)
+
+
 def _options(options: list[Option], level: str, applies: str) -> list[str]:
     if not options:
         return ["No options are declared here.", ""]
@@ -232,7 +246,7 @@ def _options(options: list[Option], level: str, applies: str) -> list[str]:
             out += [option.description, ""]
         kind = f"`{option.type}`"
         bounds = [
-            f"{label} {_number(v)}"
+            f"{label} {_bound(option, v)}"
             for label, v in (("minimum", option.minimum), ("maximum", option.maximum))
             if v is not None
         ]

@@ -9,6 +9,12 @@ from postroom.config.options import OptionSchema, Scope
 
 SECURITY_CHOICES = ("none", "starttls", "ssl")
 
+#: Timeouts: at least a second (0 would fail every connection, or make
+#: smtplib's socket non-blocking), at most an hour (a longer wait is a hang;
+#: huge values overflow socket and reactor timeouts).
+MIN_TIMEOUT = 1
+MAX_TIMEOUT = 3600
+
 
 def add_connection_options(
     schema: OptionSchema,
@@ -86,6 +92,8 @@ def add_connection_options(
         scope=scope,
         types=types,
         default="00:00:30",
+        minimum=MIN_TIMEOUT,
+        maximum=MAX_TIMEOUT,
         description="Time allowed to connect, including the TLS handshake.",
     )
     add(
@@ -94,6 +102,8 @@ def add_connection_options(
         scope=scope,
         types=types,
         default="00:02:00",
+        minimum=MIN_TIMEOUT,
+        maximum=MAX_TIMEOUT,
         description="Time allowed for one server response.",
     )
     add(

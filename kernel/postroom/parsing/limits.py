@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import attrs
 
+#: The email package recurses a few frames per MIME level while parsing:
+#: beyond ~100 levels Python's recursion limit, not this bound, would decide.
+#: (The option ``max-mime-depth`` is declared with this maximum.)
+MAX_DEPTH = 100
+
 
 def _non_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 0:
@@ -16,10 +21,8 @@ def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> 
 
 
 def _depth(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    # The email package recurses a few frames per MIME level while parsing:
-    # beyond ~100 levels Python's recursion limit, not this bound, would decide.
-    if not 1 <= value <= 100:
-        raise ValueError(f"max_depth must be between 1 and 100, got {value}")
+    if not 1 <= value <= MAX_DEPTH:
+        raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH}, got {value}")
 
 
 @attrs.frozen

@@ -23,6 +23,7 @@ from postroom.errors import ConnectionDown
 from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
+from postroom.store.errors import StoreError
 from postroom.workers import OverBudget
 
 if TYPE_CHECKING:
@@ -288,7 +289,10 @@ class MailboxService(service.Service):
             await self._count_failure(item, fetched, f"over budget: {exc.reason}", at_once=True)
             return
         except Exception as exc:
-            log.exception("mailbox %s: message %s failed", name, item.source_key)
+            if isinstance(exc, StoreError):  # a full disk...: one line says it all
+                log.error("mailbox %s: message %s failed: %s", name, item.source_key, exc)
+            else:  # a bug somewhere: the traceback helps
+                log.exception("mailbox %s: message %s failed", name, item.source_key)
             await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")
             return
         try:

@@ -16,7 +16,13 @@ Why the shapes below:
   processes racing on the same message cannot both insert it, the loser's
   transaction fails and is run again, and then sees the winner's key;
 - raw bytes are copied as 1 MiB chunks (``raw_chunks``), never whole, both in
-  and out.
+  and out, and checked against the size and SHA-256 recorded beside them
+  (``raw_messages``) both ways: a corrupt store gives
+  :class:`~postroom.store.errors.RawIntegrityError`, never wrong bytes taken
+  for the message;
+- the database driver's own exceptions leave the store as
+  :class:`~postroom.store.errors.DatabaseError` naming the database, so
+  callers need not know the backend.
 """
 
 from __future__ import annotations
@@ -50,7 +56,8 @@ from postroom.model import (
     new_id,
     utcnow,
 )
-from postroom.store.errors import FencingError, StoreError
+from postroom.parsing.safe_names import unique_safe_names
+from postroom.store.errors import DatabaseError, FencingError, RawIntegrityError, StoreError
 
 T = TypeVar("T")
 
@@ -238,6 +245,8 @@ class SQLStoreBase:
     #: at insert time (unique keys) and the loser is run again; False when the
     #: backend serialises writers up front (SQLite's ``BEGIN IMMEDIATE``).
     concurrent_writers: ClassVar[bool] = False
+    #: the driver's exceptions, raised again as :class:`DatabaseError`
+    database_errors: ClassVar[tuple[type[Exception], ...]] = ()
 
     def __init__(self, options: Mapping[str, Any] | None = None) -> None:
         """Built as ``cls(options)``: the site's ``store:`` mapping, without ``driver``."""
@@ -261,6 +270,18 @@ class SQLStoreBase:
     def _is_conflict(self, exc: BaseException) -> bool:
         """True when *exc* means a concurrent transaction won and running again may succeed."""
         return False
+
+    def describe(self) -> str:
+        """The database, for messages: ``SQLite database /var/lib/postroom.db``
+        (never a password)."""
+        return f"{self.backend} database"
+
+    def _database_error(self, exc: Exception) -> DatabaseError | None:
+        """*exc* as a :class:`DatabaseError` when it is the driver's, else None."""
+        if not isinstance(exc, self.database_errors):
+            return None
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return DatabaseError(f"{self.describe()}: {detail}")
 
     def _lock_migrations(self, tx: Tx) -> None:
         """Keep other processes out of the migrations until *tx* ends."""
@@ -296,13 +317,22 @@ class SQLStoreBase:
             except Exception as exc:
                 if attempt < MAX_ATTEMPTS and self._is_conflict(exc):
                     continue
-                raise
+                failure = self._database_error(exc)
+                if failure is None:
+                    raise
+                raise failure from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _read(self, work: Callable[[Tx], T]) -> T:
         self._require_open()
-        with self._transaction(write=False) as tx:
-            return work(tx)
+        try:
+            with self._transaction(write=False) as tx:
+                return work(tx)
+        except Exception as exc:
+            failure = self._database_error(exc)
+            if failure is None:
+                raise
+            raise failure from exc
 
     def _require_open(self) -> None:
         if not self._opened:
@@ -313,7 +343,13 @@ class SQLStoreBase:
     def open(self) -> None:
         if self._opened:
             return
-        self._connect()
+        try:
+            self._connect()
+        except Exception as exc:
+            failure = self._database_error(exc)
+            if failure is None:
+                raise
+            raise failure from exc
         self._opened = True
         try:
             self._migrate()
@@ -412,14 +448,33 @@ class SQLStoreBase:
             )
         return raw_id
 
-    def _copy_raw(self, raw_id: str, fileobj: Writable) -> int:
-        """Write a stored raw message to *fileobj*, one chunk per query."""
+    def _copy_raw(self, raw_id: str, fileobj: Writable, what: str) -> int:
+        """Write a stored raw message to *fileobj*, one chunk per query, and check
+        it against the size and SHA-256 recorded with it.
+
+        Raises :class:`RawIntegrityError` at the end when they differ (a chunk
+        changed, went missing or was added): the bytes written are then wrong.
+        """
+        row = self._read(
+            lambda tx: tx.one("SELECT size, sha256 FROM raw_messages WHERE id = ?", (raw_id,))
+        )
+        expected_size, expected_sha256 = (-1, "(no record)") if row is None else row
+        digest = hashlib.sha256()
         total = 0
         seq = 0
         while (data := self._chunk(raw_id, seq)) is not None:
+            digest.update(data)
             fileobj.write(data)
             total += len(data)
             seq += 1
+        if total != expected_size or digest.hexdigest() != expected_sha256:
+            raise RawIntegrityError(
+                what,
+                expected_size=int(expected_size),
+                expected_sha256=str(expected_sha256),
+                size=total,
+                sha256=digest.hexdigest(),
+            )
         return total
 
     def _chunk(self, raw_id: str, seq: int) -> bytes | None:
@@ -486,7 +541,10 @@ class SQLStoreBase:
             cc=json.loads(cc),
             text=text,
             html=html,
-            attachments=[Attachment(**_known(Attachment, a)) for a in json.loads(attachments)],
+            # rows stored before safe names existed get them made now
+            attachments=unique_safe_names(
+                [Attachment(**_known(Attachment, a)) for a in json.loads(attachments)]
+            ),
             attached_data=json.loads(attached),
             copy_key=copy_key,
             raw_sha256=sha,
@@ -678,7 +736,7 @@ class SQLStoreBase:
         )
         if row is None or row[0] is None:
             raise KeyError(interaction_id)
-        return self._copy_raw(row[0], fileobj)
+        return self._copy_raw(row[0], fileobj, f"interaction {interaction_id}")
 
     def known_source_keys(self, mailbox: str, keys: Iterable[str]) -> set[str]:
         """Which of *keys* were committed from *mailbox* (a fan-out's copies
@@ -1023,7 +1081,7 @@ class SQLStoreBase:
         )
         if raw_id is None:
             raise KeyError(entry_id)
-        return self._copy_raw(raw_id, fileobj)
+        return self._copy_raw(raw_id, fileobj, f"quarantine entry {entry_id}")
 
     def release_quarantine(self, entry_id: str) -> None:
         """Release an entry and reset its failure count, so the next try starts afresh."""

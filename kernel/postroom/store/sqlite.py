@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 
 from postroom.config.options import OptionSchema, Scope
 from postroom.store.base import SQLStoreBase, Tx
-from postroom.store.errors import StoreError
+from postroom.store.errors import DatabaseError, StoreError
 
 #: RETURNING and partial indexes need SQLite 3.35.
 MIN_SQLITE = (3, 35, 0)
@@ -40,6 +40,7 @@ class SQLiteStore(SQLStoreBase):
     """
 
     backend: ClassVar[str] = "sqlite"
+    database_errors: ClassVar[tuple[type[Exception], ...]] = (sqlite3.Error,)
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
@@ -59,6 +60,7 @@ class SQLiteStore(SQLStoreBase):
             types=("sqlite",),
             default="10",
             minimum=0,
+            maximum=3600,
             description="Seconds to wait for another process's write lock.",
         )
         schema.add(
@@ -86,6 +88,9 @@ class SQLiteStore(SQLStoreBase):
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
 
+    def describe(self) -> str:
+        return f"SQLite database {self.path}"
+
     @property
     def in_memory(self) -> bool:
         return self.path == ":memory:" or self.path.startswith("file::memory:")
@@ -98,7 +103,12 @@ class SQLiteStore(SQLStoreBase):
             )
         if not self.in_memory:
             parent = os.path.dirname(os.path.abspath(self.path))
-            os.makedirs(parent, exist_ok=True)
+            try:
+                os.makedirs(parent, exist_ok=True)
+            except OSError as exc:
+                raise DatabaseError(
+                    f"{self.describe()}: cannot make its folder {parent}: {exc.strerror or exc}"
+                ) from exc
         conn = sqlite3.connect(
             self.path,
             timeout=self.busy_timeout,

@@ -22,6 +22,9 @@ AUTOWAR_DETECT_PERIOD = "autowar-detect-period"
 AUTOWAR_MAX_REPLY_COUNT = "autowar-max-reply-count"
 
 DEFAULT_PERIOD = "00:10:00"
+#: a longer window counts old mail against a correspondent and makes the
+#: count query scan more; far beyond what a war needs to show itself
+MAX_PERIOD = 7 * 24 * 3600
 #: A war adds one mail per round each way within seconds; a person writing
 #: several mails in ten minutes, each acknowledged, stays below this.
 DEFAULT_MAX_REPLY_COUNT = 5
@@ -59,6 +62,8 @@ def declare(schema: OptionSchema) -> None:
         scope=Scope.GLOBAL,
         section=SECTION,
         default=DEFAULT_PERIOD,
+        minimum=0,
+        maximum=MAX_PERIOD,
         description="The sliding window in which automatic mails exchanged with one address "
         "are counted (`HH:MM:SS`).",
     )
@@ -69,6 +74,7 @@ def declare(schema: OptionSchema) -> None:
         section=SECTION,
         default=DEFAULT_MAX_REPLY_COUNT,
         minimum=1,
+        maximum=10_000,
         description="Most automatic mails exchanged with one address within "
         "`autowar-detect-period`: one more marks the inbound mail `_MailLoop` or refuses the "
         "automatic outbound mail.",

@@ -127,6 +127,7 @@ class IMAPSource:
             types=TYPES,
             default="1MB",
             minimum=1024,
+            maximum=64 * 1024**2,
             description="Bytes asked for in one partial fetch (`BODY.PEEK[]<offset.length>`) "
             "while a message is streamed to the spool.",
         )

@@ -53,6 +53,7 @@ class PostgreSQLStore(SQLStoreBase):
     claim_rows: ClassVar[str] = " FOR UPDATE SKIP LOCKED"
     share_rows: ClassVar[str] = " FOR SHARE"
     concurrent_writers: ClassVar[bool] = True
+    database_errors: ClassVar[tuple[type[Exception], ...]] = (psycopg.Error,)
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
@@ -88,6 +89,16 @@ class PostgreSQLStore(SQLStoreBase):
         self._all: list[psycopg.Connection[Any]] = []
         self._all_lock = threading.Lock()
         self._generation = 0
+
+    def describe(self) -> str:
+        """Host, port and database name from the DSN: never its password."""
+        params = conninfo_to_dict(self.dsn)
+        where = params.get("host") or "localhost"
+        if params.get("port"):
+            where += f":{params['port']}"
+        name = f" {params['dbname']}" if params.get("dbname") else ""
+        schema = f", schema {self.schema}" if self.schema else ""
+        return f"PostgreSQL database{name} on {where}{schema}"
 
     # ---------------------------------------------------------- connections
 

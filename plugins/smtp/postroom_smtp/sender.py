@@ -81,6 +81,8 @@ class SMTPSender:
             scope=Scope.SMTP_CLIENT,
             types=TYPES,
             default="00:00:30",
+            minimum=0,
+            maximum=3600,
             description="A connection idle for longer than this is checked with NOOP before it "
             "is reused; one that does not answer is replaced without failing the send.",
         )
@@ -90,6 +92,8 @@ class SMTPSender:
             scope=Scope.SMTP_CLIENT,
             types=TYPES,
             default="00:05:00",
+            minimum=0,
+            maximum=3600,
             description="A connection idle this long is closed (QUIT), before the server "
             "drops it (Postfix's smtpd_timeout is 300 s). 00:00:00: one connection per message.",
         )
