@@ -305,3 +305,28 @@ def test_a_blank_token_does_not_open_the_api_to_other_hosts(quickstart: Path) ->
         start_web(Gateway(kernel, mailboxes=False), reactor=None)
     with pytest.raises(ConfigError, match=r"http\.token"):
         check_exposure("0.0.0.0", None)
+
+
+def test_the_resource_checks_the_token_too_when_served_by_another_site(
+    quickstart: Path,
+) -> None:
+    """Api served by a plain Site (no early check): a malformed token is still a 401."""
+    from twisted.web import server
+
+    from postroom.web import Api
+
+    api = Server(quickstart)
+    api.port.stopListening()
+    plain = server.Site(Api(api.gateway, TOKEN), reactor=api.reactor)
+    api.port = api.reactor.listenTCP(0, plain, interface="127.0.0.1")
+    try:
+        for value in (
+            "Bearer t\u00f6ken-non-ascii".encode(),
+            b"Basic x",
+            f"Bearer {TOKEN}".encode(),
+        ):
+            raw = head_only("/health", **{"Content-Length": "0"}).replace(b"POST", b"GET", 1)
+            answer, _ = api.exchange(raw[:-2] + b"Authorization: " + value + b"\r\n\r\n")
+            assert parse_answer(answer)[0] == (200 if TOKEN.encode() in value else 401)
+    finally:
+        api.close()
