@@ -27,6 +27,8 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
+import jsonschema
+
 from postroom.addresses import AddressError, Mailbox, parse_address_list, parse_mailbox
 from postroom.errors import PostroomError
 from postroom.model import OutboundRequest
@@ -115,6 +117,13 @@ _JSON_TYPES = {
     dict: "an object",
     type(None): "null",
 }
+_LIMITS = {
+    "minLength": "shorter than {} characters",
+    "maxLength": "longer than {} characters",
+    "minItems": "fewer than {} entries",
+    "maxItems": "more than {} entries",
+    "maxProperties": "more than {} keys",
+}
 _TYPE_NAMES = {
     "boolean": "a boolean (true or false)",
     "number": "a number",
@@ -145,14 +154,10 @@ def schema_text() -> str:
 
 @cache
 def _validator() -> Any:
-    import jsonschema
-
     return jsonschema.Draft202012Validator(json.loads(schema_text()))
 
 
 def _schema_error(data: Any) -> RequestError | None:
-    import jsonschema
-
     error = jsonschema.exceptions.best_match(_validator().iter_errors(data))
     return None if error is None else _refusal(error)
 
@@ -168,8 +173,6 @@ def _refusal(error: Any) -> RequestError:
                 _field(path), f"{_where(path)}must be {_types(types)}, not {_type_of(instance)}"
             )
         # the branch of the right type failed: that branch's error is the one to tell
-        import jsonschema
-
         return _refusal(
             jsonschema.exceptions.best_match(e for e in error.context if e.validator != "type")
         )
@@ -190,17 +193,10 @@ def _refusal(error: Any) -> RequestError:
             _field(path),
             f"{where}must be {_types([error.validator_value])}, not {_type_of(instance)}",
         )
-    limits = {
-        "minLength": "shorter than {} characters",
-        "maxLength": "longer than {} characters",
-        "minItems": "fewer than {} entries",
-        "maxItems": "more than {} entries",
-        "maxProperties": "more than {} keys",
-    }
     if validator == "minLength" and error.validator_value == 1:
         return RequestError(_field(path), f"{where}empty")
-    if validator in limits:
-        return RequestError(_field(path), where + limits[validator].format(error.validator_value))
+    if validator in _LIMITS:
+        return RequestError(_field(path), where + _LIMITS[validator].format(error.validator_value))
     if validator == "not":  # the forbidden form says what it is
         return RequestError(_field(path), where + error.validator_value.get("description", ""))
     description = schema.get("description") or error.message
@@ -279,7 +275,7 @@ def check_json(data: Any, field: str | None = None) -> None:
     while stack:
         value, depth, where = stack.pop()
         if isinstance(value, str):
-            if _SURROGATE.search(value):
+            if not value.isascii() and _SURROGATE.search(value):  # isascii: a flag, O(1)
                 raise RequestError(where, "a string holds a lone surrogate (not Unicode text)")
         elif isinstance(value, bool) or value is None or isinstance(value, int):
             continue
