@@ -4,20 +4,30 @@
 ``GET /health``           per mailbox: connected, last success, last error, counters;
                           200 when every mailbox is connected, else 503
 ``GET /metrics``          Prometheus text format
-``POST /send``            queue an outbound e-mail (JSON body, see :func:`request_from_json`);
-                          202 with the outbound interaction
+``POST /send``            queue an outbound e-mail (JSON body, the schema
+                          ``postroom/schemas/send-request.json``); 202 with the outbound
+                          interaction, 400 ``{"error": ..., "field": ...}`` when refused
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
                           hand-off and outbox state
 ========================  ==============================================================
 
 Bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
 request must carry ``Authorization: Bearer <token>``; binding to anything but
-a loopback address without a token is refused at start-up.
+a loopback address without a token is refused at start-up, and so is a token
+shorter than :data:`MIN_TOKEN_LENGTH` characters or with blanks.
+
+Twisted reads a request's whole body before the resource sees it, so the token
+and the body's length are checked earlier, by :class:`ApiRequest`, as soon as
+the headers are in: a request without the token, or announcing a body over
+:data:`MAX_BODY`, is answered (401, 413) and its connection closed before any
+byte of the body is read; a chunked body is cut off at the same limit as it
+arrives.
 """
 
 from __future__ import annotations
 
 import hmac
+import io
 import ipaddress
 import json
 import logging
@@ -25,11 +35,11 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.internet.defer import ensureDeferred
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from postroom.cli.output import interaction_json
 from postroom.errors import ConfigError
-from postroom.model import OutboundRequest
+from postroom.sendrequest import RequestError, parse_json, request_from_json
 
 if TYPE_CHECKING:
     from postroom.services.gateway import Gateway
@@ -37,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body
+#: shortest ``http.token`` accepted: a guessable token is no protection
+MIN_TOKEN_LENGTH = 16
 
 
 class HTTPError(Exception):
@@ -45,65 +57,99 @@ class HTTPError(Exception):
         super().__init__(message)
 
 
-def request_from_json(data: Any) -> OutboundRequest:
-    """Build an OutboundRequest from the JSON body of ``POST /send``.
+def bearer_matches(values: list[bytes] | None, token: bytes) -> bool:
+    """Whether the ``Authorization`` header *values* carry exactly the bearer *token*.
 
-    Keys: ``to`` (required), ``cc``, ``bcc`` (lists of addresses), ``subject``,
-    ``text``, ``html``, ``from``, ``headers`` (object), ``in_reply_to``
-    (the interaction id being answered), ``attached_data`` (object),
-    ``automatic`` (bool), ``options`` (object, for plugins: e.g. DSN requests).
+    Compared as bytes in constant time: a malformed header (another scheme,
+    non-ASCII bytes, two headers) is simply not the token.
     """
-    if not isinstance(data, dict):
-        raise HTTPError(400, "the body must be a JSON object")
-    known = {
-        "to",
-        "cc",
-        "bcc",
-        "subject",
-        "text",
-        "html",
-        "from",
-        "headers",
-        "in_reply_to",
-        "attached_data",
-        "automatic",
-        "options",
-    }
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise HTTPError(400, f"unknown key(s): {', '.join(unknown)}")
-
-    def addresses(key: str) -> list[str]:
-        value = data.get(key, [])
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise HTTPError(400, f"{key!r} must be a list of addresses")
-        return value
-
-    def mapping(key: str) -> dict[str, Any]:
-        value = data.get(key, {})
-        if not isinstance(value, dict):
-            raise HTTPError(400, f"{key!r} must be an object")
-        return value
-
-    to = addresses("to")
-    if not to:
-        raise HTTPError(400, "'to' needs at least one address")
-    return OutboundRequest(
-        to=to,
-        cc=addresses("cc"),
-        bcc=addresses("bcc"),
-        subject=str(data.get("subject", "")),
-        text=data.get("text"),
-        html=data.get("html"),
-        from_addr=data.get("from"),
-        headers={str(k): str(v) for k, v in mapping("headers").items()},
-        in_reply_to=data.get("in_reply_to"),
-        attached_data=mapping("attached_data"),
-        automatic=bool(data.get("automatic", False)),
-        options=mapping("options"),
+    if not values or len(values) != 1:
+        return False
+    scheme, blank, given = values[0].partition(b" ")
+    return (
+        bool(blank)
+        and scheme.lower() == b"bearer"
+        and hmac.compare_digest(given.strip(b" "), token)
     )
+
+
+class ApiRequest(server.Request):
+    """A request refused as soon as its headers are in when it lacks the token or
+    announces too large a body; a chunked body is cut off at the limit.
+
+    The answer is written straight to the connection, which is then closed: the
+    channel has not parsed the request line into the request yet, and the body
+    that follows must never be read.
+    """
+
+    refused: int | None = None  #: the status of an early refusal
+    _received = 0
+
+    @property
+    def _site(self) -> ApiSite:
+        site: ApiSite = self.channel.site  # type: ignore[attr-defined]  # set by the Site
+        return site
+
+    def gotLength(self, length: int | None) -> None:
+        site = self._site
+        if not site.authorised(self.requestHeaders):
+            self._refuse(401, "a valid bearer token is required")
+        elif length is not None and length > site.max_body:
+            self._refuse(413, f"request body over {site.max_body} bytes")
+        else:
+            super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        if self.refused is not None:
+            return
+        self._received += len(data)
+        if self._received > self._site.max_body:
+            self._refuse(413, f"request body over {self._site.max_body} bytes")
+            return
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        if self.refused is None:
+            super().requestReceived(command, path, version)
+
+    def _refuse(self, code: int, message: str) -> None:
+        self.refused = code
+        if self.content is not None:
+            self.content.close()
+        self.content = io.BytesIO()  # for the channel's bookkeeping; never written
+        self.requestHeaders.removeHeader(b"expect")  # no "100 Continue" after the answer
+        body = json.dumps({"error": message}).encode()
+        head = [
+            f"HTTP/1.1 {code} {http.RESPONSES[code].decode()}",
+            "Content-Type: application/json",
+            f"Content-Length: {len(body)}",
+            "Connection: close",
+        ]
+        if code == 401:
+            head.append('WWW-Authenticate: Bearer realm="postroom"')
+        transport = self.channel.transport
+        if transport is not None:
+            transport.write("\r\n".join(head).encode() + b"\r\n\r\n" + body)
+        self.channel.loseConnection()
+
+
+class ApiSite(server.Site):
+    """The API's site: its requests are :class:`ApiRequest`, checked early."""
+
+    requestFactory = ApiRequest
+    displayTracebacks = False
+
+    def __init__(
+        self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY, **kwargs: Any
+    ) -> None:
+        super().__init__(Api(gateway, token, max_body), **kwargs)
+        self.token = token.encode("utf-8") if token else None
+        self.max_body = max_body
+
+    def authorised(self, headers: Any) -> bool:
+        return self.token is None or bearer_matches(
+            headers.getRawHeaders(b"authorization"), self.token
+        )
 
 
 class Api(resource.Resource):
@@ -111,10 +157,11 @@ class Api(resource.Resource):
 
     isLeaf = True
 
-    def __init__(self, gateway: Gateway, token: str | None) -> None:
+    def __init__(self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY) -> None:
         super().__init__()
         self.gateway = gateway
-        self.token = token
+        self.token = token.encode("utf-8") if token else None
+        self.max_body = max_body
 
     def render(self, request: Any) -> Any:
         d = ensureDeferred(self._handle(request))
@@ -122,11 +169,10 @@ class Api(resource.Resource):
         return server.NOT_DONE_YET
 
     def _authorised(self, request: Any) -> bool:
-        if not self.token:
-            return True
-        header = (request.getHeader(b"authorization") or b"").decode("latin-1")
-        scheme, _, given = header.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(given, self.token)
+        """Checked again here, in case the resource is served by another site."""
+        return self.token is None or bearer_matches(
+            request.requestHeaders.getRawHeaders(b"authorization"), self.token
+        )
 
     async def _handle(self, request: Any) -> None:
         try:
@@ -135,8 +181,9 @@ class Api(resource.Resource):
             code, body, content_type = await self._route(request)
         except HTTPError as exc:
             code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
-        except ValueError as exc:  # e.g. header injection in a send request
-            code, body, content_type = 400, _json({"error": str(exc)}), "application/json"
+        except RequestError as exc:  # a send request refused: nothing was queued
+            code, content_type = 400, "application/json"
+            body = _json({"error": str(exc), "field": exc.field})
         except Exception as exc:
             log.exception("HTTP %s %s failed", request.method, request.path)
             code, body = 500, _json({"error": f"{type(exc).__name__}: {exc}"})
@@ -145,11 +192,12 @@ class Api(resource.Resource):
             return
         request.setResponseCode(code)
         request.setHeader(b"content-type", content_type.encode())
+        request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()
 
     async def _route(self, request: Any) -> tuple[int, bytes, str]:
-        method = request.method.decode()
+        method = request.method.decode("latin-1")
         parts = [p for p in request.path.decode("utf-8", "replace").split("/") if p]
         if parts == ["health"] and method == "GET":
             mailboxes = self.gateway.health()
@@ -159,14 +207,11 @@ class Api(resource.Resource):
         if parts == ["metrics"] and method == "GET":
             return 200, self.gateway.kernel.metrics.render(), "text/plain; version=0.0.4"
         if parts == ["send"] and method == "POST":
-            raw = request.content.read(MAX_BODY + 1)
-            if len(raw) > MAX_BODY:
-                raise HTTPError(413, "request body too large")
-            try:
-                data = json.loads(raw or b"null")
-            except ValueError as exc:
-                raise HTTPError(400, f"the body is not JSON: {exc}") from exc
-            interaction = await self.gateway.send(request_from_json(data))
+            raw = request.content.read(self.max_body + 1)
+            if len(raw) > self.max_body:
+                raise HTTPError(413, f"request body over {self.max_body} bytes")
+            send = request_from_json(parse_json(raw), self.gateway.outbound.forbidden)
+            interaction = await self.gateway.send(send)
             return 202, _json(interaction_json(interaction)), "application/json"
         if len(parts) == 2 and parts[0] == "interactions" and method == "GET":
             return 200, _json(await self._interaction(parts[1])), "application/json"
@@ -206,10 +251,21 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def site_for(gateway: Gateway, token: str | None = None) -> server.Site:
-    site = server.Site(Api(gateway, token))
-    site.displayTracebacks = False
-    return site
+def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSite:
+    """The API's site (keywords: ``max_body``, and Twisted's, e.g. ``reactor``)."""
+    return ApiSite(gateway, token, **kwargs)
+
+
+def check_token(token: str | None) -> None:
+    """Refuse a token that protects nothing: short, or with blanks or control characters."""
+    if token is None:
+        return
+    if len(token) < MIN_TOKEN_LENGTH or not all("!" <= c <= "~" for c in token):
+        raise ConfigError(
+            f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+            "without blanks (e.g. the output of 'openssl rand -hex 32')",
+            option="http.token",
+        )
 
 
 def check_exposure(bind: str, token: str | None) -> None:
@@ -234,5 +290,6 @@ def start_web(gateway: Gateway, reactor: Any) -> Any:
     bind = str(config.get("http", "bind"))
     secret = config.get("http", "token")
     token = secret.reveal() if secret is not None else None
+    check_token(token)
     check_exposure(bind, token)
-    return reactor.listenTCP(port, site_for(gateway, token), interface=bind)
+    return reactor.listenTCP(port, site_for(gateway, token, reactor=reactor), interface=bind)

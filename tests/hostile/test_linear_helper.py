@@ -26,4 +26,5 @@ def test_quadratic_work_fails() -> None:
 
 def test_linear_work_passes() -> None:
     growth = assert_linear(lambda n: n, _linear, start=64)
-    assert growth.seconds_n >= 0.1
+    assert growth.n >= 64 * 8  # it did search for a size worth measuring
+    assert growth.ratio < 3

@@ -232,11 +232,15 @@ def test_outbound_send_is_queued_then_written_by_the_file_sender(quickstart: Pat
 
 
 def test_header_injection_is_refused(quickstart: Path) -> None:
+    from postroom.sendrequest import RequestError
+
     kernel = make_kernel(quickstart)
     gateway = Gateway(kernel)
     gateway.startService()
-    with pytest.raises(ValueError, match="line break"):
+    with pytest.raises(RequestError, match="control character") as refused:
         run(gateway.send(OutboundRequest(to=["a@example.com"], headers={"X-A": "b\r\nBcc: x"})))
+    assert refused.value.field == "headers"
+    assert sum(run(kernel.store.outbox_counts()).values()) == 0
     run(gateway.stopService())
 
 
@@ -251,22 +255,18 @@ def test_stop_while_waiting_for_new_mail_is_clean(quickstart: Path) -> None:
 
 
 def test_forbidden_headers_never_leave_and_own_headers_cannot_be_set(quickstart: Path) -> None:
-    class AddsBcc:
+    from postroom.sendrequest import RequestError
+
+    class AddsHeaders:
         @hookimpl
         def postroom_envelope(self, envelope: Any) -> None:
             envelope.extra_headers["Received"] = "from somewhere"
             envelope.extra_headers["X-Campaign"] = "spring"
 
-    kernel = make_kernel(quickstart, plugins=[("adds", AddsBcc())])
+    kernel = make_kernel(quickstart, plugins=[("adds", AddsHeaders())])
     gateway = Gateway(kernel)
     gateway.startService()
-    request = OutboundRequest(
-        to=["a@example.com"],
-        bcc=["boss@example.com"],
-        subject="Hi",
-        text="x",
-        headers={"Bcc": "boss@example.com"},
-    )
+    request = OutboundRequest(to=["a@example.com"], bcc=["boss@example.com"], text="x")
     interaction = run(gateway.send(request))
     eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
     assert b"X-Campaign: spring" in eml
@@ -274,12 +274,25 @@ def test_forbidden_headers_never_leave_and_own_headers_cannot_be_set(quickstart:
     envelope = next((quickstart.parent / "outbox").glob("*.envelope.json")).read_text()
     assert "boss@example.com" in envelope  # still a recipient, just not a header
     assert run(kernel.store.get_interaction(interaction.id)).status == "Sent"
-    with pytest.raises(ValueError, match="set by postroom"):
-        run(gateway.send(OutboundRequest(to=["a@example.com"], headers={"Message-ID": "<x@y>"})))
+    # a request can set neither a forbidden header nor one postroom writes
+    for name, why in (("Bcc", "use the bcc field"), ("Message-ID", "written by postroom")):
+        with pytest.raises(RequestError, match=why):
+            run(gateway.send(OutboundRequest(to=["a@example.com"], headers={name: "<x@y>"})))
+    assert {k: v for k, v in run(kernel.store.outbox_counts()).items() if v} == {"sent": 1}
     run(gateway.stopService())
 
 
 def test_site_list_replaces_the_builtin_forbidden_headers(quickstart: Path) -> None:
+    """The site's list decides what is dropped from the plugins' headers; a request
+    can set neither the site's forbidden headers nor the built-in ones."""
+    from postroom.sendrequest import RequestError
+
+    class AddsHeaders:
+        @hookimpl
+        def postroom_envelope(self, envelope: Any) -> None:
+            envelope.extra_headers["X-Internal"] = "1"
+            envelope.extra_headers["Received"] = "kept now"
+
     (quickstart.parent / "forbidden.txt").write_text("# ours\nX-Internal\n")
     quickstart.write_text(
         quickstart.read_text().replace(
@@ -287,18 +300,15 @@ def test_site_list_replaces_the_builtin_forbidden_headers(quickstart: Path) -> N
             "  folder-path: outbox\n  forbidden-headers-file: forbidden.txt",
         )
     )
-    kernel = make_kernel(quickstart)
+    kernel = make_kernel(quickstart, plugins=[("adds", AddsHeaders())])
     gateway = Gateway(kernel)
     gateway.startService()
-    run(
-        gateway.send(
-            OutboundRequest(
-                to=["a@example.com"], text="x", headers={"X-Internal": "1", "Received": "kept now"}
-            )
-        )
-    )
+    run(gateway.send(OutboundRequest(to=["a@example.com"], text="x")))
     eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
     assert b"X-Internal" not in eml and b"Received: kept now" in eml
+    for name in ("X-Internal", "x-internal ", "Received"):
+        with pytest.raises(RequestError, match="never sent"):
+            run(gateway.send(OutboundRequest(to=["a@example.com"], headers={name: "1"})))
     run(gateway.stopService())
 
 

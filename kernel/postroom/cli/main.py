@@ -2,9 +2,9 @@
 
 Exit status everywhere (see :mod:`postroom.cli.failures`): 0 all well, 1 some
 mailbox, message or send failed, or what was asked for is not there, 2 bad
-configuration or input, 3 the store or the file system failed, 70 internal
-error, 128 + N stopped by signal N (130: Ctrl-C). Failures print one
-``error:`` line, never a traceback.
+configuration or input (e.g. a refused send request: nothing was queued), 3 the
+store or the file system failed, 70 internal error, 128 + N stopped by signal N
+(130: Ctrl-C). Failures print one ``error:`` line, never a traceback.
 """
 
 from __future__ import annotations
@@ -430,43 +430,97 @@ def cmd_suppression(args: argparse.Namespace) -> int:
     return _with_kernel(args, body)
 
 
-def cmd_send(args: argparse.Namespace) -> int:
-    from postroom.model import OutboundRequest
-    from postroom.services.gateway import Gateway
+#: the ``postroom send`` option of each send-request field, for error messages
+_SEND_OPTIONS = {
+    "to": "--to",
+    "cc": "--cc",
+    "bcc": "--bcc",
+    "from": "--from",
+    "subject": "--subject",
+    "text": "--text",
+    "html": "--html",
+    "headers": "--header",
+    "in_reply_to": "--in-reply-to",
+    "options": "--option",
+    "automatic": "--automatic",
+}
 
-    def body(value: str | None) -> str | None:
-        if value is None or not value.startswith("@"):
-            return value
-        return Path(value[1:]).read_text(encoding="utf-8")
+
+def _send_data(args: argparse.Namespace) -> dict[str, Any]:
+    """The send request of ``postroom send``'s options, in the JSON shape of ``POST /send``.
+
+    Raises :class:`~postroom.sendrequest.RequestError` for an option that cannot
+    even be put in that shape (a header without a colon, an unreadable @FILE).
+    """
+    from postroom.sendrequest import RequestError, parse_json
+
+    data: dict[str, Any] = {"to": args.to, "automatic": args.automatic}
+    optional = {
+        "cc": args.cc,
+        "bcc": args.bcc,
+        "from": args.sender,
+        "subject": args.subject,
+        "in_reply_to": args.in_reply_to,
+    }
+    data.update({key: value for key, value in optional.items() if value is not None})
+    for key in ("text", "html"):
+        value = getattr(args, key)
+        if value is not None and value.startswith("@"):
+            try:
+                value = Path(value[1:]).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RequestError(key, f"cannot read {value[1:]!r}: {exc}") from None
+        if value is not None:
+            data[key] = value
+    headers: dict[str, str] = {}
+    for item in args.header or []:
+        name, colon, value = item.partition(":")
+        if not colon:
+            raise RequestError("headers", f"{item!r}: expected 'Name: value'")
+        if name.strip().lower() in {n.strip().lower() for n in headers}:
+            raise RequestError("headers", f"the header {name.strip()!r} is given twice")
+        headers[name] = value.strip(" \t")
+    if headers:
+        data["headers"] = headers
+    options: dict[str, Any] = {}
+    for item in args.option or []:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise RequestError("options", f"{item!r}: expected NAME=JSON")
+        try:
+            options[name.strip()] = parse_json(value, "options")
+        except RequestError as exc:
+            raise RequestError("options", f"{item!r}: {exc.message}") from None
+    if options:
+        data["options"] = options
+    return data
+
+
+def _report_refused(exc: Any) -> int:
+    """A refused send request: name the option, exit 2 (bad input; nothing queued)."""
+    where = _SEND_OPTIONS.get(exc.field, exc.field)
+    print(f"error: {where}: {exc.message}" if where else f"error: {exc}", file=sys.stderr)
+    return EXIT_CONFIG
+
+
+def cmd_send(args: argparse.Namespace) -> int:
+    from postroom.sendrequest import RequestError, request_from_json
+    from postroom.services.gateway import Gateway
+    from postroom.services.outbound import site_forbidden_headers
 
     async def main(reactor: Any) -> int:
         try:
             kernel = _kernel(args, reactor)
+            forbidden = site_forbidden_headers(kernel)
         except (ConfigError, ConfigErrors, PluginLoadError) as exc:
             return _report_config_error(exc)
-        options = {}
-        for item in args.option or []:
-            name, sep, value = item.partition("=")
-            try:
-                if not sep or not name.strip():
-                    raise ValueError("expected NAME=JSON")
-                options[name.strip()] = json.loads(value)
-            except ValueError as exc:
-                print(f"error: --option {item!r}: {exc}", file=sys.stderr)
-                return EXIT_CONFIG
-        request = OutboundRequest(
-            to=args.to,
-            cc=args.cc or [],
-            bcc=args.bcc or [],
-            subject=args.subject or "",
-            text=body(args.text),
-            html=body(args.html),
-            from_addr=args.sender,
-            in_reply_to=args.in_reply_to,
-            headers={k.strip(): v.strip() for k, v in (h.split(":", 1) for h in args.header or [])},
-            automatic=args.automatic,
-            options=options,
-        )
+        except OSError as exc:  # the forbidden-headers-file
+            print(f"error: smtp-client: forbidden-headers-file: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        try:
+            request = request_from_json(_send_data(args), forbidden)
+        except RequestError as exc:
+            return _report_refused(exc)
         # The outbox worker of a --once gateway sends what is queued, then stops.
         gateway = Gateway(kernel, once=True, mailboxes=False)
         gateway.startService()
@@ -476,9 +530,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             interaction = await gateway.send(request)
             await gateway.outbound.finished
             stored = await kernel.store.get_interaction(interaction.id)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return EXIT_FAILED
+        except RequestError as exc:  # in_reply_to names no stored interaction
+            return _report_refused(exc)
         finally:
             await gateway.stopService()
         print(f"{stored.id} {stored.message_id} {stored.status}")
@@ -724,13 +777,20 @@ def build_parser() -> argparse.ArgumentParser:
         "send",
         help="send an e-mail through the site's outbox",
         description="Queue an e-mail in the site's outbox and send it now; exit 0 when sent, "
-        "1 when not (it stays queued for retry, or failed for good: the error says which).",
+        "1 when not (it stays queued for retry, or failed for good: the error says which), "
+        "2 when the request is refused (the error names the option; nothing is queued) or "
+        "the configuration is bad. The request is checked as POST /send checks it.",
     )
     _site_argument(p)
-    p.add_argument("--to", action="append", required=True, help="recipient (repeatable)")
-    p.add_argument("--cc", action="append", help="Cc recipient (repeatable)")
-    p.add_argument("--bcc", action="append", help="Bcc recipient (repeatable)")
-    p.add_argument("--from", dest="sender", help="From address")
+    p.add_argument(
+        "--to",
+        action="append",
+        required=True,
+        help="recipients: an address list ('a@x.example, Anna <b@y.example>'), repeatable",
+    )
+    p.add_argument("--cc", action="append", help="Cc recipients (address list, repeatable)")
+    p.add_argument("--bcc", action="append", help="Bcc recipients (address list, repeatable)")
+    p.add_argument("--from", dest="sender", help="From address (one mailbox)")
     p.add_argument("--subject", help="subject")
     p.add_argument("--text", help="plain-text body, or @FILE")
     p.add_argument("--html", help="HTML body, or @FILE")

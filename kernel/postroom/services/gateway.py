@@ -78,7 +78,7 @@ class Gateway(service.MultiService):
         async def go() -> Interaction:
             self.outbound.expect()
             try:
-                return await queue_send(self.kernel, request)
+                return await queue_send(self.kernel, request, self.outbound.forbidden)
             finally:
                 self.outbound.arrived()
 

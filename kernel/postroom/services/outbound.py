@@ -1,11 +1,13 @@
 """The outbox worker: queued send requests become sent (or failed) messages.
 
-A request is stored first (``queued``, its Message-ID fixed then, so a
+A request is validated (:mod:`postroom.sendrequest`: nothing is stored for a
+refused one) and stored (``queued``, its Message-ID fixed then, so a
 later NDR or reply finds its parent even if sending is retried), then
-claimed (``sending``), rendered, given its envelope, built and handed to the
-sender driver. A temporary failure goes back to ``queued`` with back-off; a
-permanent one, or the last attempt, ends ``failed`` with the error on the
-outbound interaction.
+claimed (``sending``), rendered, validated again, given its envelope, built and
+handed to the sender driver. A temporary failure goes back to ``queued`` with
+back-off; a permanent one (whatever can never succeed: an invalid rendered
+request, a plugin header that cannot be written, a message that cannot be built),
+or the last attempt, ends ``failed`` with the error on the outbound interaction.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import os
 import re
 from datetime import UTC, datetime, timedelta
+from email import policy
 from email.message import EmailMessage
 from email.utils import format_datetime, make_msgid
 from typing import TYPE_CHECKING, Any
@@ -22,8 +25,9 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
-from postroom.errors import PostroomError, SendError
+from postroom.errors import SendError
 from postroom.model import (
     AttachedValue,
     Envelope,
@@ -35,6 +39,17 @@ from postroom.model import (
     Subtype,
     SuppressionEntry,
 )
+from postroom.sendrequest import (
+    BUILTIN_FORBIDDEN_HEADERS,
+    RequestError,
+    header_name,
+    header_text_problem,
+    is_kernel_header,
+    mailboxes_of,
+    needs_smtputf8,
+    request_header_refusal,
+    validate_request,
+)
 
 if TYPE_CHECKING:
     from postroom.kernel import Kernel
@@ -42,8 +57,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class HeaderInjection(PostroomError, ValueError):
-    """A header name or value in a send request holds CR or LF."""
+class HeaderInjection(SendError, ValueError):
+    """A header a plugin added cannot be written (a control character, a bad name,
+    a header the kernel writes): building the message would fail every time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
 
 
 #: attached key marking the outbound interaction of an automatic request
@@ -63,42 +82,6 @@ def is_unknown_address(reply: str) -> bool:
     return bool(_UNKNOWN_ADDRESS.match(reply.strip()))
 
 
-#: Headers never sent, whatever a request or a plugin asks (lower case). A site
-#: replaces this list with ``smtp-client: forbidden-headers-file``.
-BUILTIN_FORBIDDEN_HEADERS = frozenset(
-    {
-        "bcc",
-        "resent-bcc",
-        "return-path",
-        "received",
-        "delivered-to",
-        "x-original-to",
-        "envelope-to",
-        "x-envelope-from",
-        "x-envelope-to",
-        "content-length",
-        "status",
-        "x-status",
-        "x-uid",
-        "x-keywords",
-        "x-mozilla-status",
-        "x-mozilla-status2",
-    }
-)
-
-#: Headers postroom writes itself: a request or plugin may not set them (the
-#: Message-ID is fixed at queueing so reports find their parent).
-OWN_HEADERS = frozenset(
-    {
-        "message-id",
-        "date",
-        "mime-version",
-        "content-type",
-        "content-transfer-encoding",
-    }
-)
-
-
 def load_forbidden_headers(path: str | os.PathLike[str] | None) -> frozenset[str]:
     """The site's list (one name per line, ``#`` comments) or the built-in one."""
     if path is None:
@@ -112,12 +95,27 @@ def load_forbidden_headers(path: str | os.PathLike[str] | None) -> frozenset[str
     return frozenset(names)
 
 
-def _check_header(name: str, value: str) -> None:
-    for part, what in ((name, "name"), (value, "value")):
-        if "\r" in part or "\n" in part:
-            raise HeaderInjection(f"header {what} of {name!r} contains a line break")
-    if name.lower() in OWN_HEADERS:
-        raise HeaderInjection(f"header {name!r} is set by postroom, not by a request")
+def site_forbidden_headers(kernel: Kernel) -> frozenset[str]:
+    """The forbidden headers of *kernel*'s site (``smtp-client: forbidden-headers-file``)."""
+    smtp = kernel.config.smtp
+    return load_forbidden_headers(smtp.get("forbidden-headers-file") if smtp is not None else None)
+
+
+def _check_plugin_header(name: str, value: str) -> None:
+    """A header from ``postroom_envelope``: a field name, no control character, not
+    one the kernel writes from the request (plugins may add Disposition-Notification-To,
+    X-Loop, Auto-Submitted...)."""
+    try:
+        trimmed = header_name(name)
+    except RequestError as exc:
+        raise HeaderInjection(f"a plugin's header: {exc.message}") from None
+    if trimmed != name:
+        raise HeaderInjection(f"a plugin's header name {name!r} has blanks around it")
+    if is_kernel_header(name):
+        raise HeaderInjection(f"header {name!r} is set by postroom, not by a plugin")
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise HeaderInjection(f"the value a plugin gave header {name!r} {problem}")
 
 
 def build_message(
@@ -128,10 +126,21 @@ def build_message(
     now: datetime,
     forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
 ) -> bytes:
-    """The RFC 5322 message for a request (CRLF line ends), forbidden headers dropped."""
+    """The RFC 5322 message for a validated request (CRLF line ends).
+
+    The plugins' *extra_headers* are checked (:class:`HeaderInjection`, permanent)
+    and those on the site's *forbidden* list dropped. A request naming a UTF-8
+    local part is written with UTF-8 headers (RFC 6532): only a server announcing
+    SMTPUTF8 takes it.
+    """
+    for name, value in extra_headers.items():
+        if name.lower() not in forbidden:  # those are dropped below, whatever they hold
+            _check_plugin_header(name, value)
+    for name in request.headers:  # the request was validated: a safeguard for other callers
+        refusal = request_header_refusal(name, forbidden)
+        if refusal is not None:
+            raise HeaderInjection(refusal)
     msg = EmailMessage()
-    for name, value in [*request.headers.items(), *extra_headers.items()]:
-        _check_header(name, value)
     msg["From"] = request.from_addr or ""
     msg["To"] = ", ".join(request.to)
     if request.cc:
@@ -157,9 +166,27 @@ def build_message(
             msg.set_content(request.html, subtype="html")
         else:
             msg.add_alternative(request.html, subtype="html")
-    from email import policy
+    return msg.as_bytes(policy=policy.SMTPUTF8 if needs_smtputf8(request) else policy.SMTP)
 
-    return msg.as_bytes(policy=policy.SMTP)
+
+def _envelope_problem(envelope: Envelope) -> str | None:
+    """What makes the envelope unsendable after the plugins had their say, or None.
+
+    Every recipient and the sender (unless empty: the null reverse-path) must be
+    one plain addr-spec: smtplib would otherwise send what it can make of the
+    text (``RCPT TO:<not>``) and the server add its own domain.
+    """
+    if not envelope.rcpt_to:
+        return "the envelope has no recipient"
+    senders = [envelope.mail_from] if envelope.mail_from else []
+    for address in [*senders, *envelope.rcpt_to]:
+        try:
+            found = parse_mailbox(address)
+        except AddressError as exc:
+            return f"the envelope address {address!r}: {exc}"
+        if found.addr_spec != address:
+            return f"the envelope address {address!r} is not a plain local@domain"
+    return None
 
 
 class OutboundService(service.Service):
@@ -180,10 +207,7 @@ class OutboundService(service.Service):
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff(initial=30.0, maximum=3600.0)
         self.finished: Deferred[bool] = Deferred()
-        smtp = kernel.config.smtp
-        self.forbidden = load_forbidden_headers(
-            smtp.get("forbidden-headers-file") if smtp is not None else None
-        )
+        self.forbidden = site_forbidden_headers(kernel)
         self._loop: Deferred[None] | None = None
         self._pause: Deferred[Any] | None = None
         self._ok = True
@@ -281,29 +305,44 @@ class OutboundService(service.Service):
             if self.sender is None:
                 raise SendError("no smtp-client is configured", permanent=True)
             await self.kernel.hooks.render(request, ctx)
-            recipients = [*request.to, *request.cc, *request.bcc]
+            # what rendering made (or a request queued by an older version) is
+            # checked again: a request that is not valid now never will be
+            request = validate_request(request, self.forbidden)
+            recipients = mailboxes_of([*request.to, *request.cc, *request.bcc])
             envelope = Envelope(
-                mail_from=request.from_addr or "", rcpt_to=recipients, message_id=entry.message_id
+                mail_from=parse_mailbox(request.from_addr).addr_spec if request.from_addr else "",
+                rcpt_to=[m.addr_spec for m in recipients],
+                message_id=entry.message_id,
             )
             await self.kernel.hooks.envelope(request, envelope, ctx)
+            problem = _envelope_problem(envelope)
+            if problem is not None:
+                raise SendError(problem, permanent=True)
             if request.automatic:
                 await self._drop_suppressed(entry, envelope)
             parent_mid = None
             if interaction.parent_id:
                 parent = await store.get_interaction(interaction.parent_id)
                 parent_mid = parent.message_id if parent is not None else None
-            data = build_message(
-                request,
-                entry.message_id,
-                parent_mid,
-                envelope.extra_headers,
-                self._now(),
-                self.forbidden,
-            )
+            try:
+                data = build_message(
+                    request,
+                    entry.message_id,
+                    parent_mid,
+                    envelope.extra_headers,
+                    self._now(),
+                    self.forbidden,
+                )
+            except SendError:
+                raise
+            except Exception as exc:  # the same request fails the same way every time
+                raise SendError(
+                    f"the message cannot be built: {type(exc).__name__}: {exc}", permanent=True
+                ) from exc
             result = await self.sender.send(data, envelope, entry.message_id)
         except Exception as exc:
             cause = getattr(exc, "cause", exc)  # a PluginFailure wraps the plugin's error
-            permanent = isinstance(cause, HeaderInjection) or getattr(cause, "permanent", False)
+            permanent = isinstance(cause, RequestError) or getattr(cause, "permanent", False)
             attempts = entry.attempts + 1
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
             error = f"{type(exc).__name__}: {exc}"
@@ -369,27 +408,46 @@ class OutboundService(service.Service):
         envelope.rcpt_to = [rcpt for rcpt, _ in kept]
 
 
-async def queue_send(kernel: Kernel, request: OutboundRequest) -> Interaction:
-    """Store a send request in the outbox; the Message-ID is fixed here."""
-    domain = str(kernel.config.get("email-processing", "default-domain"))
-    for name, value in request.headers.items():
-        _check_header(name, value)
-    if not request.to:
-        raise ValueError("a send request needs at least one recipient")
-    if not request.from_addr:
-        default_from = kernel.config.get("email-processing", "default-from-address")
-        request.from_addr = str(default_from) if default_from else f"postroom@{domain}"
+async def queue_send(
+    kernel: Kernel, request: OutboundRequest, forbidden: frozenset[str] | None = None
+) -> Interaction:
+    """Validate a send request and store it in the outbox; the Message-ID is fixed here.
+
+    Raises :class:`~postroom.sendrequest.RequestError` (nothing stored) for a
+    request that can never be sent: see :mod:`postroom.sendrequest`; also when
+    ``in_reply_to`` names no stored interaction. *forbidden* is the site's list
+    of forbidden headers (read from its configuration when not given).
+    """
+    config = kernel.config
+    domain = str(config.get("email-processing", "default-domain"))
+    request = validate_request(
+        request, site_forbidden_headers(kernel) if forbidden is None else forbidden
+    )
+    if request.from_addr is None:
+        default_from = config.get("email-processing", "default-from-address")
+        text = str(default_from) if default_from else f"postroom@{domain}"
+        try:
+            request.from_addr = str(parse_mailbox(text))
+        except AddressError as exc:
+            raise RequestError(
+                "from",
+                f"none given, and the site's default From {text!r} (email-processing: "
+                f"default-from-address, else postroom@<default-domain>) is not valid: {exc}",
+            ) from None
+    parent = request.in_reply_to
+    if parent is not None and await kernel.store.get_interaction(parent) is None:
+        raise RequestError("in_reply_to", f"no interaction {parent!r} is stored")
     interaction = Interaction(
-        tenant_id=int(kernel.config.tenant_id),
+        tenant_id=int(config.tenant_id),
         type=InteractionType.OUTBOUND.value,
         subtype=(Subtype.OUTBOUND_REPLY if request.in_reply_to else Subtype.OUTBOUND_NEW).value,
         status="Queued",
         parent_id=request.in_reply_to,
         message_id=make_msgid(domain=domain),
         subject=request.subject,
-        from_addr=request.from_addr,
-        to=list(request.to),
-        cc=list(request.cc),
+        from_addr=parse_mailbox(request.from_addr).addr_spec,
+        to=[m.addr_spec for m in mailboxes_of(request.to)],
+        cc=[m.addr_spec for m in mailboxes_of(request.cc)],
         text=request.text,
         html=request.html,
         attached_data=dict(request.attached_data),
