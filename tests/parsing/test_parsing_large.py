@@ -14,6 +14,7 @@ import collections
 import gc
 import quopri
 import random
+import re
 import tracemalloc
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -292,6 +293,34 @@ def test_corpus_parses_the_same_with_every_body_in_pieces(
         if parse_bytes(data, LIMITS) != whole:
             different.append(str(path.relative_to(CORPUS)))
     assert not different, different
+
+
+def test_piecewise_charset_checks_agree_with_whole_decoding(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """decode_bytes's strict checks and its UTF-8 count, done in pieces for a
+    large body, give what decoding it whole gives."""
+    monkeypatch.setattr(charsets, "_PIECE", 3)
+    samples = [
+        b"plain ascii text",
+        "caf\xe9 \u20ac \U0001f600 utf-8".encode(),
+        "caf\xe9 latin-1 \xe8\xe0".encode("latin-1"),
+        "日本語のテキスト".encode("cp932"),
+        "中文文本".encode("gb18030"),
+        b"broken \xc3 utf-8 \xe2\x82 and more \xc3\xa9",
+        b"\x81\x8d\x8f\x90\x9d",
+    ]
+    codecs_ = ["utf-8", "cp1252", "latin-1", "cp932", "gb18030", "koi8_r", "ascii", "utf-16"]
+    for data in samples:
+        for codec in codecs_:
+            try:
+                whole: str | None = data.decode(codec)
+            except UnicodeDecodeError:
+                whole = None
+            assert charsets._strict(data, codec) == whole, (data, codec)
+        valid = len(re.findall(rb"[\xc2-\xf4][\x80-\xbf]+", data))
+        broken = data.decode("utf-8", "replace").count("\ufffd")
+        assert charsets._mostly_utf8(data) == (valid > 0 and broken * 10 <= valid), data
 
 
 # ------------------------------------------------------------- the scan
