@@ -31,6 +31,7 @@ check that the stored interaction kept its full text.
 from __future__ import annotations
 
 import argparse
+import base64
 import os
 import random
 import shutil
@@ -84,8 +85,6 @@ def attachment_message(size: int) -> bytes:
     tail = b"\r\n--=_part--\r\n"
     lines = max(1, (size - len(head) - len(tail)) // 78)  # 76 characters and CRLF
     data = random.Random(size).randbytes(lines * 57)
-    import base64
-
     body = base64.encodebytes(data).replace(b"\n", b"\r\n").rstrip(b"\r\n")
     return head + body + tail
 
@@ -282,6 +281,11 @@ def expected_text_length(kind: str, message: bytes) -> int | None:
         return len(body.replace(b"\r\n", b"\n"))
     if kind == "attachment":
         return len("The report is attached.")  # its line break belongs to the boundary
+    if kind == "header":  # wrapped: the header block is over max_header_bytes
+        from postroom.parsing import ParseLimits, wrapping_text
+
+        limit = ParseLimits().max_header_bytes
+        return len(wrapping_text(f"header block larger than {limit} bytes"))
     return None
 
 
@@ -325,8 +329,10 @@ def main() -> int:
         ratio = above / run.size
         worst = max(worst, ratio)
         expected = expected_text_length(kind, message)
-        kept = "yes" if expected is None or run.text_length == expected else (
-            f"NO ({run.text_length} of {expected} characters)"
+        kept = (
+            "yes"
+            if expected is None or run.text_length == expected
+            else (f"NO ({run.text_length} of {expected} characters)")
         )
         print(
             f"{kind:<11} {_mb(run.size)}  {_mb(above)}  {ratio:5.2f}   "
