@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PLUGINS := $(sort $(dir $(wildcard plugins/*/setup.cfg)))
 QUICKSTART := var/quickstart
 
-.PHONY: run test test-unit lint docs bench fuzz clean venv
+.PHONY: run test test-unit lint docs bench bench-memory fuzz clean venv
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,10 +47,16 @@ lint: venv
 	$(BIN)/ruff check kernel plugins examples tests
 	$(BIN)/mypy kernel/postroom
 
-## make bench: throughput and latency against raw baselines, on the real servers (root)
+## make bench: throughput and latency against raw baselines, on the real servers (root),
+## then the memory of large messages
 bench: venv
 	contrib/scripts/install-test-packages
 	$(BIN)/python bench/ingest.py
+	$(BIN)/python bench/memory.py
+
+## make bench-memory: peak memory of the gateway's process tree for 50 MB messages (no servers)
+bench-memory: venv
+	$(BIN)/python bench/memory.py
 
 ## make fuzz: open-ended fuzzing of the inbound pipeline with every plugin (not in CI);
 ## each failing input it finds is written to tests/hostile/found/, which `make test` replays

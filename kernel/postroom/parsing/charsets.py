@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import charset_normalizer
 
@@ -195,6 +195,8 @@ _SEVEN_BIT = re.compile(r"iso2022|utf[-_]?7|hz|utf[-_]?(16|32)")
 _WESTERN = frozenset({"cp1252", "ascii", "latin-1", "iso8859_15"})
 _MAX_DETECT = 256 * 1024
 _UTF8_SEQ = re.compile(rb"[\xc2-\xf4][\x80-\xbf]+")
+_ASCII = bytes(range(128))
+_PIECE = 1 << 20
 
 
 def display_name(codec: str) -> str:
@@ -235,23 +237,50 @@ def resolve_charset(label: str | None) -> str | None:
     return None
 
 
-def _strict(data: bytes, codec: str) -> str | None:
+def _strict(data: bytes | bytearray, codec: str) -> str | None:
+    if len(data) > _PIECE and _keeps_ascii(codec):
+        return _strict_pieces(data, codec)
     try:
         return data.decode(codec)
     except (UnicodeDecodeError, LookupError):
         return None
 
 
-def _mostly_utf8(data: bytes) -> bool:
-    """UTF-8 with a few broken bytes (a truncated or spliced text)?"""
-    valid = len(_UTF8_SEQ.findall(data))
+def _strict_pieces(data: bytes | bytearray, codec: str) -> str | None:
+    """``data.decode(codec)`` a piece at a time, the text grown in place: a
+    failing decode of a large body gives up having made only a piece (decoding
+    it whole, CPython makes room for two texts first)."""
+    decoder = codecs.getincrementaldecoder(codec)("strict")
+    view = memoryview(data)
+    text = ""
+    try:
+        for start in range(0, len(view), _PIECE):
+            text += decoder.decode(view[start : start + _PIECE])
+        text += decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return None
+    return text
+
+
+def _mostly_utf8(data: bytes | bytearray) -> bool:
+    """UTF-8 with a few broken bytes (a truncated or spliced text)?
+
+    Counted a piece at a time: a large body is neither listed match by match
+    nor decoded whole just to count.
+    """
+    valid = sum(1 for _ in _UTF8_SEQ.finditer(data))
     if not valid:
         return False
-    broken = data.decode("utf-8", "replace").count("\ufffd")
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    view = memoryview(data)
+    broken = 0
+    for start in range(0, len(view), _PIECE):
+        broken += decoder.decode(view[start : start + _PIECE]).count("\ufffd")
+    broken += decoder.decode(b"", final=True).count("\ufffd")
     return broken * 10 <= valid
 
 
-def detect(data: bytes) -> str | None:
+def detect(data: bytes | bytearray) -> str | None:
     """charset-normalizer's choice among mail charsets, preferring Windows-1252
     on a tie (short Western texts are ambiguous between many code pages)."""
     sample = data[:_MAX_DETECT]
@@ -269,7 +298,7 @@ def detect(data: bytes) -> str | None:
     return str(best.encoding)
 
 
-def repair(data: bytes, hints: Sequence[str] = ()) -> tuple[str, str]:
+def repair(data: bytes | bytearray, hints: Sequence[str] = ()) -> tuple[str, str]:
     """Decode bytes whose charset is unknown or wrong: ``(text, codec used)``.
 
     Order: UTF-8 (strict, then with a few broken bytes), the other charsets the
@@ -300,7 +329,7 @@ def repair(data: bytes, hints: Sequence[str] = ()) -> tuple[str, str]:
 
 
 def decode_bytes(
-    data: bytes, declared: str | None, hints: Sequence[str] = ()
+    data: bytes | bytearray, declared: str | None, hints: Sequence[str] = ()
 ) -> tuple[str, str | None]:
     """Decode *data* declared as *declared*: ``(text, note)``.
 
@@ -338,3 +367,66 @@ def decode_bytes(
     else:
         note = f"charset '{label}' was wrong, decoded as {shown}"
     return text, note
+
+
+def _keeps_ascii(codec: str) -> bool:
+    """Does *codec* read ASCII bytes as those characters (so that an ASCII
+    body reads the same with it as with ``ascii``, and stateful codecs are out)?"""
+    if _SEVEN_BIT.match(codec):
+        return False
+    try:
+        return _ASCII.decode(codec) == _ASCII.decode("ascii")
+    except (UnicodeDecodeError, LookupError):
+        return False
+
+
+def _has_jis_escape(data: bytes) -> bool:
+    return b"\x1b$" in data or b"\x1b(" in data
+
+
+def decode_pieces(pieces: Iterable[bytes], declared: str | None) -> tuple[str, int] | None:
+    """``(text, size in bytes)`` of the concatenated *pieces*, CRLF read as LF,
+    when :func:`decode_bytes` would decode them without a repair; else None.
+
+    For bodies too large to hold twice: the text grows in place, one piece at
+    a time, and the bytes are never whole. It decodes as :func:`decode_bytes`
+    does when the declared charset reads the body as it is: ASCII as ASCII,
+    otherwise the declared codec, strictly. None (the caller then decodes the
+    whole with :func:`decode_bytes`) when that is not enough to know: the
+    declared codec fails; nothing or ``us-ascii`` is declared over 8-bit bytes,
+    or over ISO-2022-JP escapes; a Western label is over UTF-8 sequences; the
+    codec does not keep ASCII as it is (ISO-2022, UTF-7, UTF-16...).
+    """
+    codec = resolve_charset(declared)
+    if codec is None or codec == "ascii":
+        name = "ascii"
+    elif _keeps_ascii(codec):
+        name = codec
+    else:
+        return None
+    western = name in _WESTERN
+    try:
+        decoder = codecs.getincrementaldecoder(name)("strict")
+    except LookupError:
+        return None
+    text = ""
+    held = ""  # a CR at the end of a piece: its LF may start the next one
+    size = 0
+    last = b""
+    try:
+        for piece in pieces:
+            size += len(piece)
+            seam = last + piece[:3]
+            last = piece[-3:]
+            if name == "ascii" and (_has_jis_escape(piece) or _has_jis_escape(seam)):
+                return None
+            utf8 = western and not piece.isascii()
+            if utf8 and (_UTF8_SEQ.search(piece) or _UTF8_SEQ.search(seam)):
+                return None
+            chunk = held + decoder.decode(piece)
+            held = "\r" if chunk.endswith("\r") else ""
+            text += (chunk[:-1] if held else chunk).replace("\r\n", "\n")
+        text += (held + decoder.decode(b"", final=True)).replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        return None
+    return text, size

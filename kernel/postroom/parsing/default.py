@@ -9,12 +9,19 @@ from twisted.internet.defer import Deferred
 from zope.interface import implementer
 
 from postroom.interfaces import IParser
-from postroom.model import FetchedMessage, ParsedMessage
+from postroom.model import FetchedMessage, ParsedMessage, RawRef
 from postroom.parsing.limits import ParseLimits
 from postroom.parsing.parser import parse_message
+from postroom.parsing.spool import Outbound
 
 #: The kernel's way to run a blocking function off the reactor thread.
 RunBlocking = Callable[..., "Deferred[Any]"]
+
+
+def parse_outbound(raw: RawRef, limits: ParseLimits, server_size: int | None) -> Outbound:
+    """:func:`parse_message`, its result ready to cross to the gateway process
+    (large texts in files, not in the pickle)."""
+    return Outbound(parse_message(raw, limits, server_size))
 
 
 @implementer(IParser)
@@ -27,4 +34,5 @@ class DefaultParser:
         self._run_blocking = run_blocking
 
     def parse(self, message: FetchedMessage, limits: ParseLimits) -> Deferred[ParsedMessage]:
-        return self._run_blocking(parse_message, message.raw, limits, message.server_size)
+        outbound = self._run_blocking(parse_outbound, message.raw, limits, message.server_size)
+        return outbound.addCallback(Outbound.receive)

@@ -80,6 +80,16 @@ import attrs
 from postroom.model import Attachment, ParsedMessage, Part, RawRef
 from postroom.parsing._policy import TOLERANT
 from postroom.parsing.attachments import decode_filename
+from postroom.parsing.bodies import (
+    BodySource,
+    BytesSource,
+    Decoded,
+    FileSource,
+    crosses_boundary,
+    decode_text,
+    skeleton,
+    transfer_decoded,
+)
 from postroom.parsing.charsets import decode_bytes, display_name, resolve_charset
 from postroom.parsing.headers import (
     ContentType,
@@ -95,7 +105,7 @@ from postroom.parsing.headers import (
     strip_comments,
 )
 from postroom.parsing.limits import ParseLimits
-from postroom.parsing.scan import check_header_block, read_head, scan_structure
+from postroom.parsing.scan import LeafBody, check_header_block, read_head, scan_structure
 
 WRAP_INTRO = "Error encountered during preprocessing of this message"
 WRAP_OUTRO = "Original Incoming Email is attached to this Email"
@@ -130,6 +140,11 @@ _META_CHARSET = re.compile(
 )
 _FLAT_POLICY = TOLERANT.clone(refold_source="none")
 _BLANKS = " \t"
+#: Charset mentions are looked for in this much of the message.
+_HINT_BYTES = 1 << 22
+#: Leaf bodies from this size on are decoded from the raw in pieces, not by the
+#: email package (see :mod:`postroom.parsing.bodies`).
+LARGE_BODY = 256 * 1024
 
 
 class _Unparsable(Exception):
@@ -138,6 +153,11 @@ class _Unparsable(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class _Reparse(Exception):
+    """The email package read the skeleton otherwise than the structure scan:
+    parse again, every body through the email package."""
 
 
 def wrapping_text(reason: str) -> str:
@@ -321,6 +341,17 @@ def _reconstruct(payload: list[Any], blocks: bool) -> str:
     return _LINEBREAK.sub("\n", "\n\n".join(texts))
 
 
+def _charset_hints(data: bytes) -> tuple[str, ...]:
+    """Charsets this message declares somewhere, most used first: the best
+    guess for its undeclared or mis-declared text."""
+    counts: Counter[str] = Counter()
+    for match in _CHARSET_MENTION.finditer(data, 0, min(len(data), _HINT_BYTES)):
+        codec = resolve_charset(match.group(1).decode("ascii"))
+        if codec is not None and codec not in ("ascii", "utf-8"):
+            counts[codec] += 1
+    return tuple(codec for codec, _ in counts.most_common(5))
+
+
 class _LazyHints(Sequence[str]):
     """A sequence computed on first access."""
 
@@ -341,26 +372,33 @@ class _LazyHints(Sequence[str]):
 
 
 class _Parse:
-    """One message's parse: the state shared by the steps."""
+    """One message's parse: the state shared by the steps.
 
-    def __init__(self, data: bytes, limits: ParseLimits) -> None:
+    *data* is the message (for charset hints), unless *hints* are given;
+    *large* maps the tokens standing for large bodies in what the email
+    package parses to those bodies, which are read from *source*.
+    """
+
+    def __init__(
+        self,
+        data: bytes,
+        limits: ParseLimits,
+        large: dict[str, LeafBody] | None = None,
+        source: BodySource | None = None,
+        hints: Sequence[str] | None = None,
+    ) -> None:
         self.data = data
         self.limits = limits
+        self.large = dict(large or {})
+        self.source = source
+        self.claimed: list[tuple[_Node, LeafBody]] = []
         self.notes: list[str] = []
         # Only a charset repair needs them, and finding them scans the raw
         # bytes: computed on first use.
-        self.hints: Sequence[str] = _LazyHints(self._charset_hints)
+        self.hints: Sequence[str] = (
+            hints if hints is not None else _LazyHints(lambda: _charset_hints(self.data))
+        )
         self.count = 0
-
-    def _charset_hints(self) -> tuple[str, ...]:
-        """Charsets this message declares somewhere, most used first: the best
-        guess for its undeclared or mis-declared text."""
-        counts: Counter[str] = Counter()
-        for match in _CHARSET_MENTION.finditer(self.data, 0, min(len(self.data), 1 << 22)):
-            codec = resolve_charset(match.group(1).decode("ascii"))
-            if codec is not None and codec not in ("ascii", "utf-8"):
-                counts[codec] += 1
-        return tuple(codec for codec, _ in counts.most_common(5))
 
     # -- tree
 
@@ -420,7 +458,7 @@ class _Parse:
         if cte not in ("base64", "quoted-printable"):
             return inner
         data = _transfer_decode(_flatten(inner).lstrip(b"\r\n"), cte)
-        if not data.strip():
+        if not data or data.isspace():
             return inner
         remaining_depth = self.limits.max_depth - node.depth - 1
         if remaining_depth < 0:
@@ -440,16 +478,23 @@ class _Parse:
         if node.kind == "message":
             try:
                 node.size = len(_flatten(node.inner)) if node.inner is not None else 0
+            except MemoryError:
+                raise  # the worker's memory budget: quarantined, never wrapped
             except Exception:
                 node.size = 0
             return
         payload = node.msg.get_payload()
+        if self.large and isinstance(payload, str) and payload in self.large:
+            self._large_content(node, self.large.pop(payload))
+            return
         if isinstance(payload, list):
             text = _reconstruct(payload, blocks=node.ctype == "message/delivery-status")
             data = _transfer_decode(text.encode("ascii", "surrogateescape"), _cte(node.msg))
         else:
             try:
                 decoded = node.msg.get_payload(decode=True)
+            except MemoryError:
+                raise  # the worker's memory budget: quarantined, never wrapped
             except Exception:
                 decoded = None
             if isinstance(decoded, bytes):
@@ -468,17 +513,74 @@ class _Parse:
             self.notes.append(f"{node.label}: {node.ctype} without parts; kept as text")
             node.text = self._text(node, data)
 
-    def _text(self, node: _Node, data: bytes) -> str:
+    def _large_content(self, node: _Node, leaf: LeafBody) -> None:
+        """:meth:`_content` for a body left out of the skeleton: the same
+        results, decoded from the raw in pieces."""
+        if not node.top or self.source is None:
+            raise _Reparse(f"{node.label}: a large body where the scan saw none")
+        source = self.source
+        self.claimed.append((node, leaf))
+        # Exactly the email package's test in get_payload(decode=True).
+        cte = str(node.msg.get("content-transfer-encoding", "")).lower()
+        body = transfer_decoded(lambda: source.pieces(leaf.start, leaf.end), cte)
+        for defect in body.defects:
+            node.msg.policy.handle_defect(node.msg, defect)
+        if node.ctype.startswith("text/") or node.ctype in TEXTUAL_TYPES:
+            node.text, node.size = self._large_text(node, body)
+        elif node.ctype.startswith("multipart/"):
+            self.notes.append(f"{node.label}: {node.ctype} without parts; kept as text")
+            node.text, node.size = self._large_text(node, body)
+        else:
+            node.size = body.size()
+
+    def check_large(self, root: _Node) -> None:
+        """Raise :class:`_Reparse` unless the email package would have read each
+        large body just as its token: every token found as a body of the
+        message itself, and no line of the body a boundary of a multipart
+        around it (everything before a body being the same, the email package
+        is in the same state when it starts reading it)."""
+        if self.large:
+            raise _Reparse(f"{len(self.large)} large bodies not where the scan saw them")
+        if not self.claimed or self.source is None:
+            return
+        around: dict[int, tuple[str, ...]] = {}
+        stack: list[tuple[_Node, tuple[str, ...]]] = [(root, ())]
+        while stack:
+            node, boundaries = stack.pop()
+            around[id(node)] = boundaries
+            if node.kind == "multipart":
+                boundary = node.msg.get_boundary()
+                inner = boundaries if boundary is None else (*boundaries, boundary)
+                stack.extend((child, inner) for child in node.children)
+        for node, leaf in self.claimed:
+            if crosses_boundary(self.source.pieces(leaf.start, leaf.end), around[id(node)]):
+                raise _Reparse(f"{node.label}: a boundary line inside a large body")
+
+    def _declared(self, node: _Node, start: bytes) -> str | None:
+        """The charset a part declares (for HTML, also in a ``<meta>`` near its *start*)."""
         declared = node.ct.param("charset") if node.ct is not None else None
         if not declared and node.ctype == "text/html":
-            meta = _META_CHARSET.search(data, 0, 4096)
+            meta = _META_CHARSET.search(start, 0, 4096)
             if meta is not None:
                 declared = meta.group(1).decode("ascii")
-        text, note = decode_bytes(data, declared, self.hints)
+        return declared
+
+    def _note(self, node: _Node, declared: str | None, note: str | None) -> None:
         report = node.ctype.startswith("message/") or node.ctype == "text/rfc822-headers"
         if note is not None and not (report and not declared and note.endswith("as utf-8")):
             self.notes.append(f"{node.label}: {note}")
+
+    def _text(self, node: _Node, data: bytes) -> str:
+        declared = self._declared(node, data)
+        text, note = decode_bytes(data, declared, self.hints)
+        self._note(node, declared, note)
         return text.replace("\r\n", "\n")
+
+    def _large_text(self, node: _Node, body: Decoded) -> tuple[str, int]:
+        declared = self._declared(node, body.head(4096))
+        text, note, size = decode_text(body, declared, self.hints)
+        self._note(node, declared, note)
+        return text, size
 
     # -- defects
 
@@ -636,6 +738,8 @@ def _head_pairs(head: bytes) -> list[tuple[str, str]]:
     try:
         msg = BytesParser(policy=TOLERANT).parsebytes(head, headersonly=True)
         return [(name, value) for name, value in msg.raw_items()]
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
     except Exception:
         return []
 
@@ -653,6 +757,8 @@ def _wrapped(
     notes: list[str] = []
     try:
         env = _envelope(_head_pairs(head), (), notes)
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
     except Exception:  # the headers are unreadable after all
         env = _Envelope(headers=[])
     from_ok = env.from_addr is not None and _VALID_ADDR.fullmatch(env.from_addr) is not None
@@ -701,26 +807,79 @@ def _wrapped(
     )
 
 
-def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> ParsedMessage:
+@attrs.frozen
+class _Prepared:
+    """What the parse needs of a message's bytes, which can then be let go.
+
+    ``head`` is the top header block (blanks before colons closed up), for a
+    wrapping message; ``problem`` the reason to wrap, if any; ``skeleton`` what
+    the email package parses (the message with its large leaf bodies replaced
+    by the tokens of ``large``); ``hints`` the message's charset hints, found
+    already when the message is not kept (else None: found in ``skeleton``,
+    the message itself, if needed); ``shift`` what to add to a scanned offset
+    to find it in the raw.
+    """
+
+    head: bytes
+    problem: str | None = None
+    skeleton: bytes = b""
+    large: dict[str, LeafBody] = attrs.field(factory=dict)
+    hints: tuple[str, ...] | None = None
+    shift: int = 0
+
+
+def _bounded_head(data: bytes, limit: int) -> bytes:
+    """The header block's lines that fit in *limit* bytes: all a wrapping
+    message keeps of a header block larger than that."""
+    cut = max(data.rfind(b"\n", 0, limit), data.rfind(b"\r", 0, limit))
+    return check_header_block(data[: cut + 1], limit).data if cut >= 0 else b""
+
+
+def _prepare(data: bytes, limits: ParseLimits, large_body: int | None) -> _Prepared:
+    """Check the header block and the MIME structure of *data*; build the
+    skeleton (leaf bodies of at least *large_body* bytes left out; None: none)."""
     block = check_header_block(data, limits.max_header_bytes)
     if block.problem is not None:
-        return _wrapped(block.problem, block.data, limits, raw_size, raw_sha256)
-    if len(block.data) != block.end:  # field names with blanks before the colon, closed up
-        data = block.data + data[block.end :]
-    problem = scan_structure(data, limits.max_depth, limits.max_parts)
+        head = block.data
+        if block.end > limits.max_header_bytes:
+            head = _bounded_head(data, limits.max_header_bytes)
+        return _Prepared(head, block.problem)
+    shift = block.end - len(block.data)
+    if shift:  # field names with blanks before the colon, closed up
+        data = b"".join((block.data, memoryview(data)[block.end :]))
+    leaves: list[LeafBody] = []
+    problem = scan_structure(data, limits.max_depth, limits.max_parts, leaves)
     if problem is not None:
-        return _wrapped(problem, block.data, limits, raw_size, raw_sha256)
-    state = _Parse(data, limits)
+        return _Prepared(block.data, problem)
+    if large_body is None:
+        return _Prepared(block.data, None, data, {}, None, shift)
+    parsed, large = skeleton(data, leaves, large_body)
+    return _Prepared(
+        block.data, None, parsed, large, _charset_hints(data) if large else None, shift
+    )
+
+
+def _parse(
+    prep: _Prepared,
+    source: BodySource | None,
+    limits: ParseLimits,
+    raw_size: int,
+    raw_sha256: str,
+) -> ParsedMessage:
+    if prep.problem is not None:
+        return _wrapped(prep.problem, prep.head, limits, raw_size, raw_sha256)
+    state = _Parse(prep.skeleton, limits, prep.large, source, prep.hints)
     try:
-        root_msg = BytesParser(policy=TOLERANT).parsebytes(data)
+        root_msg = BytesParser(policy=TOLERANT).parsebytes(prep.skeleton)
         nodes = state.build(root_msg)
+        state.check_large(nodes[0])
         env = _envelope(list(root_msg.raw_items()), state.hints, state.notes)
         text, html, attachment_nodes = _bodies(nodes[0], nodes)
         root = nodes[0]
         if text is None and html is None and root.kind == "leaf" and root.text is not None:
             text = root.text  # a multipart without parts: its content is all there is
     except _Unparsable as exc:
-        return _wrapped(exc.reason, block.data, limits, raw_size, raw_sha256)
+        return _wrapped(exc.reason, prep.head, limits, raw_size, raw_sha256)
     return ParsedMessage(
         **_envelope_fields(env),
         subject=env.subject or "",
@@ -736,6 +895,27 @@ def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> 
     )
 
 
+def _parse_error(
+    exc: Exception, head: bytes, limits: ParseLimits, size: int, sha: str
+) -> ParsedMessage:
+    reason = f"parser error: {type(exc).__name__}: {exc}"
+    return _wrapped(reason, head, limits, size, sha)
+
+
+def _error_head(data: bytes, limits: ParseLimits) -> bytes:
+    """The header block for the wrapping message of a parse that failed
+    (*data*: the message, or at least its first ``max_header_bytes + 2`` bytes)."""
+    try:
+        block = check_header_block(data, limits.max_header_bytes)
+        if block.end > limits.max_header_bytes:
+            return _bounded_head(data, limits.max_header_bytes)
+        return block.data
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
+    except Exception:
+        return b""
+
+
 def parse_bytes(
     data: bytes, limits: ParseLimits, *, raw_size: int | None = None, raw_sha256: str = ""
 ) -> ParsedMessage:
@@ -746,16 +926,20 @@ def parse_bytes(
     """
     size = len(data) if raw_size is None else raw_size
     try:
-        return _parse(data, limits, size, raw_sha256)
-    except MemoryError:
-        raise  # the worker's memory budget: the message is quarantined, not wrapped
-    except Exception as exc:
-        reason = f"parser error: {type(exc).__name__}: {exc}"
         try:
-            head = check_header_block(data, limits.max_header_bytes).data
-        except Exception:
-            head = b""
-        return _wrapped(reason, head, limits, size, raw_sha256)
+            prep = _prepare(data, limits, LARGE_BODY)
+            return _parse(prep, BytesSource(data, prep.shift), limits, size, raw_sha256)
+        except _Reparse:
+            return _parse(_prepare(data, limits, None), None, limits, size, raw_sha256)
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
+    except Exception as exc:
+        return _parse_error(exc, _error_head(data, limits), limits, size, raw_sha256)
+
+
+def _prepare_file(raw: RawRef, limits: ParseLimits) -> _Prepared:
+    """:func:`_prepare` on the raw's bytes, which are let go on return."""
+    return _prepare(raw.read(), limits, LARGE_BODY)
 
 
 def parse_message(
@@ -765,8 +949,12 @@ def parse_message(
 
     The size check comes first: when *server_size* (announced by the server) or
     ``raw.size`` exceeds ``limits.max_size`` (if not 0) only the header block is
-    read. Otherwise the raw is read once into memory. Errors reading the file
-    (``OSError``) are not bad input and propagate.
+    read; so it is when the header block is larger than ``max_header_bytes``.
+    Otherwise the raw is read once into memory for the structure checks and
+    let go before its large leaf bodies are decoded from the file in pieces,
+    so that a message needs a small multiple of its size in memory, not the
+    email package's 10 to 20. Errors reading the file (``OSError``) are not bad
+    input and propagate.
     """
     if limits.max_size > 0:
         over = [s for s in (server_size, raw.size) if s is not None and s > limits.max_size]
@@ -778,4 +966,38 @@ def parse_message(
                 head = read_head(fh, limits.max_header_bytes)
             block = check_header_block(head, limits.max_header_bytes)
             return _wrapped(reason, block.data, limits, raw.size, raw.sha256)
-    return parse_bytes(raw.read(), limits, raw_size=raw.size, raw_sha256=raw.sha256)
+    try:
+        if raw.size > limits.max_header_bytes + 2:
+            too_large = _header_block_too_large(raw, limits)
+            if too_large is not None:
+                return too_large
+        try:
+            prep = _prepare_file(raw, limits)
+            return _parse(prep, FileSource(raw.path, prep.shift), limits, raw.size, raw.sha256)
+        except _Reparse:
+            whole = _prepare(raw.read(), limits, None)
+            return _parse(whole, None, limits, raw.size, raw.sha256)
+    except OSError:
+        raise
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
+    except Exception as exc:
+        head = _first_bytes(raw, limits.max_header_bytes + 2)
+        return _parse_error(exc, _error_head(head, limits), limits, raw.size, raw.sha256)
+
+
+def _first_bytes(raw: RawRef, size: int) -> bytes:
+    with raw.open() as fh:
+        return fh.read(size)
+
+
+def _header_block_too_large(raw: RawRef, limits: ParseLimits) -> ParsedMessage | None:
+    """The wrapping message when the header block is larger than the limit,
+    found from the first ``max_header_bytes + 2`` bytes alone (as it would be
+    from all of them), else None."""
+    head = _first_bytes(raw, limits.max_header_bytes + 2)
+    block = check_header_block(head, limits.max_header_bytes)
+    if block.problem is None or block.end <= limits.max_header_bytes:
+        return None
+    bounded = _bounded_head(head, limits.max_header_bytes)
+    return _wrapped(block.problem, bounded, limits, raw.size, raw.sha256)

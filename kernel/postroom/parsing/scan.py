@@ -6,8 +6,9 @@ checks every line against every enclosing boundary), so a message nested
 be checked on its result. :func:`scan_structure` walks the lines once, the way
 the ``email`` feed parser splits them, keeping a stack of open boundaries and
 counting entities and nesting without recursion; it stops as soon as a limit
-is passed. :func:`check_header_block` decides whether there is a header block
-at all.
+is passed, and can report where each leaf's body lies (so the parser can keep
+large bodies away from the ``email`` package). :func:`check_header_block`
+decides whether there is a header block at all.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ def check_header_block(data: bytes, max_header_bytes: int) -> HeaderBlock:
     *max_header_bytes*. A missing blank line after readable headers is not a
     problem here (the ``email`` package records a defect).
     """
-    if not data.strip():
+    if not data or data.isspace():  # not data.strip(): no copy of a large message
         return HeaderBlock(b"", "message is empty")
     end = 0
     first = True
@@ -136,6 +137,27 @@ class _Frame(NamedTuple):
     boundary: bytes
     depth: int
     digest: bool
+    encapsulated: bool
+
+
+class LeafBody(NamedTuple):
+    """The body of a leaf entity (neither ``multipart/*`` nor ``message/*``)
+    outside any attached message: ``data[start:end]`` is the payload the
+    ``email`` package will give it (for a body part, without the line break
+    before the boundary line that ends it, which RFC 2046 gives the boundary).
+    """
+
+    start: int
+    end: int
+
+
+def _without_last_eol(data: bytes, start: int, end: int) -> int:
+    """*end*, moved back over one line break ending ``data[start:end]``."""
+    if end - start >= 2 and data[end - 2 : end] == b"\r\n":
+        return end - 2
+    if end > start and data[end - 1 : end] in (b"\r", b"\n"):
+        return end - 1
+    return end
 
 
 def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, bytes | None]:
@@ -156,7 +178,9 @@ def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, by
     return ctype, boundary.encode("ascii", "surrogateescape")
 
 
-def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
+def scan_structure(
+    data: bytes, max_depth: int, max_parts: int, leaves: list[LeafBody] | None = None
+) -> str | None:
     """The reason the MIME tree of *data* passes the limits, or None.
 
     An entity is the root, each body part of a multipart and each message
@@ -166,6 +190,9 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
     the email package, a line matching any enclosing boundary ends every
     entity inside it, and a boundary already in use by an outer multipart
     belongs to the outer one.
+
+    When *leaves* is given and no limit is passed, the body of every leaf
+    outside an attached message is appended to it (:class:`LeafBody`).
     """
     frames: list[_Frame] = []
     active: dict[bytes, int] = {}
@@ -176,15 +203,26 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
     entity_lines = 0
     content_type: list[bytes] | None = None
     collecting = False
+    encapsulated = False  # inside a message/* entity
+    body: int | None = None  # where the open leaf's body starts, if it is reported
     size = len(data)
     pos = 0
+
+    def leaf_ends(end: int, part: bool) -> None:
+        if leaves is not None and body is not None:
+            if part:  # the line break before the boundary line is the boundary's
+                end = _without_last_eol(data, body, end)
+            leaves.append(LeafBody(body, end))
+
     while pos < size:
         if not in_headers:
             if not active:
+                leaf_ends(size, part=False)
                 return None  # a leaf with no enclosing boundary: the rest is its body
             if not data.startswith(b"--", pos):
                 found = data.find(b"\n--", pos)
                 if found < 0:
+                    leaf_ends(size, part=True)
                     return None
                 pos = found + 1
         line_start = pos
@@ -202,6 +240,9 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
             if index is not None:
                 if in_headers and entity_lines == 0 and frames and index == len(frames) - 1:
                     continue  # repeated boundary lines: the email package skips them
+                leaf_ends(line_start, part=True)
+                body = None
+                encapsulated = frames[index].encapsulated
                 for inner in frames[index + 1 :]:
                     if active.get(inner.boundary) is not None and active[inner.boundary] > index:
                         del active[inner.boundary]
@@ -247,8 +288,10 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
         if line:
             pos = line_start  # a body line without a blank line before it: read it again
         if boundary is not None:
-            frames.append(_Frame(boundary, depth, ctype == "multipart/digest"))
+            frames.append(_Frame(boundary, depth, ctype == "multipart/digest", encapsulated))
             active.setdefault(boundary, len(frames) - 1)
+        elif not (ctype.startswith(("message/", "multipart/")) or encapsulated):
+            body = pos  # a leaf's body starts here
         elif ctype.startswith("message/") and ctype != "message/delivery-status":
             parts += 1
             depth += 1
@@ -257,8 +300,11 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
             if depth > max_depth:
                 return f"MIME nesting deeper than {max_depth} levels"
             digest_parent = False
+            encapsulated = True
             in_headers = True
             entity_lines = 0
             content_type = None
             collecting = False
+    if not in_headers and active:
+        leaf_ends(size, part=True)
     return None

@@ -30,6 +30,7 @@ from postroom.context import AnalysisContext
 from postroom.model import FetchedMessage, ParsedMessage
 from postroom.parsing.limits import ParseLimits
 from postroom.parsing.parser import parse_message
+from postroom.parsing.spool import Outbound
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import load_plugins
 
@@ -107,12 +108,13 @@ def _analyser() -> Analyser:
 
 def worker_parse_and_analyze(
     fetched: FetchedMessage, limits: ParseLimits, mailbox: MailboxConfig | None
-) -> ParsedMessage:
-    return _analyser().parse_and_analyze(fetched, limits, mailbox)
+) -> Outbound:
+    """The result travels as an :class:`Outbound`: large texts in files, not the pickle."""
+    return Outbound(_analyser().parse_and_analyze(fetched, limits, mailbox))
 
 
-def worker_analyze(message: ParsedMessage, mailbox: MailboxConfig | None) -> ParsedMessage:
-    return _analyser().analyze(message, mailbox)
+def worker_analyze(message: ParsedMessage, mailbox: MailboxConfig | None) -> Outbound:
+    return Outbound(_analyser().analyze(message, mailbox))
 
 
 # ------------------------------------------------------------- in the gateway
@@ -185,10 +187,10 @@ class Analysis:
                 self.in_process.parse_and_analyze, fetched, limits, mailbox
             )
             return await d
-        message: ParsedMessage = await self.pool.run(
+        outbound: Outbound = await self.pool.run(
             worker_parse_and_analyze, fetched, limits, mailbox
         )
-        return await self._local(message, mailbox)
+        return await self._local(outbound.receive(), mailbox)
 
     async def analyze(self, message: ParsedMessage, mailbox: MailboxConfig | None) -> ParsedMessage:
         """Analysis of a message a plugin's own parser made."""
@@ -197,8 +199,8 @@ class Analysis:
                 self.in_process.analyze, message, mailbox
             )
             return await d
-        message = await self.pool.run(worker_analyze, message, mailbox)
-        return await self._local(message, mailbox)
+        outbound: Outbound = await self.pool.run(worker_analyze, message, mailbox)
+        return await self._local(outbound.receive(), mailbox)
 
     async def _local(self, message: ParsedMessage, mailbox: MailboxConfig | None) -> ParsedMessage:
         if not self.local:

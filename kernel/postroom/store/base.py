@@ -22,7 +22,11 @@ Why the shapes below:
   for the message;
 - the database driver's own exceptions leave the store as
   :class:`~postroom.store.errors.DatabaseError` naming the database, so
-  callers need not know the backend.
+  callers need not know the backend;
+- an interaction's text or HTML longer than :data:`TEXT_PIECE` characters is
+  stored as pieces (the row keeps the first, ``interaction_bodies`` the rest)
+  and read back by growing the text in place: a database driver binding or
+  fetching one 50 MB value holds two or three more copies of it.
 """
 
 from __future__ import annotations
@@ -63,6 +67,9 @@ T = TypeVar("T")
 
 #: Raw messages are stored and read back in pieces of this size.
 CHUNK_SIZE = 1 << 20
+
+#: Interaction texts longer than this many characters are stored in pieces this long.
+TEXT_PIECE = 1 << 20
 
 #: Longer dedupe keys are stored as a digest (see :func:`dedupe_keys`).
 MAX_KEY_BYTES = 1000
@@ -154,6 +161,11 @@ def _bounded(key: str) -> str:
     return f"{key[:3]}~{hashlib.sha256(data).hexdigest()}"
 
 
+def _more(text: str | None) -> int:
+    """How many pieces after the first a text is stored in (0: all in its row)."""
+    return 0 if text is None else max(0, (len(text) - 1) // TEXT_PIECE)
+
+
 def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -192,7 +204,7 @@ _INTERACTION_SELECT = (
     "SELECT i.id, i.tenant_id, i.type, i.subtype, i.status, i.parent_id, i.mailbox, "
     "i.message_id, i.subject, i.from_addr, i.to_addrs, i.cc_addrs, i.body_text, "
     "i.body_html, i.attachments, i.attached_data, i.copy_key, i.raw_sha256, "
-    "i.created_at, h.state "
+    "i.created_at, h.state, i.text_more, i.html_more "
     "FROM interactions i LEFT JOIN handoffs h ON h.interaction_id = i.id"
 )
 _OUTBOX_SELECT = (
@@ -502,8 +514,8 @@ class SQLStoreBase:
             item.from_addr,
             _json(list(item.to)),
             _json(list(item.cc)),
-            item.text,
-            item.html,
+            item.text[:TEXT_PIECE] if item.text is not None else None,
+            item.html[:TEXT_PIECE] if item.html is not None else None,
             _json([attrs.asdict(attachment) for attachment in item.attachments]),
             _json(dict(item.attached_data)),
             item.copy_key,
@@ -511,21 +523,55 @@ class SQLStoreBase:
             self._dt_param(item.created_at),
             raw_id,
             self._dt_param(now),
+            _more(item.text),
+            _more(item.html),
         )
 
     def _insert_interaction(
         self, tx: Tx, item: Interaction, raw_id: str | None, now: datetime
     ) -> None:
         tx.execute(
-            f"INSERT INTO interactions ({_INTERACTION_COLUMNS}, raw_id, stored_at) "
-            f"VALUES ({', '.join(['?'] * 21)})",
+            f"INSERT INTO interactions ({_INTERACTION_COLUMNS}, raw_id, stored_at, text_more, "
+            f"html_more) VALUES ({', '.join(['?'] * 23)})",
             self._interaction_params(item, raw_id, now),
         )
+        for field, value in (("text", item.text), ("html", item.html)):
+            for seq in range(1, _more(value) + 1):
+                assert value is not None
+                tx.execute(
+                    "INSERT INTO interaction_bodies (interaction_id, field, seq, data) "
+                    "VALUES (?, ?, ?, ?)",
+                    (item.id, field, seq, value[seq * TEXT_PIECE : (seq + 1) * TEXT_PIECE]),
+                )
 
-    def _interaction(self, row: Row) -> Interaction:
+    def _rest(self, tx: Tx, interaction_id: str, field: str, first: str, more: int) -> str:
+        """A text stored in pieces: *first* and its *more* pieces. After the first
+        append the text is referenced only here, so CPython grows it in place."""
+        text = first
+        for seq in range(1, more + 1):
+            piece = tx.scalar(
+                "SELECT data FROM interaction_bodies "
+                "WHERE interaction_id = ? AND field = ? AND seq = ?",
+                (interaction_id, field, seq),
+            )
+            if piece is None:
+                raise StoreError(
+                    f"interaction {interaction_id}: piece {seq} of its {field} is missing"
+                )
+            text += piece
+        return text
+
+    def _interactions(self, tx: Tx, rows: list[Row]) -> list[Interaction]:
+        return [self._interaction(tx, row) for row in rows]
+
+    def _interaction(self, tx: Tx, row: Row) -> Interaction:
         (iid, tenant, itype, subtype, status, parent, mailbox, message_id, subject,
          from_addr, to, cc, text, html, attachments, attached, copy_key, sha, created,
-         hstate) = row  # fmt: skip
+         hstate, text_more, html_more) = row  # fmt: skip
+        if text_more:
+            text = self._rest(tx, iid, "text", text, int(text_more))
+        if html_more:
+            html = self._rest(tx, iid, "html", html, int(html_more))
         return Interaction(
             id=iid,
             tenant_id=int(tenant),
@@ -702,33 +748,38 @@ class SQLStoreBase:
     # ------------------------------------------------------------- look-ups
 
     def get_interaction(self, interaction_id: str) -> Interaction | None:
-        row = self._read(
-            lambda tx: tx.one(f"{_INTERACTION_SELECT} WHERE i.id = ?", (interaction_id,))
+        found = self._read(
+            lambda tx: self._interactions(
+                tx, tx.all(f"{_INTERACTION_SELECT} WHERE i.id = ?", (interaction_id,))
+            )
         )
-        return None if row is None else self._interaction(row)
+        return found[0] if found else None
 
     def list_interactions(
         self, limit: int = 100, offset: int = 0, mailbox: str | None = None
     ) -> list[Interaction]:
         where, params = ("", ()) if mailbox is None else (" WHERE i.mailbox = ?", (mailbox,))
-        rows = self._read(
-            lambda tx: tx.all(
-                f"{_INTERACTION_SELECT}{where} ORDER BY i.created_at DESC, i.seq DESC "
-                "LIMIT ? OFFSET ?",
-                (*params, limit, offset),
+        return self._read(
+            lambda tx: self._interactions(
+                tx,
+                tx.all(
+                    f"{_INTERACTION_SELECT}{where} ORDER BY i.created_at DESC, i.seq DESC "
+                    "LIMIT ? OFFSET ?",
+                    (*params, limit, offset),
+                ),
             )
         )
-        return [self._interaction(row) for row in rows]
 
     def find_by_message_id(self, message_id: str, type: str | None = None) -> list[Interaction]:
         where, params = " WHERE i.message_id = ?", [message_id]
         if type is not None:
             where += " AND i.type = ?"
             params.append(str(type))
-        rows = self._read(
-            lambda tx: tx.all(f"{_INTERACTION_SELECT}{where} ORDER BY i.created_at, i.seq", params)
+        return self._read(
+            lambda tx: self._interactions(
+                tx, tx.all(f"{_INTERACTION_SELECT}{where} ORDER BY i.created_at, i.seq", params)
+            )
         )
-        return [self._interaction(row) for row in rows]
 
     def read_raw(self, interaction_id: str, fileobj: Writable) -> int:
         row = self._read(
@@ -774,14 +825,16 @@ class SQLStoreBase:
                 "(SELECT created_at, seq FROM interactions WHERE id = ?)"
             )
             params += (after,)
-        rows = self._read(
-            lambda tx: tx.all(
-                f"{_INTERACTION_SELECT} WHERE h.state IN (?, ?){since} "
-                "ORDER BY i.created_at, i.seq LIMIT ?",
-                (*params, limit),
+        return self._read(
+            lambda tx: self._interactions(
+                tx,
+                tx.all(
+                    f"{_INTERACTION_SELECT} WHERE h.state IN (?, ?){since} "
+                    "ORDER BY i.created_at, i.seq LIMIT ?",
+                    (*params, limit),
+                ),
             )
         )
-        return [self._interaction(row) for row in rows]
 
     def mark_handoff(self, interaction_id: str, state: str, error: str | None = None) -> None:
         state = HandoffState(state).value
