@@ -33,8 +33,11 @@ from postroom_dsn.locate import (
 IsOutbound = Callable[[str], Awaitable[bool]]
 
 _FEEDBACK_TYPES = frozenset({"message/feedback-report"})
+#: a ``Message-ID:`` line of an inline copy, maybe quoted with ``>``; the blanks
+#: before the name stay on its line (``\s*`` there, next to ``^``, took cubic
+#: time on runs of blank lines)
 _INLINE_MESSAGE_ID = re.compile(
-    r"^\s*>?\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
+    r"^[ \t]*+(?:>[ \t]*+)?message-id:\s*+(<[^<>\s]++>)", re.IGNORECASE | re.MULTILINE
 )
 
 

@@ -81,8 +81,8 @@ def _header_block_ids(text: str) -> list[str]:
 
 
 def returned_message_ids(message: ParsedMessage) -> list[str]:
-    """Message-IDs of the returned messages, outermost first."""
-    found: list[str] = []
+    """Message-IDs of the returned messages, outermost first, each once."""
+    found: dict[str, None] = {}
     parts = message.parts
     for index, part in enumerate(parts):
         ids: list[str] = []
@@ -93,10 +93,8 @@ def returned_message_ids(message: ParsedMessage) -> list[str]:
                 ids = parse_message_ids(value, single=True) if value else []
         elif part.content_type in HEADER_TYPES and part.text:
             ids = _header_block_ids(part.text)
-        for mid in ids:
-            if mid not in found:
-                found.append(mid)
-    return found
+        found.update(dict.fromkeys(ids))
+    return list(found)
 
 
 def has_part(message: ParsedMessage, types: frozenset[str]) -> bool:
