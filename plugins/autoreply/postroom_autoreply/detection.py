@@ -27,6 +27,11 @@ the reason; see ``docs/plugins/autoreply.md``):
    responders are sent with (the delivering server writes it);
 9. ``List-Id`` or ``List-Unsubscribe``: list mail;
 10. an out-of-office subject (:mod:`postroom_autoreply.subjects`).
+
+Rules 2 to 10 read the message only (:func:`detect_headers`, run by
+``postroom_analyze`` in the worker process that parsed the message); rule 1
+needs the classifiers' verdict, so the gateway applies it (:func:`detect`)
+over what the analysis found. Every rule reads a header in linear time.
 """
 
 from __future__ import annotations
@@ -184,15 +189,22 @@ _HEADER_RULES = (
 )
 
 
-def detect(message: ParsedMessage, subtype: str | None = None) -> Finding | None:
-    """The first rule that marks *message* as automatic, or None for a person's mail."""
-    if subtype in REPORT_SUBTYPES:
-        return Finding("report", f"subtype: {subtype}")
+def detect_headers(message: ParsedMessage) -> Finding | None:
+    """The first of rules 2 to 10 that marks *message* as automatic, or None."""
     for rule in _HEADER_RULES:
         finding = rule(message)
         if finding is not None:
             return finding
     return None
+
+
+def detect(subtype: str | None, headers: Finding | None) -> Finding | None:
+    """The first rule that marks a message as automatic, or None for a person's
+    mail: rule 1 over the classifiers' *subtype*, else what
+    :func:`detect_headers` found (*headers*)."""
+    if subtype in REPORT_SUBTYPES:
+        return Finding("report", f"subtype: {subtype}")
+    return headers
 
 
 def addresses_in(values: Iterable[str]) -> list[str]:
