@@ -27,6 +27,10 @@ from postroom_dsn.classify import (
 KEY = "dsn.analysis"
 #: above the default verdict: a report is a report, whatever its text says
 PRIORITY = 100
+#: most Message-IDs the gateway looks up for one message, for each question
+#: (rule two, the parent): a report names one or two; a message naming
+#: thousands must not cost thousands of store queries
+MAX_LOOKUPS = 10
 
 
 class NotAnalysed(RuntimeError):
@@ -41,7 +45,8 @@ class Analysis:
     ``verdict`` is the plugin's classification unless ``if_outbound`` is set
     and one of ``returned_ids`` is an outbound interaction's; then it is
     ``if_outbound``. ``parent_candidates`` are the Message-IDs that may be the
-    reported outbound message's, best first.
+    reported outbound message's, best first. Both lists hold at most
+    :data:`MAX_LOOKUPS` ids.
     """
 
     verdict: Verdict | None
@@ -68,8 +73,8 @@ def analyse(message: ParsedMessage, ndr_senders: list[str]) -> Analysis:
     return Analysis(
         verdict=_verdict(reading.report),
         if_outbound=_verdict(reading.if_outbound),
-        returned_ids=reading.returned_ids,
-        parent_candidates=tuple(parent_candidates(message, status)),
+        returned_ids=reading.returned_ids[:MAX_LOOKUPS],
+        parent_candidates=tuple(parent_candidates(message, status)[:MAX_LOOKUPS]),
     )
 
 

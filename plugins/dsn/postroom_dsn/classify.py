@@ -25,6 +25,7 @@ from postroom_dsn.locate import (
     delivery_status_text,
     find_report,
     has_part,
+    message_id_of,
     report_type,
     returned_message_ids,
 )
@@ -169,7 +170,7 @@ def parent_candidates(message: ParsedMessage, status: DeliveryStatus | None = No
         status = parse_delivery_status(text) if text is not None else None
     envid = status.message_field("Original-Envelope-Id") if status is not None else None
     if envid:
-        ids += parse_message_ids(xtext_decode(envid.strip()), single=True)
+        ids += message_id_of(xtext_decode(envid.strip()))
     for match in _INLINE_MESSAGE_ID.finditer(message.text or ""):
         ids += parse_message_ids(match.group(1), single=True)
     return [mid for mid in dict.fromkeys(ids) if mid != message.message_id]
