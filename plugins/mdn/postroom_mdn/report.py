@@ -69,6 +69,7 @@ _ACTION = re.compile(r"\b(manual|automatic)[ \t]*-[ \t]*action\b", re.IGNORECASE
 _SENDING = re.compile(r"\bmdn[ \t]*-[ \t]*sent[ \t]*-[ \t]*(manual|automatic)", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ANY_TYPE = re.compile(r"\b(" + "|".join(DISPOSITION_TYPE_NAMES) + r")\b", re.IGNORECASE)
+_FIRST_BRACKETED = re.compile(r"<[^<>]*+>")
 
 #: several fields of one name (``Error``, ``Warning``) are kept in one raw value
 REPEAT_SEPARATOR = "\n"
@@ -130,6 +131,17 @@ def parse_disposition(value: str) -> Disposition:
         found = _ANY_TYPE.search(text)
         dtype = found.group(1).lower() if found else None
     return Disposition(action_mode, sending_mode, dtype, modifiers)
+
+
+def first_message_id(value: str) -> str | None:
+    """The id a Message-ID field names: its first ``<id>``, else its first token.
+
+    Only that piece is parsed: a field of thousands of ids names one message,
+    and parsing them all would cost more than the field's length.
+    """
+    bracketed = _FIRST_BRACKETED.search(value)
+    ids = parse_message_ids(bracketed.group(0) if bracketed else value, single=True)
+    return ids[0] if ids else None
 
 
 def recipient_address(value: str) -> str | None:
@@ -213,9 +225,9 @@ def _returned_message_id(scope: list[int], every: list[Part]) -> str | None:
             value = every[index + 1].header("Message-ID") if below else None
         elif part.content_type in HEADER_TYPES and part.text:
             value = first(parse_fields(part.text), "Message-ID")
-        ids = parse_message_ids(value, single=True) if value else []
-        if ids:
-            return ids[0]
+        found = first_message_id(value) if value else None
+        if found:
+            return found
     return None
 
 
@@ -255,8 +267,7 @@ def read_mdn(message: ParsedMessage) -> MDN | None:
         recipient = message.from_addr
     original = None
     if values.get("original-message-id"):
-        ids = parse_message_ids(values["original-message-id"], single=True)
-        original = ids[0] if ids else None
+        original = first_message_id(values["original-message-id"])
     if original is None:
         original = _returned_message_id(scope, message.parts)
     return MDN(fields, disposition, recipient, original)

@@ -53,10 +53,18 @@ def long_disposition(n: int) -> ParsedMessage:
                          text=DISPOSITION.format(value))])  # fmt: skip
 
 
+def many_ids(n: int) -> ParsedMessage:
+    """An ``Original-Message-ID`` holding *n* ids: it names one message, the first."""
+    ids = "".join(f"<out-{i}@centre.example>" for i in range(n))
+    text = f"Original-Message-ID: {ids}\n" + DISPLAYED
+    return receipt([Part("1", "message/disposition-notification", depth=1, text=text)])
+
+
 FAMILIES = {
     "many parts in the report": (many_parts, 1 << 15),
     "many returned messages": (many_returned, 1 << 14),
     "blanks all over the disposition": (long_disposition, 1 << 18),
+    "an Original-Message-ID of many ids": (many_ids, 1 << 19),
 }
 
 
@@ -74,5 +82,6 @@ def test_what_is_read_from_them() -> None:
         assert data["_MDNInfo.DispositionType"] == "displayed"
         assert data["_MDNInfo.Recipient"] == "frank@customer.example"
     assert analyse(many_returned(50)).original_message_id == "<out-1@centre.example>"  # type: ignore[union-attr]
+    assert analyse(many_ids(50)).original_message_id == "<out-0@centre.example>"  # type: ignore[union-attr]
     assert analyse(long_disposition(50)).verdict.attached_data[  # type: ignore[union-attr]
         "_MDNInfo.ActionMode"] == "manual-action"
