@@ -5,6 +5,16 @@ A message is urgent when its subject contains one of the configured keywords
 off, when it is marked ``X-Priority: 1`` or ``Importance: high``. Other
 messages get no ``Urgent`` key at all.
 
+Its work is split the way every plugin's is (``docs/hooks.md``):
+
+* ``postroom_analyze`` reads the message (the subject and two headers) in the
+  worker process that parsed it, under the per-message CPU and memory budget:
+  anyone on the internet can send a subject of a megabyte. It returns one
+  picklable finding, ``message.analysis["urgent.urgent"]``, a bool.
+* ``postroom_enrich``, in the gateway, only turns that finding into the
+  attached key. It never reads the message's content itself, so a message
+  that was not analysed is an error, not a reason to scan it there.
+
 It only *tags* mail, so it enriches instead of classifying: it never competes
 with the classifiers that decide an interaction's subtype.
 
@@ -21,7 +31,7 @@ from typing import Any
 
 from postroom import hookimpl
 from postroom.config.options import OptionSchema, Scope
-from postroom.context import Context
+from postroom.context import AnalysisContext
 from postroom.errors import ConfigError
 from postroom.model import Interaction, ParsedMessage
 
@@ -32,6 +42,8 @@ PRIORITY_HEADERS = "priority-headers"
 URGENT_KEY = "Urgent"
 URGENT_VALUE = "true"
 DEFAULT_KEYWORDS = ["urgent", "asap", "emergency", "dringend"]
+#: the key of ``message.analysis`` this plugin fills (prefixed with its name)
+ANALYSIS_KEY = "urgent.urgent"
 
 #: ``X-Priority: 1`` or ``X-Priority: 1 (Highest)``
 _HIGHEST_X_PRIORITY = re.compile(r"\s*1(?!\d)")
@@ -73,17 +85,31 @@ def postroom_configure(config: Any) -> None:
 
 
 @hookimpl
-def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
+def postroom_analyze(message: ParsedMessage, ctx: AnalysisContext) -> dict[str, Any]:
     keywords = ctx.option(SECTION, KEYWORDS)
     use_headers = bool(ctx.option(SECTION, PRIORITY_HEADERS))
-    if is_urgent(message, keywords, priority_headers=use_headers):
+    return {ANALYSIS_KEY: is_urgent(message, keywords, priority_headers=use_headers)}
+
+
+@hookimpl
+def postroom_enrich(message: ParsedMessage, interaction: Interaction) -> None:
+    if ANALYSIS_KEY not in message.analysis:
+        raise RuntimeError(
+            f"the message has no analysis under {ANALYSIS_KEY!r}: postroom_analyze did "
+            "not run for it or failed (see _PluginErrors)"
+        )
+    if message.analysis[ANALYSIS_KEY]:
         interaction.attached_data[URGENT_KEY] = URGENT_VALUE
 
 
 def is_urgent(
     message: ParsedMessage, keywords: Iterable[str], *, priority_headers: bool = True
 ) -> bool:
-    """The rule, apart from the hook: keyword in the subject, or a priority header."""
+    """The rule, apart from the hook: keyword in the subject, or a priority header.
+
+    Linear in the subject's and the headers' length: a substring test per
+    keyword, and a pattern that is matched at the start of the value only.
+    """
     subject = message.subject.casefold()
     if any(k.strip() and k.strip().casefold() in subject for k in keywords):
         return True

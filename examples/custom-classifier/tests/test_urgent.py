@@ -8,6 +8,7 @@ configurations (YAML text), so the declarations are tested too.
 from __future__ import annotations
 
 import configparser
+import pickle
 from collections.abc import Coroutine
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -20,13 +21,14 @@ from twisted.python.failure import Failure
 
 from postroom.config.loader import SiteConfig, parse_document, validate
 from postroom.config.options import OptionSchema
-from postroom.context import Context
+from postroom.context import AnalysisContext, Context
 from postroom.errors import ConfigError
 from postroom.model import Interaction, ParsedMessage
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import load_plugins
 from postroom.runner import InlineRunner
 from postroom_urgent import plugin
+from tests.linear import assert_linear
 
 DISTRIBUTION = Path(__file__).resolve().parents[1]
 URGENT = EntryPoint(name="urgent", value="postroom_urgent.plugin", group="postroom.plugins")
@@ -62,10 +64,19 @@ def kernel_like(site_yaml: str = "") -> tuple[Hooks, SiteConfig, Context]:
     return hooks, config, ctx
 
 
+def analysed(hooks: Hooks, config: SiteConfig, message: ParsedMessage) -> ParsedMessage:
+    """What the kernel does right after parsing, in the worker process."""
+    hooks.analyze(message, AnalysisContext(config=config))
+    assert message.analysis_errors == []
+    return message
+
+
 def enrich(message: ParsedMessage, site_yaml: str = "") -> dict[str, Any]:
-    hooks, _config, ctx = kernel_like(site_yaml)
+    """analyze, then enrich, as the pipeline runs them."""
+    hooks, config, ctx = kernel_like(site_yaml)
     interaction = Interaction(subject=message.subject)
-    run(hooks.enrich(message, interaction, ctx))
+    run(hooks.enrich(analysed(hooks, config, message), interaction, ctx))
+    assert "_PluginErrors" not in interaction.attached_data
     return dict(interaction.attached_data)
 
 
@@ -86,7 +97,7 @@ def test_it_is_enabled_like_any_installed_plugin() -> None:
     plugins = load_plugins(None, available=[URGENT])
     assert plugins.order[-1] == "urgent" and plugins.warnings == []
     assert plugins.hooks_of(plugin) == [
-        "postroom_add_options", "postroom_configure", "postroom_enrich"]
+        "postroom_add_options", "postroom_analyze", "postroom_configure", "postroom_enrich"]
 
 
 # --------------------------------------------------------------------- options
@@ -162,7 +173,45 @@ def test_priority_headers_can_be_ignored() -> None:
 
 
 def test_other_plugins_keys_are_left_alone() -> None:
-    hooks, _config, ctx = kernel_like()
+    hooks, config, ctx = kernel_like()
     interaction = Interaction(attached_data={"_AttachmentFileNames": "a.pdf"})
-    run(hooks.enrich(ParsedMessage(subject="urgent"), interaction, ctx))
+    message = analysed(hooks, config, ParsedMessage(subject="urgent"))
+    run(hooks.enrich(message, interaction, ctx))
     assert interaction.attached_data == {"_AttachmentFileNames": "a.pdf", "Urgent": "true"}
+
+
+# ------------------------------------------------------------ where it runs
+
+
+def test_the_analysis_is_one_picklable_finding() -> None:
+    # it crosses from the worker process to the gateway
+    hooks, config, _ctx = kernel_like()
+    message = analysed(hooks, config, ParsedMessage(subject="ASAP please"))
+    assert message.analysis == {"urgent.urgent": True}
+    assert pickle.loads(pickle.dumps(message.analysis)) == message.analysis
+    assert analysed(hooks, config, ParsedMessage(subject="hello")).analysis == {
+        "urgent.urgent": False}
+
+
+def test_the_gateway_never_reads_the_message_itself() -> None:
+    # an urgent subject, but no analysis: enrich reads nothing, and says why
+    hooks, _config, ctx = kernel_like()
+    interaction = Interaction()
+    run(hooks.enrich(ParsedMessage(subject="URGENT"), interaction, ctx))
+    assert "Urgent" not in interaction.attached_data
+    assert "no analysis under 'urgent.urgent'" in interaction.attached_data["_PluginErrors"]
+
+
+def test_the_analysis_takes_linear_time_in_the_subject_and_the_headers() -> None:
+    hooks, config, _ctx = kernel_like()
+
+    def message(n: int) -> ParsedMessage:
+        # no keyword, and an X-Priority of blanks that never reaches a "1"
+        return ParsedMessage(subject="urgen " * n, headers=[("X-Priority", " " * n + "2")])
+
+    def run_analysis(m: ParsedMessage) -> None:
+        m.analysis.clear()
+        hooks.analyze(m, AnalysisContext(config=config))
+
+    assert_linear(message, run_analysis, start=1 << 20)
+    assert analysed(hooks, config, message(1000)).analysis == {"urgent.urgent": False}

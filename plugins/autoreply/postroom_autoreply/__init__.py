@@ -2,7 +2,8 @@
 
 The hooks are in :mod:`postroom_autoreply.plugin`, advertised in the
 entry-point group ``postroom.plugins`` as ``autoreply``. The rules themselves
-live apart from the hooks: :mod:`~postroom_autoreply.detection` (headers),
+live apart from the hooks: :mod:`~postroom_autoreply.analysis` (what
+``postroom_analyze`` finds), :mod:`~postroom_autoreply.detection` (headers),
 :mod:`~postroom_autoreply.subjects` (out-of-office subjects),
 :mod:`~postroom_autoreply.autowar` (counting) and
 :mod:`~postroom_autoreply.options` (declarations, the centre's own addresses).

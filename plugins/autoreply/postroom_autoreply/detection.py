@@ -27,6 +27,11 @@ the reason; see ``docs/plugins/autoreply.md``):
    responders are sent with (the delivering server writes it);
 9. ``List-Id`` or ``List-Unsubscribe``: list mail;
 10. an out-of-office subject (:mod:`postroom_autoreply.subjects`).
+
+Rules 2 to 10 read the message only (:func:`detect_headers`, run by
+``postroom_analyze`` in the worker process that parsed the message); rule 1
+needs the classifiers' verdict, so the gateway applies it (:func:`detect`)
+over what the analysis found. Every rule reads a header in linear time.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from email.utils import getaddresses
 import attrs
 
 from postroom.model import ParsedMessage, Subtype
+from postroom.parsing.headers import strip_comments
 from postroom_autoreply.subjects import out_of_office_subject
 
 #: subtypes other plugins' classifiers give to reports: never auto-answered
@@ -71,7 +77,9 @@ LIST_HEADERS: tuple[str, ...] = ("List-Id", "List-Unsubscribe")
 #: longest header value quoted in a reason
 REASON_VALUE_LIMIT = 120
 
-_COMMENT = re.compile(r"\([^()]*\)")
+#: an addr-spec as it stands in a header value once comments are gone; it
+#: starts only where a run of address characters starts, so each run is read once
+_ADDR_SPEC = re.compile(r'(?<![^\s<>\[\]",;:@])[^\s<>\[\]",;:@]++@[^\s<>\[\]",;:@]++')
 
 
 @attrs.frozen
@@ -95,11 +103,9 @@ def _quoted(value: str) -> str:
 
 
 def _first_token(value: str) -> str:
-    """The keyword of a structured value: comments, parameters and case dropped."""
-    previous = None
-    while previous != value:  # nested comments, innermost first
-        previous, value = value, _COMMENT.sub(" ", value)
-    head = value.split(";", 1)[0].strip()
+    """The keyword of a structured value: comments (nested ones too, in one
+    pass), parameters and case dropped."""
+    head = strip_comments(value).split(";", 1)[0].strip()
     return head.split()[0].casefold() if head else ""
 
 
@@ -184,15 +190,22 @@ _HEADER_RULES = (
 )
 
 
-def detect(message: ParsedMessage, subtype: str | None = None) -> Finding | None:
-    """The first rule that marks *message* as automatic, or None for a person's mail."""
-    if subtype in REPORT_SUBTYPES:
-        return Finding("report", f"subtype: {subtype}")
+def detect_headers(message: ParsedMessage) -> Finding | None:
+    """The first of rules 2 to 10 that marks *message* as automatic, or None."""
     for rule in _HEADER_RULES:
         finding = rule(message)
         if finding is not None:
             return finding
     return None
+
+
+def detect(subtype: str | None, headers: Finding | None) -> Finding | None:
+    """The first rule that marks a message as automatic, or None for a person's
+    mail: rule 1 over the classifiers' *subtype*, else what
+    :func:`detect_headers` found (*headers*)."""
+    if subtype in REPORT_SUBTYPES:
+        return Finding("report", f"subtype: {subtype}")
+    return headers
 
 
 def addresses_in(values: Iterable[str]) -> list[str]:
@@ -206,9 +219,15 @@ def addresses_in(values: Iterable[str]) -> list[str]:
 
 
 def x_loop_names(message: ParsedMessage, own: Iterable[str]) -> str | None:
-    """The ``X-Loop`` value that names one of *own* addresses, if any: a loop for sure."""
+    """The ``X-Loop`` value that names one of *own* addresses, if any: a loop for sure.
+
+    The addresses are the value's addr-specs outside comments, read in one
+    pass (a value is anyone's text; ``email.utils.getaddresses`` recurses on
+    nested comments and groups).
+    """
     own_set = {a.lower() for a in own}
     for value in message.header_all("X-Loop"):
-        if own_set.intersection(addresses_in([value])):
-            return clean(value)
+        named = (m.group(0).lower() for m in _ADDR_SPEC.finditer(strip_comments(value)))
+        if any(address in own_set for address in named):
+            return _quoted(value)
     return None

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from postroom.config.options import OptionSchema, Scope
-from postroom.context import Context
+from postroom.context import AnalysisContext, Context
 
 SECTION = "email-processing"
 ENABLE_MAIL_LOOPS = "enable-mail-loops"
@@ -126,7 +126,7 @@ def _optional(getter: Any, *args: str) -> Any:
         return None
 
 
-def own_addresses(ctx: Context) -> set[str]:
+def own_addresses(ctx: Context | AnalysisContext) -> set[str]:
     """The centre's own addresses, lower case: what a loop comes back to.
 
     Every mailbox's ``mailbox`` (when it is an address), ``smtp-client``'s

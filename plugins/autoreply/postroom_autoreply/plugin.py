@@ -1,8 +1,12 @@
 """The ``autoreply`` hook plugin: marks automatic mail, detects loops, refuses automatic replies.
 
+* ``postroom_analyze`` (in the worker process that parsed the message) runs
+  the header and subject rules and finds an ``X-Loop`` naming the centre
+  (:mod:`postroom_autoreply.analysis`).
 * ``postroom_enrich`` marks automatic inbound mail ``_AutoReply`` (with
-  ``_AutoReplyReason``) and mail loops ``_MailLoop`` (with ``_MailLoopReason``);
-  the subtype is left alone.
+  ``_AutoReplyReason``) and mail loops ``_MailLoop`` (with ``_MailLoopReason``),
+  deciding over the analysis, the classifiers' subtype and the store's count
+  of exchanges; the subtype is left alone.
 * ``postroom_submit`` and ``postroom_sent`` record the automatic mails
   exchanged with each address, for auto-reply war detection.
 * ``postroom_render`` refuses an *automatic* outbound request (never an
@@ -18,7 +22,7 @@ from typing import Any
 
 from postroom import hookimpl
 from postroom.config.options import OptionSchema
-from postroom.context import Context
+from postroom.context import AnalysisContext, Context
 from postroom.errors import SendError
 from postroom.model import (
     AttachedValue,
@@ -29,7 +33,7 @@ from postroom.model import (
     ParsedMessage,
 )
 from postroom.services.outbound import AUTOMATIC_KEY
-from postroom_autoreply import autowar, detection, options
+from postroom_autoreply import analysis, autowar, detection, options
 from postroom_autoreply.options import Settings
 
 #: attached keys this plugin writes (present only when true)
@@ -66,13 +70,19 @@ def postroom_configure(config: Any) -> None:
 
 
 @hookimpl
+def postroom_analyze(message: ParsedMessage, ctx: AnalysisContext) -> dict[str, Any]:
+    return {analysis.KEY: analysis.analyse(message, ctx)}
+
+
+@hookimpl
 async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
     settings = Settings.of(ctx)
-    finding = detection.detect(message, interaction.subtype)
+    found = analysis.of(message)
+    finding = detection.detect(interaction.subtype, found.headers)
     if finding is not None:
         interaction.attached_data[AUTO_REPLY] = True
         interaction.attached_data[AUTO_REPLY_REASON] = finding.reason
-    loop = await _loop_reason(message, finding, settings, ctx)
+    loop = await _loop_reason(message, found, finding, settings, ctx)
     if loop is not None:
         interaction.attached_data[MAIL_LOOP] = True
         interaction.attached_data[MAIL_LOOP_REASON] = loop
@@ -80,17 +90,16 @@ async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx:
 
 async def _loop_reason(
     message: ParsedMessage,
+    found: analysis.Analysis,
     finding: detection.Finding | None,
     settings: Settings,
     ctx: Context,
 ) -> str | None:
     if not settings.mail_loops_allowed:
-        own = options.own_addresses(ctx)
-        named = detection.x_loop_names(message, own)
-        if named is not None:
-            return f"X-Loop: {named} (one of our own addresses)"
+        if found.x_loop_own is not None:
+            return f"X-Loop: {found.x_loop_own} (one of our own addresses)"
         sender = (message.from_addr or "").strip().lower()
-        if finding is not None and sender and sender in own:
+        if finding is not None and sender and sender in options.own_addresses(ctx):
             return f"automatic mail from our own address {sender} ({finding.reason})"
     # only automatic mail takes part in a war; a person's mail is never counted
     if finding is None or not settings.autowar or not message.from_addr:

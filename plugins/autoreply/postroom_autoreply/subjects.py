@@ -89,9 +89,12 @@ COLON_ONLY: frozenset[str] = frozenset({"auto"})
 #: Lotus Notes / HCL Domino: ``Jane Doe is out of the office.`` optionally with
 #: ``(returning 05/05/2025)`` or ``until ...``; nothing else may follow, so
 #: ``Anna is out of the office next week - who covers?`` is a person writing.
+#: Each repeat is taken whole: the blanks around the final dot were two
+#: adjacent repeats, and with "until ..." before them a long run of blanks took
+#: cubic time.
 _NOTES_FORM = re.compile(
     r"[^:]{1,100}\bis out of (?:the )?office"
-    r"(?:\s+until\b[^?]*|\s*\([^)]*\))?\s*\.?\s*",
+    r"(?:\s+until\b[^?]*+|\s*+\([^)]*+\))?\s*+(?:\.\s*+)?",
     re.IGNORECASE,
 )
 

@@ -1,8 +1,11 @@
 """The specification's classification rules (section 2), apart from the hooks.
 
-:func:`read_report` decides whether a message is a delivery report and what it
-says; it is async only because one rule asks the store whether a returned
-Message-ID belongs to an outbound interaction.
+:func:`read_report` decides, from the message alone, whether it is a delivery
+report and what it says. One rule (the specification's second) also asks
+whether a returned Message-ID is an outbound interaction's: that question
+needs the store, so :func:`read_report` answers it both ways
+(:class:`Reading`) and :func:`returns_outbound` is the look-up the gateway
+makes. :mod:`postroom_dsn.analysis` puts the two together.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from postroom_dsn.locate import (
     delivery_status_text,
     find_report,
     has_part,
+    message_id_of,
     report_type,
     returned_message_ids,
 )
@@ -30,8 +34,11 @@ from postroom_dsn.locate import (
 IsOutbound = Callable[[str], Awaitable[bool]]
 
 _FEEDBACK_TYPES = frozenset({"message/feedback-report"})
+#: a ``Message-ID:`` line of an inline copy, maybe quoted with ``>``; the blanks
+#: before the name stay on its line (``\s*`` there, next to ``^``, took cubic
+#: time on runs of blank lines)
 _INLINE_MESSAGE_ID = re.compile(
-    r"^\s*>?\s*message-id:\s*(<[^<>\s]+>)", re.IGNORECASE | re.MULTILINE
+    r"^[ \t]*+(?:>[ \t]*+)?message-id:\s*+(<[^<>\s]++>)", re.IGNORECASE | re.MULTILINE
 )
 
 
@@ -59,10 +66,23 @@ def _subtype(recipients: Iterable[Recipient], default: str) -> str:
     return Subtype.INBOUND_REPORT.value if actions else default
 
 
-async def read_report(
-    message: ParsedMessage, ndr_senders: list[str], is_outbound: IsOutbound
-) -> Report | None:
-    """The report *message* is, or None when it is not a delivery report.
+@attrs.frozen
+class Reading:
+    """What a message is, as far as the message alone tells.
+
+    ``report`` is the answer, unless ``if_outbound`` is set: then one of
+    ``returned_ids`` being an outbound interaction's makes ``if_outbound`` the
+    answer (the specification's second rule), and ``report`` is the answer
+    otherwise.
+    """
+
+    report: Report | None
+    if_outbound: Report | None = None
+    returned_ids: tuple[str, ...] = ()
+
+
+def read_report(message: ParsedMessage, ndr_senders: list[str]) -> Reading:
+    """Read *message* as a delivery report; pure (no store, no I/O).
 
     Rules, in order: a ``multipart/report`` is decided by its ``report-type``
     (other types than ``delivery-status`` are not ours: None); a
@@ -72,11 +92,11 @@ async def read_report(
     formats are recognised by :func:`vendor.looks_like_bounce`.
     """
     if message.is_wrapped:
-        return None
+        return Reading(None)
     found = find_report(message)
     kind = report_type(found[1]) if found is not None else ""
     if kind and kind != "delivery-status":
-        return None
+        return Reading(None)
     text = delivery_status_text(message, found[0] if found is not None else None)
     if text is not None:
         status = parse_delivery_status(text)
@@ -89,43 +109,50 @@ async def read_report(
             reason += " without recipient groups; recipients read from the notice"
         bounce_like = vendor.looks_like_bounce(message, ndr_senders)
         default = Subtype.INBOUND_NDR.value if bounce_like else Subtype.INBOUND_REPORT.value
-        return Report(_subtype(recipients, default), reason, tuple(recipients), status)
+        return Reading(Report(_subtype(recipients, default), reason, tuple(recipients), status))
     if has_part(message, _FEEDBACK_TYPES):
-        return None  # an ARF feedback report, however it is wrapped
+        return Reading(None)  # an ARF feedback report, however it is wrapped
     ses = vendor.ses_notification(message)
     if ses is not None:
         kind_name, ses_recipients = ses
         if kind_name == "Complaint":
-            return None
-        return Report(
-            _subtype(ses_recipients, Subtype.INBOUND_NDR.value),
-            f"Amazon SES {kind_name.lower()} notification",
-            tuple(ses_recipients),
+            return Reading(None)
+        return Reading(
+            Report(
+                _subtype(ses_recipients, Subtype.INBOUND_NDR.value),
+                f"Amazon SES {kind_name.lower()} notification",
+                tuple(ses_recipients),
+            )
         )
-    returned = returned_message_ids(message)
-    if returned and await _rule_two(message, returned, ndr_senders, is_outbound):
-        recipients = notice.extract_recipients(message)
-        return Report(
-            _subtype(recipients, Subtype.INBOUND_NDR.value),
-            "returned message from a mail system or of an outbound interaction",
-            tuple(recipients),
-        )
-    if vendor.looks_like_bounce(message, ndr_senders):
-        recipients = notice.extract_recipients(message, first=vendor.list_rejection(message))
-        return Report(
-            _subtype(recipients, Subtype.INBOUND_NDR.value),
-            "bounce in a vendor format (no delivery-status part)",
-            tuple(recipients),
-        )
-    return None
-
-
-async def _rule_two(
-    message: ParsedMessage, returned: list[str], ndr_senders: list[str], is_outbound: IsOutbound
-) -> bool:
+    returned = tuple(returned_message_ids(message))
+    if not returned:
+        return Reading(_vendor_report(message, ndr_senders))
+    recipients = notice.extract_recipients(message)
+    returned_report = Report(
+        _subtype(recipients, Subtype.INBOUND_NDR.value),
+        "returned message from a mail system or of an outbound interaction",
+        tuple(recipients),
+    )
     if vendor.sender_is_mail_system(message, ndr_senders):
-        return True
-    for mid in returned:
+        return Reading(returned_report)
+    return Reading(_vendor_report(message, ndr_senders), returned_report, returned)
+
+
+def _vendor_report(message: ParsedMessage, ndr_senders: list[str]) -> Report | None:
+    if not vendor.looks_like_bounce(message, ndr_senders):
+        return None
+    recipients = notice.extract_recipients(message, first=vendor.list_rejection(message))
+    return Report(
+        _subtype(recipients, Subtype.INBOUND_NDR.value),
+        "bounce in a vendor format (no delivery-status part)",
+        tuple(recipients),
+    )
+
+
+async def returns_outbound(returned_ids: Iterable[str], is_outbound: IsOutbound) -> bool:
+    """The store step of the second rule: is one of *returned_ids* an outbound
+    interaction's? One look-up per id, in order, until one is."""
+    for mid in returned_ids:
         if await is_outbound(mid):
             return True
     return False
@@ -143,7 +170,7 @@ def parent_candidates(message: ParsedMessage, status: DeliveryStatus | None = No
         status = parse_delivery_status(text) if text is not None else None
     envid = status.message_field("Original-Envelope-Id") if status is not None else None
     if envid:
-        ids += parse_message_ids(xtext_decode(envid.strip()), single=True)
+        ids += message_id_of(xtext_decode(envid.strip()))
     for match in _INLINE_MESSAGE_ID.finditer(message.text or ""):
         ids += parse_message_ids(match.group(1), single=True)
     return [mid for mid in dict.fromkeys(ids) if mid != message.message_id]

@@ -36,9 +36,11 @@ _ACTION_ALIASES = {
 STATUS = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)")
 REPLY_CODE = re.compile(r"(?<![\d.])([245][0-5]\d)(?=[\s\-]|$)")
 #: an enhanced code right after an SMTP reply code (``550 5.7.1``, ``550-5.7.1``,
-#: ``550-'5.7.1``, ``<421 4.4.2``): a server's own reply, quoted
+#: ``550-'5.7.1``, ``<421 4.4.2``): a server's own reply, quoted. One run of
+#: separators (blanks included), taken whole: two adjacent runs that can both
+#: match blanks would try every split of a long run of blanks
 _REPLIED_STATUS = re.compile(
-    r"(?<![\w.])[245][0-5]\d[ \t]*[-'\"( \t]*([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)"
+    r"(?<![\w.])[245][0-5]\d[-'\"( \t]*+([245])\.(\d{1,3})\.(\d{1,3})(?!\d|\.\d)"
 )
 
 

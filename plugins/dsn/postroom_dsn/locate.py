@@ -8,6 +8,7 @@ followed by the attached message's root, whose headers are that message's.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from email.parser import HeaderParser
 from email.policy import compat32
@@ -25,6 +26,20 @@ HEADER_TYPES = frozenset(
     {"message/rfc822-headers", "text/rfc822-headers", "message/global-headers"}
 )
 RETURNED_TYPES = MESSAGE_TYPES | HEADER_TYPES
+
+_FIRST_BRACKETED = re.compile(r"<[^<>]*+>")
+
+
+def message_id_of(value: str) -> list[str]:
+    """The id a Message-ID field names: its first ``<id>``, else its first
+    token (a list of one, or empty).
+
+    A Message-ID field names one message; only that piece is parsed, so a
+    field holding thousands of ids costs no more than its length to scan (and
+    gives no thousand store look-ups).
+    """
+    bracketed = _FIRST_BRACKETED.search(value)
+    return parse_message_ids(bracketed.group(0) if bracketed else value, single=True)[:1]
 
 
 def children(message: ParsedMessage, index: int) -> Iterator[tuple[int, Part]]:
@@ -77,12 +92,12 @@ def delivery_status_text(message: ParsedMessage, report: int | None) -> str | No
 def _header_block_ids(text: str) -> list[str]:
     headers = HeaderParser(policy=compat32).parsestr(text.lstrip("\r\n"), headersonly=True)
     value = headers.get("Message-ID")
-    return parse_message_ids(str(value), single=True) if value is not None else []
+    return message_id_of(str(value)) if value is not None else []
 
 
 def returned_message_ids(message: ParsedMessage) -> list[str]:
-    """Message-IDs of the returned messages, outermost first."""
-    found: list[str] = []
+    """Message-IDs of the returned messages, outermost first, each once."""
+    found: dict[str, None] = {}
     parts = message.parts
     for index, part in enumerate(parts):
         ids: list[str] = []
@@ -90,13 +105,11 @@ def returned_message_ids(message: ParsedMessage) -> list[str]:
             inner = parts[index + 1] if index + 1 < len(parts) else None
             if inner is not None and inner.depth == part.depth + 1:
                 value = inner.header("Message-ID")
-                ids = parse_message_ids(value, single=True) if value else []
+                ids = message_id_of(value) if value else []
         elif part.content_type in HEADER_TYPES and part.text:
             ids = _header_block_ids(part.text)
-        for mid in ids:
-            if mid not in found:
-                found.append(mid)
-    return found
+        found.update(dict.fromkeys(ids))
+    return list(found)
 
 
 def has_part(message: ParsedMessage, types: frozenset[str]) -> bool:

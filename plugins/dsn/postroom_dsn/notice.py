@@ -14,10 +14,16 @@ recipients.
   part, or a broken MIME structure) are read as such.
 * :func:`refine`: recipients of a delivery-status part whose status is missing
   or generic get the specific code the notice states for them.
+
+A notice is written by whoever sent the message, so every pattern here runs in
+linear time: no two unbounded repeats that can match the same characters sit
+side by side, blanks next to ``^`` never span lines, each address's region is
+read once, and tags without an end are not searched for again.
 """
 
 from __future__ import annotations
 
+import bisect
 import html
 import re
 
@@ -35,41 +41,90 @@ _DELAY = re.compile(
 )
 #: where the returned message starts inside a notice's text (Sendmail's "The
 #: original message was received at ..." is an opening line, not the copy)
+#: (a blank line is passed over at once: a notice may have thousands)
 _RETURNED_START = re.compile(
-    r"^[ \t]*(?:[-=*_>]{2,}.*)?(?:this is a copy of|below this line is a copy"
+    r"^(?=[ \t]*+\S)(?:[ \t]*+(?:[-=*_>]{2}.*?)?(?:this is a copy of|below this line is a copy"
     r"|original (?:message|mail)(?!\s+was\s+received)|unsent message|returned message"
     r"|message headers follow|original message headers|copy of the message"
     r"|headers of the original|forwarded message|the following is a copy)"
-    r"|^(?:return-path|received|dkim-signature|x-received|arc-seal|authentication-results):\s",
+    r"|(?:return-path|received|dkim-signature|x-received|arc-seal|authentication-results):\s)",
     re.IGNORECASE | re.MULTILINE,
 )
-_ADDRESS = re.compile(r"(?<![\w.+=-])[\w.+'=-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+#: an address; it starts where a run of local-part characters starts (an
+#: address cannot start inside one, so trying there again would only repeat
+#: the scan of the run: quadratic on ``a'a'a'...``)
+_ADDRESS = re.compile(r"(?<![\w.+'=-])[\w.+'=-]++@[A-Za-z0-9-]++(?:\.[A-Za-z0-9-]++)+")
 _NOT_RECIPIENT_LOCAL = ("postmaster", "mailer-daemon", "mailerdaemon", "post_master", "abuse")
 #: what precedes an address that is not a recipient: a quoted Message-ID, or
 #: the sender in an SMTP transcript or quoted header
 _NOT_RECIPIENT_BEFORE = re.compile(
-    r"(?:message-id|mail\s+from|^[ \t]*from|envelope-from|sender)\s*:?\s*<?\Z",
+    r"(?:message-id|mail\s+from|^[ \t]*from|envelope-from|sender)\s*+(?::\s*+)?<?\Z",
     re.IGNORECASE | re.MULTILINE,
 )
 #: where a notice states a recipient: the address opens a line (bare, quoted,
 #: in ``<>``, after a bullet or a reply code) or follows a label naming it one
 _RECIPIENT_SLOT = re.compile(
-    r"(?:^[ \t]*(?:[*\-\u2022]|[245]\d\d)?[ \t]*|(?:rcpt\s+to|recipient(?:\s+address)?"
-    r"|delivered\s+to|failed\s+recipient)\s*:?\s*(?:rfc822;\s*)?)[<\"]?\Z",
+    r"(?:^[ \t]*+(?:(?:[*\-\u2022]|[245]\d\d)[ \t]*+)?|(?:rcpt\s+to|recipient(?:\s+address)?"
+    r"|delivered\s+to|failed\s+recipient)\s*+(?::\s*+)?(?:rfc822;\s*+)?)[<\"]?\Z",
     re.IGNORECASE | re.MULTILINE,
 )
 _REPLY = re.compile(r"(?<![\w.\[#-])([245][0-5]\d)(?=[\s-])")
-_TAG = re.compile(r"<[^>]*>")
-_BLOCK_END = re.compile(r"<\s*(?:br|/p|/div|/tr|/li|/h\d)[^>]*>", re.IGNORECASE)
-_SCRIPT = re.compile(r"<(style|script)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
-_TO_LINE = re.compile(r"^\s*>?\s*to:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
+_TAG = re.compile(r"<[^>]*+>")
+_BLOCK_END = re.compile(r"<\s*+(?:br|/p|/div|/tr|/li|/h\d)[^>]*+>", re.IGNORECASE)
+_SCRIPT_START = re.compile(r"<(style|script)", re.IGNORECASE)
+_SCRIPT_END = {
+    name: re.compile(rf"</{name}\s*+>", re.IGNORECASE) for name in ("style", "script")
+}
+#: a ``To:`` line, maybe quoted with ``>``; blanks that cannot leave the line
+_TO_LINE = re.compile(r"^[ \t]*+(?:>[ \t]*+)?to:[ \t]*(.+)$", re.IGNORECASE | re.MULTILINE)
 _LOOKBEHIND = 40
 
 
+def _without_scripts(markup: str) -> str:
+    """*markup* with its ``<style>`` and ``<script>`` elements replaced by a blank.
+
+    Each stretch of text is searched once: the ``>`` that ends an opening tag
+    is remembered for the openings before it, and an element that never ends
+    takes its name out of the search (no later one of that name can end).
+    """
+    pieces: list[str] = []
+    position = search_from = 0
+    names = {"style", "script"}
+    tag_end = -1  # the first ">" after the last opening looked at
+    while names:
+        start = _SCRIPT_START.search(markup, search_from)
+        if start is None:
+            break
+        name = start.group(1).lower()
+        search_from = start.start() + 1
+        if name not in names:
+            continue
+        if tag_end < start.end():
+            tag_end = markup.find(">", start.end())
+            if tag_end < 0:
+                break  # no opening tag ends any more
+        end = _SCRIPT_END[name].search(markup, tag_end + 1)
+        if end is None:
+            names.discard(name)
+            continue
+        pieces += [markup[position : start.start()], " "]
+        position = search_from = end.end()
+    pieces.append(markup[position:])
+    return "".join(pieces)
+
+
+def _closed_tags_sub(pattern: re.Pattern[str], replacement: str, text: str) -> str:
+    """``pattern.sub`` on the part of *text* up to its last ``>``: a tag
+    pattern tried at a ``<`` that no ``>`` follows would scan to the end for
+    every such ``<``."""
+    last = text.rfind(">") + 1
+    return pattern.sub(replacement, text[:last]) + text[last:]
+
+
 def _html_text(markup: str) -> str:
-    text = _SCRIPT.sub(" ", markup)
-    text = _BLOCK_END.sub("\n", text)
-    return html.unescape(_TAG.sub("", text))
+    text = _without_scripts(markup)
+    text = _closed_tags_sub(_BLOCK_END, "\n", text)
+    return html.unescape(_closed_tags_sub(_TAG, "", text))
 
 
 def notice_text(message: ParsedMessage) -> str:
@@ -138,8 +193,9 @@ def _first(pattern: re.Pattern[str], text: str) -> str | None:
     return next((c for c in codes if c[0] in "45"), codes[0] if codes else None)
 
 
-def _returned_recipients(message: ParsedMessage) -> list[str]:
-    """Fallback when the notice names nobody: the returned message's To."""
+def _returned_recipients(message: ParsedMessage, notice: str) -> list[str]:
+    """Fallback when the notice names nobody: the returned message's To (or
+    an inline copy's ``To:`` line after the *notice*)."""
     for index, part in enumerate(message.parts):
         if part.content_type in RETURNED_TYPES and index + 1 < len(message.parts):
             inner = message.parts[index + 1]
@@ -147,8 +203,7 @@ def _returned_recipients(message: ParsedMessage) -> list[str]:
             if value:
                 return [m.group(0).lower() for m in _ADDRESS.finditer(value)]
     text = message.text or ""
-    cut = len(notice_text(message))
-    match = _TO_LINE.search(text, min(cut, len(text)))
+    match = _TO_LINE.search(text, min(len(notice), len(text)))
     return [m.group(0).lower() for m in _ADDRESS.finditer(match.group(1))] if match else []
 
 
@@ -159,7 +214,8 @@ def _addressed(message: ParsedMessage, notice: str) -> list[tuple[str, int]]:
     found: dict[str, int] = {}
     for match in _ADDRESS.finditer(notice):
         lower = match.group(0).strip(".'").lower()
-        if lower in own and _RECIPIENT_SLOT.search(notice[: match.start()][-_LOOKBEHIND:]):
+        before = notice[max(0, match.start() - _LOOKBEHIND) : match.start()]
+        if lower in own and _RECIPIENT_SLOT.search(before):
             found.setdefault(lower, match.start())
     return list(found.items())
 
@@ -173,20 +229,34 @@ def _prose_recipients(message: ParsedMessage, notice: str, first: bool = False) 
         positions = dict(candidates)
         candidates = [(a, positions.get(a, len(notice))) for a in dict.fromkeys(listed)]
     if not candidates:
-        candidates = [(a, len(notice)) for a in _returned_recipients(message)]
+        candidates = [(a, len(notice)) for a in _returned_recipients(message, notice)]
     if not candidates:
         candidates = _addressed(message, notice)
+    whole = _Codes(notice)
+    starts = sorted({start for _, start in candidates if start < len(notice)})
     recipients = []
-    for index, (address, start) in enumerate(candidates):
-        end = candidates[index + 1][1] if index + 1 < len(candidates) else len(notice)
-        region = notice[start:end] if start < len(notice) else notice
-        status = _first(STATUS, region)
-        reply = _first(_REPLY, region)
+    for address, start in candidates:
+        if start < len(notice):
+            # up to where the next candidate is named: the regions do not overlap
+            following = bisect.bisect_right(starts, start)
+            end = starts[following] if following < len(starts) else len(notice)
+            codes = _Codes(notice[start:end])
+        else:  # not named in the notice: the notice as a whole
+            codes = whole
+        status, reply = codes.status, codes.reply
         if len(candidates) == 1:  # the notice's every code is about this one
-            status = status or _first(STATUS, notice)
-            reply = reply or _first(_REPLY, notice)
+            status = status or whole.status
+            reply = reply or whole.reply
         recipients.append(Recipient(address, action, status=status, reply_code=reply))
     return recipients
+
+
+class _Codes:
+    """The first failure status and reply codes *text* states, read once."""
+
+    def __init__(self, text: str) -> None:
+        self.status = _first(STATUS, text)
+        self.reply = _first(_REPLY, text)
 
 
 def _inline_recipients(notice: str) -> list[Recipient]:

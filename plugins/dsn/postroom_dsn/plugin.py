@@ -1,10 +1,16 @@
 """The ``dsn`` hook plugin: delivery reports in, DSN requests out.
 
+* ``postroom_analyze`` (in the worker process that parsed the message): reads
+  the report, builds the verdict and its ``_DSNInfo.*`` / ``_DSNRawInfo.*``
+  attached data, and lists the Message-IDs to look up
+  (:mod:`postroom_dsn.analysis`, :mod:`postroom_dsn.classify`).
 * ``postroom_classify`` (priority 100, above the default): ``InboundNDR`` or
-  ``InboundReport`` with the ``_DSNInfo.*`` / ``_DSNRawInfo.*`` attached data
-  (:mod:`postroom_dsn.classify`).
+  ``InboundReport``, the analysed verdict; its only work is the store look-up
+  of the specification's second rule (is a returned Message-ID an outbound
+  interaction's?).
 * ``postroom_enrich``: a report becomes the child of the outbound interaction
-  it reports on, overriding what the built-in threading found.
+  it reports on (looked up by the analysed candidates), overriding what the
+  built-in threading found.
 * ``postroom_submit``: hard-bounced addresses go on the store's suppression
   list (after the commit, idempotent: the store's ``suppress`` is).
 * ``postroom_envelope``: ``options["dsn"]`` of an outbound request becomes
@@ -19,7 +25,7 @@ import attrs
 
 from postroom import hookimpl
 from postroom.config.options import OptionSchema, Scope
-from postroom.context import Context
+from postroom.context import AnalysisContext, Context
 from postroom.model import (
     Envelope,
     Interaction,
@@ -29,14 +35,14 @@ from postroom.model import (
     Subtype,
     Verdict,
 )
-from postroom_dsn.classify import parent_candidates, read_report
+from postroom_dsn import analysis
 from postroom_dsn.data import recipients_from_data
 from postroom_dsn.envelope import ENVID_MAX, parse_request
 
 SECTION = "email-processing"
 NDR_SENDERS = "ndr-senders-list"
 DEFAULT_NDR_SENDERS = ["mailer-daemon", "postmaster", "mmdf"]
-PRIORITY = 100
+PRIORITY = analysis.PRIORITY
 REPORT_SUBTYPES = frozenset({Subtype.INBOUND_NDR.value, Subtype.INBOUND_REPORT.value})
 _OUTBOUND = InteractionType.OUTBOUND.value
 _REASON_MAX = 200
@@ -56,7 +62,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
     )
 
 
-def _senders(ctx: Context) -> list[str]:
+def _senders(ctx: AnalysisContext) -> list[str]:
     return [str(s).strip() for s in ctx.option(SECTION, NDR_SENDERS) or [] if str(s).strip()]
 
 
@@ -66,26 +72,23 @@ async def _outbound(ctx: Context, message_id: str) -> list[Interaction]:
 
 
 @hookimpl
+def postroom_analyze(message: ParsedMessage, ctx: AnalysisContext) -> dict[str, Any]:
+    return {analysis.KEY: analysis.analyse(message, _senders(ctx))}
+
+
+@hookimpl
 async def postroom_classify(message: ParsedMessage, ctx: Context) -> Verdict | None:
     async def is_outbound(message_id: str) -> bool:
         return bool(await _outbound(ctx, message_id))
 
-    report = await read_report(message, _senders(ctx), is_outbound)
-    if report is None:
-        return None
-    return Verdict(
-        subtype=report.subtype,
-        priority=PRIORITY,
-        reason=report.reason,
-        attached_data=report.attached_data,
-    )
+    return await analysis.decide(analysis.of(message), is_outbound)
 
 
 @hookimpl
 async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
     if interaction.subtype not in REPORT_SUBTYPES:
         return
-    for message_id in parent_candidates(message):
+    for message_id in analysis.of(message).parent_candidates:
         found = await _outbound(ctx, message_id)
         if found:
             interaction.parent_id = found[0].id

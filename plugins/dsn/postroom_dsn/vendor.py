@@ -80,8 +80,10 @@ _LIST_ADMIN = re.compile(
     r"^(?:owner-.+|.+-(?:admin|owner|request|bounces?|ctl)|fml|majordomo|mailman|listserv|sympa)$",
     re.IGNORECASE,
 )
+#: the address after "you" is taken whole (an atomic group): trying every ``@``
+#: of a long word as the split point would be quadratic in its length
 _LIST_REJECTION = re.compile(
-    r"\byou(?:\s+\S+@\S+)? are not (?:a )?member|not a member of (?:this|the) (?:mailing )?list"
+    r"\byou(?>\s+\S+@\S+)? are not (?:a )?member|not a member of (?:this|the) (?:mailing )?list"
     r"|loop alert|duplicated message-id"
     r"|your (?:message|post(?:ing)?) (?:to \S+ )?(?:was|has been) rejected",
     re.IGNORECASE,
@@ -102,32 +104,30 @@ def sender_is_null(message: ParsedMessage) -> bool:
 
 def ses_notification(message: ParsedMessage) -> tuple[str, list[Recipient]] | None:
     """An Amazon SES notification (JSON sent by SNS): ``("Bounce", recipients)``,
-    ``("Delivery", recipients)`` or ``("Complaint", [])``; None for other mail."""
+    ``("Delivery", recipients)`` or ``("Complaint", [])``; None for other mail.
+
+    Anyone can send such JSON: values of the wrong type are ignored, never trusted.
+    """
     text = message.text or ""
     start = text.find("{")
     if start < 0 or "notificationType" not in text:  # quoted, or escaped in an SNS envelope
         return None
     data = _json(text[start:])
-    if data is None:
-        return None
     if isinstance(data, dict) and isinstance(data.get("Message"), str):  # raw SNS envelope
-        try:
-            data = json.loads(data["Message"])
-        except ValueError:
-            return None
+        data = _json(data["Message"])
     if not isinstance(data, dict):
         return None
     kind = str(data.get("notificationType") or data.get("eventType") or "")
     recipients: list[Recipient] = []
     if kind == "Bounce":
-        bounce = data.get("bounce") or {}
+        bounce = _mapping(data.get("bounce"))
         transient = str(bounce.get("bounceType", "")).lower() == "transient"
-        for item in bounce.get("bouncedRecipients") or []:
-            diagnostic = item.get("diagnosticCode")
-            status = status_code(item.get("status")) or status_code(diagnostic)
+        for item in map(_mapping, _list(bounce.get("bouncedRecipients"))):
+            diagnostic = _text(item.get("diagnosticCode"))
+            status = status_code(_text(item.get("status"))) or status_code(diagnostic)
             recipients.append(
                 Recipient(
-                    address=item.get("emailAddress"),
+                    address=_text(item.get("emailAddress")),
                     action="delayed" if transient else "failed",
                     status=status,
                     reply_code=reply_code(diagnostic),
@@ -135,12 +135,12 @@ def ses_notification(message: ParsedMessage) -> tuple[str, list[Recipient]] | No
                 )
             )
     elif kind == "Delivery":
-        delivery = data.get("delivery") or {}
-        response = delivery.get("smtpResponse")
-        for address in delivery.get("recipients") or []:
+        delivery = _mapping(data.get("delivery"))
+        response = _text(delivery.get("smtpResponse"))
+        for address in _list(delivery.get("recipients")):
             recipients.append(
                 Recipient(
-                    address=address,
+                    address=_text(address),
                     action="delivered",
                     status=status_code(response),
                     reply_code=reply_code(response),
@@ -152,6 +152,18 @@ def ses_notification(message: ParsedMessage) -> tuple[str, list[Recipient]] | No
     return kind, recipients
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
 def _json(text: str) -> Any:
     """The JSON object at the start of *text*; mail bodies may fold long lines,
     and an MTA may have split a line over 990 characters with ``!``, a line
@@ -161,7 +173,7 @@ def _json(text: str) -> Any:
     for candidate in (text, split, unfold.sub("", text)):
         try:
             return json.JSONDecoder().raw_decode(candidate)[0]
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             continue
     return None
 

@@ -1,19 +1,24 @@
 """The ``mdn`` hook plugin: read receipts in and out.
 
+* ``postroom_analyze`` (in the worker process that parsed the message): reads
+  the receipt, if the message is one, and builds its verdict
+  (:mod:`postroom_mdn.analysis`).
 * ``postroom_classify``: a message disposition notification becomes an
   ``InboundDisposition`` with the ``_MDNInfo.*`` and ``_MDNRawInfo.*`` keys of
-  the specification (section 2). Priority 100: a receipt is a receipt,
-  whatever a generic classifier thinks of its text.
+  the specification (section 2), as analysed. Priority 100: a receipt is a
+  receipt, whatever a generic classifier thinks of its text.
 * ``postroom_enrich``: the receipt becomes a child of the outbound
   interaction whose Message-ID it names (``Original-Message-ID``, else the
   returned message's), overriding the built-in threading, which may have
   found an inbound message with the same id; when there is no such outbound
-  interaction, what threading found stays.
+  interaction, what threading found stays. The store look-up is all it does.
 * ``postroom_envelope``: ``options["mdn"]`` on a send request adds
   ``Disposition-Notification-To`` (see :mod:`postroom_mdn.request`).
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from postroom import hookimpl
 from postroom.context import Context
@@ -23,35 +28,32 @@ from postroom.model import (
     InteractionType,
     OutboundRequest,
     ParsedMessage,
-    Subtype,
     Verdict,
 )
-from postroom_mdn.report import attached_data, read_mdn
+from postroom_mdn import analysis
 from postroom_mdn.request import HEADER, OPTION, receipt_address
 
-PRIORITY = 100
+PRIORITY = analysis.PRIORITY
+
+
+@hookimpl
+def postroom_analyze(message: ParsedMessage) -> dict[str, Any]:
+    return {analysis.KEY: analysis.analyse(message)}
 
 
 @hookimpl
 def postroom_classify(message: ParsedMessage) -> Verdict | None:
-    mdn = read_mdn(message)
-    if mdn is None:
-        return None
-    return Verdict(
-        Subtype.INBOUND_DISPOSITION.value,
-        priority=PRIORITY,
-        reason=f"message disposition notification: {mdn.disposition.type or 'no disposition'}",
-        attached_data=dict(attached_data(mdn)),
-    )
+    receipt = analysis.of(message)
+    return receipt.verdict if receipt is not None else None
 
 
 @hookimpl
 async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx: Context) -> None:
-    mdn = read_mdn(message)
-    if mdn is None or mdn.original_message_id is None:
+    receipt = analysis.of(message)
+    if receipt is None or receipt.original_message_id is None:
         return
     found: list[Interaction] = await ctx.store.find_by_message_id(
-        mdn.original_message_id, type=InteractionType.OUTBOUND.value
+        receipt.original_message_id, type=InteractionType.OUTBOUND.value
     )
     if found:
         interaction.parent_id = found[0].id

@@ -1,8 +1,10 @@
 """Finding and reading a message disposition notification (RFC 8098, RFC 3798).
 
-Pure functions over a :class:`~postroom.model.ParsedMessage`: the hooks in
-:mod:`postroom_mdn.plugin` only call :func:`read_mdn` and turn its answer
-into a verdict, attached data and a parent.
+Pure functions over a :class:`~postroom.model.ParsedMessage`, run by
+``postroom_analyze`` in the worker process that parsed the message
+(:mod:`postroom_mdn.analysis`); the gateway's hooks only read what they found.
+Each part is looked at a bounded number of times, so the time grows linearly
+with the number of parts and the size of their text.
 
 Real receipts are not all shaped like the RFC's example, so the reader is
 lenient where clients are sloppy and strict where a mistake would misfile
@@ -67,6 +69,7 @@ _ACTION = re.compile(r"\b(manual|automatic)[ \t]*-[ \t]*action\b", re.IGNORECASE
 _SENDING = re.compile(r"\bmdn[ \t]*-[ \t]*sent[ \t]*-[ \t]*(manual|automatic)", re.IGNORECASE)
 _TOKEN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _ANY_TYPE = re.compile(r"\b(" + "|".join(DISPOSITION_TYPE_NAMES) + r")\b", re.IGNORECASE)
+_FIRST_BRACKETED = re.compile(r"<[^<>]*+>")
 
 #: several fields of one name (``Error``, ``Warning``) are kept in one raw value
 REPEAT_SEPARATOR = "\n"
@@ -130,6 +133,17 @@ def parse_disposition(value: str) -> Disposition:
     return Disposition(action_mode, sending_mode, dtype, modifiers)
 
 
+def first_message_id(value: str) -> str | None:
+    """The id a Message-ID field names: its first ``<id>``, else its first token.
+
+    Only that piece is parsed: a field of thousands of ids names one message,
+    and parsing them all would cost more than the field's length.
+    """
+    bracketed = _FIRST_BRACKETED.search(value)
+    ids = parse_message_ids(bracketed.group(0) if bracketed else value, single=True)
+    return ids[0] if ids else None
+
+
 def recipient_address(value: str) -> str | None:
     """The bare address of ``rfc822; someone@example.com`` (any address type)."""
     text = strip_comments(value).strip()
@@ -156,35 +170,31 @@ def canonical_fields(fields: list[tuple[str, str]]) -> tuple[tuple[str, str], ..
 # -------------------------------------------------------------- the tree
 
 
-def _subtree(parts: list[Part], index: int) -> list[Part]:
-    """The parts under ``parts[index]`` (pre-order: the following deeper ones).
+def _subtree_end(parts: list[Part], index: int) -> int:
+    """The index after the last part under ``parts[index]`` (pre-order: the
+    following deeper ones).
 
     Depth, not the IMAP path, tells: an attached message's root part has the
     same path as the ``message/rfc822`` part that holds it.
     """
     depth = parts[index].depth
-    below: list[Part] = []
-    for part in parts[index + 1 :]:
-        if part.depth <= depth:
-            break
-        below.append(part)
-    return below
+    end = index + 1
+    while end < len(parts) and parts[end].depth > depth:
+        end += 1
+    return end
 
 
-def _index(parts: list[Part], part: Part) -> int:
-    return next(i for i, p in enumerate(parts) if p is part)
-
-
-def _own_parts(parts: list[Part]) -> list[Part]:
-    """Parts of the message itself, not of a message it returns or forwards."""
-    own: list[Part] = []
-    skip_to = -1
-    for index, part in enumerate(parts):
-        if index < skip_to:
-            continue
-        own.append(part)
-        if part.content_type in ENCAPSULATING_TYPES:
-            skip_to = index + 1 + len(_subtree(parts, index))
+def _own_parts(parts: list[Part]) -> list[int]:
+    """Indexes of the parts of the message itself, not of a message it returns
+    or forwards (whose parts are skipped, each once)."""
+    own: list[int] = []
+    index = 0
+    while index < len(parts):
+        own.append(index)
+        if parts[index].content_type in ENCAPSULATING_TYPES:
+            index = _subtree_end(parts, index)
+        else:
+            index += 1
     return own
 
 
@@ -204,19 +214,20 @@ def _disposition_fields(candidates: list[Part]) -> list[tuple[str, str]] | None:
     return None
 
 
-def _returned_message_id(scope: list[Part], every: list[Part]) -> str | None:
+def _returned_message_id(scope: list[int], every: list[Part]) -> str | None:
     """The Message-ID of the returned message or header block, if any."""
-    for part in scope:
+    for index in scope:
+        part = every[index]
         value = None
         if part.content_type in ENCAPSULATING_TYPES:
             # the returned message's own headers are on its root part, next in pre-order
-            inner = _subtree(every, _index(every, part))
-            value = inner[0].header("Message-ID") if inner else None
+            below = index + 1 < len(every) and every[index + 1].depth > part.depth
+            value = every[index + 1].header("Message-ID") if below else None
         elif part.content_type in HEADER_TYPES and part.text:
             value = first(parse_fields(part.text), "Message-ID")
-        ids = parse_message_ids(value, single=True) if value else []
-        if ids:
-            return ids[0]
+        found = first_message_id(value) if value else None
+        if found:
+            return found
     return None
 
 
@@ -224,22 +235,24 @@ def read_mdn(message: ParsedMessage) -> MDN | None:
     """The receipt *message* is, or None when it is not one."""
     if message.is_wrapped:
         return None
-    own = _own_parts(message.parts)
-    report = next((p for p in own if p.content_type == REPORT), None)
+    parts = message.parts
+    own = _own_parts(parts)
+    report = next((i for i in own if parts[i].content_type == REPORT), None)
     if report is not None:
-        below = _subtree(message.parts, _index(message.parts, report))
-        scope = [p for p in below if any(p is q for q in own)]
-        kind = _report_type(report)
+        end = _subtree_end(parts, report)
+        # the report's own parts: those of the message itself below it
+        scope = [i for i in own if report < i < end]
+        kind = _report_type(parts[report])
         if kind and kind != MDN_REPORT_TYPE:
             return None
-        raw = _disposition_fields(scope)
+        raw = _disposition_fields([parts[i] for i in scope])
         if raw is None and not kind:
             return None
     else:
         scope = own
-        if not any(p.content_type in DISPOSITION_TYPES for p in own):
+        if not any(parts[i].content_type in DISPOSITION_TYPES for i in own):
             return None
-        raw = _disposition_fields(scope)
+        raw = _disposition_fields([parts[i] for i in scope])
     fields = canonical_fields(raw or [])
     values = {name.lower(): value for name, value in fields}
     disposition = parse_disposition(values.get("disposition", ""))
@@ -254,8 +267,7 @@ def read_mdn(message: ParsedMessage) -> MDN | None:
         recipient = message.from_addr
     original = None
     if values.get("original-message-id"):
-        ids = parse_message_ids(values["original-message-id"], single=True)
-        original = ids[0] if ids else None
+        original = first_message_id(values["original-message-id"])
     if original is None:
         original = _returned_message_id(scope, message.parts)
     return MDN(fields, disposition, recipient, original)

@@ -9,6 +9,11 @@ message in one transaction and deduplicates each by (source key, copy key), so
 a fan-out interrupted by a crash is completed exactly once when the message is
 fetched again.
 
+Where the work runs: ``postroom_analyze`` lists the recipients in the worker
+process that parsed the message (a To with 100,000 addresses is anyone's to
+send); ``postroom_expand``, in the gateway, only copies the interaction for
+the first ``inbound-msg-copy-limit`` of them.
+
 Decisions (see ``docs/plugins/split.md``):
 
 * one recipient still gives one copy, tagged like any other, so routing can
@@ -44,6 +49,14 @@ DEFAULT_LIMIT = 10
 MAX_LIMIT = 50
 #: attached key: recipients that got no copy because of the limit (only when > 0)
 DROPPED_KEY = "split.RecipientsDropped"
+#: the key of ``message.analysis`` this plugin fills: the unique recipients
+ANALYSIS_KEY = "split.recipients"
+#: recipients named in the warning about those left out; the rest are counted
+_WARN_NAMES = 20
+
+
+class NotAnalysed(RuntimeError):
+    """The message reached ``postroom_expand`` without this plugin's analysis."""
 
 
 @hookimpl
@@ -83,13 +96,33 @@ def postroom_configure(config: Any) -> None:
 
 
 @hookimpl
+def postroom_analyze(message: ParsedMessage) -> dict[str, Any]:
+    """The recipients, To then CC, each once (whether the mailbox splits or not:
+    the list is cheap, and a message is analysed before its mailbox's options
+    could change)."""
+    return {ANALYSIS_KEY: tuple(unique_recipients(message.to, message.cc))}
+
+
+def analysed_recipients(message: ParsedMessage) -> tuple[str, ...]:
+    """What ``postroom_analyze`` found; :class:`NotAnalysed` when it is missing."""
+    found = message.analysis.get(ANALYSIS_KEY)
+    if not isinstance(found, tuple):
+        raise NotAnalysed(
+            f"the message has no analysis under {ANALYSIS_KEY!r}: postroom_analyze did "
+            "not run for it or failed (see _PluginErrors); the gateway does not read a "
+            "message's content itself"
+        )
+    return found
+
+
+@hookimpl
 def postroom_expand(
     interaction: Interaction, message: ParsedMessage, ctx: Context
 ) -> list[Interaction] | None:
     mailbox = ctx.mailbox
     if mailbox is None or not mailbox.get(ENABLED) or message.is_wrapped:
         return None
-    recipients = unique_recipients(message.to, message.cc)
+    recipients = analysed_recipients(message)
     if not recipients:
         return None
     limit = int(mailbox.get(LIMIT))
@@ -98,15 +131,18 @@ def postroom_expand(
     extra: dict[str, Any] = {}
     if dropped > 0:
         extra[DROPPED_KEY] = dropped
+        left_out = recipients[limit : limit + _WARN_NAMES]
+        more = f" and {dropped - len(left_out)} more" if dropped > len(left_out) else ""
         log.warning(
             "mailbox %s: e-mail %s has %d recipients in To and CC, inbound-msg-copy-limit "
-            "is %d: %d got no copy (%s)",
+            "is %d: %d got no copy (%s%s)",
             mailbox.name,
             message.message_id or "(no Message-ID)",
             len(recipients),
             limit,
             dropped,
-            ", ".join(recipients[limit:]),
+            ", ".join(left_out),
+            more,
             extra={"mailbox": mailbox.name},
         )
     return [copy_for(interaction, address, key, extra) for address in kept]

@@ -27,6 +27,7 @@ from postroom.runner import InlineRunner
 from postroom.store.async_store import AsyncStore
 from postroom.store.sqlite import MemoryStore
 from tests.conftest import run
+from tests.plugins.analysis import analysed
 
 #: 2023-11-14T22:13:20Z: any fixed instant will do; not the epoch, to catch
 #: code that would read the wall clock instead of ctx.clock
@@ -79,6 +80,8 @@ class Harness:
         )
 
     def enrich(self, message: ParsedMessage, subtype: str = "InboundNew") -> Interaction:
+        """analyze, then enrich as after a classifier decided *subtype*."""
+        analysed(self.hooks, message, self.ctx)
         interaction = Interaction(
             subtype=subtype,
             from_addr=message.from_addr,

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import pickle
 from pathlib import Path
 
 import pytest
 
+from postroom.model import Interaction
+from postroom_autoreply.analysis import Analysis
+from postroom_autoreply.detection import Finding
 from postroom_autoreply.subjects import OUT_OF_OFFICE_PREFIXES
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run
+from tests.plugins.analysis import analysed
 from tests.plugins.autoreply.support import Harness, message, parse_file
 
 
@@ -245,3 +250,37 @@ def test_the_corpus_non_bounces_are_not_marked(harness: Harness, corpus: Path) -
     for entry in people:
         interaction = harness.enrich(parse_file(corpus / entry["file"]))
         assert "_AutoReply" not in interaction.attached_data, entry["file"]
+
+
+# ---------------------------------------------------------- where the work runs
+
+
+def test_the_analysis_holds_rules_2_to_10_and_rule_1_is_applied_in_enrich(
+    harness: Harness,
+) -> None:
+    parsed = analysed(harness.hooks, message("Precedence: bulk"), harness.ctx)
+    found = parsed.analysis["autoreply.analysis"]
+    assert found == Analysis(Finding("precedence", "Precedence: bulk"), x_loop_own=None)
+    assert pickle.loads(pickle.dumps(found)) == found
+    # the classifiers' subtype is known in the gateway only, and comes first
+    interaction = Interaction(subtype="InboundNDR", from_addr=parsed.from_addr)
+    run(harness.hooks.enrich(parsed, interaction, harness.ctx))
+    assert interaction.attached_data["_AutoReplyReason"] == "subtype: InboundNDR"
+
+
+def test_the_gateway_reads_the_analysis_not_the_message(harness: Harness) -> None:
+    parsed = analysed(harness.hooks, message("Auto-Submitted: auto-replied"), harness.ctx)
+    parsed.headers, parsed.subject = [], ""  # nothing left to read
+    interaction = Interaction(subtype="InboundNew", from_addr=parsed.from_addr)
+    run(harness.hooks.enrich(parsed, interaction, harness.ctx))
+    assert interaction.attached_data["_AutoReplyReason"] == "Auto-Submitted: auto-replied"
+
+
+def test_a_message_that_was_not_analysed_is_an_error_not_a_scan(harness: Harness) -> None:
+    interaction = Interaction(subtype="InboundNew")
+    run(harness.hooks.enrich(message("Auto-Submitted: auto-replied"), interaction, harness.ctx))
+    assert "_AutoReply" not in interaction.attached_data
+    errors = interaction.attached_data["_PluginErrors"]
+    assert isinstance(errors, str)
+    assert "autoreply: postroom_enrich: NotAnalysed" in errors
+    assert "no analysis under 'autoreply.analysis'" in errors

@@ -22,6 +22,7 @@ from postroom.plugins.facade import PLUGIN_ERRORS_KEY, Hooks
 from postroom_dsn import plugin
 from tests.conftest import CORPUS, run
 from tests.hooks.support import FakeConfig, FakeStore, hooks_with, make_ctx
+from tests.plugins.analysis import analysed
 
 NDR = Subtype.INBOUND_NDR.value
 REPORT = Subtype.INBOUND_REPORT.value
@@ -39,6 +40,7 @@ def parse(path: Path) -> ParsedMessage:
 
 def classify(hooks: Hooks, message: ParsedMessage) -> Interaction:
     ctx = make_ctx(config=FakeConfig(CONFIG), store=FakeStore())
+    analysed(hooks, message, ctx)
     interaction = Interaction()
     verdict = run(hooks.classify(message, ctx, interaction))
     interaction.subtype = verdict.subtype

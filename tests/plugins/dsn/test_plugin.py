@@ -19,9 +19,11 @@ from postroom.model import (
 from postroom.parsing import ParseLimits, parse_bytes
 from postroom.plugins.facade import PLUGIN_ERRORS_KEY, PluginFailure
 from postroom_dsn import plugin
+from postroom_dsn.analysis import Analysis
 from postroom_dsn.envelope import xtext_decode, xtext_encode
 from tests.conftest import run
 from tests.hooks.support import FakeConfig, FakeStore, hooks_with, make_ctx
+from tests.plugins.analysis import analysed
 
 NDR = Subtype.INBOUND_NDR.value
 REPORT = Subtype.INBOUND_REPORT.value
@@ -57,10 +59,10 @@ def parse(text: str) -> ParsedMessage:
 
 
 def ingest(text: str, store: Store | None = None, senders: list[str] | None = None) -> Interaction:
-    """classify + enrich as the pipeline runs them, with every built-in plugin."""
+    """analyze + classify + enrich as the pipeline runs them, with every built-in plugin."""
     hooks = hooks_with(("dsn", plugin))
     ctx = ctx_with(store, senders)
-    message = parse(text)
+    message = analysed(hooks, parse(text), ctx)
     interaction = Interaction(message_id=message.message_id)
     verdict = run(hooks.classify(message, ctx, interaction))
     interaction.subtype = verdict.subtype
@@ -273,6 +275,60 @@ def test_a_report_forwarded_inside_a_message_is_read_one_level_deeper() -> None:
     interaction = ingest(text)
     assert interaction.subtype == NDR
     assert interaction.attached_data["_DSNInfo.Recipient1.Recipient"] == "a@example.com"
+
+
+# ------------------------------------------------- analysis and the gateway step
+
+
+def analysis_of(text: str, senders: list[str] | None = None) -> Analysis:
+    hooks = hooks_with(("dsn", plugin))
+    message = analysed(hooks, parse(text), ctx_with(senders=senders))
+    found = message.analysis["dsn.analysis"]
+    assert isinstance(found, Analysis)
+    return found
+
+
+def test_the_analysis_decides_what_it_can_and_lists_what_to_look_up() -> None:
+    decided = analysis_of(report(FAILED))
+    assert decided.verdict is not None and decided.verdict.subtype == NDR
+    assert decided.verdict.priority == plugin.PRIORITY
+    assert decided.if_outbound is None
+    assert decided.parent_candidates == (OUTBOUND_ID,)
+    # rule two from a customer: only the store can tell
+    open_question = analysis_of(forwarded("customer@example.com"))
+    assert open_question.verdict is None
+    assert open_question.if_outbound is not None and open_question.if_outbound.subtype == NDR
+    assert open_question.returned_ids == (OUTBOUND_ID,)
+    # rule two from a mail system: decided without the store
+    mail_system = analysis_of(forwarded("Mail System <postmaster@mx.example.org>", "Notice"))
+    assert mail_system.verdict is not None and mail_system.if_outbound is None
+    assert analysis_of("From: bob@example.com\nSubject: Hi\n\nHello\n") == Analysis(None)
+
+
+def test_the_gateway_hooks_read_the_analysis_not_the_message() -> None:
+    hooks = hooks_with(("dsn", plugin))
+    store = Store([outbound()])
+    ctx = ctx_with(store)
+    message = analysed(hooks, parse(forwarded("customer@example.com")), ctx)
+    message.parts, message.text, message.headers = [], None, []  # nothing left to read
+    interaction = Interaction()
+    verdict = run(hooks.classify(message, ctx, interaction))
+    interaction.subtype = verdict.subtype
+    run(hooks.enrich(message, interaction, ctx))
+    assert verdict.subtype == NDR and interaction.parent_id == store.interactions[0].id
+    assert PLUGIN_ERRORS_KEY not in interaction.attached_data
+
+
+def test_a_message_that_was_not_analysed_is_an_error_not_a_scan() -> None:
+    hooks = hooks_with(("dsn", plugin))
+    store = Store([outbound()])
+    interaction = Interaction()
+    verdict = run(hooks.classify(parse(report(FAILED)), ctx_with(store), interaction))
+    assert verdict.subtype == NEW  # no verdict: the report was not read
+    errors = interaction.attached_data[PLUGIN_ERRORS_KEY]
+    assert "dsn: postroom_classify: NotAnalysed" in errors
+    assert "no analysis under 'dsn.analysis'" in errors
+    assert store.looked_up == []
 
 
 # ------------------------------------------------------------------ threading

@@ -7,6 +7,7 @@ facade, with the built-in plugins in front, as in the pipeline.
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -23,10 +24,12 @@ from postroom.plugins.manager import load_plugins
 from postroom.runner import InlineRunner
 from postroom.services.gateway import Gateway
 from postroom_mdn import plugin
+from postroom_mdn.analysis import Receipt
 from postroom_mdn.fields import parse_fields
 from postroom_mdn.report import parse_disposition, read_mdn, recipient_address
 from tests.conftest import run
 from tests.hooks.support import FakeStore, hooks_with, make_ctx
+from tests.plugins.analysis import analysed
 from tests.plugins.mdn import fixtures
 
 MDN_EP = EntryPoint(name="mdn", value="postroom_mdn.plugin", group="postroom.plugins")
@@ -37,10 +40,11 @@ def parse(data: bytes) -> ParsedMessage:
 
 
 def classify(data: bytes) -> Interaction:
-    """classify as the pipeline does: subtype and the winner's attached data."""
+    """analyze then classify as the pipeline does: subtype and the winner's attached data."""
     hooks = hooks_with(("mdn", plugin))
+    ctx = make_ctx()
     interaction = Interaction()
-    verdict = run(hooks.classify(parse(data), make_ctx(), interaction))
+    verdict = run(hooks.classify(analysed(hooks, parse(data), ctx), ctx, interaction))
     interaction.subtype = verdict.subtype
     interaction.attached_data.update(verdict.attached_data)
     return interaction
@@ -60,7 +64,8 @@ def test_the_entry_point_is_the_plugin_and_it_is_enabled_by_default() -> None:
     assert MDN_EP.load() is plugin
     plugins = load_plugins(None, available=[MDN_EP])
     assert plugins.order[-1] == "mdn" and plugins.warnings == []
-    assert plugins.hooks_of(plugin) == ["postroom_classify", "postroom_enrich", "postroom_envelope"]
+    assert plugins.hooks_of(plugin) == [
+        "postroom_analyze", "postroom_classify", "postroom_enrich", "postroom_envelope"]
 
 
 # --------------------------------------------------------------------- corpus
@@ -194,7 +199,9 @@ def test_the_mdn_verdict_beats_an_ordinary_classifier() -> None:
             return Verdict("InboundUrgent", priority=50)
 
     hooks = hooks_with(("aaa", Urgent()), ("mdn", plugin))
-    verdict = run(hooks.classify(parse(fixtures.OUTLOOK), make_ctx(), Interaction()))
+    ctx = make_ctx()
+    message = analysed(hooks, parse(fixtures.OUTLOOK), ctx)
+    verdict = run(hooks.classify(message, ctx, Interaction()))
     assert verdict.subtype == "InboundDisposition" and verdict.plugin == "mdn"
 
 
@@ -266,14 +273,54 @@ def test_field_blocks_unfold_and_skip_junk() -> None:
     ]
 
 
+# ---------------------------------------------- where the work runs: analysis
+
+
+def test_the_analysis_is_the_receipt_with_its_verdict_and_it_pickles() -> None:
+    hooks = hooks_with(("mdn", plugin))
+    message = analysed(hooks, parse(fixtures.OUTLOOK), make_ctx())
+    receipt = message.analysis["mdn.receipt"]
+    assert isinstance(receipt, Receipt)
+    assert receipt.verdict.subtype == "InboundDisposition" and receipt.verdict.priority == 100
+    assert receipt.original_message_id == "<out-815@centre.example>"
+    assert pickle.loads(pickle.dumps(receipt)) == receipt
+    assert analysed(hooks, parse(fixtures.PLAIN), make_ctx()).analysis["mdn.receipt"] is None
+
+
+def test_the_gateway_hooks_read_the_analysis_not_the_message() -> None:
+    hooks = hooks_with(("mdn", plugin))
+    outbound = Interaction(type="Outbound", message_id="<out-815@centre.example>")
+    ctx = make_ctx(store=FakeStore([outbound]))
+    message = analysed(hooks, parse(fixtures.OUTLOOK), ctx)
+    message.parts, message.headers = [], []  # nothing left to read
+    interaction = Interaction()
+    verdict = run(hooks.classify(message, ctx, interaction))
+    run(hooks.enrich(message, interaction, ctx))
+    assert verdict.subtype == "InboundDisposition" and interaction.parent_id == outbound.id
+
+
+def test_a_message_that_was_not_analysed_is_an_error_not_a_scan() -> None:
+    hooks = hooks_with(("mdn", plugin))
+    store = FakeStore([])
+    interaction = Interaction()
+    verdict = run(hooks.classify(parse(fixtures.OUTLOOK), make_ctx(store=store), interaction))
+    run(hooks.enrich(parse(fixtures.OUTLOOK), interaction, make_ctx(store=store)))
+    assert verdict.subtype == "InboundNew"
+    errors = interaction.attached_data["_PluginErrors"].splitlines()
+    assert [e.split(":")[1].strip() for e in errors] == ["postroom_classify", "postroom_enrich"]
+    assert all("no analysis under 'mdn.receipt'" in e for e in errors)
+    assert store.looked_up == []
+
+
 # ------------------------------------------------------------------ threading
 
 
 def enrich(data: bytes, store: FakeStore, parent_id: str | None = None) -> Interaction:
     """Every built-in plugin (threading included) then mdn, as in the pipeline."""
     hooks = hooks_with(("mdn", plugin))
+    ctx = make_ctx(store=store)
     interaction = Interaction(parent_id=parent_id)
-    run(hooks.enrich(parse(data), interaction, make_ctx(store=store)))
+    run(hooks.enrich(analysed(hooks, parse(data), ctx), interaction, ctx))
     assert "_PluginErrors" not in interaction.attached_data
     return interaction
 

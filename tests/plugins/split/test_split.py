@@ -42,6 +42,8 @@ from postroom_split import plugin
 from postroom_split.recipients import unique_recipients
 from tests.conftest import run
 from tests.hooks.support import make_ctx
+from tests.linear import assert_linear
+from tests.plugins.analysis import analysed
 
 SPLIT_EP = EntryPoint(name="split", value="postroom_split.plugin", group="postroom.plugins")
 
@@ -96,7 +98,7 @@ def configured(options: str = "") -> tuple[Hooks, SiteConfig, Context]:
 
 def expand(data: bytes, options: str = SPLIT_ON) -> tuple[Interaction, list[Interaction]]:
     hooks, _config, ctx = configured(options)
-    parsed = parse_bytes(data, ParseLimits())
+    parsed = analysed(hooks, parse_bytes(data, ParseLimits()), ctx)
     original = Interaction(
         to=list(parsed.to), cc=list(parsed.cc), attached_data={"_AttachmentFileNames": "a.pdf"}
     )
@@ -173,7 +175,9 @@ def recipients(count: int) -> str:
     return ", ".join(f"agent{i:02d}@centre.example" for i in range(count))
 
 
-@pytest.mark.parametrize(("limit", "count"), [(1, 1), (1, 3), (50, 50), (50, 60), (None, 12)])
+@pytest.mark.parametrize(
+    ("limit", "count"), [(1, 1), (1, 3), (50, 50), (50, 60), (None, 12), (10, 35)]
+)
 def test_the_copy_limit(limit: int | None, count: int, caplog: pytest.LogCaptureFixture) -> None:
     options = SPLIT_ON + (f"\ninbound-msg-copy-limit: {limit}" if limit is not None else "")
     caplog.set_level(logging.WARNING, logger="postroom_split")
@@ -187,6 +191,11 @@ def test_the_copy_limit(limit: int | None, count: int, caplog: pytest.LogCapture
         [warning] = warnings
         assert "mailbox support" in warning.getMessage()
         assert f"{dropped} got no copy" in warning.getMessage()
+        named = [f"agent{i:02d}@centre.example" for i in range(kept, count)]
+        assert all(address in warning.getMessage() for address in named[:20])
+        assert all(address not in warning.getMessage() for address in named[20:])
+        if dropped > 20:  # the rest counted, not listed: a long To makes no long log line
+            assert f"and {dropped - 20} more)" in warning.getMessage()
     else:
         assert all("split.RecipientsDropped" not in c.attached_data for c in copies)
         assert warnings == []
@@ -219,6 +228,38 @@ def test_no_recipient_or_a_wrapping_message_is_not_split() -> None:
                             wrapping_reason="NUL bytes in the header block")  # fmt: skip
     interaction = Interaction()
     assert hooks.expand(interaction, wrapped, ctx) == [interaction]
+
+
+def test_expand_reads_the_analysed_recipients_not_the_message() -> None:
+    hooks, _config, ctx = configured(SPLIT_ON)
+    parsed = analysed(hooks, parse_bytes(message("a@centre.example, b@centre.example"),
+                                         ParseLimits()), ctx)  # fmt: skip
+    assert parsed.analysis["split.recipients"] == ("a@centre.example", "b@centre.example")
+    parsed.to, parsed.headers = [], []  # nothing left to read
+    copies = hooks.expand(Interaction(), parsed, ctx)
+    assert [c.copy_key for c in copies] == ["a@centre.example", "b@centre.example"]
+
+
+def test_a_message_that_was_not_analysed_stops_the_split_loudly() -> None:
+    hooks, _config, ctx = configured(SPLIT_ON)
+    parsed = parse_bytes(message("a@centre.example, b@centre.example"), ParseLimits())
+    with pytest.raises(plugin.NotAnalysed, match=r"no analysis under 'split\.recipients'"):
+        hooks.expand(Interaction(), parsed, ctx)
+    # a mailbox that does not split never needs it
+    hooks, _config, ctx = configured("")
+    interaction = Interaction()
+    assert hooks.expand(interaction, parsed, ctx) == [interaction]
+
+
+def test_listing_the_recipients_takes_linear_time() -> None:
+    def addressed(n: int) -> ParsedMessage:
+        # every address twice, in another case: each is compared once
+        to = [f"Agent{i}@Centre.example" for i in range(n)]
+        return ParsedMessage(to=to, cc=[a.lower() for a in to])
+
+    found = plugin.postroom_analyze(addressed(3))["split.recipients"]
+    assert found == ("Agent0@Centre.example", "Agent1@Centre.example", "Agent2@Centre.example")
+    assert_linear(addressed, plugin.postroom_analyze, start=1 << 17)
 
 
 def test_unique_recipients_rule() -> None:
