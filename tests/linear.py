@@ -4,8 +4,9 @@ A hostile message must not cost more than linear time. Fixed time limits in
 tests lie on a loaded machine, so these tests compare the program with itself
 in the same test, in CPU time of the test process (``time.process_time``:
 other processes on the machine do not count): the size is doubled from a
-small start until one run takes at least ``min_seconds`` (N), then the time at 2N must be below ``factor``
-times the time at N, best of ``repeat`` runs each. Quadratic code gives a
+small start until one run takes at least ``min_seconds`` (N), then the time
+at 2N must be below ``factor`` times the time at N, best of ``repeat`` runs
+each. Quadratic code gives a
 ratio near 4, cubic near 8; linear code near 2.
 
     def test_long_subject_is_linear():

@@ -212,7 +212,7 @@ class ParsedMessage:
     wrapping_reason: str | None = None
     raw_size: int = 0
     raw_sha256: str = ""
-    #: what the plugins' ``postroom_analyze`` found, by key (``"dsn.report"``);
+    #: what the plugins' ``postroom_analyze`` found, by key (``"dsn.analysis"``);
     #: filled in the worker process that parsed the message
     analysis: dict[str, Any] = attrs.field(factory=dict)
     #: ``plugin: postroom_analyze: Type: message`` for each analysis that failed
