@@ -161,10 +161,22 @@ def recipient_from_fields(fields: tuple[Field, ...]) -> Recipient:
     )
 
 
+#: recipients written to attached data (and suppressed) per report. A real report
+#: names the recipients of one outbound message, and a send request has at most
+#: 500; anyone can send a "report" naming 100,000, which would flood the store
+#: and the suppression list.
+MAX_RECIPIENTS = 500
+#: attached key: recipients of the report beyond MAX_RECIPIENTS, left out (only when > 0)
+OMITTED = f"{INFO}RecipientsOmitted"
+
+
 def info_data(recipients: list[Recipient]) -> dict[str, AttachedValue]:
-    """``_DSNInfo.*`` for *recipients* (N counts from 1)."""
-    data: dict[str, AttachedValue] = {f"{INFO}RecipientCount": len(recipients)}
-    for n, recipient in enumerate(recipients, 1):
+    """``_DSNInfo.*`` for *recipients* (N counts from 1), at most MAX_RECIPIENTS."""
+    kept = recipients[:MAX_RECIPIENTS]
+    data: dict[str, AttachedValue] = {f"{INFO}RecipientCount": len(kept)}
+    if len(recipients) > len(kept):
+        data[OMITTED] = len(recipients) - len(kept)
+    for n, recipient in enumerate(kept, 1):
         prefix = f"{INFO}Recipient{n}."
         if recipient.address:
             data[prefix + "Recipient"] = recipient.address
@@ -183,10 +195,11 @@ def raw_data(status: DeliveryStatus) -> dict[str, AttachedValue]:
     data: dict[str, AttachedValue] = {}
     for name, value in status.per_message:
         data.setdefault(f"{RAW}{name}", value)
-    for n, fields in enumerate(status.recipients, 1):
+    kept = status.recipients[:MAX_RECIPIENTS]
+    for n, fields in enumerate(kept, 1):
         for name, value in fields:
             data.setdefault(f"{RAW}Recipient{n}.{name}", value)
-    data[f"{RAW}RecipientCount"] = len(status.recipients)
+    data[f"{RAW}RecipientCount"] = len(kept)
     return data
 
 
@@ -197,7 +210,7 @@ def recipients_from_data(data: dict[str, AttachedValue]) -> list[Recipient]:
     # an int, or its text where a store kept values as text
     if isinstance(value, bool) or not str(value).isdigit():
         return []
-    count = int(str(value))
+    count = min(int(str(value)), MAX_RECIPIENTS)
     found = []
     for n in range(1, count + 1):
         prefix = f"{INFO}Recipient{n}."

@@ -167,9 +167,23 @@ def test_the_analysis_takes_linear_time(name: str) -> None:
 
 def test_many_groups_are_all_read() -> None:
     make, *_ = FAMILIES["many recipient groups"]
-    found = data(analysed(make(500)))  # type: ignore[operator]
-    assert found["_DSNInfo.RecipientCount"] == 501
-    assert found["_DSNInfo.Recipient501.Recipient"] == "r499@example.com"
+    found = data(analysed(make(400)))  # type: ignore[operator]
+    assert found["_DSNInfo.RecipientCount"] == 401
+    assert found["_DSNInfo.Recipient401.Recipient"] == "r399@example.com"
+    assert "_DSNInfo.RecipientsOmitted" not in found
+
+
+def test_a_report_writes_and_suppresses_at_most_500_recipients() -> None:
+    from postroom_dsn.data import MAX_RECIPIENTS, recipients_from_data
+
+    make, *_ = FAMILIES["many recipient groups"]
+    found = data(analysed(make(2000)))  # type: ignore[operator]
+    assert found["_DSNInfo.RecipientCount"] == MAX_RECIPIENTS == 500
+    assert found["_DSNRawInfo.RecipientCount"] == MAX_RECIPIENTS
+    assert found["_DSNInfo.RecipientsOmitted"] == 1501
+    assert "_DSNInfo.Recipient501.Recipient" not in found
+    assert "_DSNRawInfo.Recipient501.Final-Recipient" not in found
+    assert len(recipients_from_data(found)) == MAX_RECIPIENTS
 
 
 def test_a_field_folded_over_many_lines_is_unfolded() -> None:
