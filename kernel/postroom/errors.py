@@ -83,3 +83,11 @@ class SendError(PostroomError):
 
 class FencingError(PostroomError):
     """A write carried a stale lease fencing token: another process owns the mailbox."""
+
+
+class NotAnalysed(PostroomError, LookupError):
+    """A gateway hook asked for analysis ``postroom_analyze`` did not leave.
+
+    The gateway never reads a message's content itself (it would do so without
+    the per-message budget): a plugin whose analysis is missing says so loudly.
+    """

@@ -13,13 +13,15 @@ import os
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 import attrs
 
 #: Attached data values are strings, numbers or booleans (the commercial
 #: product's key-value pairs); lists are joined by the plugin that writes them.
 AttachedValue = str | int | float | bool
+
+T = TypeVar("T")
 
 
 class InteractionType(enum.StrEnum):
@@ -227,6 +229,24 @@ class ParsedMessage:
     @property
     def is_wrapped(self) -> bool:
         return self.wrapping_reason is not None
+
+    def analysed(self, key: str, kind: type[T] | tuple[type[T], ...]) -> T:
+        """What ``postroom_analyze`` left under *key*, which must be a *kind* (or one of them).
+
+        Raises :class:`postroom.errors.NotAnalysed` when it is missing (the
+        analysis did not run, or failed: see ``_PluginErrors``) or of another
+        type: a gateway hook never falls back to reading the content itself.
+        """
+        found = self.analysis.get(key)
+        if key not in self.analysis or not isinstance(found, kind):
+            from postroom.errors import NotAnalysed
+
+            raise NotAnalysed(
+                f"the message has no analysis under {key!r}: postroom_analyze did not run "
+                "for it or failed (see _PluginErrors); the gateway does not read a "
+                "message's content itself"
+            )
+        return found
 
     def header(self, name: str) -> str | None:
         """The first value of header *name* (case-insensitive), or None."""

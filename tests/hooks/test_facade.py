@@ -987,3 +987,15 @@ def test_analyze_is_synchronous() -> None:
 def test_analyze_out_of_memory_is_not_a_plugin_error() -> None:
     with pytest.raises(MemoryError):
         analyze(("hungry", analyser(MemoryError())))
+
+
+def test_a_gateway_hook_reads_its_analysis_or_says_it_is_missing() -> None:
+    from postroom.errors import NotAnalysed
+
+    message = ParsedMessage(analysis={"acme.score": 3, "acme.none": None})
+    assert message.analysed("acme.score", int) == 3
+    assert message.analysed("acme.none", (int, type(None))) is None
+    with pytest.raises(NotAnalysed, match="no analysis under 'acme.other'"):
+        message.analysed("acme.other", (int, type(None)))  # missing, even if None would do
+    with pytest.raises(NotAnalysed):
+        message.analysed("acme.score", str)  # another plugin's value, or a stale one

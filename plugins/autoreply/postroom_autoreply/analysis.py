@@ -14,15 +14,12 @@ from __future__ import annotations
 import attrs
 
 from postroom.context import AnalysisContext
+from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
 from postroom.model import ParsedMessage
 from postroom_autoreply import detection, options
 
 #: the key of ``message.analysis`` this plugin fills
 KEY = "autoreply.analysis"
-
-
-class NotAnalysed(RuntimeError):
-    """The message reached a gateway hook without this plugin's analysis."""
 
 
 @attrs.frozen
@@ -45,11 +42,4 @@ def analyse(message: ParsedMessage, ctx: AnalysisContext) -> Analysis:
 
 def of(message: ParsedMessage) -> Analysis:
     """This plugin's analysis of *message*; :class:`NotAnalysed` when it is missing."""
-    found = message.analysis.get(KEY)
-    if not isinstance(found, Analysis):
-        raise NotAnalysed(
-            f"the message has no analysis under {KEY!r}: postroom_analyze did not run "
-            "for it or failed (see _PluginErrors); the gateway does not read a "
-            "message's content itself"
-        )
-    return found
+    return message.analysed(KEY, Analysis)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import attrs
 
+from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
 from postroom.model import ParsedMessage, Verdict
 from postroom_dsn.classify import (
     IsOutbound,
@@ -31,10 +32,6 @@ PRIORITY = 100
 #: (rule two, the parent): a report names one or two; a message naming
 #: thousands must not cost thousands of store queries
 MAX_LOOKUPS = 10
-
-
-class NotAnalysed(RuntimeError):
-    """The message reached a gateway hook without this plugin's analysis."""
 
 
 @attrs.frozen
@@ -89,11 +86,4 @@ async def decide(analysis: Analysis, is_outbound: IsOutbound) -> Verdict | None:
 
 def of(message: ParsedMessage) -> Analysis:
     """This plugin's analysis of *message*; :class:`NotAnalysed` when it is missing."""
-    found = message.analysis.get(KEY)
-    if not isinstance(found, Analysis):
-        raise NotAnalysed(
-            f"the message has no analysis under {KEY!r}: "
-            "postroom_analyze did not run for it or failed (see _PluginErrors); "
-            "the gateway does not read a message's content itself"
-        )
-    return found
+    return message.analysed(KEY, Analysis)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import attrs
 
+from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
 from postroom.model import ParsedMessage, Subtype, Verdict
 from postroom_mdn.report import attached_data, read_mdn
 
@@ -20,10 +21,6 @@ from postroom_mdn.report import attached_data, read_mdn
 KEY = "mdn.receipt"
 #: a receipt is a receipt, whatever a generic classifier thinks of its text
 PRIORITY = 100
-
-
-class NotAnalysed(RuntimeError):
-    """The message reached a gateway hook without this plugin's analysis."""
 
 
 @attrs.frozen
@@ -51,11 +48,5 @@ def analyse(message: ParsedMessage) -> Receipt | None:
 
 def of(message: ParsedMessage) -> Receipt | None:
     """This plugin's analysis of *message*; :class:`NotAnalysed` when it is missing."""
-    if KEY not in message.analysis:
-        raise NotAnalysed(
-            f"the message has no analysis under {KEY!r}: postroom_analyze did not run "
-            "for it or failed (see _PluginErrors); the gateway does not read a "
-            "message's content itself"
-        )
-    found: Receipt | None = message.analysis[KEY]
+    found: Receipt | None = message.analysed(KEY, (Receipt, type(None)))
     return found

@@ -36,6 +36,7 @@ import attrs
 from postroom import hookimpl
 from postroom.config.options import OptionSchema, Scope
 from postroom.context import Context
+from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
 from postroom.model import Interaction, ParsedMessage, new_id
 from postroom_split.recipients import unique_recipients
 
@@ -53,10 +54,6 @@ DROPPED_KEY = "split.RecipientsDropped"
 ANALYSIS_KEY = "split.recipients"
 #: recipients named in the warning about those left out; the rest are counted
 _WARN_NAMES = 20
-
-
-class NotAnalysed(RuntimeError):
-    """The message reached ``postroom_expand`` without this plugin's analysis."""
 
 
 @hookimpl
@@ -105,13 +102,7 @@ def postroom_analyze(message: ParsedMessage) -> dict[str, Any]:
 
 def analysed_recipients(message: ParsedMessage) -> tuple[str, ...]:
     """What ``postroom_analyze`` found; :class:`NotAnalysed` when it is missing."""
-    found = message.analysis.get(ANALYSIS_KEY)
-    if not isinstance(found, tuple):
-        raise NotAnalysed(
-            f"the message has no analysis under {ANALYSIS_KEY!r}: postroom_analyze did "
-            "not run for it or failed (see _PluginErrors); the gateway does not read a "
-            "message's content itself"
-        )
+    found: tuple[str, ...] = message.analysed(ANALYSIS_KEY, tuple)
     return found
 
 
