@@ -995,7 +995,7 @@ def test_a_gateway_hook_reads_its_analysis_or_says_it_is_missing() -> None:
     message = ParsedMessage(analysis={"acme.score": 3, "acme.none": None})
     assert message.analysed("acme.score", int) == 3
     assert message.analysed("acme.none", (int, type(None))) is None
-    with pytest.raises(NotAnalysed, match="no analysis under 'acme.other'"):
+    with pytest.raises(NotAnalysed, match=r"no analysis under 'acme\.other'"):
         message.analysed("acme.other", (int, type(None)))  # missing, even if None would do
     with pytest.raises(NotAnalysed):
         message.analysed("acme.score", str)  # another plugin's value, or a stale one
