@@ -24,7 +24,6 @@ from typing import NamedTuple
 from postroom.parsing.charsets import repair, resolve_charset
 
 _LINEBREAK = re.compile(r"\r\n|\n|\r")
-_FOLD = re.compile(r"[ \t]*(?:\r\n|\n|\r)[ \t]*")
 _FOLD_IN_WORD = re.compile(r"(?:\r\n|\n|\r)[ \t]*")
 _SURROGATES = re.compile("[\udc80-\udcff]+")
 
@@ -47,8 +46,20 @@ def unfold(value: str) -> str:
 
 
 def collapse(value: str) -> str:
-    """Unfold and turn each fold, with the blanks around it, into one space."""
-    return _FOLD.sub(" ", value)
+    """Unfold and turn each fold, with the blanks around it, into one space.
+
+    Split at the line breaks and strip the pieces, rather than one pattern
+    with blanks on both sides of the break: that pattern is retried from each
+    blank of a long run of blanks, quadratic in the run.
+    """
+    lines = _LINEBREAK.split(value)
+    if len(lines) == 1:
+        return value
+    last = len(lines) - 1
+    return " ".join(
+        line.strip(" \t") if 0 < i < last else line.rstrip(" \t") if i == 0 else line.lstrip(" \t")
+        for i, line in enumerate(lines)
+    )
 
 
 def raw_header_text(value: str, hints: Sequence[str] = ()) -> tuple[str, str | None]:
@@ -144,10 +155,11 @@ def _decode(value: str, *, unstructured: bool) -> str:
         items.append(("word", charset, data))
     elif rest:
         items.append(("text", rest, b""))
-    # drop blanks between words, merge same-charset neighbours
-    merged: list[tuple[str, str, bytes]] = []
-    for index, item in enumerate(items):
-        kind, text, data = item
+    # drop blanks between words, merge same-charset neighbours (their bytes
+    # collected in a list and joined once: adding bytes to bytes per word would
+    # be quadratic in a long run of words)
+    merged: list[tuple[str, str, list[bytes]]] = []
+    for index, (kind, text, data) in enumerate(items):
         if (
             kind == "text"
             and not text.strip()
@@ -157,19 +169,19 @@ def _decode(value: str, *, unstructured: bool) -> str:
         ):
             continue
         if kind == "word" and merged and merged[-1][0] == "word" and merged[-1][1] == text:
-            merged[-1] = ("word", text, merged[-1][2] + data)
+            merged[-1][2].append(data)
             continue
-        merged.append(item)
+        merged.append((kind, text, [data]))
     out: list[str] = []
     previous = ""
-    for kind, text, data in merged:
+    for kind, text, chunks in merged:
         if kind == "text":
             out.append(text)
             previous = "text"
             continue
         if unstructured and previous == "text" and out and out[-1] and out[-1][-1] in _AFTER_PUNCT:
             out.append(" ")
-        out.append(_decode_charset(data, text))
+        out.append(_decode_charset(b"".join(chunks), text))
         previous = "word"
     return "".join(out)
 
@@ -359,17 +371,17 @@ def parse_message_ids(value: str, *, single: bool = False) -> list[str]:
     """
     text = unfold(value)
     bracketed = _BRACKETED.findall(text)
-    ids: list[str] = []
     if bracketed:
         candidates = bracketed
     else:
         tokens = [t for t in re.split(r"[\s,]+", strip_comments(text).strip()) if t]
         candidates = tokens[:1] if single else [t for t in tokens if "@" in t]
+    ids: dict[str, None] = {}  # ordered and without repeats, at no cost per id
     for candidate in candidates:
         normal = normalize_message_id(candidate)
-        if normal is not None and normal not in ids:
-            ids.append(normal)
-    return ids
+        if normal is not None:
+            ids.setdefault(normal, None)
+    return list(ids)
 
 
 # ---------------------------------------------------------------------- dates
@@ -381,9 +393,11 @@ _MONTHS = {
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
+# Separators are blanks with at most one dash among them, written so that a
+# long run of blanks is crossed once (``\s*[-\s]\s*`` splits it every way).
 _LOOSE_DATE = re.compile(
-    r"(\d{1,2})\s*[-\s]\s*([A-Za-z]{3})[A-Za-z]*\.?\s*[-\s]\s*(\d{2,4})"
-    r"\s+(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?(?:\.\d+)?\s*([+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?"
+    r"(\d{1,2})(?:\s++(?:-\s*+)?|-\s*+)([A-Za-z]{3})[A-Za-z]*+\.?(?:\s++(?:-\s*+)?|-\s*+)(\d{2,4})"
+    r"\s++(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?(?:\.\d++)?\s*+([+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?"
 )
 
 
@@ -479,7 +493,11 @@ _MAX_PARAMS = 100
 _MAX_SECTION = 9999
 _SECTION = re.compile(r"^(.+?)\*(\d+)(\*?)$")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
-_MISSING_SEP = re.compile(r"[ \t]+(?=[A-Za-z0-9_.-]+\*?[0-9]*\*?[ \t]*=)")
+# Blanks followed by "name=" (a parameter whose ";" is missing). Only the start
+# of a run of blanks is tried and the repeats are possessive: otherwise the
+# pattern is retried from every blank of a long run (quadratic), and the name's
+# repeats overlap ("1111..." is tried at every split between them).
+_MISSING_SEP = re.compile(r"(?<![ \t])[ \t]++(?=[A-Za-z0-9_.-]++\*?[0-9]*+\*?[ \t]*+=)")
 _LEADING_CHARSET = re.compile(r"^([A-Za-z0-9_.:+-]{1,40})'(?:([A-Za-z0-9-]{0,20})')?")
 
 
@@ -540,11 +558,15 @@ def _value(raw: str) -> tuple[str, bool, str]:
     parts = _MISSING_SEP.split(raw, maxsplit=1)
     raw = parts[0].strip()
     rest = parts[1] if len(parts) == 2 else ""
-    while raw.endswith(")") and "(" in raw:  # trailing comment: "us-ascii (Plain text)"
-        start = raw.rfind("(")
-        if start == 0 or not raw[start - 1].isspace():
+    end = len(raw)  # trailing comments cut off by moving the end (no copy per comment)
+    while end and raw[end - 1] == ")":  # trailing comment: "us-ascii (Plain text)"
+        start = raw.rfind("(", 0, end)
+        if start <= 0 or not raw[start - 1].isspace():
             break
-        raw = raw[:start].rstrip()
+        end = start
+        while end and raw[end - 1].isspace():
+            end -= 1
+    raw = raw[:end]
     if raw.startswith("("):
         raw = strip_comments(raw).strip()
     return raw, False, rest
@@ -594,7 +616,7 @@ def _assemble(sections: dict[int, tuple[str, bool]]) -> str:
 
 
 _MISSING_SEMICOLON = re.compile(
-    r"^(\s*[^\s;/=\"]+\s*/\s*[^\s;=\"]+)(\s+)(?=[A-Za-z0-9_.-]+\*?\d*\*?\s*=)"
+    r"^(\s*+[^\s;/=\"]++\s*+/\s*+[^\s;=\"]++)(\s++)(?=[A-Za-z0-9_.-]++\*?\d*+\*?\s*+=)"
 )
 
 
@@ -636,9 +658,11 @@ def parse_content_type(value: str) -> ContentType:
     simple: dict[str, str] = {}
     extended_whole: dict[str, str] = {}
     sectioned: dict[str, dict[int, tuple[str, bool]]] = {}
-    order: list[str] = []
+    order: dict[str, None] = {}  # the names in order of appearance
     pending = list(reversed(segments[1 : _MAX_PARAMS + 1]))
-    while pending and len(order) < _MAX_PARAMS:
+    attempts = 0  # parameters read, repeated names included: what the work grows with
+    while pending and len(order) < _MAX_PARAMS and attempts < _MAX_PARAMS:
+        attempts += 1
         segment = pending.pop()
         name_part, sep, raw_value = segment.partition("=")
         if not sep:
@@ -664,8 +688,7 @@ def parse_content_type(value: str) -> ContentType:
         else:
             key = name
             simple.setdefault(key, text_value)
-        if key not in order:
-            order.append(key)
+        order.setdefault(key, None)
     params: list[tuple[str, str]] = []
     for key in order:
         if key in extended_whole:

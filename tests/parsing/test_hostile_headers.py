@@ -1,0 +1,208 @@
+"""Hostile header input: parsing time grows linearly, and the result is right.
+
+Each input family of issue 8 that reaches the parser (and the traps of the
+same kind found in the parsing package) gets a growth-rate test
+(:func:`tests.linear.assert_linear`: time at 2N below three times the time at
+N) and a check that the message is read, not wrapped, with the right fields.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+
+import pytest
+
+from postroom.model import ParsedMessage
+from postroom.parsing import ParseLimits, charsets, parse_bytes
+from postroom.parsing.headers import (
+    collapse,
+    decode_words,
+    parse_content_type,
+    parse_date,
+    parse_message_ids,
+)
+from tests.linear import assert_linear
+
+LIMITS = ParseLimits()
+#: Header families stay below the 1 MiB header cap (else they are wrapped).
+HEADER_MAX = 1 << 19
+
+
+def parse(data: bytes) -> ParsedMessage:
+    return parse_bytes(data, LIMITS)
+
+
+def message(*headers: bytes, body: bytes = b"body\r\n") -> bytes:
+    return b"".join(h + b"\r\n" for h in headers) + b"\r\n" + body
+
+
+def multipart(part_headers: bytes, *, ctype: bytes = b"multipart/mixed; boundary=B") -> bytes:
+    """A two-part message whose first part has *part_headers*."""
+    return message(
+        b"From: a@example.com",
+        b"Subject: s",
+        b"Content-Type: " + ctype,
+        body=(
+            b"--B\r\n" + part_headers + b"\r\n\r\nhello\r\n"
+            b"--B\r\nContent-Type: application/pdf; name=x.pdf\r\n\r\nPDF\r\n--B--\r\n"
+        ),
+    )
+
+
+def linear(make: Callable[[int], bytes], *, start: int = 1000) -> None:
+    assert_linear(make, parse, start=start, max_size=HEADER_MAX)
+
+
+# ------------------------------------------------------- runs of blanks
+
+
+def long_subject(n: int) -> bytes:
+    return message(b"From: a@example.com", b"Subject: a" + b" " * n + b" b")
+
+
+def test_run_of_spaces_in_a_header_is_linear() -> None:
+    linear(long_subject, start=4000)
+    parsed = parse(long_subject(40_000))
+    assert not parsed.is_wrapped
+    assert parsed.subject == "a" + " " * 40_001 + "b"
+
+
+def test_collapse_keeps_blanks_without_folds_and_joins_folds() -> None:
+    assert collapse("a  \r\n \t b\r\n c") == "a b c"
+    assert collapse("a  b") == "a  b"
+    assert collapse(" a \n") == " a "
+
+
+def spaced_params(n: int) -> bytes:
+    return b"Content-Type: text/plain; charset=utf-8" + b" " * n + b" format=flowed"
+
+
+def test_run_of_spaces_in_content_type_is_linear() -> None:
+    linear(lambda n: message(b"Subject: s", spaced_params(n)), start=4000)
+    parsed = parse(message(b"Subject: s", spaced_params(40_000)))
+    assert parsed.parts[0].params == (("charset", "utf-8"), ("format", "flowed"))
+
+
+def test_run_of_spaces_in_part_headers_is_linear() -> None:
+    def make(n: int) -> bytes:
+        return multipart(spaced_params(n) + b"\r\nX-Note: a" + b" " * n + b" b")
+
+    linear(make, start=4000)
+    parsed = parse(make(40_000))
+    assert not parsed.is_wrapped
+    assert parsed.text == "hello"
+    part = parsed.parts[1]
+    assert part.params == (("charset", "utf-8"), ("format", "flowed"))
+    assert dict(part.headers)["X-Note"] == "a" + " " * 40_001 + "b"
+    assert [a.filename for a in parsed.attachments] == ["x.pdf"]
+
+
+def test_long_token_after_the_type_is_linear() -> None:
+    # "text/plain 1111...": the missing-";" repair must not retry every split
+    linear(lambda n: message(b"Content-Type: text/plain 1" + b"1" * n), start=4000)
+    parsed = parse(message(b"Content-Type: text/plain 1" + b"1" * 40_000))
+    assert not parsed.is_wrapped
+    assert parsed.text == "body\n"
+
+
+# ------------------------------------------------------------ many items
+
+
+def references(n: int) -> bytes:
+    ids = b" ".join(b"<id%d@example.com>" % i for i in range(n))
+    return message(b"Subject: s", b"References: " + ids, b"In-Reply-To: " + ids)
+
+
+def test_repeated_ids_are_kept_once() -> None:
+    assert parse_message_ids("<a@x> <b@x> <a@x> b@x") == ["<a@x>", "<b@x>"]
+
+
+def quote_pairs(n: int, *, fields: tuple[bytes, ...] = (b"To",)) -> bytes:
+    value = b'"a' * (2 * n) + b", real@example.com"
+    return message(b"From: a@example.com", b"Subject: s", *(f + b": " + value for f in fields))
+
+
+def many_recipients(n: int) -> bytes:
+    listed = b", ".join(b"recipient%06d@example.com" % i for i in range(n))
+    return message(b"From: a@example.com", b"Subject: s", b"To: " + listed, b"Cc: " + listed)
+
+
+# ------------------------------------------------------------ 8-bit bytes
+
+
+def eight_bit_headers(n: int) -> bytes:
+    return message(b"Subject: s", *(b"X-Note-%d: caf\xe9 cr\xe8me" % i for i in range(n)))
+
+
+def count_detections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the data :func:`charsets.detect` is called with, from now on."""
+    calls: list[int] = []
+    detect = charsets.detect
+
+    def counting(data: bytes) -> str | None:
+        calls.append(len(data))
+        return detect(data)
+
+    monkeypatch.setattr(charsets, "detect", counting)
+    return calls
+
+
+# --------------------------------------------------------- encoded-words
+
+
+def test_adjacent_encoded_words_are_joined_once() -> None:
+    # adjacent words in one charset are joined as bytes before decoding: once,
+    # not by adding each word's bytes to those of the words before it
+    text = "café!" * 250
+    word = "=?utf-8?b?" + base64.b64encode(text.encode()).decode() + "?= "
+    assert_linear(lambda n: word * n, decode_words, start=100, max_size=4096)
+    assert decode_words(word * 1000) == text * 1000
+    assert parse(message(b"Subject: =?utf-8?q?caf=C3?= =?utf-8?q?=A9?=")).subject == "café"
+
+
+# ---------------------------------------------------- Content-Type params
+
+
+def test_content_type_with_many_trailing_comments_is_linear() -> None:
+    def make(n: int) -> str:
+        return "text/plain; charset=utf-8" + " (c)" * n
+
+    assert_linear(make, parse_content_type, start=1000, max_size=HEADER_MAX)
+    assert parse_content_type(make(10_000)).params == (("charset", "utf-8"),)
+    parsed = parse(message(b"Content-Type: " + make(10_000).encode()))
+    assert parsed.parts[0].params == (("charset", "utf-8"),)
+
+
+def test_parameters_repeated_without_semicolons_are_bounded() -> None:
+    parsed = parse_content_type("text/plain; a=1" + " a=2" * 50_000 + " b=3")
+    assert parsed.params == (("a", "1"),)
+
+
+# ----------------------------------------------------------------- dates
+
+
+def test_date_with_a_run_of_blanks_is_linear() -> None:
+    # "\s*[-\s]\s*" between the day and the month split a run every way
+    def make(n: int) -> bytes:
+        return message(b"Date: 1" + b" " * n + b"x")
+
+    linear(make, start=2000)
+    assert parse(make(10_000)).date is None
+    assert parse_date("Mon, 3 -  Feb - 2025 10:00 +0100") is not None
+
+
+# ------------------------------------------------ 8-bit bytes, not errors
+
+
+def bounce(fields: bytes, *, ctype: bytes = b"message/delivery-status") -> bytes:
+    return message(
+        b"From: MAILER-DAEMON@mx.example.org",
+        b"To: sender@example.com",
+        b"Subject: Undelivered Mail Returned to Sender",
+        b"Content-Type: multipart/report; report-type=delivery-status; boundary=B",
+        body=(
+            b"--B\r\nContent-Type: text/plain\r\n\r\nDelivery failed.\r\n"
+            b"--B\r\nContent-Type: " + ctype + b"\r\n\r\n" + fields + b"\r\n--B--\r\n"
+        ),
+    )
