@@ -14,10 +14,13 @@ from collections.abc import Callable
 import pytest
 
 from postroom.model import ParsedMessage
-from postroom.parsing import ParseLimits, charsets, parse_bytes
+from postroom.parsing import ParseLimits, charsets, headers, parse_bytes
 from postroom.parsing.headers import (
+    MAX_STRUCTURED_PER_MESSAGE,
+    Address,
     collapse,
     decode_words,
+    parse_addresses,
     parse_content_type,
     parse_date,
     parse_message_ids,
@@ -114,6 +117,15 @@ def references(n: int) -> bytes:
     return message(b"Subject: s", b"References: " + ids, b"In-Reply-To: " + ids)
 
 
+def test_references_with_many_ids_are_linear() -> None:
+    linear(references, start=2000)
+    parsed = parse(references(20_000))
+    assert len(parsed.references) == 20_000
+    assert parsed.references[0] == "<id0@example.com>"
+    assert parsed.references[-1] == "<id19999@example.com>"
+    assert parsed.in_reply_to == parsed.references
+
+
 def test_repeated_ids_are_kept_once() -> None:
     assert parse_message_ids("<a@x> <b@x> <a@x> b@x") == ["<a@x>", "<b@x>"]
 
@@ -123,9 +135,83 @@ def quote_pairs(n: int, *, fields: tuple[bytes, ...] = (b"To",)) -> bytes:
     return message(b"From: a@example.com", b"Subject: s", *(f + b": " + value for f in fields))
 
 
+def test_address_list_of_quote_pairs_is_linear() -> None:
+    linear(quote_pairs, start=2000)
+    parsed = parse(quote_pairs(30_000))
+    assert not parsed.is_wrapped
+    assert parsed.to == ["real@example.com"]
+
+
+def test_three_address_fields_of_quote_pairs_are_linear() -> None:
+    fields = (b"To", b"Cc", b"Reply-To")
+    linear(lambda n: quote_pairs(n, fields=fields), start=2000)
+    parsed = parse(quote_pairs(30_000, fields=fields))
+    assert parsed.to == parsed.cc == parsed.reply_to == ["real@example.com"]
+
+
 def many_recipients(n: int) -> bytes:
     listed = b", ".join(b"recipient%06d@example.com" % i for i in range(n))
     return message(b"From: a@example.com", b"Subject: s", b"To: " + listed, b"Cc: " + listed)
+
+
+def test_many_recipients_are_linear() -> None:
+    # each address was looked up in a list of those found before it
+    assert_linear(many_recipients, parse, start=4000, max_size=16_000)
+    parsed = parse(many_recipients(10_000))
+    assert len(parsed.to) == 10_000
+    assert parsed.to[0] == "recipient000000@example.com"
+    assert parsed.to[-1] == "recipient009999@example.com"
+    assert parsed.cc == parsed.to
+
+
+def test_long_list_of_short_broken_items_is_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each "<a@" is an item the structured parser takes ~80 µs on: it reads a
+    # bounded amount of text per message
+    linear(lambda n: message(b"From: a@example.com", b"Cc: " + b"<a@" * n), start=1000)
+    given: list[int] = []
+    read_list = headers._read_list
+
+    def counting(text: str) -> list[Address]:
+        given.append(len(text))
+        return read_list(text)
+
+    monkeypatch.setattr(headers, "_read_list", counting)
+    data = message(b"To: " + b"<a@" * 20_000 + b", b@example.com", b"Cc: " + b"<a@" * 20_000)
+    assert parse(data).to == ["b@example.com"]
+    assert sum(given) <= MAX_STRUCTURED_PER_MESSAGE
+
+
+def test_long_address_list_reads_item_by_item() -> None:
+    names = ", ".join(f'"Last{i}, First" <u{i}@example.com>' for i in range(500))
+    found = parse_addresses(names + ", Team: t@example.com, s@example.com;, bare@example.com")
+    assert [a.addr for a in found] == [
+        *(f"u{i}@example.com" for i in range(500)),
+        "t@example.com",
+        "s@example.com",
+        "bare@example.com",
+    ]
+    # display names come from the structured parser while its budget lasts
+    assert found[0].name == "Last0, First"
+    assert len(names) > MAX_STRUCTURED_PER_MESSAGE
+    assert found[499].name is None
+
+
+@pytest.mark.parametrize(
+    ("make", "expected"),
+    [
+        # an escaped quote after each quote: every one of them is unclosed
+        (lambda n: '"' + '\\"' * n + " b@example.com", ["b@example.com"]),
+        (lambda n: "x, " + '\\"' * n + " b@example.com", ["b@example.com"]),
+        # a long run of address characters without a domain
+        (lambda n: "a" * n + " @ b@example.com", ["b@example.com"]),
+        # a long "source route" of @s: exponential with a nested repeat
+        (lambda n: "x <" + "@" * n + "a@example.com>, b@example.com", ["b@example.com"]),
+    ],
+    ids=["escaped-quotes", "escaped-quotes-after", "long-token", "route-ats"],
+)
+def test_hostile_address_text_is_linear(make: Callable[[int], str], expected: list[str]) -> None:
+    assert_linear(make, parse_addresses, start=1000, max_size=HEADER_MAX)
+    assert [a.addr for a in parse_addresses(make(5000))] == expected
 
 
 # ------------------------------------------------------------ 8-bit bytes

@@ -35,9 +35,16 @@ _EW_TAIL = re.compile(r"=\?([^?\s\"()<>=]{1,64})\?([bBqQ])\?([^?\s]{1,2000})$")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _AFTER_PUNCT = frozenset("])}>:;,.!?")
 
-#: Address headers longer than this are not given to the structured parser
-#: (its cost grows badly with pathological input); addresses are salvaged.
-_MAX_STRUCTURED = 64 * 1024
+#: The most text given to the ``email`` package's structured address parser
+#: at once. Its cost grows quadratically with the length of hostile text (30,000
+#: ``"a`` took 21 s): a longer value is cut into its items
+#: (:func:`_split_items`), each parsed on its own, and an item longer than this
+#: is salvaged instead.
+_MAX_STRUCTURED = 1024
+#: The address text one message may give the structured parser in all (see
+#: :class:`AddressBudget`): even short hostile items cost it 10-30 µs a
+#: character, while a real message's address fields are a few kilobytes.
+MAX_STRUCTURED_PER_MESSAGE = 16 * 1024
 
 
 def unfold(value: str) -> str:
@@ -246,10 +253,73 @@ class Address(NamedTuple):
     addr: str
 
 
+class AddressBudget:
+    """How much more address text the structured parser may read for one
+    message, in characters; text beyond it is salvaged (addresses kept,
+    display names and odd forms such as quoted local parts lost)."""
+
+    def __init__(self, chars: int = MAX_STRUCTURED_PER_MESSAGE) -> None:
+        self.left = chars
+
+    def take(self, text: str) -> bool:
+        """Whether *text* may go to the structured parser (and count it)."""
+        if len(text) > min(self.left, _MAX_STRUCTURED):
+            return False
+        self.left -= len(text)
+        return True
+
+
 _ANGLE = re.compile(r"<([^<>]*)>")
-_BARE = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
-_ROUTE = re.compile(r"^(?:@[^:,]*,?)+:")
-_SPLIT_ITEMS = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|<[^<>]*>|[^,;"<])*)""")
+# A bare x@y, tried only where a run of its characters starts (from inside a
+# run it fails the same way, and trying there is quadratic in the run).
+_BARE = re.compile(r"(?<![^\s<>()\[\]\",;:@])[^\s<>()\[\]\",;:@]++@[^\s<>()\[\]\",;:@]++")
+_ROUTE = re.compile(r"^(?:@[^:,]*+,?)++:")
+# One item of an address list: quoted strings, <...> and other characters up
+# to a "," or ";" (or a "<" or '"' that is never closed).
+_ITEM = re.compile(r'(?:"(?:[^"\\]|\\.)*+"|<[^<>]*+>|[^,;"<]++)*+', re.DOTALL)
+_ITEM_AFTER_OPEN_QUOTE = re.compile(r"(?:<[^<>]*+>|[^,;\"<]++)*+", re.DOTALL)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+
+
+def _split_items(text: str) -> list[str]:
+    """The items of an address list: split at ``,`` and ``;`` outside quoted
+    strings and angle brackets; a ``"`` or ``<`` that is never closed splits
+    too.
+
+    A quoted string that fails to close has been scanned to the end of the
+    text, and then so would every later one (they are inside it, or behind an
+    escape it consumed): after the first, quotes are not tried again. Trying
+    each would be quadratic (``"\\"\\"\\"...``).
+    """
+    items: list[str] = []
+    pattern = _ITEM
+    size = len(text)
+    pos = 0
+    while pos <= size:
+        match = pattern.match(text, pos)
+        assert match is not None  # the pattern matches the empty string
+        items.append(match.group())
+        pos = match.end()
+        if pos < size and text[pos] == '"':
+            pattern = _ITEM_AFTER_OPEN_QUOTE
+        pos += 1
+    return items
+
+
+def _blank_quoted(text: str) -> str:
+    """*text* with each quoted string replaced by a blank (an unclosed one is
+    kept, and so is everything after it: see :func:`_split_items`)."""
+    out: list[str] = []
+    pos = 0
+    while (start := text.find('"', pos)) >= 0:
+        match = _QUOTED.match(text, start)
+        if match is None:
+            break
+        out.append(text[pos:start])
+        out.append(" ")
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _clean_addr(text: str) -> str:
@@ -264,14 +334,14 @@ def _salvage(text: str) -> list[Address]:
     per item (split at ``,`` and ``;``), the last ``<...@...>``, else every
     bare ``x@y`` outside quoted strings and comments."""
     found: list[Address] = []
-    for item in _SPLIT_ITEMS.findall(text):
+    for item in _split_items(text):
         if "@" not in item:
             continue
         bracketed = [b for b in _ANGLE.findall(item) if "@" in b]
         if bracketed:
             candidates = [_clean_addr(bracketed[-1])]
         else:
-            outside = re.sub(r'"(?:[^"\\]|\\.)*"', " ", strip_comments(item))
+            outside = _blank_quoted(strip_comments(item))
             candidates = [m.group(0).strip(".'\"<>") for m in _BARE.finditer(outside)]
         for addr in candidates:
             if "@" in addr and not addr.startswith("@") and not addr.endswith("@"):
@@ -286,7 +356,7 @@ def _display_name(name: str) -> str | None:
     return name or None
 
 
-def parse_addresses(value: str) -> list[Address]:
+def parse_addresses(value: str, budget: AddressBudget | None = None) -> list[Address]:
     """The mailboxes of an address header, groups flattened, in order.
 
     Display names are decoded; ``addr`` is ``local@domain`` as written (case
@@ -294,18 +364,35 @@ def parse_addresses(value: str) -> list[Address]:
     when written in angle brackets (``Moderator <moderator>``); a lone word is
     a name without an address and is skipped. Text the structured parser cannot
     read still gives every ``x@y`` it contains.
+
+    Linear in the length of *value*: a value longer than ``_MAX_STRUCTURED``
+    (or than what is left of the *budget*, shared by the calls for one message)
+    is read item by item: a group's name then reads as a broken item, its first
+    address salvaged from it.
     """
     text = unfold(value).strip()
     if not text:
         return []
-    if len(text) > _MAX_STRUCTURED:
-        return _dedupe(_salvage(text))
+    if budget is None:
+        budget = AddressBudget()
+    if budget.take(text):
+        return _dedupe(_read_list(text))
+    found: list[Address] = []
+    for item in _split_items(text):
+        if "@" not in item and "<" not in item:
+            continue  # no address: a bare word is a name, a bare local part needs <>
+        found.extend(_read_list(item) if budget.take(item) else _salvage(item))
+    return _dedupe(found)
+
+
+def _read_list(text: str) -> list[Address]:
+    """:func:`parse_addresses` of a short *text*, through the structured parser."""
     try:
         header = policy.default.header_factory("to", text)
         parsed = list(header.addresses)
         broken = any(type(d).__name__ == "InvalidHeaderDefect" for d in header.defects)
     except Exception:
-        return _dedupe(_salvage(text))
+        return _salvage(text)
     result: list[Address] = []
     for item in parsed:
         try:
@@ -330,7 +417,7 @@ def parse_addresses(value: str) -> list[Address]:
         names = {a.addr.lower(): a for a in result}
         salvaged = [names.pop(a.addr.lower(), a) for a in _salvage(text)]
         result = salvaged + [a for a in result if a.addr.lower() in names]
-    return _dedupe(result)
+    return result
 
 
 def _dedupe(addresses: list[Address]) -> list[Address]:

@@ -82,6 +82,7 @@ from postroom.parsing._policy import TOLERANT
 from postroom.parsing.attachments import decode_filename
 from postroom.parsing.charsets import decode_bytes, display_name, resolve_charset
 from postroom.parsing.headers import (
+    AddressBudget,
     ContentType,
     decode_base64,
     decode_words,
@@ -195,6 +196,12 @@ def _decode_headers(
 
 def _envelope(pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[str]) -> _Envelope:
     texts = _decode_headers(pairs, hints, notes, "root")
+    return _envelope_of(texts, [(key, decode_words(value)) for key, value in texts])
+
+
+def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -> _Envelope:
+    """The envelope from the root's header *texts* (8-bit bytes decoded) and
+    the same *headers* with their encoded-words decoded (as shown)."""
 
     def first(name: str) -> str | None:
         for key, value in texts:
@@ -205,28 +212,29 @@ def _envelope(pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[st
     def every(name: str) -> list[str]:
         return [value for key, value in texts if key.lower() == name]
 
+    budget = AddressBudget()  # what the structured parser reads, for all fields
+
+    # dicts as ordered sets: a membership test on a list per item is quadratic
     def addresses(name: str) -> list[str]:
-        found: list[str] = []
+        found: dict[str, None] = {}
         for value in every(name):
-            for address in parse_addresses(value):
-                if address.addr not in found:
-                    found.append(address.addr)
-        return found
+            for address in parse_addresses(value, budget):
+                found.setdefault(address.addr, None)
+        return list(found)
 
     def ids(name: str) -> list[str]:
-        found: list[str] = []
+        found: dict[str, None] = {}
         for value in every(name):
             for mid in parse_message_ids(value):
-                if mid not in found:
-                    found.append(mid)
-        return found
+                found.setdefault(mid, None)
+        return list(found)
 
-    env = _Envelope(headers=[(key, decode_words(value)) for key, value in texts])
+    env = _Envelope(headers=headers)
     subject = first("subject")
     env.subject = decode_words(subject) if subject is not None else None
     sender = first("from")
     if sender is not None:
-        found = parse_addresses(sender)
+        found = parse_addresses(sender, budget)
         if found:
             env.from_addr, env.from_name = found[0].addr, found[0].name
         else:  # a name without an address ("From: Whomever")
@@ -257,7 +265,8 @@ class _Node:
     ct: ContentType | None = None
     cd: ContentType | None = None
     filename: str | None = None
-    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    texts: list[tuple[str, str]] = attrs.field(factory=list)  # 8-bit decoded, words not
+    headers: list[tuple[str, str]] = attrs.field(factory=list)  # as shown: words decoded too
     children: list[_Node] = attrs.field(factory=list)
     inner: Message | None = None
     size: int = 0
@@ -395,12 +404,12 @@ class _Parse:
 
     def _node(self, msg: Message, path: str, depth: int, index: int, top: bool) -> _Node:
         node = _Node(msg=msg, path=path, depth=depth, index=index, top=top)
-        node.headers = _decode_headers(list(msg.raw_items()), self.hints, self.notes, node.label)
-        raw_ct = next((v for k, v in node.headers if k.lower() == "content-type"), None)
-        raw_cd = next((v for k, v in node.headers if k.lower() == "content-disposition"), None)
+        node.texts = _decode_headers(list(msg.raw_items()), self.hints, self.notes, node.label)
+        raw_ct = next((v for k, v in node.texts if k.lower() == "content-type"), None)
+        raw_cd = next((v for k, v in node.texts if k.lower() == "content-disposition"), None)
         node.ct = parse_content_type(repair_content_type(raw_ct)) if raw_ct is not None else None
         node.cd = parse_content_type(raw_cd) if raw_cd is not None else None
-        node.headers = [(k, decode_words(v)) for k, v in node.headers]
+        node.headers = [(k, decode_words(v)) for k, v in node.texts]
         node.filename = decode_filename(node.cd, node.ct)
         node.ctype = _effective_type(msg)
         payload = msg.get_payload()
@@ -714,7 +723,7 @@ def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> 
     try:
         root_msg = BytesParser(policy=TOLERANT).parsebytes(data)
         nodes = state.build(root_msg)
-        env = _envelope(list(root_msg.raw_items()), state.hints, state.notes)
+        env = _envelope_of(nodes[0].texts, nodes[0].headers)  # decoded once, for both
         text, html, attachment_nodes = _bodies(nodes[0], nodes)
         root = nodes[0]
         if text is None and html is None and root.kind == "leaf" and root.text is not None:
