@@ -221,6 +221,16 @@ def eight_bit_headers(n: int) -> bytes:
     return message(b"Subject: s", *(b"X-Note-%d: caf\xe9 cr\xe8me" % i for i in range(n)))
 
 
+def test_many_headers_in_8bit_bytes_are_linear() -> None:
+    linear(eight_bit_headers, start=1000)
+    parsed = parse(eight_bit_headers(20_000))
+    assert not parsed.is_wrapped
+    notes = [(k, v) for k, v in parsed.headers if k.startswith("X-Note-")]
+    assert len(notes) == 20_000
+    assert notes[0] == ("X-Note-0", "café crème")
+    assert notes[-1] == ("X-Note-19999", "café crème")
+
+
 def count_detections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The sizes of the data :func:`charsets.detect` is called with, from now on."""
     calls: list[int] = []
@@ -234,7 +244,33 @@ def count_detections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def test_charset_detections_are_bounded_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = count_detections(monkeypatch)
+    parsed = parse(eight_bit_headers(1000))
+    assert len(calls) <= charsets.MAX_DETECTIONS
+    assert dict(parsed.headers)["X-Note-999"] == "café crème"
+
+
+def test_8bit_header_texts_are_decoded_like_before() -> None:
+    # under the budget each field is repaired on its own, as always
+    cyrillic = "Привет, как дела? Всё хорошо.".encode("cp1251")
+    parsed = parse(message(b"Subject: caf\xe9", b"X-Cyrillic: " + cyrillic))
+    assert parsed.subject == "café"
+    assert dict(parsed.headers)["X-Cyrillic"] == charsets.repair(cyrillic)[0]
+
+
 # --------------------------------------------------------- encoded-words
+
+
+def test_many_invalid_encoded_words_are_linear(monkeypatch: pytest.MonkeyPatch) -> None:
+    # each word's bytes are not UTF-8: each needed a charset detection
+    def make(n: int) -> bytes:
+        return message(b"Subject: " + b"=?utf-8?q?caf=E9?= x " * n)
+
+    linear(make, start=500)
+    calls = count_detections(monkeypatch)
+    assert parse(make(5000)).subject == ("café x " * 5000).strip()
+    assert len(calls) <= charsets.MAX_DETECTIONS
 
 
 def test_adjacent_encoded_words_are_joined_once() -> None:
@@ -245,6 +281,18 @@ def test_adjacent_encoded_words_are_joined_once() -> None:
     assert_linear(lambda n: word * n, decode_words, start=100, max_size=4096)
     assert decode_words(word * 1000) == text * 1000
     assert parse(message(b"Subject: =?utf-8?q?caf=C3?= =?utf-8?q?=A9?=")).subject == "café"
+
+
+def test_encoded_words_in_many_unknown_charsets_are_linear(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def make(n: int) -> bytes:
+        return message(b"Subject: " + b" ".join(b"=?x-cs%d?q?caf=E9?=" % i for i in range(n)))
+
+    linear(make, start=500)
+    calls = count_detections(monkeypatch)
+    assert parse(make(5000)).subject == "café" * 5000
+    assert len(calls) <= charsets.MAX_DETECTIONS
 
 
 # ---------------------------------------------------- Content-Type params

@@ -80,7 +80,12 @@ import attrs
 from postroom.model import Attachment, ParsedMessage, Part, RawRef
 from postroom.parsing._policy import TOLERANT
 from postroom.parsing.attachments import decode_filename
-from postroom.parsing.charsets import decode_bytes, display_name, resolve_charset
+from postroom.parsing.charsets import (
+    decode_bytes,
+    detection_budget,
+    display_name,
+    resolve_charset,
+)
 from postroom.parsing.headers import (
     AddressBudget,
     ContentType,
@@ -649,6 +654,7 @@ def _head_pairs(head: bytes) -> list[tuple[str, str]]:
         return []
 
 
+@detection_budget()
 def _wrapped(
     reason: str,
     head: bytes,
@@ -710,6 +716,7 @@ def _wrapped(
     )
 
 
+@detection_budget()
 def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> ParsedMessage:
     block = check_header_block(data, limits.max_header_bytes)
     if block.problem is not None:
