@@ -298,6 +298,44 @@ def test_encoded_words_in_many_unknown_charsets_are_linear(
 # ---------------------------------------------------- Content-Type params
 
 
+@pytest.mark.parametrize(
+    "param",
+    [b'; boundary="B"', b"; name*=utf-8''x", b"; name*0*=x", b";", b" a=b", b' a="b"'],
+    ids=["repeated", "rfc2231", "sections", "semicolons", "no-semicolon", "no-semicolon-quoted"],
+)
+def test_content_type_with_thousands_of_parameters_is_linear(param: bytes) -> None:
+    def make(n: int) -> bytes:
+        return multipart(
+            b"Content-Type: text/plain", ctype=b"multipart/mixed; boundary=B" + param * n
+        )
+
+    linear(make, start=500)
+    parsed = parse(make(10_000))
+    assert not parsed.is_wrapped
+    assert [p.content_type for p in parsed.parts] == [
+        "multipart/mixed",
+        "text/plain",
+        "application/pdf",
+    ]
+    assert parsed.text == "hello"
+
+
+def test_content_type_with_semicolons_in_a_quoted_value_is_linear() -> None:
+    # the email package's own parameter reading counts quotes from the start
+    # once per ";" inside quotes
+    def make(n: int) -> bytes:
+        ctype = b'multipart/mixed; a="' + b";" * n + b'"; boundary=B'
+        return multipart(b"Content-Type: text/plain", ctype=ctype)
+
+    linear(make, start=2000)
+    parsed = parse(make(100_000))
+    assert [p.content_type for p in parsed.parts] == [
+        "multipart/mixed",
+        "text/plain",
+        "application/pdf",
+    ]
+
+
 def test_content_type_with_many_trailing_comments_is_linear() -> None:
     def make(n: int) -> str:
         return "text/plain; charset=utf-8" + " (c)" * n
@@ -329,6 +367,37 @@ def test_date_with_a_run_of_blanks_is_linear() -> None:
 # ------------------------------------------------ 8-bit bytes, not errors
 
 
+def test_boundary_with_an_8bit_byte_splits_the_parts() -> None:
+    data = multipart(b"Content-Type: text/plain", ctype=b'multipart/mixed; boundary="B\xe9"')
+    data = data.replace(b"--B\r\n", b"--B\xe9\r\n").replace(b"--B--", b"--B\xe9--")
+    parsed = parse(data)
+    assert not parsed.is_wrapped
+    assert [p.content_type for p in parsed.parts] == [
+        "multipart/mixed",
+        "text/plain",
+        "application/pdf",
+    ]
+    assert parsed.text == "hello"
+    assert parsed.parts[0].params == (("boundary", "Bé"),)
+
+
+@pytest.mark.parametrize(
+    "ctype",
+    [
+        b"multipart/mixed; boundary*=utf-8''B%C3%A9",
+        b'multipart/mixed; boundary="=?utf-8?q?B=C3=A9?="',
+    ],
+    ids=["rfc2231", "encoded-word"],
+)
+def test_boundary_decoded_to_non_ascii_is_not_an_error(ctype: bytes) -> None:
+    # the email package finds no such delimiter line: the content is kept as text
+    data = multipart(b"Content-Type: text/plain", ctype=ctype)
+    data = data.replace(b"--B\r\n", b"--B\xc3\xa9\r\n").replace(b"--B--", b"--B\xc3\xa9--")
+    parsed = parse(data)
+    assert not parsed.is_wrapped
+    assert parsed.text is not None and "hello" in parsed.text
+
+
 def bounce(fields: bytes, *, ctype: bytes = b"message/delivery-status") -> bytes:
     return message(
         b"From: MAILER-DAEMON@mx.example.org",
@@ -340,3 +409,53 @@ def bounce(fields: bytes, *, ctype: bytes = b"message/delivery-status") -> bytes
             b"--B\r\nContent-Type: " + ctype + b"\r\n\r\n" + fields + b"\r\n--B--\r\n"
         ),
     )
+
+
+@pytest.mark.parametrize(
+    "group",
+    [
+        b"Final-Recipient: rfc822; bad@example.net\r\nRem\xf6te-MTA: dns; mx.example.net\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n",
+        b"Rem\xf6te-MTA: dns; mx.example.net\r\nFinal-Recipient: rfc822; bad@example.net\r\n"
+        b"Action: failed\r\nStatus: 5.1.1\r\n",
+    ],
+    ids=["inside", "first"],
+)
+def test_delivery_status_field_name_with_an_8bit_byte(group: bytes) -> None:
+    parsed = parse(bounce(b"Reporting-MTA: dns; mx.example.org\r\n\r\n" + group))
+    assert not parsed.is_wrapped
+    status = parsed.parts[2]
+    assert status.content_type == "message/delivery-status"
+    assert status.text is not None
+    for line in (
+        "Reporting-MTA: dns; mx.example.org",
+        "Final-Recipient: rfc822; bad@example.net",
+        "Remöte-MTA: dns; mx.example.net",
+        "Action: failed",
+        "Status: 5.1.1",
+    ):
+        assert line in status.text
+
+
+def test_headers_part_with_an_8bit_field_name() -> None:
+    headers = b"From: sender@example.com\r\nSubj\xe9ct: hello\r\nMessage-ID: <m1@example.com>\r\n"
+    parsed = parse(bounce(headers, ctype=b"text/rfc822-headers"))
+    assert not parsed.is_wrapped
+    text = parsed.parts[2].text
+    assert text is not None
+    assert "Message-ID: <m1@example.com>" in text
+    assert "Subjéct: hello" in text
+
+
+def test_many_delivery_status_groups_are_linear() -> None:
+    def make(n: int) -> bytes:
+        groups = b"\r\n".join(
+            b"Final-Recipient: rfc822; u%d@example.net\r\nAction: failed\r\nStatus: 5.1.1\r\n" % i
+            for i in range(n)
+        )
+        return bounce(b"Reporting-MTA: dns; mx.example.org\r\n\r\n" + groups)
+
+    assert_linear(make, parse, start=1000)
+    text = parse(make(1000)).parts[2].text
+    assert text is not None
+    assert "Final-Recipient: rfc822; u999@example.net" in text

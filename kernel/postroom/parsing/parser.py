@@ -311,16 +311,37 @@ def _transfer_decode(data: bytes, cte: str) -> bytes:
     return data
 
 
+#: Transfer encodings under which a payload's text is its bytes.
+_IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
+
+
+def _raw_text(item: Message) -> Any:
+    """The payload of *item* with its 8-bit bytes kept as surrogate escapes.
+
+    ``get_payload()`` would decode them as ASCII with U+FFFD replacements
+    (a field name like ``Rem\\xf6te-MTA`` ends the fields of a
+    delivery-status group, so its line lands in the payload)."""
+    body = item.get_payload()
+    if isinstance(body, str) and not body.isascii() and _cte(item) in _IDENTITY_CTES:
+        raw = item.get_payload(decode=True)
+        if isinstance(raw, bytes):
+            return raw.decode("ascii", "surrogateescape")
+    return body
+
+
 def _reconstruct(payload: list[Any], blocks: bool) -> str:
     """The text of a ``message/*`` report part the email package parsed into
-    header blocks (``blocks``: delivery-status) or one headers-only message."""
+    header blocks (``blocks``: delivery-status) or one headers-only message.
+
+    The text is ASCII with 8-bit bytes as surrogate escapes, so it encodes
+    back to the bytes received."""
     texts: list[str] = []
     for item in payload:
         if not isinstance(item, Message):
             continue
         lines = [f"{name}: {value.lstrip(_BLANKS)}" for name, value in item.raw_items()]
         text = "\n".join(lines)
-        body = item.get_payload()
+        body = _raw_text(item)
         if isinstance(body, list):
             body = b"".join(_flatten(sub) for sub in body if isinstance(sub, Message)).decode(
                 "ascii", "surrogateescape"
@@ -332,7 +353,10 @@ def _reconstruct(payload: list[Any], blocks: bool) -> str:
             joint = "\n\n" if separated else "\n"
             text = f"{text}{joint}{body}" if text else body
         texts.append(text)
-    return _LINEBREAK.sub("\n", "\n\n".join(texts))
+    text = _LINEBREAK.sub("\n", "\n\n".join(texts))
+    if not text.isascii():  # characters, not bytes, in a payload the email package decoded
+        text = text.encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape")
+    return text
 
 
 class _LazyHints(Sequence[str]):

@@ -153,7 +153,12 @@ def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, by
         return "text/plain", None
     if boundary is None:
         return ctype, None
-    return ctype, boundary.encode("ascii", "surrogateescape")
+    try:  # 8-bit bytes arrive as surrogate escapes and go back to bytes
+        return ctype, boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        # Decoded from RFC 2231 or RFC 2047 into characters no line can hold:
+        # the email package never finds such a boundary, so neither do we.
+        return ctype, None
 
 
 def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
