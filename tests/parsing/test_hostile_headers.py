@@ -109,6 +109,27 @@ def test_long_token_after_the_type_is_linear() -> None:
     assert parsed.text == "body\n"
 
 
+def test_part_header_block_is_bounded() -> None:
+    limits = ParseLimits(max_header_bytes=64 * 1024)
+    big = multipart(b"X-Note: " + b"x" * 70_000)
+    parsed = parse_bytes(big, limits)
+    assert parsed.wrapping_reason == "header block of a MIME part larger than 65536 bytes"
+    assert parsed.subject == "s"  # the top-level headers still show
+    assert not parse_bytes(multipart(b"X-Note: " + b"x" * 60_000), limits).is_wrapped
+
+
+def test_header_block_of_an_attached_message_is_bounded() -> None:
+    limits = ParseLimits(max_header_bytes=64 * 1024)
+    inner = b"Subject: inner\r\nX-Note: " + b"x" * 70_000 + b"\r\n\r\ninner body\r\n"
+    data = message(
+        b"Subject: s",
+        b"Content-Type: multipart/mixed; boundary=B",
+        body=b"--B\r\nContent-Type: message/rfc822\r\n\r\n" + inner + b"--B--\r\n",
+    )
+    parsed = parse_bytes(data, limits)
+    assert parsed.wrapping_reason == "header block of a MIME part larger than 65536 bytes"
+
+
 # ------------------------------------------------------------ many items
 
 

@@ -15,7 +15,9 @@ with ``wrapping_reason`` set.
   ``no header block found: the message does not begin with a header field``
   (binary garbage, a bare body; an mbox ``From`` line is skipped first);
 - ``NUL bytes in the header block``;
-- ``header block larger than N bytes`` (``max_header_bytes``);
+- ``header block larger than N bytes`` (``max_header_bytes``) and ``header
+  block of a MIME part larger than N bytes`` (the same bound on each part's
+  and each attached message's header block);
 - ``MIME nesting deeper than N levels`` and ``more than N MIME parts``
   (``max_depth``, ``max_parts``: checked on the raw bytes before the ``email``
   package, which recurses per level, sees them, and again on the tree);
@@ -463,7 +465,12 @@ class _Parse:
         remaining_depth = self.limits.max_depth - node.depth - 1
         if remaining_depth < 0:
             raise _Unparsable(f"MIME nesting deeper than {self.limits.max_depth} levels")
-        problem = scan_structure(data, remaining_depth, max(self.limits.max_parts - self.count, 1))
+        problem = scan_structure(
+            data,
+            remaining_depth,
+            max(self.limits.max_parts - self.count, 1),
+            max_header_bytes=self.limits.max_header_bytes,
+        )
         if problem is not None:
             raise _Unparsable(problem)
         self.notes.append(
@@ -747,7 +754,9 @@ def _parse(data: bytes, limits: ParseLimits, raw_size: int, raw_sha256: str) -> 
         return _wrapped(block.problem, block.data, limits, raw_size, raw_sha256)
     if len(block.data) != block.end:  # field names with blanks before the colon, closed up
         data = block.data + data[block.end :]
-    problem = scan_structure(data, limits.max_depth, limits.max_parts)
+    problem = scan_structure(
+        data, limits.max_depth, limits.max_parts, max_header_bytes=limits.max_header_bytes
+    )
     if problem is not None:
         return _wrapped(problem, block.data, limits, raw_size, raw_sha256)
     state = _Parse(data, limits)

@@ -161,7 +161,9 @@ def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, by
         return ctype, None
 
 
-def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
+def scan_structure(
+    data: bytes, max_depth: int, max_parts: int, *, max_header_bytes: int
+) -> str | None:
     """The reason the MIME tree of *data* passes the limits, or None.
 
     An entity is the root, each body part of a multipart and each message
@@ -170,7 +172,9 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
     depth 0; a part or nested message is one deeper than its container. As in
     the email package, a line matching any enclosing boundary ends every
     entity inside it, and a boundary already in use by an outer multipart
-    belongs to the outer one.
+    belongs to the outer one. Each entity's header block is bounded by
+    *max_header_bytes* like the message's own (the root's is normally checked
+    first by :func:`check_header_block`).
     """
     frames: list[_Frame] = []
     active: dict[bytes, int] = {}
@@ -181,6 +185,7 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
     entity_lines = 0
     content_type: list[bytes] | None = None
     collecting = False
+    header_start = 0  # where the current entity's header block began
     size = len(data)
     pos = 0
     while pos < size:
@@ -225,6 +230,7 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
                     return f"MIME nesting deeper than {max_depth} levels"
                 digest_parent = frames[index].digest
                 in_headers = True
+                header_start = pos
                 entity_lines = 0
                 content_type = None
                 collecting = False
@@ -233,6 +239,8 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
             continue
         entity_lines += 1
         if line and _FEED_HEADER.match(line):
+            if end - header_start > max_header_bytes:
+                return f"header block of a MIME part larger than {max_header_bytes} bytes"
             if line[:1] in b" \t":
                 if collecting and content_type is not None:
                     content_type.append(line)
@@ -263,6 +271,7 @@ def scan_structure(data: bytes, max_depth: int, max_parts: int) -> str | None:
                 return f"MIME nesting deeper than {max_depth} levels"
             digest_parent = False
             in_headers = True
+            header_start = pos
             entity_lines = 0
             content_type = None
             collecting = False
