@@ -47,6 +47,22 @@ names written with blanks before the colon (``Subject :``) are closed up, and
 a Content-Type missing the ``;`` before its first parameter gets it, so the
 boundary is found.
 
+**Cost.** Parsing takes time linear in the size of the message, whatever its
+content (the growth-rate tests in ``tests/parsing/test_hostile_headers.py``
+keep it so). Header values are read with linear patterns and scans (no
+pattern retried from every character of a run, no membership test on a list
+per item, no text built by repeated concatenation), and the superlinear parts
+of the ``email`` package are fed bounded input: a structured header object is
+built only for values of at most 1 KiB without 8-bit bytes (a longer
+Content-Type is read by :func:`~postroom.parsing.headers.parse_content_type`
+and handed to the package as type, boundary and charset), an address list
+reaches its structured parser in items of at most 1 KiB and 16 KiB per message
+in all (the rest is salvaged: addresses kept, display names lost), a
+Content-Type's parameters are read up to 100, and a message makes at most 32
+charset detections (after that the charset detected last is reused). Every
+header block is bounded by ``max_header_bytes``; the whole message by
+``max_size``.
+
 Parts are numbered as IMAP does: the root is ``""``, children of a multipart
 ``"1"``, ``"2"``, ``"1.2"``. An attached ``message/rfc822`` (or
 ``message/global``) part at ``P`` is descended into: the encapsulated message's
