@@ -58,6 +58,7 @@ def _raw(name: str, value: str) -> str:
     return _content_type_text(text) if name.lower() == "content-type" else text
 
 
+@lru_cache(maxsize=8)  # the email package reads a part's type several times in a row
 def _content_type_text(value: str) -> str:
     """A long or 8-bit Content-Type, as read by :func:`parse_content_type`
     (linear, lenient), rewritten to the type and the two parameters the

@@ -588,50 +588,35 @@ _MISSING_SEP = re.compile(r"(?<![ \t])[ \t]++(?=[A-Za-z0-9_.-]++\*?[0-9]*+\*?[ \
 _LEADING_CHARSET = re.compile(r"^([A-Za-z0-9_.:+-]{1,40})'(?:([A-Za-z0-9-]{0,20})')?")
 
 
+# A parameter segment: quoted strings (an unclosed one runs to the end) and
+# other characters up to a ";". Patterns, not a loop per character: a
+# Content-Type is read several times per part and may be long.
+_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[^";])*+', re.DOTALL)
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*+)(\\?)"?', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
 def _split_segments(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
+    """Split on ``;`` outside quoted strings (at most ``_MAX_PARAMS`` + 1
+    segments; the rest is dropped)."""
     segments: list[str] = []
-    current: list[str] = []
-    quoted = False
-    chars = iter(text)
-    for char in chars:
-        if quoted:
-            current.append(char)
-            if char == "\\":
-                current.append(next(chars, ""))
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-            current.append(char)
-        elif char == ";":
-            segments.append("".join(current))
-            current = []
-            if len(segments) > _MAX_PARAMS:
-                return segments
-        else:
-            current.append(char)
-    segments.append("".join(current))
-    return segments
+    pos = 0
+    while True:
+        match = _SEGMENT.match(text, pos)
+        assert match is not None  # the pattern matches the empty string
+        segments.append(match.group())
+        pos = match.end()
+        if pos >= len(text) or len(segments) > _MAX_PARAMS:
+            return segments
+        pos += 1  # the ";"
 
 
 def _unquote(text: str) -> tuple[str, int]:
     """The content of the quoted string starting at text[0] == '"' and the
     offset after it; an unclosed one runs to the end (quoted-pairs unescaped)."""
-    out: list[str] = []
-    index = 1
-    size = len(text)
-    while index < size:
-        char = text[index]
-        if char == "\\" and index + 1 < size:
-            out.append(text[index + 1])
-            index += 2
-            continue
-        index += 1
-        if char == '"':
-            break
-        out.append(char)
-    return "".join(out), index
+    match = _QUOTED_STRING.match(text)
+    assert match is not None  # text starts with '"'
+    return _QUOTED_PAIR.sub(r"\1", match.group(1)) + match.group(2), match.end()
 
 
 def _value(raw: str) -> tuple[str, bool, str]:
