@@ -45,7 +45,9 @@ the raw size); the store keeps the original bytes from the RawRef.
 Repairs made silently before parsing (common in real mail, harmless): field
 names written with blanks before the colon (``Subject :``) are closed up, and
 a Content-Type missing the ``;`` before its first parameter gets it, so the
-boundary is found.
+boundary is found. 8-bit bytes never make a message unparsable: a boundary
+with them still splits the parts, and a report part's field name with them
+(``Rem\\xf6te-MTA:``) stays in the part's text, decoded like the rest.
 
 **Cost.** Parsing takes time linear in the size of the message, whatever its
 content (the growth-rate tests in ``tests/parsing/test_hostile_headers.py``
@@ -53,9 +55,10 @@ keep it so). Header values are read with linear patterns and scans (no
 pattern retried from every character of a run, no membership test on a list
 per item, no text built by repeated concatenation), and the superlinear parts
 of the ``email`` package are fed bounded input: a structured header object is
-built only for values of at most 1 KiB without 8-bit bytes (a longer
-Content-Type is read by :func:`~postroom.parsing.headers.parse_content_type`
-and handed to the package as type, boundary and charset), an address list
+built only for values of at most 1 KiB without 8-bit bytes (a longer or
+8-bit Content-Type is read by
+:func:`~postroom.parsing.headers.parse_content_type` and handed to the package
+as type, boundary and charset), an address list
 reaches its structured parser in items of at most 1 KiB and 16 KiB per message
 in all (the rest is salvaged: addresses kept, display names lost), a
 Content-Type's parameters are read up to 100, and a message makes at most 32
