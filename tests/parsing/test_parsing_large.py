@@ -333,11 +333,11 @@ def test_scan_reports_leaf_bodies_without_the_line_break_before_a_boundary() -> 
         part("Content-Type: image/png", body=b"two"),
     )
     leaves: list[LeafBody] = []
-    assert scan_structure(data, 10, 100, leaves) is None
+    assert scan_structure(data, 10, 100, leaves, max_header_bytes=1 << 20) is None
     assert [data[leaf.start : leaf.end] for leaf in leaves] == [b"one\r\n", b"two"]
     root: list[LeafBody] = []
     single = message("Subject: s", body=b"all of it\r\n")
-    assert scan_structure(single, 10, 100, root) is None
+    assert scan_structure(single, 10, 100, root, max_header_bytes=1 << 20) is None
     assert [single[leaf.start : leaf.end] for leaf in root] == [b"all of it\r\n"]
 
 

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 
+import attrs
 import charset_normalizer
 
 #: Labels Python does not know, or knows as a narrower charset than mail uses.
@@ -298,12 +301,62 @@ def detect(data: bytes | bytearray) -> str | None:
     return str(best.encoding)
 
 
+#: Charset detections one message may cost (real mail needs a few at most).
+MAX_DETECTIONS = 32
+
+
+@attrs.define
+class _Budget:
+    left: int
+    last: str | None = None
+
+
+_BUDGET: ContextVar[_Budget | None] = ContextVar("postroom_detection_budget", default=None)
+
+
+@contextmanager
+def detection_budget(limit: int = MAX_DETECTIONS) -> Iterator[None]:
+    """Bound the charset detections made while one message is read.
+
+    Each detection costs a fixed ~0.3 ms besides its length, and a message can
+    hold any number of undecodable pieces (120,000 header fields in 8-bit bytes
+    took 41 s, one detection each). Within this scope :func:`repair` detects at
+    most *limit* times; after that it reuses the charset detected last (UTF-8
+    with replacements if none was). Nested scopes share the outer budget; with
+    no scope (a plugin decoding one field) detection is not bounded.
+    """
+    if _BUDGET.get() is not None:
+        yield
+        return
+    token = _BUDGET.set(_Budget(limit))
+    try:
+        yield
+    finally:
+        _BUDGET.reset(token)
+
+
+def _detect_within_budget(data: bytes | bytearray) -> str | None:
+    budget = _BUDGET.get()
+    if budget is not None:
+        if budget.left <= 0:
+            return budget.last
+        budget.left -= 1
+    try:
+        codec = detect(data)
+    except Exception:  # detection is a heuristic: never let it fail a message
+        codec = None
+    if budget is not None and codec:
+        budget.last = codec
+    return codec
+
+
 def repair(data: bytes | bytearray, hints: Sequence[str] = ()) -> tuple[str, str]:
     """Decode bytes whose charset is unknown or wrong: ``(text, codec used)``.
 
     Order: UTF-8 (strict, then with a few broken bytes), the other charsets the
-    same message declares (*hints*, already resolved), charset-normalizer,
-    finally UTF-8 with replacement characters (codec :data:`LOSSY_UTF8`).
+    same message declares (*hints*, already resolved), charset-normalizer
+    (within the :func:`detection_budget`), finally UTF-8 with replacement
+    characters (codec :data:`LOSSY_UTF8`).
     """
     text = _strict(data, "utf-8")
     if text is not None:
@@ -316,10 +369,7 @@ def repair(data: bytes | bytearray, hints: Sequence[str] = ()) -> tuple[str, str
         text = _strict(data, hint)
         if text is not None:
             return text, hint
-    try:
-        codec = detect(data)
-    except Exception:  # detection is a heuristic: never let it fail a message
-        codec = None
+    codec = _detect_within_budget(data)
     if codec:
         text = _strict(data, codec)
         if text is None:

@@ -24,7 +24,6 @@ from typing import NamedTuple
 from postroom.parsing.charsets import repair, resolve_charset
 
 _LINEBREAK = re.compile(r"\r\n|\n|\r")
-_FOLD = re.compile(r"[ \t]*(?:\r\n|\n|\r)[ \t]*")
 _FOLD_IN_WORD = re.compile(r"(?:\r\n|\n|\r)[ \t]*")
 _SURROGATES = re.compile("[\udc80-\udcff]+")
 
@@ -36,9 +35,16 @@ _EW_TAIL = re.compile(r"=\?([^?\s\"()<>=]{1,64})\?([bBqQ])\?([^?\s]{1,2000})$")
 _Q_ESCAPE = re.compile(rb"=([0-9A-Fa-f]{2})")
 _AFTER_PUNCT = frozenset("])}>:;,.!?")
 
-#: Address headers longer than this are not given to the structured parser
-#: (its cost grows badly with pathological input); addresses are salvaged.
-_MAX_STRUCTURED = 64 * 1024
+#: The most text given to the ``email`` package's structured address parser
+#: at once. Its cost grows quadratically with the length of hostile text (30,000
+#: ``"a`` took 21 s): a longer value is cut into its items
+#: (:func:`_split_items`), each parsed on its own, and an item longer than this
+#: is salvaged instead.
+_MAX_STRUCTURED = 1024
+#: The address text one message may give the structured parser in all (see
+#: :class:`AddressBudget`): even short hostile items cost it 10-30 µs a
+#: character, while a real message's address fields are a few kilobytes.
+MAX_STRUCTURED_PER_MESSAGE = 16 * 1024
 
 
 def unfold(value: str) -> str:
@@ -47,8 +53,20 @@ def unfold(value: str) -> str:
 
 
 def collapse(value: str) -> str:
-    """Unfold and turn each fold, with the blanks around it, into one space."""
-    return _FOLD.sub(" ", value)
+    """Unfold and turn each fold, with the blanks around it, into one space.
+
+    Split at the line breaks and strip the pieces, rather than one pattern
+    with blanks on both sides of the break: that pattern is retried from each
+    blank of a long run of blanks, quadratic in the run.
+    """
+    lines = _LINEBREAK.split(value)
+    if len(lines) == 1:
+        return value
+    last = len(lines) - 1
+    return " ".join(
+        line.strip(" \t") if 0 < i < last else line.rstrip(" \t") if i == 0 else line.lstrip(" \t")
+        for i, line in enumerate(lines)
+    )
 
 
 def raw_header_text(value: str, hints: Sequence[str] = ()) -> tuple[str, str | None]:
@@ -144,10 +162,11 @@ def _decode(value: str, *, unstructured: bool) -> str:
         items.append(("word", charset, data))
     elif rest:
         items.append(("text", rest, b""))
-    # drop blanks between words, merge same-charset neighbours
-    merged: list[tuple[str, str, bytes]] = []
-    for index, item in enumerate(items):
-        kind, text, data = item
+    # drop blanks between words, merge same-charset neighbours (their bytes
+    # collected in a list and joined once: adding bytes to bytes per word would
+    # be quadratic in a long run of words)
+    merged: list[tuple[str, str, list[bytes]]] = []
+    for index, (kind, text, data) in enumerate(items):
         if (
             kind == "text"
             and not text.strip()
@@ -157,19 +176,19 @@ def _decode(value: str, *, unstructured: bool) -> str:
         ):
             continue
         if kind == "word" and merged and merged[-1][0] == "word" and merged[-1][1] == text:
-            merged[-1] = ("word", text, merged[-1][2] + data)
+            merged[-1][2].append(data)
             continue
-        merged.append(item)
+        merged.append((kind, text, [data]))
     out: list[str] = []
     previous = ""
-    for kind, text, data in merged:
+    for kind, text, chunks in merged:
         if kind == "text":
             out.append(text)
             previous = "text"
             continue
         if unstructured and previous == "text" and out and out[-1] and out[-1][-1] in _AFTER_PUNCT:
             out.append(" ")
-        out.append(_decode_charset(data, text))
+        out.append(_decode_charset(b"".join(chunks), text))
         previous = "word"
     return "".join(out)
 
@@ -234,10 +253,73 @@ class Address(NamedTuple):
     addr: str
 
 
+class AddressBudget:
+    """How much more address text the structured parser may read for one
+    message, in characters; text beyond it is salvaged (addresses kept,
+    display names and odd forms such as quoted local parts lost)."""
+
+    def __init__(self, chars: int = MAX_STRUCTURED_PER_MESSAGE) -> None:
+        self.left = chars
+
+    def take(self, text: str) -> bool:
+        """Whether *text* may go to the structured parser (and count it)."""
+        if len(text) > min(self.left, _MAX_STRUCTURED):
+            return False
+        self.left -= len(text)
+        return True
+
+
 _ANGLE = re.compile(r"<([^<>]*)>")
-_BARE = re.compile(r"[^\s<>()\[\]\",;:@]+@[^\s<>()\[\]\",;:@]+")
-_ROUTE = re.compile(r"^(?:@[^:,]*,?)+:")
-_SPLIT_ITEMS = re.compile(r"""((?:"(?:[^"\\]|\\.)*"|<[^<>]*>|[^,;"<])*)""")
+# A bare x@y, tried only where a run of its characters starts (from inside a
+# run it fails the same way, and trying there is quadratic in the run).
+_BARE = re.compile(r"(?<![^\s<>()\[\]\",;:@])[^\s<>()\[\]\",;:@]++@[^\s<>()\[\]\",;:@]++")
+_ROUTE = re.compile(r"^(?:@[^:,]*+,?)++:")
+# One item of an address list: quoted strings, <...> and other characters up
+# to a "," or ";" (or a "<" or '"' that is never closed).
+_ITEM = re.compile(r'(?:"(?:[^"\\]|\\.)*+"|<[^<>]*+>|[^,;"<]++)*+', re.DOTALL)
+_ITEM_AFTER_OPEN_QUOTE = re.compile(r"(?:<[^<>]*+>|[^,;\"<]++)*+", re.DOTALL)
+_QUOTED = re.compile(r'"(?:[^"\\]|\\.)*+"', re.DOTALL)
+
+
+def _split_items(text: str) -> list[str]:
+    """The items of an address list: split at ``,`` and ``;`` outside quoted
+    strings and angle brackets; a ``"`` or ``<`` that is never closed splits
+    too.
+
+    A quoted string that fails to close has been scanned to the end of the
+    text, and then so would every later one (they are inside it, or behind an
+    escape it consumed): after the first, quotes are not tried again. Trying
+    each would be quadratic (``"\\"\\"\\"...``).
+    """
+    items: list[str] = []
+    pattern = _ITEM
+    size = len(text)
+    pos = 0
+    while pos <= size:
+        match = pattern.match(text, pos)
+        assert match is not None  # the pattern matches the empty string
+        items.append(match.group())
+        pos = match.end()
+        if pos < size and text[pos] == '"':
+            pattern = _ITEM_AFTER_OPEN_QUOTE
+        pos += 1
+    return items
+
+
+def _blank_quoted(text: str) -> str:
+    """*text* with each quoted string replaced by a blank (an unclosed one is
+    kept, and so is everything after it: see :func:`_split_items`)."""
+    out: list[str] = []
+    pos = 0
+    while (start := text.find('"', pos)) >= 0:
+        match = _QUOTED.match(text, start)
+        if match is None:
+            break
+        out.append(text[pos:start])
+        out.append(" ")
+        pos = match.end()
+    out.append(text[pos:])
+    return "".join(out)
 
 
 def _clean_addr(text: str) -> str:
@@ -252,14 +334,14 @@ def _salvage(text: str) -> list[Address]:
     per item (split at ``,`` and ``;``), the last ``<...@...>``, else every
     bare ``x@y`` outside quoted strings and comments."""
     found: list[Address] = []
-    for item in _SPLIT_ITEMS.findall(text):
+    for item in _split_items(text):
         if "@" not in item:
             continue
         bracketed = [b for b in _ANGLE.findall(item) if "@" in b]
         if bracketed:
             candidates = [_clean_addr(bracketed[-1])]
         else:
-            outside = re.sub(r'"(?:[^"\\]|\\.)*"', " ", strip_comments(item))
+            outside = _blank_quoted(strip_comments(item))
             candidates = [m.group(0).strip(".'\"<>") for m in _BARE.finditer(outside)]
         for addr in candidates:
             if "@" in addr and not addr.startswith("@") and not addr.endswith("@"):
@@ -274,7 +356,7 @@ def _display_name(name: str) -> str | None:
     return name or None
 
 
-def parse_addresses(value: str) -> list[Address]:
+def parse_addresses(value: str, budget: AddressBudget | None = None) -> list[Address]:
     """The mailboxes of an address header, groups flattened, in order.
 
     Display names are decoded; ``addr`` is ``local@domain`` as written (case
@@ -282,18 +364,35 @@ def parse_addresses(value: str) -> list[Address]:
     when written in angle brackets (``Moderator <moderator>``); a lone word is
     a name without an address and is skipped. Text the structured parser cannot
     read still gives every ``x@y`` it contains.
+
+    Linear in the length of *value*: a value longer than ``_MAX_STRUCTURED``
+    (or than what is left of the *budget*, shared by the calls for one message)
+    is read item by item: a group's name then reads as a broken item, its first
+    address salvaged from it.
     """
     text = unfold(value).strip()
     if not text:
         return []
-    if len(text) > _MAX_STRUCTURED:
-        return _dedupe(_salvage(text))
+    if budget is None:
+        budget = AddressBudget()
+    if budget.take(text):
+        return _dedupe(_read_list(text))
+    found: list[Address] = []
+    for item in _split_items(text):
+        if "@" not in item and "<" not in item:
+            continue  # no address: a bare word is a name, a bare local part needs <>
+        found.extend(_read_list(item) if budget.take(item) else _salvage(item))
+    return _dedupe(found)
+
+
+def _read_list(text: str) -> list[Address]:
+    """:func:`parse_addresses` of a short *text*, through the structured parser."""
     try:
         header = policy.default.header_factory("to", text)
         parsed = list(header.addresses)
         broken = any(type(d).__name__ == "InvalidHeaderDefect" for d in header.defects)
     except Exception:
-        return _dedupe(_salvage(text))
+        return _salvage(text)
     result: list[Address] = []
     for item in parsed:
         try:
@@ -318,7 +417,7 @@ def parse_addresses(value: str) -> list[Address]:
         names = {a.addr.lower(): a for a in result}
         salvaged = [names.pop(a.addr.lower(), a) for a in _salvage(text)]
         result = salvaged + [a for a in result if a.addr.lower() in names]
-    return _dedupe(result)
+    return result
 
 
 def _dedupe(addresses: list[Address]) -> list[Address]:
@@ -359,17 +458,17 @@ def parse_message_ids(value: str, *, single: bool = False) -> list[str]:
     """
     text = unfold(value)
     bracketed = _BRACKETED.findall(text)
-    ids: list[str] = []
     if bracketed:
         candidates = bracketed
     else:
         tokens = [t for t in re.split(r"[\s,]+", strip_comments(text).strip()) if t]
         candidates = tokens[:1] if single else [t for t in tokens if "@" in t]
+    ids: dict[str, None] = {}  # ordered and without repeats, at no cost per id
     for candidate in candidates:
         normal = normalize_message_id(candidate)
-        if normal is not None and normal not in ids:
-            ids.append(normal)
-    return ids
+        if normal is not None:
+            ids.setdefault(normal, None)
+    return list(ids)
 
 
 # ---------------------------------------------------------------------- dates
@@ -381,9 +480,11 @@ _MONTHS = {
         ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"), 1
     )
 }
+# Separators are blanks with at most one dash among them, written so that a
+# long run of blanks is crossed once (``\s*[-\s]\s*`` splits it every way).
 _LOOSE_DATE = re.compile(
-    r"(\d{1,2})\s*[-\s]\s*([A-Za-z]{3})[A-Za-z]*\.?\s*[-\s]\s*(\d{2,4})"
-    r"\s+(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?(?:\.\d+)?\s*([+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?"
+    r"(\d{1,2})(?:\s++(?:-\s*+)?|-\s*+)([A-Za-z]{3})[A-Za-z]*+\.?(?:\s++(?:-\s*+)?|-\s*+)(\d{2,4})"
+    r"\s++(\d{1,2}):(\d{1,2})(?::(\d{1,2}))?(?:\.\d++)?\s*+([+-]\d{2}:?\d{2}|[A-Za-z]{1,5})?"
 )
 
 
@@ -479,54 +580,43 @@ _MAX_PARAMS = 100
 _MAX_SECTION = 9999
 _SECTION = re.compile(r"^(.+?)\*(\d+)(\*?)$")
 _PERCENT = re.compile(r"%([0-9A-Fa-f]{2})")
-_MISSING_SEP = re.compile(r"[ \t]+(?=[A-Za-z0-9_.-]+\*?[0-9]*\*?[ \t]*=)")
+# Blanks followed by "name=" (a parameter whose ";" is missing). Only the start
+# of a run of blanks is tried and the repeats are possessive: otherwise the
+# pattern is retried from every blank of a long run (quadratic), and the name's
+# repeats overlap ("1111..." is tried at every split between them).
+_MISSING_SEP = re.compile(r"(?<![ \t])[ \t]++(?=[A-Za-z0-9_.-]++\*?[0-9]*+\*?[ \t]*+=)")
 _LEADING_CHARSET = re.compile(r"^([A-Za-z0-9_.:+-]{1,40})'(?:([A-Za-z0-9-]{0,20})')?")
 
 
+# A parameter segment: quoted strings (an unclosed one runs to the end) and
+# other characters up to a ";". Patterns, not a loop per character: a
+# Content-Type is read several times per part and may be long.
+_SEGMENT = re.compile(r'(?:"(?:[^"\\]|\\.)*+(?:"|\\?\Z)|[^";])*+', re.DOTALL)
+_QUOTED_STRING = re.compile(r'"((?:[^"\\]|\\.)*+)(\\?)"?', re.DOTALL)
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+
+
 def _split_segments(text: str) -> list[str]:
-    """Split on ``;`` outside quoted strings."""
+    """Split on ``;`` outside quoted strings (at most ``_MAX_PARAMS`` + 1
+    segments; the rest is dropped)."""
     segments: list[str] = []
-    current: list[str] = []
-    quoted = False
-    chars = iter(text)
-    for char in chars:
-        if quoted:
-            current.append(char)
-            if char == "\\":
-                current.append(next(chars, ""))
-            elif char == '"':
-                quoted = False
-        elif char == '"':
-            quoted = True
-            current.append(char)
-        elif char == ";":
-            segments.append("".join(current))
-            current = []
-            if len(segments) > _MAX_PARAMS:
-                return segments
-        else:
-            current.append(char)
-    segments.append("".join(current))
-    return segments
+    pos = 0
+    while True:
+        match = _SEGMENT.match(text, pos)
+        assert match is not None  # the pattern matches the empty string
+        segments.append(match.group())
+        pos = match.end()
+        if pos >= len(text) or len(segments) > _MAX_PARAMS:
+            return segments
+        pos += 1  # the ";"
 
 
 def _unquote(text: str) -> tuple[str, int]:
     """The content of the quoted string starting at text[0] == '"' and the
     offset after it; an unclosed one runs to the end (quoted-pairs unescaped)."""
-    out: list[str] = []
-    index = 1
-    size = len(text)
-    while index < size:
-        char = text[index]
-        if char == "\\" and index + 1 < size:
-            out.append(text[index + 1])
-            index += 2
-            continue
-        index += 1
-        if char == '"':
-            break
-        out.append(char)
-    return "".join(out), index
+    match = _QUOTED_STRING.match(text)
+    assert match is not None  # text starts with '"'
+    return _QUOTED_PAIR.sub(r"\1", match.group(1)) + match.group(2), match.end()
 
 
 def _value(raw: str) -> tuple[str, bool, str]:
@@ -540,11 +630,15 @@ def _value(raw: str) -> tuple[str, bool, str]:
     parts = _MISSING_SEP.split(raw, maxsplit=1)
     raw = parts[0].strip()
     rest = parts[1] if len(parts) == 2 else ""
-    while raw.endswith(")") and "(" in raw:  # trailing comment: "us-ascii (Plain text)"
-        start = raw.rfind("(")
-        if start == 0 or not raw[start - 1].isspace():
+    end = len(raw)  # trailing comments cut off by moving the end (no copy per comment)
+    while end and raw[end - 1] == ")":  # trailing comment: "us-ascii (Plain text)"
+        start = raw.rfind("(", 0, end)
+        if start <= 0 or not raw[start - 1].isspace():
             break
-        raw = raw[:start].rstrip()
+        end = start
+        while end and raw[end - 1].isspace():
+            end -= 1
+    raw = raw[:end]
     if raw.startswith("("):
         raw = strip_comments(raw).strip()
     return raw, False, rest
@@ -594,7 +688,7 @@ def _assemble(sections: dict[int, tuple[str, bool]]) -> str:
 
 
 _MISSING_SEMICOLON = re.compile(
-    r"^(\s*[^\s;/=\"]+\s*/\s*[^\s;=\"]+)(\s+)(?=[A-Za-z0-9_.-]+\*?\d*\*?\s*=)"
+    r"^(\s*+[^\s;/=\"]++\s*+/\s*+[^\s;=\"]++)(\s++)(?=[A-Za-z0-9_.-]++\*?\d*+\*?\s*+=)"
 )
 
 
@@ -636,9 +730,11 @@ def parse_content_type(value: str) -> ContentType:
     simple: dict[str, str] = {}
     extended_whole: dict[str, str] = {}
     sectioned: dict[str, dict[int, tuple[str, bool]]] = {}
-    order: list[str] = []
+    order: dict[str, None] = {}  # the names in order of appearance
     pending = list(reversed(segments[1 : _MAX_PARAMS + 1]))
-    while pending and len(order) < _MAX_PARAMS:
+    attempts = 0  # parameters read, repeated names included: what the work grows with
+    while pending and len(order) < _MAX_PARAMS and attempts < _MAX_PARAMS:
+        attempts += 1
         segment = pending.pop()
         name_part, sep, raw_value = segment.partition("=")
         if not sep:
@@ -664,8 +760,7 @@ def parse_content_type(value: str) -> ContentType:
         else:
             key = name
             simple.setdefault(key, text_value)
-        if key not in order:
-            order.append(key)
+        order.setdefault(key, None)
     params: list[tuple[str, str]] = []
     for key in order:
         if key in extended_whole:

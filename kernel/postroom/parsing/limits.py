@@ -32,7 +32,8 @@ class ParseLimits:
     ``max_size`` is the option ``maximum-msg-size`` in bytes (0: no limit);
     ``max_depth`` bounds MIME nesting (the root is level 0, attached messages
     count as a level); ``max_parts`` bounds the number of MIME entities;
-    ``max_header_bytes`` bounds the top-level header block; ``max_part_text``
+    ``max_header_bytes`` bounds the top-level header block and that of each
+    part and attached message; ``max_part_text``
     is how many characters of a textual or report part :class:`Part.text`
     keeps; ``default_domain`` (option ``default-domain``) makes the
     ``unknown@<domain>`` From of a wrapping message.

@@ -15,7 +15,9 @@ with ``wrapping_reason`` set.
   ``no header block found: the message does not begin with a header field``
   (binary garbage, a bare body; an mbox ``From`` line is skipped first);
 - ``NUL bytes in the header block``;
-- ``header block larger than N bytes`` (``max_header_bytes``);
+- ``header block larger than N bytes`` (``max_header_bytes``) and ``header
+  block of a MIME part larger than N bytes`` (the same bound on each part's
+  and each attached message's header block);
 - ``MIME nesting deeper than N levels`` and ``more than N MIME parts``
   (``max_depth``, ``max_parts``: checked on the raw bytes before the ``email``
   package, which recurses per level, sees them, and again on the tree);
@@ -43,7 +45,26 @@ the raw size); the store keeps the original bytes from the RawRef.
 Repairs made silently before parsing (common in real mail, harmless): field
 names written with blanks before the colon (``Subject :``) are closed up, and
 a Content-Type missing the ``;`` before its first parameter gets it, so the
-boundary is found.
+boundary is found. 8-bit bytes never make a message unparsable: a boundary
+with them still splits the parts, and a report part's field name with them
+(``Rem\\xf6te-MTA:``) stays in the part's text, decoded like the rest.
+
+**Cost.** Parsing takes time linear in the size of the message, whatever its
+content (the growth-rate tests in ``tests/parsing/test_hostile_headers.py``
+keep it so). Header values are read with linear patterns and scans (no
+pattern retried from every character of a run, no membership test on a list
+per item, no text built by repeated concatenation), and the superlinear parts
+of the ``email`` package are fed bounded input: a structured header object is
+built only for values of at most 1 KiB without 8-bit bytes (a longer or
+8-bit Content-Type is read by
+:func:`~postroom.parsing.headers.parse_content_type` and handed to the package
+as type, boundary and charset), an address list
+reaches its structured parser in items of at most 1 KiB and 16 KiB per message
+in all (the rest is salvaged: addresses kept, display names lost), a
+Content-Type's parameters are read up to 100, and a message makes at most 32
+charset detections (after that the charset detected last is reused). Every
+header block is bounded by ``max_header_bytes``; the whole message by
+``max_size``.
 
 Parts are numbered as IMAP does: the root is ``""``, children of a multipart
 ``"1"``, ``"2"``, ``"1.2"``. An attached ``message/rfc822`` (or
@@ -90,8 +111,14 @@ from postroom.parsing.bodies import (
     skeleton,
     transfer_decoded,
 )
-from postroom.parsing.charsets import decode_bytes, display_name, resolve_charset
+from postroom.parsing.charsets import (
+    decode_bytes,
+    detection_budget,
+    display_name,
+    resolve_charset,
+)
 from postroom.parsing.headers import (
+    AddressBudget,
     ContentType,
     decode_base64,
     decode_words,
@@ -215,6 +242,12 @@ def _decode_headers(
 
 def _envelope(pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[str]) -> _Envelope:
     texts = _decode_headers(pairs, hints, notes, "root")
+    return _envelope_of(texts, [(key, decode_words(value)) for key, value in texts])
+
+
+def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -> _Envelope:
+    """The envelope from the root's header *texts* (8-bit bytes decoded) and
+    the same *headers* with their encoded-words decoded (as shown)."""
 
     def first(name: str) -> str | None:
         for key, value in texts:
@@ -225,28 +258,29 @@ def _envelope(pairs: list[tuple[str, str]], hints: Sequence[str], notes: list[st
     def every(name: str) -> list[str]:
         return [value for key, value in texts if key.lower() == name]
 
+    budget = AddressBudget()  # what the structured parser reads, for all fields
+
+    # dicts as ordered sets: a membership test on a list per item is quadratic
     def addresses(name: str) -> list[str]:
-        found: list[str] = []
+        found: dict[str, None] = {}
         for value in every(name):
-            for address in parse_addresses(value):
-                if address.addr not in found:
-                    found.append(address.addr)
-        return found
+            for address in parse_addresses(value, budget):
+                found.setdefault(address.addr, None)
+        return list(found)
 
     def ids(name: str) -> list[str]:
-        found: list[str] = []
+        found: dict[str, None] = {}
         for value in every(name):
             for mid in parse_message_ids(value):
-                if mid not in found:
-                    found.append(mid)
-        return found
+                found.setdefault(mid, None)
+        return list(found)
 
-    env = _Envelope(headers=[(key, decode_words(value)) for key, value in texts])
+    env = _Envelope(headers=headers)
     subject = first("subject")
     env.subject = decode_words(subject) if subject is not None else None
     sender = first("from")
     if sender is not None:
-        found = parse_addresses(sender)
+        found = parse_addresses(sender, budget)
         if found:
             env.from_addr, env.from_name = found[0].addr, found[0].name
         else:  # a name without an address ("From: Whomever")
@@ -277,7 +311,8 @@ class _Node:
     ct: ContentType | None = None
     cd: ContentType | None = None
     filename: str | None = None
-    headers: list[tuple[str, str]] = attrs.field(factory=list)
+    texts: list[tuple[str, str]] = attrs.field(factory=list)  # 8-bit decoded, words not
+    headers: list[tuple[str, str]] = attrs.field(factory=list)  # as shown: words decoded too
     children: list[_Node] = attrs.field(factory=list)
     inner: Message | None = None
     size: int = 0
@@ -317,16 +352,37 @@ def _transfer_decode(data: bytes, cte: str) -> bytes:
     return data
 
 
+#: Transfer encodings under which a payload's text is its bytes.
+_IDENTITY_CTES = frozenset({"", "7bit", "8bit", "binary"})
+
+
+def _raw_text(item: Message) -> Any:
+    """The payload of *item* with its 8-bit bytes kept as surrogate escapes.
+
+    ``get_payload()`` would decode them as ASCII with U+FFFD replacements
+    (a field name like ``Rem\\xf6te-MTA`` ends the fields of a
+    delivery-status group, so its line lands in the payload)."""
+    body = item.get_payload()
+    if isinstance(body, str) and not body.isascii() and _cte(item) in _IDENTITY_CTES:
+        raw = item.get_payload(decode=True)
+        if isinstance(raw, bytes):
+            return raw.decode("ascii", "surrogateescape")
+    return body
+
+
 def _reconstruct(payload: list[Any], blocks: bool) -> str:
     """The text of a ``message/*`` report part the email package parsed into
-    header blocks (``blocks``: delivery-status) or one headers-only message."""
+    header blocks (``blocks``: delivery-status) or one headers-only message.
+
+    The text is ASCII with 8-bit bytes as surrogate escapes, so it encodes
+    back to the bytes received."""
     texts: list[str] = []
     for item in payload:
         if not isinstance(item, Message):
             continue
         lines = [f"{name}: {value.lstrip(_BLANKS)}" for name, value in item.raw_items()]
         text = "\n".join(lines)
-        body = item.get_payload()
+        body = _raw_text(item)
         if isinstance(body, list):
             body = b"".join(_flatten(sub) for sub in body if isinstance(sub, Message)).decode(
                 "ascii", "surrogateescape"
@@ -338,7 +394,10 @@ def _reconstruct(payload: list[Any], blocks: bool) -> str:
             joint = "\n\n" if separated else "\n"
             text = f"{text}{joint}{body}" if text else body
         texts.append(text)
-    return _LINEBREAK.sub("\n", "\n\n".join(texts))
+    text = _LINEBREAK.sub("\n", "\n\n".join(texts))
+    if not text.isascii():  # characters, not bytes, in a payload the email package decoded
+        text = text.encode("utf-8", "surrogateescape").decode("ascii", "surrogateescape")
+    return text
 
 
 def _charset_hints(data: bytes) -> tuple[str, ...]:
@@ -433,12 +492,12 @@ class _Parse:
 
     def _node(self, msg: Message, path: str, depth: int, index: int, top: bool) -> _Node:
         node = _Node(msg=msg, path=path, depth=depth, index=index, top=top)
-        node.headers = _decode_headers(list(msg.raw_items()), self.hints, self.notes, node.label)
-        raw_ct = next((v for k, v in node.headers if k.lower() == "content-type"), None)
-        raw_cd = next((v for k, v in node.headers if k.lower() == "content-disposition"), None)
+        node.texts = _decode_headers(list(msg.raw_items()), self.hints, self.notes, node.label)
+        raw_ct = next((v for k, v in node.texts if k.lower() == "content-type"), None)
+        raw_cd = next((v for k, v in node.texts if k.lower() == "content-disposition"), None)
         node.ct = parse_content_type(repair_content_type(raw_ct)) if raw_ct is not None else None
         node.cd = parse_content_type(raw_cd) if raw_cd is not None else None
-        node.headers = [(k, decode_words(v)) for k, v in node.headers]
+        node.headers = [(k, decode_words(v)) for k, v in node.texts]
         node.filename = decode_filename(node.cd, node.ct)
         node.ctype = _effective_type(msg)
         payload = msg.get_payload()
@@ -463,7 +522,12 @@ class _Parse:
         remaining_depth = self.limits.max_depth - node.depth - 1
         if remaining_depth < 0:
             raise _Unparsable(f"MIME nesting deeper than {self.limits.max_depth} levels")
-        problem = scan_structure(data, remaining_depth, max(self.limits.max_parts - self.count, 1))
+        problem = scan_structure(
+            data,
+            remaining_depth,
+            max(self.limits.max_parts - self.count, 1),
+            max_header_bytes=self.limits.max_header_bytes,
+        )
         if problem is not None:
             raise _Unparsable(problem)
         self.notes.append(
@@ -593,7 +657,9 @@ class _Parse:
                 sources.extend(item for item in payload if isinstance(item, Message))
             for source in sources:
                 for defect in source.defects:
-                    detail = str(defect).strip()
+                    # the email package quotes the offending line, 8-bit bytes
+                    # as lone surrogates, which no store can encode
+                    detail = _printable(str(defect).strip())
                     text = f"{node.label}: {type(defect).__name__}"
                     found.append(f"{text}: {detail[:200]}" if detail else text)
         found.extend(self.notes)
@@ -602,6 +668,17 @@ class _Parse:
             extra = len(unique) - _MAX_DEFECTS
             unique = [*unique[:_MAX_DEFECTS], f"... and {extra} more defects"]
         return unique
+
+
+def _printable(text: str) -> str:
+    """*text* with lone surrogates (undecodable bytes) as replacement characters."""
+    if text.isascii():
+        return text
+    try:
+        data = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that stands for no byte
+        data = text.encode("utf-8", "replace")
+    return data.decode("utf-8", "replace")
 
 
 # ---------------------------------------------------------------- JMAP bodies
@@ -744,6 +821,7 @@ def _head_pairs(head: bytes) -> list[tuple[str, str]]:
         return []
 
 
+@detection_budget()
 def _wrapped(
     reason: str,
     head: bytes,
@@ -848,7 +926,9 @@ def _prepare(data: bytes, limits: ParseLimits, large_body: int | None) -> _Prepa
     if shift:  # field names with blanks before the colon, closed up
         data = b"".join((block.data, memoryview(data)[block.end :]))
     leaves: list[LeafBody] = []
-    problem = scan_structure(data, limits.max_depth, limits.max_parts, leaves)
+    problem = scan_structure(
+        data, limits.max_depth, limits.max_parts, leaves, max_header_bytes=limits.max_header_bytes
+    )
     if problem is not None:
         return _Prepared(block.data, problem)
     if large_body is None:
@@ -859,6 +939,7 @@ def _prepare(data: bytes, limits: ParseLimits, large_body: int | None) -> _Prepa
     )
 
 
+@detection_budget()
 def _parse(
     prep: _Prepared,
     source: BodySource | None,
@@ -873,7 +954,7 @@ def _parse(
         root_msg = BytesParser(policy=TOLERANT).parsebytes(prep.skeleton)
         nodes = state.build(root_msg)
         state.check_large(nodes[0])
-        env = _envelope(list(root_msg.raw_items()), state.hints, state.notes)
+        env = _envelope_of(nodes[0].texts, nodes[0].headers)  # decoded once, for both
         text, html, attachment_nodes = _bodies(nodes[0], nodes)
         root = nodes[0]
         if text is None and html is None and root.kind == "leaf" and root.text is not None:

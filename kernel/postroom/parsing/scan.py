@@ -175,11 +175,21 @@ def _entity_type(content_type: str | None, digest_parent: bool) -> tuple[str, by
         return "text/plain", None
     if boundary is None:
         return ctype, None
-    return ctype, boundary.encode("ascii", "surrogateescape")
+    try:  # 8-bit bytes arrive as surrogate escapes and go back to bytes
+        return ctype, boundary.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        # Decoded from RFC 2231 or RFC 2047 into characters no line can hold:
+        # the email package never finds such a boundary, so neither do we.
+        return ctype, None
 
 
 def scan_structure(
-    data: bytes, max_depth: int, max_parts: int, leaves: list[LeafBody] | None = None
+    data: bytes,
+    max_depth: int,
+    max_parts: int,
+    leaves: list[LeafBody] | None = None,
+    *,
+    max_header_bytes: int,
 ) -> str | None:
     """The reason the MIME tree of *data* passes the limits, or None.
 
@@ -189,7 +199,9 @@ def scan_structure(
     depth 0; a part or nested message is one deeper than its container. As in
     the email package, a line matching any enclosing boundary ends every
     entity inside it, and a boundary already in use by an outer multipart
-    belongs to the outer one.
+    belongs to the outer one. Each entity's header block is bounded by
+    *max_header_bytes* like the message's own (the root's is normally checked
+    first by :func:`check_header_block`).
 
     When *leaves* is given and no limit is passed, the body of every leaf
     outside an attached message is appended to it (:class:`LeafBody`).
@@ -205,6 +217,7 @@ def scan_structure(
     collecting = False
     encapsulated = False  # inside a message/* entity
     body: int | None = None  # where the open leaf's body starts, if it is reported
+    header_start = 0  # where the current entity's header block began
     size = len(data)
     pos = 0
 
@@ -261,6 +274,7 @@ def scan_structure(
                     return f"MIME nesting deeper than {max_depth} levels"
                 digest_parent = frames[index].digest
                 in_headers = True
+                header_start = pos
                 entity_lines = 0
                 content_type = None
                 collecting = False
@@ -269,6 +283,8 @@ def scan_structure(
             continue
         entity_lines += 1
         if line and _FEED_HEADER.match(line):
+            if end - header_start > max_header_bytes:
+                return f"header block of a MIME part larger than {max_header_bytes} bytes"
             if line[:1] in b" \t":
                 if collecting and content_type is not None:
                     content_type.append(line)
@@ -302,6 +318,7 @@ def scan_structure(
             digest_parent = False
             encapsulated = True
             in_headers = True
+            header_start = pos
             entity_lines = 0
             content_type = None
             collecting = False

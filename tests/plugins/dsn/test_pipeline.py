@@ -106,12 +106,6 @@ def test_the_slow_bounce_is_an_ndr_suppressed_as_fast_as_a_tiny_one(gateway: Gat
     assert slow < 10 * tiny, f"3,200 blank lines: {slow * 1000:.1f} ms, none: {tiny * 1000:.1f} ms"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="the kernel's parser turns a delivery-status field name with an 8-bit byte into "
-    "a parser error (issue 8, parsing/parser.py, another change); remove this mark with it",
-)
 def test_a_field_name_with_an_8_bit_byte_does_not_cost_the_suppression(gateway: Gateway) -> None:
     interaction = gateway.receive(bounce(1, field=b"Rem\xf6te-MTA"))
     assert interaction.subtype == Subtype.INBOUND_NDR.value
