@@ -401,6 +401,18 @@ def test_enrich_builtin_threading_awaits_the_store() -> None:
     assert store.looked_up == ["<out-1@example.com>"]
 
 
+def test_threading_looks_up_at_most_twenty_ids_nearest_first() -> None:
+    from postroom.builtin.threading import MAX_CANDIDATES
+
+    store = FakeStore([])
+    references = [f"<{n}@example.com>" for n in range(60_000)]
+    message = ParsedMessage(in_reply_to=["<reply@example.com>"], references=references)
+    run(hooks_with().enrich(message, Interaction(), make_ctx(store=store)))
+    assert len(store.looked_up) == MAX_CANDIDATES == 20
+    assert store.looked_up[:3] == [
+        "<reply@example.com>", "<59999@example.com>", "<59998@example.com>"]
+
+
 # ---------------------------------------------------------------- postroom_expand
 
 
