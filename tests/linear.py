@@ -15,6 +15,7 @@ ratio near 4, cubic near 8; linear code near 2.
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -50,14 +51,26 @@ class Growth:
         )
 
 
-def best_time(run: Callable[[T], Any], data: T, repeat: int = 3) -> float:
-    """The fastest of *repeat* runs of ``run(data)``, in CPU seconds of this process."""
-    best = float("inf")
-    for _ in range(repeat):
+def timed(run: Callable[[T], Any], data: T) -> float:
+    """CPU seconds of one ``run(data)``, the cyclic garbage collector held off.
+
+    A collection's cost grows with every object the test process holds, the
+    earlier tests' included: left on, it makes a linear function look
+    superlinear depending on what ran before. It runs before each measurement.
+    """
+    gc.collect()
+    gc.disable()
+    try:
         started = time.process_time()
         run(data)
-        best = min(best, time.process_time() - started)
-    return best
+        return time.process_time() - started
+    finally:
+        gc.enable()
+
+
+def best_time(run: Callable[[T], Any], data: T, repeat: int = 3) -> float:
+    """The fastest of *repeat* runs of ``run(data)``, in CPU seconds of this process."""
+    return min(timed(run, data) for _ in range(repeat))
 
 
 def measure_growth(
@@ -77,9 +90,7 @@ def measure_growth(
     n = start
     while True:
         data = make(n)
-        started = time.process_time()
-        run(data)
-        if time.process_time() - started >= min_seconds or n * 2 > max_size:
+        if timed(run, data) >= min_seconds or n * 2 > max_size:
             break
         n *= 2
     small, large = make(n), make(2 * n)

@@ -328,9 +328,14 @@ class _Node:
 
 
 def _effective_type(msg: Message) -> str:
-    """The content type the email package parsed by, without comments/blanks."""
+    """The content type the email package parsed by, without comments/blanks.
+
+    A type with characters no token has (8-bit bytes, which the email package
+    keeps as lone surrogates) is invalid: text/plain, as RFC 2045 says.
+    """
     ctype = re.sub(r"\s+", "", strip_comments(msg.get_content_type())).lower()
-    return ctype if ctype.count("/") == 1 and not ctype.startswith("/") else "text/plain"
+    valid = ctype.isascii() and ctype.count("/") == 1 and not ctype.startswith("/")
+    return ctype if valid else "text/plain"
 
 
 def _flatten(msg: Message) -> bytes:
