@@ -256,16 +256,23 @@ def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSi
     return ApiSite(gateway, token, **kwargs)
 
 
+def token_problem(token: str | None) -> str | None:
+    """Why *token* protects nothing (short, or with blanks or control characters), or None."""
+    if token is None or (
+        len(token) >= MIN_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)
+    ):
+        return None
+    return (
+        f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+        "without blanks (e.g. the output of 'openssl rand -hex 32')"
+    )
+
+
 def check_token(token: str | None) -> None:
-    """Refuse a token that protects nothing: short, or with blanks or control characters."""
-    if token is None:
-        return
-    if len(token) < MIN_TOKEN_LENGTH or not all("!" <= c <= "~" for c in token):
-        raise ConfigError(
-            f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
-            "without blanks (e.g. the output of 'openssl rand -hex 32')",
-            option="http.token",
-        )
+    """Refuse a token that protects nothing (at start-up, for embedding applications)."""
+    problem = token_problem(token)
+    if problem is not None:
+        raise ConfigError(problem, option="http.token")
 
 
 def check_exposure(bind: str, token: str | None) -> None:

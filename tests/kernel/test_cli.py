@@ -90,6 +90,16 @@ def test_check_reports_file_line_option_and_suggestion(quickstart: Path) -> None
     assert "defualt-domain" in result.stderr and "did you mean 'default-domain'" in result.stderr
 
 
+@pytest.mark.parametrize("token", ["short", "sixteen chars ok", " " * 20])
+def test_check_refuses_a_weak_api_token_with_its_line(quickstart: Path, token: str) -> None:
+    quickstart.write_text(quickstart.read_text() + f"http:\n  port: 7999\n  token: '{token}'\n")
+    result = postroom("check", "-c", str(quickstart))
+    assert result.returncode == 2
+    line = len(quickstart.read_text().splitlines())
+    assert f"{quickstart}:{line}: option 'http.token'" in result.stderr
+    assert token.strip() == "" or token not in result.stderr  # a secret is never printed
+
+
 def test_check_accepts_the_quickstart(quickstart: Path) -> None:
     result = postroom("check", "-c", str(quickstart))
     assert result.returncode == 0, result.stderr
