@@ -99,6 +99,7 @@ class Kernel:
         else:
             self.config = SiteConfig.default(self.schema)
         self.hooks.configure(self.config)
+        _check_http(self.config)
         store_driver = self.config.store_driver
         store_options: dict[str, Any] = dict(self.config.store_options)
         if store_override is not None:
@@ -234,3 +235,14 @@ class Kernel:
                     self._spool_dir = None
 
         return ensureDeferred(go())
+
+
+def _check_http(config: SiteConfig) -> None:
+    """Refuse a weak API token when the site is read (``postroom check`` as well as
+    ``run``), with the option's file and line."""
+    from postroom.web import token_problem
+
+    secret = config.get("http", "token")
+    problem = token_problem(secret.reveal() if secret is not None else None)
+    if problem is not None:
+        raise config.error(problem, "http", "token")

@@ -11,7 +11,6 @@ having been loaded.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 from postroom import hookimpl
 from postroom.config.options import OptionSchema, Scope
@@ -330,17 +329,6 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section="http",
         description="Bearer token clients of the HTTP API must present.",
     )
-
-
-@hookimpl
-def postroom_configure(config: Any) -> None:
-    """What ``postroom check`` must refuse as ``postroom run`` would: a weak API token."""
-    from postroom.web import token_problem
-
-    secret = config.get("http", "token")
-    problem = token_problem(secret.reveal() if secret is not None else None)
-    if problem is not None:
-        raise config.error(problem, "http", "token")
 
 
 def kernel_schema() -> OptionSchema:
