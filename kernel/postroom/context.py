@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import attrs
 
@@ -12,8 +12,25 @@ if TYPE_CHECKING:
     from postroom.store.async_store import AsyncStore
 
 
+class _SiteView:
+    """What both contexts offer over the site configuration and the mailbox."""
+
+    config: SiteConfig
+    mailbox: MailboxConfig | None
+
+    @property
+    def tenant_id(self) -> int:
+        return int(self.config.tenant_id)
+
+    def option(self, section: str, name: str) -> Any:
+        return self.config.get(section, name)
+
+    def for_mailbox(self, mailbox: MailboxConfig | None) -> Self:
+        return attrs.evolve(self, mailbox=mailbox)  # type: ignore[misc]
+
+
 @attrs.frozen
-class Context:
+class Context(_SiteView):
     """Per-call context: the site configuration, the store, the clock, a logger.
 
     ``mailbox`` is the :class:`~postroom.config.loader.MailboxConfig` the
@@ -32,19 +49,10 @@ class Context:
     mailbox: MailboxConfig | None = None
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
 
-    @property
-    def tenant_id(self) -> int:
-        return int(self.config.tenant_id)
-
-    def option(self, section: str, name: str) -> Any:
-        return self.config.get(section, name)
-
-    def for_mailbox(self, mailbox: MailboxConfig | None) -> Context:
-        return attrs.evolve(self, mailbox=mailbox)
 
 
 @attrs.frozen
-class AnalysisContext:
+class AnalysisContext(_SiteView):
     """What ``postroom_analyze`` can reach: configuration, the mailbox, a logger.
 
     It runs in a worker process under the per-message budget: there is no
@@ -55,12 +63,3 @@ class AnalysisContext:
     mailbox: MailboxConfig | None = None
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
 
-    @property
-    def tenant_id(self) -> int:
-        return int(self.config.tenant_id)
-
-    def option(self, section: str, name: str) -> Any:
-        return self.config.get(section, name)
-
-    def for_mailbox(self, mailbox: MailboxConfig | None) -> AnalysisContext:
-        return attrs.evolve(self, mailbox=mailbox)

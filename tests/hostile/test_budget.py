@@ -19,6 +19,7 @@ from postroom.services.gateway import Gateway
 from postroom.workers import BudgetPool, OverBudget
 from tests.conftest import run
 from tests.hostile import slow_plugin
+from tests.kernel.test_gateway import once
 
 OVER = "analysis used more than 30 s of CPU time"
 
@@ -51,12 +52,7 @@ def test_a_message_over_budget_is_quarantined_at_once_and_the_mailbox_goes_on(
     kernel = kernel_for(quickstart)
     analysis = OverBudgetFor(kernel.analysis)
     kernel.analysis = analysis
-    gateway = Gateway(kernel, once=True)
-    gateway.startService()
-    try:
-        ok = run(gateway.run_once())
-    finally:
-        run(gateway.stopService())
+    ok, gateway = once(kernel)
     assert not ok  # something went wrong in this pass, and --once says so
     assert len(analysis.calls) == 4  # every message was analysed, once
 

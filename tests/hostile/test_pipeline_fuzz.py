@@ -16,48 +16,22 @@ exception escapes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import traceback
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from postroom.ingest import ingest_mailbox
-from postroom.kernel import Kernel
-from postroom.model import FetchedMessage, RawRef
-from postroom.pipeline.inbound import InboundPipeline
-from tests.conftest import run
 from tests.hostile.messages import messages
+from tests.hostile.pipeline import EveryPlugin
 
 FOUND = Path(__file__).with_name("found")
 FUZZ_EXAMPLES = int(os.environ.get("POSTROOM_FUZZ", "0"))
 
 
-@pytest.fixture(scope="module")
-def pipeline() -> Iterator[tuple[Kernel, InboundPipeline]]:
-    """Every installed plugin, a throwaway store, everything inline."""
-    kernel = Kernel(store_override={"driver": "memory"})
-    run(kernel.open())
-    try:
-        yield kernel, InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
-    finally:
-        run(kernel.close())
-
-
-def ingest(pipeline: tuple[Kernel, InboundPipeline], raw: bytes, spool: Path) -> None:
-    kernel, inbound = pipeline
-    mailbox = ingest_mailbox(kernel, "fuzz")
-    if "copy-message-to-recipients" in mailbox.options:  # the split plugin is installed
-        mailbox.options["copy-message-to-recipients"] = True
-    path = spool / hashlib.sha256(raw).hexdigest()
-    path.write_bytes(raw)
-    fetched = FetchedMessage(mailbox="fuzz", source_key=path.name, raw=RawRef.from_path(path))
-    processed = run(inbound.process(fetched, mailbox))
-    assert processed.interactions, "no interaction for a message"
-    path.unlink()
+def ingest(pipeline: EveryPlugin, raw: bytes) -> None:
+    assert pipeline.ingest(raw), "no interaction for a message"
 
 
 def found_inputs() -> list[Path]:
@@ -65,10 +39,8 @@ def found_inputs() -> list[Path]:
 
 
 @pytest.mark.parametrize("path", found_inputs(), ids=lambda p: p.stem)
-def test_found_inputs(
-    pipeline: tuple[Kernel, InboundPipeline], path: Path, tmp_path: Path
-) -> None:
-    ingest(pipeline, path.read_bytes(), tmp_path)
+def test_found_inputs(every_plugin: EveryPlugin, path: Path) -> None:
+    ingest(every_plugin, path.read_bytes())
 
 
 def test_the_replay_corpus_is_not_empty() -> None:
@@ -93,11 +65,9 @@ def _keep(raw: bytes, error: BaseException) -> None:
                            HealthCheck.function_scoped_fixture],
 )
 @given(raw=messages())
-def test_generated_messages(
-    pipeline: tuple[Kernel, InboundPipeline], raw: bytes, tmp_path: Path
-) -> None:
+def test_generated_messages(every_plugin: EveryPlugin, raw: bytes) -> None:
     try:
-        ingest(pipeline, raw, tmp_path)
+        ingest(every_plugin, raw)
     except BaseException as error:
         if FUZZ_EXAMPLES:
             _keep(raw, error)
