@@ -370,9 +370,15 @@ def test_run_serves_the_http_api_and_stops_cleanly_on_sigterm(quickstart: Path) 
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=0.1)
         assert shown["status"] == "Sent" and shown["outbox"]["state"] == "sent"
-        assert (
-            b'postroom_outbox_depth{state="sent"} 1.0' in http("GET", f"{base}/metrics", token)[1]
-        )
+        # the gauge is counted after the outbox pass that sent it: wait for that pass
+        sent_gauge = b'postroom_outbox_depth{state="sent"} 1.0'
+        while time.monotonic() < deadline:
+            metrics = http("GET", f"{base}/metrics", token)[1]
+            if sent_gauge in metrics:
+                break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.1)
+        assert sent_gauge in metrics
         eml = (quickstart.parent / "outbox").glob("*.eml")
         assert any(b"X-Ticket: 4711" in p.read_bytes() for p in eml)
 
