@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from postroom import keys
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
 from postroom.interfaces import PLUGINS_GROUP
 from postroom.model import Subtype, Verdict
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: attached key listing plugins that failed on an interaction (processing goes on)
-PLUGIN_ERRORS_KEY = "_PluginErrors"
+PLUGIN_ERRORS_KEY = keys.PLUGIN_ERRORS
 
 
 async def resolve(value: Any) -> Any:

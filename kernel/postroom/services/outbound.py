@@ -25,6 +25,7 @@ from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from postroom import keys
 from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
 from postroom.errors import SendError
@@ -66,9 +67,9 @@ class HeaderInjection(SendError, ValueError):
 
 
 #: attached key marking the outbound interaction of an automatic request
-AUTOMATIC_KEY = "_Automatic"
+AUTOMATIC_KEY = keys.AUTOMATIC
 #: attached key listing the recipients the server refused (``addr: reply; ...``)
-REFUSED_KEY = "_RefusedRecipients"
+REFUSED_KEY = keys.REFUSED_RECIPIENTS
 
 #: an SMTP reply saying the address does not exist or no longer takes mail:
 #: a 5xx reply with an enhanced code 5.1.0-5.1.6 or 5.1.10 (bad destination address,

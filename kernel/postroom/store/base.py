@@ -43,6 +43,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 import attrs
 from zope.interface import implementer
 
+from postroom import keys
 from postroom.interfaces import IStore
 from postroom.model import (
     Attachment,
@@ -86,7 +87,7 @@ OUTBOX_STATUS = {
 }
 
 #: attached-data key that shows an outbound interaction's final send error.
-SEND_ERROR_KEY = "_SendError"
+SEND_ERROR_KEY = keys.SEND_ERROR
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 

@@ -1,0 +1,205 @@
+"""postroom's public API: the one module a plugin or an embedding application imports.
+
+As ``pytest`` is to ``_pytest``, this module is to the rest of the ``postroom``
+package: every name here is documented in ``docs/api.md`` and follows
+:data:`VERSION` (semantic versioning: a name is removed or changes meaning only
+with a new major version). Every other ``postroom.*`` module is private and may
+change in any release; first-party plugins and examples import nothing else
+(``make lint`` enforces it). Tests import :mod:`postroom.testing` as well.
+
+A plugin module may declare the API version it was written against::
+
+    POSTROOM_API = "1.0"
+
+and the kernel refuses to load it, with a clear error, when this kernel's API
+is not compatible (another major version, or an older minor one).
+"""
+
+from __future__ import annotations
+
+from postroom import hookimpl
+from postroom._apiversion import VERSION, api_compatible
+from postroom.backoff import Backoff, sleep
+from postroom.config.options import (
+    MAILBOX_SECTION,
+    SECRET_PREFIX,
+    SMTP_SECTION,
+    STORE_SECTION,
+    Option,
+    OptionSchema,
+    Scope,
+)
+from postroom.config.types import Secret
+from postroom.context import AnalysisContext, Context
+from postroom.drivers import Credentials, DriverContext, SendResult, SourceItem
+from postroom.errors import (
+    ConfigError,
+    ConnectionDown,
+    NotAnalysed,
+    PluginLoadError,
+    PostroomError,
+    SendError,
+    SourceError,
+)
+from postroom.interfaces import (
+    AUTH_GROUP,
+    PLUGINS_GROUP,
+    SENDERS_GROUP,
+    SOURCES_GROUP,
+    STORES_GROUP,
+    IAuthenticator,
+    IParser,
+    ISender,
+    ISource,
+    IStore,
+)
+from postroom.kernel import Kernel
+from postroom.keys import (
+    ATTACHMENT_FILE_NAMES,
+    AUTOMATIC,
+    PARSE_DEFECTS,
+    PLUGIN_ERRORS,
+    REFUSED_RECIPIENTS,
+    SEND_ERROR,
+    WRAPPING_MESSAGE_REASON,
+)
+from postroom.model import (
+    AttachedValue,
+    Attachment,
+    CommitResult,
+    Cursor,
+    Envelope,
+    FetchedMessage,
+    HandoffState,
+    Interaction,
+    InteractionType,
+    OutboundRequest,
+    OutboxEntry,
+    OutboxState,
+    ParsedMessage,
+    Part,
+    QuarantineEntry,
+    RawRef,
+    Subtype,
+    SuppressionEntry,
+    Verdict,
+    new_id,
+)
+from postroom.net.options import add_connection_options, port_for
+from postroom.net.tls import stdlib_context, twisted_client_tls
+from postroom.net.trace import Tracer, redact
+from postroom.parsing.headers import (
+    Address,
+    normalize_message_id,
+    parse_addresses,
+    parse_date,
+    parse_message_ids,
+    strip_comments,
+)
+from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
+from postroom.services.gateway import Gateway
+from postroom.store.base import SQLStoreBase, Tx, to_utc
+from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
+from postroom.storeaccess import StoreAccess
+
+__all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
+    # version
+    "VERSION",
+    "api_compatible",
+    # hooks
+    "hookimpl",
+    # model
+    "AttachedValue",
+    "Attachment",
+    "CommitResult",
+    "Cursor",
+    "Envelope",
+    "FetchedMessage",
+    "HandoffState",
+    "Interaction",
+    "InteractionType",
+    "OutboundRequest",
+    "OutboxEntry",
+    "OutboxState",
+    "ParsedMessage",
+    "Part",
+    "QuarantineEntry",
+    "RawRef",
+    "SuppressionEntry",
+    "Subtype",
+    "Verdict",
+    "new_id",
+    # contexts
+    "AnalysisContext",
+    "Context",
+    "StoreAccess",
+    # errors
+    "ConfigError",
+    "ConnectionDown",
+    "NotAnalysed",
+    "PluginLoadError",
+    "PostroomError",
+    "SendError",
+    "SourceError",
+    # options
+    "MAILBOX_SECTION",
+    "SECRET_PREFIX",
+    "SMTP_SECTION",
+    "STORE_SECTION",
+    "Option",
+    "OptionSchema",
+    "Scope",
+    "Secret",
+    # attached-data keys
+    "ATTACHMENT_FILE_NAMES",
+    "AUTOMATIC",
+    "PARSE_DEFECTS",
+    "PLUGIN_ERRORS",
+    "REFUSED_RECIPIENTS",
+    "SEND_ERROR",
+    "WRAPPING_MESSAGE_REASON",
+    # header helpers
+    "Address",
+    "normalize_message_id",
+    "parse_addresses",
+    "parse_date",
+    "parse_message_ids",
+    "strip_comments",
+    # drivers
+    "AUTH_GROUP",
+    "PLUGINS_GROUP",
+    "SENDERS_GROUP",
+    "SOURCES_GROUP",
+    "STORES_GROUP",
+    "Credentials",
+    "DriverContext",
+    "IAuthenticator",
+    "IParser",
+    "ISender",
+    "ISource",
+    "IStore",
+    "SendResult",
+    "SourceItem",
+    # network
+    "Backoff",
+    "Tracer",
+    "add_connection_options",
+    "port_for",
+    "redact",
+    "sleep",
+    "stdlib_context",
+    "twisted_client_tls",
+    # store drivers
+    "DatabaseError",
+    "RawIntegrityError",
+    "SQLStoreBase",
+    "StoreError",
+    "Tx",
+    "to_utc",
+    # embedding
+    "Gateway",
+    "InlineRunner",
+    "Kernel",
+    "Runner",
+    "ThreadPoolRunner",
+]

@@ -1,0 +1,47 @@
+"""What a hook implementation may ask of the store: ``ctx.store``.
+
+The kernel's store (:class:`~postroom.store.async_store.AsyncStore`) offers
+more, but a plugin that uses only these methods keeps working when the store
+changes underneath it. Each returns a Deferred, because the call runs in the
+kernel's thread pool: ``await ctx.store.find_by_message_id(mid)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol, runtime_checkable
+
+from twisted.internet.defer import Deferred
+
+from postroom.model import Interaction, SuppressionEntry
+
+
+@runtime_checkable
+class StoreAccess(Protocol):
+    """The store as plugins see it: lookups for threading, the suppression list."""
+
+    def get_interaction(self, interaction_id: str) -> Deferred[Interaction | None]:
+        """The interaction, or None."""
+        ...
+
+    def find_by_message_id(self, message_id: str, type: Any = None) -> Deferred[list[Interaction]]:
+        """Interactions with this Message-ID (angle brackets included), oldest
+        first; only of *type* (``Inbound``/``Outbound``) when given."""
+        ...
+
+    def suppress(
+        self, address: str, reason: str, interaction_id: str | None = None
+    ) -> Deferred[None]:
+        """Put a hard-bounced address on the suppression list."""
+        ...
+
+    def is_suppressed(self, address: str) -> Deferred[SuppressionEntry | None]:
+        """The address's entry, or None (case-insensitive)."""
+        ...
+
+    def known_source_keys(self, mailbox: str, keys: Iterable[str]) -> Deferred[set[str]]:
+        """The subset of *keys* already stored for *mailbox*."""
+        ...
+
+
+__all__ = ["StoreAccess"]
