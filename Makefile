@@ -43,9 +43,15 @@ test: venv
 test-unit: venv
 	$(BIN)/python -m pytest -q -m "not postgresql and not servers"
 
+# Every distribution's package: the kernel, each plugin, the examples.
+TYPED := kernel/postroom $(foreach p,$(PLUGINS),$(wildcard $(p)postroom_*/__init__.py)) \
+	examples/custom-classifier/postroom_urgent examples/embed/embed_gateway.py
+
+## make lint: ruff, the import contracts (pyproject.toml: public API only, kernel layers), mypy
 lint: venv
 	$(BIN)/ruff check kernel plugins examples tests
-	$(BIN)/mypy kernel/postroom
+	PYTHONPATH=examples/custom-classifier $(BIN)/lint-imports
+	$(BIN)/mypy $(patsubst %/__init__.py,%,$(TYPED))
 
 ## make bench: throughput and latency against raw baselines, on the real servers (root),
 ## then the memory of large messages

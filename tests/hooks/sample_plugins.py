@@ -67,3 +67,17 @@ class UnknownArgument:
 
 
 unknown_argument = UnknownArgument()
+
+
+class Declaring(TracingPlugin):
+    """A plugin that declares the postroom API version it was written for."""
+
+    def __init__(self, name: str, api: object) -> None:
+        super().__init__(name)
+        self.POSTROOM_API = api
+
+
+current_api = Declaring("current_api", "1.0")
+future_minor = Declaring("future_minor", "1.99")
+next_major = Declaring("next_major", "2.0")
+garbled_api = Declaring("garbled_api", "one")

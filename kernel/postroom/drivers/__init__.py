@@ -20,6 +20,7 @@ from stevedore import driver as stevedore_driver
 from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyClass
 
+from postroom._apiversion import check_api
 from postroom.errors import PluginLoadError
 from postroom.interfaces import (
     AUTH_GROUP,
@@ -130,6 +131,7 @@ def load_driver(group: str, name: str) -> type:
     except Exception as exc:
         cause = errors[0] if errors else exc
         raise PluginLoadError(group, name, dist, cause) from cause
+    check_api(cls, group, name, dist)
     try:
         verifyClass(INTERFACES[group], cls)
     except Invalid as exc:

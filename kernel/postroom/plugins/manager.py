@@ -26,6 +26,7 @@ import attrs
 import pluggy
 
 from postroom import PROJECT_NAME, hookspecs
+from postroom._apiversion import check_api
 from postroom.errors import PluginLoadError
 from postroom.interfaces import PLUGINS_GROUP
 
@@ -125,6 +126,7 @@ def load_plugins(
         module = __import__(module_name, fromlist=["_"])
         ordered.append((name, module, PluginInfo(name, "builtin", "postroom", None)))
     for name, obj in extra:
+        check_api(obj, PLUGINS_GROUP, name, None)
         ordered.append((name, obj, PluginInfo(name, "embedded")))
 
     if enabled is None:
@@ -152,14 +154,22 @@ def load_plugins(
         info = PluginInfo(name, "hook", dist, version)
         try:
             obj = ep.load()
+            check_api(obj, PLUGINS_GROUP, name, dist)
         except Exception as exc:  # a plugin's import error must not look like ours
-            if strict:
-                raise PluginLoadError(PLUGINS_GROUP, name, dist, exc) from exc
-            info.error = f"{type(exc).__name__}: {exc}"
-            plugins.infos.append(info)
-            warning = (
-                str(PluginLoadError(PLUGINS_GROUP, name, dist, exc)) + "; continuing without it"
+            error = (
+                exc
+                if isinstance(exc, PluginLoadError)
+                else PluginLoadError(PLUGINS_GROUP, name, dist, exc)
             )
+            if strict:
+                raise error from exc
+            info.error = (
+                str(error.cause)
+                if isinstance(exc, PluginLoadError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            plugins.infos.append(info)
+            warning = str(error) + "; continuing without it"
             plugins.warnings.append(warning)
             log.warning(warning)
             continue
