@@ -101,6 +101,7 @@ from postroom.services.gateway import Gateway
 from postroom.store.base import SQLStoreBase, Tx, to_utc
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.storeaccess import StoreAccess
+from postroom.tokens import Token, TokenCache
 
 __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # version
@@ -196,6 +197,9 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "StoreError",
     "Tx",
     "to_utc",
+    # OAuth token lifecycle
+    "Token",
+    "TokenCache",
     # embedding
     "Gateway",
     "InlineRunner",

@@ -81,14 +81,14 @@ def test_a_garbled_declaration_is_a_load_error() -> None:
 def test_an_embedded_plugin_is_checked_too() -> None:
     from tests.hooks.sample_plugins import next_major
 
-    with pytest.raises(PluginLoadError, match="API 2.0"):
+    with pytest.raises(PluginLoadError, match=r"API 2\.0"):
         load_plugins([], extra=[("host", next_major)])
 
 
 def test_drivers_are_checked_on_load(monkeypatch: pytest.MonkeyPatch) -> None:
     driver = load_driver("postroom.sources", "maildir")
     monkeypatch.setattr(driver, "POSTROOM_API", "2.1", raising=False)
-    with pytest.raises(PluginLoadError, match="'maildir'.*written for postroom API 2.1"):
+    with pytest.raises(PluginLoadError, match=r"'maildir'.*written for postroom API 2\.1"):
         load_driver("postroom.sources", "maildir")
 
 

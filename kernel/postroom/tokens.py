@@ -1,0 +1,127 @@
+"""Access tokens shared by every connection that uses the same grant.
+
+OAuth auth drivers (Azure, Google) ask this cache instead of the identity
+provider on each login: one mailbox polled every few seconds, or twenty
+mailboxes of one tenant, must not cost a token request each time. The cache
+keeps three promises:
+
+* a token is reused until ``margin`` seconds before it expires (measured on
+  the injected clock), so a login never starts with a token about to lapse;
+* concurrent requests for the same key wait for **one** refresh (single
+  flight) and all get its result, success or failure; a failure is not cached;
+* :meth:`TokenCache.invalidate` after a server refused a token (revoked, or
+  the password changed) forces a refresh, but only when the refused token is
+  still the cached one, so a connection that was slow to fail does not throw
+  away the token another connection just fetched.
+
+Token values never appear in ``repr`` or logs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+import attrs
+from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
+from twisted.python.failure import Failure
+
+#: seconds before expiry at which a cached token counts as expired (the
+#: commercial product's ``token-expiry-margin-time`` default)
+DEFAULT_MARGIN = 300.0
+
+
+@attrs.frozen
+class Token:
+    """An access token and when it expires (clock seconds; None: never)."""
+
+    value: str = attrs.field(repr=False)
+    expires_at: float | None = None
+    token_type: str = "Bearer"
+
+    @classmethod
+    def expiring(
+        cls, value: str, expires_in: float | None, now: float, token_type: str = "Bearer"
+    ) -> Token:
+        """A token answered with ``expires_in`` seconds, as most token endpoints do."""
+        return cls(value, None if expires_in is None else now + float(expires_in), token_type)
+
+    def fresh(self, now: float, margin: float) -> bool:
+        return self.expires_at is None or now < self.expires_at - margin
+
+
+class TokenCache:
+    """Tokens by grant key (e.g. ``(token endpoint, client id, scope, user)``)."""
+
+    def __init__(self, clock: Any, margin: float = DEFAULT_MARGIN) -> None:
+        if margin < 0:
+            raise ValueError("margin must not be negative")
+        self.clock = clock
+        self.margin = margin
+        self._tokens: dict[Hashable, Token] = {}
+        self._waiting: dict[Hashable, list[Deferred[Token]]] = {}
+        #: token requests made (for metrics and tests)
+        self.fetches = 0
+
+    def get(
+        self, key: Hashable, fetch: Callable[[], Awaitable[Token] | Token]
+    ) -> Deferred[Token]:
+        """The cached token for *key*, or the result of one ``fetch()`` shared
+        by every caller that asks while it runs. *fetch* may return a Token, a
+        Deferred or a coroutine."""
+        cached = self._tokens.get(key)
+        if cached is not None and cached.fresh(self.clock.seconds(), self.margin):
+            return succeed(cached)
+        waiter: Deferred[Token] = Deferred()
+        if key in self._waiting:
+            self._waiting[key].append(waiter)
+            return waiter
+        self._waiting[key] = [waiter]
+        self.fetches += 1
+        fetching: Deferred[Any] = maybeDeferred(fetch)
+        fetching.addCallback(_awaited)
+        fetching.addBoth(self._fetched, key)
+        return waiter
+
+    def peek(self, key: Hashable) -> Token | None:
+        """The cached token, fresh or not (diagnostics)."""
+        return self._tokens.get(key)
+
+    def invalidate(self, key: Hashable, refused: str | None = None) -> bool:
+        """Forget *key*'s token; with *refused*, only if that is still the one
+        cached. True when something was forgotten."""
+        cached = self._tokens.get(key)
+        if cached is None or (refused is not None and cached.value != refused):
+            return False
+        del self._tokens[key]
+        return True
+
+    def clear(self) -> None:
+        self._tokens.clear()
+
+    def _fetched(self, result: Token | Failure, key: Hashable) -> None:
+        waiters = self._waiting.pop(key)
+        if isinstance(result, Failure):
+            for waiter in waiters:
+                waiter.errback(result)
+            return None
+        if not isinstance(result, Token):
+            wrong = type(result).__name__
+            failure = Failure(TypeError(f"a token fetch returned {wrong}, not Token"))
+            for waiter in waiters:
+                waiter.errback(failure)
+            return None
+        self._tokens[key] = result
+        for waiter in waiters:
+            waiter.callback(result)
+        return None
+
+
+def _awaited(result: Any) -> Any:
+    """Let *fetch* be a coroutine function as well as a plain or Deferred one."""
+    if hasattr(result, "__await__") and not isinstance(result, Deferred):
+        return ensureDeferred(result)
+    return result
+
+
+__all__ = ["DEFAULT_MARGIN", "Token", "TokenCache"]
