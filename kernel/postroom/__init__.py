@@ -1,13 +1,16 @@
 """postroom: a plugin-based e-mail gateway for contact centres.
 
-Plugins import :data:`hookimpl` from here to implement the hooks in
-:mod:`postroom.hookspecs`::
+The public API is :mod:`postroom.api` (and :mod:`postroom.testing` for
+tests); plugins and embedding applications import nothing else::
 
-    from postroom import hookimpl
+    from postroom.api import hookimpl
 
     @hookimpl
-    def postroom_classify(message):
+    def postroom_classify(message, ctx):
         ...
+
+Every other module of this package, this one included, is private and may
+change in any release (docs/api.md).
 """
 
 from importlib.metadata import PackageNotFoundError, version
