@@ -104,7 +104,7 @@ def test_only_the_named_plugins_are_loaded_after_the_built_ins() -> None:
             interaction.attached_data["tagger.Seen"] = True
 
     with TestKernel([("tagger", Tagger()), dsn_module]) as kernel:
-        order = kernel.kernel.plugins.order
+        order = kernel.plugins
         # the module is named after the installed entry point that points at it
         assert order[-2:] == ["tagger", "dsn"]
         assert not {"mdn", "split", "autoreply"} & set(order)

@@ -17,7 +17,7 @@ import tempfile
 import types
 from collections.abc import Coroutine, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -57,7 +57,7 @@ T = TypeVar("T")
 #: the mailbox messages go to when a test names none: the declared defaults
 DEFAULT_MAILBOX = "test"
 
-PluginSpec = str | tuple[str, object] | object
+PluginSpec = str | EntryPoint | tuple[str, object] | object
 ConfigSpec = str | Mapping[str, Any] | None
 
 
@@ -110,6 +110,8 @@ def _split_plugins(plugins: Iterable[PluginSpec]) -> tuple[list[str], list[tuple
     for plugin in plugins:
         if isinstance(plugin, str):
             installed.append(plugin)
+        elif isinstance(plugin, EntryPoint):
+            in_process.append((plugin.name, plugin.load()))
         elif isinstance(plugin, tuple) and len(plugin) == 2 and isinstance(plugin[0], str):
             in_process.append((plugin[0], plugin[1]))
         else:
@@ -135,10 +137,12 @@ class TestKernel:
     """A kernel with exactly the given plugins, a memory store and a ``task.Clock``.
 
     *plugins*: each a name of an installed plugin (loaded from its entry point,
-    as ``plugins: [name]`` in a site would), a ``(name, object)`` pair, or a
-    plugin object or module (named after the installed entry point that
-    points at it, else after itself). The built-in plugins come first, then the
-    objects, then the installed ones; no other installed plugin is loaded.
+    as ``plugins: [name]`` in a site would), an ``importlib.metadata.EntryPoint``
+    (a plugin as it will be installed, without installing it), a ``(name,
+    object)`` pair, or a plugin object or module (named after the installed
+    entry point that points at it, else after itself). The built-in plugins
+    come first, then the others in the order given, then the installed ones
+    named; no other installed plugin is loaded.
 
     *config*: the site configuration as YAML text or a mapping, validated
     against the options the plugins and the configured drivers declare; an
@@ -196,6 +200,7 @@ class TestKernel:
         )
         self._spool = tempfile.mkdtemp(prefix="postroom-testkernel-")
         self._count = 0
+        self._made_mailboxes: dict[str, MailboxConfig] = {}
         self._closed = False
         result_of(self.kernel.open())
 
@@ -238,6 +243,18 @@ class TestKernel:
         wrap them in :func:`result_of`."""
         return self.kernel.store
 
+    @property
+    def plugins(self) -> list[str]:
+        """The plugin order: the names every hook is called in, built-ins first."""
+        return list(self.kernel.plugins.order)
+
+    def hooks_of(self, name: str) -> list[str]:
+        """The hooks plugin *name* implements, as the kernel registered them."""
+        plugin = self.kernel.plugins.pm.get_plugin(name)
+        if plugin is None:
+            raise KeyError(f"no plugin {name!r} is loaded (loaded: {', '.join(self.plugins)})")
+        return self.kernel.plugins.hooks_of(plugin)
+
     def mailbox(self, name: str | None = None) -> MailboxConfig:
         """The site's mailbox *name*, or a mailbox of declared defaults when the
         site has none of that name (default name: ``test``)."""
@@ -245,7 +262,9 @@ class TestKernel:
         for mailbox in self.config.mailboxes:
             if mailbox.name == name:
                 return mailbox
-        return ingest_mailbox(self.kernel, name)
+        if name not in self._made_mailboxes:
+            self._made_mailboxes[name] = ingest_mailbox(self.kernel, name)
+        return self._made_mailboxes[name]
 
     def now(self) -> datetime:
         """The clock's time as an aware UTC datetime."""
