@@ -35,6 +35,7 @@ from postroom.ingest import ingest_mailbox
 from postroom.interfaces import PLUGINS_GROUP
 from postroom.kernel import Kernel
 from postroom.model import (
+    Envelope,
     FetchedMessage,
     Interaction,
     OutboundRequest,
@@ -45,7 +46,7 @@ from postroom.model import (
 )
 from postroom.parsing import parse_bytes
 from postroom.pipeline.inbound import InboundPipeline, interaction_from, limits_from
-from postroom.plugins.facade import PLUGIN_ERRORS_KEY
+from postroom.plugins.facade import PLUGIN_ERRORS_KEY, PluginFailure
 from postroom.runner import InlineRunner
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
@@ -425,6 +426,21 @@ class TestKernel:
         return self.kernel.hooks.expand(target, parsed, ctx)
 
     # -- outbound
+
+    def envelope(self, request: OutboundRequest, envelope: Envelope | None = None) -> Envelope:
+        """Every ``postroom_envelope``, as the outbox runs them before building the
+        message; the envelope (default: From and every recipient as given).
+        A plugin's exception propagates as the plugin raised it."""
+        if envelope is None:
+            envelope = Envelope(
+                mail_from=request.from_addr or "",
+                rcpt_to=[*request.to, *request.cc, *request.bcc],
+            )
+        try:
+            result_of(self.kernel.hooks.envelope(request, envelope, self.kernel.ctx))
+        except PluginFailure as exc:
+            raise exc.cause from exc
+        return envelope
 
     def send(self, request: OutboundRequest) -> Interaction:
         """Queue *request* (validated; a refused one raises and stores nothing),
