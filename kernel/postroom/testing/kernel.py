@@ -192,11 +192,11 @@ class TestKernel:
             raise _first_config_error(exc) from exc
         #: where outbound mail goes: a :class:`FakeSender` unless given
         self.sender = sender if sender is not None else FakeSender()
-        self.pipeline = InboundPipeline(self.kernel.hooks, self.kernel.ctx, self.kernel.analysis)
-        self.handoff = HandoffService(self.kernel)
+        self._pipeline = InboundPipeline(self.kernel.hooks, self.kernel.ctx, self.kernel.analysis)
+        self._handoff = HandoffService(self.kernel)
         #: without jitter: a temporary send failure is retried after exactly
         #: 30 s, then 60 s, 120 s... of the clock
-        self.outbound = OutboundService(
+        self._outbound = OutboundService(
             self.kernel, self.sender, backoff=Backoff(initial=30.0, maximum=3600.0, jitter=0.0)
         )
         self._spool = tempfile.mkdtemp(prefix="postroom-testkernel-")
@@ -308,11 +308,11 @@ class TestKernel:
                 raw=RawRef.from_path(path),
                 received_at=self.now(),
             )
-            processed = await self.pipeline.process(fetched, mailbox)
+            processed = await self._pipeline.process(fetched, mailbox)
         finally:
             os.unlink(path)
-        self.handoff.submit(processed.result.new)
-        await self.handoff.wait_idle()
+        self._handoff.submit(processed.result.new)
+        await self._handoff.wait_idle()
         # as stored, hand-off state included
         stored = [await self.kernel.store.get_interaction(i.id) for i in processed.result.new]
         return [*stored, *processed.result.duplicates]
@@ -324,7 +324,7 @@ class TestKernel:
         source (:attr:`FakeSource.problems`)."""
         mailbox = self.mailbox(source.mailbox)
         handoff = _RecordingHandoff(self.kernel)
-        service = MailboxService(self.kernel, mailbox, self.pipeline, handoff, once=True)
+        service = MailboxService(self.kernel, mailbox, self._pipeline, handoff, once=True)
         service.source = source
         service.startService()
         try:
@@ -450,14 +450,14 @@ class TestKernel:
         attached data) or ``Queued`` again after a temporary failure (advance
         the clock past the back-off, 30 s for the first retry, then
         :meth:`run_outbox`)."""
-        interaction = result_of(queue_send(self.kernel, request, self.outbound.forbidden))
+        interaction = result_of(queue_send(self.kernel, request, self._outbound.forbidden))
         self.run_outbox()
         stored: Interaction = result_of(self.kernel.store.get_interaction(interaction.id))
         return stored
 
     def run_outbox(self) -> int:
         """One pass of the outbox worker: send what is due now; how many it tried."""
-        return result_of(self.outbound.run_pass())
+        return result_of(self._outbound.run_pass())
 
     # -- the store
 
