@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 class Kernel:
     def __init__(
         self,
-        config_path: str | os.PathLike[str] | None = None,
+        config_path: str | os.PathLike[str] | Document | None = None,
         *,
         reactor: Any = None,
         clock: Any = None,
@@ -70,7 +70,9 @@ class Kernel:
         self.clock = clock if clock is not None else reactor
         self.runner: Runner = runner if runner is not None else InlineRunner()
         self.document: Document | None = (
-            read_document(Path(config_path)) if config_path is not None else None
+            config_path
+            if isinstance(config_path, Document) or config_path is None
+            else read_document(Path(config_path))
         )
         names = self.document.driver_names() if self.document is not None else None
         enabled = (

@@ -1,8 +1,10 @@
 """Runs ``postroom_analyze`` on a parsed message, as the pipeline does right after parsing.
 
-Tests that call ``classify``, ``enrich`` or ``expand`` through the hooks facade
-analyse the message first, like the pipeline; every analysis is also checked to
-survive the trip from a worker process (pickling).
+For the tests that still call ``classify``, ``enrich`` or ``expand`` through the
+kernel's private hooks facade (dsn, autoreply): they analyse the message first,
+like the pipeline; every analysis is also checked to survive the trip from a
+worker process (pickling). New plugin tests use ``postroom.testing.TestKernel``
+instead (``kernel.analyze`` makes the same checks), as mdn's and split's do.
 """
 
 from __future__ import annotations

@@ -29,11 +29,15 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from postroom import hookimpl
-from postroom.config.options import OptionSchema, Scope
-from postroom.context import AnalysisContext
-from postroom.errors import ConfigError
-from postroom.model import Interaction, ParsedMessage
+from postroom.api import (
+    AnalysisContext,
+    ConfigError,
+    Interaction,
+    OptionSchema,
+    ParsedMessage,
+    Scope,
+    hookimpl,
+)
 
 SECTION = "urgent"
 KEYWORDS = "keywords"

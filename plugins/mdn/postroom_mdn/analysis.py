@@ -13,8 +13,12 @@ from __future__ import annotations
 
 import attrs
 
-from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
-from postroom.model import ParsedMessage, Subtype, Verdict
+from postroom.api import (  # NotAnalysed: ParsedMessage.analysed raises it
+    NotAnalysed,  # noqa: F401
+    ParsedMessage,
+    Subtype,
+    Verdict,
+)
 from postroom_mdn.report import attached_data, read_mdn
 
 #: the key of ``message.analysis`` this plugin fills

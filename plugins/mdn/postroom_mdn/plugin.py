@@ -20,15 +20,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from postroom import hookimpl
-from postroom.context import Context
-from postroom.model import (
+from postroom.api import (
+    Context,
     Envelope,
     Interaction,
     InteractionType,
     OutboundRequest,
     ParsedMessage,
     Verdict,
+    hookimpl,
 )
 from postroom_mdn import analysis
 from postroom_mdn.request import HEADER, OPTION, receipt_address

@@ -1,6 +1,6 @@
 """Finding and reading a message disposition notification (RFC 8098, RFC 3798).
 
-Pure functions over a :class:`~postroom.model.ParsedMessage`, run by
+Pure functions over a :class:`~postroom.api.ParsedMessage`, run by
 ``postroom_analyze`` in the worker process that parsed the message
 (:mod:`postroom_mdn.analysis`); the gateway's hooks only read what they found.
 Each part is looked at a bounded number of times, so the time grows linearly
@@ -27,8 +27,13 @@ import re
 
 import attrs
 
-from postroom.model import ParsedMessage, Part
-from postroom.parsing.headers import parse_addresses, parse_message_ids, strip_comments
+from postroom.api import (
+    ParsedMessage,
+    Part,
+    parse_addresses,
+    parse_message_ids,
+    strip_comments,
+)
 from postroom_mdn.fields import first, parse_fields
 
 REPORT = "multipart/report"

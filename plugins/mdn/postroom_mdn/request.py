@@ -12,7 +12,7 @@ from __future__ import annotations
 from email import policy
 from typing import Any
 
-from postroom.errors import SendError
+from postroom.api import SendError
 
 HEADER = "Disposition-Notification-To"
 OPTION = "mdn"

@@ -33,11 +33,16 @@ from typing import Any
 
 import attrs
 
-from postroom import hookimpl
-from postroom.config.options import OptionSchema, Scope
-from postroom.context import Context
-from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
-from postroom.model import Interaction, ParsedMessage, new_id
+from postroom.api import (  # NotAnalysed: ParsedMessage.analysed raises it
+    Context,
+    Interaction,
+    NotAnalysed,  # noqa: F401
+    OptionSchema,
+    ParsedMessage,
+    Scope,
+    hookimpl,
+    new_id,
+)
 from postroom_split.recipients import unique_recipients
 
 log = logging.getLogger(__name__)

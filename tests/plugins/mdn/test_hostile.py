@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from postroom.model import ParsedMessage, Part
+from postroom.api import ParsedMessage, Part
+from postroom.testing import assert_linear
 from postroom_mdn.analysis import Receipt, analyse
-from tests.linear import assert_linear
 
 DISPOSITION = "Final-Recipient: rfc822; frank@customer.example\nDisposition: {}\n"
 DISPLAYED = DISPOSITION.format("manual-action/MDN-sent-manually; displayed")

@@ -1,50 +1,43 @@
 """The ``mdn`` plugin: classify, thread and request read receipts.
 
-Messages go through the kernel's real parser (``parse_bytes``) and the hooks
-facade, with the built-in plugins in front, as in the pipeline.
+Through ``postroom.testing``: a kernel with the installed plugin enabled by
+name (the built-in plugins in front), the real parser, a memory store; receipts
+of messages the kernel sent itself (through its fake sender) thread to them.
 """
 
 from __future__ import annotations
 
 import json
 import pickle
-import shutil
+from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import task
 
-from postroom.errors import SendError
-from postroom.kernel import Kernel
-from postroom.model import Envelope, Interaction, OutboundRequest, ParsedMessage
-from postroom.parsing import ParseLimits, parse_bytes
-from postroom.plugins.manager import load_plugins
-from postroom.runner import InlineRunner
-from postroom.services.gateway import Gateway
+from postroom.api import Interaction, OutboundRequest, ParsedMessage, SendError, Verdict, hookimpl
+from postroom.testing import TestKernel, result_of
 from postroom_mdn import plugin
 from postroom_mdn.analysis import Receipt
 from postroom_mdn.fields import parse_fields
 from postroom_mdn.report import parse_disposition, read_mdn, recipient_address
-from tests.conftest import run
-from tests.hooks.support import FakeStore, hooks_with, make_ctx
-from tests.plugins.analysis import analysed
 from tests.plugins.mdn import fixtures
 
 MDN_EP = EntryPoint(name="mdn", value="postroom_mdn.plugin", group="postroom.plugins")
 
 
-def parse(data: bytes) -> ParsedMessage:
-    return parse_bytes(data, ParseLimits())
+@pytest.fixture(scope="module")
+def kernel() -> Iterator[TestKernel]:
+    """One kernel for the tests that store nothing: parse, analyze, classify."""
+    with TestKernel(["mdn"]) as made:
+        yield made
 
 
-def classify(data: bytes) -> Interaction:
+def classify(kernel: TestKernel, data: bytes) -> Interaction:
     """analyze then classify as the pipeline does: subtype and the winner's attached data."""
-    hooks = hooks_with(("mdn", plugin))
-    ctx = make_ctx()
     interaction = Interaction()
-    verdict = run(hooks.classify(analysed(hooks, parse(data), ctx), ctx, interaction))
+    verdict = kernel.classify(data, interaction)
     interaction.subtype = verdict.subtype
     interaction.attached_data.update(verdict.attached_data)
     return interaction
@@ -60,21 +53,21 @@ def raw_info(interaction: Interaction) -> dict[str, Any]:
 # ------------------------------------------------------------------ packaging
 
 
-def test_the_entry_point_is_the_plugin_and_it_is_enabled_by_default() -> None:
+def test_the_entry_point_is_the_plugin_with_its_hooks() -> None:
     assert MDN_EP.load() is plugin
-    plugins = load_plugins(None, available=[MDN_EP])
-    assert plugins.order[-1] == "mdn" and plugins.warnings == []
-    assert plugins.hooks_of(plugin) == [
-        "postroom_analyze", "postroom_classify", "postroom_enrich", "postroom_envelope"]
+    with TestKernel([MDN_EP]) as kernel:
+        assert kernel.plugins[-1] == "mdn"
+        assert kernel.hooks_of("mdn") == [
+            "postroom_analyze", "postroom_classify", "postroom_enrich", "postroom_envelope"]
 
 
 # --------------------------------------------------------------------- corpus
 
 
-def test_the_corpus_mdn_gives_the_specified_keys(corpus: Path) -> None:
+def test_the_corpus_mdn_gives_the_specified_keys(kernel: TestKernel, corpus: Path) -> None:
     entries = json.loads((corpus / "mimekit.json").read_text(encoding="utf-8"))
     [entry] = [e for e in entries if e["kind"] == "mdn"]
-    interaction = classify((corpus / entry["file"]).read_bytes())
+    interaction = classify(kernel, (corpus / entry["file"]).read_bytes())
     assert interaction.subtype == "InboundDisposition"
     expected = entry["expected"]["mdn_fields"]
     raw = raw_info(interaction)
@@ -90,11 +83,11 @@ def test_the_corpus_mdn_gives_the_specified_keys(corpus: Path) -> None:
     assert data["_MDNInfo.Recipient"] == "Joe_Recipient@example.com"
 
 
-def test_nothing_else_in_the_corpus_is_taken_for_an_mdn(corpus: Path) -> None:
+def test_nothing_else_in_the_corpus_is_taken_for_an_mdn(kernel: TestKernel, corpus: Path) -> None:
     wrong, seen = [], 0
     for manifest in ("sisimai.json", "stalwart.json", "mimekit.json"):
         for entry in json.loads((corpus / manifest).read_text(encoding="utf-8")):
-            found = read_mdn(parse((corpus / entry["file"]).read_bytes())) is not None
+            found = read_mdn(kernel.parse((corpus / entry["file"]).read_bytes())) is not None
             seen += 1
             if found != (entry["kind"] == "mdn"):
                 wrong.append(entry["file"])
@@ -104,8 +97,8 @@ def test_nothing_else_in_the_corpus_is_taken_for_an_mdn(corpus: Path) -> None:
 # ------------------------------------------------------------ real clients
 
 
-def test_thunderbird() -> None:
-    interaction = classify(fixtures.THUNDERBIRD)
+def test_thunderbird(kernel: TestKernel) -> None:
+    interaction = classify(kernel, fixtures.THUNDERBIRD)
     assert interaction.subtype == "InboundDisposition"
     assert interaction.attached_data == {
         "_MDNInfo.ActionMode": "manual-action",
@@ -119,8 +112,8 @@ def test_thunderbird() -> None:
     }
 
 
-def test_outlook_exchange_read_and_not_read() -> None:
-    read = classify(fixtures.OUTLOOK)
+def test_outlook_exchange_read_and_not_read(kernel: TestKernel) -> None:
+    read = classify(kernel, fixtures.OUTLOOK)
     assert read.subtype == "InboundDisposition"
     assert read.attached_data["_MDNInfo.ActionMode"] == "automatic-action"
     assert read.attached_data["_MDNInfo.SendingMode"] == "MDN-sent-automatically"
@@ -132,12 +125,12 @@ def test_outlook_exchange_read_and_not_read() -> None:
     )
     assert read.attached_data["_MDNRawInfo.X-Display-Name"] == "Carol Client"
     assert len(raw_info(read)) == 6
-    not_read = classify(fixtures.OUTLOOK_NOT_READ)
+    not_read = classify(kernel, fixtures.OUTLOOK_NOT_READ)
     assert not_read.attached_data["_MDNInfo.DispositionType"] == "deleted"
 
 
-def test_a_quirky_client_text_plain_part_in_the_wrong_place() -> None:
-    interaction = classify(fixtures.QUIRKY)
+def test_a_quirky_client_text_plain_part_in_the_wrong_place(kernel: TestKernel) -> None:
+    interaction = classify(kernel, fixtures.QUIRKY)
     data = interaction.attached_data
     assert interaction.subtype == "InboundDisposition"
     assert data["_MDNInfo.ActionMode"] == "manual-action"
@@ -153,7 +146,7 @@ def test_a_quirky_client_text_plain_part_in_the_wrong_place() -> None:
         "Manual-Action / MDN-Sent-Manually (user clicked) ;Displayed/Error"
     )
     assert raw["Error"] == "could not render\nsecond problem"
-    assert read_mdn(parse(fixtures.QUIRKY)).disposition.modifiers == ("error",)  # type: ignore[union-attr]
+    assert read_mdn(kernel.parse(fixtures.QUIRKY)).disposition.modifiers == ("error",)  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -161,9 +154,9 @@ def test_a_quirky_client_text_plain_part_in_the_wrong_place() -> None:
     [fixtures.DSN, fixtures.ARF, fixtures.FORWARDED, fixtures.PLAIN],
     ids=["dsn", "arf", "forwarded-receipt", "plain"],
 )
-def test_other_mail_is_not_an_mdn(data: bytes) -> None:
-    assert read_mdn(parse(data)) is None
-    interaction = classify(data)
+def test_other_mail_is_not_an_mdn(kernel: TestKernel, data: bytes) -> None:
+    assert read_mdn(kernel.parse(data)) is None
+    interaction = classify(kernel, data)
     assert interaction.subtype == "InboundNew"
     assert not any(k.startswith("_MDN") for k in interaction.attached_data)
 
@@ -171,14 +164,16 @@ def test_other_mail_is_not_an_mdn(data: bytes) -> None:
 @pytest.mark.parametrize(
     "data", [fixtures.NO_REPORT_TYPE, fixtures.MIXED], ids=["no-report-type", "multipart-mixed"]
 )
-def test_a_disposition_part_in_a_mislabelled_container_is_an_mdn(data: bytes) -> None:
-    interaction = classify(data)
+def test_a_disposition_part_in_a_mislabelled_container_is_an_mdn(
+    kernel: TestKernel, data: bytes
+) -> None:
+    interaction = classify(kernel, data)
     assert interaction.subtype == "InboundDisposition"
     assert interaction.attached_data["_MDNInfo.DispositionType"] == "displayed"
 
 
-def test_an_mdn_report_without_a_readable_disposition_is_still_one() -> None:
-    interaction = classify(fixtures.EMPTY_MDN)
+def test_an_mdn_report_without_a_readable_disposition_is_still_one(kernel: TestKernel) -> None:
+    interaction = classify(kernel, fixtures.EMPTY_MDN)
     assert interaction.subtype == "InboundDisposition"
     # nothing to read but who sent it
     assert interaction.attached_data == {"_MDNInfo.Recipient": "frank@customer.example"}
@@ -190,18 +185,13 @@ def test_a_wrapping_message_is_never_an_mdn() -> None:
 
 
 def test_the_mdn_verdict_beats_an_ordinary_classifier() -> None:
-    from postroom import hookimpl
-    from postroom.model import Verdict
-
     class Urgent:
         @hookimpl
         def postroom_classify(self) -> Verdict:
             return Verdict("InboundUrgent", priority=50)
 
-    hooks = hooks_with(("aaa", Urgent()), ("mdn", plugin))
-    ctx = make_ctx()
-    message = analysed(hooks, parse(fixtures.OUTLOOK), ctx)
-    verdict = run(hooks.classify(message, ctx, Interaction()))
+    with TestKernel([("aaa", Urgent()), "mdn"]) as kernel:
+        verdict = kernel.classify(fixtures.OUTLOOK)
     assert verdict.subtype == "InboundDisposition" and verdict.plugin == "mdn"
 
 
@@ -276,109 +266,141 @@ def test_field_blocks_unfold_and_skip_junk() -> None:
 # ---------------------------------------------- where the work runs: analysis
 
 
-def test_the_analysis_is_the_receipt_with_its_verdict_and_it_pickles() -> None:
-    hooks = hooks_with(("mdn", plugin))
-    message = analysed(hooks, parse(fixtures.OUTLOOK), make_ctx())
+def test_the_analysis_is_the_receipt_with_its_verdict_and_it_pickles(kernel: TestKernel) -> None:
+    message = kernel.analyze(fixtures.OUTLOOK)  # checks it survives pickling, too
     receipt = message.analysis["mdn.receipt"]
     assert isinstance(receipt, Receipt)
     assert receipt.verdict.subtype == "InboundDisposition" and receipt.verdict.priority == 100
     assert receipt.original_message_id == "<out-815@centre.example>"
     assert pickle.loads(pickle.dumps(receipt)) == receipt
-    assert analysed(hooks, parse(fixtures.PLAIN), make_ctx()).analysis["mdn.receipt"] is None
-
-
-def test_the_gateway_hooks_read_the_analysis_not_the_message() -> None:
-    hooks = hooks_with(("mdn", plugin))
-    outbound = Interaction(type="Outbound", message_id="<out-815@centre.example>")
-    ctx = make_ctx(store=FakeStore([outbound]))
-    message = analysed(hooks, parse(fixtures.OUTLOOK), ctx)
-    message.parts, message.headers = [], []  # nothing left to read
-    interaction = Interaction()
-    verdict = run(hooks.classify(message, ctx, interaction))
-    run(hooks.enrich(message, interaction, ctx))
-    assert verdict.subtype == "InboundDisposition" and interaction.parent_id == outbound.id
-
-
-def test_a_message_that_was_not_analysed_is_an_error_not_a_scan() -> None:
-    hooks = hooks_with(("mdn", plugin))
-    store = FakeStore([])
-    interaction = Interaction()
-    verdict = run(hooks.classify(parse(fixtures.OUTLOOK), make_ctx(store=store), interaction))
-    run(hooks.enrich(parse(fixtures.OUTLOOK), interaction, make_ctx(store=store)))
-    assert verdict.subtype == "InboundNew"
-    errors = interaction.attached_data["_PluginErrors"].splitlines()
-    assert [e.split(":")[1].strip() for e in errors] == ["postroom_classify", "postroom_enrich"]
-    assert all("no analysis under 'mdn.receipt'" in e for e in errors)
-    assert store.looked_up == []
+    assert kernel.analyze(fixtures.PLAIN).analysis["mdn.receipt"] is None
 
 
 # ------------------------------------------------------------------ threading
 
 
-def enrich(data: bytes, store: FakeStore, parent_id: str | None = None) -> Interaction:
-    """Every built-in plugin (threading included) then mdn, as in the pipeline."""
-    hooks = hooks_with(("mdn", plugin))
-    ctx = make_ctx(store=store)
-    interaction = Interaction(parent_id=parent_id)
-    run(hooks.enrich(analysed(hooks, parse(data), ctx), interaction, ctx))
-    assert "_PluginErrors" not in interaction.attached_data
-    return interaction
+def send(kernel: TestKernel) -> Interaction:
+    """A message the centre sent (through the kernel's fake sender)."""
+    sent = kernel.send(OutboundRequest(
+        to=["bob@customer.example"], from_addr="support@centre.example",
+        subject="Your ticket 4711", text="Fixed."))  # fmt: skip
+    assert sent.status == "Sent" and sent.message_id is not None
+    return sent
+
+
+def answering(data: bytes, original: str, message_id: str | None) -> bytes:
+    """*data*, a receipt for *original*, made a receipt for *message_id*."""
+    assert message_id is not None and original.encode() in data
+    return data.replace(original.encode(), message_id.encode())
+
+
+def looked_up(kernel: TestKernel, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The Message-IDs the plugins will look up in the store from now on."""
+    seen: list[str] = []
+    find = kernel.store.find_by_message_id
+
+    def recording(message_id: str, *args: Any, **kwargs: Any) -> Any:
+        seen.append(message_id)
+        return find(message_id, *args, **kwargs)
+
+    monkeypatch.setattr(kernel.store, "find_by_message_id", recording, raising=False)
+    return seen
 
 
 def test_an_mdn_is_a_child_of_the_outbound_it_acknowledges() -> None:
-    outbound = Interaction(type="Outbound", message_id="<out-815@centre.example>")
-    store = FakeStore([outbound])
-    assert enrich(fixtures.OUTLOOK, store).parent_id == outbound.id
-    assert "<out-815@centre.example>" in store.looked_up
+    with TestKernel(["mdn"]) as kernel:
+        outbound = send(kernel)
+        [mdn] = kernel.ingest(
+            answering(fixtures.OUTLOOK, "<out-815@centre.example>", outbound.message_id))
+        assert mdn.subtype == "InboundDisposition" and mdn.parent_id == outbound.id
+
+
+def test_the_gateway_hooks_read_the_analysis_not_the_message() -> None:
+    with TestKernel(["mdn"]) as kernel:
+        outbound = send(kernel)
+        data = answering(fixtures.OUTLOOK, "<out-815@centre.example>", outbound.message_id)
+        message = kernel.analyze(data)
+        message.parts, message.headers = [], []  # nothing left to read
+        interaction = kernel.enrich(message)
+    assert interaction.subtype == "InboundDisposition" and interaction.parent_id == outbound.id
+    assert "_PluginErrors" not in interaction.attached_data
+
+
+def test_a_message_that_was_not_analysed_is_an_error_not_a_scan(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    with TestKernel(["mdn"]) as kernel:
+        seen = looked_up(kernel, monkeypatch)
+        interaction = kernel.enrich(kernel.parse(fixtures.OUTLOOK))
+    assert interaction.subtype == "InboundNew"
+    errors = interaction.attached_data["_PluginErrors"].splitlines()
+    assert [e.split(":")[1].strip() for e in errors] == ["postroom_classify", "postroom_enrich"]
+    assert all("no analysis under 'mdn.receipt'" in e for e in errors)
+    assert seen == []
+
+
+def forwarded_back(message_id: str) -> bytes:
+    """A customer forwarding the centre's message back: an inbound copy of its id."""
+    return (
+        "From: bob@customer.example\r\nTo: support@centre.example\r\n"
+        f"Subject: Fwd: Your ticket 4711\r\nMessage-ID: {message_id}\r\n\r\nSee below.\r\n"
+    ).encode()
 
 
 def test_the_outbound_parent_overrides_what_threading_found() -> None:
     # Thunderbird's References names the original: threading finds an *inbound*
-    # copy of it first (a customer had forwarded it back), the MDN knows better
-    inbound = Interaction(type="Inbound", message_id="<out-4711@centre.example>")
-    outbound = Interaction(type="Outbound", message_id="<out-4711@centre.example>")
-    store = FakeStore([inbound])
-    assert enrich(fixtures.THUNDERBIRD, store).parent_id == inbound.id  # threading's choice
-    store = FakeStore([inbound, outbound])
-    assert enrich(fixtures.THUNDERBIRD, store).parent_id == outbound.id
+    # copy of it (a customer had forwarded it back), the MDN knows better
+    with TestKernel(["mdn"]) as kernel:
+        [inbound] = kernel.ingest(forwarded_back("<out-4711@centre.example>"))
+        [mdn] = kernel.ingest(fixtures.THUNDERBIRD)
+        assert mdn.parent_id == inbound.id  # threading's choice: no outbound has the id
+    with TestKernel(["mdn"]) as kernel:
+        outbound = send(kernel)
+        [inbound] = kernel.ingest(forwarded_back(outbound.message_id or ""))
+        [mdn] = kernel.ingest(
+            answering(fixtures.THUNDERBIRD, "<out-4711@centre.example>", outbound.message_id))
+        assert mdn.parent_id == outbound.id != inbound.id
 
 
 def test_without_an_outbound_parent_threading_is_kept() -> None:
-    inbound = Interaction(type="Inbound", message_id="<out-4711@centre.example>")
-    assert enrich(fixtures.THUNDERBIRD, FakeStore([inbound])).parent_id == inbound.id
-    assert enrich(fixtures.OUTLOOK, FakeStore([]), parent_id="earlier").parent_id == "earlier"
+    with TestKernel(["mdn"]) as kernel:
+        [inbound] = kernel.ingest(forwarded_back("<out-4711@centre.example>"))
+        assert kernel.enrich(fixtures.THUNDERBIRD).parent_id == inbound.id
+        earlier = Interaction(parent_id="earlier")
+        assert kernel.enrich(fixtures.OUTLOOK, earlier).parent_id == "earlier"
 
 
-def test_the_returned_headers_give_the_id_when_the_field_is_missing() -> None:
+def test_the_returned_headers_give_the_id_when_the_field_is_missing(kernel: TestKernel) -> None:
     data = fixtures.THUNDERBIRD.replace(b"Original-Message-ID: <out-4711@centre.example>\n", b"")
     data = data.replace(b"References: <out-4711@centre.example>\n", b"")
-    mdn = read_mdn(parse(data))
+    mdn = read_mdn(kernel.parse(data))
     assert mdn is not None and mdn.original_message_id == "<out-4711@centre.example>"
-    outbound = Interaction(type="Outbound", message_id="<out-4711@centre.example>")
-    assert enrich(data, FakeStore([outbound])).parent_id == outbound.id
+    with TestKernel(["mdn"]) as fresh:
+        outbound = send(fresh)
+        [stored] = fresh.ingest(answering(data, "<out-4711@centre.example>", outbound.message_id))
+        assert stored.parent_id == outbound.id
     # and from a returned message/rfc822
-    quirky = read_mdn(
-        parse(fixtures.QUIRKY.replace(b"original-message-id:\n <out-99@centre.example>\n", b""))
-    )
+    quirky = read_mdn(kernel.parse(
+        fixtures.QUIRKY.replace(b"original-message-id:\n <out-99@centre.example>\n", b"")))
     assert quirky is not None and quirky.original_message_id == "<out-99@centre.example>"
 
 
-def test_ordinary_mail_is_not_looked_up() -> None:
-    store = FakeStore([])
-    enrich(fixtures.PLAIN, store)
-    assert store.looked_up == []
+def test_ordinary_mail_is_not_looked_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    with TestKernel(["mdn"]) as kernel:
+        seen = looked_up(kernel, monkeypatch)
+        kernel.ingest(fixtures.PLAIN)
+        assert seen == []
+        kernel.ingest(fixtures.OUTLOOK)  # a receipt is looked up
+    assert seen == ["<out-815@centre.example>"]
 
 
 # ------------------------------------------------------------------- outbound
 
 
-def envelope_for(
-    options: dict[str, Any], from_addr: str | None = "support@centre.example"
-) -> Envelope:
-    request = OutboundRequest(to=["bob@customer.example"], from_addr=from_addr, options=options)
-    envelope = Envelope(mail_from=from_addr or "", rcpt_to=list(request.to))
-    run(hooks_with(("mdn", plugin)).envelope(request, envelope, make_ctx()))
-    return envelope
+def request(options: dict[str, Any], from_addr: str | None = "support@centre.example"
+            ) -> OutboundRequest:  # fmt: skip
+    return OutboundRequest(to=["bob@customer.example"], from_addr=from_addr, subject="Offer",
+                           text="Hello", options=options)  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -394,8 +416,11 @@ def envelope_for(
         ({}, None),
     ],
 )
-def test_the_mdn_option_adds_the_header(options: dict[str, Any], header: str | None) -> None:
-    assert envelope_for(options).extra_headers.get("Disposition-Notification-To") == header
+def test_the_mdn_option_adds_the_header(
+    kernel: TestKernel, options: dict[str, Any], header: str | None
+) -> None:
+    envelope = kernel.envelope(request(options))
+    assert envelope.extra_headers.get("Disposition-Notification-To") == header
 
 
 @pytest.mark.parametrize(
@@ -411,38 +436,27 @@ def test_the_mdn_option_adds_the_header(options: dict[str, Any], header: str | N
     ],
 )
 def test_a_bad_receipt_address_fails_the_send_for_good(
-    options: dict[str, Any], from_addr: str | None, message: str
+    kernel: TestKernel, options: dict[str, Any], from_addr: str | None, message: str
 ) -> None:
-    with pytest.raises(Exception) as info:
-        envelope_for(options, from_addr)
-    cause = getattr(info.value, "cause", info.value)  # the facade names the plugin
-    assert isinstance(cause, SendError) and cause.permanent
-    assert message in str(cause)
+    with pytest.raises(SendError) as info:
+        kernel.envelope(request(options, from_addr))
+    assert info.value.permanent
+    assert message in str(info.value)
 
 
-def test_through_the_outbox_the_header_is_sent_or_the_failure_recorded(
-    quickstart: Path,
-) -> None:
-    # the installed distribution, enabled by name
-    kernel = Kernel(quickstart, reactor=task.Clock(), clock=task.Clock(), runner=InlineRunner(),
-                    enabled_plugins=["mdn"])  # fmt: skip
-    gateway = Gateway(kernel)
-    gateway.startService()
-    try:
-        sent = run(gateway.send(OutboundRequest(
+def test_through_the_outbox_the_header_is_sent_or_the_failure_recorded() -> None:
+    with TestKernel(["mdn"]) as kernel:
+        sent = kernel.send(OutboundRequest(
             to=["bob@customer.example"], from_addr="support@example.com", subject="Offer",
-            text="Hello", options={"mdn": True})))  # fmt: skip
-        failed = run(gateway.send(OutboundRequest(
+            text="Hello", options={"mdn": True}))  # fmt: skip
+        failed = kernel.send(OutboundRequest(
             to=["bob@customer.example"], subject="Offer", text="Hello",
-            options={"mdn": "receipts at example.com"})))  # fmt: skip
-        assert run(kernel.store.get_interaction(sent.id)).status == "Sent"
-        stored = run(kernel.store.get_interaction(failed.id))
-        assert stored.status == "Failed"
-        assert "mdn" in stored.attached_data["_SendError"]
-        entry = run(kernel.store.get_outbox(failed.id))
-        assert entry.attempts == 1  # permanent: not retried
-    finally:
-        run(gateway.stopService())
-    [eml] = (quickstart.parent / "outbox").glob("*.eml")
-    assert b"Disposition-Notification-To: support@example.com\r\n" in eml.read_bytes()
-    shutil.rmtree(quickstart.parent / "outbox")
+            options={"mdn": "receipts at example.com"}))  # fmt: skip
+        assert sent.status == "Sent"
+        assert failed.status == "Failed"
+        assert "mdn" in failed.attached_data["_SendError"]
+        assert result_of(kernel.store.get_outbox(failed.id)).attempts == 1  # permanent
+    [wire] = kernel.sender.sent
+    assert wire.message_id == sent.message_id
+    assert b"Disposition-Notification-To: support@example.com\r\n" in wire.data
+    assert wire.message["Disposition-Notification-To"] == "support@example.com"
