@@ -22,7 +22,13 @@ PUBLIC = {"postroom.api", "postroom.testing"}
 
 def postroom_imports(path: Path) -> list[str]:
     """Every ``postroom`` module *path* imports (absolute imports only)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+    return source_imports(path.read_text(encoding="utf-8"), str(path))
+
+
+def source_imports(source: str, where: str) -> list[str]:
+    """Every ``postroom`` module *source* imports; ``from postroom import x`` counts as
+    ``postroom.x`` (a submodule or a name of the private package root)."""
+    tree = ast.parse(source, where)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
