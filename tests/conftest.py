@@ -11,6 +11,9 @@ import pytest
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+#: records the hooks each test module makes the kernel call (tests/hooks/test_hooks_tested.py)
+pytest_plugins = ["tests.hooks.hookcalls"]
+
 ROOT = Path(__file__).resolve().parents[1]
 CORPUS = (ROOT / ".." / "shared" / "corpus").resolve()
 

@@ -27,11 +27,16 @@ parse    :func:`postroom_parser` (provider) + :func:`postroom_analyze`
 classify :func:`postroom_classify`
 enrich   :func:`postroom_enrich`
 expand   :func:`postroom_expand` (fan-out: one interaction in, several out)
-submit   :func:`postroom_submit`
-render   :func:`postroom_render`
+commit   the store; then :func:`postroom_committed` (side effects, once)
+submit   :func:`postroom_submit` (the hand-off to routing, only that)
+render   :func:`postroom_render` (only rendering), then :func:`postroom_veto`
 send     sender driver (``postroom.senders``) + :func:`postroom_envelope`,
          :func:`postroom_sent`
 ======== =========================================================
+
+One job per hook: a hook that is retried for its own sake (the hand-off, a
+send attempt) never carries another job's side effects, so a retry repeats
+nothing else.
 
 Drivers are resolved by the kernel from the configuration (stevedore); hooks
 never duplicate that choice.
@@ -206,17 +211,38 @@ def postroom_expand(
     """
 
 
+# --------------------------------------------------------------------- commit
+
+
+@hookspec
+def postroom_committed(interaction: Interaction, ctx: Context) -> Any:
+    """Side effects of a committed interaction (collect-all; may be async): put a
+    hard-bounced address on the suppression list, count an automatic mail.
+
+    Called for every new interaction after the store committed it, apart from its
+    hand-off: a hand-off that is retried never calls it again. At least once, not
+    exactly once: a failing implementation is called again with back-off (the
+    hand-off's retry rules; the implementations that succeeded are not), and a
+    process that stops before the kernel recorded the success calls every
+    implementation again on restart. So make it idempotent per ``interaction.id``
+    (the store's ``suppress`` and exchange records are). The other plugins still
+    run when one fails, and so does the hand-off.
+    """
+
+
 # --------------------------------------------------------------------- submit
 
 
 @hookspec
 def postroom_submit(interaction: Interaction, ctx: Context) -> Any:
-    """Hand a committed interaction to routing (collect-all; may be async).
+    """Hand a committed interaction to routing, and only that (collect-all; may
+    be async).
 
     Called after the store committed it and the source was acknowledged.
     Raise (or fail the Deferred) to have the kernel retry later with back-off;
     every implementation is called again on retry, so use ``interaction.id`` as
-    the idempotency key. The hand-off state is visible with
+    the idempotency key, and keep side effects out of it (they belong in
+    :func:`postroom_committed`). The hand-off state is visible with
     ``postroom interactions show``.
     """
 
@@ -229,7 +255,23 @@ def postroom_render(request: OutboundRequest, ctx: Context) -> Any:
     """Render an outbound request's body in place (collect-all; may be async).
 
     Called in plugin order before the message is built, so a later plugin sees
-    an earlier one's work (templates first, then transcripts, then CSS).
+    an earlier one's work (templates first, then transcripts, then CSS). Only
+    rendering: a request that must not be sent is refused by
+    :func:`postroom_veto`.
+    """
+
+
+@hookspec
+def postroom_veto(request: OutboundRequest, ctx: Context) -> str | None:
+    """Say why a rendered outbound request must not be sent, or ``None``
+    (collect-all; may be async).
+
+    Called in plugin order for every send attempt, after rendering, before the
+    envelope; the first reason ends the request: its outbox entry is
+    ``failed``, with ``vetoed by <plugin>: <reason>`` as the outbound
+    interaction's ``_SendError``, and is never retried. Later plugins are not
+    asked. An implementation that raises fails that send attempt (retried with
+    back-off), as any outbound hook does.
     """
 
 

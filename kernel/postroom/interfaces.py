@@ -157,8 +157,19 @@ class IStore(Interface):
     def mark_handoff(interaction_id: str, state: str, error=None) -> None:
         """Record a hand-off attempt's outcome (counts attempts)."""
 
-    def mark_handoffs_done(interaction_ids: Any) -> None:
-        """Mark many hand-offs done in one transaction."""
+    def mark_handoffs_done(interaction_ids: Any, after_commit: Any = ()) -> None:
+        """Mark many hand-offs done in one transaction, and the side effects of
+        the *after_commit* interactions."""
+
+    def pending_after_commit(limit: int = 100, after=None) -> Any:
+        """Interactions whose side effects (``postroom_committed``) are pending
+        or failed, oldest first; *after* as for ``pending_handoffs``."""
+
+    def mark_after_commit(interaction_id: str, state: str, error=None) -> None:
+        """Record an attempt at an interaction's side effects (counts attempts)."""
+
+    def after_commit_status(interaction_id: str) -> Any:
+        """``(state, attempts, last_error)`` of its side effects, or None."""
 
     def handoff_status(interaction_id: str) -> Any:
         """``(state, attempts, last_error)`` or None."""

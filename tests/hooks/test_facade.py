@@ -98,8 +98,10 @@ ASYNC_HOOKS: dict[str, Callable[[Hooks, Context], Any]] = {
         "support", "login-ok", "logged in", ctx),
     "postroom_classify": lambda hooks, ctx: hooks.classify(ParsedMessage(), ctx, Interaction()),
     "postroom_enrich": lambda hooks, ctx: hooks.enrich(ParsedMessage(), Interaction(), ctx),
+    "postroom_committed": lambda hooks, ctx: hooks.committed(Interaction(), ctx),
     "postroom_submit": lambda hooks, ctx: hooks.submit(Interaction(), ctx),
     "postroom_render": lambda hooks, ctx: hooks.render(request(), ctx),
+    "postroom_veto": lambda hooks, ctx: hooks.veto(request(), ctx),
     "postroom_envelope": lambda hooks, ctx: hooks.envelope(
         request(), Envelope(mail_from="support@example.com", rcpt_to=["c@example.com"]), ctx),
     "postroom_sent": lambda hooks, ctx: hooks.sent(Interaction(), ctx),
@@ -499,6 +501,134 @@ def test_parser_a_plugin_parser_shadows_the_builtin_one() -> None:
     assert run(other.parse(fetched_message(), None)).subject == "any"
 
 
+# ------------------------------------------------------------- postroom_committed
+
+
+class Suppressor:
+    """A side effect per committed interaction; fails while *down*."""
+
+    def __init__(self, down: int = 0) -> None:
+        self.down = down
+        self.calls: list[str] = []
+
+    @hookimpl
+    def postroom_committed(self, interaction: Interaction) -> None:
+        self.calls.append(interaction.id)
+        if self.down > 0:
+            self.down -= 1
+            raise OSError("the database is down")
+
+
+def test_committed_runs_every_plugin_and_returns_the_failures() -> None:
+    broken, after = Suppressor(down=1), Suppressor()
+    hooks = hooks_with(("broken", broken), ("after", after))
+    interaction = Interaction()
+    [failure] = run(hooks.committed(interaction, make_ctx()))
+    assert (failure.plugin, failure.hook) == ("broken", "postroom_committed")
+    assert isinstance(failure.cause, OSError)
+    assert after.calls == [interaction.id]  # the others still ran
+    assert run(hooks.committed(interaction, make_ctx(), only={"broken"})) == []
+    assert broken.calls == [interaction.id] * 2 and after.calls == [interaction.id]
+
+
+def handoff_service(
+    *plugins: tuple[str, object],
+    pending: list[Interaction] | None = None,
+    unfinished: list[Interaction] | None = None,
+    once: bool = False,
+) -> tuple[HandoffService, HandoffStore, FakeKernel]:
+    store = HandoffStore(list(pending or []), unfinished)
+    kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig({("gateway", "max-attempts"): 3}))
+    service = HandoffService(cast(Any, kernel), once=once,
+                             backoff=Backoff(initial=5, maximum=5, jitter=0))  # fmt: skip
+    return service, store, kernel
+
+
+def test_a_failing_side_effect_is_retried_alone_and_never_holds_up_the_handoff() -> None:
+    routed: list[str] = []
+
+    class Routing:
+        @hookimpl
+        def postroom_submit(self, interaction: Interaction) -> None:
+            routed.append(interaction.id)
+
+    broken, fine = Suppressor(down=2), Suppressor()
+    service, store, kernel = handoff_service(
+        ("broken", broken), ("fine", fine), ("routing", Routing()))
+    service.startService()
+    interaction = Interaction()
+    service.submit([interaction])
+    assert routed == [interaction.id]  # handed off although a side effect failed
+    [(iid, state, error)] = store.effect_marks
+    assert (iid, state) == (interaction.id, "failed")
+    assert error is not None and "'broken' failed in postroom_committed" in error
+    kernel.clock.advance(5)
+    kernel.clock.advance(5)
+    assert run(service.wait_idle()) is None
+    assert broken.calls == [interaction.id] * 3
+    assert fine.calls == [interaction.id]  # a retry calls only the plugin that failed
+    assert routed == [interaction.id]  # and never the hand-off again
+    assert store.effect_marks[-1] == (interaction.id, "done", None)
+    assert store.marks == [(interaction.id, "done", None)]
+    run(service.stopService())
+
+
+def test_a_failing_handoff_never_repeats_a_side_effect() -> None:
+    class Down:
+        @hookimpl
+        def postroom_submit(self) -> None:
+            raise ConnectionError("routing is down")
+
+    effects = Suppressor()
+    service, store, kernel = handoff_service(("effects", effects), ("routing", Down()))
+    service.startService()
+    interaction = Interaction()
+    service.submit([interaction])
+    for _ in range(3):
+        kernel.clock.advance(5)
+    assert [m[1] for m in store.marks] == ["failed"] * 4
+    assert effects.calls == [interaction.id]
+    run(service.stopService())
+    assert store.effect_marks == [(interaction.id, "done", None)]
+
+
+def test_recovery_finishes_side_effects_and_handoffs_an_earlier_process_left() -> None:
+    effects = Suppressor()
+    routed: list[str] = []
+
+    class Routing:
+        @hookimpl
+        def postroom_submit(self, interaction: Interaction) -> None:
+            routed.append(interaction.id)
+
+    handed_off, neither = Interaction(), Interaction()
+    service, store, _kernel = handoff_service(
+        ("effects", effects), ("routing", Routing()),
+        unfinished=[handed_off, neither], pending=[neither])  # fmt: skip
+    service.startService()
+    assert run(service.wait_idle()) is None
+    assert effects.calls == [handed_off.id, neither.id]
+    assert routed == [neither.id]
+    assert sorted(store.effect_marks) == sorted((i.id, "done", None) for i in (handed_off, neither))
+    run(service.stopService())
+
+
+def test_a_once_run_leaves_a_side_effect_that_keeps_failing_for_the_next_run() -> None:
+    effects = Suppressor(down=10)
+    interaction = Interaction()
+    service, store, kernel = handoff_service(("effects", effects), once=True)
+    service.startService()
+    service.submit([interaction])
+    kernel.clock.advance(5)
+    kernel.clock.advance(5)
+    assert run(service.wait_idle()) is None
+    assert effects.calls == [interaction.id] * 3  # max-attempts
+    assert service.failed == {interaction.id}
+    assert [m[1] for m in store.effect_marks] == ["failed"] * 3
+    assert store.marks == [(interaction.id, "done", None)]  # handed off all the same
+    run(service.stopService())
+
+
 # ---------------------------------------------------------------- postroom_submit
 
 
@@ -521,10 +651,16 @@ def test_submit_failure_propagates_naming_the_plugin() -> None:
 
 
 class HandoffStore(FakeStore):
-    def __init__(self, pending: list[Interaction]) -> None:
+    """The hand-off table: *pending* hand-offs, *unfinished* side effects."""
+
+    def __init__(
+        self, pending: list[Interaction], unfinished: list[Interaction] | None = None
+    ) -> None:
         super().__init__()
         self.pending = pending
+        self.unfinished = list(unfinished or [])
         self.marks: list[tuple[str, str, str | None]] = []
+        self.effect_marks: list[tuple[str, str, str | None]] = []
         self.pages: list[tuple[int, int]] = []
 
     async def pending_handoffs(
@@ -535,11 +671,26 @@ class HandoffStore(FakeStore):
         self.pages.append((start, limit))
         return list(self.pending[start : start + limit])
 
+    async def pending_after_commit(
+        self, limit: int = 100, after: str | None = None
+    ) -> list[Interaction]:
+        ids = [i.id for i in self.unfinished]
+        start = ids.index(after) + 1 if after is not None else 0
+        return list(self.unfinished[start : start + limit])
+
     async def mark_handoff(self, interaction_id: str, state: str, error: str | None = None) -> None:
         self.marks.append((interaction_id, state, error))
 
-    async def mark_handoffs_done(self, interaction_ids: list[str]) -> None:
+    async def mark_after_commit(
+        self, interaction_id: str, state: str, error: str | None = None
+    ) -> None:
+        self.effect_marks.append((interaction_id, state, error))
+
+    async def mark_handoffs_done(
+        self, interaction_ids: list[str], after_commit: list[str] | tuple[str, ...] = ()
+    ) -> None:
         self.marks.extend((i, "done", None) for i in interaction_ids)
+        self.effect_marks.extend((i, "done", None) for i in after_commit)
 
 
 class FakeKernel:
@@ -768,7 +919,7 @@ def test_recipients_refused_at_rcpt_are_recorded_and_unknown_ones_suppressed() -
     ],
 )
 def test_which_refusals_are_unknown_addresses(reply: str, unknown: bool) -> None:
-    from postroom.services.outbound import is_unknown_address
+    from postroom.pipeline.outbound import is_unknown_address
 
     assert is_unknown_address(reply) is unknown
 
@@ -819,6 +970,62 @@ def test_envelope_failure_on_the_last_attempt_fails_for_good_and_is_observed() -
     assert observer.seen == [entry.id]
 
 
+class Refuses:
+    """Vetoes requests whose subject holds *word*."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+        self.asked: list[str] = []
+
+    @hookimpl
+    async def postroom_veto(self, request: OutboundRequest) -> str | None:
+        self.asked.append(self.word)
+        return f"the subject says {self.word!r}" if self.word in request.subject else None
+
+
+def test_the_first_veto_wins_and_later_plugins_are_not_asked() -> None:
+    first, second, third = Refuses("invoice"), Refuses("order"), Refuses("Your")
+    hooks = hooks_with(("first", first), ("second", second), ("third", third))
+    veto = run(hooks.veto(request(), make_ctx()))
+    assert veto is not None and (veto.plugin, veto.reason) == ("second", "the subject says 'order'")
+    assert str(veto) == "vetoed by second: the subject says 'order'"
+    assert (first.asked, second.asked, third.asked) == (["invoice"], ["order"], [])
+    assert run(hooks_with(("first", first)).veto(request(), make_ctx())) is None
+
+
+def test_a_veto_that_is_not_a_reason_is_a_plugin_failure() -> None:
+    class Confused:
+        @hookimpl
+        def postroom_veto(self) -> bool:
+            return True
+
+    with pytest.raises(PluginFailure, match=r"'confused' failed in postroom_veto.*not a reason"):
+        run(hooks_with(("confused", Confused())).veto(request(), make_ctx()))
+
+
+def test_a_vetoed_request_fails_for_good_with_the_reason_and_is_not_sent() -> None:
+    observer = SentObserver()
+    service, store, sender, entry = outbox(("policy", Refuses("order")), ("observer", observer))
+    run(service.send_entry(entry))
+    assert sender.sent == []
+    assert store.marks == [(entry.id, "failed", "vetoed by policy: the subject says 'order'", None)]
+    assert observer.seen == [entry.id]  # failed for good: observed
+
+
+def test_a_veto_that_raises_fails_only_that_send_attempt() -> None:
+    class Broken:
+        @hookimpl
+        def postroom_veto(self) -> None:
+            raise LookupError("the policy service is down")
+
+    service, store, sender, entry = outbox(("policy", Broken()))
+    run(service.send_entry(entry))
+    assert sender.sent == []
+    [(_id, state, error, retry_at)] = store.marks
+    assert state == "queued" and retry_at is not None
+    assert error is not None and "'policy' failed in postroom_veto" in error
+
+
 def test_render_and_envelope_failures_propagate_from_the_facade() -> None:
     class Broken:
         @hookimpl
@@ -840,7 +1047,14 @@ def test_render_and_envelope_failures_propagate_from_the_facade() -> None:
 
 
 @pytest.mark.parametrize(
-    "hook", ["postroom_fetched", "postroom_auth_event", "postroom_sent", "postroom_shutdown"]
+    "hook",
+    [
+        "postroom_fetched",
+        "postroom_auth_event",
+        "postroom_committed",
+        "postroom_sent",
+        "postroom_shutdown",
+    ],
 )
 def test_observer_failures_are_logged_and_the_others_still_run(
     hook: str, caplog: pytest.LogCaptureFixture

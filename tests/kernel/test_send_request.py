@@ -440,7 +440,7 @@ def test_a_request_queued_before_the_rules_fails_for_good_when_sent(quickstart: 
 def test_a_message_that_cannot_be_built_fails_for_good(
     quickstart: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from postroom.services import outbound
+    from postroom.pipeline import outbound
 
     def broken(*args: Any) -> bytes:
         raise ValueError("the email package refused a header")
@@ -470,7 +470,7 @@ def test_a_forbidden_header_from_a_plugin_is_dropped_not_failed(quickstart: Path
 def test_build_message_refuses_a_request_header_postroom_owns() -> None:
     from datetime import UTC, datetime
 
-    from postroom.services.outbound import HeaderInjection, build_message
+    from postroom.pipeline.outbound import HeaderInjection, build_message
 
     request = OutboundRequest(to=[OK], text="x", headers={"Bcc": "evil@x.com"})
     with pytest.raises(HeaderInjection, match="use the bcc field") as refused:

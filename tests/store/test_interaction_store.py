@@ -631,6 +631,54 @@ def test_handoff_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
     assert store.handoff_status("unknown") is None
 
 
+def test_side_effects_have_their_own_state_beside_the_handoff(
+    store: SQLStoreBase, raw_of: RawOf
+) -> None:
+    base = datetime(2024, 1, 1, tzinfo=UTC)
+    older, newer = (Interaction(created_at=base + timedelta(seconds=n)) for n in range(2))
+    store.commit_fetched("mb", "1", raw_of(MAIL), [older])
+    store.commit_fetched("mb", "2", raw_of(BINARY), [newer])
+    assert store.after_commit_status(older.id) == ("pending", 0, None)
+    assert [i.id for i in store.pending_after_commit()] == [older.id, newer.id]
+    assert [i.id for i in store.pending_after_commit(limit=1, after=older.id)] == [newer.id]
+
+    store.mark_after_commit(older.id, "failed", "dsn: the database is down")
+    assert store.after_commit_status(older.id) == ("failed", 1, "dsn: the database is down")
+    assert store.handoff_status(older.id) == ("pending", 0, None)  # the hand-off is apart
+    store.mark_handoffs_done([newer.id], after_commit=[older.id])
+    assert store.after_commit_status(older.id) == ("done", 2, None)
+    assert store.handoff_status(newer.id)[:2] == ("done", 1)
+    assert store.after_commit_status(newer.id) == ("pending", 0, None)
+    assert [i.id for i in store.pending_after_commit()] == [newer.id]
+    assert [i.id for i in store.pending_handoffs()] == [older.id]
+
+    with pytest.raises(KeyError):
+        store.mark_after_commit("unknown", "done")
+    with pytest.raises(ValueError):
+        store.mark_after_commit(newer.id, "lost")
+    assert store.after_commit_status("unknown") is None
+
+
+def test_migration_4_leaves_the_side_effects_of_handed_off_interactions_done(
+    make_store: MakeStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before it, side effects ran in postroom_submit: those handed off had theirs."""
+    old = make_store(open=False)
+    monkeypatch.setattr(old, "migrations", lambda real=old.migrations: real()[:3])
+    old.open()
+    assert old.schema_version() == 3
+    handed, waiting = Interaction(), Interaction()
+    old.commit_fetched("mb", "1", raw_of(MAIL), [handed])
+    old.commit_fetched("mb", "2", raw_of(BINARY), [waiting])
+    old.mark_handoff(handed.id, "done")
+    old.close()
+    upgraded = make_store()
+    assert upgraded.schema_version() == 4
+    assert upgraded.after_commit_status(handed.id) == ("done", 0, None)
+    assert upgraded.after_commit_status(waiting.id) == ("pending", 0, None)
+    assert [i.id for i in upgraded.pending_after_commit()] == [waiting.id]
+
+
 # ------------------------------------------------------------------- outbox
 
 
@@ -881,6 +929,17 @@ def test_suppression_list(store: SQLStoreBase) -> None:
     assert store.unsuppress("gone@example.com") is False
     assert store.is_suppressed("gone@example.com") is None
     assert [e.address for e in store.list_suppressions()] == ["other@example.com"]
+
+
+def test_the_same_bounce_suppressed_again_counts_once(store: SQLStoreBase) -> None:
+    """Side effects run at least once: the same report's suppression is one hit."""
+    store.suppress("gone@example.com", "5.1.1 user unknown", "ndr-1")
+    store.suppress("Gone@example.com", "5.1.1 user unknown", "ndr-1")
+    entry = store.is_suppressed("gone@example.com")
+    assert entry is not None and (entry.interaction_id, entry.hits) == ("ndr-1", 1)
+    store.suppress("gone@example.com", "5.1.1 still unknown", "ndr-2")
+    again = store.is_suppressed("gone@example.com")
+    assert again is not None and (again.interaction_id, again.hits) == ("ndr-2", 2)
 
 
 def test_exchanges_are_counted_per_address_in_a_window(store: SQLStoreBase) -> None:

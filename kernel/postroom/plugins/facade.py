@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import inspect
 import logging
-from collections.abc import Awaitable, Iterable, Mapping
+from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom import keys
@@ -49,6 +50,17 @@ class PluginFailure(Exception):
         self.hook = hook
         self.cause = cause
         super().__init__(f"plugin {plugin!r} failed in {hook}: {type(cause).__name__}: {cause}")
+
+
+@attrs.frozen
+class Veto:
+    """A plugin's refusal of an outbound request (``postroom_veto``)."""
+
+    plugin: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"vetoed by {self.plugin}: {self.reason}"
 
 
 def reduce_verdicts(verdicts: list[Verdict]) -> Verdict:
@@ -260,6 +272,27 @@ class Hooks:
             raise ValueError("postroom_expand must give every copy a distinct copy_key")
         return copies
 
+    async def committed(
+        self, interaction: Interaction, ctx: Context, only: Collection[str] | None = None
+    ) -> list[PluginFailure]:
+        """Run the side effects of a committed interaction: every implementation, or
+        those of the plugins named in *only* (the ones that failed last time).
+
+        Tolerant: a failing plugin does not stop the others; the failures are
+        returned (and logged) for the caller to retry.
+        """
+        failures = []
+        for impl in self._impls("postroom_committed"):
+            if only is not None and impl.plugin_name not in only:
+                continue
+            args = {name: {"interaction": interaction, "ctx": ctx}[name] for name in impl.argnames}
+            try:
+                await resolve(impl.function(**args))
+            except Exception as exc:
+                log.exception("plugin %r failed in postroom_committed", impl.plugin_name)
+                failures.append(PluginFailure(impl.plugin_name, "postroom_committed", exc))
+        return failures
+
     async def submit(self, interaction: Interaction, ctx: Context) -> None:
         await self._call_all("postroom_submit", interaction=interaction, ctx=ctx)
 
@@ -267,6 +300,20 @@ class Hooks:
 
     async def render(self, request: OutboundRequest, ctx: Context) -> None:
         await self._call_all("postroom_render", request=request, ctx=ctx)
+
+    async def veto(self, request: OutboundRequest, ctx: Context) -> Veto | None:
+        """The first plugin's reason why *request* must not be sent, or None."""
+        for impl in self._impls("postroom_veto"):
+            args = {name: {"request": request, "ctx": ctx}[name] for name in impl.argnames}
+            try:
+                reason = await resolve(impl.function(**args))
+                if reason is not None and not isinstance(reason, str):
+                    raise TypeError(f"returned {type(reason).__name__}, not a reason (str) or None")
+            except Exception as exc:
+                raise PluginFailure(impl.plugin_name, "postroom_veto", exc) from exc
+            if reason is not None:
+                return Veto(impl.plugin_name, reason.strip() or "no reason given")
+        return None
 
     async def envelope(self, request: OutboundRequest, envelope: Envelope, ctx: Context) -> None:
         await self._call_all("postroom_envelope", request=request, envelope=envelope, ctx=ctx)
@@ -291,6 +338,4 @@ def _refuse_awaitable(result: Any, plugin: str, hook: str) -> None:
 
 
 def _with_plugin(verdict: Verdict, plugin: str) -> Verdict:
-    import attrs
-
     return attrs.evolve(verdict, plugin=plugin)

@@ -818,6 +818,14 @@ class SQLStoreBase:
     def pending_handoffs(self, limit: int = 100, after: str | None = None) -> list[Interaction]:
         """Interactions not yet handed off, in commit order; *after*: those
         committed after that interaction (the next page)."""
+        return self._unfinished("h.state", limit, after)
+
+    def pending_after_commit(self, limit: int = 100, after: str | None = None) -> list[Interaction]:
+        """Interactions whose side effects (``postroom_committed``) have not run
+        to the end, in commit order; *after* as for :meth:`pending_handoffs`."""
+        return self._unfinished("h.after_commit", limit, after)
+
+    def _unfinished(self, column: str, limit: int, after: str | None) -> list[Interaction]:
         params: tuple[Any, ...] = (HandoffState.PENDING.value, HandoffState.FAILED.value)
         since = ""
         if after is not None:
@@ -830,7 +838,7 @@ class SQLStoreBase:
             lambda tx: self._interactions(
                 tx,
                 tx.all(
-                    f"{_INTERACTION_SELECT} WHERE h.state IN (?, ?){since} "
+                    f"{_INTERACTION_SELECT} WHERE {column} IN (?, ?){since} "
                     "ORDER BY i.created_at, i.seq LIMIT ?",
                     (*params, limit),
                 ),
@@ -851,10 +859,13 @@ class SQLStoreBase:
 
         self._write(work)
 
-    def mark_handoffs_done(self, interaction_ids: Sequence[str]) -> None:
-        """Mark many hand-offs done in one transaction (the hand-off service
-        batches its successes: a crash before this only means they are handed
-        off again, which the submit hook tolerates by contract)."""
+    def mark_handoffs_done(
+        self, interaction_ids: Sequence[str], after_commit: Sequence[str] = ()
+    ) -> None:
+        """Mark many hand-offs done in one transaction, and the side effects of the
+        *after_commit* interactions (the hand-off service batches its successes: a
+        crash before this only means they run again, which both hooks tolerate by
+        contract)."""
         stamp = self._dt_param(utcnow())
 
         def work(tx: Tx) -> None:
@@ -864,9 +875,43 @@ class SQLStoreBase:
                     "updated_at = ? WHERE interaction_id = ?",
                     (HandoffState.DONE.value, stamp, interaction_id),
                 )
+            for interaction_id in after_commit:
+                tx.execute(
+                    "UPDATE handoffs SET after_commit = ?, "
+                    "after_commit_attempts = after_commit_attempts + 1, after_commit_error = NULL, "
+                    "updated_at = ? WHERE interaction_id = ?",
+                    (HandoffState.DONE.value, stamp, interaction_id),
+                )
 
-        if interaction_ids:
+        if interaction_ids or after_commit:
             self._write(work)
+
+    def mark_after_commit(self, interaction_id: str, state: str, error: str | None = None) -> None:
+        """Record an attempt at an interaction's side effects (counts attempts)."""
+        state = HandoffState(state).value
+
+        def work(tx: Tx) -> None:
+            changed = tx.execute(
+                "UPDATE handoffs SET after_commit = ?, "
+                "after_commit_attempts = after_commit_attempts + 1, after_commit_error = ?, "
+                "updated_at = ? WHERE interaction_id = ?",
+                (state, error, self._dt_param(utcnow()), interaction_id),
+            )
+            if changed == 0:
+                raise KeyError(interaction_id)
+
+        self._write(work)
+
+    def after_commit_status(self, interaction_id: str) -> tuple[str, int, str | None] | None:
+        """``(state, attempts, last_error)`` of the interaction's side effects, or None."""
+        row = self._read(
+            lambda tx: tx.one(
+                "SELECT after_commit, after_commit_attempts, after_commit_error FROM handoffs "
+                "WHERE interaction_id = ?",
+                (interaction_id,),
+            )
+        )
+        return None if row is None else (row[0], int(row[1]), row[2])
 
     def handoff_status(self, interaction_id: str) -> tuple[str, int, str | None] | None:
         row = self._read(
@@ -1157,7 +1202,9 @@ class SQLStoreBase:
     # ------------------------------------------- suppression list, exchanges
 
     def suppress(self, address: str, reason: str, interaction_id: str | None = None) -> None:
-        """Suppress a hard-bounced address; a later bounce updates the reason and counts a hit."""
+        """Suppress a hard-bounced address; a later bounce updates the reason and counts a
+        hit. The same bounce again (the same *interaction_id* as the last) counts no hit:
+        side effects run at least once."""
         key = normalize_address(address)
 
         def work(tx: Tx) -> None:
@@ -1167,7 +1214,8 @@ class SQLStoreBase:
                 "updated_at, hits) VALUES (?, ?, ?, ?, ?, 1) "
                 "ON CONFLICT (address) DO UPDATE SET reason = excluded.reason, "
                 "interaction_id = COALESCE(excluded.interaction_id, suppressions.interaction_id), "
-                "updated_at = excluded.updated_at, hits = suppressions.hits + 1",
+                "updated_at = excluded.updated_at, hits = suppressions.hits + CASE "
+                "WHEN excluded.interaction_id = suppressions.interaction_id THEN 0 ELSE 1 END",
                 (key, reason, interaction_id, stamp, stamp),
             )
 

@@ -7,9 +7,10 @@
   ``_AutoReplyReason``) and mail loops ``_MailLoop`` (with ``_MailLoopReason``),
   deciding over the analysis, the classifiers' subtype and the store's count
   of exchanges; the subtype is left alone.
-* ``postroom_submit`` and ``postroom_sent`` record the automatic mails
-  exchanged with each address, for auto-reply war detection.
-* ``postroom_render`` refuses an *automatic* outbound request (never an
+* ``postroom_committed`` (a side effect of the commit, once, whatever the
+  hand-off does) and ``postroom_sent`` record the automatic mails exchanged
+  with each address, for auto-reply war detection.
+* ``postroom_veto`` refuses an *automatic* outbound request (never an
   agent's) that answers a report or an automatic mail, goes back to one of the
   centre's own addresses, or would exceed an address's auto-reply war budget.
 * ``postroom_envelope`` adds ``X-Loop: <from address>`` to automatic mail, so
@@ -20,19 +21,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from postroom import hookimpl
-from postroom.config.options import OptionSchema
-from postroom.context import AnalysisContext, Context
-from postroom.errors import SendError
-from postroom.model import (
+from postroom.api import (
+    AUTOMATIC,
+    AnalysisContext,
     AttachedValue,
+    Context,
     Envelope,
     Interaction,
     InteractionType,
+    OptionSchema,
     OutboundRequest,
     ParsedMessage,
+    hookimpl,
 )
-from postroom.services.outbound import AUTOMATIC_KEY
 from postroom_autoreply import analysis, autowar, detection, options
 from postroom_autoreply.options import Settings
 
@@ -41,8 +42,6 @@ AUTO_REPLY = "_AutoReply"
 AUTO_REPLY_REASON = "_AutoReplyReason"
 MAIL_LOOP = "_MailLoop"
 MAIL_LOOP_REASON = "_MailLoopReason"
-#: the key the kernel writes on the outbound interaction of an automatic request
-AUTOMATIC = AUTOMATIC_KEY
 #: the status the store gives an outbound interaction once it was sent
 SENT_STATUS = "Sent"
 
@@ -110,8 +109,8 @@ async def _loop_reason(
 
 
 @hookimpl
-async def postroom_submit(interaction: Interaction, ctx: Context) -> None:
-    """Record an automatic inbound mail (after the commit; a retry records nothing new)."""
+async def postroom_committed(interaction: Interaction, ctx: Context) -> None:
+    """Record an automatic inbound mail (after the commit; a second call records nothing new)."""
     if interaction.type != InteractionType.INBOUND.value:
         return
     if not is_true(interaction.attached_data.get(AUTO_REPLY)) or not interaction.from_addr:
@@ -140,13 +139,12 @@ async def postroom_sent(interaction: Interaction, ctx: Context) -> None:
 
 
 @hookimpl
-async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
+async def postroom_veto(request: OutboundRequest, ctx: Context) -> str | None:
     """Refuse automatic requests that would answer a machine or feed a loop."""
     if not request.automatic:
-        return
+        return None
     reason = await refusal(request, ctx)
-    if reason is not None:
-        raise SendError(f"automatic mail refused: {reason}", permanent=True)
+    return None if reason is None else f"automatic mail refused: {reason}"
 
 
 async def refusal(request: OutboundRequest, ctx: Context) -> str | None:

@@ -11,8 +11,9 @@
 * ``postroom_enrich``: a report becomes the child of the outbound interaction
   it reports on (looked up by the analysed candidates), overriding what the
   built-in threading found.
-* ``postroom_submit``: hard-bounced addresses go on the store's suppression
-  list (after the commit, idempotent: the store's ``suppress`` is).
+* ``postroom_committed``: hard-bounced addresses go on the store's suppression
+  list (a side effect of the commit, once, whatever the hand-off does;
+  idempotent: the store counts the same report's suppression once).
 * ``postroom_envelope``: ``options["dsn"]`` of an outbound request becomes
   ``NOTIFY``/``RET``/``ENVID`` (:mod:`postroom_dsn.envelope`).
 """
@@ -23,17 +24,19 @@ from typing import Any
 
 import attrs
 
-from postroom import hookimpl
-from postroom.config.options import OptionSchema, Scope
-from postroom.context import AnalysisContext, Context
-from postroom.model import (
+from postroom.api import (
+    AnalysisContext,
+    Context,
     Envelope,
     Interaction,
     InteractionType,
+    OptionSchema,
     OutboundRequest,
     ParsedMessage,
+    Scope,
     Subtype,
     Verdict,
+    hookimpl,
 )
 from postroom_dsn import analysis
 from postroom_dsn.data import recipients_from_data
@@ -96,7 +99,8 @@ async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx:
 
 
 @hookimpl
-async def postroom_submit(interaction: Interaction, ctx: Context) -> None:
+async def postroom_committed(interaction: Interaction, ctx: Context) -> None:
+    """Suppress the hard-bounced addresses of a committed report."""
     if interaction.subtype not in REPORT_SUBTYPES:
         return
     for recipient in recipients_from_data(interaction.attached_data):

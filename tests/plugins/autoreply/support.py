@@ -92,8 +92,9 @@ class Harness:
         assert "_PluginErrors" not in interaction.attached_data, interaction.attached_data
         return interaction
 
-    def submit(self, interaction: Interaction) -> None:
-        run(self.hooks.submit(interaction, self.ctx))
+    def committed(self, interaction: Interaction) -> None:
+        """The side effects of the commit (``postroom_committed``)."""
+        assert run(self.hooks.committed(interaction, self.ctx)) == []
 
     def sent(self, interaction: Interaction) -> None:
         run(self.hooks.sent(interaction, self.ctx))

@@ -54,7 +54,7 @@ def ingest(kernel: Kernel, path: Path, text: str) -> Interaction:
     [(_name, interactions)] = run(go())
     assert isinstance(interactions, list), interactions
     [interaction] = interactions
-    run(kernel.hooks.submit(interaction, kernel.ctx))  # the hand-off, after the commit
+    assert run(kernel.hooks.committed(interaction, kernel.ctx)) == []  # after the commit
     return interaction
 
 
@@ -103,7 +103,10 @@ def test_no_acknowledgement_for_an_out_of_office_but_an_agent_still_answers(
     second = send(kernel, ack(away))
     assert second.status == "Failed"
     error = str(second.attached_data["_SendError"])
-    assert "automatic mail refused" in error and "Auto-Submitted: auto-replied" in error
+    assert error.startswith("vetoed by autoreply: automatic mail refused: ")
+    assert "Auto-Submitted: auto-replied" in error
+    entry = run(kernel.store.get_outbox(second.id))
+    assert (entry.state, entry.attempts, entry.last_error) == ("failed", 1, error)  # never retried
     assert len(sent_files(tmp_path)) == 1  # nothing went out
     assert run(kernel.store.count_exchanges(CUSTOMER, START - 1)) == 2  # a refusal is no exchange
 

@@ -1,5 +1,5 @@
 """Mail loops and auto-reply wars on the inbound side: ``_MailLoop``, and the recording
-of exchanges in ``postroom_submit`` / ``postroom_sent``."""
+of exchanges in ``postroom_committed`` / ``postroom_sent``."""
 
 from __future__ import annotations
 
@@ -207,13 +207,13 @@ def test_autowar_detection_can_be_turned_off(tmp_path: Path) -> None:
 # ------------------------------------------------------------------ recording
 
 
-def test_submit_records_an_automatic_inbound_mail_once(tmp_path: Path) -> None:
+def test_committed_records_an_automatic_inbound_mail_once(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     interaction = harness.enrich(auto_reply_from(f"Customer <{CUSTOMER}>"))
-    harness.submit(interaction)
+    harness.committed(interaction)
     assert harness.count(CUSTOMER) == 1
     harness.clock.advance(30)
-    harness.submit(interaction)  # a retried hand-off: the same interaction again
+    harness.committed(interaction)  # called again (at least once): the same interaction
     assert harness.count(CUSTOMER) == 1
 
 
@@ -222,27 +222,27 @@ def test_the_split_copies_of_one_automatic_mail_count_once(tmp_path: Path) -> No
     first = harness.enrich(auto_reply_from(f"Customer <{CUSTOMER}>"))
     first.raw_sha256 = "ab" * 32
     copy = attrs.evolve(first, id="another-copy", copy_key="team-b@centre.example")
-    harness.submit(first)
-    harness.submit(copy)
+    harness.committed(first)
+    harness.committed(copy)
     assert harness.count(CUSTOMER) == 1
     other = harness.enrich(auto_reply_from(f"Customer <{CUSTOMER}>"))
     other.raw_sha256 = "cd" * 32  # another mail from the same responder
-    harness.submit(other)
+    harness.committed(other)
     assert harness.count(CUSTOMER) == 2
 
 
-def test_submit_records_at_the_kernel_clock(tmp_path: Path) -> None:
+def test_committed_records_at_the_kernel_clock(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
-    harness.submit(harness.enrich(auto_reply_from()))
+    harness.committed(harness.enrich(auto_reply_from()))
     harness.clock.advance(PERIOD)
     assert harness.count(CUSTOMER, PERIOD) == 1
     harness.clock.advance(1)
     assert harness.count(CUSTOMER, PERIOD) == 0
 
 
-def test_submit_does_not_record_a_persons_mail(tmp_path: Path) -> None:
+def test_committed_does_not_record_a_persons_mail(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
-    harness.submit(harness.enrich(message()))
+    harness.committed(harness.enrich(message()))
     assert harness.count(CUSTOMER) == 0
 
 
@@ -251,7 +251,7 @@ def test_recorded_inbound_mails_feed_the_next_detection(tmp_path: Path) -> None:
     seen = []
     for _ in range(3):
         interaction = harness.enrich(auto_reply_from())
-        harness.submit(interaction)
+        harness.committed(interaction)
         seen.append(interaction.attached_data.get("_MailLoop", False))
         harness.clock.advance(5)
     assert seen == [False, False, True]

@@ -2,24 +2,27 @@
 
 A kernel with the ``dsn`` plugin (installed, enabled by name) and a memory
 store; each message goes through ``InboundPipeline.process`` (parse, analyze,
-classify, enrich, commit) and then the hand-off (``postroom_submit``), as a
-mailbox runs it.
+classify, enrich, commit) and then its side effects (``postroom_committed``), as
+a mailbox runs them after the commit.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from twisted.internet import task
 
+from postroom.api import Backoff, hookimpl
 from postroom.ingest import ingest_mailbox
 from postroom.kernel import Kernel
 from postroom.model import FetchedMessage, Interaction, RawRef, Subtype
 from postroom.pipeline.inbound import InboundPipeline
 from postroom.runner import InlineRunner
+from postroom.services.handoff import HandoffService
 from tests.conftest import run
 
 GONE = "gone@example.com"
@@ -42,14 +45,17 @@ def bounce(newlines: int, n: int = 0, field: bytes = b"Remote-MTA") -> bytes:
 
 
 class Gateway:
-    """A kernel with the dsn plugin and a memory store, and one message at a time."""
+    """A kernel with the dsn plugin (and *plugins*) and a memory store, and one
+    message at a time."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, plugins: list[tuple[str, object]] | None = None) -> None:
         self.tmp_path = tmp_path
+        self.clock = task.Clock()
         self.kernel = Kernel(
             reactor=task.Clock(),
-            clock=task.Clock(),
+            clock=self.clock,
             runner=InlineRunner(),
+            plugins=plugins or [],
             enabled_plugins=["dsn"],
             store_override={"driver": "memory"},
         )
@@ -57,8 +63,8 @@ class Gateway:
         self.mailbox = ingest_mailbox(self.kernel)
         self.count = 0
 
-    def receive(self, raw: bytes) -> Interaction:
-        """Process one message and hand it off; the interaction stored."""
+    def commit(self, raw: bytes) -> Interaction:
+        """Process one message up to its commit; the interaction stored."""
         self.count += 1
         path = self.tmp_path / f"{self.count}.eml"
         path.write_bytes(raw)
@@ -66,7 +72,12 @@ class Gateway:
             mailbox=self.mailbox.name, source_key=path.name, raw=RawRef.from_path(path)
         )
         [interaction] = run(self.pipeline.process(fetched, self.mailbox)).result.new
-        run(self.kernel.hooks.submit(interaction, self.kernel.ctx))
+        return interaction
+
+    def receive(self, raw: bytes) -> Interaction:
+        """Process one message and run its side effects; the interaction stored."""
+        interaction = self.commit(raw)
+        assert run(self.kernel.hooks.committed(interaction, self.kernel.ctx)) == []
         return interaction
 
     def best_of_three(self, newlines: int) -> float:
@@ -82,14 +93,72 @@ class Gateway:
         return run(self.kernel.store.is_suppressed(address)) is not None
 
 
-@pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Gateway]:
-    gateway = Gateway(tmp_path)
+@contextmanager
+def opened(gateway: Gateway) -> Iterator[Gateway]:
     run(gateway.kernel.open())
     try:
         yield gateway
     finally:
         run(gateway.kernel.close())
+
+
+@pytest.fixture
+def gateway(tmp_path: Path) -> Iterator[Gateway]:
+    with opened(Gateway(tmp_path)) as gateway:
+        yield gateway
+
+
+class FlakyRouting:
+    """Routing that refuses the first *failures* hand-offs; called after every other
+    plugin (as a routing plugin listed after dsn in ``plugins:`` would be), so a
+    failed hand-off has already called any other plugin's ``postroom_submit``."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls: list[str] = []
+
+    @hookimpl(trylast=True)
+    def postroom_submit(self, interaction: Interaction) -> None:
+        self.calls.append(interaction.id)
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("routing is down")
+
+
+def test_a_handoff_that_fails_twice_records_the_suppression_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 9: the suppression is a side effect of the commit, not of the hand-off,
+    so the hand-off's retries repeat nothing (the hit count stays 1)."""
+    routing = FlakyRouting(failures=2)
+    with opened(Gateway(tmp_path, plugins=[("routing", routing)])) as gateway:
+        kernel = gateway.kernel
+        driver = kernel.store.driver
+        suppressions: list[str] = []
+        real_suppress = driver.suppress
+
+        def suppress(address: str, reason: str, interaction_id: str | None = None) -> None:
+            suppressions.append(address)
+            real_suppress(address, reason, interaction_id)
+
+        monkeypatch.setattr(driver, "suppress", suppress)
+        handoff = HandoffService(kernel, backoff=Backoff(initial=5, maximum=5, jitter=0))
+        handoff.startService()
+        bounce_ = gateway.commit(bounce(0))
+        handoff.submit([bounce_])  # as a mailbox does after acknowledging it
+        assert routing.calls == [bounce_.id]
+        assert run(kernel.store.handoff_status(bounce_.id))[:2] == ("failed", 1)
+        gateway.clock.advance(5)
+        assert run(kernel.store.handoff_status(bounce_.id))[:2] == ("failed", 2)
+        gateway.clock.advance(5)
+        run(handoff.wait_idle())
+        assert routing.calls == [bounce_.id] * 3
+        assert run(kernel.store.handoff_status(bounce_.id)) == ("done", 3, None)
+        assert run(kernel.store.after_commit_status(bounce_.id)) == ("done", 1, None)
+        assert suppressions == [GONE]
+        entry = run(kernel.store.is_suppressed(GONE))
+        assert entry is not None and (entry.interaction_id, entry.hits) == (bounce_.id, 1)
+        run(handoff.stopService())
 
 
 def test_the_slow_bounce_is_an_ndr_suppressed_as_fast_as_a_tiny_one(gateway: Gateway) -> None:

@@ -369,26 +369,26 @@ def test_vendor_format_threads_by_the_inline_copy() -> None:
 # ---------------------------------------------------------------- suppression
 
 
-def submitted(interaction: Interaction, store: Store) -> None:
-    run(hooks_with(("dsn", plugin)).submit(interaction, ctx_with(store)))
+def committed(interaction: Interaction, store: Store) -> None:
+    assert run(hooks_with(("dsn", plugin)).committed(interaction, ctx_with(store))) == []
 
 
 def test_hard_bounces_are_suppressed_soft_ones_not() -> None:
     store = Store()
     interaction = ingest(QMAIL, store=store)
-    submitted(interaction, store)
+    committed(interaction, store)
     assert set(store.suppressed) == {"gone@example.com"}
     reason, interaction_id = store.suppressed["gone@example.com"]
     assert "5.1.1" in reason and interaction_id == interaction.id
-    submitted(interaction, store)  # a retried hand-off changes nothing
+    committed(interaction, store)  # called again (at least once): nothing changes
     assert set(store.suppressed) == {"gone@example.com"}
 
 
 def test_delays_and_failed_4xx_are_not_suppressed() -> None:
     store = Store()
-    submitted(ingest(report(DELAYED)), store)
+    committed(ingest(report(DELAYED)), store)
     failed_4xx = FAILED.replace("5.1.1", "4.4.7")
-    submitted(ingest(report(failed_4xx)), store)
+    committed(ingest(report(failed_4xx)), store)
     assert store.suppressed == {}
 
 
@@ -403,7 +403,7 @@ def test_other_interactions_are_left_alone() -> None:
             "_DSNInfo.Recipient1.Status": "5.1.1",
         },
     )
-    submitted(fake, store)
+    committed(fake, store)
     assert store.suppressed == {}
 
 

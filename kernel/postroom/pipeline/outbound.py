@@ -1,0 +1,325 @@
+"""The outbound pipeline: one claimed outbox entry in, a sent message (or an error) out.
+
+render -> veto -> envelope -> build -> send, then record. Each step is a
+method; :class:`postroom.services.outbound.OutboundService` claims the entries,
+calls :meth:`OutboundPipeline.send` and decides what a failure costs (back-off
+or the end), and records the outcome here. A failure is an exception: a
+:class:`~postroom.errors.SendError` that is ``permanent`` (an invalid rendered
+request, a plugin header that cannot be written, a message that cannot be built,
+a plugin's veto) can never succeed; any other may on a later attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email import policy
+from email.message import EmailMessage
+from email.utils import format_datetime
+from typing import TYPE_CHECKING, Any
+
+from postroom import keys
+from postroom.addresses import AddressError, parse_mailbox
+from postroom.errors import SendError
+from postroom.model import (
+    AttachedValue,
+    Envelope,
+    Interaction,
+    OutboundRequest,
+    OutboxEntry,
+    OutboxState,
+    SuppressionEntry,
+)
+from postroom.sendrequest import (
+    BUILTIN_FORBIDDEN_HEADERS,
+    RequestError,
+    header_name,
+    header_text_problem,
+    is_kernel_header,
+    mailboxes_of,
+    needs_smtputf8,
+    request_header_refusal,
+    validate_request,
+)
+
+if TYPE_CHECKING:
+    from postroom.context import Context
+    from postroom.plugins.facade import Hooks, Veto
+
+log = logging.getLogger(__name__)
+
+
+class HeaderInjection(SendError, ValueError):
+    """A header a plugin added cannot be written (a control character, a bad name,
+    a header the kernel writes): building the message would fail every time."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, permanent=True)
+
+
+#: attached key marking the outbound interaction of an automatic request
+AUTOMATIC_KEY = keys.AUTOMATIC
+#: attached key listing the recipients the server refused (``addr: reply; ...``)
+REFUSED_KEY = keys.REFUSED_RECIPIENTS
+
+#: an SMTP reply saying the address does not exist or no longer takes mail:
+#: a 5xx reply with an enhanced code 5.1.0-5.1.6 or 5.1.10 (bad destination address,
+#: not the sender's 5.1.7/5.1.8) or 5.2.1 (mailbox disabled)
+_UNKNOWN_ADDRESS = re.compile(r"^5\d\d[ -]5\.(?:1\.(?:[0-6]|10)|2\.1)\b")
+
+
+def is_unknown_address(reply: str) -> bool:
+    """Whether a refusal is a hard bounce of the address itself (suppressed),
+    not a policy or a temporary refusal (which says nothing about the address)."""
+    return bool(_UNKNOWN_ADDRESS.match(reply.strip()))
+
+
+class Vetoed(SendError):
+    """A plugin said the request must not be sent (``postroom_veto``): never retried."""
+
+    def __init__(self, veto: Veto) -> None:
+        self.veto = veto
+        super().__init__(str(veto), permanent=True)
+
+
+def _check_plugin_header(name: str, value: str) -> None:
+    """A header from ``postroom_envelope``: a field name, no control character, not
+    one the kernel writes from the request (plugins may add Disposition-Notification-To,
+    X-Loop, Auto-Submitted...)."""
+    try:
+        trimmed = header_name(name)
+    except RequestError as exc:
+        raise HeaderInjection(f"a plugin's header: {exc.message}") from None
+    if trimmed != name:
+        raise HeaderInjection(f"a plugin's header name {name!r} has blanks around it")
+    if is_kernel_header(name):
+        raise HeaderInjection(f"header {name!r} is set by postroom, not by a plugin")
+    problem = header_text_problem(value)
+    if problem is not None:
+        raise HeaderInjection(f"the value a plugin gave header {name!r} {problem}")
+
+
+def build_message(
+    request: OutboundRequest,
+    message_id: str,
+    parent_message_id: str | None,
+    extra_headers: dict[str, str],
+    now: datetime,
+    forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
+) -> bytes:
+    """The RFC 5322 message for a validated request (CRLF line ends).
+
+    The plugins' *extra_headers* are checked (:class:`HeaderInjection`, permanent)
+    and those on the site's *forbidden* list dropped. A request naming a UTF-8
+    local part is written with UTF-8 headers (RFC 6532): only a server announcing
+    SMTPUTF8 takes it.
+    """
+    for name, value in extra_headers.items():
+        if name.lower() not in forbidden:  # those are dropped below, whatever they hold
+            _check_plugin_header(name, value)
+    for name in request.headers:  # the request was validated: a safeguard for other callers
+        refusal = request_header_refusal(name, forbidden)
+        if refusal is not None:
+            raise HeaderInjection(refusal)
+    msg = EmailMessage()
+    msg["From"] = request.from_addr or ""
+    msg["To"] = ", ".join(request.to)
+    if request.cc:
+        msg["Cc"] = ", ".join(request.cc)
+    msg["Subject"] = request.subject
+    msg["Date"] = format_datetime(now)
+    msg["Message-ID"] = message_id
+    if parent_message_id:
+        msg["In-Reply-To"] = parent_message_id
+        msg["References"] = parent_message_id
+    if request.automatic:
+        msg["Auto-Submitted"] = "auto-replied"
+    for name, value in [*request.headers.items(), *extra_headers.items()]:
+        if name.lower() in forbidden:
+            log.info("dropped forbidden header %s from outbound %s", name, message_id)
+            continue
+        del msg[name]
+        msg[name] = value
+    if request.text is not None or request.html is None:
+        msg.set_content(request.text or "")
+    if request.html is not None:
+        if request.text is None:
+            msg.set_content(request.html, subtype="html")
+        else:
+            msg.add_alternative(request.html, subtype="html")
+    return msg.as_bytes(policy=policy.SMTPUTF8 if needs_smtputf8(request) else policy.SMTP)
+
+
+def _envelope_problem(envelope: Envelope) -> str | None:
+    """What makes the envelope unsendable after the plugins had their say, or None.
+
+    Every recipient and the sender (unless empty: the null reverse-path) must be
+    one plain addr-spec: smtplib would otherwise send what it can make of the
+    text (``RCPT TO:<not>``) and the server add its own domain.
+    """
+    if not envelope.rcpt_to:
+        return "the envelope has no recipient"
+    senders = [envelope.mail_from] if envelope.mail_from else []
+    for address in [*senders, *envelope.rcpt_to]:
+        try:
+            found = parse_mailbox(address)
+        except AddressError as exc:
+            return f"the envelope address {address!r}: {exc}"
+        if found.addr_spec != address:
+            return f"the envelope address {address!r} is not a plain local@domain"
+    return None
+
+
+class OutboundPipeline:
+    """The steps of sending one outbox entry, for one kernel's hooks and sender."""
+
+    def __init__(
+        self,
+        hooks: Hooks,
+        ctx: Context,
+        sender: Any,
+        forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
+        now: Callable[[], datetime] | None = None,
+    ) -> None:
+        """*sender* is the sender driver (None: no ``smtp-client``, every send fails
+        for good); *forbidden* the site's forbidden headers; *now* the clock the
+        Date header is written from."""
+        self.hooks = hooks
+        self.ctx = ctx
+        self.sender = sender
+        self.forbidden = forbidden
+        self.now = now or (lambda: datetime.fromtimestamp(ctx.clock.seconds(), UTC))
+
+    async def send(self, entry: OutboxEntry) -> Any:
+        """render -> veto -> envelope -> build -> send; the sender's result.
+
+        Raises whatever stopped it (see the module's docstring).
+        """
+        if self.sender is None:
+            raise SendError("no smtp-client is configured", permanent=True)
+        request = await self.render(entry.request)
+        await self.veto(request)
+        envelope = await self.envelope(entry, request)
+        data = await self.build(entry, request, envelope)
+        return await self.sender.send(data, envelope, entry.message_id)
+
+    async def render(self, request: OutboundRequest) -> OutboundRequest:
+        """``postroom_render``, then the request is checked again: what rendering
+        made (or a request queued by an older version) that is not valid now never
+        will be."""
+        await self.hooks.render(request, self.ctx)
+        return validate_request(request, self.forbidden)
+
+    async def veto(self, request: OutboundRequest) -> None:
+        """``postroom_veto``: :class:`Vetoed` when a plugin says it must not be sent."""
+        veto = await self.hooks.veto(request, self.ctx)
+        if veto is not None:
+            raise Vetoed(veto)
+
+    async def envelope(self, entry: OutboxEntry, request: OutboundRequest) -> Envelope:
+        """The SMTP envelope: the request's addresses, then ``postroom_envelope``;
+        automatic mail loses its suppressed recipients."""
+        recipients = mailboxes_of([*request.to, *request.cc, *request.bcc])
+        envelope = Envelope(
+            mail_from=parse_mailbox(request.from_addr).addr_spec if request.from_addr else "",
+            rcpt_to=[m.addr_spec for m in recipients],
+            message_id=entry.message_id,
+        )
+        await self.hooks.envelope(request, envelope, self.ctx)
+        problem = _envelope_problem(envelope)
+        if problem is not None:
+            raise SendError(problem, permanent=True)
+        if request.automatic:
+            await self._drop_suppressed(entry, envelope)
+        return envelope
+
+    async def _drop_suppressed(self, entry: OutboxEntry, envelope: Envelope) -> None:
+        """Automatic mail never goes to a hard-bounced address (specification, section 6).
+
+        Suppressed recipients leave the envelope (an auto-acknowledgement still
+        reaches the customer when a CC bounced); with none left the request
+        fails for good, saying which addresses and how to clear them.
+        """
+        kept: list[tuple[str, SuppressionEntry | None]] = []
+        dropped: list[tuple[str, SuppressionEntry | None]] = []
+        for rcpt in envelope.rcpt_to:
+            found = await self.ctx.store.is_suppressed(rcpt)
+            (dropped if found is not None else kept).append((rcpt, found))
+        for rcpt, found in dropped:
+            log.warning(
+                "outbound %s: not sent to %s: on the suppression list (%s)",
+                entry.id,
+                rcpt,
+                found.reason if found is not None else "",
+            )
+        if dropped and not kept:
+            names = ", ".join(rcpt for rcpt, _ in dropped)
+            raise SendError(
+                f"refused: automatic mail to suppressed address(es) {names} (hard bounce); "
+                "see 'postroom suppression list', clear with 'postroom suppression clear ADDRESS'",
+                permanent=True,
+            )
+        envelope.rcpt_to = [rcpt for rcpt, _ in kept]
+
+    async def build(
+        self, entry: OutboxEntry, request: OutboundRequest, envelope: Envelope
+    ) -> bytes:
+        """The message's bytes; one that cannot be built fails for good."""
+        store = self.ctx.store
+        parent_mid = None
+        interaction: Interaction | None = await store.get_interaction(entry.id)
+        if interaction is not None and interaction.parent_id:
+            parent = await store.get_interaction(interaction.parent_id)
+            parent_mid = parent.message_id if parent is not None else None
+        try:
+            return build_message(
+                request,
+                entry.message_id,
+                parent_mid,
+                envelope.extra_headers,
+                self.now(),
+                self.forbidden,
+            )
+        except SendError:
+            raise
+        except Exception as exc:  # the same request fails the same way every time
+            raise SendError(
+                f"the message cannot be built: {type(exc).__name__}: {exc}", permanent=True
+            ) from exc
+
+    async def record_sent(self, entry: OutboxEntry, result: Any) -> None:
+        """Sent: the entry and its interaction say so, with the recipients the
+        server refused; those it does not know are suppressed; ``postroom_sent``."""
+        store = self.ctx.store
+        refused = dict(getattr(result, "refused", None) or {})
+        attached: dict[str, AttachedValue] = {}
+        if refused:
+            # some recipients were refused at RCPT TO, the others took it
+            attached[REFUSED_KEY] = "; ".join(f"{rcpt}: {why}" for rcpt, why in refused.items())
+            log.warning("outbound %s: refused for %s", entry.id, attached[REFUSED_KEY])
+        await store.mark_outbound(entry.id, OutboxState.SENT.value, attached=attached)
+        for rcpt, why in refused.items():
+            if is_unknown_address(why):
+                await store.suppress(rcpt, f"refused at RCPT TO: {why}"[:200], entry.id)
+        await self.hooks.sent(await store.get_interaction(entry.id), self.ctx)
+
+    async def record_failed(self, entry: OutboxEntry, error: str) -> None:
+        """Failed for good: the error on the interaction (``_SendError``); ``postroom_sent``."""
+        store = self.ctx.store
+        await store.mark_outbound(entry.id, OutboxState.FAILED.value, error)
+        await self.hooks.sent(await store.get_interaction(entry.id), self.ctx)
+
+
+def failure_text(exc: BaseException) -> str:
+    """What a failed attempt leaves as the entry's error: a veto's reason as it is."""
+    if isinstance(exc, Vetoed):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """Whether a failed attempt can never succeed (a PluginFailure: its cause decides)."""
+    cause = getattr(exc, "cause", exc)
+    return isinstance(cause, RequestError) or bool(getattr(cause, "permanent", False))
