@@ -27,6 +27,7 @@ import psycopg
 import pytest
 
 from postroom.model import Interaction, OutboundRequest
+from postroom.store.lock import GatewayLocked, GatewayLockLost
 from tests import pg
 from tests.integration.sites import POSTROOM, explain, free_port, http
 from tests.kernel.test_cli import postroom
@@ -236,3 +237,49 @@ def test_postroom_run_records_its_pid_in_the_sqlite_lock_file(quickstart: Path) 
     finally:
         site.close()
     assert os.path.exists(site.dir / "postroom.db.lock")
+
+
+@pytest.mark.postgresql
+def test_the_postgresql_lock_is_exclusive_and_notices_a_lost_session(pg_dsn: str) -> None:
+    from postroom_postgresql.lock import SessionLock
+
+    schema = f"t_{uuid.uuid4().hex[:16]}"
+    held = SessionLock.acquire(pg_dsn, {}, schema, "PostgreSQL database x")
+    with pytest.raises(GatewayLocked) as refused:
+        SessionLock.acquire(pg_dsn, {}, schema, "PostgreSQL database x")
+    assert refused.value.holder is not None
+    assert refused.value.holder.startswith(f"postroom gateway pid {os.getpid()}")
+    SessionLock.acquire(pg_dsn, {}, f"{schema}_other", "other").release()  # another store
+    held.check()
+    with psycopg.connect(pg_dsn, autocommit=True) as admin:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+            (f"postroom gateway pid {os.getpid()}",),
+        ).fetchall()
+    assert ended == [(True,)]
+    with pytest.raises(GatewayLockLost, match="lost the database session holding the gateway"):
+        held.check()
+    again = SessionLock.acquire(pg_dsn, {}, schema, "PostgreSQL database x")  # the server freed it
+    again.release()
+    held.release()
+
+
+@pytest.mark.postgresql
+def test_a_gateway_whose_lock_session_is_cut_stops_with_status_3(
+    quickstart: Path, request: pytest.FixtureRequest
+) -> None:
+    site = Site(quickstart, "postgresql", request)
+    try:
+        proc = site.start()
+        with psycopg.connect(site.store_options["dsn"], autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE application_name = %s",
+                (f"postroom gateway pid {proc.pid}",),
+            )
+        _out, err = proc.communicate(timeout=PATIENCE)  # the watchdog's next check
+        assert proc.returncode == 3, err
+        assert "lost the database session holding the gateway lock" in err
+        assert "Traceback" not in err
+    finally:
+        site.close()
