@@ -12,7 +12,10 @@ drivers meet, in this order:
 
 Nothing is global: two kernels in one process have their own plugin managers.
 An embedding application passes its reactor, clock, thread-pool runner and
-in-process plugins (see ``examples/embed``).
+in-process plugins (see ``examples/embed``). Without a runner the kernel makes
+its own thread pool (``gateway.thread-pool-size`` threads, started with the
+reactor, stopped at its shutdown): blocking calls never run on the reactor
+thread unless a test asks for :class:`~postroom.runner.InlineRunner`.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from postroom.metrics import Metrics
 from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
-from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
+from postroom.runner import Runner, ThreadPoolRunner
 from postroom.store.async_store import AsyncStore
 from postroom.workers import Budget, BudgetPool
 
@@ -68,7 +71,6 @@ class Kernel:
             reactor = default_reactor
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
-        self.runner: Runner = runner if runner is not None else InlineRunner()
         self.document: Document | None = (
             config_path
             if isinstance(config_path, Document) or config_path is None
@@ -102,6 +104,14 @@ class Kernel:
             self.config = SiteConfig.default(self.schema)
         self.hooks.configure(self.config)
         _check_http(self.config)
+        #: blocking calls (store, file and network libraries), never on the reactor thread
+        self.runner: Runner = (
+            runner
+            if runner is not None
+            else ThreadPoolRunner.create(
+                reactor, size=int(self.config.get("gateway", "thread-pool-size"))
+            )
+        )
         store_driver = self.config.store_driver
         store_options: dict[str, Any] = dict(self.config.store_options)
         if store_override is not None:

@@ -11,7 +11,8 @@
                           hand-off and outbox state
 ========================  ==============================================================
 
-Bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
+:class:`ApiService` serves it as a child service of the gateway, started and
+stopped with it, bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
 request must carry ``Authorization: Bearer <token>``; binding to anything but
 a loopback address without a token is refused at start-up, and so is a token
 shorter than :data:`MIN_TOKEN_LENGTH` characters or with blanks.
@@ -34,6 +35,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from twisted.application import service
 from twisted.internet.defer import ensureDeferred
 from twisted.web import http, resource, server
 
@@ -288,15 +290,48 @@ def check_exposure(bind: str, token: str | None) -> None:
         )
 
 
-def start_web(gateway: Gateway, reactor: Any) -> Any:
-    """Listen on the ``http`` section's bind address and port (port 0 disables)."""
+class ApiService(service.Service):
+    """The API as a child service of the gateway: it listens when the gateway's
+    children start (after the store is open) and closes its port when they stop.
+
+    An embedding application that adds the gateway to its own service tree gets
+    the API with it; no port outlives the gateway.
+    """
+
+    name = "http"
+
+    def __init__(self, gateway: Gateway, bind: str, port: int, token: str | None) -> None:
+        check_token(token)
+        check_exposure(bind, token)
+        self.gateway = gateway
+        self.bind = bind
+        self.port_number = port
+        self.token = token
+        #: the listening port while the service runs
+        self.port: Any = None
+
+    def startService(self) -> None:
+        reactor = self.gateway.kernel.reactor
+        site = site_for(self.gateway, self.token, reactor=reactor)
+        self.port = reactor.listenTCP(self.port_number, site, interface=self.bind)
+        super().startService()
+
+    def stopService(self) -> Any:
+        super().stopService()
+        port, self.port = self.port, None
+        return port.stopListening() if port is not None else None
+
+
+def api_service(gateway: Gateway) -> ApiService | None:
+    """The API of the ``http`` section (bind, port, token), or None for port 0.
+
+    Refuses a weak token and a non-loopback bind without a token
+    (ConfigError naming ``http.token``) when it is made, before anything starts.
+    """
     config = gateway.kernel.config
     port = int(config.get("http", "port") or 0)
     if not port:
         return None
-    bind = str(config.get("http", "bind"))
     secret = config.get("http", "token")
     token = secret.reveal() if secret is not None else None
-    check_token(token)
-    check_exposure(bind, token)
-    return reactor.listenTCP(port, site_for(gateway, token, reactor=reactor), interface=bind)
+    return ApiService(gateway, str(config.get("http", "bind")), port, token)

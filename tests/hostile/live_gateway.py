@@ -17,7 +17,6 @@ from postroom.kernel import Kernel
 from postroom.logs import setup_logging
 from postroom.runner import ThreadPoolRunner
 from postroom.services.gateway import Gateway
-from postroom.web import start_web
 from tests.hostile import slow_plugin
 
 
@@ -30,11 +29,9 @@ def main(reactor: Any, config: str) -> defer.Deferred[None]:
         plugins=[("slow", slow_plugin)],
         enabled_plugins=[],
     )
-    gateway = Gateway(kernel)
-    port = start_web(gateway, reactor)
+    gateway = Gateway(kernel)  # its HTTP API is one of its services
     gateway.startService()
     reactor.addSystemEventTrigger("before", "shutdown", gateway.stopService)
-    reactor.addSystemEventTrigger("before", "shutdown", port.stopListening)
     return defer.Deferred()  # SIGTERM stops the reactor, and the gateway with it
 
 

@@ -14,6 +14,7 @@ from postroom.ingest import ingest_mailbox
 from postroom.kernel import Kernel
 from postroom.model import FetchedMessage, Interaction, RawRef
 from postroom.pipeline.inbound import InboundPipeline
+from postroom.runner import InlineRunner
 from tests.conftest import run
 
 SPLIT = "copy-message-to-recipients"
@@ -22,7 +23,7 @@ SPLIT = "copy-message-to-recipients"
 class EveryPlugin:
     def __init__(self, spool: Path) -> None:
         self.spool = spool
-        self.kernel = Kernel(store_override={"driver": "memory"})
+        self.kernel = Kernel(store_override={"driver": "memory"}, runner=InlineRunner())
         run(self.kernel.open())
         self.inbound = InboundPipeline(self.kernel.hooks, self.kernel.ctx, self.kernel.analysis)
         self.mailbox = ingest_mailbox(self.kernel, "hostile")

@@ -404,25 +404,30 @@ def test_api_reachable_from_other_hosts_needs_a_token(quickstart: Path) -> None:
     assert "http.token" in result.stderr
 
 
-def test_send_command_sends_through_the_outbox(quickstart: Path) -> None:
-    result = postroom(
-        "send",
-        "-c",
-        str(quickstart),
-        "--to",
-        "a@example.com",
-        "--subject",
-        "Hallo",
-        "--text",
-        "Grüße",
-        "--header",
-        "X-Test: 1",
-    )
+def test_send_queues_for_the_gateway_and_now_sends_when_none_runs(quickstart: Path) -> None:
+    """Plain ``send`` only queues (the gateway owning the store sends it); ``--now``
+    takes the store's lock and sends what is queued, the earlier request included."""
+    queued = postroom(
+        "send", "-c", str(quickstart), "--to", "a@example.com", "--subject", "Hallo",
+        "--text", "Grüße", "--header", "X-Test: 1",
+    )  # fmt: skip
+    assert queued.returncode == 0, queued.stderr
+    first_id, first_mid, status = queued.stdout.split()
+    assert status == "Queued"
+    assert "the gateway running on this store ('postroom run') sends it" in queued.stderr
+    assert not (quickstart.parent / "outbox").exists()  # nothing sent from here
+
+    result = postroom("send", "-c", str(quickstart), "--to", "b@example.com", "--now")
     assert result.returncode == 0, result.stderr
     _interaction_id, message_id, status = result.stdout.split()
     assert status == "Sent"
-    eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
-    assert message_id.encode() in eml and b"X-Test: 1" in eml
+    sent = [p.read_bytes() for p in (quickstart.parent / "outbox").glob("*.eml")]
+    assert len(sent) == 2
+    assert any(first_mid.encode() in eml and b"X-Test: 1" in eml for eml in sent)
+    assert any(message_id.encode() in eml for eml in sent)
+    shown = json.loads(postroom("interactions", "show", "-c", str(quickstart), first_id).stdout
+                       .split("\n\n")[0])
+    assert shown["status"] == "Sent"
     bad = postroom(
         "send", "-c", str(quickstart), "--to", "a@example.com", "--header", "Message-ID: <mine@x>"
     )
@@ -434,7 +439,7 @@ def test_send_with_plugin_options_and_as_automatic_mail(quickstart: Path) -> Non
         "send", "-c", str(quickstart), "--to", "a@example.com", "--text", "Thanks, we got it",
         "--from", "support@centre.example",
         "--option", 'dsn={"notify": ["FAILURE", "DELAY"], "ret": "HDRS"}',
-        "--option", "mdn=true", "--automatic",
+        "--option", "mdn=true", "--automatic", "--now",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     eml = next((quickstart.parent / "outbox").glob("*.eml")).read_bytes()
@@ -521,17 +526,23 @@ def test_suppression_list_add_clear(quickstart: Path) -> None:
     assert "empty" in postroom("suppression", "list", "-c", config).stdout
 
 
-def test_the_thread_pool_has_the_configured_size() -> None:
-    """``gateway.thread-pool-size`` sizes the pool the command line makes for the kernel."""
-    from twisted.python.threadpool import ThreadPool
+def test_the_thread_pool_has_the_configured_size(quickstart: Path) -> None:
+    """``gateway.thread-pool-size`` sizes the pool a kernel makes for itself (the
+    command line's kernels, and an embedding application's that passes no runner);
+    no thread runs before the reactor does."""
+    from twisted.internet.testing import MemoryReactorClock
 
-    from postroom.cli.main import installed_schema, size_thread_pool
-    from postroom.config.loader import parse_document, validate
+    from postroom.kernel import Kernel
+    from postroom.runner import ThreadPoolRunner
 
-    config = validate(parse_document("gateway: {thread-pool-size: 3}\n"), installed_schema())
-    pool = ThreadPool(minthreads=1, maxthreads=10)
-    size_thread_pool(pool, config)
-    assert (pool.min, pool.max) == (1, 3)
+    quickstart.write_text(quickstart.read_text() + "gateway: {thread-pool-size: 3}\n")
+    reactor = MemoryReactorClock()
+    kernel = Kernel(quickstart, reactor=reactor)
+    assert isinstance(kernel.runner, ThreadPoolRunner)
+    pool = kernel.runner.pool
+    assert (pool.min, pool.max, pool.started) == (0, 3, False)
+    assert [hook[0] for hook in reactor.whenRunningHooks] == [pool.start]
+    assert pool.stop in [t[0] for t in reactor.triggers["during"]["shutdown"]]
 
 
 def test_ingest_json_offers_safe_attachment_names(tmp_path: Path) -> None:

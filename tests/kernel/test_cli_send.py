@@ -19,7 +19,7 @@ def outbox(quickstart: Path) -> list[Path]:
 def test_an_address_list_is_several_recipients_in_header_and_envelope(quickstart: Path) -> None:
     result = postroom(
         "send", "-c", str(quickstart), "--to", "a@x.example, Anna <b@y.example>",
-        "--to", "c@z.example", "--header", "X-Ticket : 4711", "--text", "Hi",
+        "--to", "c@z.example", "--header", "X-Ticket : 4711", "--text", "Hi", "--now",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     eml = next(p for p in outbox(quickstart) if p.suffix == ".eml").read_bytes()

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet import task
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.testing import MemoryReactorClock
 
 from postroom import hookimpl
 from postroom.kernel import Kernel
@@ -19,9 +20,11 @@ from tests.conftest import run
 
 
 def make_kernel(config: Path, plugins: list[tuple[str, object]] = (), **kw: Any) -> Kernel:
+    """A kernel on a fake reactor (the HTTP API "listens" in memory), a fake clock
+    and an inline runner."""
     return Kernel(
         config,
-        reactor=task.Clock(),
+        reactor=kw.pop("reactor", None) or MemoryReactorClock(),
         clock=kw.pop("clock", task.Clock()),
         runner=InlineRunner(),
         plugins=plugins,

@@ -14,7 +14,9 @@ status      meaning
             argument or a request
 3           the store or the file system failed: the database is unreachable,
             not a database, corrupt or locked, the disk is full, a file cannot
-            be read or written, raw bytes do not match their SHA-256
+            be read or written, raw bytes do not match their SHA-256; or
+            another gateway owns the store (``GatewayLocked``), or the running
+            gateway lost its hold on it (``GatewayLockLost``)
 70          internal error (a bug): the line names the exception; ``-vv``
             prints the traceback
 128 + N     stopped by signal N before it finished: 130 for SIGINT (Ctrl-C),

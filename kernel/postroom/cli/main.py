@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 from postroom import __version__
 from postroom.cli.failures import (
     EXIT_CONFIG,
+    EXIT_ENVIRONMENT,
     EXIT_FAILED,
     EXIT_OK,
     EXIT_SIGNAL,
@@ -43,19 +44,10 @@ log = logging.getLogger("postroom.cli")
 
 
 def _kernel(args: argparse.Namespace, reactor: Any, **kwargs: Any) -> Any:
+    """The site's kernel, with its own thread pool of ``gateway.thread-pool-size``."""
     from postroom.kernel import Kernel
-    from postroom.runner import ThreadPoolRunner
 
-    runner = ThreadPoolRunner.create(reactor)
-    kernel = Kernel(getattr(args, "config", None), reactor=reactor, runner=runner, **kwargs)
-    size_thread_pool(runner.pool, kernel.config)
-    return kernel
-
-
-def size_thread_pool(pool: Any, config: Any) -> None:
-    """Give the kernel's thread pool ``gateway.thread-pool-size`` threads at most
-    (the pool exists before the configuration is read: the kernel needs it)."""
-    pool.adjustPoolsize(maxthreads=int(config.get("gateway", "thread-pool-size")))
+    return Kernel(getattr(args, "config", None), reactor=reactor, **kwargs)
 
 
 def _react(main: Callable[[Any], Coroutine[Any, Any, int]]) -> int:
@@ -143,6 +135,9 @@ def _setup_logging(verbose: int, fmt: str = "text") -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    """The gateway. It owns the store: a second ``run`` on it exits 3 at once
+    (the gateway lock, :mod:`postroom.store.lock`); the HTTP API is one of its
+    services, started and stopped with it."""
     from twisted.internet import defer
 
     from postroom.services.gateway import Gateway
@@ -156,28 +151,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         gateway = Gateway(kernel, once=args.once)
         finished: defer.Deferred[None] = defer.Deferred()
         try:
-            if not args.once:
-                from postroom.web import start_web
-
-                start_web(gateway, reactor)
             gateway.startService()
             assert gateway.opened is not None
-            await gateway.opened  # store open, startup hooks run: else nothing to do
+            await gateway.opened  # lock held, store open, startup hooks run
             if args.once:
                 ok = await gateway.run_once()
                 return EXIT_OK if ok else EXIT_FAILED
             # SIGTERM/SIGINT make Twisted stop the reactor; before it stops, this
             # run stops the gateway cleanly (in-flight messages finish or stay).
-            stopping: defer.Deferred[None] = defer.Deferred()
+            # A lost lock (its database session died) stops the gateway too.
+            ended: defer.Deferred[BaseException | None] = defer.Deferred()
 
             def before_shutdown() -> defer.Deferred[None]:
-                if not stopping.called:
-                    stopping.callback(None)
+                if not ended.called:
+                    ended.callback(None)
                 return finished
 
+            def lost(error: BaseException) -> None:
+                if not ended.called:
+                    ended.callback(error)
+
             reactor.addSystemEventTrigger("before", "shutdown", before_shutdown)
-            await stopping
-            return EXIT_OK
+            gateway.lost.addCallback(lost)
+            error = await ended
+            return _report(error) if error is not None else EXIT_OK
         except Exception as exc:
             return _report(exc)
         finally:
@@ -504,9 +501,10 @@ def _report_refused(exc: Any) -> int:
 
 
 def cmd_send(args: argparse.Namespace) -> int:
+    """Queue an e-mail for the gateway that owns the store; ``--now``: be that
+    gateway for one outbox pass (only when none runs)."""
     from postroom.sendrequest import RequestError, request_from_json
-    from postroom.services.gateway import Gateway
-    from postroom.services.outbound import site_forbidden_headers
+    from postroom.services.outbound import queue_send, site_forbidden_headers
 
     async def main(reactor: Any) -> int:
         try:
@@ -521,30 +519,66 @@ def cmd_send(args: argparse.Namespace) -> int:
             request = request_from_json(_send_data(args), forbidden)
         except RequestError as exc:
             return _report_refused(exc)
-        # The outbox worker of a --once gateway sends what is queued, then stops.
-        gateway = Gateway(kernel, once=True, mailboxes=False)
-        gateway.startService()
+        if args.now:
+            return await _send_now(kernel, request)
+        # Beside a running gateway: only a row in the outbox, which its worker
+        # sends; no outbox worker here, nothing of its in-flight sends touched.
+        await kernel.open()
         try:
-            assert gateway.opened is not None
-            await gateway.opened
-            interaction = await gateway.send(request)
-            await gateway.outbound.finished
-            stored = await kernel.store.get_interaction(interaction.id)
+            interaction = await queue_send(kernel, request, forbidden)
         except RequestError as exc:  # in_reply_to names no stored interaction
             return _report_refused(exc)
         finally:
-            await gateway.stopService()
-        print(f"{stored.id} {stored.message_id} {stored.status}")
-        if stored.status != "Sent":
-            error = stored.attached_data.get("_SendError")
-            print(
-                f"error: not sent{': ' + str(error) if error else ' yet (queued for retry)'}",
-                file=sys.stderr,
-            )
-            return EXIT_FAILED
+            await kernel.close()
+        print(f"{interaction.id} {interaction.message_id} Queued")
+        print(
+            "queued: the gateway running on this store ('postroom run') sends it; "
+            "--now sends it from here when no gateway runs",
+            file=sys.stderr,
+        )
         return EXIT_OK
 
     return _react(main)
+
+
+async def _send_now(kernel: Any, request: Any) -> int:
+    """``send --now``: hold the store's gateway lock for one outbox pass (which
+    sends whatever is due, this request included); exit 3 when a gateway runs."""
+    from postroom.sendrequest import RequestError
+    from postroom.services.gateway import Gateway
+    from postroom.store.lock import GatewayLocked
+
+    # The outbox worker of a --once gateway sends what is queued, then stops.
+    gateway = Gateway(kernel, once=True, mailboxes=False)
+    gateway.startService()
+    try:
+        assert gateway.opened is not None
+        try:
+            await gateway.opened
+        except GatewayLocked as exc:
+            print(
+                f"error: --now: {exc.store} is in use by another gateway"
+                + (f" ({exc.holder})" if exc.holder else "")
+                + "; nothing was queued: without --now the running gateway sends it",
+                file=sys.stderr,
+            )
+            return EXIT_ENVIRONMENT
+        interaction = await gateway.send(request)
+        await gateway.outbound.finished
+        stored = await kernel.store.get_interaction(interaction.id)
+    except RequestError as exc:  # in_reply_to names no stored interaction
+        return _report_refused(exc)
+    finally:
+        await gateway.stopService()
+    print(f"{stored.id} {stored.message_id} {stored.status}")
+    if stored.status != "Sent":
+        error = stored.attached_data.get("_SendError")
+        print(
+            f"error: not sent{': ' + str(error) if error else ' yet (queued for retry)'}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return EXIT_OK
 
 
 def installed_schema(warn: Callable[[str], None] | None = None) -> Any:
@@ -640,7 +674,9 @@ def build_parser() -> argparse.ArgumentParser:
         "run",
         help="run the gateway",
         description=(
-            "Run the gateway: watch every mailbox, hand interactions to routing, send the outbox."
+            "Run the gateway: watch every mailbox, hand interactions to routing, send the "
+            "outbox, serve the HTTP API. One gateway process owns a store: a second 'run' "
+            "on the same store exits 3 at once, naming the one that holds it."
         ),
     )
     _site_argument(p)
@@ -775,11 +811,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "send",
-        help="send an e-mail through the site's outbox",
-        description="Queue an e-mail in the site's outbox and send it now; exit 0 when sent, "
+        help="queue an e-mail in the site's outbox",
+        description="Queue an e-mail in the site's outbox for the gateway that owns the "
+        "store ('postroom run'), which sends it; prints 'ID MESSAGE-ID Queued', exit 0. "
+        "With --now, when no gateway runs, send it from here and wait: exit 0 when sent, "
         "1 when not (it stays queued for retry, or failed for good: the error says which), "
-        "2 when the request is refused (the error names the option; nothing is queued) or "
-        "the configuration is bad. The request is checked as POST /send checks it.",
+        "3 when a gateway runs (nothing queued). 2 when the request is refused (the error "
+        "names the option; nothing is queued) or the configuration is bad. The request is "
+        "checked as POST /send checks it.",
     )
     _site_argument(p)
     p.add_argument(
@@ -808,6 +847,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="sent by automation, not an agent: never to suppressed addresses, "
         "marked Auto-Submitted",
+    )
+    p.add_argument(
+        "--now",
+        action="store_true",
+        help="no gateway runs on this store: take its lock, send what is queued (this "
+        "e-mail included) and wait for the outcome; refused (exit 3) while a gateway runs",
     )
     p.set_defaults(func=cmd_send)
 

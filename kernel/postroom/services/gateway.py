@@ -1,9 +1,14 @@
 """The gateway as a Twisted service tree: embed it with ``setServiceParent``.
 
 ``Gateway`` is a ``MultiService`` holding one :class:`MailboxService` per
-enabled mailbox, the :class:`HandoffService` and the
-:class:`OutboundService`. It opens the kernel (store migrations, startup hooks)
-before its children start and closes it after they stopped.
+enabled mailbox, the :class:`HandoffService`, the :class:`OutboundService` and
+(unless ``once``) the HTTP API (:class:`~postroom.web.ApiService`). Starting,
+it takes the store's gateway lock (:mod:`postroom.store.lock`: one gateway
+process owns a store), then opens the kernel (store migrations, startup hooks),
+then starts its children; stopping, it stops them, closes the kernel and gives
+the lock back. While it runs it checks every :data:`LOCK_CHECK_INTERVAL`
+seconds that it still holds the lock (a PostgreSQL session can be lost) and
+stops itself when it does not: :attr:`Gateway.lost` fires with the error.
 """
 
 from __future__ import annotations
@@ -12,8 +17,9 @@ import logging
 from typing import Any
 
 from twisted.application import service
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.python.failure import Failure
 
 from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
@@ -21,13 +27,23 @@ from postroom.pipeline.inbound import InboundPipeline
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
 from postroom.services.outbound import OutboundService, queue_send
+from postroom.store.lock import ACQUIRE_METHOD, GatewayLock, GatewayLockLost
+from postroom.web import ApiService, api_service
 
 log = logging.getLogger(__name__)
+
+#: seconds between two checks that the gateway still holds its store's lock
+LOCK_CHECK_INTERVAL = 5.0
 
 
 class Gateway(service.MultiService):
     def __init__(self, kernel: Kernel, *, once: bool = False, mailboxes: bool = True) -> None:
-        """*mailboxes*: False for an outbox-only gateway (``postroom send``)."""
+        """*mailboxes*: False for an outbox-only gateway (``postroom send --now``).
+
+        A ``once`` gateway serves no HTTP API; otherwise the ``http`` section
+        decides (port 0: none). A weak token or an exposed bind without one is
+        refused here (ConfigError), before anything starts.
+        """
         super().__init__()
         self.kernel = kernel
         self.once = once
@@ -44,33 +60,113 @@ class Gateway(service.MultiService):
             self.mailboxes.append(svc)
         self.outbound = OutboundService(kernel, kernel.build_sender(), once=once)
         self.outbound.setServiceParent(self)
+        self.api: ApiService | None = None if once else api_service(self)
+        if self.api is not None:
+            self.api.setServiceParent(self)
         self.opened: Deferred[None] | None = None
+        #: fires with the GatewayLockLost error if the store's lock is lost while running
+        self.lost: Deferred[GatewayLockLost] = Deferred()
+        self.lock: GatewayLock | None = None
+        self._watchdog: task.LoopingCall | None = None
+        self._stopping: Deferred[None] | None = None
+        self._stop_waiters: list[Deferred[None]] = []
+        self._stop_outcome: list[Failure | None] = []
+        self._kernel_opened = False
 
     def startService(self) -> None:
-        # Children start once the store is open; the service itself is
-        # "running" at once so the host's shutdown reaches us.
+        # Children start once the lock is held and the store open; the service
+        # itself is "running" at once so the host's shutdown reaches us.
         service.Service.startService(self)
         for warning in self.kernel.unbudgeted_warnings():
             log.warning(warning)
-        self.opened = self.kernel.open()
-
-        def start_children(_: object) -> None:
-            for child in self:
-                child.startService()
-
-        self.opened.addCallback(start_children)
+        self.opened = ensureDeferred(self._open())
         self.opened.addErrback(self._open_failed)
+
+    async def _open(self) -> None:
+        lock = await self._acquire_lock()
+        if not self.running:  # stopped while waiting for the lock
+            if lock is not None:
+                await self.kernel.runner.run(lock.release)
+            return
+        self.lock = lock
+        self._kernel_opened = True  # closed on stop even when opening fails half-way
+        await self.kernel.open()
+        if not self.running:
+            return
+        if self.lock is not None:
+            self._watchdog = task.LoopingCall(self._check_lock)
+            self._watchdog.clock = self.kernel.clock
+            self._watchdog.start(LOCK_CHECK_INTERVAL, now=False).addErrback(self._lock_lost)
+        for child in self:
+            child.startService()
+
+    async def _acquire_lock(self) -> GatewayLock | None:
+        """The store's gateway lock; GatewayLocked when another gateway holds it."""
+        acquire = getattr(self.kernel.store_driver, ACQUIRE_METHOD, None)
+        if acquire is None:
+            log.warning(
+                "the %s store cannot be locked: make sure only one gateway process runs on it",
+                self.kernel.config.store_driver,
+            )
+            return None
+        lock: GatewayLock = await self.kernel.runner.run(acquire)
+        return lock
+
+    def _check_lock(self) -> Deferred[None]:
+        assert self.lock is not None
+        return self.kernel.runner.run(self.lock.check)
+
+    def _lock_lost(self, failure: Failure) -> None:
+        error = failure.value
+        if not isinstance(error, GatewayLockLost):
+            error = GatewayLockLost(f"checking the gateway lock failed: {error}")
+        log.error("%s", error)
+        self._watchdog = None
+
+        def tell(_: object) -> None:
+            if not self.lost.called:
+                self.lost.callback(error)
+
+        self.stopService().addBoth(tell)
 
     def _open_failed(self, failure: Any) -> Any:
         log.error("gateway failed to start: %s", failure.getErrorMessage())
         return failure
 
     def stopService(self) -> Deferred[None]:
-        async def stop() -> None:
-            await service.MultiService.stopService(self)
-            await self.kernel.close()
+        """Stop the children, close the kernel, give the lock back.
 
-        return ensureDeferred(stop())
+        Once: a later call (the host's shutdown after the gateway stopped itself
+        on a lost lock) gets the first stop's outcome.
+        """
+        done: Deferred[None] = Deferred()
+        if self._stop_outcome:
+            _fire(done, self._stop_outcome[0])
+            return done
+        self._stop_waiters.append(done)
+        if self._stopping is None:
+            self._stopping = ensureDeferred(self._stop())
+            self._stopping.addBoth(self._stopped)
+        return done
+
+    def _stopped(self, outcome: Failure | None) -> None:
+        self._stop_outcome.append(outcome)
+        waiters, self._stop_waiters = self._stop_waiters, []
+        for waiter in waiters:
+            _fire(waiter, outcome)
+
+    async def _stop(self) -> None:
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
+        try:
+            await service.MultiService.stopService(self)
+            if self._kernel_opened:
+                await self.kernel.close()
+        finally:
+            lock, self.lock = self.lock, None
+            if lock is not None:
+                await self.kernel.runner.run(lock.release)
 
     def send(self, request: OutboundRequest) -> Deferred[Interaction]:
         """The Python API for a send: queue it, wake the outbox worker."""
@@ -100,3 +196,10 @@ class Gateway(service.MultiService):
         await self.handoff.wait_idle()
         outbound_ok = await self.outbound.finished
         return all(results) and outbound_ok and not self.handoff.failed
+
+
+def _fire(waiter: Deferred[None], outcome: Failure | None) -> None:
+    if isinstance(outcome, Failure):
+        waiter.errback(outcome)
+    else:
+        waiter.callback(None)

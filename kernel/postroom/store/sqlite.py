@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from postroom.config.options import OptionSchema, Scope
 from postroom.store.base import SQLStoreBase, Tx
 from postroom.store.errors import DatabaseError, StoreError
+from postroom.store.lock import FileLock, GatewayLock, ProcessLock
 
 #: RETURNING and partial indexes need SQLite 3.35.
 MIN_SQLITE = (3, 35, 0)
@@ -94,6 +95,14 @@ class SQLiteStore(SQLStoreBase):
     @property
     def in_memory(self) -> bool:
         return self.path == ":memory:" or self.path.startswith("file::memory:")
+
+    def acquire_gateway_lock(self) -> GatewayLock:
+        """The gateway lock (:mod:`postroom.store.lock`): ``flock`` on
+        ``<path>.lock``; for a database in memory, a lock of this store object."""
+        if self.in_memory:
+            owner = self.__dict__.setdefault("_gateway_owner", threading.Lock())
+            return ProcessLock.acquire(owner, self.describe())
+        return FileLock.acquire(self.path + ".lock", self.describe())
 
     def _connect(self) -> None:
         if sqlite3.sqlite_version_info < MIN_SQLITE:

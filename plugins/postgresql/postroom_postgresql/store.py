@@ -31,6 +31,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from postroom.config.options import OptionSchema, Scope
 from postroom.store.base import SQLStoreBase, Tx, to_utc
+from postroom_postgresql.lock import SessionLock
 
 _SCHEMA_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
 
@@ -126,6 +127,10 @@ class PostgreSQLStore(SQLStoreBase):
         self._local.conn = conn
         self._local.generation = self._generation
         return conn
+
+    def acquire_gateway_lock(self) -> SessionLock:
+        """The gateway lock: a session advisory lock (:mod:`postroom_postgresql.lock`)."""
+        return SessionLock.acquire(self.dsn, self._connect_args, self.schema, self.describe())
 
     def _connect(self) -> None:
         self._connection()  # fail early, in open(), when the server is not there

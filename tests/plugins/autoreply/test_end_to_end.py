@@ -17,6 +17,7 @@ from twisted.internet.testing import MemoryReactorClock
 from postroom.ingest import ingest_files
 from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
+from postroom.runner import InlineRunner
 from postroom.services.outbound import OutboundService, queue_send
 from tests.conftest import run
 from tests.plugins.autoreply.support import CUSTOMER, START
@@ -39,7 +40,7 @@ def kernel(tmp_path: Path) -> Iterator[Kernel]:
     reactor = MemoryReactorClock()
     reactor.advance(START)
     made = Kernel(site, reactor=reactor, clock=reactor, enabled_plugins=["autoreply"],
-                  store_override={"driver": "memory"})  # fmt: skip
+                  store_override={"driver": "memory"}, runner=InlineRunner())  # fmt: skip
     run(made.open())
     yield made
     run(made.close())

@@ -388,7 +388,8 @@ def test_end_to_end_through_the_outbox(mail_servers: MailServers, tmp_path: Path
     text = "Line one.\n.\n..\nThe end.\n"
     done = subprocess.run(
         [str(POSTROOM), "send", "-c", str(config_file), "--from", ms.address("agent1"),
-         "--to", ms.address("agent2"), "--subject", "through the outbox", "--text", text],
+         "--to", ms.address("agent2"), "--subject", "through the outbox", "--text", text,
+         "--now"],
         capture_output=True, timeout=120, check=False, cwd=ROOT,
     )  # fmt: skip
     out = done.stdout.decode()

@@ -20,6 +20,7 @@ from postroom.drivers import SendResult
 from postroom.errors import ConfigErrors, SendError
 from postroom.kernel import Kernel
 from postroom.model import Envelope
+from postroom.runner import InlineRunner
 from postroom_smtp.connection import SMTPSendError
 from postroom_smtp.sender import SMTPSender
 from tests.conftest import run
@@ -54,7 +55,7 @@ def build(
     events: list[tuple[str, str, str]] | None = None,
     smtp: str = "  server: mail.example.test\n  smtp-connection-security: none\n",
 ) -> SMTPSender:
-    kernel = Kernel(site(tmp_path, smtp), clock=clock)
+    kernel = Kernel(site(tmp_path, smtp), clock=clock, runner=InlineRunner())
     sender = kernel.build_sender()
     assert isinstance(sender, SMTPSender)
     sender.client_factory = client_factory(server)
