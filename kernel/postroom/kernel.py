@@ -27,8 +27,11 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from postroom.config.loader import Document, SiteConfig, read_document, validate
+from postroom.config.document import Document, read_document
+from postroom.config.loader import default_site
 from postroom.config.options import OptionSchema
+from postroom.config.site import SiteConfig
+from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers import DriverContext, load_driver
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
@@ -97,7 +100,7 @@ class Kernel:
         if self.document is not None:
             self.config: SiteConfig = validate(self.document, self.schema)
         else:
-            self.config = SiteConfig.default(self.schema)
+            self.config = default_site(self.schema)
         self.hooks.configure(self.config)
         _check_http(self.config)
         store_driver = self.config.store_driver

@@ -526,7 +526,8 @@ def test_the_thread_pool_has_the_configured_size() -> None:
     from twisted.python.threadpool import ThreadPool
 
     from postroom.cli.main import installed_schema, size_thread_pool
-    from postroom.config.loader import parse_document, validate
+    from postroom.config.document import parse_document
+    from postroom.config.validator import validate
 
     config = validate(parse_document("gateway: {thread-pool-size: 3}\n"), installed_schema())
     pool = ThreadPool(minthreads=1, maxthreads=10)

@@ -19,8 +19,10 @@ from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from postroom.config.loader import SiteConfig, parse_document, validate
+from postroom.config.document import parse_document
 from postroom.config.options import OptionSchema
+from postroom.config.site import SiteConfig
+from postroom.config.validator import validate
 from postroom.context import AnalysisContext, Context
 from postroom.errors import ConfigError
 from postroom.model import Interaction, ParsedMessage

@@ -24,8 +24,10 @@ from twisted.internet import task
 from twisted.internet.defer import fail
 
 from postroom import hookimpl
-from postroom.config.loader import SiteConfig, parse_document, validate
+from postroom.config.document import parse_document
 from postroom.config.options import OptionSchema
+from postroom.config.site import SiteConfig
+from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers.maildir import MaildirSource
 from postroom.errors import ConfigError, ConfigErrors
