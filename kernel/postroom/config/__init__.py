@@ -9,8 +9,9 @@ entry functions), ``core`` (the kernel's declarations), ``docs`` (the reference)
 Typical use by the kernel::
 
     document = read_document(path)
-    names = document.driver_names()      # load these drivers; they declare options
-    config = validate(document, schema)  # raises ConfigErrors listing every problem
+    names = document.driver_names()      # load these drivers (if installed): they declare options
+    config = validate(document, schema, drivers=installed)  # ConfigErrors lists every problem,
+                                                            # unknown driver names included
 """
 
 from postroom.config.declaration import Option, Scope
@@ -19,11 +20,12 @@ from postroom.config.loader import default_site, defaults, load
 from postroom.config.options import OptionSchema
 from postroom.config.site import MailboxConfig, OptionValues, SectionConfig, SiteConfig
 from postroom.config.types import Secret, register_type
-from postroom.config.validator import validate
+from postroom.config.validator import InstalledDrivers, validate
 
 __all__ = [
     "Document",
     "DriverNames",
+    "InstalledDrivers",
     "MailboxConfig",
     "Option",
     "OptionSchema",

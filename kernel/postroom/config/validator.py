@@ -28,6 +28,7 @@ from postroom.config.document import (
     DEFAULT_AUTH,
     DEFAULT_STORE,
     MAX_DEPTH,
+    NO_AUTH_TYPES,
     Document,
     Entry,
     is_null,
@@ -63,14 +64,36 @@ class _Failed:
 _FAILED = _Failed()
 
 
+@attrs.frozen
+class InstalledDrivers:
+    """The installed driver names of each group, to check the names a site gives.
+
+    The kernel fills it from the entry-point groups (``postroom.sources``,
+    ``postroom.senders``, ``postroom.stores``, ``postroom.auth``), so a name no
+    distribution provides is reported like any other mistake in the file: with
+    its line, the names that would do, and a "did you mean".
+    """
+
+    sources: frozenset[str] = frozenset()
+    senders: frozenset[str] = frozenset()
+    stores: frozenset[str] = frozenset()
+    auth: frozenset[str] = frozenset()
+
+
 def validate(
     document: Document,
     schema: OptionSchema,
     *,
     environ: Mapping[str, str] | None = None,
+    drivers: InstalledDrivers | None = None,
 ) -> SiteConfig:
-    """Check a document against the schema; raises ConfigErrors listing every problem."""
-    return _Validator(document, schema, os.environ if environ is None else environ).run()
+    """Check a document against the schema; raises ConfigErrors listing every problem.
+
+    ``drivers``: the installed drivers the names in the file must be among; None
+    leaves the names unchecked (a schema built by hand, with drivers of its own).
+    """
+    env = os.environ if environ is None else environ
+    return _Validator(document, schema, env, drivers).run()
 
 
 @attrs.define
@@ -83,12 +106,17 @@ class _Block:
 
 class _Validator:
     def __init__(
-        self, document: Document, schema: OptionSchema, environ: Mapping[str, str]
+        self,
+        document: Document,
+        schema: OptionSchema,
+        environ: Mapping[str, str],
+        drivers: InstalledDrivers | None,
     ) -> None:
         self.doc = document
         self.file = document.file
         self.schema = schema
         self.environ = environ
+        self.drivers = drivers
         self.errors: list[ConfigError] = []
         self.warnings: list[ConfigError] = []
 
@@ -107,6 +135,30 @@ class _Validator:
 
     def items(self, node: yaml.MappingNode, prefix: str) -> dict[str, Entry]:
         return mapping_items(node, lambda msg, n, opt: self.error(msg, n, opt), prefix)
+
+    def installed(
+        self,
+        group: str,
+        name: str | None,
+        installed: frozenset[str] | None,
+        entry: Entry | None,
+        option: str,
+        line: int | None,
+    ) -> bool:
+        """Whether a driver name is installed (or unchecked); reports it when it is not.
+
+        ``line`` is where to point when the name is a default, not written.
+        """
+        if installed is None or name is None or name in installed:
+            return True
+        names = ", ".join(sorted(installed)) or "none"
+        self.error(
+            f"no {group} driver {name!r} (installed: {names}){_suggest(name, installed)}",
+            None,
+            option,
+            node_line(entry.value) if entry is not None else line,
+        )
+        return False
 
     # values
 
@@ -202,8 +254,13 @@ class _Validator:
         structural: Iterable[str] = (),
         passthrough: bool = False,
         also_valid: Iterable[str] = (),
+        report_unknown: bool = True,
     ) -> _Block:
-        """Convert the entries of one place, report unknown keys, fill defaults."""
+        """Convert the entries of one place, report unknown keys, fill defaults.
+
+        ``report_unknown=False`` where the place names a driver that is not
+        installed: its options were never declared, and the name is the mistake.
+        """
         index: dict[str, Option] = {}
         for option in candidates:
             for spelling in (option.name, *option.aliases):
@@ -223,6 +280,8 @@ class _Validator:
                     continue
                 if passthrough and key.startswith(PASSTHROUGH_PREFIX):
                     self.passthrough(entry, qualified, candidates, extra)
+                    continue
+                if not report_unknown:
                     continue
                 message = not_here(key, place)
                 if message is None:
@@ -434,6 +493,14 @@ class _Validator:
             self.error("'driver' must be a driver name", sub["driver"].value, "store.driver")
         if driver is None:
             driver = str(declared.default) if declared and declared.default else DEFAULT_STORE
+        known = self.installed(
+            "store",
+            driver,
+            self.drivers.stores if self.drivers else None,
+            sub.get("driver"),
+            f"{STORE_SECTION}.driver",
+            entry.line if entry else None,
+        )
         candidates = [
             o for o in self.schema.select(Scope.STORE, driver=driver) if o.name != "driver"
         ]
@@ -446,6 +513,7 @@ class _Validator:
             line=entry.line if entry else None,
             not_here=self.not_for_driver(Scope.STORE, driver, f"store driver {driver}"),
             also_valid=["driver"],
+            report_unknown=known,
         )
         if "driver" in sub and sub["driver"].line is not None:
             lines[(STORE_SECTION, "driver")] = sub["driver"].line
@@ -478,6 +546,23 @@ class _Validator:
             place = f"mailbox {name!r}" if name else f"'pop-client' entry #{number}"
             entries = self.items(node, label + ".")
             kind = self.text(entries.get("type"))
+            known = self.installed(
+                "source",
+                kind,
+                self.drivers.sources if self.drivers else None,
+                entries.get("type"),
+                label + ".type",
+                node_line(node),
+            )
+            if kind is not None and kind not in NO_AUTH_TYPES:
+                self.installed(
+                    "auth",
+                    self.text(entries.get("auth")) or DEFAULT_AUTH,
+                    self.drivers.auth if self.drivers else None,
+                    entries.get("auth"),
+                    label + ".auth",
+                    node_line(node),
+                )
             candidates = self.schema.select(Scope.MAILBOX, driver=kind)
             block = self.block(
                 entries,
@@ -488,6 +573,7 @@ class _Validator:
                 not_here=self.not_for_driver(Scope.MAILBOX, kind, f"mailboxes of type {kind}"),
                 structural=("name", "type", "auth"),
                 passthrough=True,
+                report_unknown=known,
             )
             if name is not None:
                 if name in first_line:
@@ -521,6 +607,14 @@ class _Validator:
         if sub is None:
             return None
         kind = self.text(sub.get("server-type"))
+        known = self.installed(
+            "sender",
+            kind,
+            self.drivers.senders if self.drivers else None,
+            sub.get("server-type"),
+            f"{SMTP_SECTION}.server-type",
+            entry.line,
+        )
         block = self.block(
             sub,
             self.schema.select(Scope.SMTP_CLIENT, driver=kind),
@@ -532,7 +626,17 @@ class _Validator:
             ),
             structural=("server-type",),
             passthrough=True,
+            report_unknown=known,
         )
+        if block.values.get("enable-authentication") is True:
+            self.installed(
+                "auth",
+                self.text(sub.get("auth")) or DEFAULT_AUTH,
+                self.drivers.auth if self.drivers else None,
+                sub.get("auth"),
+                f"{SMTP_SECTION}.auth",
+                entry.line,
+            )
         server_type = block.values.get("server-type") or kind
         return SectionConfig(
             name=SMTP_SECTION,
