@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Self
 import attrs
 
 if TYPE_CHECKING:
-    from postroom.config.loader import MailboxConfig, SiteConfig
+    from postroom.config.site import MailboxConfig, SiteConfig
     from postroom.store.async_store import AsyncStore
 
 
@@ -33,7 +33,7 @@ class _SiteView:
 class Context(_SiteView):
     """Per-call context: the site configuration, the store, the clock, a logger.
 
-    ``mailbox`` is the :class:`~postroom.config.loader.MailboxConfig` the
+    ``mailbox`` is the :class:`~postroom.config.site.MailboxConfig` the
     message came from (None outside the inbound path, e.g. ``postroom ingest``
     without a mailbox gives a synthetic one). ``store`` methods return
     Deferreds (they run in the thread pool): ``await ctx.store.find_by_message_id(mid)``.

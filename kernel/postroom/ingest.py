@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from postroom.config.loader import MailboxConfig, defaults
+from postroom.config.loader import defaults
 from postroom.config.options import Scope
+from postroom.config.site import MailboxConfig
 from postroom.model import FetchedMessage, Interaction, RawRef
 from postroom.pipeline.inbound import InboundPipeline
 

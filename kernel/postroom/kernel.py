@@ -30,10 +30,13 @@ from typing import Any
 
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from postroom.config.loader import Document, SiteConfig, read_document, validate
+from postroom.config.document import Document, read_document
+from postroom.config.loader import default_site
 from postroom.config.options import OptionSchema
+from postroom.config.site import SiteConfig
+from postroom.config.validator import validate
 from postroom.context import Context
-from postroom.drivers import DriverContext, load_driver
+from postroom.drivers import DriverContext, installed_drivers, load_driver
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
 from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
@@ -89,19 +92,22 @@ class Kernel:
         self.drivers: dict[tuple[str, str], type] = {}
         self.driver_infos: list[PluginInfo] = []
         wanted: list[tuple[str, str]] = [(STORES_GROUP, "sqlite"), (STORES_GROUP, "memory")]
+        installed = installed_drivers()
         if names is not None:
-            wanted.append((STORES_GROUP, names.store))
-            wanted += [(SOURCES_GROUP, n) for n in names.sources]
-            wanted += [(SENDERS_GROUP, n) for n in names.senders]
-            wanted += [(AUTH_GROUP, n) for n in names.auth]
+            # a name nothing provides is not loaded: validate() reports it with its line
+            if names.store in installed.stores:
+                wanted.append((STORES_GROUP, names.store))
+            wanted += [(SOURCES_GROUP, n) for n in names.sources if n in installed.sources]
+            wanted += [(SENDERS_GROUP, n) for n in names.senders if n in installed.senders]
+            wanted += [(AUTH_GROUP, n) for n in names.auth if n in installed.auth]
         if store_override is not None:
             wanted.append((STORES_GROUP, str(store_override.get("driver", "memory"))))
         for group, name in dict.fromkeys(wanted):
             self.load_driver(group, name)
         if self.document is not None:
-            self.config: SiteConfig = validate(self.document, self.schema)
+            self.config: SiteConfig = validate(self.document, self.schema, drivers=installed)
         else:
-            self.config = SiteConfig.default(self.schema)
+            self.config = default_site(self.schema)
         self.hooks.configure(self.config)
         _check_http(self.config)
         #: blocking calls (store, file and network libraries), never on the reactor thread

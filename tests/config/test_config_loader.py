@@ -12,7 +12,7 @@ from postroom.config import (
     OptionSchema,
     Scope,
     Secret,
-    SiteConfig,
+    default_site,
     defaults,
     load,
     parse_document,
@@ -100,7 +100,7 @@ pop-client:
 
 
 def test_default_config(schema: OptionSchema, tmp_path: Path) -> None:
-    config = SiteConfig.default(schema, base_dir=tmp_path)
+    config = default_site(schema, base_dir=tmp_path)
     assert config.path is None and config.mailboxes == [] and config.smtp is None
     assert config.store_driver == "sqlite"
     assert config.store_options["path"] == tmp_path / "var/postroom.db"
@@ -258,7 +258,7 @@ pop-client:
 
 
 def test_get_unknown(schema: OptionSchema, tmp_path: Path) -> None:
-    config = SiteConfig.default(schema, base_dir=tmp_path)
+    config = default_site(schema, base_dir=tmp_path)
     with pytest.raises(KeyError):
         config.get("email-processing", "nope")
     with pytest.raises(KeyError):

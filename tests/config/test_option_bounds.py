@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 
 from postroom.cli.main import installed_schema
-from postroom.config.loader import parse_document, validate
+from postroom.config.document import parse_document
 from postroom.config.options import MAILBOX_SECTION, SMTP_SECTION, Option, OptionSchema, Scope
 from postroom.config.types import convert_port
+from postroom.config.validator import validate
 from postroom.errors import ConfigErrors
 from postroom.parsing.limits import ParseLimits
 from tests.kernel.test_cli import postroom

@@ -211,7 +211,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
     enabled = None
     if args.config:
-        from postroom.config.loader import read_document
+        from postroom.config.document import read_document
 
         enabled = read_document(Path(args.config)).driver_names().plugins
     plugins = load_plugins(enabled)

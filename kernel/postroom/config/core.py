@@ -4,7 +4,7 @@ Declared through the same hook as every plugin's, so the kernel's options are
 validated and documented by the same code. Driver-specific options (a maildir's
 ``folder-path``, the file sender's ``folder-path``, PostgreSQL's ``dsn``) are
 declared by those drivers. The exception is SQLite's ``path``: SQLite is the
-embedded default store, so ``SiteConfig.default`` needs it without any driver
+embedded default store, so ``loader.default_site`` needs it without any driver
 having been loaded.
 """
 

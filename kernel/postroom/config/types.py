@@ -21,15 +21,14 @@ import re
 from collections.abc import Callable, Iterator
 from email.utils import parseaddr
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs
 
-if TYPE_CHECKING:
-    from postroom.config.options import Option
+from postroom.config.declaration import Option
 
-Converter = Callable[[Any, "Option"], Any]
+Converter = Callable[[Any, Option], Any]
 
 
 class Secret:

@@ -7,6 +7,10 @@ group's zope interface, and turns any failure into a
 :class:`~postroom.errors.PluginLoadError` naming group, name, distribution and
 cause. A driver class may declare its options in a ``postroom_add_options``
 static method, read by the kernel like a hook.
+
+A name that no installed distribution provides is a mistake in the site file,
+not a load failure: the kernel loads installed names only and validation reports
+the others with file, line and option (:func:`installed_drivers`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from zope.interface.exceptions import Invalid
 from zope.interface.verify import verifyClass
 
 from postroom._apiversion import check_api
+from postroom.config.validator import InstalledDrivers
 from postroom.errors import PluginLoadError
 from postroom.interfaces import (
     AUTH_GROUP,
@@ -89,6 +94,21 @@ class DriverContext:
 
 def driver_names(group: str) -> list[str]:
     return sorted({ep.name for ep in entry_points(group=group)})
+
+
+def installed_drivers() -> InstalledDrivers:
+    """Every group's installed driver names, for validating the names a site gives.
+
+    A name that is not among them is a mistake in the site file, reported by
+    :func:`~postroom.config.validator.validate` with its line like any other;
+    :func:`load_driver` is only asked for installed names.
+    """
+    return InstalledDrivers(
+        sources=frozenset(driver_names(SOURCES_GROUP)),
+        senders=frozenset(driver_names(SENDERS_GROUP)),
+        stores=frozenset(driver_names(STORES_GROUP)),
+        auth=frozenset(driver_names(AUTH_GROUP)),
+    )
 
 
 def distribution_of(group: str, name: str) -> tuple[str | None, str | None]:

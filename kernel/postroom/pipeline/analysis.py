@@ -35,7 +35,7 @@ from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import load_plugins
 
 if TYPE_CHECKING:
-    from postroom.config.loader import MailboxConfig, SiteConfig
+    from postroom.config.site import MailboxConfig, SiteConfig
     from postroom.plugins.manager import PluginSet
     from postroom.runner import Runner
     from postroom.workers import BudgetPool

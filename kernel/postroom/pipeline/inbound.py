@@ -26,7 +26,7 @@ from postroom.parsing.limits import ParseLimits
 from postroom.plugins.facade import PLUGIN_ERRORS_KEY
 
 if TYPE_CHECKING:
-    from postroom.config.loader import MailboxConfig
+    from postroom.config.site import MailboxConfig
     from postroom.context import Context
     from postroom.pipeline.analysis import Analysis
     from postroom.plugins.facade import Hooks

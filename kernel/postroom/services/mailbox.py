@@ -27,7 +27,7 @@ from postroom.store.errors import StoreError
 from postroom.workers import OverBudget
 
 if TYPE_CHECKING:
-    from postroom.config.loader import MailboxConfig
+    from postroom.config.site import MailboxConfig
     from postroom.kernel import Kernel
     from postroom.pipeline.inbound import InboundPipeline
     from postroom.services.handoff import HandoffService

@@ -28,7 +28,8 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from postroom.backoff import Backoff
-from postroom.config.loader import MailboxConfig, SiteConfig, parse_document
+from postroom.config.document import parse_document
+from postroom.config.site import MailboxConfig, SiteConfig
 from postroom.context import AnalysisContext, Context
 from postroom.errors import ConfigError, ConfigErrors
 from postroom.ingest import ingest_mailbox

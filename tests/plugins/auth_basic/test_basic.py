@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from zope.interface.verify import verifyClass
 
-from postroom.config.loader import MailboxConfig, OptionValues, SectionConfig
+from postroom.config.site import MailboxConfig, OptionValues, SectionConfig
 from postroom.config.types import Secret
 from postroom.drivers import Credentials, load_driver
 from postroom.errors import ConfigError

@@ -14,8 +14,9 @@ from typing import Any
 
 from twisted.internet import task
 
-from postroom.config.loader import parse_document, validate
+from postroom.config.document import parse_document
 from postroom.config.options import OptionSchema
+from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers import load_driver
 from postroom.model import Interaction, ParsedMessage, RawRef

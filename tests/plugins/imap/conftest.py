@@ -10,8 +10,9 @@ import pytest
 from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
-from postroom.config.loader import MailboxConfig, defaults
+from postroom.config.loader import defaults
 from postroom.config.options import OptionSchema, Scope
+from postroom.config.site import MailboxConfig
 from postroom.config.types import Secret
 from postroom.drivers import Credentials, DriverContext
 from postroom_imap.source import IMAPSource
