@@ -20,7 +20,8 @@ from importlib import resources
 import attrs
 
 from postroom.store.errors import StoreError
-from postroom.store.sql.core import SQLCore
+from postroom.store.sql.core import Now, SQLCore
+from postroom.store.sql.dialect import SQLDialect
 from postroom.store.sql.tx import Tx
 
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
@@ -85,14 +86,14 @@ def read_migrations(package: str, dialect: str) -> list[Migration]:
 class SchemaMigrations(SQLCore):
     """``open()``: connect, then bring the kernel's and the plugins' tables up to date."""
 
-    _plugin_migrations: dict[str, PluginMigrations]
+    def __init__(self, dialect: SQLDialect, now: Now | None = None) -> None:
+        super().__init__(dialect, now)
+        self._plugin_migrations: dict[str, PluginMigrations] = {}
 
     def add_plugin_migrations(self, migrations: PluginMigrations) -> None:
         """Keep a plugin's tables up to date from the next ``open()`` on."""
         if self._opened:
             raise StoreError("plugin migrations are added before open()")
-        if not hasattr(self, "_plugin_migrations"):
-            self._plugin_migrations = {}
         self._plugin_migrations[migrations.owner] = migrations
 
     @property
@@ -154,7 +155,7 @@ class SchemaMigrations(SQLCore):
 
         self._write(bootstrap)
         self._apply("postroom", self.migrations(), self.schema_version(), self._record_core)
-        for owner, plugin in sorted(getattr(self, "_plugin_migrations", {}).items()):
+        for owner, plugin in sorted(self._plugin_migrations.items()):
             self._apply(
                 f"plugin {owner}",
                 list(plugin.migrations),

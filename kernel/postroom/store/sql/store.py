@@ -5,8 +5,6 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from postroom.interfaces import ISQLAccess, IStore
-from postroom.store.sql.core import Now
-from postroom.store.sql.dialect import SQLDialect
 from postroom.store.sql.handoff import HandoffRecords
 from postroom.store.sql.migrations import SchemaMigrations
 from postroom.store.sql.outbox import OutboxRecords
@@ -21,12 +19,10 @@ class SQLStore(
     """:class:`~postroom.interfaces.IStore` on a SQL database, plus
     :class:`~postroom.interfaces.ISQLAccess` for plugins' own tables.
 
-    A driver subclasses it to build its :class:`SQLDialect` from the site's
-    options. Blocking: the kernel calls it from its thread pool only, and each
-    dialect makes that safe (SQLite: one connection behind a lock; PostgreSQL:
-    one connection per thread). Every timestamp it writes comes from *now*,
-    the kernel's clock.
+    Built as ``SQLStore(dialect, now)``: a driver subclasses it and builds its
+    :class:`~postroom.store.sql.dialect.SQLDialect` from the site's options.
+    Every timestamp it writes comes from *now*, the kernel's clock. Blocking:
+    the kernel calls it from its thread pool only, and each dialect makes that
+    safe (SQLite: one connection behind a lock; PostgreSQL: one connection per
+    thread).
     """
-
-    def __init__(self, dialect: SQLDialect, now: Now | None = None) -> None:
-        super().__init__(dialect, now)
