@@ -38,24 +38,25 @@ def postroom_store_migrations(dialect: str) -> PluginMigrations | None:
 
 
 @hookimpl
-def postroom_startup(kernel: Any) -> None:
+async def postroom_startup(kernel: Any) -> None:
     """Refuse to start when war detection is on and the store cannot keep the log."""
     if not Settings.of(kernel.ctx).autowar:
         return
-    driver = kernel.store_driver
+    store = kernel.store  # off the reactor thread, as every store call
     driver_name = kernel.config.store_driver
-    if not ISQLAccess.providedBy(driver):
+    if not ISQLAccess.providedBy(store):
         raise ConfigError(
             f"store driver {driver_name!r}: auto-reply war detection keeps its log in "
             "the store's database, and this driver keeps no plugin tables (ISQLAccess); "
             "use the sqlite or postgresql store, or set email-processing "
             "enable-autowar-detect false"
         )
-    if driver.plugin_schema_version(OWNER) == 0:
+    if await kernel.store.plugin_schema_version(OWNER) == 0:
         raise ConfigError(
             f"store driver {driver_name!r}: auto-reply war detection keeps its log in "
             f"the store's database and has no tables for its SQL dialect "
-            f"{driver.dialect_name!r}; set email-processing enable-autowar-detect false"
+            f"{kernel.store_driver.dialect_name!r}; set email-processing "
+            "enable-autowar-detect false"
         )
 
 

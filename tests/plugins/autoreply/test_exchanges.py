@@ -9,11 +9,13 @@ from typing import Any
 
 import pytest
 from twisted.internet.testing import MemoryReactorClock
-from zope.interface import alsoProvides
+from zope.interface import implementer
 
 from postroom.errors import ConfigError
 from postroom.interfaces import ISQLAccess
 from postroom.kernel import Kernel
+from postroom.runner import InlineRunner
+from postroom.store.async_store import AsyncStore
 from postroom_autoreply import exchanges
 from tests.conftest import run
 from tests.plugins.autoreply.support import CUSTOMER, START, Harness
@@ -37,11 +39,24 @@ class NoPluginTables:
     """A third party's store driver without ISQLAccess."""
 
 
+@implementer(ISQLAccess)
+class OtherDialect:
+    """A third party's SQL store of a dialect the plugin has no tables for."""
+
+    dialect_name = "mysql"
+
+    def plugin_schema_version(self, owner: str) -> int:
+        return 0
+
+
 def starting(harness: Harness, driver: Any) -> None:
     kernel = SimpleNamespace(
-        ctx=harness.ctx, store_driver=driver, config=SimpleNamespace(store_driver="acme")
+        ctx=harness.ctx,
+        store_driver=driver,
+        store=AsyncStore(driver, InlineRunner()),
+        config=SimpleNamespace(store_driver="acme"),
     )
-    exchanges.postroom_startup(kernel)
+    run(exchanges.postroom_startup(kernel))
 
 
 def test_a_store_without_plugin_tables_is_refused_at_start(tmp_path: Path) -> None:
@@ -53,10 +68,8 @@ def test_a_store_without_plugin_tables_is_refused_at_start(tmp_path: Path) -> No
 def test_a_store_without_the_plugins_tables_in_its_dialect_is_refused(tmp_path: Path) -> None:
     harness = Harness(tmp_path)
     starting(harness, harness.driver)  # the memory store with the tables: fine
-    driver = SimpleNamespace(plugin_schema_version=lambda owner: 0, dialect_name="mysql")
-    alsoProvides(driver, ISQLAccess)
     with pytest.raises(ConfigError, match="no tables for its SQL dialect 'mysql'"):
-        starting(harness, driver)
+        starting(harness, OtherDialect())
 
 
 def test_with_war_detection_off_any_store_will_do(tmp_path: Path) -> None:
