@@ -4,6 +4,7 @@ ISQLAccess, and the exchange log the autoreply plugin took over from the kernel
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,3 +148,32 @@ def test_a_version_3_database_keeps_its_exchanges(make_store: MakeStore) -> None
     run(exchanges.record(store, "bot@example.com", "in", T0, "i-1"))
     assert run(exchanges.count(store, "bot@example.com", T0)) == 3
     assert "exchanges" not in tables(upgraded)
+
+
+def test_processes_starting_together_apply_a_plugins_migration_once(
+    make_store: MakeStore,
+) -> None:
+    stores = [make_store(open=False) for _ in range(3)]
+    for store in stores:
+        store.add_plugin_migrations(autoreply(store))
+    start = threading.Barrier(len(stores), timeout=30)
+    errors: list[BaseException] = []
+
+    def opening(store: SQLStore) -> None:
+        try:
+            start.wait()
+            store.open()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=opening, args=(store,)) for store in stores]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert {store.plugin_schema_version("autoreply") for store in stores} == {1}
+    rows = stores[0].run_in_transaction(
+        lambda tx: tx.scalar("SELECT COUNT(*) FROM plugin_migrations"), False
+    )
+    assert rows == 1
