@@ -51,6 +51,7 @@ from postroom.interfaces import (
     IParser,
     ISender,
     ISource,
+    ISQLAccess,
     IStore,
 )
 from postroom.kernel import Kernel
@@ -98,8 +99,13 @@ from postroom.parsing.headers import (
 )
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
-from postroom.store.base import SQLStoreBase, Tx, to_utc
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
+from postroom.store.lock import GatewayLock, GatewayLocked, GatewayLockLost
+from postroom.store.sql.core import Now
+from postroom.store.sql.dialect import SQLDialect, to_utc
+from postroom.store.sql.migrations import Migration, PluginMigrations
+from postroom.store.sql.store import SQLStore
+from postroom.store.sql.tx import Tx
 from postroom.storeaccess import StoreAccess
 from postroom.tokens import Token, TokenCache
 
@@ -178,6 +184,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "IParser",
     "ISender",
     "ISource",
+    "ISQLAccess",
     "IStore",
     "SendResult",
     "SourceItem",
@@ -193,8 +200,15 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # store drivers
     "DatabaseError",
     "RawIntegrityError",
-    "SQLStoreBase",
+    "Migration",
+    "Now",
+    "PluginMigrations",
+    "SQLDialect",
+    "SQLStore",
     "StoreError",
+    "GatewayLock",
+    "GatewayLocked",
+    "GatewayLockLost",
     "Tx",
     "to_utc",
     # OAuth token lifecycle

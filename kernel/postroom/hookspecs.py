@@ -66,6 +66,7 @@ if TYPE_CHECKING:
         ParsedMessage,
         Verdict,
     )
+    from postroom.store.sql.migrations import PluginMigrations
 
 
 # ------------------------------------------------------------------ lifecycle
@@ -105,6 +106,22 @@ def postroom_startup(kernel: Any) -> Any:
 def postroom_shutdown(kernel: Any) -> Any:
     """The gateway is stopping (collect-all; may return a Deferred). Release
     what ``postroom_startup`` took. Failures are logged, not raised."""
+
+
+@hookspec
+def postroom_store_migrations(dialect: str) -> PluginMigrations | None:
+    """Give the migrations of this plugin's own tables in the SQL *dialect*
+    (``sqlite``, ``postgresql``), or None when it keeps none there (collect-all;
+    synchronous).
+
+    Called once per kernel, after ``postroom_configure``, when the configured
+    store provides :class:`postroom.interfaces.ISQLAccess`; the store applies
+    them at ``open()`` in the plugin's own version track
+    (:class:`postroom.api.PluginMigrations`: ``PluginMigrations.from_package``
+    reads ``sql/<dialect>/NNNN_name.sql`` from a package). The plugin then
+    queries its tables with ``ctx.store.run_in_transaction(work)``. Feature
+    data a single plugin needs lives there, never in the kernel's schema.
+    """
 
 
 # ---------------------------------------------------------------------- fetch

@@ -99,8 +99,11 @@ class IStore(Interface):
     """The interaction store: one unit of work per fetched message.
 
     Blocking methods, called only from the kernel's thread pool. Built as
-    ``cls(options)`` where *options* is the ``store:`` mapping of the site
-    configuration (without ``driver``).
+    ``cls(options, now=clock)`` where *options* is the ``store:`` mapping of
+    the site configuration (without ``driver``) and *clock* returns the
+    kernel's "now" as an aware datetime: every timestamp the store writes
+    comes from it. Holds what the kernel needs; a plugin's own data lives in
+    its own tables (:class:`ISQLAccess`).
     """
 
     def open() -> None:
@@ -237,9 +240,33 @@ class IStore(Interface):
     def unsuppress(address) -> bool:
         """Clear an address; False when it was not on the list."""
 
-    def record_exchange(address, direction, at, interaction_id=None) -> None:
-        """Record an automatic mail received from (``in``) or sent to (``out``)
-        *address*; recording the same interaction again counts once."""
 
-    def count_exchanges(address, since) -> int:
-        """Automatic mails exchanged with *address* at or after *since*."""
+class ISQLAccess(Interface):
+    """Optional store capability: plugins keep their own tables in the store's database.
+
+    A plugin detects it with ``ISQLAccess.providedBy(store)`` (the kernel's
+    ``ctx.store`` provides what its driver provides) and refuses to start with
+    a :class:`~postroom.errors.ConfigError` naming the store driver when it
+    needs tables and the store has none to give. The kernel's SQLite and
+    memory stores and the PostgreSQL store provide it.
+    """
+
+    dialect_name = Attribute(
+        "The SQL dialect (``sqlite``, ``postgresql``): the kernel asks the plugins' "
+        "``postroom_store_migrations`` hook for their migrations in it."
+    )
+
+    def add_plugin_migrations(migrations: Any) -> None:
+        """Keep a plugin's tables (a :class:`~postroom.store.sql.migrations.PluginMigrations`)
+        up to date from the next ``open()`` on: its scripts are applied in its
+        own version track. Called by the kernel before ``open()``."""
+
+    def plugin_schema_version(owner: str) -> int:
+        """The applied version of a plugin's tables (0: none)."""
+
+    def run_in_transaction(work: Any, write: bool = True) -> Any:
+        """Run ``work(tx)`` in one transaction and return its result. *tx* is a
+        :class:`~postroom.store.sql.tx.Tx`: ``?`` placeholders and aware
+        datetimes on every database, SQL both SQLite and PostgreSQL accept.
+        A write transaction that lost a race is run again whole, so *work*
+        must do nothing outside the transaction."""

@@ -8,7 +8,8 @@ drivers meet, in this order:
 3. collect option declarations from the plugins and from the *configured*
    drivers only (stevedore, interface-checked);
 4. validate the document against them;
-5. ``postroom_configure``; build the store driver.
+5. ``postroom_configure``; build the store driver (with the kernel's clock)
+   and give it the plugins' own tables (``postroom_store_migrations``).
 
 Nothing is global: two kernels in one process have their own plugin managers.
 An embedding application passes its reactor, clock, thread-pool runner and
@@ -25,6 +26,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,8 @@ from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
 from postroom.runner import Runner, ThreadPoolRunner
 from postroom.store.async_store import AsyncStore
+from postroom.store.plugintables import add_plugin_tables
+from postroom.store.sql.dialect import to_utc
 from postroom.workers import Budget, BudgetPool
 
 log = logging.getLogger(__name__)
@@ -123,7 +127,8 @@ class Kernel:
         if store_override is not None:
             store_driver = str(store_override.get("driver", "memory"))
             store_options = {k: v for k, v in store_override.items() if k != "driver"}
-        self.store_driver = self.drivers[(STORES_GROUP, store_driver)](store_options)
+        self.store_driver = self.drivers[(STORES_GROUP, store_driver)](store_options, now=self.now)
+        add_plugin_tables(self.store_driver, self.hooks)
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
         self.metrics = Metrics()
@@ -140,6 +145,10 @@ class Kernel:
             runner=self.runner,
             cpu_runner=self.cpu_runner,
         )
+
+    def now(self) -> datetime:
+        """The injected clock as an aware datetime (every timestamp the store writes)."""
+        return to_utc(self.clock.seconds())
 
     @property
     def budget(self) -> Budget:

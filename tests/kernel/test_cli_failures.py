@@ -299,8 +299,8 @@ from postroom.store.sqlite import SQLiteStore
 
 def open_full(self, real=SQLiteStore.open):
     real(self)
-    pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-    self._conn.execute(f"PRAGMA max_page_count = {pages}")
+    pages = self.dialect.conn.execute("PRAGMA page_count").fetchone()[0]
+    self.dialect.conn.execute(f"PRAGMA max_page_count = {pages}")
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def test_a_plugin_importing_a_private_module_is_reported(tmp_path: Path) -> None
     package = tmp_path / "postroom_offender"
     package.mkdir()
     (package / "__init__.py").write_text(
-        "from postroom.api import hookimpl\nfrom postroom.store.base import SQLStoreBase\n",
+        "from postroom.api import hookimpl\nfrom postroom.store.sql.store import SQLStore\n",
         encoding="utf-8",
     )
     contract = dict(contracts()["public-api"])
@@ -112,7 +112,7 @@ def test_the_same_plugin_through_the_public_api_is_kept(tmp_path: Path) -> None:
     package = tmp_path / "postroom_polite"
     package.mkdir()
     (package / "__init__.py").write_text(
-        "from postroom.api import SQLStoreBase, hookimpl\n", encoding="utf-8"
+        "from postroom.api import SQLStore, hookimpl\n", encoding="utf-8"
     )
     contract = dict(contracts()["public-api"])
     contract["source_modules"] = ["postroom_polite"]

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from postroom.model import RawRef
-from postroom.store.base import SQLStoreBase
+from postroom.store.sql.store import SQLStore
 from postroom.store.sqlite import SQLiteStore
 from tests import pg
 
-MakeStore = Callable[..., SQLStoreBase]
+MakeStore = Callable[..., SQLStore]
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +38,7 @@ def pg_dsn() -> Iterator[str]:
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgresql)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
     """Makes stores on one fresh location (several = several processes' connections)."""
-    cls: type[SQLStoreBase]
+    cls: type[SQLStore]
     options: dict[str, Any]
     if request.param == "sqlite":
         cls = SQLiteStore
@@ -49,9 +49,9 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         cls = PostgreSQLStore
         dsn = request.getfixturevalue("pg_dsn")
         options = {"dsn": dsn, "schema": f"t_{uuid.uuid4().hex[:16]}"}
-    made: list[SQLStoreBase] = []
+    made: list[SQLStore] = []
 
-    def make(open: bool = True) -> SQLStoreBase:
+    def make(open: bool = True) -> SQLStore:
         store = cls(options)
         made.append(store)
         if open:
@@ -64,7 +64,7 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
 
 
 @pytest.fixture
-def store(make_store: MakeStore) -> SQLStoreBase:
+def store(make_store: MakeStore) -> SQLStore:
     return make_store()
 
 

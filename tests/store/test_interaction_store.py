@@ -26,28 +26,29 @@ from postroom.model import (
     OutboundRequest,
     RawRef,
 )
-from postroom.store import base as base_module
-from postroom.store.base import CHUNK_SIZE, SQLStoreBase
 from postroom.store.errors import DatabaseError, FencingError, RawIntegrityError, StoreError
+from postroom.store.sql import interactions as interactions_module
+from postroom.store.sql.raw import CHUNK_SIZE
+from postroom.store.sql.store import SQLStore
 from postroom.store.sqlite import MemoryStore, SQLiteStore
 
-MakeStore = Callable[..., SQLStoreBase]
+MakeStore = Callable[..., SQLStore]
 RawOf = Callable[[bytes], RawRef]
 
 MAIL = b"From: a@example.org\r\nTo: b@example.org\r\nSubject: hi\r\n\r\nbody\r\n"
 BINARY = b"Subject: x\r\n\r\n" + bytes(range(256)) * 7 + b"\x00\r\r\n\n\r\x00\xff\xfe.\r\n.\r\n"
 
 
-def count(store: SQLStoreBase, table: str) -> int:
+def count(store: SQLStore, table: str) -> int:
     return int(store._read(lambda tx: tx.scalar(f"SELECT COUNT(*) FROM {table}")))
 
 
-def counts(store: SQLStoreBase) -> dict[str, int]:
+def counts(store: SQLStore) -> dict[str, int]:
     tables = ["raw_messages", "raw_chunks", "interactions", "dedupe_keys", "handoffs", "cursors"]
     return {table: count(store, table) for table in tables}
 
 
-def read_back(store: SQLStoreBase, interaction_id: str) -> bytes:
+def read_back(store: SQLStore, interaction_id: str) -> bytes:
     out = io.BytesIO()
     size = store.read_raw(interaction_id, out)
     assert size == len(out.getvalue())
@@ -61,14 +62,14 @@ def inbound(**fields: Any) -> Interaction:
 # ------------------------------------------------------------------ contract
 
 
-def test_backends_implement_the_interface(store: SQLStoreBase) -> None:
+def test_backends_implement_the_interface(store: SQLStore) -> None:
     assert verifyObject(IStore, store)
     assert verifyClass(IStore, type(store))
 
 
 def test_migrations_are_versioned_and_applied_once(make_store: MakeStore) -> None:
     first = make_store()
-    versions = [version for version, _name, _sql in first.migrations()]
+    versions = [migration.version for migration in first.migrations()]
     assert versions == sorted(versions) and versions[0] == 1
     assert first.schema_version() == versions[-1]
     applied = first._read(
@@ -89,12 +90,13 @@ def test_migrations_are_versioned_and_applied_once(make_store: MakeStore) -> Non
 
 
 def test_every_backend_has_the_same_migration_versions() -> None:
-    folder = resources.files("postroom.store").joinpath("sql")
+    folders = {
+        "sqlite": resources.files("postroom.store").joinpath("sql", "sqlite"),
+        "postgresql": resources.files("postroom_postgresql").joinpath("sql", "postgresql"),
+    }
     names = {
-        backend: sorted(
-            e.name[:4] for e in folder.joinpath(backend).iterdir() if e.name.endswith(".sql")
-        )
-        for backend in ("sqlite", "postgresql")
+        backend: sorted(e.name[:4] for e in folder.iterdir() if e.name.endswith(".sql"))
+        for backend, folder in folders.items()
     }
     assert names["sqlite"] == names["postgresql"] != []
 
@@ -108,7 +110,7 @@ def test_concurrent_open_applies_each_migration_once(
     locks = 0
     cond = threading.Condition()
     for store in stores:
-        real_lock, real_run = store._lock_migrations, store._run_script
+        real_lock, real_run = store.dialect.lock_migrations, store.dialect.run_script
 
         def lock(tx: Any, real: Any = real_lock) -> None:
             nonlocal locks
@@ -127,13 +129,13 @@ def test_concurrent_open_applies_each_migration_once(
             real(tx, sql)
 
         if store.concurrent_writers:  # SQLite: BEGIN IMMEDIATE queues the other up front
-            monkeypatch.setattr(store, "_lock_migrations", lock)
-            monkeypatch.setattr(store, "_run_script", run_script)
+            monkeypatch.setattr(store.dialect, "lock_migrations", lock)
+            monkeypatch.setattr(store.dialect, "run_script", run_script)
 
     errors: list[BaseException] = []
     start = threading.Barrier(len(stores), timeout=30)
 
-    def run(store: SQLStoreBase) -> None:
+    def run(store: SQLStore) -> None:
         try:
             start.wait()
             store.open()
@@ -187,7 +189,7 @@ def test_memory_store_is_a_throwaway_sqlite_store(raw_of: RawOf) -> None:
 # ------------------------------------------------------------ unit of work
 
 
-def test_commit_of_a_new_message_stores_every_field(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_commit_of_a_new_message_stores_every_field(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(MAIL)
     created = datetime(2024, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
     item = Interaction(
@@ -224,7 +226,7 @@ def test_commit_of_a_new_message_stores_every_field(store: SQLStoreBase, raw_of:
     assert read_back(store, item.id) == MAIL
 
 
-def test_commit_fills_in_mailbox_and_digest(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_commit_fills_in_mailbox_and_digest(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(MAIL)
     result = store.commit_fetched("sales", "7", raw, [Interaction()])
     got = store.get_interaction(result.new[0].id)
@@ -232,7 +234,7 @@ def test_commit_fills_in_mailbox_and_digest(store: SQLStoreBase, raw_of: RawOf) 
     assert store.list_interactions(mailbox="sales") == [got]
 
 
-def test_attachment_names_come_back_original_and_safe(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_attachment_names_come_back_original_and_safe(store: SQLStore, raw_of: RawOf) -> None:
     hostile = ["../../etc/passwd", "invoice\u202efdp.exe", "CON", None, "invoicefdp.exe"]
     attachments = [Attachment(name, "application/pdf", 1) for name in hostile]
     item = inbound(attachments=attachments)
@@ -261,7 +263,7 @@ def test_attachment_names_come_back_original_and_safe(store: SQLStoreBase, raw_o
     assert again is not None and again.attachments == got.attachments
 
 
-def test_commit_needs_an_interaction(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_commit_needs_an_interaction(store: SQLStore, raw_of: RawOf) -> None:
     with pytest.raises(ValueError):
         store.commit_fetched("mb", "1", raw_of(MAIL), [])
     assert count(store, "raw_messages") == 0
@@ -276,7 +278,7 @@ def test_commit_needs_an_interaction(store: SQLStoreBase, raw_of: RawOf) -> None
     ],
 )
 def test_raw_bytes_come_back_identical_in_chunks(
-    store: SQLStoreBase, raw_of: RawOf, data: bytes
+    store: SQLStore, raw_of: RawOf, data: bytes
 ) -> None:
     result = store.commit_fetched("mb", "1", raw_of(data), [inbound()])
     writes: list[int] = []
@@ -295,7 +297,7 @@ def test_raw_bytes_come_back_identical_in_chunks(
 
 
 def test_raw_bytes_are_streamed_never_read_whole(
-    store: SQLStoreBase, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+    store: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = random.Random(8).randbytes(3 * CHUNK_SIZE + 10)
     raw = raw_of(data)
@@ -327,7 +329,7 @@ def test_raw_bytes_are_streamed_never_read_whole(
     assert read_back(store, result.new[0].id) == data
 
 
-def test_a_raw_file_changed_under_the_store_is_refused(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_a_raw_file_changed_under_the_store_is_refused(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(MAIL)
     with open(raw.path, "ab") as fh:
         fh.write(b"more")
@@ -336,12 +338,12 @@ def test_a_raw_file_changed_under_the_store_is_refused(store: SQLStoreBase, raw_
     assert counts(store) == dict.fromkeys(counts(store), 0)
 
 
-def test_read_raw_of_unknown_interaction_is_a_key_error(store: SQLStoreBase) -> None:
+def test_read_raw_of_unknown_interaction_is_a_key_error(store: SQLStore) -> None:
     with pytest.raises(KeyError):
         store.read_raw("nope", io.BytesIO())
 
 
-def _corrupt(store: SQLStoreBase, how: str, seq: int) -> None:
+def _corrupt(store: SQLStore, how: str, seq: int) -> None:
     """Damage one stored chunk with plain SQL, as a failing disk or a careless hand would."""
     if how == "flipped":
         query = "SELECT data FROM raw_chunks WHERE seq = ?"
@@ -360,7 +362,7 @@ def _corrupt(store: SQLStoreBase, how: str, seq: int) -> None:
 @pytest.mark.parametrize("how", ["flipped", "truncated", "missing", "digest"])
 @pytest.mark.parametrize("seq", [0, 1], ids=["first-chunk", "second-chunk"])
 def test_corrupt_raw_bytes_are_an_error_not_wrong_bytes(
-    store: SQLStoreBase, raw_of: RawOf, how: str, seq: int
+    store: SQLStore, raw_of: RawOf, how: str, seq: int
 ) -> None:
     data = random.Random(9).randbytes(CHUNK_SIZE + 1000)
     raw = raw_of(data)
@@ -381,7 +383,7 @@ def test_corrupt_raw_bytes_are_an_error_not_wrong_bytes(
 # ------------------------------------------------------------------- dedupe
 
 
-def test_same_source_key_is_a_duplicate(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_same_source_key_is_a_duplicate(store: SQLStore, raw_of: RawOf) -> None:
     first = store.commit_fetched("mb", "9:1", raw_of(MAIL), [inbound()])
     changed = raw_of(MAIL + b"re-delivered with other bytes\r\n")
     again = store.commit_fetched("mb", "9:1", changed, [inbound()])
@@ -396,7 +398,7 @@ def test_same_source_key_is_a_duplicate(store: SQLStoreBase, raw_of: RawOf) -> N
 
 
 def test_same_bytes_under_another_source_key_is_a_duplicate(
-    store: SQLStoreBase, raw_of: RawOf
+    store: SQLStore, raw_of: RawOf
 ) -> None:
     first = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
     again = store.commit_fetched("mb", "2", raw_of(MAIL), [inbound()])
@@ -405,7 +407,7 @@ def test_same_bytes_under_another_source_key_is_a_duplicate(
     assert count(store, "raw_messages") == 1 and count(store, "interactions") == 1
 
 
-def test_message_id_dedupes_only_when_asked(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_message_id_dedupes_only_when_asked(store: SQLStore, raw_of: RawOf) -> None:
     def commit(n: int, check: bool, mid: str = "<same@example.org>") -> Any:
         raw = raw_of(MAIL + f"variant {n}\r\n".encode())
         return store.commit_fetched(
@@ -423,7 +425,7 @@ def test_message_id_dedupes_only_when_asked(store: SQLStoreBase, raw_of: RawOf) 
     assert len(commit(5, check=True, mid="").new) == 1
 
 
-def test_a_huge_message_id_still_dedupes(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_a_huge_message_id_still_dedupes(store: SQLStore, raw_of: RawOf) -> None:
     # random, so that no compression brings it under an index entry's limit
     mid = "<" + random.Random(3).randbytes(6000).hex() + "@example.org>"
     first = store.commit_fetched(
@@ -448,7 +450,7 @@ def test_a_database_newer_than_the_code_is_refused(make_store: MakeStore) -> Non
         make_store()
 
 
-def test_first_matching_key_names_the_owner(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_first_matching_key_names_the_owner(store: SQLStore, raw_of: RawOf) -> None:
     by_source = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
     by_bytes = store.commit_fetched("mb", "2", raw_of(BINARY), [inbound()])
     # source key of the first, bytes of the second: the source key is checked first
@@ -457,7 +459,7 @@ def test_first_matching_key_names_the_owner(store: SQLStoreBase, raw_of: RawOf) 
     assert both.duplicates[0].duplicate_of != by_bytes.new[0].id
 
 
-def test_fan_out_copies_are_deduplicated_per_copy(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_fan_out_copies_are_deduplicated_per_copy(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(MAIL)
 
     def copies(*keys: str) -> list[Interaction]:
@@ -478,7 +480,7 @@ def test_fan_out_copies_are_deduplicated_per_copy(store: SQLStoreBase, raw_of: R
 
 
 def test_cursor_moves_even_when_everything_is_a_duplicate(
-    store: SQLStoreBase, raw_of: RawOf
+    store: SQLStore, raw_of: RawOf
 ) -> None:
     store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "1"))
     again = store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], cursor=Cursor("mb", "2"))
@@ -486,7 +488,7 @@ def test_cursor_moves_even_when_everything_is_a_duplicate(
     assert store.get_cursor("mb") == Cursor("mb", "2")
 
 
-def test_a_failing_commit_leaves_nothing(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_a_failing_commit_leaves_nothing(store: SQLStore, raw_of: RawOf) -> None:
     store.commit_fetched("mb", "0", raw_of(BINARY), [inbound()], cursor=Cursor("mb", "0"))
     before = counts(store)
     good = inbound(copy_key="a")
@@ -551,7 +553,7 @@ def test_concurrent_commits_of_one_message_store_it_once(
         assert len(lookups) == 3  # the loser really collided and ran its transaction again
 
 
-def test_fence_is_checked_in_the_commit(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_fence_is_checked_in_the_commit(store: SQLStore, raw_of: RawOf) -> None:
     with pytest.raises(FencingError, match="no lease"):
         store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()], fence=1)
     store._write(
@@ -575,7 +577,7 @@ def test_fence_is_checked_in_the_commit(store: SQLStoreBase, raw_of: RawOf) -> N
 # ----------------------------------------------------------------- look-ups
 
 
-def test_list_interactions_newest_first(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_list_interactions_newest_first(store: SQLStore, raw_of: RawOf) -> None:
     base = datetime(2024, 1, 1, tzinfo=UTC)
     ids = []
     for n, mailbox in enumerate(["a", "b", "a"]):
@@ -587,7 +589,7 @@ def test_list_interactions_newest_first(store: SQLStoreBase, raw_of: RawOf) -> N
     assert [i.id for i in store.list_interactions(limit=1, offset=1)] == [ids[1]]
 
 
-def test_find_by_message_id(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_find_by_message_id(store: SQLStore, raw_of: RawOf) -> None:
     mid = "<abc@example.org>"
     base = datetime(2024, 1, 1, tzinfo=UTC)
     sent = Interaction(message_id=mid, created_at=base)
@@ -603,7 +605,7 @@ def test_find_by_message_id(store: SQLStoreBase, raw_of: RawOf) -> None:
 # ----------------------------------------------------------------- hand-off
 
 
-def test_handoff_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_handoff_lifecycle(store: SQLStore, raw_of: RawOf) -> None:
     base = datetime(2024, 1, 1, tzinfo=UTC)
     older, newer = (Interaction(created_at=base + timedelta(seconds=n)) for n in range(2))
     store.commit_fetched("mb", "2", raw_of(BINARY), [newer])
@@ -632,7 +634,7 @@ def test_handoff_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
 
 
 def test_side_effects_have_their_own_state_beside_the_handoff(
-    store: SQLStoreBase, raw_of: RawOf
+    store: SQLStore, raw_of: RawOf
 ) -> None:
     base = datetime(2024, 1, 1, tzinfo=UTC)
     older, newer = (Interaction(created_at=base + timedelta(seconds=n)) for n in range(2))
@@ -682,7 +684,7 @@ def test_migration_4_leaves_the_side_effects_of_handed_off_interactions_done(
 # ------------------------------------------------------------------- outbox
 
 
-def test_outbox_lifecycle(store: SQLStoreBase) -> None:
+def test_outbox_lifecycle(store: SQLStore) -> None:
     now = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
     request = OutboundRequest(
         to=["c@example.org"],
@@ -781,7 +783,7 @@ def test_two_workers_never_claim_the_same_entry(make_store: MakeStore) -> None:
 # --------------------------------------------------- failures and quarantine
 
 
-def test_quarantine_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_quarantine_lifecycle(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(BINARY)
     assert [store.record_failure("mb", "7", f"parse error {n}", raw) for n in range(3)] == [1, 2, 3]
     assert store.record_failure("mb", "8", "other message") == 1
@@ -819,7 +821,7 @@ def test_quarantine_lifecycle(store: SQLStoreBase, raw_of: RawOf) -> None:
         store.release_quarantine("unknown")
 
 
-def test_clear_failures(store: SQLStoreBase) -> None:
+def test_clear_failures(store: SQLStore) -> None:
     store.record_failure("mb", "1", "x")
     assert store.record_failure("mb", "1", "x") == 2
     store.clear_failures("mb", "1")
@@ -893,10 +895,10 @@ def test_batched_handoffs_quarantined_keys_and_commit_forgets_failures(store, tm
     assert store.quarantined_source_keys("box") == {"k9"}
 
 
-# ------------------------------------------- suppression list and exchanges
+# ------------------------------------------------------- suppression list
 
 
-def test_suppression_list(store: SQLStoreBase) -> None:
+def test_suppression_list(store: SQLStore) -> None:
     assert store.is_suppressed("gone@example.com") is None
     store.suppress("Gone@Example.COM", "5.1.1 user unknown", "ndr-1")
     entry = store.is_suppressed("<gone@example.com>")
@@ -931,7 +933,7 @@ def test_suppression_list(store: SQLStoreBase) -> None:
     assert [e.address for e in store.list_suppressions()] == ["other@example.com"]
 
 
-def test_the_same_bounce_suppressed_again_counts_once(store: SQLStoreBase) -> None:
+def test_the_same_bounce_suppressed_again_counts_once(store: SQLStore) -> None:
     """Side effects run at least once: the same report's suppression is one hit."""
     store.suppress("gone@example.com", "5.1.1 user unknown", "ndr-1")
     store.suppress("Gone@example.com", "5.1.1 user unknown", "ndr-1")
@@ -942,27 +944,7 @@ def test_the_same_bounce_suppressed_again_counts_once(store: SQLStoreBase) -> No
     assert again is not None and (again.interaction_id, again.hits) == ("ndr-2", 2)
 
 
-def test_exchanges_are_counted_per_address_in_a_window(store: SQLStoreBase) -> None:
-    t0 = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
-    store.record_exchange("Bot@Example.com", "in", t0, "i-1")
-    store.record_exchange("bot@example.com", "out", t0 + timedelta(minutes=1), "o-1")
-    store.record_exchange("bot@example.com", "in", t0 + timedelta(minutes=5), "i-2")
-    store.record_exchange("human@example.com", "in", t0 + timedelta(minutes=5), "i-3")
-    # the same interaction recorded again (a retried hand-off) counts once
-    store.record_exchange("bot@example.com", "in", t0 + timedelta(minutes=5), "i-2")
-    # without an interaction id every call counts
-    store.record_exchange("bot@example.com", "out", t0 + timedelta(minutes=9))
-
-    assert store.count_exchanges("BOT@example.com", t0) == 4
-    assert store.count_exchanges("bot@example.com", t0 + timedelta(minutes=1)) == 3
-    assert store.count_exchanges("bot@example.com", t0 + timedelta(minutes=6)) == 1
-    assert store.count_exchanges("bot@example.com", (t0 + timedelta(minutes=10)).timestamp()) == 0
-    assert store.count_exchanges("human@example.com", t0) == 1
-    with pytest.raises(ValueError, match="direction"):
-        store.record_exchange("bot@example.com", "sideways", t0)
-
-
-def test_a_fan_out_marks_its_message_known(store: SQLStoreBase, raw_of: RawOf) -> None:
+def test_a_fan_out_marks_its_message_known(store: SQLStore, raw_of: RawOf) -> None:
     """Copies carry their own keys; the message's plain source key is recorded too,
     so leave-on-server sources and interrupted deletes see it as committed."""
     raw = raw_of(MAIL)
@@ -1008,9 +990,9 @@ def test_a_full_disk_is_a_database_error(tmp_path: Any, raw_of: RawOf) -> None:
     store = SQLiteStore({"path": str(tmp_path / "full.db")})
     store.open()
     store.commit_fetched("mb", "1", raw_of(MAIL), [inbound()])
-    assert store._conn is not None
-    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
-    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+    assert store.dialect.conn is not None
+    pages = store.dialect.conn.execute("PRAGMA page_count").fetchone()[0]
+    store.dialect.conn.execute(f"PRAGMA max_page_count = {pages}")
     big = random.Random(11).randbytes(CHUNK_SIZE)
     with pytest.raises(DatabaseError, match=r"^SQLite database .*: database or disk is full$"):
         store.commit_fetched("mb", "2", raw_of(big), [inbound()])
@@ -1037,9 +1019,9 @@ LONG = "aé€😀\r\nz"  # every width of character, and a CRLF across a piece'
 
 @pytest.mark.parametrize("length", [0, 6, 7, 8, 14, 15, 50])
 def test_long_texts_are_stored_in_pieces_and_read_back_whole(
-    store: SQLStoreBase, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch, length: int
+    store: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch, length: int
 ) -> None:
-    monkeypatch.setattr(base_module, "TEXT_PIECE", 7)
+    monkeypatch.setattr(interactions_module, "TEXT_PIECE", 7)
     text = (LONG * 10)[:length]
     html = f"<p>{text}</p>"
     item = inbound(message_id="<long@x>", text=text, html=html)
@@ -1062,9 +1044,9 @@ def test_long_texts_are_stored_in_pieces_and_read_back_whole(
 
 
 def test_a_missing_piece_of_a_text_is_an_error(
-    store: SQLStoreBase, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+    store: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(base_module, "TEXT_PIECE", 4)
+    monkeypatch.setattr(interactions_module, "TEXT_PIECE", 4)
     [stored] = store.commit_fetched("support", "1", raw_of(MAIL), [inbound(text="x" * 20)]).new
     store._write(lambda tx: tx.execute("DELETE FROM interaction_bodies WHERE seq = 2"))
     with pytest.raises(StoreError, match="piece 2 of its text is missing"):

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from postroom.interfaces import IParser
     from postroom.model import Envelope, FetchedMessage, Interaction, OutboundRequest, ParsedMessage
     from postroom.plugins.manager import PluginSet
+    from postroom.store.sql.migrations import PluginMigrations
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,11 @@ class Hooks:
 
     def configure(self, config: Any) -> None:
         self._call_sync("postroom_configure", config=config)
+
+    def store_migrations(self, dialect: str) -> list[PluginMigrations]:
+        """The plugins' own tables' migrations in *dialect*, in plugin order."""
+        found = self._call_sync("postroom_store_migrations", dialect=dialect)
+        return [migrations for _plugin, migrations in found if migrations is not None]
 
     def startup(self, kernel: Any) -> Deferred[Any]:
         return ensureDeferred(self._call_all("postroom_startup", kernel=kernel))

@@ -2,7 +2,10 @@
 
 Store drivers are plain blocking objects (:class:`postroom.interfaces.IStore`);
 this proxy is the only way kernel code reaches them, so no database call can
-run on the reactor thread by accident.
+run on the reactor thread by accident. It provides the interfaces its driver
+provides, so a plugin detects an optional capability
+(:class:`~postroom.interfaces.ISQLAccess`) on ``ctx.store`` with
+``providedBy``; the capability's methods then return Deferreds too.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.defer import Deferred
+from zope.interface import directlyProvides, providedBy
 
 from postroom.interfaces import IStore
 from postroom.runner import Runner
@@ -23,6 +27,7 @@ class AsyncStore:
     def __init__(self, driver: Any, runner: Runner) -> None:
         self.driver = driver
         self.runner = runner
+        directlyProvides(self, providedBy(driver))
 
     def __getattr__(self, name: str) -> Any:
         if name not in _METHODS and not hasattr(type(self.driver), name):

@@ -2,9 +2,10 @@
 
 Two automatic responders answering each other exchange a mail each way per
 round, within seconds, forever. Headers stop the well-behaved ones; counting
-stops the rest. The store keeps one row per automatic mail received from
-(``in``) or sent to (``out``) an address; recording the same interaction again
-counts once, so a retried hand-off never inflates the count.
+stops the rest. The exchange log (:mod:`postroom_autoreply.exchanges`, this
+plugin's own table in the store) keeps one row per automatic mail received
+from (``in``) or sent to (``out``) an address; recording the same interaction
+again counts once, so a retried hand-off never inflates the count.
 
 Time is the kernel's clock (``ctx.clock``), so tests drive it with
 ``twisted.internet.task.Clock``.
@@ -17,12 +18,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 
 from postroom.context import Context
+from postroom_autoreply import exchanges
 from postroom_autoreply.options import AUTOWAR_MAX_REPLY_COUNT, Settings
 
 log = logging.getLogger(__name__)
 
-IN = "in"
-OUT = "out"
+IN = exchanges.IN
+OUT = exchanges.OUT
 
 
 def now(ctx: Context) -> datetime:
@@ -30,11 +32,11 @@ def now(ctx: Context) -> datetime:
 
 
 def supported(ctx: Context) -> bool:
-    """Whether the store keeps exchanges (every kernel store does; a third-party one may not)."""
-    store = ctx.store
-    if hasattr(store, "count_exchanges") and hasattr(store, "record_exchange"):
+    """Whether the store can keep the exchange log (start-up refuses one that
+    cannot while detection is on, so this is False only with it off)."""
+    if exchanges.available(ctx.store):
         return True
-    log.warning("the store %s keeps no exchanges: auto-reply war detection is off", type(store))
+    log.warning("the store keeps no plugin tables: auto-reply war detection is off")
     return False
 
 
@@ -46,7 +48,7 @@ async def over_budget(
     The window is ``[now - autowar-detect-period, now]``, both ends included.
     """
     since = now(ctx) - settings.period
-    count = int(await ctx.store.count_exchanges(address, since))
+    count = await exchanges.count(ctx.store, address, since)
     total = count + adding
     if total <= settings.max_count:
         return None
@@ -66,4 +68,4 @@ async def record(
         key = address.strip().lower()
         if key and key not in seen:
             seen.add(key)
-            await ctx.store.record_exchange(key, direction, at, interaction_id)
+            await exchanges.record(ctx.store, key, direction, at, interaction_id)

@@ -24,7 +24,7 @@ from typing import Any
 
 import psycopg
 
-from postroom.store.lock import GatewayLocked, GatewayLockLost
+from postroom.api import GatewayLocked, GatewayLockLost
 
 #: libpq keepalives on the lock's session: a dead peer is noticed in ~30 s
 _KEEPALIVES = {

@@ -26,7 +26,10 @@ from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import load_plugins
 from postroom.runner import InlineRunner
 from postroom.store.async_store import AsyncStore
+from postroom.store.plugintables import add_plugin_tables
+from postroom.store.sql.dialect import to_utc
 from postroom.store.sqlite import MemoryStore
+from postroom_autoreply import exchanges
 from tests.conftest import run
 from tests.plugins.analysis import analysed
 
@@ -73,7 +76,9 @@ class Harness:
         self.hooks.configure(self.config)
         self.clock = task.Clock()
         self.clock.advance(START)
-        self.driver = MemoryStore()
+        # as the kernel builds it: its clock, the plugins' own tables
+        self.driver = MemoryStore(now=lambda: to_utc(self.clock.seconds()))
+        add_plugin_tables(self.driver, self.hooks)
         self.driver.open()
         self.store = AsyncStore(self.driver, InlineRunner())
         self.ctx = Context(
@@ -102,12 +107,12 @@ class Harness:
 
     def count(self, address: str, seconds: float = 600) -> int:
         since = self.clock.seconds() - seconds
-        return int(run(self.store.count_exchanges(address, since)))
+        return int(run(exchanges.count(self.store, address, since)))
 
     def exchange(self, address: str, direction: str = "out", n: int = 1) -> None:
         """*n* automatic mails exchanged with *address* now, as if recorded by the hooks."""
         for _ in range(n):
-            run(self.store.record_exchange(address, direction, self.clock.seconds(), new_key()))
+            run(exchanges.record(self.store, address, direction, self.clock.seconds(), new_key()))
 
     def keep(self, interaction: Interaction) -> Interaction:
         """Commit an inbound interaction to the store, as the pipeline does."""

@@ -1,4 +1,5 @@
--- The interaction store, SQLite dialect. Keep in step with ../postgresql/0001_initial.sql:
+-- The interaction store, SQLite dialect. Keep in step with postroom_postgresql/sql/postgresql/0001_initial.sql (the PostgreSQL
+-- plugin; tests/store/test_schemas.py compares the two databases' catalogues):
 -- same tables, columns and versions; only the types differ (timestamps are fixed-width
 -- ISO-8601 UTC text, so text order is time order; booleans are 0/1).
 

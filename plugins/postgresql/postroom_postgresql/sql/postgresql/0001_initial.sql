@@ -1,4 +1,5 @@
--- The interaction store, PostgreSQL dialect. Keep in step with ../sqlite/0001_initial.sql:
+-- The interaction store, PostgreSQL dialect. Keep in step with the kernel's postroom/store/sql/sqlite/0001_initial.sql
+-- (tests/store/test_schemas.py compares the two databases' catalogues):
 -- same tables, columns and versions; only the types differ (timestamptz, bytea,
 -- boolean, an identity column).
 

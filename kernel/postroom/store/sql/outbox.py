@@ -1,0 +1,215 @@
+"""The outbox: outbound interactions queued, claimed by a sender, sent or failed.
+
+An entry's interaction status follows its state (:data:`OUTBOX_STATUS`), in
+the same transaction.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import attrs
+
+from postroom import keys
+from postroom.model import (
+    Interaction,
+    InteractionType,
+    OutboundRequest,
+    OutboxEntry,
+    OutboxState,
+)
+from postroom.store.sql.interactions import InteractionRecords
+from postroom.store.sql.tx import Row, Tx
+from postroom.store.sql.values import request_from_json, request_to_json, to_json
+
+#: The interaction status that follows each outbox state.
+OUTBOX_STATUS = {
+    OutboxState.QUEUED: "Queued",
+    OutboxState.SENDING: "Sending",
+    OutboxState.SENT: "Sent",
+    OutboxState.FAILED: "Failed",
+}
+
+#: attached-data key that shows an outbound interaction's final send error.
+SEND_ERROR_KEY = keys.SEND_ERROR
+
+#: last_error of an outbox entry whose sender process stopped mid-send
+INTERRUPTED = (
+    "interrupted: the process stopped while sending; queued again (the server may have "
+    "accepted it already: the same Message-ID lets the recipient side deduplicate)"
+)
+
+
+OUTBOX_SELECT = (
+    "SELECT id, message_id, state, attempts, next_attempt_at, last_error, request, "
+    "created_at FROM outbox"
+)
+
+
+class OutboxRecords(InteractionRecords):
+    """``outbox``: one row per outbound interaction."""
+
+    def queue_outbound(self, interaction: Interaction, request: OutboundRequest) -> OutboxEntry:
+        if not interaction.message_id:
+            raise ValueError("an outbound interaction needs its Message-ID before it is queued")
+        item = attrs.evolve(
+            interaction,
+            type=InteractionType.OUTBOUND.value,
+            status=OUTBOX_STATUS[OutboxState.QUEUED],
+        )
+        request_json = request_to_json(request)
+
+        def work(tx: Tx) -> OutboxEntry:
+            now = self.now()
+            self._insert_interaction(tx, item, None, now)
+            tx.execute(
+                "INSERT INTO outbox (id, message_id, state, attempts, next_attempt_at, "
+                "last_error, request, created_at, updated_at) "
+                "VALUES (?, ?, ?, 0, NULL, NULL, ?, ?, ?)",
+                (item.id, item.message_id, OutboxState.QUEUED.value, request_json,
+                 self._dt_param(now), self._dt_param(now)),
+            )  # fmt: skip
+            return OutboxEntry(
+                id=item.id,
+                message_id=str(item.message_id),
+                state=OutboxState.QUEUED.value,
+                attempts=0,
+                next_attempt_at=None,
+                last_error=None,
+                request=request_from_json(request_json),
+                created_at=now,
+            )
+
+        return self._write(work)
+
+    def claim_outbound(self, now: datetime | float, limit: int = 10) -> list[OutboxEntry]:
+        due = self._dt_param(now)
+
+        def work(tx: Tx) -> list[OutboxEntry]:
+            ids = tx.all(
+                "SELECT id FROM outbox WHERE state = ? "
+                "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
+                "ORDER BY created_at, id LIMIT ?" + self.dialect.claim_rows,
+                (OutboxState.QUEUED.value, due, limit),
+            )
+            stamp = self._dt_param(self.now())
+            claimed = []
+            for (eid,) in ids:
+                # The state test keeps a row another worker claimed meanwhile out.
+                if tx.execute(
+                    "UPDATE outbox SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+                    (OutboxState.SENDING.value, stamp, eid, OutboxState.QUEUED.value),
+                ):
+                    tx.execute(
+                        "UPDATE interactions SET status = ? WHERE id = ?",
+                        (OUTBOX_STATUS[OutboxState.SENDING], eid),
+                    )
+                    row = tx.one(f"{OUTBOX_SELECT} WHERE id = ?", (eid,))
+                    assert row is not None
+                    claimed.append(self._outbox_entry(row))
+            return claimed
+
+        return self._write(work)
+
+    def outbox_counts(self) -> dict[str, int]:
+        """Outbox entries by state (every state present, zero included)."""
+        rows = self._read(lambda tx: tx.all("SELECT state, COUNT(*) FROM outbox GROUP BY state"))
+        counts = {state.value: 0 for state in OutboxState}
+        counts.update({str(state): int(n) for state, n in rows})
+        return counts
+
+    def requeue_interrupted(self, claimed_before: datetime | float) -> list[str]:
+        """Entries left ``sending`` by a process that stopped (claimed before
+        *claimed_before*) go back to ``queued``: sent at least once, never
+        lost. Returns their ids."""
+        cutoff = self._dt_param(claimed_before)
+
+        def work(tx: Tx) -> list[str]:
+            ids = [
+                eid
+                for (eid,) in tx.all(
+                    "SELECT id FROM outbox WHERE state = ? AND updated_at <= ?",
+                    (OutboxState.SENDING.value, cutoff),
+                )
+            ]
+            stamp = self._dt_param(self.now())
+            for eid in ids:
+                tx.execute(
+                    "UPDATE outbox SET state = ?, updated_at = ?, next_attempt_at = NULL, "
+                    "last_error = ? WHERE id = ? AND state = ?",
+                    (OutboxState.QUEUED.value, stamp, INTERRUPTED, eid, OutboxState.SENDING.value),
+                )
+                tx.execute(
+                    "UPDATE interactions SET status = ? WHERE id = ?",
+                    (OUTBOX_STATUS[OutboxState.QUEUED], eid),
+                )
+            return ids
+
+        return self._write(work)
+
+    def mark_outbound(
+        self,
+        entry_id: str,
+        state: str,
+        error: str | None = None,
+        next_attempt_at: datetime | float | None = None,
+        attached: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Move an outbox entry to *state*; its interaction's status follows,
+        and *attached* is merged into the interaction's attached data."""
+        new_state = OutboxState(state)
+        retry_at = None if next_attempt_at is None else self._dt_param(next_attempt_at)
+        counts = new_state in (OutboxState.FAILED, OutboxState.QUEUED)
+
+        def work(tx: Tx) -> None:
+            changed = tx.execute(
+                "UPDATE outbox SET state = ?, attempts = attempts + ?, "
+                "last_error = COALESCE(?, last_error), next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ?",
+                (new_state.value, int(counts), error,
+                 retry_at if new_state is OutboxState.QUEUED else None,
+                 self._dt_param(self.now()), entry_id),
+            )  # fmt: skip
+            if changed == 0:
+                raise KeyError(entry_id)
+            # The outbox row is locked by the UPDATE above: no one else is here.
+            text = tx.scalar("SELECT attached_data FROM interactions WHERE id = ?", (entry_id,))
+            data = json.loads(text) if text is not None else {}
+            if new_state is OutboxState.FAILED:
+                data[SEND_ERROR_KEY] = error or "sending failed"
+            elif new_state is OutboxState.SENT:
+                data.pop(SEND_ERROR_KEY, None)
+            data.update(attached or {})
+            tx.execute(
+                "UPDATE interactions SET status = ?, attached_data = ? WHERE id = ?",
+                (OUTBOX_STATUS[new_state], to_json(data), entry_id),
+            )
+
+        self._write(work)
+
+    def get_outbox(self, entry_id: str) -> OutboxEntry | None:
+        row = self._read(lambda tx: tx.one(f"{OUTBOX_SELECT} WHERE id = ?", (entry_id,)))
+        return None if row is None else self._outbox_entry(row)
+
+    def list_outbox(self, state: str | None = None) -> list[OutboxEntry]:
+        where, params = ("", ()) if state is None else (" WHERE state = ?", (str(state),))
+        rows = self._read(
+            lambda tx: tx.all(f"{OUTBOX_SELECT}{where} ORDER BY created_at, id", params)
+        )
+        return [self._outbox_entry(row) for row in rows]
+
+    def _outbox_entry(self, row: Row) -> OutboxEntry:
+        eid, message_id, state, attempts, next_at, last_error, request, created = row
+        return OutboxEntry(
+            id=eid,
+            message_id=message_id,
+            state=state,
+            attempts=int(attempts),
+            next_attempt_at=None if next_at is None else self._dt_value(next_at),
+            last_error=last_error,
+            request=request_from_json(request),
+            created_at=self._dt_value(created),
+        )

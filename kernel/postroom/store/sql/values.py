@@ -1,0 +1,30 @@
+"""Values as the SQL store keeps them: JSON text for lists, mappings and requests."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from postroom.model import OutboundRequest
+
+
+def to_json(value: Any) -> str:
+    """Compact JSON, non-ASCII kept as is; NaN refused (no database reads it back)."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the keys *cls* knows: rows written by a newer version still load."""
+    names = {field.name for field in attrs.fields(cls)}
+    return {key: value for key, value in data.items() if key in names}
+
+
+def request_to_json(request: OutboundRequest) -> str:
+    return to_json(attrs.asdict(request))
+
+
+def request_from_json(text: str) -> OutboundRequest:
+    return OutboundRequest(**known_fields(OutboundRequest, json.loads(text)))
