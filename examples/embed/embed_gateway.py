@@ -27,11 +27,7 @@ from twisted.application import service
 from twisted.internet import defer, task
 from twisted.web.client import Agent, readBody
 
-from postroom import hookimpl
-from postroom.kernel import Kernel
-from postroom.model import Interaction
-from postroom.runner import ThreadPoolRunner
-from postroom.services.gateway import Gateway
+from postroom.api import Gateway, Interaction, Kernel, ThreadPoolRunner, hookimpl
 
 
 class HostRouting:

@@ -8,3 +8,6 @@ live apart from the hooks: :mod:`~postroom_autoreply.analysis` (what
 :mod:`~postroom_autoreply.autowar` (counting) and
 :mod:`~postroom_autoreply.options` (declarations, the centre's own addresses).
 """
+
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import attrs
 
-from postroom.context import AnalysisContext
-from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
-from postroom.model import ParsedMessage
+from postroom.api import (
+    AnalysisContext,
+    NotAnalysed,  # noqa: F401 (ParsedMessage.analysed raises it)
+    ParsedMessage,
+)
 from postroom_autoreply import detection, options
 
 #: the key of ``message.analysis`` this plugin fills

@@ -17,7 +17,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime
 
-from postroom.context import Context
+from postroom.api import Context
 from postroom_autoreply import exchanges
 from postroom_autoreply.options import AUTOWAR_MAX_REPLY_COUNT, Settings
 

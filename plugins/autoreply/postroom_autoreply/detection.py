@@ -42,8 +42,7 @@ from email.utils import getaddresses
 
 import attrs
 
-from postroom.model import ParsedMessage, Subtype
-from postroom.parsing.headers import strip_comments
+from postroom.api import ParsedMessage, Subtype, strip_comments
 from postroom_autoreply.subjects import out_of_office_subject
 
 #: subtypes other plugins' classifiers give to reports: never auto-answered

@@ -12,8 +12,7 @@ from typing import Any
 
 import attrs
 
-from postroom.config.options import OptionSchema, Scope
-from postroom.context import AnalysisContext, Context
+from postroom.api import AnalysisContext, Context, OptionSchema, Scope
 
 SECTION = "email-processing"
 ENABLE_MAIL_LOOPS = "enable-mail-loops"

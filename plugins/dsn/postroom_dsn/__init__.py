@@ -10,4 +10,7 @@ reading of a report, which runs in ``postroom_analyze``, is
 :mod:`postroom_dsn.analysis` over :mod:`postroom_dsn.classify`.
 """
 
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"
+
 __version__ = "0.1.0"

@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import attrs
 
-from postroom.errors import NotAnalysed  # noqa: F401 (ParsedMessage.analysed raises it)
-from postroom.model import ParsedMessage, Verdict
+from postroom.api import (
+    NotAnalysed,  # noqa: F401 (ParsedMessage.analysed raises it)
+    ParsedMessage,
+    Verdict,
+)
 from postroom_dsn.classify import (
     IsOutbound,
     Report,

@@ -15,8 +15,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import attrs
 
-from postroom.model import AttachedValue, ParsedMessage, Subtype
-from postroom.parsing.headers import parse_message_ids
+from postroom.api import AttachedValue, ParsedMessage, Subtype, parse_message_ids
 from postroom_dsn import notice, vendor
 from postroom_dsn.data import Recipient, info_data, raw_data, recipient_from_fields
 from postroom_dsn.envelope import xtext_decode

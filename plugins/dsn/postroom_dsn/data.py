@@ -15,8 +15,7 @@ import re
 
 import attrs
 
-from postroom.model import AttachedValue
-from postroom.parsing.headers import strip_comments
+from postroom.api import AttachedValue, strip_comments
 from postroom_dsn.fields import DeliveryStatus, Field, field
 
 INFO = "_DSNInfo."

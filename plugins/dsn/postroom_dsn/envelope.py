@@ -20,7 +20,7 @@ from typing import Any
 
 import attrs
 
-from postroom.errors import SendError
+from postroom.api import SendError
 
 NOTIFY_VALUES = ("SUCCESS", "FAILURE", "DELAY")
 RET_VALUES = ("FULL", "HDRS")

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from email.parser import HeaderParser
 from email.policy import compat32
 
-from postroom.model import ParsedMessage, Part
-from postroom.parsing.headers import parse_message_ids
+from postroom.api import ParsedMessage, Part, parse_message_ids
 from postroom_dsn.fields import looks_like_delivery_status
 
 DELIVERY_STATUS_TYPES = frozenset({"message/delivery-status", "message/global-delivery-status"})

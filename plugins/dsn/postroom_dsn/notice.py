@@ -29,7 +29,7 @@ import re
 
 import attrs
 
-from postroom.model import ParsedMessage
+from postroom.api import ParsedMessage
 from postroom_dsn.data import STATUS, Recipient, recipient_from_fields, refinable
 from postroom_dsn.fields import looks_like_delivery_status, parse_delivery_status
 from postroom_dsn.locate import RETURNED_TYPES

@@ -25,7 +25,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from postroom.model import ParsedMessage
+from postroom.api import ParsedMessage
 from postroom_dsn.data import Recipient, reply_code, status_code
 from postroom_dsn.notice import notice_text
 
