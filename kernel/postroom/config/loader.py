@@ -36,6 +36,7 @@ from postroom.config.options import (
 )
 from postroom.config.types import Secret, UnknownType
 from postroom.errors import ConfigError, ConfigErrors
+from postroom.interfaces import SENDERS_GROUP, SOURCES_GROUP
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
@@ -44,8 +45,6 @@ _MAX_DEPTH = 32
 PASSTHROUGH_PREFIX = "mail."
 #: top-level keys ignored, to hold YAML anchors (``x-imap: &imap {...}``), as in Compose
 EXTENSION_PREFIX = "x-"
-#: mailboxes of these types have no server, hence no auth driver
-_NO_AUTH_TYPES = frozenset({"maildir"})
 _DEFAULT_STORE = "sqlite"
 _DEFAULT_AUTH = "basic"
 #: pass-through properties whose names contain these are hidden in reprs
@@ -258,8 +257,11 @@ class DriverNames:
     sources: list[str] = attrs.field(factory=list)
     #: ``smtp-client``'s ``server-type``; empty when there is no smtp-client
     senders: list[str] = attrs.field(factory=list)
-    #: ``auth`` of mailboxes that have a server (not ``maildir``), default ``basic``
-    auth: list[str] = attrs.field(factory=list)
+    #: ``(group, driver, auth)``: the auth driver each source or sender driver
+    #: would use (a mailbox's ``auth``, default ``basic``; ``smtp-client``'s when
+    #: ``enable-authentication``); the kernel loads it only for a driver that
+    #: declares ``needs_auth``
+    auth: list[tuple[str, str, str]] = attrs.field(factory=list)
     #: None when the ``plugins:`` key is absent (every installed plugin)
     plugins: list[str] | None = None
 
@@ -289,7 +291,7 @@ class Document:
             except InterpolationError:
                 return None
 
-        def add(target: list[str], value: str | None) -> None:
+        def add(target: list[Any], value: Any) -> None:
             if value and value not in target:
                 target.append(value)
 
@@ -305,15 +307,18 @@ class Document:
             entries = _quiet_items(item)
             kind = text(entries.get("type", _NONE).value)
             add(names.sources, kind)
-            if kind is not None and kind not in _NO_AUTH_TYPES:
-                add(names.auth, text(entries.get("auth", _NONE).value) or _DEFAULT_AUTH)
+            if kind is not None:
+                auth = text(entries.get("auth", _NONE).value) or _DEFAULT_AUTH
+                add(names.auth, (SOURCES_GROUP, kind, auth))
         smtp = top.get(SMTP_SECTION)
         if smtp is not None and isinstance(smtp.value, yaml.MappingNode):
             smtp_entries = _quiet_items(smtp.value)
-            add(names.senders, text(smtp_entries.get("server-type", _NONE).value))
+            sender = text(smtp_entries.get("server-type", _NONE).value)
+            add(names.senders, sender)
             enabled = (text(smtp_entries.get("enable-authentication", _NONE).value) or "").lower()
-            if enabled in ("true", "yes", "on", "1"):
-                add(names.auth, text(smtp_entries.get("auth", _NONE).value) or _DEFAULT_AUTH)
+            if sender is not None and enabled in ("true", "yes", "on", "1"):
+                auth = text(smtp_entries.get("auth", _NONE).value) or _DEFAULT_AUTH
+                add(names.auth, (SENDERS_GROUP, sender, auth))
         plugins = top.get("plugins")
         if plugins is not None:
             if isinstance(plugins.value, yaml.SequenceNode):

@@ -35,7 +35,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.mail.pop3 import AdvancedPOP3Client, InsecureAuthenticationDisallowed, LineTooLong
 from twisted.python.failure import Failure
 
-from postroom.net.trace import Tracer
+from postroom.api import Tracer, xoauth2_response
 from postroom_pop3.spool import SpoolWriter
 
 OK = b"+OK"
@@ -47,8 +47,7 @@ LINE_LIMIT = 1 << 20
 
 def xoauth2_initial_response(user: str, token: str) -> bytes:
     """The base64 XOAUTH2 string: ``user=U^Aauth=Bearer T^A^A`` (Google/Microsoft)."""
-    raw = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
-    return base64.b64encode(raw)
+    return base64.b64encode(xoauth2_response(user, token))
 
 
 class PostroomPOP3Client(AdvancedPOP3Client):

@@ -335,7 +335,7 @@ class Harness:
                 return FakeEndpoint(server)
 
             def _tls(self) -> Any:
-                creator = ("verifying-creator", self.host, self.ca_file)
+                creator = ("verifying-creator", self.settings.host, self.settings.ca_file)
                 harness.tls_creators.append(creator)
                 return creator
 
