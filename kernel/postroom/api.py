@@ -102,7 +102,15 @@ from postroom.parsing.headers import (
 )
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
-from postroom.sources import LOGIN_FAILED, LOGIN_OK, SourceBase, SpoolFile, remove_spooled
+from postroom.sources import (
+    LOGIN_FAILED,
+    LOGIN_OK,
+    MAILBOX_SECURITY_OPTION,
+    ServerSourceBase,
+    SourceBase,
+    SpoolFile,
+    remove_spooled,
+)
 from postroom.store.base import SQLStoreBase, Tx, to_utc
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.storeaccess import StoreAccess
@@ -189,6 +197,8 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # source building blocks
     "LOGIN_FAILED",
     "LOGIN_OK",
+    "MAILBOX_SECURITY_OPTION",
+    "ServerSourceBase",
     "SourceBase",
     "SpoolFile",
     "remove_spooled",

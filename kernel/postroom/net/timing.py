@@ -15,7 +15,6 @@ tests drive them with ``twisted.internet.task.Clock`` and never sleep.
 from __future__ import annotations
 
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any
 
 
@@ -51,12 +50,7 @@ class Deadline:
     def __enter__(self) -> Deadline:
         return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.cancel()
 
 

@@ -29,9 +29,11 @@ import os
 from typing import Any, ClassVar
 
 from twisted.internet import defer
+from zope.interface import implementer
 
 from postroom.drivers import Credentials, DriverContext
 from postroom.errors import SourceError
+from postroom.interfaces import ISource
 from postroom.model import FetchedMessage
 from postroom.sources.spool import SpoolFile, remove_spooled
 
@@ -41,11 +43,14 @@ LOGIN_OK = "login-ok"
 LOGIN_FAILED = "login-failed"
 
 
-class SourceBase:
+# the ISource methods are the subclasses'; the kernel verifies each concrete class
+@implementer(ISource)
+class SourceBase:  # type: ignore[misc]
     """Base class of source drivers: ``cls(mailbox, context)`` as ISource says.
 
-    Subclasses set :attr:`protocol` (what they ask the auth driver for) and
-    implement the ISource methods.
+    A subclass is declared an :class:`~postroom.interfaces.ISource` by this
+    base; it sets :attr:`protocol` (what it asks the auth driver for) and
+    implements the ISource methods (the kernel checks them when it loads it).
     """
 
     #: the kernel builds the mailbox's auth driver for this source (``auth``

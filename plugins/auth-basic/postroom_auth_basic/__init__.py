@@ -14,10 +14,7 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import implementer
 
-from postroom.config.types import Secret
-from postroom.drivers import Credentials
-from postroom.errors import ConfigError
-from postroom.interfaces import IAuthenticator
+from postroom.api import ConfigError, Credentials, IAuthenticator, Secret
 
 __all__ = ["BasicAuthenticator"]
 

@@ -28,7 +28,6 @@ from typing import Any
 from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from postroom.api import (
     ConnectionDown,
@@ -36,15 +35,12 @@ from postroom.api import (
     Deadline,
     DriverContext,
     FetchedMessage,
-    ISource,
     OptionSchema,
     PostroomError,
     Scope,
-    ServerSettings,
-    SourceBase,
+    ServerSourceBase,
     SourceError,
     SourceItem,
-    add_connection_options,
 )
 from postroom_imap.batching import FetchBatcher
 from postroom_imap.client import IdleCommand, IMAPClient, IMAPCommandError
@@ -64,20 +60,15 @@ PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 _warned_no_expunge: set[str] = set()
 
 
-@implementer(ISource)
-class IMAPSource(SourceBase):
+class IMAPSource(ServerSourceBase):
     supports_push = False  # True once the server offered IDLE
     protocol = "imap"
+    types = TYPES
+    ports = PORTS
 
-    @staticmethod
-    def postroom_add_options(schema: OptionSchema) -> None:
-        add_connection_options(
-            schema,
-            scope=Scope.MAILBOX,
-            types=TYPES,
-            security_option="pop-connection-security",
-            ports=PORTS,
-        )
+    @classmethod
+    def postroom_add_options(cls, schema: OptionSchema) -> None:
+        cls.add_server_options(schema)
         add = schema.add
         add(
             "folder-path",
@@ -149,11 +140,6 @@ class IMAPSource(SourceBase):
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
         super().__init__(mailbox, context)
-        self.settings = ServerSettings.from_options(
-            mailbox, security_option="pop-connection-security", ports=PORTS
-        )
-        self.where = f"server {self.settings.where}"
-        self.tracer = self.settings.tracer(self.name)
         self.folder = str(mailbox.get("folder-path"))
         self.after = str(mailbox.get("after-processing"))
         self.move_to: str | None = mailbox.get("move-to-folder")

@@ -42,21 +42,17 @@ from twisted.mail.pop3 import (
     TLSNotSupportedError,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
 from postroom.api import (
     Credentials,
     Deadline,
     DriverContext,
     FetchedMessage,
-    ISource,
     OptionSchema,
     Scope,
-    ServerSettings,
-    SourceBase,
+    ServerSourceBase,
     SourceError,
     SourceItem,
-    add_connection_options,
     describe_connection_error,
     is_hostname_mismatch,
     tls_reasons,
@@ -128,19 +124,14 @@ class _OneShot(Factory):
         return self.client
 
 
-@implementer(ISource)
-class POP3Source(SourceBase):
+class POP3Source(ServerSourceBase):
     protocol = TYPE
+    types = (TYPE,)
+    ports = PORTS
 
-    @staticmethod
-    def postroom_add_options(schema: OptionSchema) -> None:
-        add_connection_options(
-            schema,
-            scope=Scope.MAILBOX,
-            types=(TYPE,),
-            security_option="pop-connection-security",
-            ports=PORTS,
-        )
+    @classmethod
+    def postroom_add_options(cls, schema: OptionSchema) -> None:
+        cls.add_server_options(schema)
         schema.add(
             "after-processing",
             "choice",
@@ -166,11 +157,6 @@ class POP3Source(SourceBase):
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
         super().__init__(mailbox, context)
-        self.settings = ServerSettings.from_options(
-            mailbox, security_option="pop-connection-security", ports=PORTS
-        )
-        self.where = f"server {self.settings.where}"
-        self.tracer = self.settings.tracer(self.name)
         self.after = str(mailbox.get("after-processing"))
         self.disable_top = bool(mailbox.get("mail.pop3.disabletop"))
         self._client: PostroomPOP3Client | None = None
