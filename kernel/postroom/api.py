@@ -102,15 +102,9 @@ from postroom.parsing.headers import (
 )
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
-from postroom.sources import (
-    LOGIN_FAILED,
-    LOGIN_OK,
-    MAILBOX_SECURITY_OPTION,
-    ServerSourceBase,
-    SourceBase,
-    SpoolFile,
-    remove_spooled,
-)
+from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, SourceBase
+from postroom.sources.server import MAILBOX_SECURITY_OPTION, ServerSourceBase
+from postroom.sources.spool import SpoolFile, remove_spooled
 from postroom.store.base import SQLStoreBase, Tx, to_utc
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.storeaccess import StoreAccess

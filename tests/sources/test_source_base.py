@@ -179,3 +179,38 @@ def test_which_drivers_need_an_auth_driver() -> None:
         pass
 
     assert needs_auth(Undeclared)  # a driver that does not say logs in to a server
+
+
+def test_a_server_source_reads_its_connection_options_once(tmp_path: Path) -> None:
+    from postroom.api import OptionSchema, ServerSourceBase
+
+    class Box(ServerSourceBase):
+        protocol = "pop3"
+        types = ("box",)
+        ports = {"ssl": 995, "starttls": 110, "none": 110}
+
+    schema = OptionSchema()
+    Box.add_server_options(schema)
+    declared = {option.name: option for option in schema}
+    assert {"server", "port", "pop-connection-security", "connect-timeout"} <= set(declared)
+    assert declared["server"].types == ("box",)
+
+    class BoxMailbox(Mailbox):
+        values = {
+            "server": "mail.test",
+            "port": None,
+            "pop-connection-security": "starttls",
+            "ca-file": None,
+            "connect-timeout": 5.0,
+            "protocol-timeout": 50.0,
+            "enable-debug": True,
+        }
+
+        def get(self, name: str) -> Any:
+            return self.values[name]
+
+    context = make(tmp_path, Authenticator()).context
+    box = Box(BoxMailbox(), context)
+    assert (box.settings.port, box.settings.connect_timeout) == (110, 5.0)
+    assert box.where == "server mail.test:110"
+    assert box.tracer.enabled and box.tracer.mailbox == "support"
