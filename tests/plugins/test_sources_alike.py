@@ -64,3 +64,22 @@ def test_both_are_source_bases_sharing_the_blocks() -> None:
         for shared in ("credentials", "login_ok", "login_refused", "spool", "drop_spooled"):
             assert shared not in vars(cls), f"{cls.__name__} overrides {shared}"
     assert (IMAPSource.protocol, POP3Source.protocol) == ("imap", "pop3")
+
+
+@pytest.mark.parametrize(
+    ("source_class", "mailbox"),
+    [(IMAPSource, lambda: mailbox_config("support")), (POP3Source, pop3_mailbox)],
+    ids=["imap", "pop3"],
+)
+def test_an_unreadable_ca_file_is_the_same_error(
+    tmp_path: Path, source_class: type[SourceBase], mailbox: Any
+) -> None:
+    config = mailbox()
+    missing = tmp_path / "missing.pem"
+    if hasattr(config, "values"):
+        config.values["ca-file"] = missing
+    else:
+        config.options["ca-file"] = missing
+    source = source_class(config, context_without_auth(tmp_path, MemoryReactorClock()))
+    with pytest.raises(SourceError, match=f"mailbox support: cannot read ca-file {missing}: "):
+        source.tls()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from postroom.config.options import OptionSchema, Scope
 from postroom.drivers import DriverContext
+from postroom.errors import SourceError
 from postroom.net.options import add_connection_options
 from postroom.net.server import ServerSettings
 from postroom.sources.base import SourceBase
@@ -22,7 +23,7 @@ MAILBOX_SECURITY_OPTION = "pop-connection-security"
 
 
 class ServerSourceBase(SourceBase):
-    """A :class:`SourceBase` with a server: ``settings``, ``where`` and ``tracer``.
+    """A :class:`SourceBase` with a server: ``settings``, ``where``, ``tracer``, ``tls()``.
 
     Subclasses set :attr:`types` (their ``type:`` names) and :attr:`ports`,
     and call :meth:`add_server_options` from their ``postroom_add_options``.
@@ -52,3 +53,13 @@ class ServerSourceBase(SourceBase):
         #: ``server host:port``, for messages
         self.where = f"server {self.settings.where}"
         self.tracer = self.settings.tracer(self.name)
+
+    def tls(self) -> Any:
+        """The verifying TLS connection creator for this server (``connectSSL``,
+        ``startTLS``); a ``ca-file`` that cannot be read is a SourceError."""
+        try:
+            return self.settings.twisted_tls()
+        except (OSError, ValueError) as exc:
+            raise SourceError(
+                f"mailbox {self.name}: cannot read ca-file {self.settings.ca_file}: {exc}"
+            ) from exc

@@ -166,14 +166,6 @@ class IMAPSource(ServerSourceBase):
     def capabilities(self) -> frozenset[str]:
         return self.client.capabilities if self.client is not None else frozenset()
 
-    def _tls(self) -> Any:
-        try:
-            return self.settings.twisted_tls()
-        except (OSError, ValueError) as exc:
-            raise SourceError(
-                f"mailbox {self.name}: cannot read ca-file {self.settings.ca_file}: {exc}"
-            ) from exc
-
     def connect(self) -> Deferred[None]:
         return ensureDeferred(self._connect())
 
@@ -202,7 +194,7 @@ class IMAPSource(ServerSourceBase):
                     settings.host,
                     settings.port,
                     factory,
-                    self._tls(),
+                    self.tls(),
                     timeout=settings.connect_timeout,
                 )
             else:
@@ -243,7 +235,7 @@ class IMAPSource(ServerSourceBase):
                     "pop-connection-security 'starttls' requires; not logging in over "
                     "clear text"
                 )
-            caps = await client.starttls(self._tls())
+            caps = await client.starttls(self.tls())
         if client.state == "unauth":
             await self._login(client, credentials)
         try:

@@ -172,9 +172,6 @@ class POP3Source(ServerSourceBase):
 
     # ------------------------------------------------------------ session
 
-    def _tls(self) -> Any:
-        return self.settings.twisted_tls()
-
     def _endpoint(self) -> Any:
         """Where to connect (a seam for tests): TCP, wrapped in TLS for ``ssl``."""
         settings = self.settings
@@ -185,7 +182,7 @@ class POP3Source(ServerSourceBase):
             timeout=max(1, int(settings.connect_timeout)),
         )
         if settings.security == "ssl":
-            endpoint = wrapClientTLS(self._tls(), endpoint)
+            endpoint = wrapClientTLS(self.tls(), endpoint)
         return endpoint
 
     def _new_client(self) -> PostroomPOP3Client:
@@ -227,13 +224,15 @@ class POP3Source(ServerSourceBase):
             if self.settings.security == "starttls":
                 if b"STLS" not in caps:
                     raise TLSNotSupportedError()
-                await client.start_tls_verified(self._tls())
+                await client.start_tls_verified(self.tls())
         except TLSNotSupportedError:
             raise SourceError(
                 f"{self.where} does not offer STLS, but "
                 "pop-connection-security is starttls: refusing to go on in clear text "
                 "(use ssl, or none if clear text is really wanted)"
             ) from None
+        except SourceError:
+            raise  # the ca-file cannot be read: said as it is
         except Exception as exc:
             if deadline.expired:
                 raise SourceError(
