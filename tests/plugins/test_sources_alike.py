@@ -39,11 +39,14 @@ def pop3_mailbox() -> Any:
     return mailbox
 
 
-@pytest.mark.parametrize(
+EACH_SOURCE = pytest.mark.parametrize(
     ("source_class", "mailbox"),
     [(IMAPSource, lambda: mailbox_config("support")), (POP3Source, pop3_mailbox)],
     ids=["imap", "pop3"],
 )
+
+
+@EACH_SOURCE
 def test_no_auth_driver_fails_the_same_way_before_connecting(
     tmp_path: Path, source_class: type[SourceBase], mailbox: Any
 ) -> None:
@@ -66,11 +69,7 @@ def test_both_are_source_bases_sharing_the_blocks() -> None:
     assert (IMAPSource.protocol, POP3Source.protocol) == ("imap", "pop3")
 
 
-@pytest.mark.parametrize(
-    ("source_class", "mailbox"),
-    [(IMAPSource, lambda: mailbox_config("support")), (POP3Source, pop3_mailbox)],
-    ids=["imap", "pop3"],
-)
+@EACH_SOURCE
 def test_an_unreadable_ca_file_is_the_same_error(
     tmp_path: Path, source_class: type[SourceBase], mailbox: Any
 ) -> None:

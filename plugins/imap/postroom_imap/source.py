@@ -548,25 +548,27 @@ class IMAPSource(ServerSourceBase):
                     await self._connected().noop()  # EXISTS, if any, sets _new_mail
         self._new_mail = False
 
-    def _arm_waker(self, span: float) -> tuple[Deferred[bool], Any]:
+    def _arm_waker(self, span: float) -> tuple[Deferred[bool], Deadline]:
+        """A waker fired on new mail, or with False once *span* seconds passed."""
         waker: Deferred[bool] = Deferred()
         self._waker = waker
-        timer = self.context.clock.callLater(span, self._wake, False)
-        return waker, timer
+        return waker, Deadline(self.context.clock, span, lambda: self._wake(False))
+
+    def _disarm_waker(self, deadline: Deadline) -> None:
+        deadline.cancel()
+        self._waker = None
 
     async def _pause(self, span: float) -> None:
-        waker, timer = self._arm_waker(span)
+        waker, deadline = self._arm_waker(span)
         try:
             await waker
         finally:
-            if timer.active():
-                timer.cancel()
-            self._waker = None
+            self._disarm_waker(deadline)
 
     async def _idle(self, span: float) -> None:
         """One IDLE of at most *span* seconds; returns once the server closed it."""
         client = self._connected()
-        waker, timer = self._arm_waker(span)
+        waker, deadline = self._arm_waker(span)
         cmd: IdleCommand = client.idle()
         completion = cmd.completion
         assert completion is not None
@@ -587,9 +589,7 @@ class IMAPSource(ServerSourceBase):
             try:
                 await waker
             finally:
-                if timer.active():
-                    timer.cancel()
-                self._waker = None
+                self._disarm_waker(deadline)
                 client.end_idle(cmd)
             await completion
         except IMAPCommandError as exc:
