@@ -31,7 +31,7 @@ from postroom.config.options import (
 )
 from postroom.config.types import Secret
 from postroom.context import AnalysisContext, Context
-from postroom.drivers import Credentials, DriverContext, SendResult, SourceItem
+from postroom.drivers import Credentials, DriverContext, SendResult, SourceItem, needs_auth
 from postroom.errors import (
     ConfigError,
     ConnectionDown,
@@ -86,7 +86,11 @@ from postroom.model import (
     Verdict,
     new_id,
 )
+from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
+from postroom.net.sasl import xoauth2_response
+from postroom.net.server import ServerSettings
+from postroom.net.timing import Deadline, ResponseTimer
 from postroom.net.tls import stdlib_context, twisted_client_tls
 from postroom.net.trace import Tracer, redact
 from postroom.parsing.headers import (
@@ -99,6 +103,9 @@ from postroom.parsing.headers import (
 )
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
+from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, SourceBase
+from postroom.sources.server import MAILBOX_SECURITY_OPTION, ServerSourceBase
+from postroom.sources.spool import SpoolFile, remove_spooled
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.store.lock import GatewayLock, GatewayLocked, GatewayLockLost
 from postroom.store.sql.core import Now
@@ -188,15 +195,31 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "IStore",
     "SendResult",
     "SourceItem",
+    "needs_auth",
+    # source building blocks
+    "LOGIN_FAILED",
+    "LOGIN_OK",
+    "MAILBOX_SECURITY_OPTION",
+    "ServerSourceBase",
+    "SourceBase",
+    "SpoolFile",
+    "remove_spooled",
     # network
     "Backoff",
+    "Deadline",
+    "ResponseTimer",
+    "ServerSettings",
     "Tracer",
     "add_connection_options",
+    "describe_connection_error",
+    "is_hostname_mismatch",
     "port_for",
     "redact",
     "sleep",
     "stdlib_context",
+    "tls_reasons",
     "twisted_client_tls",
+    "xoauth2_response",
     # store drivers
     "DatabaseError",
     "RawIntegrityError",

@@ -31,6 +31,13 @@ class ISource(Interface):
     """
 
     supports_push = Attribute("True when wait_for_new() is pushed by the server (IMAP IDLE)")
+    needs_auth = Attribute(
+        "Class attribute: True (the default when absent) when the source logs in to a "
+        "server: the kernel then builds the mailbox's auth driver (option ``auth``) and "
+        "passes it as ``context.authenticator``; False for a source without a server "
+        "(``maildir``), which gets no auth driver and needs none installed. "
+        "``postroom.api.SourceBase`` sets it True."
+    )
 
     def connect() -> Any:
         """Connect and authenticate. Deferred firing None."""
@@ -62,6 +69,12 @@ class ISource(Interface):
 
 class ISender(Interface):
     """Where outbound mail goes (the *send* stage). Built as ``cls(options, context)``."""
+
+    needs_auth = Attribute(
+        "Class attribute: True (the default when absent) when the sender can log in to a "
+        "server: with ``enable-authentication`` the kernel builds the auth driver named "
+        "by ``auth`` for it; False for a sender without a server (``file``)."
+    )
 
     def send(message: bytes, envelope: Any, message_id: str) -> Any:
         """Deliver *message* (bytes, CRLF or LF line ends, its Message-ID

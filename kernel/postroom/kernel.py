@@ -30,6 +30,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom.config.document import Document, read_document
@@ -38,7 +39,7 @@ from postroom.config.options import OptionSchema
 from postroom.config.site import SiteConfig
 from postroom.config.validator import validate
 from postroom.context import Context
-from postroom.drivers import DriverContext, installed_drivers, load_driver
+from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
 from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
@@ -103,11 +104,23 @@ class Kernel:
                 wanted.append((STORES_GROUP, names.store))
             wanted += [(SOURCES_GROUP, n) for n in names.sources if n in installed.sources]
             wanted += [(SENDERS_GROUP, n) for n in names.senders if n in installed.senders]
-            wanted += [(AUTH_GROUP, n) for n in names.auth if n in installed.auth]
         if store_override is not None:
             wanted.append((STORES_GROUP, str(store_override.get("driver", "memory"))))
         for group, name in dict.fromkeys(wanted):
             self.load_driver(group, name)
+        # an auth driver only for the source and sender drivers that log in
+        for group, name, auth in names.auth if names is not None else []:
+            cls = self.drivers.get((group, name))
+            if cls is not None and needs_auth(cls) and auth in installed.auth:
+                self.load_driver(AUTH_GROUP, auth)
+        installed = attrs.evolve(
+            installed,
+            without_auth=frozenset(
+                name
+                for (group, name), cls in self.drivers.items()
+                if group in (SOURCES_GROUP, SENDERS_GROUP) and not needs_auth(cls)
+            ),
+        )
         if self.document is not None:
             self.config: SiteConfig = validate(self.document, self.schema, drivers=installed)
         else:
@@ -222,7 +235,7 @@ class Kernel:
     def build_source(self, mailbox: Any) -> Any:
         cls = self.drivers[(SOURCES_GROUP, mailbox.type)]
         authenticator = None
-        if (AUTH_GROUP, mailbox.auth) in self.drivers and mailbox.type != "maildir":
+        if needs_auth(cls) and (AUTH_GROUP, mailbox.auth) in self.drivers:
             authenticator = self.drivers[(AUTH_GROUP, mailbox.auth)](mailbox, self.driver_context())
         return cls(mailbox, self.driver_context(authenticator))
 
@@ -232,7 +245,7 @@ class Kernel:
             return None
         cls = self.drivers[(SENDERS_GROUP, str(smtp.server_type))]
         authenticator = None
-        if smtp.get("enable-authentication"):
+        if needs_auth(cls) and smtp.get("enable-authentication"):
             auth_cls = self.drivers[(AUTH_GROUP, str(smtp.get("auth")))]
             authenticator = auth_cls(smtp, self.driver_context())
         return cls(smtp, self.driver_context(authenticator))

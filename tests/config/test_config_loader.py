@@ -77,7 +77,8 @@ def test_example_loads_as_written(write: Write, schema: OptionSchema, example: s
 
 def test_driver_names(write: Write, example: str) -> None:
     assert read_document(write(example)).driver_names() == DriverNames(
-        store="sqlite", sources=["maildir"], senders=["file"], auth=[], plugins=None
+        store="sqlite", sources=["maildir"], senders=["file"],
+        auth=[("postroom.sources", "maildir", "basic")], plugins=None,
     )
     doc = read_document(write("""\
 store: {driver: postgresql, dsn: x}
@@ -90,7 +91,9 @@ pop-client:
 """))
     assert doc.driver_names() == DriverNames(
         store="postgresql", sources=["imap", "pop3", "maildir"], senders=[],
-        auth=["basic", "azure-ropc"], plugins=["dsn", "mdn"],
+        auth=[("postroom.sources", "imap", "basic"), ("postroom.sources", "pop3", "azure-ropc"),
+              ("postroom.sources", "maildir", "ignored")],
+        plugins=["dsn", "mdn"],
     )
     assert read_document(write("")).driver_names() == DriverNames()
     assert read_document(write("plugins: []\n")).driver_names().plugins == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import attrs
 import yaml
@@ -24,13 +25,12 @@ import yaml
 from postroom.config.declaration import MAILBOX_SECTION, SMTP_SECTION, STORE_SECTION
 from postroom.config.interpolate import InterpolationError, interpolate
 from postroom.errors import ConfigError, ConfigErrors
+from postroom.interfaces import SENDERS_GROUP, SOURCES_GROUP
 
 _NULL_TAG = "tag:yaml.org,2002:null"
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 #: how deep ``<<`` merges and nested values may go (a hostile file cannot recurse)
 MAX_DEPTH = 32
-#: mailboxes of these types have no server, hence no auth driver
-NO_AUTH_TYPES = frozenset({"maildir"})
 DEFAULT_STORE = "sqlite"
 DEFAULT_AUTH = "basic"
 
@@ -46,8 +46,11 @@ class DriverNames:
     sources: list[str] = attrs.field(factory=list)
     #: ``smtp-client``'s ``server-type``; empty when there is no smtp-client
     senders: list[str] = attrs.field(factory=list)
-    #: ``auth`` of mailboxes that have a server (not ``maildir``), default ``basic``
-    auth: list[str] = attrs.field(factory=list)
+    #: ``(group, driver, auth)``: the auth driver each source or sender driver
+    #: would use (a mailbox's ``auth``, default ``basic``; ``smtp-client``'s when
+    #: ``enable-authentication``); the kernel loads it only for a driver that
+    #: declares ``needs_auth``
+    auth: list[tuple[str, str, str]] = attrs.field(factory=list)
     #: None when the ``plugins:`` key is absent (every installed plugin)
     plugins: list[str] | None = None
 
@@ -77,7 +80,7 @@ class Document:
             except InterpolationError:
                 return None
 
-        def add(target: list[str], value: str | None) -> None:
+        def add(target: list[Any], value: Any) -> None:
             if value and value not in target:
                 target.append(value)
 
@@ -93,17 +96,20 @@ class Document:
             entries = quiet_items(item)
             kind = text(entries.get("type", NO_ENTRY).value)
             add(names.sources, kind)
-            if kind is not None and kind not in NO_AUTH_TYPES:
-                add(names.auth, text(entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH)
+            if kind is not None:
+                auth = text(entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH
+                add(names.auth, (SOURCES_GROUP, kind, auth))
         smtp = top.get(SMTP_SECTION)
         if smtp is not None and isinstance(smtp.value, yaml.MappingNode):
             smtp_entries = quiet_items(smtp.value)
-            add(names.senders, text(smtp_entries.get("server-type", NO_ENTRY).value))
+            sender = text(smtp_entries.get("server-type", NO_ENTRY).value)
+            add(names.senders, sender)
             enabled = (
                 text(smtp_entries.get("enable-authentication", NO_ENTRY).value) or ""
             ).lower()
-            if enabled in ("true", "yes", "on", "1"):
-                add(names.auth, text(smtp_entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH)
+            if sender is not None and enabled in ("true", "yes", "on", "1"):
+                auth = text(smtp_entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH
+                add(names.auth, (SENDERS_GROUP, sender, auth))
         plugins = top.get("plugins")
         if plugins is not None:
             if isinstance(plugins.value, yaml.SequenceNode):

@@ -28,7 +28,6 @@ from postroom.config.document import (
     DEFAULT_AUTH,
     DEFAULT_STORE,
     MAX_DEPTH,
-    NO_AUTH_TYPES,
     Document,
     Entry,
     is_null,
@@ -78,6 +77,9 @@ class InstalledDrivers:
     senders: frozenset[str] = frozenset()
     stores: frozenset[str] = frozenset()
     auth: frozenset[str] = frozenset()
+    #: source and sender drivers that log in to nothing (``needs_auth = False``):
+    #: their ``auth`` names no driver, so it is not checked
+    without_auth: frozenset[str] = frozenset()
 
 
 def validate(
@@ -554,7 +556,7 @@ class _Validator:
                 label + ".type",
                 node_line(node),
             )
-            if kind is not None and kind not in NO_AUTH_TYPES:
+            if kind is not None and kind not in (self.drivers.without_auth if self.drivers else ()):
                 self.installed(
                     "auth",
                     self.text(entries.get("auth")) or DEFAULT_AUTH,

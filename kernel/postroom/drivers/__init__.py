@@ -92,6 +92,16 @@ class DriverContext:
     known_source_keys: Any = None
 
 
+def needs_auth(cls: type) -> bool:
+    """Whether the kernel builds an auth driver for this source or sender class.
+
+    A driver says so with a ``needs_auth`` class attribute (see
+    :class:`~postroom.interfaces.ISource`); one that does not say is
+    assumed to log in to a server, as every driver but a local one does.
+    """
+    return bool(getattr(cls, "needs_auth", True))
+
+
 def driver_names(group: str) -> list[str]:
     return sorted({ep.name for ep in entry_points(group=group)})
 

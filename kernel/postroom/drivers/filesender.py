@@ -29,6 +29,8 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._@+-]")
 
 @implementer(ISender)
 class FileSender:
+    needs_auth = False  # a local folder: no server to log in to
+
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
         schema.add(

@@ -27,6 +27,7 @@ from postroom.model import FetchedMessage, RawRef
 @implementer(ISource)
 class MaildirSource:
     supports_push = False
+    needs_auth = False  # a local folder: no server to log in to
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:

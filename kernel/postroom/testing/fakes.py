@@ -75,6 +75,9 @@ class FakeSender:
     next send fail with a given error (a temporary failure, say).
     """
 
+    #: logs in to nothing: the kernel gives it no auth driver
+    needs_auth = False
+
     def __init__(
         self,
         options: Any = None,
@@ -182,6 +185,9 @@ class FakeSource:
     :class:`~postroom.errors.SourceError` and is recorded in :attr:`problems`,
     which :meth:`TestKernel.poll` checks is empty.
     """
+
+    #: logs in to nothing: the kernel gives it no auth driver
+    needs_auth = False
 
     supports_push = False
 

@@ -9,15 +9,15 @@ them, so the same driver serves IMAP, POP3 and SMTP.
 
 from __future__ import annotations
 
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"
+
 from typing import Any
 
 from twisted.internet import defer
 from zope.interface import implementer
 
-from postroom.config.types import Secret
-from postroom.drivers import Credentials
-from postroom.errors import ConfigError
-from postroom.interfaces import IAuthenticator
+from postroom.api import ConfigError, Credentials, IAuthenticator, Secret
 
 __all__ = ["BasicAuthenticator"]
 

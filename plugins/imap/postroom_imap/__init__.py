@@ -4,3 +4,6 @@
 lines, streamed bodies, UID commands, verified TLS only, timeouts on the
 injected clock); :mod:`postroom_imap.source` is the ISource the kernel drives.
 """
+
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"

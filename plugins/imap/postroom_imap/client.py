@@ -40,8 +40,15 @@ from twisted.mail import imap4
 from twisted.mail.imap4 import Command, parseNestedParens
 from twisted.python.failure import Failure
 
-from postroom.errors import ConnectionDown, SourceError
-from postroom.net.trace import Tracer
+from postroom.api import (
+    ConnectionDown,
+    ResponseTimer,
+    SourceError,
+    Tracer,
+    is_hostname_mismatch,
+    tls_reasons,
+    xoauth2_response,
+)
 
 log = logging.getLogger(__name__)
 
@@ -351,7 +358,7 @@ class IMAPClient(imap4.IMAP4Client):
         self.on_new_mail: Callable[[], None] | None = None
         self.bye: str | None = None
         self._error: SourceError | None = None
-        self._timer: Any = None
+        self._timer = ResponseTimer(clock, protocol_timeout, self._timed_out)
         self._idle: IdleCommand | None = None
         self._sink: BodyFetchCommand | None = None
         self._sink_left = 0
@@ -364,7 +371,7 @@ class IMAPClient(imap4.IMAP4Client):
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self.connected_ = False
-        self._disarm()
+        self._timer.stop()
         self._sink = None
         failure = self._error or self.lost_error(reason)
         self._error = failure
@@ -417,22 +424,10 @@ class IMAPClient(imap4.IMAP4Client):
         return not (idle is not None and idle.idling and not idle.done_sent)
 
     def _touch(self) -> None:
-        if self.protocol_timeout <= 0 or not self.connected_:
-            return
-        if not self._expecting():
-            self._disarm()
-        elif self._timer is not None and self._timer.active():
-            self._timer.reset(self.protocol_timeout)
-        else:
-            self._timer = self.clock.callLater(self.protocol_timeout, self._timed_out)
-
-    def _disarm(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        if self.connected_:
+            self._timer.touch(self._expecting())
 
     def _timed_out(self) -> None:
-        self._timer = None
         if not self._expecting():
             return
         names = [
@@ -815,26 +810,14 @@ class IMAPClient(imap4.IMAP4Client):
         return d
 
 
-def xoauth2_response(username: str, token: str) -> bytes:
-    """The SASL XOAUTH2 initial client response (before base64)."""
-    return f"user={username}\x01auth=Bearer {token}\x01\x01".encode()
-
-
 def _tls_reason(value: Any) -> str | None:
     """A readable reason when *value* is a TLS failure (certificate, host name), else None."""
-    if value is None:
-        return None
-    module = type(value).__module__
-    name = type(value).__name__
-    if name == "VerificationError" or module.startswith("service_identity"):
+    if is_hostname_mismatch(value):
         return f"certificate does not match the host name ({value})"
-    if module.startswith("OpenSSL") or "SSL" in name:
-        reasons: list[str] = []
-        for entry in getattr(value, "args", [[]])[0] if getattr(value, "args", None) else []:
-            if isinstance(entry, tuple) and entry:
-                reasons.append(str(entry[-1]))
-        text = ", ".join(r for r in reasons if r) or str(value)
-        if "certificate verify failed" in text:
-            return f"certificate does not verify ({text})"
-        return text
-    return None
+    reasons = tls_reasons(value)
+    if reasons is None:
+        return None
+    text = ", ".join(reasons)
+    if "certificate verify failed" in text:
+        return f"certificate does not verify ({text})"
+    return text

@@ -21,26 +21,27 @@ How it meets the kernel's contract (:class:`postroom.interfaces.ISource`):
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import re
-import tempfile
-from typing import IO, Any
+from typing import Any
 
 from twisted.internet import defer, protocol
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from postroom.config.options import OptionSchema, Scope
-from postroom.drivers import Credentials, DriverContext, SourceItem
-from postroom.errors import ConnectionDown, PostroomError, SourceError
-from postroom.interfaces import ISource
-from postroom.model import FetchedMessage, RawRef
-from postroom.net.options import add_connection_options, port_for
-from postroom.net.tls import twisted_client_tls
-from postroom.net.trace import Tracer
+from postroom.api import (
+    ConnectionDown,
+    Credentials,
+    Deadline,
+    DriverContext,
+    FetchedMessage,
+    OptionSchema,
+    PostroomError,
+    Scope,
+    ServerSourceBase,
+    SourceError,
+    SourceItem,
+)
 from postroom_imap.batching import FetchBatcher
 from postroom_imap.client import IdleCommand, IMAPClient, IMAPCommandError
 
@@ -59,19 +60,15 @@ PORTS = {"ssl": 993, "starttls": 143, "none": 143}
 _warned_no_expunge: set[str] = set()
 
 
-@implementer(ISource)
-class IMAPSource:
+class IMAPSource(ServerSourceBase):
     supports_push = False  # True once the server offered IDLE
+    protocol = "imap"
+    types = TYPES
+    ports = PORTS
 
-    @staticmethod
-    def postroom_add_options(schema: OptionSchema) -> None:
-        add_connection_options(
-            schema,
-            scope=Scope.MAILBOX,
-            types=TYPES,
-            security_option="pop-connection-security",
-            ports=PORTS,
-        )
+    @classmethod
+    def postroom_add_options(cls, schema: OptionSchema) -> None:
+        cls.add_server_options(schema)
         add = schema.add
         add(
             "folder-path",
@@ -142,16 +139,7 @@ class IMAPSource:
         )
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
-        self.mailbox = mailbox
-        self.context = context
-        self.name: str = mailbox.name
-        self.host = str(mailbox.get("server"))
-        self.security = str(mailbox.get("pop-connection-security"))
-        self.port = port_for(mailbox, "pop-connection-security", PORTS)
-        ca_file = mailbox.get("ca-file")
-        self.ca_file = os.fspath(ca_file) if ca_file else None
-        self.connect_timeout = float(mailbox.get("connect-timeout"))
-        self.protocol_timeout = float(mailbox.get("protocol-timeout"))
+        super().__init__(mailbox, context)
         self.folder = str(mailbox.get("folder-path"))
         self.after = str(mailbox.get("after-processing"))
         self.move_to: str | None = mailbox.get("move-to-folder")
@@ -163,9 +151,7 @@ class IMAPSource:
         self.idle_timeout = float(mailbox.get("idle-timeout"))
         self.chunk = int(mailbox.get("mail.imap.fetchsize"))
         self.partial = bool(mailbox.get("mail.imap.partialfetch"))
-        self.tracer = Tracer(self.name, bool(mailbox.get("enable-debug")))
         self._batcher = FetchBatcher(context.reactor, self.chunk if self.partial else None)
-        self.where = f"server {self.host}:{self.port}"
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
         self._pending_acks: list[int] = []
@@ -180,19 +166,11 @@ class IMAPSource:
     def capabilities(self) -> frozenset[str]:
         return self.client.capabilities if self.client is not None else frozenset()
 
-    def _tls(self) -> Any:
-        try:
-            return twisted_client_tls(self.host, self.ca_file)
-        except (OSError, ValueError) as exc:
-            raise SourceError(
-                f"mailbox {self.name}: cannot read ca-file {self.ca_file}: {exc}"
-            ) from exc
-
     def connect(self) -> Deferred[None]:
         return ensureDeferred(self._connect())
 
     async def _connect(self) -> None:
-        credentials = await self._credentials()
+        credentials = await self.credentials()
         client = await self._open()
         self.client = client
         try:
@@ -204,28 +182,24 @@ class IMAPSource:
                 raise
             raise SourceError(f"mailbox {self.name} on {self.where}: {exc}") from exc
 
-    async def _credentials(self) -> Credentials:
-        authenticator = self.context.authenticator
-        if authenticator is None:
-            raise SourceError(
-                f"mailbox {self.name}: no auth driver {self.mailbox.auth!r} is installed"
-            )
-        credentials: Credentials = await authenticator.credentials("imap")
-        return credentials
-
     def _open(self) -> Deferred[IMAPClient]:
         """Connect, (TLS,) and wait for the greeting, within connect-timeout."""
         result: Deferred[IMAPClient] = Deferred()
         factory = _ClientFactory(self, result)
         reactor = self.context.reactor
+        settings = self.settings
         try:
-            if self.security == "ssl":
+            if settings.security == "ssl":
                 connector = reactor.connectSSL(
-                    self.host, self.port, factory, self._tls(), timeout=self.connect_timeout
+                    settings.host,
+                    settings.port,
+                    factory,
+                    self.tls(),
+                    timeout=settings.connect_timeout,
                 )
             else:
                 connector = reactor.connectTCP(
-                    self.host, self.port, factory, timeout=self.connect_timeout
+                    settings.host, settings.port, factory, timeout=settings.connect_timeout
                 )
         except SourceError as exc:
             return defer.fail(exc)
@@ -234,7 +208,7 @@ class IMAPSource:
             if not result.called:
                 failure = SourceError(
                     f"mailbox {self.name}: no greeting from {self.where} within "
-                    f"{self.connect_timeout:g} s"
+                    f"{settings.connect_timeout:g} s"
                 )
                 if factory.client is not None:
                     factory.client.abort(failure)
@@ -243,26 +217,25 @@ class IMAPSource:
                 if not result.called:
                     result.errback(failure)
 
-        timer = self.context.clock.callLater(self.connect_timeout, too_slow)
+        deadline = Deadline(self.context.clock, settings.connect_timeout, too_slow)
 
-        def stop_timer(value: Any) -> Any:
-            if timer.active():
-                timer.cancel()
+        def stop_deadline(value: Any) -> Any:
+            deadline.cancel()
             return value
 
-        result.addBoth(stop_timer)
+        result.addBoth(stop_deadline)
         return result
 
     async def _setup(self, client: IMAPClient, credentials: Credentials) -> None:
         caps = client.capabilities or await client.capability()
-        if self.security == "starttls":
+        if self.settings.security == "starttls":
             if "STARTTLS" not in caps:
                 raise SourceError(
                     f"mailbox {self.name}: {self.where} does not offer STARTTLS, which "
                     "pop-connection-security 'starttls' requires; not logging in over "
                     "clear text"
                 )
-            caps = await client.starttls(self._tls())
+            caps = await client.starttls(self.tls())
         if client.state == "unauth":
             await self._login(client, credentials)
         try:
@@ -283,7 +256,7 @@ class IMAPSource:
             "mailbox %s: connected to %s (%s), folder %s: %d message(s)%s",
             self.name,
             self.where,
-            "TLS" if self.security != "none" else "clear text",
+            "TLS" if self.settings.encrypted else "clear text",
             self.folder,
             info.get("EXISTS", 0),
             ", IDLE" if self.supports_push else "",
@@ -306,23 +279,14 @@ class IMAPSource:
                     )
                 result = await client.login(credentials.username, credentials.secret)
         except IMAPCommandError as exc:
-            if self.context.authenticator is not None:
-                self.context.authenticator.invalidate()
-            self._auth_event("login-failed", exc.text)
+            self.login_refused(exc.text)
             raise SourceError(
                 f"login refused for mailbox {self.name} on {self.where}: {exc.text}"
             ) from exc
-        self._auth_event("login-ok", f"{mechanism} on {self.where}")
+        self.login_ok(f"{mechanism} on {self.where}")
         tagged = result[1] if isinstance(result, tuple) else b""
         if b"[CAPABILITY " not in tagged.upper():
             await client.capability()  # what the server offers once logged in
-
-    def _auth_event(self, event: str, detail: str) -> None:
-        report = self.context.auth_event
-        if report is not None:
-            d = report(self.name, event, detail)
-            if isinstance(d, Deferred):
-                d.addErrback(lambda f: log.debug("auth event hook failed: %s", f))
 
     def _connected(self) -> IMAPClient:
         client = self.client
@@ -438,59 +402,28 @@ class IMAPSource:
                 f"mailbox {self.name}: UIDVALIDITY of {self.folder} changed; "
                 f"message {item.source_key} is listed again under its new UID"
             )
-        limit = self._max_size()
-        if limit and item.size is not None and item.size > limit:
-            log.info(
-                "mailbox %s: message %s is %d bytes, over maximum-msg-size (%d): "
-                "downloading it to keep its raw bytes",
-                self.name,
-                item.source_key,
-                item.size,
-                limit,
-                extra={"mailbox": self.name},
-            )
-        fd, path = tempfile.mkstemp(
-            prefix=f"imap-{_safe(self.name)}-{uid}-", suffix=".eml", dir=self.context.spool_dir
-        )
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                writer = _HashingWriter(fh)
-                offset = 0
-                while True:
-                    if offset == 0:
-                        got = await self._batcher.fetch(client, uid, writer)
-                    else:
-                        got = await client.fetch_body(uid, writer, offset, self.chunk)
-                    if got is None:
-                        raise SourceError(
-                            f"mailbox {self.name}: message UID {uid} is no longer in "
-                            f"{self.folder} on {self.where}"
-                        )
-                    offset += got
-                    if not self.partial or got < self.chunk:
-                        break
-            raw = RawRef(path=path, size=writer.size, sha256=writer.sha256.hexdigest())
-        except BaseException:
-            _unlink(path)
-            raise
+        self.note_size(item.source_key, item.size)
+        with self.spool(str(uid)) as writer:
+            offset = 0
+            while True:
+                if offset == 0:
+                    got = await self._batcher.fetch(client, uid, writer)
+                else:
+                    got = await client.fetch_body(uid, writer, offset, self.chunk)
+                if got is None:
+                    raise SourceError(
+                        f"mailbox {self.name}: message UID {uid} is no longer in "
+                        f"{self.folder} on {self.where}"
+                    )
+                offset += got
+                if not self.partial or got < self.chunk:
+                    break
         return FetchedMessage(
-            mailbox=self.name, source_key=item.source_key, raw=raw, server_size=item.size
+            mailbox=self.name, source_key=item.source_key, raw=writer.raw(), server_size=item.size
         )
-
-    def _max_size(self) -> int:
-        try:
-            return int(self.context.config.get("email-processing", "maximum-msg-size") or 0)
-        except (AttributeError, KeyError, TypeError, ValueError):
-            return 0
-
-    def _drop_spool(self, message: FetchedMessage) -> None:
-        path = message.raw.path
-        spool = os.path.abspath(self.context.spool_dir)
-        if os.path.abspath(path).startswith(spool + os.sep):
-            _unlink(path)
 
     def release(self, message: FetchedMessage) -> Deferred[None]:
-        self._drop_spool(message)
+        self.drop_spooled(message)
         return defer.succeed(None)
 
     # -------------------------------------------------------- acknowledging
@@ -498,7 +431,7 @@ class IMAPSource:
     def acknowledge(self, message: FetchedMessage) -> Deferred[None]:
         """Queue the message's UID for the after-processing action (sent in
         batches, always after the kernel's call, before the next listing)."""
-        self._drop_spool(message)
+        self.drop_spooled(message)
         validity, uid = self.parse_key(message.source_key)
         if validity != self.uidvalidity:
             log.warning(
@@ -615,25 +548,27 @@ class IMAPSource:
                     await self._connected().noop()  # EXISTS, if any, sets _new_mail
         self._new_mail = False
 
-    def _arm_waker(self, span: float) -> tuple[Deferred[bool], Any]:
+    def _arm_waker(self, span: float) -> tuple[Deferred[bool], Deadline]:
+        """A waker fired on new mail, or with False once *span* seconds passed."""
         waker: Deferred[bool] = Deferred()
         self._waker = waker
-        timer = self.context.clock.callLater(span, self._wake, False)
-        return waker, timer
+        return waker, Deadline(self.context.clock, span, lambda: self._wake(False))
+
+    def _disarm_waker(self, deadline: Deadline) -> None:
+        deadline.cancel()
+        self._waker = None
 
     async def _pause(self, span: float) -> None:
-        waker, timer = self._arm_waker(span)
+        waker, deadline = self._arm_waker(span)
         try:
             await waker
         finally:
-            if timer.active():
-                timer.cancel()
-            self._waker = None
+            self._disarm_waker(deadline)
 
     async def _idle(self, span: float) -> None:
         """One IDLE of at most *span* seconds; returns once the server closed it."""
         client = self._connected()
-        waker, timer = self._arm_waker(span)
+        waker, deadline = self._arm_waker(span)
         cmd: IdleCommand = client.idle()
         completion = cmd.completion
         assert completion is not None
@@ -654,9 +589,7 @@ class IMAPSource:
             try:
                 await waker
             finally:
-                if timer.active():
-                    timer.cancel()
-                self._waker = None
+                self._disarm_waker(deadline)
                 client.end_idle(cmd)
             await completion
         except IMAPCommandError as exc:
@@ -694,12 +627,12 @@ class IMAPSource:
         if client.connected_ and client.transport is not None:
             client.transport.loseConnection()
         if not client.closed.called:
-            timer = self.context.clock.callLater(
-                self.protocol_timeout, lambda: client.abort(SourceError("LOGOUT too slow"))
-            )
-            await client.closed
-            if timer.active():
-                timer.cancel()
+            with Deadline(
+                self.context.clock,
+                self.settings.protocol_timeout,
+                lambda: client.abort(SourceError("LOGOUT too slow")),
+            ):
+                await client.closed
 
 
 class _ClientFactory(protocol.ClientFactory):
@@ -717,7 +650,7 @@ class _ClientFactory(protocol.ClientFactory):
         client = IMAPClient(
             clock=source.context.clock,
             server=source.where,
-            protocol_timeout=source.protocol_timeout,
+            protocol_timeout=source.settings.protocol_timeout,
             tracer=source.tracer,
         )
         client.factory = self
@@ -744,35 +677,8 @@ class _ClientFactory(protocol.ClientFactory):
             )
 
 
-class _HashingWriter:
-    """A file wrapper that hashes and counts what goes through (one pass over the bytes)."""
-
-    def __init__(self, fh: IO[bytes]) -> None:
-        self.fh = fh
-        self.sha256 = hashlib.sha256()
-        self.size = 0
-
-    def write(self, data: bytes) -> int:
-        self.sha256.update(data)
-        self.size += len(data)
-        return self.fh.write(data)
-
-
 async def _quietly(d: Deferred[Any]) -> None:
     try:
         await d
     except Exception as exc:
         log.debug("ignored while disconnecting: %s", exc)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:40]
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        log.warning("cannot remove spool file %s: %s", path, exc)

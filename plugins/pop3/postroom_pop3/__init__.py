@@ -7,6 +7,9 @@ for what is changed in Twisted's POP3 client and why, and
 
 from __future__ import annotations
 
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"
+
 __all__ = ["POP3Source"]
 
 

@@ -16,7 +16,9 @@
   ``allowInsecureLogin`` was set (only for ``pop-connection-security: none``);
 * **SASL** (:meth:`authenticate`) with ``+`` continuations, for ``AUTH XOAUTH2``
   in the two-line form Office 365 requires;
-* **the injected clock** for the protocol timeout, and a timeout *aborts* the
+* **the protocol timeout** is :class:`postroom.api.ResponseTimer` on the
+  injected clock (instead of Twisted's ``TimeoutMixin`` on the global reactor):
+  it runs only while an answer is awaited, and a timeout *aborts* the
   connection and fails every waiting Deferred at once, so a silent server or
   a TLS close that never completes cannot leave a caller waiting;
 * **traces** through :class:`postroom.net.trace.Tracer` (``PASS`` and SASL
@@ -35,7 +37,7 @@ from twisted.internet.protocol import connectionDone
 from twisted.mail.pop3 import AdvancedPOP3Client, InsecureAuthenticationDisallowed, LineTooLong
 from twisted.python.failure import Failure
 
-from postroom.net.trace import Tracer
+from postroom.api import ResponseTimer, Tracer, xoauth2_response
 from postroom_pop3.spool import SpoolWriter
 
 OK = b"+OK"
@@ -47,8 +49,7 @@ LINE_LIMIT = 1 << 20
 
 def xoauth2_initial_response(user: str, token: str) -> bytes:
     """The base64 XOAUTH2 string: ``user=U^Aauth=Bearer T^A^A`` (Google/Microsoft)."""
-    raw = f"user={user}\x01auth=Bearer {token}\x01\x01".encode()
-    return base64.b64encode(raw)
+    return base64.b64encode(xoauth2_response(user, token))
 
 
 class PostroomPOP3Client(AdvancedPOP3Client):
@@ -65,8 +66,9 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         allow_insecure_login: bool = False,
     ) -> None:
         self.clock = clock
-        # seconds as a float: TimeoutMixin takes any number, the base says int
+        # the base class tests ``timeout > 0`` before it (re)sets its timer
         self.timeout = timeout  # type: ignore[assignment]
+        self._response_timer = ResponseTimer(clock, timeout, self.timeoutConnection)
         self.tracer = tracer if tracer is not None else Tracer("pop3", False)
         self.allowInsecureLogin = allow_insecure_login
         #: fires with the greeting text, or fails when the connection ends first
@@ -79,21 +81,31 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         self._raw: SpoolWriter | None = None
         self._sasl_respond: Callable[[bytes], bytes] | None = None
 
-    # -- time: the injected clock, never the global reactor
+    # -- time: the shared response timer on the injected clock
 
-    def callLater(self, period: float, func: Callable[[], Any]) -> Any:
-        """TimeoutMixin's timer source: the clock the kernel gave us."""
-        return self.clock.callLater(period, func)
+    def _expecting(self) -> bool:
+        """An answer is awaited: the greeting, a command's, or a queued command's."""
+        return self._waiting is not None or not self.greeted.called or bool(self._blockedQueue)
+
+    def setTimeout(self, period: float | None) -> None:
+        """TimeoutMixin's API, as the base class calls it (connect, close)."""
+        if period is None:
+            self._response_timer.stop()
+        else:
+            self._response_timer.touch(self._expecting())
+
+    def resetTimeout(self) -> None:
+        """Bytes came: the server gets the full time again while an answer is due."""
+        self._response_timer.touch(self._expecting())
 
     def timeoutConnection(self) -> None:
         """No answer within ``protocol-timeout``: fail now, abort the transport.
 
-        TimeoutMixin also fires while no command is outstanding (the gateway
-        parsing or committing between two commands): that is not the server's
-        fault, so the timer is only re-armed then.
+        A timer that ran out while no command is outstanding (the gateway
+        parsing or committing between two commands) is not the server's
+        fault: nothing happens, the next command starts it again.
         """
-        if self._waiting is None and self.greeted.called and not self._blockedQueue:
-            self.setTimeout(self.timeout)
+        if not self._expecting():
             return
         self._timedOut = True
         self._give_up(Failure(error.TimeoutError("no answer from the server in time")))
@@ -139,8 +151,7 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         if self.lost:
             return
         self.lost = True
-        if self.timeout:
-            self.setTimeout(None)
+        self._response_timer.stop()
         if self._raw is not None:
             self._raw.discard()
             self._raw = None
@@ -198,18 +209,18 @@ class PostroomPOP3Client(AdvancedPOP3Client):
     def lineReceived(self, line: bytes) -> None:
         self.tracer.received(line)
         super().lineReceived(line)
+        if not self.lost:
+            self.resetTimeout()  # the answer may be complete: no timer while none is due
 
     def sendLine(self, line: bytes) -> None:
         self.tracer.sent(line)
-        if self.timeout:
-            self.setTimeout(self.timeout)  # the server gets the full time for each answer
+        self._response_timer.touch(True)  # the server gets the full time for each answer
         super().sendLine(line)
 
     def _feed_raw(self, data: bytes) -> bytes | None:
         sink = self._raw
         assert sink is not None
-        if self.timeout:
-            self.resetTimeout()
+        self._response_timer.touch(True)  # mid-body: the rest is still due
         try:
             rest = sink.feed(data)
         except OSError as exc:  # disk full, spool removed...
@@ -224,6 +235,8 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         self._unblock()
         if waiting is not None:
             waiting.callback(sink)
+        if not self.lost:
+            self.resetTimeout()
         return rest
 
     def state_LONG_INITIAL(self, line: bytes) -> str:

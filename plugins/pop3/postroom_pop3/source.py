@@ -27,15 +27,11 @@ How a pass goes, and why:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import os
-import tempfile
 import weakref
 from typing import Any
 
-from OpenSSL import SSL
 from twisted.internet import defer, error, task
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
@@ -46,16 +42,21 @@ from twisted.mail.pop3 import (
     TLSNotSupportedError,
 )
 from twisted.python.failure import Failure
-from zope.interface import implementer
 
-from postroom.config.options import OptionSchema, Scope
-from postroom.drivers import Credentials, DriverContext, SourceItem
-from postroom.errors import SourceError
-from postroom.interfaces import ISource
-from postroom.model import FetchedMessage
-from postroom.net.options import add_connection_options, port_for
-from postroom.net.tls import twisted_client_tls
-from postroom.net.trace import Tracer
+from postroom.api import (
+    Credentials,
+    Deadline,
+    DriverContext,
+    FetchedMessage,
+    OptionSchema,
+    Scope,
+    ServerSourceBase,
+    SourceError,
+    SourceItem,
+    describe_connection_error,
+    is_hostname_mismatch,
+    tls_reasons,
+)
 from postroom_pop3.protocol import PostroomPOP3Client
 from postroom_pop3.spool import SpoolWriter
 
@@ -86,41 +87,25 @@ def _seen_set(config: Any, mailbox: str) -> set[str]:
 
 def describe(exc: BaseException) -> str:
     """An operator's description of a connection-level failure (no secrets in it)."""
-    if isinstance(exc, SSL.Error):
-        reasons = []
-        for item in exc.args[0] if exc.args and isinstance(exc.args[0], list) else []:
-            if isinstance(item, tuple) and item:
-                reasons.append(str(item[-1]))
-        detail = "; ".join(r for r in reasons if r) or str(exc) or "handshake failed"
-        return f"TLS handshake failed: {detail}"
-    name = type(exc).__name__
-    if name == "VerificationError":  # service_identity: host name not in the certificate
+    reasons = tls_reasons(exc)
+    if reasons is not None:
+        return "TLS handshake failed: " + "; ".join(reasons)
+    if is_hostname_mismatch(exc):
         return f"TLS certificate does not match the server's host name ({exc})"
-    if isinstance(exc, error.TimeoutError | defer.TimeoutError):
-        return "no answer in time (protocol-timeout)"
-    if isinstance(exc, error.DNSLookupError):
-        return "host name not found"
-    if isinstance(exc, error.ConnectionRefusedError):
-        return f"connection refused ({exc})" if str(exc) else "connection refused"
-    if isinstance(exc, error.ConnectionDone | error.ConnectionLost):
-        return "connection closed by the server"
     if isinstance(exc, LineTooLong):
         return f"server sent a line too long to read ({exc})"
     if isinstance(exc, ServerErrorResponse):
         return "server said: " + _text(exc)
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
+    described = describe_connection_error(exc)
+    if described is not None:
+        return described
+    name = type(exc).__name__
     return f"{name}: {exc}" if str(exc) else name
 
 
 def _text(exc: ServerErrorResponse) -> str:
     raw = exc.args[0] if exc.args else b""
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(path)
 
 
 class _OneShot(Factory):
@@ -139,19 +124,14 @@ class _OneShot(Factory):
         return self.client
 
 
-@implementer(ISource)
-class POP3Source:
-    supports_push = False
+class POP3Source(ServerSourceBase):
+    protocol = TYPE
+    types = (TYPE,)
+    ports = PORTS
 
-    @staticmethod
-    def postroom_add_options(schema: OptionSchema) -> None:
-        add_connection_options(
-            schema,
-            scope=Scope.MAILBOX,
-            types=(TYPE,),
-            security_option="pop-connection-security",
-            ports=PORTS,
-        )
+    @classmethod
+    def postroom_add_options(cls, schema: OptionSchema) -> None:
+        cls.add_server_options(schema)
         schema.add(
             "after-processing",
             "choice",
@@ -176,19 +156,9 @@ class POP3Source:
         )
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
-        self.mailbox = mailbox
-        self.context = context
-        self.name: str = mailbox.name
-        self.host = str(mailbox.get("server"))
-        self.security = str(mailbox.get("pop-connection-security"))
-        self.port = self._port()
-        ca_file = mailbox.get("ca-file")
-        self.ca_file = os.fspath(ca_file) if ca_file else None
-        self.connect_timeout = float(mailbox.get("connect-timeout"))
-        self.protocol_timeout = float(mailbox.get("protocol-timeout"))
+        super().__init__(mailbox, context)
         self.after = str(mailbox.get("after-processing"))
         self.disable_top = bool(mailbox.get("mail.pop3.disabletop"))
-        self.tracer = Tracer(self.name, bool(mailbox.get("enable-debug")))
         self._client: PostroomPOP3Client | None = None
         self._lock = defer.DeferredLock()
         #: source key -> 0-based message number, valid for the current session only
@@ -200,56 +170,33 @@ class POP3Source:
         #: disconnect() was called: open no new session (see _session)
         self._closing = False
 
-    def _port(self) -> int:
-        """The configured port, or 995 for implicit TLS and 110 otherwise."""
-        return port_for(self.mailbox, "pop-connection-security", PORTS)
-
-    @property
-    def where(self) -> str:
-        return f"server {self.host}:{self.port}"
-
     # ------------------------------------------------------------ session
-
-    def _tls(self) -> Any:
-        return twisted_client_tls(self.host, self.ca_file)
 
     def _endpoint(self) -> Any:
         """Where to connect (a seam for tests): TCP, wrapped in TLS for ``ssl``."""
+        settings = self.settings
         endpoint: Any = HostnameEndpoint(
-            self.context.reactor, self.host, self.port, timeout=max(1, int(self.connect_timeout))
+            self.context.reactor,
+            settings.host,
+            settings.port,
+            timeout=max(1, int(settings.connect_timeout)),
         )
-        if self.security == "ssl":
-            endpoint = wrapClientTLS(self._tls(), endpoint)
+        if settings.security == "ssl":
+            endpoint = wrapClientTLS(self.tls(), endpoint)
         return endpoint
 
     def _new_client(self) -> PostroomPOP3Client:
         return PostroomPOP3Client(
             clock=self.context.clock,
-            timeout=self.protocol_timeout,
+            timeout=self.settings.protocol_timeout,
             tracer=self.tracer,
             # USER/PASS in clear text only when the site chose clear text
-            allow_insecure_login=self.security == "none",
+            allow_insecure_login=not self.settings.encrypted,
         )
-
-    async def _credentials(self) -> Credentials:
-        authenticator = self.context.authenticator
-        if authenticator is None:
-            # no auth driver (an embedding without one): the mailbox's own options
-            password = self.mailbox.get("password")
-            secret = password.reveal() if hasattr(password, "reveal") else str(password or "")
-            return Credentials(str(self.mailbox.get("mailbox") or ""), secret, "PLAIN")
-        result: Credentials = await defer.maybeDeferred(authenticator.credentials, TYPE)
-        return result
-
-    def _auth_event(self, event: str, detail: str) -> None:
-        report = self.context.auth_event
-        if report is not None:
-            d = defer.maybeDeferred(report, self.name, event, detail)
-            d.addErrback(lambda f: log.debug("auth event hook failed: %s", f.getErrorMessage()))
 
     async def _open(self) -> PostroomPOP3Client:
         """Connect, (STLS,) log in: a ready session, or SourceError."""
-        credentials = await self._credentials()
+        credentials = await self.credentials()
         client = self._new_client()
         try:
             await self._handshake(client)
@@ -262,40 +209,39 @@ class POP3Source:
     async def _handshake(self, client: PostroomPOP3Client) -> None:
         """TCP, TLS, greeting and STLS, all within ``connect-timeout``."""
         connecting: defer.Deferred[Any] = self._endpoint().connect(_OneShot(client))
-        expired: list[bool] = []
 
         def expire() -> None:
-            expired.append(True)
             if not connecting.called:
                 connecting.cancel()
             else:
                 client._give_up(Failure(error.TimeoutError("connect-timeout")))
 
-        timer = self.context.clock.callLater(self.connect_timeout, expire)
+        deadline = Deadline(self.context.clock, self.settings.connect_timeout, expire)
         try:
             await connecting
             await client.greeted
             caps = await client.capabilities()
-            if self.security == "starttls":
+            if self.settings.security == "starttls":
                 if b"STLS" not in caps:
                     raise TLSNotSupportedError()
-                await client.start_tls_verified(self._tls())
+                await client.start_tls_verified(self.tls())
         except TLSNotSupportedError:
             raise SourceError(
                 f"{self.where} does not offer STLS, but "
                 "pop-connection-security is starttls: refusing to go on in clear text "
                 "(use ssl, or none if clear text is really wanted)"
             ) from None
+        except SourceError:
+            raise  # the ca-file cannot be read: said as it is
         except Exception as exc:
-            if expired:
+            if deadline.expired:
                 raise SourceError(
                     f"could not connect to {self.where} within "
-                    f"connect-timeout ({self.connect_timeout:g}s, TLS and greeting included)"
+                    f"connect-timeout ({deadline.seconds:g}s, TLS and greeting included)"
                 ) from None
             raise SourceError(f"cannot connect to {self.where}: {describe(exc)}") from exc
         finally:
-            if timer.active():
-                timer.cancel()
+            deadline.cancel()
 
     async def _login(self, client: PostroomPOP3Client, credentials: Credentials) -> None:
         mechanism = credentials.mechanism.upper()
@@ -321,18 +267,15 @@ class POP3Source:
             text = _text(exc)
             if raw.startswith(_TEMPORARY_CODES):
                 raise SourceError(f"{self.where} cannot open the mailbox now: {text}") from None
-            authenticator = self.context.authenticator
-            if authenticator is not None:
-                authenticator.invalidate()
-            self._auth_event("login-failed", text)
+            self.login_refused(text)
             raise SourceError(
-                f"login refused for mailbox {self.name} on server {self.host}: {text}"
+                f"login refused for mailbox {self.name} on server {self.settings.host}: {text}"
             ) from None
         except Exception as exc:
             raise SourceError(
                 f"connection to {self.where} failed while logging in: {describe(exc)}"
             ) from exc
-        self._auth_event("login-ok", f"{self.where} ({credentials.mechanism})")
+        self.login_ok(f"{mechanism} on {self.where}")
 
     @staticmethod
     def _drop(client: PostroomPOP3Client) -> None:
@@ -528,7 +471,8 @@ class POP3Source:
                 number = self._index.get(item.source_key)
                 if number is None:
                     raise SourceError(f"message {item.source_key} is no longer on {self.where}")
-                sink = self._spool()
+                self.note_size(item.source_key, item.size)
+                sink = SpoolWriter(self.spool(str(number + 1)))
                 try:
                     await client.retrieve_to(number, sink)
                 except ServerErrorResponse as exc:
@@ -548,17 +492,11 @@ class POP3Source:
 
         return defer.ensureDeferred(go())
 
-    def _spool(self) -> SpoolWriter:
-        os.makedirs(self.context.spool_dir, exist_ok=True)
-        fd, path = tempfile.mkstemp(prefix="pop3-", suffix=".eml", dir=self.context.spool_dir)
-        os.close(fd)
-        return SpoolWriter(path)
-
     def acknowledge(self, message: FetchedMessage) -> defer.Deferred[None]:
         """The store has it: DELE (committed at this pass's QUIT), or remember it."""
 
         async def go() -> None:
-            _unlink(message.raw.path)  # the store has its own copy now
+            self.drop_spooled(message)  # the store has its own copy now
             key = message.source_key
             if self.after == "leave":
                 self._seen.add(key)
@@ -590,7 +528,7 @@ class POP3Source:
 
     def release(self, message: FetchedMessage) -> defer.Deferred[None]:
         """A failure: drop the spool file; the message stays on the server."""
-        _unlink(message.raw.path)
+        self.drop_spooled(message)
         return defer.succeed(None)
 
     def wait_for_new(self, timeout: float) -> defer.Deferred[None]:

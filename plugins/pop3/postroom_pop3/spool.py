@@ -6,20 +6,17 @@ base64 or HTML line (common in the wild) could never be fetched. This writer
 takes the raw bytes as they arrive, in chunks of any size and split anywhere,
 and only looks at the places that matter: the starts of lines, where the
 server byte-stuffed a leading ``.`` (RFC 1939 section 3) or sent the
-terminating ``.CRLF``. Everything else goes to the file untouched, so the
-spool holds the message exactly as the server stores it (CRLF line ends), its
-size and SHA-256 are computed on the way and the message is never held whole
-in memory.
+terminating ``.CRLF``. Everything else goes to the shared hashing spool file
+(:class:`postroom.api.SpoolFile`) untouched, so the spool holds the message
+exactly as the server stores it (CRLF line ends), its size and SHA-256 are
+computed on the way and the message is never held whole in memory.
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import os
-from typing import IO
 
-from postroom.model import RawRef
+from postroom.api import RawRef, SpoolFile
 
 _TERMINATOR = b".\r\n"
 _DOT = 0x2E
@@ -28,28 +25,29 @@ _DOT = 0x2E
 class SpoolWriter:
     """A sink for one multi-line response body; :meth:`feed` it raw bytes.
 
+    *target* is the spool file the body goes to (or a path to open as one).
     ``feed`` returns ``None`` while the body goes on, and the bytes that
     followed the terminating ``.CRLF`` once it has seen it (normally
     ``b""``: POP3 servers send nothing unasked).
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self.path = os.fspath(path)
-        self._fh: IO[bytes] | None = open(self.path, "wb")  # noqa: SIM115 - closed in finish/discard
-        self._sha = hashlib.sha256()
-        self.size = 0
+    def __init__(self, target: SpoolFile | str | os.PathLike[str]) -> None:
+        self.file = target if isinstance(target, SpoolFile) else SpoolFile(target)
+        self.path = self.file.path
         #: at most two bytes kept back because the next chunk decides what they are
         self._carry = b""
         #: the next byte starts a line (so may be a stuffed dot or the terminator)
         self._bol = True
         self.done = False
 
+    @property
+    def size(self) -> int:
+        """Bytes of the message written so far (unstuffed)."""
+        return self.file.size
+
     def _write(self, chunk: bytes) -> None:
         if chunk:
-            assert self._fh is not None
-            self._fh.write(chunk)
-            self._sha.update(chunk)
-            self.size += len(chunk)
+            self.file.write(chunk)
 
     def feed(self, data: bytes) -> bytes | None:
         """Take the next bytes of the response body (after the ``+OK`` line)."""
@@ -92,20 +90,14 @@ class SpoolWriter:
 
     def _finish(self) -> None:
         self.done = True
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        self.file.close()
 
     def raw(self) -> RawRef:
         """The finished spool file, with the size and digest computed while writing."""
         if not self.done:
             raise RuntimeError("the response has not ended")
-        return RawRef(path=self.path, size=self.size, sha256=self._sha.hexdigest())
+        return self.file.raw()
 
     def discard(self) -> None:
         """Close and delete the file (a failed or abandoned download)."""
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path)
+        self.file.discard()

@@ -27,15 +27,11 @@ import smtplib
 import socket
 import ssl
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import attrs
 
-from postroom.drivers import Credentials
-from postroom.errors import SendError
-from postroom.net.tls import stdlib_context
-from postroom.net.trace import Tracer
+from postroom.api import Credentials, SendError, ServerSettings, Tracer
 from postroom_smtp import sasl
 from postroom_smtp.envelope import normalise_line_ends, plan_transaction
 
@@ -120,24 +116,16 @@ def default_helo_name() -> str:
 
 
 @attrs.frozen
-class ConnectionSettings:
-    """What a connection needs from the ``smtp-client`` options."""
+class ConnectionSettings(ServerSettings):
+    """What a connection needs from the ``smtp-client`` options: the shared
+    server settings (host, port, security, CA file, timeouts, trace) and the
+    EHLO name."""
 
-    host: str
-    port: int
-    security: str  # none, starttls, ssl
-    ca_file: Path | None = None
-    connect_timeout: float = 30.0
-    protocol_timeout: float = 120.0
     helo_name: str | None = None
-    debug: bool = False
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
 
     def tls_context(self) -> ssl.SSLContext:
-        return stdlib_context(self.ca_file)
+        """The verifying context for implicit TLS and STARTTLS."""
+        return self.stdlib_tls()
 
 
 class TracingSMTP(smtplib.SMTP):
@@ -285,7 +273,7 @@ class SMTPConnection:
         client_factory: Callable[..., TracingSMTP] = TracingSMTP,
     ) -> SMTPConnection:
         """Connect, greet, secure and log in; blocking. Raises SMTPSendError."""
-        tracer = Tracer(f"smtp-client#{number}", settings.debug)
+        tracer = settings.tracer(f"smtp-client#{number}")
         client = client_factory(
             tracer=tracer,
             connect_timeout=settings.connect_timeout,

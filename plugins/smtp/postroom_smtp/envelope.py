@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 
 import attrs
 
-from postroom.errors import SendError
+from postroom.api import SendError
 
 #: DSN parameters (RFC 3461) of MAIL FROM and RCPT TO, by keyword
 DSN_MAIL_KEYWORDS = frozenset({"RET", "ENVID"})

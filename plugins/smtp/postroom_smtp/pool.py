@@ -36,7 +36,7 @@ import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
-from postroom.errors import SendError
+from postroom.api import SendError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import attrs
 
-from postroom.drivers import Credentials
+from postroom.api import Credentials
 
 PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
 

@@ -22,11 +22,16 @@ from typing import Any
 from twisted.internet.defer import Deferred, ensureDeferred
 from zope.interface import implementer
 
-from postroom.config.options import OptionSchema, Scope
-from postroom.drivers import Credentials, DriverContext, SendResult
-from postroom.interfaces import ISender
-from postroom.model import Envelope
-from postroom.net.options import add_connection_options, port_for
+from postroom.api import (
+    Credentials,
+    DriverContext,
+    Envelope,
+    ISender,
+    OptionSchema,
+    Scope,
+    SendResult,
+    add_connection_options,
+)
 from postroom_smtp.connection import (
     ConnectionSettings,
     SMTPConnection,
@@ -50,6 +55,9 @@ PORTS = {"starttls": 587, "ssl": 465, "none": 587}
 @implementer(ISender)
 class SMTPSender:
     """Sends outbound mail over SMTP with pooled smtplib connections."""
+
+    #: with ``enable-authentication``, the kernel builds the ``auth`` driver for it
+    needs_auth = True
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
@@ -107,18 +115,13 @@ class SMTPSender:
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.context = context
-        security = str(options.get("smtp-connection-security"))
-        ca_file = options.get("ca-file")
-        self.settings = ConnectionSettings(
-            host=str(options.get("server")),
-            port=port_for(options, "smtp-connection-security", PORTS),
-            security=security,
-            ca_file=ca_file,
-            connect_timeout=float(options.get("connect-timeout")),
-            protocol_timeout=float(options.get("protocol-timeout")),
+        self.settings = ConnectionSettings.from_options(
+            options,
+            security_option="smtp-connection-security",
+            ports=PORTS,
             helo_name=options.get("helo-name") or None,
-            debug=bool(options.get("enable-debug")),
         )
+        security = self.settings.security
         self.pool: ConnectionPool[SMTPConnection] = ConnectionPool(
             size=int(options.get("cnx-pool-size")),
             check_idle=float(options.get("cnx-check-idle-time")),

@@ -87,10 +87,10 @@ def test_options_are_declared_for_imap_only() -> None:
 
 
 def test_port_follows_security_unless_written(make_source: Make) -> None:
-    assert make_source(pop_connection_security="ssl").port == 993
-    assert make_source(pop_connection_security="starttls").port == 143
-    assert make_source(pop_connection_security="none").port == 143
-    assert make_source(pop_connection_security="starttls", port=10143).port == 10143
+    assert make_source(pop_connection_security="ssl").settings.port == 993
+    assert make_source(pop_connection_security="starttls").settings.port == 143
+    assert make_source(pop_connection_security="none").settings.port == 143
+    assert make_source(pop_connection_security="starttls", port=10143).settings.port == 10143
 
 
 def test_move_without_a_folder_is_a_config_error(make_source: Make) -> None:
@@ -122,7 +122,7 @@ def test_the_verifying_context_checks_the_configured_host(
         seen.append((host, ca_file))
         return "context"
 
-    monkeypatch.setattr(source_module, "twisted_client_tls", fake_tls)
+    monkeypatch.setattr("postroom.net.server.twisted_client_tls", fake_tls)
     connected(make_source, reactor, ca_file=Path("/etc/ca.pem"))
     assert seen == [("imap.test", "/etc/ca.pem")]
 

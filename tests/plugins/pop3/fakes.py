@@ -334,8 +334,8 @@ class Harness:
             def _endpoint(self) -> Any:
                 return FakeEndpoint(server)
 
-            def _tls(self) -> Any:
-                creator = ("verifying-creator", self.host, self.ca_file)
+            def tls(self) -> Any:
+                creator = ("verifying-creator", self.settings.host, self.settings.ca_file)
                 harness.tls_creators.append(creator)
                 return creator
 

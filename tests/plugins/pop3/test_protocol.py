@@ -187,6 +187,19 @@ def test_idle_between_commands_is_not_a_timeout() -> None:
     assert outcome(d) == b""
 
 
+def test_no_timer_left_once_the_answer_is_complete(tmp_path: Path) -> None:
+    """The shared ResponseTimer runs only while an answer is due (as IMAP's)."""
+    client, _transport, clock = connected(timeout=30)
+    assert clock.getDelayedCalls() == []  # greeted, nothing asked
+    d = client.noop()
+    assert len(clock.getDelayedCalls()) == 1
+    client.dataReceived(b"+OK\r\n")
+    assert outcome(d) == b"" and clock.getDelayedCalls() == []
+    d = client.retrieve_to(0, SpoolWriter(tmp_path / "m"))
+    client.dataReceived(b"+OK\r\nbody\r\n.\r\n")
+    assert outcome(d).size == 6 and clock.getDelayedCalls() == []
+
+
 def test_no_greeting_times_out() -> None:
     clock = task.Clock()
     client = PostroomPOP3Client(clock=clock, timeout=10)

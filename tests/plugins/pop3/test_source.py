@@ -107,7 +107,7 @@ def test_port_follows_security_when_not_given(
     h = Harness(tmp_path, FakePOP3Server(), **options)
     if given is None:
         h.mailbox.lines.pop("port", None)
-    assert h.source.port == expected
+    assert h.source.settings.port == expected
 
 
 # ------------------------------------------------------------------ a pass
@@ -119,7 +119,7 @@ def test_a_delete_pass_end_to_end(tmp_path: Path) -> None:
     h.settle(h.source.connect())
     assert server.command_names() == ["CAPA", "STLS", "CAPA", "USER", "PASS"]
     assert h.tls_creators == [("verifying-creator", "pop.example.test", None)]
-    assert h.events == [("box1", "login-ok", "server pop.example.test:110 (PLAIN)")]
+    assert h.events == [("box1", "login-ok", "PLAIN on server pop.example.test:110")]
 
     items = h.settle(h.source.list_new(None))
     assert [i.source_key for i in items] == ["uid-1", "uid-2", "uid-3"]
@@ -445,16 +445,6 @@ def test_xoauth2_refused(tmp_path: Path) -> None:
         problem
     )
     assert server.commands[-1] == b""  # the error challenge was answered empty
-
-
-def test_credentials_from_the_mailbox_without_an_auth_driver(tmp_path: Path) -> None:
-    from postroom.config.types import Secret
-
-    server = FakePOP3Server(three())
-    h = Harness(tmp_path, server, mailbox="agent1", password=Secret("secret-pw"))
-    object.__setattr__(h.context, "authenticator", None)
-    h.settle(h.source.connect())
-    assert server.commands[3:5] == [b"USER agent1", b"PASS secret-pw"]
 
 
 # ------------------------------------------------------------------ timeouts

@@ -33,7 +33,7 @@ def msg(n: int) -> bytes:
 def server(monkeypatch: pytest.MonkeyPatch) -> FakePOP3Server:
     fake = FakePOP3Server([(f"uid-{n}", msg(n)) for n in range(1, 6)])
     monkeypatch.setattr(POP3Source, "_endpoint", lambda self: FakeEndpoint(fake))
-    monkeypatch.setattr(POP3Source, "_tls", lambda self: "verifying-creator")
+    monkeypatch.setattr(POP3Source, "tls", lambda self: "verifying-creator")
     return fake
 
 
