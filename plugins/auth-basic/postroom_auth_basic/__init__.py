@@ -9,9 +9,6 @@ them, so the same driver serves IMAP, POP3 and SMTP.
 
 from __future__ import annotations
 
-#: the postroom.api version this distribution is written against (docs/api.md)
-POSTROOM_API = "1.0"
-
 from typing import Any
 
 from twisted.internet import defer
@@ -19,12 +16,14 @@ from zope.interface import implementer
 
 from postroom.api import ConfigError, Credentials, IAuthenticator, Secret
 
+#: the postroom.api version this distribution is written against (docs/api.md)
+POSTROOM_API = "1.0"
+
 __all__ = ["BasicAuthenticator"]
 
 #: the user name option, by where the driver is used: mailboxes say
 #: ``mailbox``, ``smtp-client`` says ``user`` (the commercial product's names)
 _USER_OPTIONS = ("mailbox", "user")
-
 
 @implementer(IAuthenticator)
 class BasicAuthenticator:

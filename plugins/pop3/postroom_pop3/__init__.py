@@ -12,7 +12,6 @@ POSTROOM_API = "1.0"
 
 __all__ = ["POP3Source"]
 
-
 def __getattr__(name: str) -> object:
     # Lazy: importing the package (e.g. for its version) must not pull Twisted's TLS in.
     if name == "POP3Source":

@@ -4,9 +4,9 @@ smtplib in the kernel's thread pool, a pool of reusable connections, verified
 TLS (STARTTLS or implicit), AUTH through the configured auth driver.
 """
 
+from postroom_smtp.sender import SMTPSender
+
 #: the postroom.api version this distribution is written against (docs/api.md)
 POSTROOM_API = "1.0"
-
-from postroom_smtp.sender import SMTPSender
 
 __all__ = ["SMTPSender"]
