@@ -280,9 +280,23 @@ class Kernel:
 def _check_http(config: SiteConfig) -> None:
     """Refuse a weak API token when the site is read (``postroom check`` as well as
     ``run``), with the option's file and line."""
-    from postroom.web import token_problem
-
     secret = config.get("http", "token")
     problem = token_problem(secret.reveal() if secret is not None else None)
     if problem is not None:
         raise config.error(problem, "http", "token")
+
+
+#: shortest ``http.token`` accepted: a guessable token is no protection
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str | None) -> str | None:
+    """Why *token* protects nothing (short, or with blanks or control characters), or None."""
+    if token is None or (
+        len(token) >= MIN_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)
+    ):
+        return None
+    return (
+        f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
+        "without blanks (e.g. the output of 'openssl rand -hex 32')"
+    )

@@ -17,6 +17,8 @@ from typing import IO, Any, TypeVar
 
 import attrs
 
+from postroom.safe_names import safe_filename, unique_safe_names
+
 #: Attached data values are strings, numbers or booleans (the commercial
 #: product's key-value pairs); lists are joined by the plugin that writes them.
 AttachedValue = str | int | float | bool
@@ -121,9 +123,6 @@ class FetchedMessage:
 
 
 def _safe_name(attachment: Attachment) -> str:
-    # imported here: postroom.parsing imports this module
-    from postroom.parsing.safe_names import safe_filename
-
     return safe_filename(
         attachment.filename, attachment.content_type, is_message=attachment.is_message
     )
@@ -134,7 +133,7 @@ class Attachment:
     """A part of a message offered as a file.
 
     ``filename`` is the name as the sender wrote it (decoded, for display);
-    ``safe_filename`` is made from it (see :mod:`postroom.parsing.safe_names`)
+    ``safe_filename`` is made from it (see :mod:`postroom.safe_names`)
     and is what anything touching a file system must use: never a path, never
     a reserved or hidden name, no bidi or control characters, bounded length,
     unique within the message.
@@ -222,8 +221,6 @@ class ParsedMessage:
 
     def __attrs_post_init__(self) -> None:
         # whichever parser made it, two attachments never share a safe name
-        from postroom.parsing.safe_names import unique_safe_names
-
         self.attachments = unique_safe_names(self.attachments)
 
     @property

@@ -39,9 +39,10 @@ from twisted.application import service
 from twisted.internet.defer import ensureDeferred
 from twisted.web import http, resource, server
 
-from postroom.cli.output import interaction_json
 from postroom.errors import ConfigError
+from postroom.kernel import token_problem
 from postroom.sendrequest import RequestError, parse_json, request_from_json
+from postroom.views import interaction_json
 
 if TYPE_CHECKING:
     from postroom.services.gateway import Gateway
@@ -49,8 +50,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body
-#: shortest ``http.token`` accepted: a guessable token is no protection
-MIN_TOKEN_LENGTH = 16
 
 
 class HTTPError(Exception):
@@ -256,18 +255,6 @@ def _default(value: Any) -> Any:
 def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSite:
     """The API's site (keywords: ``max_body``, and Twisted's, e.g. ``reactor``)."""
     return ApiSite(gateway, token, **kwargs)
-
-
-def token_problem(token: str | None) -> str | None:
-    """Why *token* protects nothing (short, or with blanks or control characters), or None."""
-    if token is None or (
-        len(token) >= MIN_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)
-    ):
-        return None
-    return (
-        f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "
-        "without blanks (e.g. the output of 'openssl rand -hex 32')"
-    )
 
 
 def check_token(token: str | None) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from postroom.model import Attachment, ParsedMessage, RawRef
 from postroom.parsing import ParseLimits, parse_bytes, parse_message
-from postroom.parsing.safe_names import MAX_BYTES, safe_filename, unique_safe_names
+from postroom.safe_names import MAX_BYTES, safe_filename, unique_safe_names
 from tests.conftest import ROOT
 from tests.linear import assert_linear
 

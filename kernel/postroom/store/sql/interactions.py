@@ -30,7 +30,7 @@ from postroom.model import (
     Interaction,
     RawRef,
 )
-from postroom.parsing.safe_names import unique_safe_names
+from postroom.safe_names import unique_safe_names
 from postroom.store.errors import FencingError, StoreError
 from postroom.store.sql.core import Writable
 from postroom.store.sql.raw import RawRecords

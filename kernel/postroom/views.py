@@ -1,0 +1,44 @@
+"""The JSON shape of an interaction: one for the CLI and the HTTP API.
+
+It is documented as a JSON Schema in ``kernel/postroom/schemas/interaction.json``
+(tests validate against it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from postroom.model import Interaction, InteractionType
+
+
+def interaction_json(interaction: Interaction, source: str | None = None) -> dict[str, Any]:
+    return {
+        "source": source,
+        "id": interaction.id,
+        "type": interaction.type,
+        "subtype": interaction.subtype,
+        "status": interaction.status,
+        "parent_id": interaction.parent_id,
+        "duplicate_of": interaction.duplicate_of,
+        "mailbox": interaction.mailbox,
+        "message_id": interaction.message_id,
+        "subject": interaction.subject,
+        "from": interaction.from_addr,
+        "to": list(interaction.to),
+        "cc": list(interaction.cc),
+        "attachments": [
+            {
+                "filename": a.filename,
+                "safe_filename": a.safe_filename,
+                "content_type": a.content_type,
+                "size": a.size,
+            }
+            for a in interaction.attachments
+        ],
+        "attached_data": dict(interaction.attached_data),
+        # outbound interactions are not handed to routing: they have no hand-off
+        "handoff_state": interaction.handoff_state
+        if interaction.type == InteractionType.INBOUND.value
+        else None,
+        "created_at": interaction.created_at.isoformat(),
+    }
