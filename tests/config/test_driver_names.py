@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import attrs
 import pytest
 from twisted.internet import task
 
@@ -17,7 +18,7 @@ from postroom.config.core import kernel_schema
 from postroom.config.document import parse_document
 from postroom.config.options import OptionSchema
 from postroom.config.validator import InstalledDrivers, validate
-from postroom.drivers import installed_drivers, load_driver
+from postroom.drivers import installed_drivers, load_driver, needs_auth
 from postroom.errors import ConfigError, ConfigErrors
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.kernel import Kernel
@@ -140,8 +141,19 @@ def test_mailboxes_without_a_server_and_smtp_without_authentication_need_no_auth
         "pop-client:\n  - name: drop\n    type: maildir\n    folder-path: md\n    auth: nothing\n"
         "smtp-client:\n  server-type: file\n  folder-path: out\n  auth: nothing\n"
     )
-    config = validate(parse_document(text), full_schema(), drivers=INSTALLED)
+    # what the kernel tells the validator: the loaded drivers that declare needs_auth = False
+    without_auth = frozenset(
+        name
+        for group, name in [(SOURCES_GROUP, "maildir"), (SENDERS_GROUP, "file")]
+        if not needs_auth(load_driver(group, name))
+    )
+    assert without_auth == {"maildir", "file"}
+    drivers = attrs.evolve(INSTALLED, without_auth=without_auth)
+    config = validate(parse_document(text), full_schema(), drivers=drivers)
     assert [m.type for m in config.mailboxes] == ["maildir"]
+    # a driver that logs in has its auth name checked
+    with pytest.raises(ConfigErrors, match="no auth driver 'nothing'"):
+        validate(parse_document(text.replace("maildir", "imap")), full_schema(), drivers=drivers)
 
 
 def test_every_installed_first_party_driver_name_is_accepted() -> None:

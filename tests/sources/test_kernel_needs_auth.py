@@ -6,7 +6,7 @@ from pathlib import Path
 
 from twisted.internet import task
 
-from postroom.api import AUTH_GROUP, Kernel
+from postroom.api import AUTH_GROUP, InlineRunner, Kernel
 from postroom_auth_basic import BasicAuthenticator
 from postroom_imap.source import IMAPSource
 
@@ -27,7 +27,7 @@ def test_auth_drivers_only_for_drivers_that_log_in(tmp_path: Path) -> None:
     site = tmp_path / "site.yaml"
     site.write_text(SITE)
     clock = task.Clock()
-    kernel = Kernel(site, reactor=clock, clock=clock)
+    kernel = Kernel(site, reactor=clock, clock=clock, runner=InlineRunner())
     # maildir and file need none: their (uninstalled) auth drivers are not even loaded
     assert [name for group, name in kernel.drivers if group == AUTH_GROUP] == ["basic"]
     local, remote = kernel.config.mailboxes

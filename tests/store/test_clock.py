@@ -10,6 +10,7 @@ from twisted.internet.testing import MemoryReactorClock
 
 from postroom.kernel import Kernel
 from postroom.model import Cursor, Interaction, OutboundRequest, OutboxState, RawRef
+from postroom.runner import InlineRunner
 from postroom.store.sql.store import SQLStore
 from postroom.store.sqlite import SQLiteStore
 from tests.conftest import run
@@ -67,7 +68,9 @@ def test_every_write_is_stamped_by_the_injected_clock(tmp_path: Path) -> None:
 def test_the_kernel_gives_the_store_its_clock(tmp_path: Path) -> None:
     clock = MemoryReactorClock()
     clock.advance(FAKE_NOW.timestamp())
-    kernel = Kernel(reactor=clock, clock=clock, store_override={"driver": "memory"})
+    kernel = Kernel(
+        reactor=clock, clock=clock, store_override={"driver": "memory"}, runner=InlineRunner()
+    )
     run(kernel.open())
     try:
         clock.advance(60)

@@ -661,7 +661,7 @@ def test_side_effects_have_their_own_state_beside_the_handoff(
     assert store.after_commit_status("unknown") is None
 
 
-def test_migration_4_leaves_the_side_effects_of_handed_off_interactions_done(
+def test_migration_5_leaves_the_side_effects_of_handed_off_interactions_done(
     make_store: MakeStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Before it, side effects ran in postroom_submit: those handed off had theirs."""
@@ -675,7 +675,7 @@ def test_migration_4_leaves_the_side_effects_of_handed_off_interactions_done(
     old.mark_handoff(handed.id, "done")
     old.close()
     upgraded = make_store()
-    assert upgraded.schema_version() == 4
+    assert upgraded.schema_version() == 5  # through 0004 (plugin tables) and 0005 (side effects)
     assert upgraded.after_commit_status(handed.id) == ("done", 0, None)
     assert upgraded.after_commit_status(waiting.id) == ("pending", 0, None)
     assert [i.id for i in upgraded.pending_after_commit()] == [waiting.id]

@@ -38,7 +38,7 @@ def test_the_distribution_advertises_the_plugin() -> None:
     setup = configparser.ConfigParser()
     setup.read(DISTRIBUTION / "setup.cfg", encoding="utf-8")
     assert setup["metadata"]["name"] == "postroom-urgent"
-    assert "postroom" in setup["options"]["install_requires"].split()
+    assert any(r.startswith("postroom>=") for r in setup["options"]["install_requires"].split())
     entry_points = setup["options.entry_points"]["postroom.plugins"].strip().splitlines()
     assert entry_points == [f"{URGENT.name} = {URGENT.value}"]
     assert URGENT.load() is plugin

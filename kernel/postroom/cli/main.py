@@ -252,8 +252,9 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from postroom.cli.output import dumps, interaction_json, table
+    from postroom.cli.output import dumps, table
     from postroom.ingest import ingest_files
+    from postroom.views import interaction_json
 
     enabled = [p for p in args.plugins.split(",") if p] if args.plugins is not None else None
 
@@ -299,7 +300,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_interactions(args: argparse.Namespace) -> int:
 
-    from postroom.cli.output import dumps, interaction_json, table
+    from postroom.cli.output import dumps, table
+    from postroom.views import interaction_json
 
     async def body(kernel: Any) -> int:
         if args.action == "list":

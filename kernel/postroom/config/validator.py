@@ -556,7 +556,9 @@ class _Validator:
                 label + ".type",
                 node_line(node),
             )
-            if kind is not None and kind not in (self.drivers.without_auth if self.drivers else ()):
+            if kind is not None and kind not in (
+                self.drivers.without_auth if self.drivers else frozenset()
+            ):
                 self.installed(
                     "auth",
                     self.text(entries.get("auth")) or DEFAULT_AUTH,
@@ -630,7 +632,8 @@ class _Validator:
             passthrough=True,
             report_unknown=known,
         )
-        if block.values.get("enable-authentication") is True:
+        without_auth = self.drivers.without_auth if self.drivers else frozenset()
+        if block.values.get("enable-authentication") is True and kind not in without_auth:
             self.installed(
                 "auth",
                 self.text(sub.get("auth")) or DEFAULT_AUTH,

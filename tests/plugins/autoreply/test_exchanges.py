@@ -25,7 +25,7 @@ def test_the_kernel_makes_the_plugins_table_and_counts_in_it() -> None:
     clock = MemoryReactorClock()
     clock.advance(START)
     kernel = Kernel(reactor=clock, clock=clock, enabled_plugins=["autoreply"],
-                    store_override={"driver": "memory"})  # fmt: skip
+                    store_override={"driver": "memory"}, runner=InlineRunner())  # fmt: skip
     run(kernel.open())
     try:
         assert kernel.store_driver.plugin_schema_version(exchanges.OWNER) == 1

@@ -43,6 +43,9 @@ INTERRUPTED = (
 )
 
 
+#: ties of created_at (one clock tick, or a test's frozen clock) go in the order the
+#: requests were queued: their interactions' insertion sequence
+_QUEUED_ORDER = "(SELECT seq FROM interactions WHERE interactions.id = outbox.id)"
 OUTBOX_SELECT = (
     "SELECT id, message_id, state, attempts, next_attempt_at, last_error, request, "
     "created_at FROM outbox"
@@ -92,7 +95,7 @@ class OutboxRecords(InteractionRecords):
             ids = tx.all(
                 "SELECT id FROM outbox WHERE state = ? "
                 "AND (next_attempt_at IS NULL OR next_attempt_at <= ?) "
-                "ORDER BY created_at, id LIMIT ?" + self.dialect.claim_rows,
+                f"ORDER BY created_at, {_QUEUED_ORDER} LIMIT ?" + self.dialect.claim_rows,
                 (OutboxState.QUEUED.value, due, limit),
             )
             stamp = self._dt_param(self.now())
@@ -197,7 +200,9 @@ class OutboxRecords(InteractionRecords):
     def list_outbox(self, state: str | None = None) -> list[OutboxEntry]:
         where, params = ("", ()) if state is None else (" WHERE state = ?", (str(state),))
         rows = self._read(
-            lambda tx: tx.all(f"{OUTBOX_SELECT}{where} ORDER BY created_at, id", params)
+            lambda tx: tx.all(
+                f"{OUTBOX_SELECT}{where} ORDER BY created_at, {_QUEUED_ORDER}", params
+            )
         )
         return [self._outbox_entry(row) for row in rows]
 
