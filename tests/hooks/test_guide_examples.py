@@ -13,6 +13,7 @@ import inspect
 import re
 import sys
 import types
+from pathlib import Path
 
 import pytest
 from zope.interface import implementedBy
@@ -27,10 +28,11 @@ _FENCE = re.compile(r"^```([\w-]*)[ \t]*\n(.*?)^```[ \t]*$", re.MULTILINE | re.D
 _FILE_COMMENT = re.compile(r"#\s*([\w/]+)\.py\s*$")
 
 
-def python_blocks() -> list[tuple[str, str]]:
-    text = GUIDE.read_text(encoding="utf-8")
+def python_blocks(doc: Path = GUIDE) -> list[tuple[str, str]]:
+    """``(file:line, code)`` of each Python block of a Markdown file (the guide by default)."""
+    text = doc.read_text(encoding="utf-8")
     return [
-        (f"docs/writing-plugins.md:{text.count(chr(10), 0, m.start()) + 1}", m.group(2))
+        (f"docs/{doc.name}:{text.count(chr(10), 0, m.start()) + 1}", m.group(2))
         for m in _FENCE.finditer(text)
         if m.group(1) == "python"
     ]
