@@ -278,6 +278,22 @@ def test_plugins_lists_builtins_and_drivers() -> None:
     assert result.returncode == 0, result.stderr
     for expected in ("core-parser", "maildir", "file", "sqlite", "postroom.sources"):
         assert expected in result.stdout
+    assert "this kernel provides postroom.api 1." in result.stderr
+
+
+def test_plugins_shows_the_api_each_was_written_for() -> None:
+    from postroom.api import VERSION
+
+    result = postroom("plugins", "--json")
+    assert result.returncode == 0, result.stderr
+    apis = {
+        (row["kind"], row["name"]): row["api"]
+        for row in map(json.loads, result.stdout.splitlines())
+    }
+    assert apis[("builtin", "core-parser")] == VERSION
+    assert apis[("hook", "dsn")] == "1.0"  # declared in postroom_dsn/__init__.py
+    assert apis[("postroom.sources", "imap")] == "1.0"
+    assert apis[("postroom.sources", "maildir")] == VERSION  # the kernel's own driver
 
 
 def free_port() -> int:

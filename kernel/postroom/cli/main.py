@@ -206,6 +206,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_plugins(args: argparse.Namespace) -> int:
 
+    from postroom._apiversion import VERSION, declared_api
     from postroom.drivers import INTERFACES, distribution_of, driver_names, load_driver
     from postroom.plugins.manager import PluginInfo, load_plugins
 
@@ -222,6 +223,7 @@ def cmd_plugins(args: argparse.Namespace) -> int:
             info = PluginInfo(name, group, dist, version)
             try:
                 cls = load_driver(group, name)
+                info.api = VERSION if dist == "postroom" else declared_api(cls)
                 info.hooks = (
                     ["postroom_add_options"] if hasattr(cls, "postroom_add_options") else []
                 )
@@ -235,17 +237,27 @@ def cmd_plugins(args: argparse.Namespace) -> int:
         for info in infos:
             print(json.dumps(attrs.asdict(info)))
         return EXIT_OK
-    rows = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "HOOKS / ERROR")]
+    rows = [("NAME", "KIND", "DISTRIBUTION", "VERSION", "API", "HOOKS / ERROR")]
     for info in infos:
         detail = (
             f"LOAD ERROR: {info.error}"
             if info.error
             else ", ".join(h.removeprefix("postroom_") for h in info.hooks)
         )
-        rows.append((info.name, info.kind, info.distribution or "-", info.version or "-", detail))
-    widths = [max(len(r[c]) for r in rows) for c in range(4)]
+        rows.append(
+            (
+                info.name,
+                info.kind,
+                info.distribution or "-",
+                info.version or "-",
+                info.api or "-",
+                detail,
+            )
+        )
+    widths = [max(len(r[c]) for r in rows) for c in range(5)]
     for r in rows:
-        print("  ".join(r[c].ljust(widths[c]) for c in range(4)) + "  " + r[4])
+        print("  ".join(r[c].ljust(widths[c]) for c in range(5)) + "  " + r[5])
+    print(f"this kernel provides postroom.api {VERSION}", file=sys.stderr)
     for warning in plugins.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return EXIT_OK

@@ -26,7 +26,7 @@ import attrs
 import pluggy
 
 from postroom import PROJECT_NAME, hookspecs
-from postroom._apiversion import check_api
+from postroom._apiversion import VERSION, check_api, declared_api
 from postroom.errors import PluginLoadError
 from postroom.interfaces import PLUGINS_GROUP
 
@@ -52,6 +52,8 @@ class PluginInfo:
     hooks: list[str] = attrs.field(factory=list)
     enabled: bool = False
     error: str | None = None
+    #: the ``POSTROOM_API`` it declares (None: undeclared; the kernel's own: its VERSION)
+    api: str | None = None
 
 
 def _dist_of(ep: EntryPoint) -> tuple[str | None, str | None]:
@@ -124,10 +126,10 @@ def load_plugins(
     ordered: list[tuple[str, object, PluginInfo]] = []
     for name, module_name in BUILTIN_PLUGINS:
         module = __import__(module_name, fromlist=["_"])
-        ordered.append((name, module, PluginInfo(name, "builtin", "postroom", None)))
+        ordered.append((name, module, PluginInfo(name, "builtin", "postroom", None, api=VERSION)))
     for name, obj in extra:
         check_api(obj, PLUGINS_GROUP, name, None)
-        ordered.append((name, obj, PluginInfo(name, "embedded")))
+        ordered.append((name, obj, PluginInfo(name, "embedded", api=declared_api(obj))))
 
     if enabled is None:
         wanted = [(ep.name, ep) for ep in by_name.values()]
@@ -173,6 +175,7 @@ def load_plugins(
             plugins.warnings.append(warning)
             log.warning(warning)
             continue
+        info.api = declared_api(obj)
         ordered.append((name, obj, info))
 
     # pluggy calls the last registered first: register in reverse plugin order.
