@@ -62,7 +62,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         scope=Scope.STORE,
         default="sqlite",
         description="Store driver: `sqlite` (one file, the embedded default) or "
-        "`postgresql` (shared by several gateway processes).",
+        "`postgresql` (a PostgreSQL database; one gateway process owns a store, as with SQLite).",
     )
 
     # email-processing (the commercial product's names)
