@@ -88,7 +88,16 @@ from postroom.model import (
 )
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
-from postroom.net.sasl import xoauth2_response
+from postroom.net.sasl import (
+    ERROR_CHALLENGE_REPLY,
+    OAUTH_MECHANISMS,
+    ErrorChallenge,
+    choose_mechanism,
+    initial_response,
+    oauthbearer_response,
+    read_error_challenge,
+    xoauth2_response,
+)
 from postroom.net.server import ServerSettings
 from postroom.net.timing import Deadline, ResponseTimer
 from postroom.net.tls import stdlib_context, twisted_client_tls
@@ -220,6 +229,14 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "tls_reasons",
     "twisted_client_tls",
     "xoauth2_response",
+    # SASL for OAuth
+    "ERROR_CHALLENGE_REPLY",
+    "OAUTH_MECHANISMS",
+    "ErrorChallenge",
+    "choose_mechanism",
+    "initial_response",
+    "oauthbearer_response",
+    "read_error_challenge",
     # store drivers
     "DatabaseError",
     "RawIntegrityError",
