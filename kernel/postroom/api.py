@@ -41,6 +41,7 @@ from postroom.errors import (
     SendError,
     SourceError,
 )
+from postroom.grants import GrantVault, NeedsReauthorisation
 from postroom.interfaces import (
     AUTH_GROUP,
     PLUGINS_GROUP,
@@ -71,6 +72,8 @@ from postroom.model import (
     Cursor,
     Envelope,
     FetchedMessage,
+    GrantRecord,
+    GrantState,
     HandoffState,
     Interaction,
     InteractionType,
@@ -254,6 +257,10 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # OAuth token lifecycle
     "Token",
     "TokenCache",
+    "GrantVault",
+    "GrantRecord",
+    "GrantState",
+    "NeedsReauthorisation",
     # embedding
     "Gateway",
     "InlineRunner",

@@ -241,6 +241,19 @@ class IStore(Interface):
     def release_quarantine(entry_id) -> None:
         """Mark an entry released (after a replay, or to let the source retry)."""
 
+    def get_grant(grant_key: str) -> Any:
+        """The :class:`~postroom.model.GrantRecord` kept for an OAuth grant, or None."""
+
+    def save_grant(
+        grant_key: str, state: str, refresh_token=None, configured_sha256=None, reason=None
+    ) -> None:
+        """Replace what is kept of an OAuth grant: its state, its latest refresh
+        token (already encrypted: the store never sees it in clear), the hash of
+        the configured one, the reason of a ``needs-reauthorisation``."""
+
+    def list_grants() -> Any:
+        """Every kept :class:`~postroom.model.GrantRecord`, by key."""
+
     def suppress(address, reason, interaction_id=None) -> None:
         """Put a hard-bounced address on the suppression list (again: counts a hit)."""
 

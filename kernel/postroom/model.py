@@ -359,6 +359,32 @@ class SuppressionEntry:
     hits: int = 1  # how many hard bounces named it
 
 
+class GrantState(enum.StrEnum):
+    """Whether an OAuth grant (a mailbox's or an app registration's) still works."""
+
+    OK = "ok"
+    #: the grant was revoked or needs consent: an administrator must act
+    NEEDS_REAUTHORISATION = "needs-reauthorisation"
+
+
+@attrs.frozen
+class GrantRecord:
+    """What the store keeps of one OAuth grant across restarts.
+
+    ``refresh_token`` is the latest (rotated) refresh token, **encrypted** with
+    the site's key (never stored in clear); ``configured_sha256`` the hash of the
+    refresh token the site file held when it was saved, so a new one an
+    administrator puts there wins over the stored one.
+    """
+
+    grant_key: str
+    state: str
+    refresh_token: bytes | None = attrs.field(default=None, repr=False)
+    configured_sha256: str | None = None
+    reason: str | None = None
+    updated_at: datetime | None = None
+
+
 @attrs.define
 class OutboundRequest:
     """A request to send an e-mail, as the stack or an agent makes it."""

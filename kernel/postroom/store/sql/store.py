@@ -5,6 +5,7 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from postroom.interfaces import ISQLAccess, IStore
+from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
 from postroom.store.sql.migrations import SchemaMigrations
 from postroom.store.sql.outbox import OutboxRecords
@@ -14,7 +15,12 @@ from postroom.store.sql.suppression import SuppressionRecords
 
 @implementer(IStore, ISQLAccess)
 class SQLStore(
-    SchemaMigrations, OutboxRecords, HandoffRecords, QuarantineRecords, SuppressionRecords
+    SchemaMigrations,
+    OutboxRecords,
+    HandoffRecords,
+    QuarantineRecords,
+    SuppressionRecords,
+    GrantRecords,
 ):
     """:class:`~postroom.interfaces.IStore` on a SQL database, plus
     :class:`~postroom.interfaces.ISQLAccess` for plugins' own tables.
