@@ -126,7 +126,7 @@ from postroom.store.sql.migrations import Migration, PluginMigrations
 from postroom.store.sql.store import SQLStore
 from postroom.store.sql.tx import Tx
 from postroom.storeaccess import StoreAccess
-from postroom.tokens import Token, TokenCache
+from postroom.tokens import Token, TokenCache, TokenError, TokenFailure, classify_token_error
 
 __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # version
@@ -257,6 +257,9 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # OAuth token lifecycle
     "Token",
     "TokenCache",
+    "TokenError",
+    "TokenFailure",
+    "classify_token_error",
     "GrantVault",
     "GrantRecord",
     "GrantState",

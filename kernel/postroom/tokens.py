@@ -19,6 +19,9 @@ Token values never appear in ``repr`` or logs.
 
 from __future__ import annotations
 
+import enum
+import json
+import re
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
@@ -124,4 +127,82 @@ def _awaited(result: Any) -> Any:
     return result
 
 
-__all__ = ["DEFAULT_MARGIN", "Token", "TokenCache"]
+
+
+# --------------------------------------------------------- token endpoint errors
+
+
+class TokenFailure(enum.StrEnum):
+    """What a failed token request means for the mailboxes that use the grant."""
+
+    #: this grant (one mailbox's user, or one service account subject) needs an
+    #: administrator: revoked or expired consent, MFA required, consent missing
+    GRANT = "grant"
+    #: the app registration itself is refused (bad or expired client secret or
+    #: certificate): every mailbox using it needs an administrator
+    CLIENT = "client"
+    #: the identity provider is down, slow or throttling: try again later
+    TEMPORARY = "temporary"
+
+
+#: Azure AD error codes (``AADSTSnnnnn`` in ``error_description``, or
+#: ``error_codes``) that mean an administrator must act on the app registration
+_CLIENT_CODES = frozenset({7000215, 7000222, 700016, 700027, 7000112, 7000218})
+#: ... or on this grant (user, consent, MFA, password)
+_GRANT_CODES = frozenset({50076, 50079, 50158, 65001, 50126, 50053, 50057, 70008, 700082})
+_GRANT_ERRORS = frozenset({"invalid_grant", "interaction_required", "consent_required"})
+_AADSTS = re.compile(r"AADSTS(\d{5,7})")
+
+
+class TokenError(Exception):
+    """A token request failed: ``kind`` says whom it concerns, ``detail`` is the
+    provider's own words (error code and description, passed through as they
+    come, never a secret we sent)."""
+
+    def __init__(self, kind: TokenFailure, detail: str, status: int | None = None) -> None:
+        super().__init__(detail)
+        self.kind = kind
+        self.detail = detail
+        self.status = status
+
+
+def classify_token_error(status: int | None, body: bytes | str | None) -> TokenError:
+    """Read a token endpoint's failure (HTTP *status*, JSON *body*; None for a
+    connection failure or timeout) as RFC 6749 section 5.2, Azure AD and Google
+    answer it."""
+    if status is None or status >= 500 or status in (408, 429):
+        return TokenError(TokenFailure.TEMPORARY, f"identity provider: HTTP {status}", status)
+    data: dict[str, Any] = {}
+    if body:
+        try:
+            loaded = json.loads(body)
+            if isinstance(loaded, dict):
+                data = loaded
+        except ValueError:
+            pass
+    error = str(data.get("error") or f"HTTP {status}")[:100]
+    description = " ".join(str(data.get("error_description") or "").split())[:300]
+    detail = f"{error}: {description}" if description else error
+    codes = {int(c) for c in _AADSTS.findall(description)}
+    for code in data.get("error_codes") or []:
+        if isinstance(code, int):
+            codes.add(code)
+    if codes & _CLIENT_CODES or error in ("invalid_client", "unauthorized_client"):
+        return TokenError(TokenFailure.CLIENT, detail, status)
+    if codes & _GRANT_CODES or error in _GRANT_ERRORS:
+        return TokenError(TokenFailure.GRANT, detail, status)
+    if error == "temporarily_unavailable":
+        return TokenError(TokenFailure.TEMPORARY, detail, status)
+    # anything else (invalid_request, invalid_scope, unsupported_grant_type) is a
+    # configuration mistake only an administrator can fix, for this grant
+    return TokenError(TokenFailure.GRANT, detail, status)
+
+
+__all__ = [
+    "DEFAULT_MARGIN",
+    "Token",
+    "TokenCache",
+    "TokenError",
+    "TokenFailure",
+    "classify_token_error",
+]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -125,3 +126,60 @@ def test_token_values_never_print() -> None:
 def test_negative_margin_is_refused() -> None:
     with pytest.raises(ValueError):
         TokenCache(Clock(), margin=-1)
+
+
+# ------------------------------------------------------------- token endpoint errors
+
+from postroom.api import TokenFailure, classify_token_error  # noqa: E402
+
+
+def plain(error: str, description: str | None = None) -> bytes:
+    body = {"error": error}
+    if description is not None:
+        body["error_description"] = description
+    return json.dumps(body).encode()
+
+
+def azure(error: str, code: int, text: str) -> bytes:
+    return json.dumps(
+        {
+            "error": error,
+            "error_description": f"AADSTS{code}: {text}\r\nTrace ID: 0f3c\r\nTimestamp: 2026-12-06",
+            "error_codes": [code],
+        }
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "kind"),
+    [
+        (400, azure("invalid_grant", 50076, "Due to a configuration change ... MFA"), "grant"),
+        (400, azure("invalid_grant", 65001, "The user has not consented"), "grant"),
+        (400, azure("invalid_grant", 70008, "The refresh token has expired"), "grant"),
+        (400, azure("invalid_grant", 50126, "Error validating credentials"), "grant"),
+        (401, azure("invalid_client", 7000222, "The client secret keys are expired"), "client"),
+        (401, azure("invalid_client", 7000215, "Invalid client secret provided"), "client"),
+        (400, plain("invalid_grant", "Token has been expired or revoked."), "grant"),
+        (401, plain("invalid_client", "The OAuth client was not found."), "client"),
+        (400, b'{"error": "unauthorized_client"}', "client"),
+        (503, b"<html>Service Unavailable</html>", "temporary"),
+        (429, b"", "temporary"),
+        (None, None, "temporary"),
+        (400, b'{"error": "temporarily_unavailable"}', "temporary"),
+        (400, plain("invalid_scope", "AADSTS70011: bad scope"), "grant"),
+        (400, b"not json at all", "grant"),
+    ],
+)
+def test_token_errors_are_told_apart(status: int | None, body: bytes | None, kind: str) -> None:
+    assert classify_token_error(status, body).kind == TokenFailure(kind)
+
+
+def test_the_providers_words_pass_through_on_one_line() -> None:
+    error = classify_token_error(401, azure("invalid_client", 7000222, "secret expired"))
+    assert str(error).startswith("invalid_client: AADSTS7000222: secret expired Trace ID: 0f3c")
+    assert "\n" not in str(error) and error.status == 401
+
+
+def test_hostile_bodies_are_bounded() -> None:
+    body = json.dumps({"error": "x" * 10000, "error_description": "y" * 100000}).encode()
+    assert len(str(classify_token_error(400, body))) <= 402
