@@ -88,6 +88,7 @@ from postroom.model import (
 )
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
+from postroom.net.proxy import ProxiedEndpoint, ProxyError, ProxySettings, proxied_endpoint
 from postroom.net.sasl import xoauth2_response
 from postroom.net.server import ServerSettings
 from postroom.net.timing import Deadline, ResponseTimer
@@ -207,6 +208,9 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # network
     "Backoff",
     "Deadline",
+    "ProxiedEndpoint",
+    "ProxyError",
+    "ProxySettings",
     "ResponseTimer",
     "ServerSettings",
     "Tracer",
@@ -214,6 +218,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "describe_connection_error",
     "is_hostname_mismatch",
     "port_for",
+    "proxied_endpoint",
     "redact",
     "sleep",
     "stdlib_context",
