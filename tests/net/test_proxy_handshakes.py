@@ -99,7 +99,8 @@ class Attempt:
             resolve=resolve or (lambda name: defer.fail(AssertionError("no resolution"))),
         )
         self.results: list[Any] = []
-        endpoint.connect(Factory.forProtocol(lambda: self.app)).addBoth(self.results.append)
+        self.connecting = endpoint.connect(Factory.forProtocol(lambda: self.app))
+        self.connecting.addBoth(self.results.append)
 
     @property
     def done(self) -> bool:
@@ -405,6 +406,26 @@ def test_connecting_to_the_proxy_times_out_on_the_clock() -> None:
     attempt.clock.advance(30)
     assert attempt.error().reason == "no tunnel within 30 s"
     assert attempt.proxy.cancelled
+
+
+def test_caller_cancels_while_connecting_to_the_proxy() -> None:
+    attempt = Attempt(socks(), outcome="hang")
+    attempt.connecting.cancel()
+    assert attempt.proxy.cancelled
+    assert isinstance(attempt.results[0], Failure)
+    assert attempt.results[0].check(defer.CancelledError)
+    assert attempt.clock.getDelayedCalls() == []
+
+
+@pytest.mark.parametrize("settings", [socks(), http()])
+def test_caller_cancels_during_the_handshake(settings: ProxySettings) -> None:
+    attempt = Attempt(settings)
+    attempt.connecting.cancel()
+    assert attempt.results[0].check(defer.CancelledError)
+    assert attempt.proxy.transport.disconnecting
+    attempt.proxy.protocol.connectionLost(Failure(error.ConnectionAborted()))
+    assert len(attempt.results) == 1 and not attempt.app.made
+    assert attempt.clock.getDelayedCalls() == []
 
 
 def test_tunnel_end_reaches_the_callers_protocol() -> None:

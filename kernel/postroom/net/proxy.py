@@ -443,6 +443,8 @@ class ProxiedEndpoint:
             except Exception as exc:
                 if expired:
                     return await done
+                if isinstance(exc, defer.CancelledError):
+                    raise  # the caller gave up
                 reason = describe_connection_error(exc) or str(exc) or type(exc).__name__
                 raise ProxyError(
                     self.settings, self.target, f"cannot reach the proxy: {reason}"
