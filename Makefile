@@ -36,6 +36,7 @@ test: venv
 	contrib/scripts/install-test-packages
 	POSTROOM_TEST_PG="$$(contrib/scripts/pg-test-server)" && export POSTROOM_TEST_PG && \
 	  mail_env="$$(contrib/scripts/mail-test-servers start)" && eval "$$mail_env" && \
+	  proxy_env="$$(contrib/scripts/proxy-test-servers start)" && eval "$$proxy_env" && \
 	  $(BIN)/python -m pytest -q
 	$(MAKE) lint
 

@@ -91,6 +91,7 @@ from postroom.model import (
 )
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
+from postroom.net.proxy import ProxiedEndpoint, ProxyError, ProxySettings, proxied_endpoint
 from postroom.net.sasl import (
     ERROR_CHALLENGE_REPLY,
     OAUTH_MECHANISMS,
@@ -219,6 +220,9 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # network
     "Backoff",
     "Deadline",
+    "ProxiedEndpoint",
+    "ProxyError",
+    "ProxySettings",
     "ResponseTimer",
     "ServerSettings",
     "Tracer",
@@ -226,6 +230,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "describe_connection_error",
     "is_hostname_mismatch",
     "port_for",
+    "proxied_endpoint",
     "redact",
     "sleep",
     "stdlib_context",

@@ -1,0 +1,162 @@
+"""The real proxies of the proxy tests, and loopback servers to tunnel to.
+
+:func:`start_proxy_servers` runs ``contrib/scripts/proxy-test-servers start
+--json`` (it installs microsocks, Dante and tinyproxy when missing and starts
+them on 127.0.0.1, or reuses the running ones of the port base) and returns
+the state it prints; when that fails the tests fail, they never skip.
+
+:class:`EchoServer` is the target: it greets each client with the address the
+connection came from (each proxy connects from its own, so the greeting proves
+the path) and, with TLS, the server name the client sent (SNI), then echoes
+lines. Its certificate comes from a throw-away CA made with ``cryptography``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import json
+import os
+import socket
+import socketserver
+import ssl
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "contrib" / "scripts" / "proxy-test-servers"
+START_TIMEOUT = 900  # seconds: the first start may install packages
+MAIL_HOST = "mail.example.test"
+
+
+class ProxyServersUnavailable(RuntimeError):
+    """The proxies could not be started (the message says why)."""
+
+
+def start_proxy_servers() -> dict[str, Any]:
+    """Start (or reuse) the proxies through the script; their state."""
+    done = subprocess.run(
+        [sys.executable, str(SCRIPT), "start", "--json"],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise ProxyServersUnavailable(
+            f"{SCRIPT} start exited {done.returncode}:\n{done.stderr.decode(errors='replace')}"
+        )
+    state: dict[str, Any] = json.loads(done.stdout)
+    return state
+
+
+def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA and a server certificate for MAIL_HOST, localhost and 127.0.0.1:
+    (ca.pem, server.pem, server.key)."""
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "postroom proxy test CA")])
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    names = [x509.DNSName(MAIL_HOST), x509.DNSName("localhost")]
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, MAIL_HOST)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(names), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    files = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
+    files[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return files
+
+
+class _Handler(socketserver.StreamRequestHandler):
+    server: EchoServer
+
+    def handle(self) -> None:
+        peer = self.client_address[0]
+        sni = getattr(self.connection, "postroom_sni", None)
+        greeting = f"hello {peer}" + (f" sni {sni}" if self.server.tls else "")
+        self.wfile.write(greeting.encode() + b"\n")
+        for line in self.rfile:
+            self.wfile.write(b"echo " + line)
+
+
+class EchoServer(socketserver.ThreadingTCPServer):
+    """Greets with the peer's address (and SNI), then echoes lines; TLS
+    when *tls* is ``(cert, key)``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, tls: tuple[Path, Path] | None = None) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.tls = tls is not None
+        self.context: ssl.SSLContext | None = None
+        if tls is not None:
+            self.context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.context.load_cert_chain(os.fspath(tls[0]), os.fspath(tls[1]))
+            self.context.sni_callback = self._remember_sni
+        self.port = self.server_address[1]
+        self.thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self.thread.start()
+
+    @staticmethod
+    def _remember_sni(sock: ssl.SSLObject | ssl.SSLSocket, name: str | None, _: Any) -> None:
+        sock.postroom_sni = name  # type: ignore[union-attr]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        sock, address = super().get_request()
+        if self.context is not None:
+            sock.settimeout(10)
+            try:
+                sock = self.context.wrap_socket(sock, server_side=True)
+            except (OSError, ssl.SSLError):
+                sock.close()
+                raise
+        return sock, address
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (for "refused" cases)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
