@@ -138,7 +138,7 @@ class Clock:
 @dataclass
 class User:
     name: str  # the e-mail address, also the login name
-    password: str
+    password: str = field(repr=False)
     mfa_required: bool = False
     #: client ids the user has consented to (Azure); Google users consent per refresh token
     consents: set[str] = field(default_factory=set)
@@ -150,7 +150,7 @@ class Client:
 
     client_id: str
     dialect: str
-    secret: str | None = None  # None: a public client
+    secret: str | None = field(default=None, repr=False)  # None: a public client
     secret_expired: bool = False
     #: certificate credentials: the public key for each x5t thumbprint
     certificates: dict[str, rsa.RSAPublicKey] = field(default_factory=dict)
@@ -263,7 +263,8 @@ class Authority:
 
     # -- issuing ------------------------------------------------------------
 
-    def new_grant(self, client_id: str, user: str | None, scopes: Iterable[str], kind: str) -> Grant:
+    def new_grant(self, client_id: str, user: str | None, scopes: Iterable[str],
+                  kind: str) -> Grant:
         with self.lock:
             grant = Grant(secrets.token_hex(8), client_id, user, tuple(scopes), kind)
             self.grants[grant.grant_id] = grant

@@ -123,7 +123,7 @@ class AppCertificate:
     @property
     def thumbprint(self) -> str:
         """``x5t``: base64url of the certificate's SHA-1 hash, as Azure expects."""
-        digest = self.certificate.fingerprint(hashes.SHA1())  # noqa: S303 (Azure's choice)
+        digest = self.certificate.fingerprint(hashes.SHA1())
         return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
 
     @property

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import datetime
 import json
+import logging
 import re
+import threading
 import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -29,17 +31,27 @@ from oauthlib.oauth2.rfc6749.grant_types import (
 from twisted.internet import ssl
 from twisted.internet.interfaces import IListeningPort, IReactorCore, IReactorSSL
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from tests.idp import authority as a
 from tests.idp import pki
-from tests.idp.validator import JWT_BEARER, JWTBearerGrant, Validator, claims_of, require_introspector
+from tests.idp.validator import (
+    JWT_BEARER,
+    JWTBearerGrant,
+    Validator,
+    claims_of,
+    require_introspector,
+)
 
 AZURE_TOKEN_PATH = re.compile(r"^/(?P<tenant>[^/]+)/oauth2/v2\.0/token$")
+GRANT_TYPES = ("password", "refresh_token", "client_credentials", JWT_BEARER)
 #: the endpoints an outage can cover (the controls never go down)
 ENDPOINTS = ("token", "introspect", "tokeninfo", "revoke")
 
 log = Logger(namespace="postroom.tests.idp")
+# oauthlib's debug records print whole tokens and validator objects: keep them out
+logging.getLogger("oauthlib").setLevel(logging.INFO)
 
 
 def access_log_line(timestamp: str, request: server.Request) -> str:
@@ -69,8 +81,7 @@ class IdentityProvider:
     def listen(self, reactor: IReactorSSL, tls: pki.TestCA, port: int = 0,
                interface: str = "127.0.0.1") -> IListeningPort:
         """Serve HTTPS with *tls*'s certificate on *interface*:*port* (0: any free port)."""
-        pem = tls.cert_file.read_bytes() + tls.key_file.read_bytes()
-        options = ssl.PrivateCertificate.loadPEM(pem).options()
+        options = ssl.DefaultOpenSSLContextFactory(str(tls.key_file), str(tls.cert_file))
         self.reactor = reactor  # type: ignore[assignment]
         return reactor.listenSSL(port, self.site(), options, interface=interface)
 
@@ -118,6 +129,11 @@ class IdentityProvider:
 
     def held(self) -> int:
         return len(self.resource.held)
+
+    def wait_held(self, count: int, timeout: float = 10.0) -> bool:
+        """Wait (from another thread) until *count* requests are held."""
+        with self.resource.holding:
+            return self.resource.holding.wait_for(lambda: self.held() >= count, timeout)
 
     def issue_refresh_token(self, client_id: str, user: str, scope: str) -> str:
         return self.authority.issue_refresh_token(client_id, user, scope.split())
@@ -174,6 +190,8 @@ class IdPResource(resource.Resource):
         super().__init__()
         self.idp = idp
         self.held: list[tuple[server.Request, Callable[[], bytes]]] = []
+        #: notified whenever a request is held, for tests in another thread
+        self.holding = threading.Condition()
 
     @property
     def authority(self) -> a.Authority:
@@ -181,7 +199,7 @@ class IdPResource(resource.Resource):
 
     # -- dispatch -----------------------------------------------------------
 
-    def render(self, request: server.Request) -> bytes | int:  # type: ignore[override]
+    def render(self, request: server.Request) -> bytes | int:
         path = request.path.decode("utf-8", "replace")
         method = request.method.decode()
         if path.startswith("/_control/"):
@@ -228,13 +246,20 @@ class IdPResource(resource.Resource):
 
     def _hold(self, request: server.Request, answer: Callable[[], bytes]) -> None:
         entry = (request, answer)
-        self.held.append(entry)
-        request.notifyFinish().addErrback(lambda _: entry in self.held and self.held.remove(entry))
+        with self.holding:
+            self.held.append(entry)
+            self.holding.notify_all()
+
+        def forget(_: Failure) -> None:  # the client went away while held
+            if entry in self.held:
+                self.held.remove(entry)
+
+        request.notifyFinish().addErrback(forget)
 
     def answer_held(self) -> None:
         held, self.held = self.held, []
         for request, answer in held:
-            if not request.finished and not request._disconnected:  # noqa: SLF001
+            if not request.finished and not request._disconnected:
                 request.write(answer())
                 request.finish()
 
@@ -271,6 +296,10 @@ class IdPResource(resource.Resource):
         token_url = f"https://{host}{request.path.decode('utf-8', 'replace')}"
         return Validator(self.authority, dialect, token_url, tenant, self.idp.signing_key)
 
+    @classmethod
+    def _headers_lower(cls, request: server.Request) -> dict[str, str]:
+        return {k.lower(): v for k, v in cls._headers(request).items()}
+
     @staticmethod
     def _headers(request: server.Request) -> dict[str, str]:
         return {k.decode("latin-1"): v[-1].decode("latin-1")
@@ -285,6 +314,10 @@ class IdPResource(resource.Resource):
         if tenant is not None and tenant not in self.authority.tenants:
             return self._refuse(request, a.Refusal(
                 "invalid_request", 90002, f"Tenant '{tenant}' not found."), dialect)
+        if grant_type not in GRANT_TYPES:
+            return self._refuse(request, a.Refusal(
+                "unsupported_grant_type", 70003,
+                f"The app requested an unsupported grant type '{grant_type}'."), dialect)
         bearer = BearerToken(
             validator, token_generator=validator.access_token_value,
             expires_in=lambda _: self.authority.access_ttl,
@@ -364,8 +397,7 @@ class IdPResource(resource.Resource):
         grant revokes the grant."""
         params = dict(parse_qsl(body)) | dict(parse_qsl(query))
         validator = self._validator(request, a.GOOGLE, None)
-        if "client_id" not in params and not validator.client_authentication_required(
-                _form_request(params, self._headers(request))):
+        if "client_id" not in params and "authorization" not in self._headers_lower(request):
             with self.authority.lock:
                 known = self.authority.revoke_token(params.get("token", ""))
             if not known:

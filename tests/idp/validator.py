@@ -35,7 +35,7 @@ LEEWAY = 300
 
 def param(request: Request, name: str) -> str | None:
     """A request parameter oauthlib does not list among its own."""
-    value = request._params.get(name)  # noqa: SLF001 (oauthlib keeps extras only there)
+    value = request._params.get(name)
     return value if isinstance(value, str) else None
 
 
@@ -191,6 +191,7 @@ class Validator(RequestValidator):
 
     def validate_scopes(self, client_id: str, scopes: list[str], client: a.Client,
                         request: Request, *args: Any, **kwargs: Any) -> bool:
+        scopes = [s for s in scopes if s]  # oauthlib splits "" into [""]
         requested = " ".join(scopes)
         if not scopes:
             raise google(a.bad_scope(requested), "Missing required parameter: scope")
@@ -385,14 +386,15 @@ class JWTBearerGrant(GrantTypeBase):
             raise google(a.Refusal("invalid_grant", 0, "unknown key id"),
                          "Invalid JWT Signature.")
         try:
-            claims = validator._decode(assertion, key, refuse, ["RS256"])  # noqa: SLF001
+            claims = validator._decode(assertion, key, refuse, ["RS256"])
         except a.Refusal as refusal:
             if "signature" in refusal.description:
                 raise google(refusal, "Invalid JWT Signature.") from None
             raise
         iat = float(claims.get("iat", -1))
         now = auth.clock.now()
-        if iat < 0 or iat - LEEWAY > now or float(claims["exp"]) - iat > GOOGLE_MAX_ASSERTION_LIFETIME:
+        lifetime = float(claims["exp"]) - iat
+        if iat < 0 or iat - LEEWAY > now or lifetime > GOOGLE_MAX_ASSERTION_LIFETIME:
             raise refuse("Token must be a short-lived token (60 minutes) and in a reasonable "
                          "timeframe. Check your iat and exp values in the JWT claim.")
         scopes = str(claims.get("scope", "")).split()
