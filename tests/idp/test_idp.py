@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import logging
 import ssl
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -508,3 +510,43 @@ def test_no_secret_reaches_the_logs(idp: RunningIdP, caplog: pytest.LogCaptureFi
     ]
     leaked = [s[:12] for s in secrets if s in written]
     assert leaked == []
+
+
+# -- the standalone process ----------------------------------------------------------
+
+
+def test_the_standalone_process_serves_https_and_the_controls(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.idp", "--state-dir", str(tmp_path), "--access-ttl", "60"],
+        cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            line = pool.submit(process.stdout.readline).result(timeout=60)  # type: ignore[union-attr]
+        info = json.loads(line)
+        assert info == json.loads((tmp_path / "idp.json").read_text())
+        context = ssl.create_default_context(cafile=info["ca_file"])
+
+        def post(url: str, data: bytes) -> dict[str, Any]:
+            with urllib.request.urlopen(url, data, context=context, timeout=30) as response:
+                return dict(json.loads(response.read()))
+
+        token = post(info["azure_token_url"], urllib.parse.urlencode({
+            "grant_type": "password", "client_id": info["public_app"],
+            "username": ALICE, "password": info["users"][ALICE], "scope": OUTLOOK_DEFAULT,
+        }).encode())
+        assert token["expires_in"] == 60
+        introspection = urllib.parse.urlencode({
+            "token": token["access_token"], "client_id": info["introspector"],
+            "client_secret": info["introspector_secret"]}).encode()
+        assert post(info["introspection_url"], introspection)["active"] is True
+        assert post(info["base_url"] + "/_control/advance", b'{"seconds": 61}') == {"ok": True}
+        assert post(info["introspection_url"], introspection) == {"active": False}
+        key = json.loads(Path(info["service_account_file"]).read_text())
+        assert key["token_uri"] == info["google_token_url"]
+    finally:
+        process.terminate()
+        _, errors = process.communicate(timeout=30)
+    assert "idp token azure grant=password: 200" in errors
+    assert info["users"][ALICE] not in errors and token["access_token"] not in errors

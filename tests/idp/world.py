@@ -6,6 +6,8 @@ auth drivers. Names and secrets here are test fixtures, nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from tests.idp import authority as a
 from tests.idp import pki
@@ -45,6 +47,36 @@ class World:
     #: the resource server that may introspect (Dovecot's passdb)
     introspector: str
     introspector_secret: str
+
+    def write_credentials(self, directory: Path, base_url: str) -> dict[str, Any]:
+        """Write the key files a client needs into *directory*; return the rest
+        (ids, secrets, file names) for a state file. Test fixtures only."""
+        directory.mkdir(parents=True, exist_ok=True)
+        files = {
+            "daemon_certificate_file": ("daemon-app-cert.pem",
+                                        self.daemon_certificate.certificate_pem),
+            "daemon_key_file": ("daemon-app-key.pem", self.daemon_certificate.key_pem),
+            "service_account_file": ("service-account.json",
+                                     self.service_account_json(base_url + "/token").encode()),
+        }
+        found: dict[str, Any] = {}
+        for name, (file_name, content) in files.items():
+            path = directory / file_name
+            path.write_bytes(content)
+            path.chmod(0o600)
+            found[name] = str(path)
+        return found | {
+            "tenant": self.tenant, "users": self.users,
+            "azure_token_url": f"{base_url}/{self.tenant}/oauth2/v2.0/token",
+            "google_token_url": f"{base_url}/token",
+            "public_app": self.public_app, "confidential_app": self.confidential_app,
+            "confidential_secret": self.confidential_secret, "daemon_app": self.daemon_app,
+            "daemon_secret": self.daemon_secret,
+            "daemon_thumbprint": self.daemon_certificate.thumbprint,
+            "google_client": self.google_client, "google_secret": self.google_secret,
+            "service_account": self.service_account.client_email,
+            "introspector": self.introspector, "introspector_secret": self.introspector_secret,
+        }
 
     def service_account_json(self, token_uri: str) -> str:
         """The service account's key file, pointing at *token_uri*."""
