@@ -182,6 +182,7 @@ def test_ropc_confidential_client_needs_its_valid_secret(idp: RunningIdP) -> Non
         ({"scope": "https://outlook.office.com/Mail.ReadWrite"}, (400, "invalid_grant", 65001)),
         ({"scope": ""}, (400, "invalid_scope", 70011)),
         ({"grant_type": "implicit"}, (400, "unsupported_grant_type", 70003)),
+        ({"client_secret": "a-public-client-has-none"}, (401, "invalid_client", 700025)),
     ],
 )
 def test_ropc_refusals_carry_azure_codes(

@@ -100,6 +100,10 @@ class Validator(RequestValidator):
                 raise a.bad_assertion("client_assertion_type is not jwt-bearer")
             self._check_client_assertion(client, assertion)
         elif secret is not None:
+            if client.public:
+                raise google(a.Refusal(
+                    "invalid_client", 700025, "Client is public so neither 'client_assertion' "
+                    "nor 'client_secret' should be presented.", 401), "Unauthorized")
             if client.secret is None or not secrets.compare_digest(secret, client.secret):
                 raise google(a.bad_secret(), "Unauthorized")
             if client.secret_expired:
