@@ -120,7 +120,7 @@ class IdentityProvider:
         self.authority.end_outage()
 
     def release(self) -> None:
-        """Answer the requests an outage held, as if they had just arrived.
+        """Answer the requests an outage held, normally (even while it lasts).
         Safe from any thread: the answers are written on the serving reactor."""
         if self.reactor is None:
             self.resource.answer_held()

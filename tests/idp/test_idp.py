@@ -51,7 +51,8 @@ def call(idp: RunningIdP, url: str, form: dict[str, str] | None = None,
         with urllib.request.urlopen(request, context=idp.ssl_context(), timeout=30) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        with error:
+            return error.code, json.loads(error.read())
 
 
 def ropc(idp: RunningIdP, user: str = ALICE, password: str = ALICE_PASSWORD,
@@ -469,7 +470,8 @@ def test_http_controls(idp: RunningIdP) -> None:
     assert google_refresh(idp, issued)[0] == 200
     with pytest.raises(urllib.error.HTTPError) as raised:
         control(idp, "no-such-control")
-    assert raised.value.code == 404
+    with raised.value:
+        assert raised.value.code == 404
 
 
 # -- logs -------------------------------------------------------------------------
