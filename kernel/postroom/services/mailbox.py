@@ -147,9 +147,11 @@ class MailboxService(service.Service):
         metrics = self.kernel.metrics
         self.health.connected = False
         metrics.connected.labels(name).set(0)
-        self.health.last_error = f"{what}: {error}"
+        refused = isinstance(error, AuthenticationFailed)
+        # a refusal says "login refused ..." with the server's words already
+        self.health.last_error = str(error) if refused else f"{what}: {error}"
         self.health.last_error_at = _now(self.clock)
-        if isinstance(error, AuthenticationFailed):
+        if refused:
             wait = self.login_policy.refused(str(error))
             self._set_state(AUTH_FAILED)
             self.health.auth_failures = self.login_policy.failures
@@ -166,7 +168,7 @@ class MailboxService(service.Service):
         retry_at = self.clock.seconds() + wait
         self.health.next_attempt = datetime.fromtimestamp(retry_at, UTC)
         metrics.next_attempt.labels(name).set(retry_at)
-        if isinstance(error, AuthenticationFailed):
+        if refused:
             log.error(
                 "mailbox %s: login refused (%d in a row), next attempt at %s: %s",
                 name,
@@ -227,10 +229,7 @@ class MailboxService(service.Service):
             except defer.CancelledError:
                 break
             except Exception as exc:
-                what = "login refused" if isinstance(exc, AuthenticationFailed) else (
-                    "connection failed"
-                )
-                wait = self._failed(exc, what)
+                wait = self._failed(exc, "connection failed")
                 if self.once:
                     self._finish(False)
                     return
