@@ -18,8 +18,14 @@ from typing import Any
 
 import attrs
 
-#: the state a policy reports while logins are refused
+#: a mailbox's (or the smtp-client's) state, in ``/health`` and ``/metrics``:
+#: before the first connection, connected, the last connection failed
+#: (connection back-off), the server refused the credentials (this policy)
+STARTING = "starting"
+CONNECTED = "connected"
+CONNECTION_FAILED = "connection-failed"
 AUTH_FAILED = "auth-failed"
+STATES = (STARTING, CONNECTED, CONNECTION_FAILED, AUTH_FAILED)
 #: default delays: one minute, doubling to half an hour
 DEFAULT_INITIAL = 60.0
 DEFAULT_MAXIMUM = 1800.0

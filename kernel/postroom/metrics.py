@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
 
-from postroom.services.health import STATES
+from postroom.loginpolicy import STATES
 
 #: the ``mailbox`` label of the outbox sender's login metrics
 SMTP_CLIENT = "smtp-client"

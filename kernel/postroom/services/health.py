@@ -6,15 +6,7 @@ from datetime import datetime
 
 import attrs
 
-from postroom.loginpolicy import AUTH_FAILED
-
-#: ``state`` values: before the first connection, connected, the last
-#: connection failed (connection back-off), the server refused the credentials
-#: (login policy back-off)
-STARTING = "starting"
-CONNECTED = "connected"
-CONNECTION_FAILED = "connection-failed"
-STATES = (STARTING, CONNECTED, CONNECTION_FAILED, AUTH_FAILED)
+from postroom.loginpolicy import STARTING
 
 
 @attrs.define

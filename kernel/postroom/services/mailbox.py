@@ -23,8 +23,8 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from postroom.backoff import Backoff, sleep
 from postroom.drivers import SourceItem
 from postroom.errors import AuthenticationFailed, ConnectionDown
-from postroom.loginpolicy import AUTH_FAILED, LoginPolicy
-from postroom.services.health import CONNECTED, CONNECTION_FAILED, MailboxHealth
+from postroom.loginpolicy import AUTH_FAILED, CONNECTED, CONNECTION_FAILED, LoginPolicy
+from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
 from postroom.store.errors import StoreError
