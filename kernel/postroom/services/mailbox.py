@@ -192,7 +192,8 @@ class MailboxService(service.Service):
         self.kernel.metrics.state.labels(self.mailbox.name).state(state)
 
     def _logged_in(self) -> None:
-        """The source connected (and logged in): both back-off counts start again."""
+        """The source connected (and logged in): the login policy's count starts
+        again (the connection back-off's does after a complete pass, as before)."""
         name = self.mailbox.name
         metrics = self.kernel.metrics
         self.health.connected = True
