@@ -33,11 +33,13 @@ from postroom.config.types import Secret
 from postroom.context import AnalysisContext, Context
 from postroom.drivers import Credentials, DriverContext, SendResult, SourceItem, needs_auth
 from postroom.errors import (
+    AuthenticationFailed,
     ConfigError,
     ConnectionDown,
     NotAnalysed,
     PluginLoadError,
     PostroomError,
+    SenderAuthenticationFailed,
     SendError,
     SourceError,
 )
@@ -161,12 +163,14 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "Context",
     "StoreAccess",
     # errors
+    "AuthenticationFailed",
     "ConfigError",
     "ConnectionDown",
     "NotAnalysed",
     "PluginLoadError",
     "PostroomError",
     "SendError",
+    "SenderAuthenticationFailed",
     "SourceError",
     # options
     "MAILBOX_SECTION",

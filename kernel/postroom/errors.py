@@ -73,12 +73,30 @@ class ConnectionDown(SourceError):
     """
 
 
+class AuthenticationFailed(SourceError):
+    """The mailbox's server refused the credentials (not a connection failure).
+
+    The mailbox service backs off by :class:`postroom.loginpolicy.LoginPolicy`
+    (exponentially, to a cap) instead of the connection back-off, so a wrong
+    password never hammers the server into locking the account. The message
+    carries the server's words, never the secret.
+    """
+
+
 class SendError(PostroomError):
     """An outbound message could not be sent; ``permanent`` ones are not retried."""
 
     def __init__(self, message: str, *, permanent: bool = False) -> None:
         self.permanent = permanent
         super().__init__(message)
+
+
+class SenderAuthenticationFailed(SendError):
+    """The SMTP server refused the sender's credentials: nothing is wrong with the message.
+
+    The outbox pauses all sending by the login policy; the entry stays queued
+    and the attempt is not counted against it.
+    """
 
 
 class FencingError(PostroomError):

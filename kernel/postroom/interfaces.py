@@ -205,10 +205,13 @@ class IStore(Interface):
         """Put entries still ``sending`` since before *claimed_before* back to
         ``queued`` (a process died mid-send); returns their ids."""
 
-    def mark_outbound(entry_id, state, error=None, next_attempt_at=None, attached=None) -> None:
+    def mark_outbound(
+        entry_id, state, error=None, next_attempt_at=None, attached=None, count_attempt=True
+    ) -> None:
         """Record a send attempt: sent, failed, or back to queued for a retry.
         Also sets the outbound interaction's status and merges *attached*
-        into its attached data."""
+        into its attached data. ``count_attempt=False``: back to queued
+        without counting an attempt (the sender's login was refused)."""
 
     def get_outbox(entry_id) -> Any:
         """The OutboxEntry or None."""

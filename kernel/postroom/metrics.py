@@ -2,12 +2,19 @@
 
 Served at ``GET /metrics``. Per mailbox: messages ingested, duplicates,
 errors, quarantine depth, connection state, last success, lag (arrival in the
-mailbox to commit); outbox depth by state and send failures.
+mailbox to commit); per mailbox and for the ``smtp-client``: state (``auth-failed``
+among them), consecutive refused logins, next attempt; outbox depth by state
+and send failures.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest
+
+from postroom.loginpolicy import STATES
+
+#: the ``mailbox`` label of the outbox sender's login metrics
+SMTP_CLIENT = "smtp-client"
 
 #: lag buckets in seconds: push delivery is about a second, polling minutes
 LAG_BUCKETS = (0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600)
@@ -41,6 +48,27 @@ class Metrics:
         self.last_success = Gauge(
             "postroom_mailbox_last_success_timestamp_seconds",
             "End of the last complete pass",
+            ["mailbox"],
+            registry=r,
+        )
+        self.state = Enum(
+            "postroom_mailbox_state",
+            "Mailbox (or smtp-client) state: auth-failed when the server refuses the "
+            "credentials",
+            ["mailbox"],
+            states=list(STATES),
+            registry=r,
+        )
+        self.login_failures = Gauge(
+            "postroom_login_failures",
+            "Consecutive refused logins, per mailbox and smtp-client (0: the last login "
+            "went through)",
+            ["mailbox"],
+            registry=r,
+        )
+        self.next_attempt = Gauge(
+            "postroom_next_attempt_timestamp_seconds",
+            "When a mailbox (or the smtp-client) that failed tries again (0: not waiting)",
             ["mailbox"],
             registry=r,
         )

@@ -1,8 +1,11 @@
 """The HTTP API: health, metrics, sending and reading interactions (Twisted web, JSON).
 
 ========================  ==============================================================
-``GET /health``           per mailbox: connected, last success, last error, counters;
-                          200 when every mailbox is connected, else 503
+``GET /health``           per mailbox: state (``auth-failed`` after refused logins),
+                          connected, last success, last error, next attempt, counters;
+                          ``smtp_client``: the sender's login state; 200 when every
+                          mailbox is connected and the sender's login is not refused,
+                          else 503
 ``GET /metrics``          Prometheus text format
 ``POST /send``            queue an outbound e-mail (JSON body, the schema
                           ``postroom/schemas/send-request.json``); 202 with the outbound
@@ -41,6 +44,7 @@ from twisted.web import http, resource, server
 
 from postroom.errors import ConfigError
 from postroom.kernel import token_problem
+from postroom.loginpolicy import AUTH_FAILED
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 from postroom.views import interaction_json
 
@@ -202,8 +206,13 @@ class Api(resource.Resource):
         parts = [p for p in request.path.decode("utf-8", "replace").split("/") if p]
         if parts == ["health"] and method == "GET":
             mailboxes = self.gateway.health()
+            smtp_client = self.gateway.outbound.health()
             ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
-            body = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
+            if smtp_client is not None and smtp_client["state"] == AUTH_FAILED:
+                ok = False  # nothing is sent until the password is fixed
+            body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
+            if smtp_client is not None:
+                body["smtp_client"] = smtp_client
             return (200 if ok else 503), _json(body), "application/json"
         if parts == ["metrics"] and method == "GET":
             return 200, self.gateway.kernel.metrics.render(), "text/plain; version=0.0.4"

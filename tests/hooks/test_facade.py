@@ -27,6 +27,7 @@ from postroom.context import Context
 from postroom.drivers import SendResult
 from postroom.drivers.filesender import FileSender
 from postroom.errors import ConfigError, PluginLoadError
+from postroom.loginpolicy import LoginPolicy
 from postroom.metrics import Metrics
 from postroom.model import (
     Envelope,
@@ -861,7 +862,8 @@ def outbox(*plugins: tuple[str, object], attempts: int = 0
     sender = RecordingSender()
     kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig({("gateway", "max-attempts"): 3}))
     service = OutboundService(cast(Any, kernel), sender,
-                              backoff=Backoff(initial=30, maximum=30, jitter=0))
+                              backoff=Backoff(initial=30, maximum=30, jitter=0),
+                              login_policy=LoginPolicy(kernel.clock))
     req = request()
     req.options["dsn"] = True
     entry = OutboxEntry(id=interaction.id, message_id="<m1@example.com>", state="sending",

@@ -145,6 +145,19 @@ def test_a_valid_request_is_queued_and_sent(server: Server) -> None:
     assert code == 200 and json.loads(raw)["status"] == "ok"
 
 
+def test_a_refused_smtp_login_shows_in_health_and_degrades_it(server: Server) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    code, _, raw = server.request("GET", "/health", headers=auth)
+    assert code == 200 and json.loads(raw)["smtp_client"]["state"] == "connected"
+    server.gateway.outbound.login_policy.refused("535 5.7.8 bad credentials")
+    code, _, raw = server.request("GET", "/health", headers=auth)
+    body = json.loads(raw)
+    assert code == 503 and body["status"] == "degraded"
+    assert body["smtp_client"]["state"] == "auth-failed"
+    assert body["smtp_client"]["last_error"] == "535 5.7.8 bad credentials"
+    assert body["smtp_client"]["auth_failures"] == 1 and body["smtp_client"]["next_attempt"]
+
+
 def test_a_10_gb_body_without_a_token_is_refused_before_it_is_read(server: Server) -> None:
     """The headers only: a server that waited for the body would never answer."""
     answer, _ = server.exchange(head_only(**{"Content-Length": "10000000000"}))

@@ -684,6 +684,20 @@ def test_migration_5_leaves_the_side_effects_of_handed_off_interactions_done(
 # ------------------------------------------------------------------- outbox
 
 
+def test_an_entry_requeued_without_counting_keeps_its_attempts(store: SQLStore) -> None:
+    """The sender's login was refused: the entry was never tried."""
+    now = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
+    entry = store.queue_outbound(Interaction(message_id="<a@x>"), OutboundRequest(to=["c@x"]))
+    assert [e.id for e in store.claim_outbound(now)] == [entry.id]
+    retry_at = now + timedelta(minutes=1)
+    store.mark_outbound(entry.id, "queued", "535 refused", retry_at, count_attempt=False)
+    queued = store.get_outbox(entry.id)
+    assert queued is not None
+    assert (queued.state, queued.attempts, queued.last_error) == ("queued", 0, "535 refused")
+    assert queued.next_attempt_at == retry_at
+    assert store.claim_outbound(now) == []
+
+
 def test_outbox_lifecycle(store: SQLStore) -> None:
     now = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
     request = OutboundRequest(

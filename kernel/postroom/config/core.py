@@ -202,6 +202,26 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Longest delay between hand-off retries.",
     )
     add(
+        "login-retry-initial",
+        "duration",
+        section=gw,
+        default="00:01:00",
+        minimum=1,
+        maximum=HOUR,
+        description="Wait after a server refused a mailbox's (or the smtp-client's) "
+        "credentials; doubles on each consecutive refusal, so a wrong password never "
+        "locks the account. Connection failures have their own, shorter back-off.",
+    )
+    add(
+        "login-retry-max",
+        "duration",
+        section=gw,
+        default="00:30:00",
+        minimum=1,
+        maximum=DAY,
+        description="Longest wait between login attempts after refused credentials.",
+    )
+    add(
         "thread-pool-size",
         "int",
         section=gw,

@@ -6,10 +6,13 @@ from datetime import datetime
 
 import attrs
 
+from postroom.loginpolicy import STARTING
+
 
 @attrs.define
 class MailboxHealth:
     connected: bool = False
+    state: str = STARTING
     last_success: datetime | None = None
     last_error: str | None = None
     last_error_at: datetime | None = None
@@ -17,7 +20,12 @@ class MailboxHealth:
     duplicates: int = 0
     failed: int = 0
     quarantined: int = 0
+    #: consecutive connection failures (the connection back-off's count)
     consecutive_failures: int = 0
+    #: consecutive refused logins (the login policy's count)
+    auth_failures: int = 0
+    #: when the next connection or login attempt is due, after a failure
+    next_attempt: datetime | None = None
     #: messages being parsed and analysed now: source key -> since (clock seconds)
     analysing: dict[str, float] = attrs.field(factory=dict)
 
@@ -30,7 +38,7 @@ class MailboxHealth:
         self, now: float | None = None, stuck_after: float | None = None
     ) -> dict[str, object]:
         data = attrs.asdict(self)
-        for key in ("last_success", "last_error_at"):
+        for key in ("last_success", "last_error_at", "next_attempt"):
             value = data[key]
             data[key] = value.isoformat() if value else None
         data["analysing"] = len(self.analysing)

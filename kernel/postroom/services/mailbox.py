@@ -1,8 +1,11 @@
 """One service per mailbox: connect, fetch, process, acknowledge, wait, repeat.
 
-A mailbox's failures stay in its own service: a wrong password or an
-unreachable server makes this one reconnect with back-off while every other
-mailbox keeps flowing. A message that fails ``max-attempts`` times is put in
+A mailbox's failures stay in its own service: an unreachable server makes
+this one reconnect with back-off while every other mailbox keeps flowing. A
+refused login (:class:`~postroom.errors.AuthenticationFailed`: a wrong
+password, a revoked token) is told apart: state ``auth-failed``, and the login
+policy's longer delays (:mod:`postroom.loginpolicy`), so the server never
+locks the account. A message that fails ``max-attempts`` times is put in
 quarantine (its raw bytes kept in the store) and acknowledged on the server,
 so it can never block the mailbox; ``postroom quarantine`` lists and replays it.
 """
@@ -19,7 +22,8 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 
 from postroom.backoff import Backoff, sleep
 from postroom.drivers import SourceItem
-from postroom.errors import ConnectionDown
+from postroom.errors import AuthenticationFailed, ConnectionDown
+from postroom.loginpolicy import AUTH_FAILED, CONNECTED, CONNECTION_FAILED, LoginPolicy
 from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
@@ -66,6 +70,7 @@ class MailboxService(service.Service):
         *,
         once: bool = False,
         backoff: Backoff | None = None,
+        login_policy: LoginPolicy | None = None,
     ) -> None:
         self.kernel = kernel
         self.mailbox = mailbox
@@ -73,6 +78,7 @@ class MailboxService(service.Service):
         self.handoff = handoff
         self.once = once
         self.backoff = backoff or Backoff()
+        self.login_policy = login_policy or LoginPolicy.from_config(kernel.config, kernel.clock)
         self.name = f"mailbox:{mailbox.name}"
         self.health = MailboxHealth()
         self.source: Any = None
@@ -132,20 +138,74 @@ class MailboxService(service.Service):
     def clock(self) -> Any:
         return self.kernel.clock
 
-    def _failed(self, error: BaseException, what: str) -> None:
+    def _failed(self, error: BaseException, what: str) -> float:
+        """Record a failed connection or pass; returns the delay before the next try.
+
+        A refused login counts for the login policy only; every other failure
+        for the connection back-off only."""
+        name = self.mailbox.name
+        metrics = self.kernel.metrics
         self.health.connected = False
-        self.kernel.metrics.connected.labels(self.mailbox.name).set(0)
-        self.kernel.metrics.errors.labels(self.mailbox.name, "connection").inc()
-        self.health.last_error = f"{what}: {error}"
+        metrics.connected.labels(name).set(0)
+        refused = isinstance(error, AuthenticationFailed)
+        # a refusal says "login refused ..." with the server's words already
+        self.health.last_error = str(error) if refused else f"{what}: {error}"
         self.health.last_error_at = _now(self.clock)
-        self.health.consecutive_failures += 1
-        log.warning(
-            "mailbox %s: %s: %s",
-            self.mailbox.name,
-            what,
-            error,
-            extra={"mailbox": self.mailbox.name},
-        )
+        if refused:
+            wait = self.login_policy.refused(str(error))
+            self._set_state(AUTH_FAILED)
+            self.health.auth_failures = self.login_policy.failures
+            metrics.errors.labels(name, "auth").inc()
+            metrics.login_failures.labels(name).set(self.login_policy.failures)
+        else:
+            self.health.consecutive_failures += 1
+            wait = self.backoff.delay(self.health.consecutive_failures)
+            # after refused credentials the mailbox stays auth-failed until a
+            # login goes through: a network blip does not hide the wrong password
+            if not self.login_policy.refusing:
+                self._set_state(CONNECTION_FAILED)
+            metrics.errors.labels(name, "connection").inc()
+        retry_at = self.clock.seconds() + wait
+        self.health.next_attempt = datetime.fromtimestamp(retry_at, UTC)
+        metrics.next_attempt.labels(name).set(retry_at)
+        if refused:
+            log.error(
+                "mailbox %s: login refused (%d in a row), next attempt at %s: %s",
+                name,
+                self.login_policy.failures,
+                self.health.next_attempt.isoformat(),
+                error,
+                extra={"mailbox": name},
+            )
+        else:
+            log.warning(
+                "mailbox %s: %s: %s",
+                name,
+                what,
+                error,
+                extra={"mailbox": name},
+            )
+        return wait
+
+    def _set_state(self, state: str) -> None:
+        self.health.state = state
+        self.kernel.metrics.state.labels(self.mailbox.name).state(state)
+
+    def _logged_in(self) -> None:
+        """The source connected (and logged in): the login policy's count starts
+        again (the connection back-off's does after a complete pass, as before)."""
+        name = self.mailbox.name
+        metrics = self.kernel.metrics
+        self.health.connected = True
+        metrics.connected.labels(name).set(1)
+        if self.login_policy.refusing:
+            log.info("mailbox %s: login accepted again", name, extra={"mailbox": name})
+        self.login_policy.succeeded()
+        self.health.auth_failures = 0
+        self.health.next_attempt = None
+        metrics.login_failures.labels(name).set(0)
+        metrics.next_attempt.labels(name).set(0)
+        self._set_state(CONNECTED)
 
     async def _run(self) -> None:
         poll = float(self.mailbox.get("poll-interval"))
@@ -154,8 +214,7 @@ class MailboxService(service.Service):
                 if self.source is None:
                     self.source = self.kernel.build_source(self.mailbox)
                 await self.source.connect()
-                self.health.connected = True
-                self.kernel.metrics.connected.labels(self.mailbox.name).set(1)
+                self._logged_in()
                 while not self._stopping:
                     await self.run_pass()
                     self.health.last_success = _now(self.clock)
@@ -171,7 +230,7 @@ class MailboxService(service.Service):
             except defer.CancelledError:
                 break
             except Exception as exc:
-                self._failed(exc, "connection failed")
+                wait = self._failed(exc, "connection failed")
                 if self.once:
                     self._finish(False)
                     return
@@ -181,9 +240,7 @@ class MailboxService(service.Service):
                 except Exception:
                     log.debug("disconnect after failure failed too", exc_info=True)
                 self.source = None
-                self._pause = sleep(
-                    self.clock, self.backoff.delay(self.health.consecutive_failures)
-                )
+                self._pause = sleep(self.clock, wait)
                 try:
                     await self._pause
                 except defer.CancelledError:

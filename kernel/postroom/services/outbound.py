@@ -11,10 +11,17 @@ request, a plugin's veto, a plugin header that cannot be written, a message that
 cannot be built), or the last attempt, ends ``failed`` with the error on the
 outbound interaction. Entries a stopped process left ``sending`` are queued again
 at start.
+
+A refused login of the sender (:class:`~postroom.errors.SenderAuthenticationFailed`:
+a wrong password) is nothing wrong with the message: the whole outbox pauses by
+the login policy (:mod:`postroom.loginpolicy`), the entries stay queued with
+their attempts uncounted, and one login is tried per back-off step, not one
+per queued entry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from datetime import UTC, datetime, timedelta
@@ -28,6 +35,9 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from postroom import keys
 from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
+from postroom.errors import SenderAuthenticationFailed
+from postroom.loginpolicy import AUTH_FAILED, CONNECTED, LoginPolicy
+from postroom.metrics import SMTP_CLIENT
 from postroom.model import (
     Interaction,
     InteractionType,
@@ -80,11 +90,14 @@ class OutboundService(service.Service):
         once: bool = False,
         poll_interval: float = 1.0,
         backoff: Backoff | None = None,
+        login_policy: LoginPolicy | None = None,
     ) -> None:
         self.kernel = kernel
         self.once = once
         self.poll_interval = poll_interval
         self.backoff = backoff or Backoff(initial=30.0, maximum=3600.0)
+        #: the sender's refused logins: while they last, nothing is sent
+        self.login_policy = login_policy or LoginPolicy.from_config(kernel.config, kernel.clock)
         self.finished: Deferred[bool] = Deferred()
         self.pipeline = OutboundPipeline(
             kernel.hooks, kernel.ctx, sender, site_forbidden_headers(kernel), self._now
@@ -154,6 +167,16 @@ class OutboundService(service.Service):
     async def _run(self) -> None:
         while self.running:
             self._woken = False
+            paused = self.login_policy.remaining()
+            if paused > 0:
+                # the sender's login was refused: no entry is tried before the
+                # next attempt, whatever is queued meanwhile
+                if self.once:
+                    break
+                self._pause = sleep(self.kernel.clock, paused)
+                with contextlib.suppress(defer.CancelledError):
+                    await self._pause
+                continue
             try:
                 worked = await self.run_pass()
             except Exception:
@@ -179,7 +202,11 @@ class OutboundService(service.Service):
 
     async def run_pass(self) -> int:
         entries: list[OutboxEntry] = await self.kernel.store.claim_outbound(self._now(), 10)
-        for entry in entries:
+        for done, entry in enumerate(entries):
+            if self.login_policy.refusing and self.login_policy.remaining() > 0:
+                # the login was just refused: the rest of the batch waits untried
+                await self._requeue_untried(entries[done:])
+                break
             await self.send_entry(entry)
         if entries or not self._counted:
             await self._count()
@@ -197,6 +224,9 @@ class OutboundService(service.Service):
         (permanent, or the last attempt)."""
         try:
             result = await self.pipeline.send(entry)
+        except SenderAuthenticationFailed as exc:
+            await self._login_refused(entry, exc)
+            return
         except Exception as exc:
             attempts = entry.attempts + 1
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
@@ -220,7 +250,63 @@ class OutboundService(service.Service):
                     error,
                 )
             return
+        self._logged_in()
         await self.pipeline.record_sent(entry, result)
+
+    async def _login_refused(self, entry: OutboxEntry, exc: SenderAuthenticationFailed) -> None:
+        """Pause all sending by the login policy; *entry* goes back to queued, uncounted."""
+        policy = self.login_policy
+        error = failure_text(exc)
+        policy.refused(str(exc))
+        assert policy.next_attempt is not None
+        retry_at = datetime.fromtimestamp(policy.next_attempt, UTC)
+        self._ok = False
+        metrics = self.kernel.metrics
+        metrics.errors.labels(SMTP_CLIENT, "auth").inc()
+        metrics.login_failures.labels(SMTP_CLIENT).set(policy.failures)
+        metrics.next_attempt.labels(SMTP_CLIENT).set(policy.next_attempt)
+        metrics.state.labels(SMTP_CLIENT).state(AUTH_FAILED)
+        await self.kernel.store.mark_outbound(
+            entry.id, OutboxState.QUEUED.value, error, retry_at, count_attempt=False
+        )
+        log.error(
+            "smtp-client: login refused (%d in a row), sending paused until %s: %s",
+            policy.failures,
+            retry_at.isoformat(),
+            exc,
+        )
+
+    async def _requeue_untried(self, entries: list[OutboxEntry]) -> None:
+        """Claimed entries not tried because the sender's login is refused."""
+        assert self.login_policy.next_attempt is not None
+        retry_at = datetime.fromtimestamp(self.login_policy.next_attempt, UTC)
+        for entry in entries:
+            await self.kernel.store.mark_outbound(
+                entry.id, OutboxState.QUEUED.value, None, retry_at, count_attempt=False
+            )
+
+    def _logged_in(self) -> None:
+        """A send went through: the sender's login works (again)."""
+        if not self.login_policy.refusing:
+            return
+        log.info("smtp-client: login accepted again; sending resumed")
+        self.login_policy.succeeded()
+        metrics = self.kernel.metrics
+        metrics.login_failures.labels(SMTP_CLIENT).set(0)
+        metrics.next_attempt.labels(SMTP_CLIENT).set(0)
+        metrics.state.labels(SMTP_CLIENT).state(CONNECTED)
+
+    def health(self) -> dict[str, object] | None:
+        """The sender's login state for ``/health`` (None: no ``smtp-client``)."""
+        if self.sender is None:
+            return None
+        policy = self.login_policy
+        return {
+            "state": AUTH_FAILED if policy.refusing else CONNECTED,
+            "auth_failures": policy.failures,
+            "last_error": policy.last_error,
+            "next_attempt": policy.next_attempt_iso(),
+        }
 
 
 async def queue_send(

@@ -19,7 +19,10 @@ One behaviour for all sources, so no driver grows its own variant:
 
 Back-off between reconnects is the kernel's (:class:`postroom.backoff.Backoff`
 in the mailbox service): a source fails with ``SourceError`` or
-``ConnectionDown`` and is built again.
+``ConnectionDown`` and is built again. A refused login fails with
+:class:`~postroom.errors.AuthenticationFailed` (after :meth:`SourceBase.login_refused`),
+which the mailbox service backs off by the login policy instead
+(:mod:`postroom.loginpolicy`: longer delays, state ``auth-failed``).
 """
 
 from __future__ import annotations
@@ -88,7 +91,8 @@ class SourceBase:  # type: ignore[misc]
 
     def login_refused(self, detail: str) -> None:
         """The server refused the credentials: have the auth driver refresh them
-        before the next attempt, and report ``login-failed`` with the server's words."""
+        before the next attempt, and report ``login-failed`` with the server's words.
+        The caller then raises :class:`~postroom.errors.AuthenticationFailed`."""
         authenticator = self.context.authenticator
         if authenticator is not None:
             authenticator.invalidate()

@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from postroom.api import (
+    AuthenticationFailed,
     ConnectionDown,
     Credentials,
     Deadline,
@@ -280,7 +281,7 @@ class IMAPSource(ServerSourceBase):
                 result = await client.login(credentials.username, credentials.secret)
         except IMAPCommandError as exc:
             self.login_refused(exc.text)
-            raise SourceError(
+            raise AuthenticationFailed(
                 f"login refused for mailbox {self.name} on {self.where}: {exc.text}"
             ) from exc
         self.login_ok(f"{mechanism} on {self.where}")

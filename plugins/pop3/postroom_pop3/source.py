@@ -44,6 +44,7 @@ from twisted.mail.pop3 import (
 from twisted.python.failure import Failure
 
 from postroom.api import (
+    AuthenticationFailed,
     Credentials,
     Deadline,
     DriverContext,
@@ -268,7 +269,7 @@ class POP3Source(ServerSourceBase):
             if raw.startswith(_TEMPORARY_CODES):
                 raise SourceError(f"{self.where} cannot open the mailbox now: {text}") from None
             self.login_refused(text)
-            raise SourceError(
+            raise AuthenticationFailed(
                 f"login refused for mailbox {self.name} on server {self.settings.host}: {text}"
             ) from None
         except Exception as exc:

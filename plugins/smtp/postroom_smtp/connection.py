@@ -31,7 +31,13 @@ from typing import Any
 
 import attrs
 
-from postroom.api import Credentials, SendError, ServerSettings, Tracer
+from postroom.api import (
+    Credentials,
+    SenderAuthenticationFailed,
+    SendError,
+    ServerSettings,
+    Tracer,
+)
 from postroom_smtp import sasl
 from postroom_smtp.envelope import normalise_line_ends, plan_transaction
 
@@ -72,6 +78,11 @@ class SMTPSendError(SendError):
         self.broken = broken
         self.stale = stale
         self.auth_failed = auth_failed
+
+
+class SMTPAuthenticationFailed(SMTPSendError, SenderAuthenticationFailed):
+    """The server refused the credentials (535...): the outbox pauses all sending
+    by the login policy instead of retrying entry by entry."""
 
 
 def said(code: int, response: bytes | str) -> str:
@@ -359,7 +370,7 @@ class SMTPConnection:
             hint = ""
             if responder.last_challenge and mechanism not in ("LOGIN",):
                 hint = "; " + responder.last_challenge.decode("utf-8", "replace").strip()
-            raise SMTPSendError(
+            raise SMTPAuthenticationFailed(
                 f"the SMTP server {self.settings.where} refused the login of user "
                 f"{credentials.username} with AUTH {mechanism} "
                 f"(server said: {said(exc.smtp_code, exc.smtp_error)}{hint})",

@@ -18,7 +18,7 @@ from zope.interface.verify import verifyClass
 
 import postroom_imap.source as source_module
 from postroom.drivers import SourceItem, load_driver
-from postroom.errors import ConfigError, ConnectionDown, SourceError
+from postroom.errors import AuthenticationFailed, ConfigError, ConnectionDown, SourceError
 from postroom.interfaces import ISource
 from postroom.model import Cursor, FetchedMessage
 from postroom_imap.source import IMAPSource
@@ -198,6 +198,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(
         "login refused for mailbox support on server imap.test:143: "
         "[AUTHENTICATIONFAILED] Authentication failed."
     )
+    assert isinstance(info.value, AuthenticationFailed)  # the login policy's back-off
     assert "wrong-secret-123" not in text
     assert auth.invalidated == 1
     assert source.events[-1][1] == "login-failed"  # type: ignore[attr-defined]

@@ -13,7 +13,7 @@ from zope.interface.verify import verifyClass
 
 from postroom.config.options import OptionSchema, Scope
 from postroom.drivers import DriverContext, SourceItem, load_driver
-from postroom.errors import SourceError
+from postroom.errors import AuthenticationFailed, SourceError
 from postroom.interfaces import SOURCES_GROUP, ISource
 from postroom.model import FetchedMessage
 from postroom_pop3.protocol import xoauth2_initial_response
@@ -411,6 +411,7 @@ def test_wrong_password_is_a_clear_error_without_the_password(tmp_path: Path) ->
     assert str(problem) == (
         "login refused for mailbox box1 on server pop.example.test: [AUTH] Authentication failed."
     )
+    assert isinstance(problem, AuthenticationFailed)  # the login policy's back-off, not a retry
     assert "wrong-secret-123" not in repr(problem.__dict__)
     assert auth.invalidated == 1
     assert h.events == [("box1", "login-failed", "[AUTH] Authentication failed.")]
@@ -423,6 +424,7 @@ def test_mailbox_in_use_is_not_a_wrong_password(tmp_path: Path) -> None:
     h = Harness(tmp_path, server, authenticator=auth)
     problem = failure_of(h, h.source.connect())
     assert "cannot open the mailbox now: [IN-USE]" in str(problem)
+    assert not isinstance(problem, AuthenticationFailed)
     assert auth.invalidated == 0 and h.events == []
 
 

@@ -17,7 +17,7 @@ from twisted.internet import task
 
 from postroom.config.types import Secret
 from postroom.drivers import SendResult
-from postroom.errors import ConfigErrors, SendError
+from postroom.errors import ConfigErrors, SenderAuthenticationFailed, SendError
 from postroom.kernel import Kernel
 from postroom.model import Envelope
 from postroom.runner import InlineRunner
@@ -259,6 +259,7 @@ def test_refused_login_is_temporary_invalidates_and_reports(
     authenticator.invalidate = lambda: invalidated.append(True)
     error = send_error(sender)
     assert isinstance(error, SMTPSendError) and not error.permanent
+    assert isinstance(error, SenderAuthenticationFailed)  # the outbox pauses, not the entry
     assert "mail.example.test:587 refused the login of user agent1" in str(error)
     assert "wrong-one" not in str(error)
     assert invalidated == [True]

@@ -160,12 +160,15 @@ class OutboxRecords(InteractionRecords):
         error: str | None = None,
         next_attempt_at: datetime | float | None = None,
         attached: Mapping[str, Any] | None = None,
+        count_attempt: bool = True,
     ) -> None:
         """Move an outbox entry to *state*; its interaction's status follows,
-        and *attached* is merged into the interaction's attached data."""
+        and *attached* is merged into the interaction's attached data. Back to
+        ``queued`` without *count_attempt*: the entry was never tried (the
+        sender's login was refused), its attempts stay as they were."""
         new_state = OutboxState(state)
         retry_at = None if next_attempt_at is None else self._dt_param(next_attempt_at)
-        counts = new_state in (OutboxState.FAILED, OutboxState.QUEUED)
+        counts = count_attempt and new_state in (OutboxState.FAILED, OutboxState.QUEUED)
 
         def work(tx: Tx) -> None:
             changed = tx.execute(
