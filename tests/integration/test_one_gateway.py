@@ -28,6 +28,7 @@ import pytest
 
 from postroom.model import Interaction, OutboundRequest
 from postroom.store.lock import GatewayLocked, GatewayLockLost
+from postroom_postgresql.lock import lock_key
 from tests import pg
 from tests.integration.sites import POSTROOM, explain, free_port, http
 from tests.kernel.test_cli import postroom
@@ -139,20 +140,19 @@ def holder_name(site: Site, pid: int) -> str:
 
 def wait_until_session_ended(site: Site, pid: int) -> None:
     """PostgreSQL: the server ends a killed client's session when it sees the
-    socket close; wait for that (the lock goes with it: no clean-up by hand)."""
+    socket close, and the lock goes with it (no clean-up by hand). Wait for that
+    by asking for the same lock and blocking until the server grants it (no
+    polling), for at most PATIENCE; then give it back at once."""
     if site.backend != "postgresql":
         return
-    name = f"postroom gateway pid {pid}"
-    deadline = time.monotonic() + PATIENCE
+    key = lock_key(site.store_options.get("schema"))
     with psycopg.connect(site.store_options["dsn"], autocommit=True) as conn:
-        while time.monotonic() < deadline:
-            row = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (name,)
-            ).fetchone()
-            if row is not None and row[0] == 0:
-                return
-            conn.execute("SELECT pg_sleep(0.05)")
-    raise AssertionError(f"the session {name!r} outlived its process")
+        conn.execute(f"SET lock_timeout = '{int(PATIENCE * 1000)}ms'")
+        try:
+            conn.execute("SELECT pg_advisory_lock(%s::bigint)", (key,))
+        except psycopg.errors.LockNotAvailable:
+            raise AssertionError(f"the lock of gateway pid {pid} outlived its process") from None
+        conn.execute("SELECT pg_advisory_unlock(%s::bigint)", (key,))
 
 
 def test_a_second_gateway_exits_at_once_and_a_killed_ones_lock_is_gone(site: Site) -> None:
