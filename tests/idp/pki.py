@@ -10,106 +10,18 @@ from __future__ import annotations
 
 import base64
 import datetime
-import ipaddress
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.x509.oid import NameOID
+
+from tests.pki import TestCA, cert_name, key_pem, make_tls_files, new_key, utc_now
+
+__all__ = ["TestCA", "make_tls_files"]  # the IdP's callers reach the CA through this module
 
 _DAY = datetime.timedelta(days=1)
-
-
-def new_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def key_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "postroom tests"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ]
-    )
-
-
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
-@dataclass(frozen=True)
-class TestCA:
-    """The CA and the HTTPS certificate it signed, as PEM files in *directory*."""
-
-    __test__ = False  # not a pytest test class
-
-    ca_file: Path
-    cert_file: Path
-    key_file: Path
-
-
-def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost")) -> TestCA:
-    """A new CA (its key is not kept) and a server certificate for *hosts*."""
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, server_key = new_key(), new_key()
-    ca_name = _name("postroom test CA (identity provider)")
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - _DAY)
-        .not_valid_after(_now() + 30 * _DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    alt_names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            alt_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alt_names.append(x509.DNSName(host))
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(hosts[0]))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - _DAY)
-        .not_valid_after(_now() + 30 * _DAY)
-        .add_extension(x509.SubjectAlternativeName(alt_names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    found = TestCA(directory / "ca.pem", directory / "idp.pem", directory / "idp-key.pem")
-    found.ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    found.cert_file.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    found.key_file.write_bytes(key_pem(server_key))
-    found.key_file.chmod(0o600)
-    return found
 
 
 @dataclass(frozen=True)
@@ -137,15 +49,15 @@ class AppCertificate:
 
 def make_app_certificate(common_name: str = "postroom test app") -> AppCertificate:
     key = new_key()
-    name = _name(common_name)
+    name = cert_name(common_name)
     cert = (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(_now() - _DAY)
-        .not_valid_after(_now() + 365 * _DAY)
+        .not_valid_before(utc_now() - _DAY)
+        .not_valid_after(utc_now() + 365 * _DAY)
         .sign(key, hashes.SHA256())
     )
     return AppCertificate(key, cert)

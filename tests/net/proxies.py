@@ -13,8 +13,6 @@ lines. Its certificate comes from a throw-away CA made with ``cryptography``.
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import json
 import os
 import socket
@@ -26,10 +24,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tests.pki import TestCA
+from tests.pki import make_tls_files as make_server_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "contrib" / "scripts" / "proxy-test-servers"
@@ -58,49 +54,9 @@ def start_proxy_servers() -> dict[str, Any]:
     return state
 
 
-def make_tls_files(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA and a server certificate for MAIL_HOST, localhost and 127.0.0.1:
-    (ca.pem, server.pem, server.key)."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "postroom proxy test CA")])
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    names = [x509.DNSName(MAIL_HOST), x509.DNSName("localhost")]
-    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    server = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, MAIL_HOST)]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(names), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    files = (directory / "ca.pem", directory / "server.pem", directory / "server.key")
-    files[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    files[1].write_bytes(server.public_bytes(serialization.Encoding.PEM))
-    files[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return files
+def make_tls_files(directory: Path) -> TestCA:
+    """A throw-away CA and a server certificate for MAIL_HOST, localhost and 127.0.0.1."""
+    return make_server_tls(directory, hosts=(MAIL_HOST, "localhost", "127.0.0.1"))
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -25,6 +25,7 @@ from tests.net.proxies import (
     make_tls_files,
     start_proxy_servers,
 )
+from tests.pki import TestCA
 
 pytestmark = pytest.mark.servers
 
@@ -41,7 +42,7 @@ def proxy_servers() -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def tls_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
     return make_tls_files(tmp_path_factory.mktemp("tls"))
 
 
@@ -53,8 +54,8 @@ def echo() -> Iterator[EchoServer]:
 
 
 @pytest.fixture(scope="module")
-def tls_echo(tls_files: tuple[Path, Path, Path]) -> Iterator[EchoServer]:
-    server = EchoServer((tls_files[1], tls_files[2]))
+def tls_echo(tls_files: TestCA) -> Iterator[EchoServer]:
+    server = EchoServer((tls_files.cert_file, tls_files.key_file))
     yield server
     server.stop()
 
@@ -172,11 +173,11 @@ def test_proxy_unreachable(echo: EchoServer, kind: str) -> None:
 def test_tls_end_to_end_with_sni(
     proxy_servers: dict[str, Any],
     tls_echo: EchoServer,
-    tls_files: tuple[Path, Path, Path],
+    tls_files: TestCA,
     name: str,
 ) -> None:
     """TLS runs inside the tunnel: SNI and the certificate are the mail host's."""
-    tls = {"hostname": MAIL_HOST, "ca_file": str(tls_files[0])}
+    tls = {"hostname": MAIL_HOST, "ca_file": str(tls_files.ca_file)}
     result = connect(settings(proxy_servers, name), "127.0.0.1", tls_echo.port, tls=tls)
     assert result == {
         "ok": True,
@@ -185,9 +186,9 @@ def test_tls_end_to_end_with_sni(
 
 
 def test_tls_to_a_name_the_proxy_resolves(
-    proxy_servers: dict[str, Any], tls_echo: EchoServer, tls_files: tuple[Path, Path, Path]
+    proxy_servers: dict[str, Any], tls_echo: EchoServer, tls_files: TestCA
 ) -> None:
-    tls = {"hostname": "localhost", "ca_file": str(tls_files[0])}
+    tls = {"hostname": "localhost", "ca_file": str(tls_files.ca_file)}
     result = connect(settings(proxy_servers, "dante"), "localhost", tls_echo.port, tls=tls)
     assert result["lines"] == [f"hello {source(proxy_servers, 'dante')} sni localhost", "echo ping"]
 
@@ -196,10 +197,10 @@ def test_tls_to_a_name_the_proxy_resolves(
 def test_tls_checks_the_certificate_against_the_mail_host(
     proxy_servers: dict[str, Any],
     tls_echo: EchoServer,
-    tls_files: tuple[Path, Path, Path],
+    tls_files: TestCA,
     name: str,
 ) -> None:
-    tls = {"hostname": "other.example.test", "ca_file": str(tls_files[0])}
+    tls = {"hostname": "other.example.test", "ca_file": str(tls_files.ca_file)}
     result = connect(settings(proxy_servers, name), "127.0.0.1", tls_echo.port, tls=tls)
     assert result["error"] == "VerificationError"
     assert "other.example.test" in result["message"]
