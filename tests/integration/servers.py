@@ -50,26 +50,33 @@ class MailServersUnavailable(RuntimeError):
 
 def start_mail_servers() -> MailServers:
     """Start (or reuse) the servers through the script; raise when that fails."""
+    return MailServers(run_start_script(SCRIPT, MailServersUnavailable))
+
+
+def run_start_script(script: Path, unavailable: type[Exception]) -> dict[str, Any]:
+    """Run a test-server script's ``start --json`` (idempotent) and return the
+    state it prints; *unavailable* carries why it failed (timeout, exit status
+    with the script's stderr, no JSON)."""
     try:
         done = subprocess.run(
-            [sys.executable, str(SCRIPT), "start", "--json"],
+            [sys.executable, str(script), "start", "--json"],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=START_TIMEOUT,
             check=False,
         )
     except subprocess.TimeoutExpired:
-        raise MailServersUnavailable(f"{SCRIPT} start took over {START_TIMEOUT}s") from None
+        raise unavailable(f"{script} start took over {START_TIMEOUT}s") from None
     if done.returncode != 0:
-        raise MailServersUnavailable(
-            f"{SCRIPT} start exited {done.returncode}:\n"
+        raise unavailable(
+            f"{script} start exited {done.returncode}:\n"
             + done.stderr.decode(errors="replace").strip()
         )
     try:
-        state = json.loads(done.stdout)
+        state: dict[str, Any] = json.loads(done.stdout)
     except ValueError as exc:
-        raise MailServersUnavailable(f"{SCRIPT} start printed no JSON state: {exc}") from None
-    return MailServers(state)
+        raise unavailable(f"{script} start printed no JSON state: {exc}") from None
+    return state
 
 
 def wait_for(

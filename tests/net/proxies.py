@@ -13,23 +13,20 @@ lines. Its certificate comes from a throw-away CA made with ``cryptography``.
 
 from __future__ import annotations
 
-import json
 import os
 import socket
 import socketserver
 import ssl
-import subprocess
-import sys
 import threading
 from pathlib import Path
 from typing import Any
 
+from tests.integration.servers import run_start_script
 from tests.pki import TestCA
 from tests.pki import make_tls_files as make_server_tls
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "contrib" / "scripts" / "proxy-test-servers"
-START_TIMEOUT = 900  # seconds: the first start may install packages
 MAIL_HOST = "mail.example.test"
 
 
@@ -39,19 +36,7 @@ class ProxyServersUnavailable(RuntimeError):
 
 def start_proxy_servers() -> dict[str, Any]:
     """Start (or reuse) the proxies through the script; their state."""
-    done = subprocess.run(
-        [sys.executable, str(SCRIPT), "start", "--json"],
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        timeout=START_TIMEOUT,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise ProxyServersUnavailable(
-            f"{SCRIPT} start exited {done.returncode}:\n{done.stderr.decode(errors='replace')}"
-        )
-    state: dict[str, Any] = json.loads(done.stdout)
-    return state
+    return run_start_script(SCRIPT, ProxyServersUnavailable)
 
 
 def make_tls_files(directory: Path) -> TestCA:
