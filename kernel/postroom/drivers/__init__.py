@@ -63,13 +63,28 @@ class SendResult:
     detail: str = ""
 
 
+#: ``Credentials.mechanism`` values meaning "``secret`` is an OAuth 2.0 access
+#: token": the protocol driver picks XOAUTH2 or OAUTHBEARER from what the
+#: server offers (and ``mail.<protocol>.auth.mechanisms``)
+BEARER_MECHANISMS = frozenset({"BEARER", "XOAUTH2", "OAUTHBEARER"})
+
+
 @attrs.frozen
 class Credentials:
-    """What an auth driver hands a protocol driver; ``secret`` never logged."""
+    """What an auth driver hands a protocol driver; ``secret`` never logged.
+
+    ``mechanism`` is ``PLAIN`` (or ``LOGIN``) for a password, ``BEARER`` for
+    an access token (``XOAUTH2`` and ``OAUTHBEARER`` are read the same way).
+    """
 
     username: str
     secret: str = attrs.field(repr=False)
-    mechanism: str = "PLAIN"  # PLAIN, LOGIN, XOAUTH2, BEARER
+    mechanism: str = "PLAIN"
+
+    @property
+    def bearer(self) -> bool:
+        """Whether ``secret`` is an access token rather than a password."""
+        return self.mechanism.upper() in BEARER_MECHANISMS
 
 
 @attrs.frozen
