@@ -94,6 +94,7 @@ from postroom.model import (
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
 from postroom.net.proxy import ProxiedEndpoint, ProxyError, ProxySettings, proxied_endpoint
+from postroom.net.proxyconfig import proxy_for
 from postroom.net.sasl import (
     ERROR_CHALLENGE_REPLY,
     OAUTH_MECHANISMS,
@@ -227,6 +228,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "ProxiedEndpoint",
     "ProxyError",
     "ProxySettings",
+    "proxy_for",
     "ResponseTimer",
     "ServerSettings",
     "Tracer",

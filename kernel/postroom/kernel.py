@@ -42,6 +42,7 @@ from postroom.context import Context
 from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
+from postroom.net.proxyconfig import check_proxies
 from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
@@ -127,6 +128,7 @@ class Kernel:
             self.config = default_site(self.schema)
         self.hooks.configure(self.config)
         _check_http(self.config)
+        check_proxies(self.config)
         #: blocking calls (store, file and network libraries), never on the reactor thread
         self.runner: Runner = (
             runner
