@@ -43,7 +43,7 @@ from postroom.errors import (
     SendError,
     SourceError,
 )
-from postroom.grants import GrantVault, NeedsReauthorisation
+from postroom.grants import GrantVault, NeedsReauthorisation, NoEncryptionKey
 from postroom.interfaces import (
     AUTH_GROUP,
     PLUGINS_GROUP,
@@ -109,6 +109,15 @@ from postroom.net.server import ServerSettings
 from postroom.net.timing import Deadline, ResponseTimer
 from postroom.net.tls import stdlib_context, twisted_client_tls
 from postroom.net.trace import Tracer, redact
+from postroom.oauth import (
+    BEARER,
+    IdentityProviderUnavailable,
+    OAuthAuthenticator,
+    OAuthRuntime,
+    TokenAnswer,
+    TokenHTTP,
+    read_token_answer,
+)
 from postroom.parsing.headers import (
     Address,
     normalize_message_id,
@@ -272,6 +281,14 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "TokenFailure",
     "classify_token_error",
     "GrantVault",
+    "NoEncryptionKey",
+    "OAuthAuthenticator",
+    "OAuthRuntime",
+    "IdentityProviderUnavailable",
+    "TokenAnswer",
+    "TokenHTTP",
+    "read_token_answer",
+    "BEARER",
     "GrantRecord",
     "GrantState",
     "NeedsReauthorisation",
