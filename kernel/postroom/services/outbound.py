@@ -108,6 +108,7 @@ class OutboundService(service.Service):
         self._ok = True
         #: the sender's login state (connected, auth-failed, needs-reauthorisation)
         self._state = CONNECTED
+        self._state_kept = False
         self._counted = False
         self._woken = False
         self._expected = 0  # requests being queued through Gateway.send
@@ -317,6 +318,10 @@ class OutboundService(service.Service):
     def _logged_in(self) -> None:
         """A send went through: the sender's login works (again)."""
         if not self.login_policy.refusing:
+            if not self._state_kept:  # the first send of this run: say "connected" once
+                self._state_kept = True
+                d = ensureDeferred(self._keep_state(None, None))
+                d.addErrback(lambda f: None)
             return
         log.info("smtp-client: login accepted again; sending resumed")
         self.login_policy.succeeded()
