@@ -147,16 +147,20 @@ class Kernel:
         add_plugin_tables(self.store_driver, self.hooks)
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
+        self.metrics = Metrics()
         token_secret = self.config.get("gateway", "token-encryption-secret")
         #: what every OAuth auth driver shares (one token request per grant and expiry)
-        self.oauth = OAuthRuntime(
-            reactor,
-            self.clock,
-            self.store,
-            token_secret.reveal() if token_secret is not None else None,
-            proxy=section_proxy(self.config),
-        )
-        self.metrics = Metrics()
+        try:
+            self.oauth = OAuthRuntime(
+                reactor,
+                self.clock,
+                self.store,
+                token_secret.reveal() if token_secret is not None else None,
+                proxy=section_proxy(self.config),
+                metrics=self.metrics,
+            )
+        except ValueError as exc:  # a key too short to protect anything
+            raise self.config.error(str(exc), "gateway", "token-encryption-secret") from None
         self.pool = self._worker_pool()
         #: runs CPU-bound picklable calls: the budgeted workers, or the threads
         self.cpu_runner: Runner = self.pool if self.pool is not None else self.runner
