@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from tests.integration.oauth import (
+    OUTLOOK,
     OAuthServers,
     SaslResponder,
     http_connect,
@@ -80,6 +81,25 @@ def test_pop3_two_line_xoauth2(oauth_servers: OAuthServers) -> None:
         pop.stat()  # a session
     finally:
         pop.quit()
+
+
+def test_a_token_opens_only_the_protocols_of_its_scopes(oauth_servers: OAuthServers) -> None:
+    token = oauth_servers.password_token(ALICE, scope=OUTLOOK + "POP.AccessAsUser.All")
+    initial = xoauth2(ALICE, token["access_token"])
+    with imaps(oauth_servers) as client:
+        assert authenticate(client, "XOAUTH2", initial)[0] == "NO"
+    pop = poplib.POP3_SSL(oauth_servers.host, oauth_servers.ports["pop3s_oauth"],
+                          context=oauth_servers.tls_context(), timeout=30)  # fmt: skip
+    try:
+        assert pop3_auth(pop, "XOAUTH2", initial).startswith(b"+OK")
+    finally:
+        pop.quit()
+    with smtplib.SMTP(oauth_servers.host, oauth_servers.ports["submission_oauth"],
+                      timeout=30) as smtp:  # fmt: skip
+        smtp.starttls(context=oauth_servers.tls_context())
+        with pytest.raises(smtplib.SMTPAuthenticationError) as refused:
+            smtp.auth("XOAUTH2", SaslResponder(initial).text)
+        assert refused.value.smtp_code == 535
 
 
 def test_a_google_token_logs_in_on_the_tokeninfo_passdb(
