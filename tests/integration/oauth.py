@@ -303,12 +303,67 @@ def pop3_auth(pop: Any, mechanism: str, initial: bytes) -> bytes:
     return answer
 
 
-def http_connect(proxy_host: str, proxy_port: int, host: str, port: int,
-                 timeout: float = 10.0) -> socket.socket:  # fmt: skip
-    """A socket tunnelled through an HTTP CONNECT proxy without credentials."""
+def proxy_connect(proxy: Mapping[str, Any], host: str, port: int,
+                  timeout: float = 10.0) -> socket.socket:  # fmt: skip
+    """A socket tunnelled to *host*:*port* through one proxy of
+    ``contrib/scripts/proxy-test-servers`` (its state entry: ``kind`` socks5
+    or http, ``host``, ``port``, ``user``, ``password``). Stdlib only; the
+    gateway has its own client, this one proves the servers."""
+    if proxy["kind"] == "http":
+        return http_connect(proxy["host"], proxy["port"], host, port, timeout,
+                            proxy.get("user"), proxy.get("password"))  # fmt: skip
+    return socks5_connect(proxy["host"], proxy["port"], host, port, timeout,
+                          proxy.get("user"), proxy.get("password"))  # fmt: skip
+
+
+def _read_exactly(sock: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = sock.recv(count - len(data))
+        if not chunk:
+            raise OSError(f"proxy closed the connection after {data!r}")
+        data += chunk
+    return data
+
+
+def socks5_connect(proxy_host: str, proxy_port: int, host: str, port: int,
+                   timeout: float = 10.0, user: str | None = None,
+                   password: str | None = None) -> socket.socket:  # fmt: skip
+    """RFC 1928 CONNECT to an IPv4 address (RFC 1929 user/password when given)."""
     sock = socket.create_connection((proxy_host, proxy_port), timeout=timeout)
     try:
-        sock.sendall(f"CONNECT {host}:{port} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode())
+        method = 2 if user is not None else 0
+        sock.sendall(bytes([5, 1, method]))
+        if _read_exactly(sock, 2) != bytes([5, method]):
+            raise OSError("SOCKS5 proxy refused the authentication method")
+        if user is not None:
+            name, secret = user.encode(), (password or "").encode()
+            sock.sendall(bytes([1, len(name)]) + name + bytes([len(secret)]) + secret)
+            if _read_exactly(sock, 2)[1] != 0:
+                raise OSError("SOCKS5 proxy refused the credentials")
+        sock.sendall(bytes([5, 1, 0, 1]) + socket.inet_aton(host) + port.to_bytes(2, "big"))
+        reply = _read_exactly(sock, 4)
+        if reply[1] != 0:
+            raise OSError(f"SOCKS5 CONNECT refused: reply code {reply[1]}")
+        _read_exactly(sock, {1: 4, 4: 16}.get(reply[3], 0) + 2)  # bound address and port
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def http_connect(proxy_host: str, proxy_port: int, host: str, port: int,
+                 timeout: float = 10.0, user: str | None = None,
+                 password: str | None = None) -> socket.socket:  # fmt: skip
+    """A socket tunnelled through an HTTP CONNECT proxy (Basic credentials when given)."""
+    sock = socket.create_connection((proxy_host, proxy_port), timeout=timeout)
+    try:
+        auth = ""
+        if user is not None:
+            basic = base64.b64encode(f"{user}:{password or ''}".encode()).decode()
+            auth = f"Proxy-Authorization: Basic {basic}\r\n"
+        target = f"{host}:{port}"
+        sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
         head = b""
         while b"\r\n\r\n" not in head:
             chunk = sock.recv(1)  # byte by byte: nothing after the head may be eaten
