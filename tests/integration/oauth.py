@@ -18,11 +18,12 @@ state (the clock, an outage, refresh-token rotation, MFA, consent, expired
 secrets, the access-token lifetime) must be undone before the test ends: do
 it inside ``with oauth_servers.idp.restoring():``, which snapshots those
 settings on entry and puts them back on exit (ending an outage and answering
-held requests). Revoking is per grant and is not undone: revoke only grants
-the test made itself (``revoke(user=..., client_id=...)`` revokes every grant
-of that user and app, so tests that revoke use a token of their own and log in
-after, never share a user's token across tests). Request counters are global
-too: compare ``stats()`` before and after, never against absolute numbers.
+held requests). Revoking is not undone: revoke only the grant of a token the
+test got itself, with :meth:`OAuthServers.revoke_token` (RFC 7009: that token's
+grant only); ``idp.revoke(user=..., client_id=...)`` revokes every grant of
+that user and app, including grants other tests of the run may still hold.
+Request counters are global too: compare ``stats()`` before and after, never
+against absolute numbers.
 """
 
 from __future__ import annotations
@@ -225,6 +226,14 @@ class OAuthServers(MailServers):
             "grant_type": "refresh_token", "client_id": client,
             "client_secret": self.world["google_secret"], "refresh_token": refresh,
         })  # fmt: skip
+
+    def revoke_token(self, token: str) -> None:
+        """Revoke *token*'s grant (RFC 7009 at /revoke, Google style: the token
+        alone): its access tokens introspect inactive, its refresh token fails."""
+        request = urllib.request.Request(
+            f"{self.idp_url}/revoke", urllib.parse.urlencode({"token": token}).encode())
+        with urllib.request.urlopen(request, context=self.idp.ssl_context(), timeout=30):
+            pass
 
     # --- logs --------------------------------------------------------------------------
 
