@@ -134,6 +134,17 @@ def test_an_app_only_token_opens_the_mailboxes_of_its_permissions_only(
     assert (ALICE, "XOAUTH2") in logins and (BOB, "XOAUTH2") in logins
     assert (ERIN, "XOAUTH2") not in logins
     assert "app-only: app azure-daemon-app opens this mailbox" in mark.new_text()
+    # POP3 (POP.AccessAsApp) and SMTP (SMTP.SendAsApp) take it too
+    pop = poplib.POP3_SSL(oauth_servers.host, oauth_servers.ports["pop3s_oauth"],
+                          context=oauth_servers.tls_context(), timeout=30)  # fmt: skip
+    try:
+        assert pop3_auth(pop, "XOAUTH2", xoauth2(BOB, app_token)).startswith(b"+OK")
+    finally:
+        pop.quit()
+    with smtplib.SMTP(oauth_servers.host, oauth_servers.ports["submission_oauth"],
+                      timeout=30) as smtp:  # fmt: skip
+        smtp.starttls(context=oauth_servers.tls_context())
+        assert smtp.auth("XOAUTH2", SaslResponder(xoauth2(ALICE, app_token)).text)[0] == 235
 
 
 def test_smtp_submission_with_xoauth2_delivers_to_bob(oauth_servers: OAuthServers) -> None:
