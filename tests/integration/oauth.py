@@ -243,7 +243,10 @@ class OAuthServers(MailServers):
 
 
 class LogMark:
-    """A position in a server's log; what was written after it."""
+    """A position in a server's log; what was written after it. Also for a
+    proxy's own log: ``LogMark(Path(proxy["log"]))`` with an entry of
+    proxy-test-servers' state (microsocks "connected to HOST:PORT", Dante
+    "pass(1): tcp/connect", tinyproxy "CONNECT HOST:PORT")."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
