@@ -8,9 +8,10 @@ would be locked out, so the OAuth auth drivers keep it in the store through
 * encrypts it with a key derived from a secret the site supplies (Fernet:
   AES-128-CBC with HMAC-SHA256, from ``cryptography``), so the database never
   holds a refresh token in clear;
-* lets an administrator's new token win: the vault remembers the SHA-256 of
-  the refresh token the site file held, and when the file holds another one,
-  that one is used (and any ``needs-reauthorisation`` is cleared);
+* lets an administrator's new token win: the vault remembers a salted, slow
+  hash (:func:`configured_hash`) of the refresh token the site file held,
+  and when the file holds another one, that one is used (and any
+  ``needs-reauthorisation`` is cleared);
 * turns an unreadable stored token (the key changed, the row was tampered
   with) into :class:`NeedsReauthorisation` for that grant, never a crash;
 * keeps a grant's ``needs-reauthorisation`` state (revoked consent, MFA
@@ -23,6 +24,7 @@ The store is the kernel's asynchronous one (every method returns a Deferred).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from typing import Any
 
@@ -50,9 +52,20 @@ class NeedsReauthorisation(PostroomError):
         super().__init__(f"grant {grant_key}: needs re-authorisation: {reason}")
 
 
-def configured_hash(token: str) -> str:
-    """What the store keeps of a configured refresh token: its SHA-256, in hex."""
-    return hashlib.sha256(token.encode()).hexdigest()
+#: PBKDF2 rounds for :func:`configured_hash`: slow enough that a stolen
+#: database does not give weak passwords away, fast enough once per grant
+HASH_ROUNDS = 200_000
+
+
+@functools.lru_cache(maxsize=1024)
+def configured_hash(configured: str, grant_key: str = "") -> str:
+    """What the store keeps of a configured secret (a password, a refresh
+    token, a client secret): PBKDF2-HMAC-SHA256 salted with the grant's key,
+    in hex. Enough to notice that the site file changed; too slow to guess a
+    weak password from. Computed once per process and grant (cached)."""
+    salt = b"postroom configured credential v1\0" + grant_key.encode()
+    digest = hashlib.pbkdf2_hmac("sha256", configured.encode(), salt, HASH_ROUNDS)
+    return digest.hex()
 
 
 def _fernet(secret: str | bytes) -> Fernet:
@@ -91,7 +104,7 @@ class GrantVault:
         this configuration; a changed configuration (*configured*: what the
         site file holds for this grant: a password, a client secret, a
         certificate's thumbprint) starts the grant afresh."""
-        wanted = configured_hash(configured)
+        wanted = configured_hash(configured, grant_key)
         record: GrantRecord | None = await self.store.get_grant(grant_key)
         if record is None or record.configured_sha256 != wanted:
             if record is not None:
@@ -108,7 +121,7 @@ class GrantVault:
         afresh. Raises :class:`NeedsReauthorisation` when the grant is marked so
         for this configuration, or the stored token cannot be read.
         """
-        wanted = configured_hash(configured)
+        wanted = configured_hash(configured, grant_key)
         record: GrantRecord | None = await self.store.get_grant(grant_key)
         if record is None or record.configured_sha256 != wanted:
             await self.store.save_grant(grant_key, GrantState.OK.value, None, wanted, None)
@@ -133,7 +146,7 @@ class GrantVault:
         """Keep the refresh token the identity provider just issued (encrypted)."""
         sealed = self._fernet.encrypt(new_token.encode())
         await self.store.save_grant(
-            grant_key, GrantState.OK.value, sealed, configured_hash(configured), None
+            grant_key, GrantState.OK.value, sealed, configured_hash(configured, grant_key), None
         )
 
     async def needs_reauthorisation(self, grant_key: str, reason: str, configured: str) -> None:
@@ -143,7 +156,7 @@ class GrantVault:
             grant_key,
             GrantState.NEEDS_REAUTHORISATION.value,
             None,
-            configured_hash(configured),
+            configured_hash(configured, grant_key),
             reason,
         )
 

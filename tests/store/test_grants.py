@@ -54,7 +54,8 @@ def test_a_rotated_token_survives_a_restart_encrypted(make_store: MakeStore) -> 
     record = reopened.get_grant(KEY)
     assert record is not None and record.refresh_token is not None
     assert b"rotated-RT-2" not in record.refresh_token  # never in clear
-    assert record.configured_sha256 == configured_hash("configured-RT-1")
+    assert record.configured_sha256 == configured_hash("configured-RT-1", record.grant_key)
+    assert record.configured_sha256 != configured_hash("configured-RT-1", "another grant")
     assert result_of(vault_of(reopened).refresh_token(KEY, "configured-RT-1")) == "rotated-RT-2"
 
 
