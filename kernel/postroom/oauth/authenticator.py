@@ -129,12 +129,22 @@ class OAuthAuthenticator:
         await self.oauth.usable(self.grant_key(), self.configured())
         try:
             token = await self.oauth.cache.get(
-                self.cache_key(), self.request_token, margin=self.margin
+                self.cache_key(), self._counted_request, margin=self.margin
             )
         except TokenError as exc:
             raise await self._failed(exc) from None
         self._last = token.value
+        self.oauth.expires(self.mailbox_name, token.expires_at)
         return Credentials(self.sasl_user(), token.value, BEARER)
+
+    async def _counted_request(self) -> Token:
+        try:
+            token = await self.request_token()
+        except TokenError as exc:
+            self.oauth.counted(exc.kind.value)
+            raise
+        self.oauth.counted("ok")
+        return token
 
     async def _failed(self, error: TokenError) -> Exception:
         where = self.where
