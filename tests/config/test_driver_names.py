@@ -105,10 +105,10 @@ def test_the_first_party_drivers_are_installed_entry_points() -> None:
         ),
         pytest.param(
             "smtp-client:\n  server-type: smtp\n  server: smtp.example\n"
-            "  enable-authentication: true\n  auth: azure-ropc\n",
+            "  enable-authentication: true\n  auth: kerberos\n",
             5,
             "smtp-client.auth",
-            f"no auth driver 'azure-ropc' (installed: {installed(INSTALLED.auth)})",
+            f"no auth driver 'kerberos' (installed: {installed(INSTALLED.auth)})",
             id="smtp-auth-no-close-match",
         ),
     ],
