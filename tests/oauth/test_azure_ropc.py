@@ -236,3 +236,26 @@ def test_missing_options_are_config_errors(
         kernel.authenticator("alice")
     assert info.value.option == f"pop-client[alice].{option}"
     assert "site.yaml" in str(info.value) and ALICE_PASSWORD not in str(info.value)
+
+
+def test_no_secret_in_logs_errors_or_reprs(
+    idp: RunningIdP, kernels: Kernels, all_logs: pytest.LogCaptureFixture
+) -> None:
+    secret = idp.world.confidential_secret
+    boxes = [ropc_box(idp, client_id=idp.world.confidential_app, secret="azure"),
+             ropc_box(idp, "bob", BOB, "wrong-password-of-bob",
+                      client_id=idp.world.confidential_app, secret="azure")]
+    kernel = kernels(site(boxes, secrets={"azure": secret}))
+    auth = kernel.authenticator("alice")
+    creds = result_of(auth.credentials("imap"))
+    texts = [repr(auth), repr(creds), repr(http_of(kernel).sent), repr(kernel.kernel.oauth)]
+    with pytest.raises(NeedsReauthorisation) as refused:
+        token_of(kernel, "bob")
+    auth.invalidate()
+    idp.idp.start_outage(503)
+    with pytest.raises(IdentityProviderUnavailable) as unavailable:
+        result_of(auth.credentials("imap"))
+    assert_no_secret(
+        [creds.secret, secret, ALICE_PASSWORD, "wrong-password-of-bob"],
+        *texts, str(refused.value), str(unavailable.value), log_text(all_logs),
+    )
