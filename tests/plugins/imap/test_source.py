@@ -25,6 +25,7 @@ from postroom_imap.source import IMAPSource
 from tests.conftest import run
 from tests.plugins.imap.conftest import FakeAuthenticator
 from tests.plugins.imap.fakeserver import (
+    DEFAULT_CAPS,
     FakeIMAPServer,
     FakeTransport,
     Message,
@@ -142,12 +143,22 @@ def test_starttls_not_offered_is_an_error_and_nothing_is_sent_in_clear(
     assert server.closed
 
 
-def test_implicit_tls_uses_connect_ssl(make_source: Make, reactor: MemoryReactorClock) -> None:
-    _source, server = connected(make_source, reactor, pop_connection_security="ssl")
-    host, port, _factory, context, timeout, _bind = reactor.sslClients[0]
-    assert (host, port, timeout) == ("imap.test", 993, 30.0)
-    assert context is not None
+def test_implicit_tls_connects_through_the_tls_endpoint(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    source, server = connected(make_source, reactor, pop_connection_security="ssl")
+    [endpoint] = source.endpoints  # type: ignore[attr-defined]
+    assert (endpoint.settings.host, endpoint.settings.port) == ("imap.test", 993)
+    assert endpoint.settings.security == "ssl"
     assert b"STARTTLS" not in commands(server)
+    # the real one: TCP to imap.test:993 (connect-timeout), TLS on top
+    real = IMAPSource.endpoint(source)
+    real.connect(source_module._ClientFactory(source, defer.Deferred()))
+    reactor.advance(0)
+    _host, port, factory, timeout, _bind = reactor.tcpClients[-1]
+    assert (port, timeout) == (993, 30)
+    wrapping = factory.buildProtocol(None)  # the endpoint's, around TLS around the client
+    assert "TLS" in type(wrapping._wrappedProtocol).__name__
 
 
 def test_none_logs_in_over_clear_text_only_when_chosen(
@@ -173,8 +184,7 @@ def test_tls_failure_names_server_and_reason(
 
     source = make_source(pop_connection_security="ssl")
     d = source.connect()
-    factory = reactor.sslClients[0][2]
-    client = factory.buildProtocol(None)
+    client = source.endpoints[0].build()  # type: ignore[attr-defined]
     client.makeConnection(StringTransport())
     client.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
     with pytest.raises(SourceError) as info:
@@ -217,7 +227,9 @@ def test_authenticate_plain_is_used_when_offered_after_tls(
 def test_xoauth2_credentials_use_authenticate_xoauth2(
     make_source: Make, reactor: MemoryReactorClock
 ) -> None:
-    server = FakeIMAPServer(reactor, users={"agent@example.org": "ya29.token"})
+    server = FakeIMAPServer(
+        reactor, caps=(*DEFAULT_CAPS, "AUTH=XOAUTH2"), users={"agent@example.org": "ya29.token"}
+    )
     auth = FakeAuthenticator("agent@example.org", "ya29.token", "XOAUTH2")
     _source, server = connected(make_source, reactor, server, auth=auth)
     assert commands(server)[2].startswith(b"AUTHENTICATE XOAUTH2 ")
@@ -763,9 +775,8 @@ def test_lost_connection_during_idle_fails_the_wait(
 def test_connect_timeout_without_greeting(make_source: Make, reactor: MemoryReactorClock) -> None:
     source = make_source(connect_timeout=30.0)
     d = source.connect()
-    factory = reactor.tcpClients[0][2]
     server = FakeIMAPServer(reactor)  # connects, says nothing
-    client = factory.buildProtocol(None)
+    client = source.endpoints[0].build()  # type: ignore[attr-defined]
     assert client is not None
     client.makeConnection(FakeTransport(server))
     server.client = client
@@ -800,11 +811,7 @@ def test_connection_refused_is_a_clear_error(
 ) -> None:
     source = make_source()
     d = source.connect()
-    connector = reactor.connectors[0]
-    factory = reactor.tcpClients[0][2]
-    factory.clientConnectionFailed(
-        connector, Failure(error.ConnectionRefusedError("Connection refused"))
-    )
+    source.endpoints[0].fail(error.ConnectionRefusedError("Connection refused"))  # type: ignore[attr-defined]
     with pytest.raises(SourceError) as info:
         run(d)
     assert "mailbox support: cannot connect to server imap.test:143" in str(info.value)
