@@ -684,9 +684,9 @@ class IMAPClient(imap4.IMAP4Client):
 
     def authenticate_plain(self, username: str, password: str) -> defer.Deferred[Any]:
         response = b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8")
-        return self.authenticate(b"PLAIN", response)
+        return self.authenticate_sasl(b"PLAIN", response)
 
-    def authenticate(
+    def authenticate_sasl(
         self, mechanism: bytes, response: bytes, error_reply: bytes = b""
     ) -> defer.Deferred[Any]:
         """``AUTHENTICATE`` with *response* as the initial response (SASL-IR
@@ -710,7 +710,7 @@ class IMAPClient(imap4.IMAP4Client):
         """``AUTHENTICATE XOAUTH2`` or ``OAUTHBEARER`` with an access token
         (*host* and *port* go into OAUTHBEARER's message; the error challenge
         of a refused token is answered as each mechanism wants)."""
-        return self.authenticate(
+        return self.authenticate_sasl(
             mechanism.encode("ascii"),
             initial_response(mechanism, username, token, host, port),
             error_challenge_reply(mechanism),

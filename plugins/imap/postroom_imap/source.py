@@ -214,7 +214,9 @@ class IMAPSource(ServerSourceBase):
 
         def not_connected(failure: Failure) -> None:
             if not result.called:
-                reason = describe_connection_error(failure.value) or failure.getErrorMessage()
+                value = failure.value
+                described = describe_connection_error(value) if value is not None else None
+                reason = described or failure.getErrorMessage()
                 result.errback(
                     SourceError(f"mailbox {self.name}: cannot connect to {self.where}: {reason}")
                 )
