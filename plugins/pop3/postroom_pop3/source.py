@@ -50,6 +50,7 @@ from postroom.api import (
     FetchedMessage,
     LoginRefused,
     OptionSchema,
+    ProxyError,
     Scope,
     ServerSourceBase,
     SourceError,
@@ -248,6 +249,8 @@ class POP3Source(ServerSourceBase):
                 "pop-connection-security is starttls: refusing to go on in clear text "
                 "(use ssl, or none if clear text is really wanted)"
             ) from None
+        except ProxyError as exc:
+            raise SourceError(f"cannot connect to {self.where}: {exc}") from None
         except SourceError:
             raise  # the ca-file cannot be read: said as it is
         except Exception as exc:
