@@ -43,7 +43,7 @@ from postroom.errors import (
     SendError,
     SourceError,
 )
-from postroom.grants import GrantVault, NeedsReauthorisation
+from postroom.grants import GrantVault, NeedsReauthorisation, NoEncryptionKey
 from postroom.interfaces import (
     AUTH_GROUP,
     PLUGINS_GROUP,
@@ -100,6 +100,7 @@ from postroom.net.proxy import (
     connect_through_proxy,
     proxied_endpoint,
 )
+from postroom.net.proxyconfig import proxy_for
 from postroom.net.sasl import (
     ERROR_CHALLENGE_REPLY,
     OAUTH_MECHANISMS,
@@ -115,6 +116,15 @@ from postroom.net.server import ServerSettings
 from postroom.net.timing import Deadline, ResponseTimer
 from postroom.net.tls import stdlib_context, twisted_client_tls
 from postroom.net.trace import Tracer, redact
+from postroom.oauth import (
+    BEARER,
+    IdentityProviderUnavailable,
+    OAuthAuthenticator,
+    OAuthRuntime,
+    TokenAnswer,
+    TokenHTTP,
+    read_token_answer,
+)
 from postroom.parsing.headers import (
     Address,
     normalize_message_id,
@@ -235,6 +245,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "ProxiedEndpoint",
     "ProxyError",
     "ProxySettings",
+    "proxy_for",
     "ResponseTimer",
     "ServerSettings",
     "Tracer",
@@ -280,6 +291,14 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "TokenFailure",
     "classify_token_error",
     "GrantVault",
+    "NoEncryptionKey",
+    "OAuthAuthenticator",
+    "OAuthRuntime",
+    "IdentityProviderUnavailable",
+    "TokenAnswer",
+    "TokenHTTP",
+    "read_token_answer",
+    "BEARER",
     "GrantRecord",
     "GrantState",
     "NeedsReauthorisation",

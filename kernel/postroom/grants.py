@@ -36,6 +36,10 @@ from postroom.model import GrantRecord, GrantState
 _KEY_INFO = b"postroom oauth refresh tokens v1"
 
 
+class NoEncryptionKey(PostroomError):
+    """A refresh token had to be stored, and the site gave no key to encrypt it."""
+
+
 class NeedsReauthorisation(PostroomError):
     """The grant cannot be used until an administrator acts (new consent, a new
     refresh token in the site file, the right key); ``reason`` says why."""
@@ -60,14 +64,41 @@ def _fernet(secret: str | bytes) -> Fernet:
 
 
 class GrantVault:
-    """Refresh tokens and grant states of one site, kept in its store."""
+    """Refresh tokens and grant states of one site, kept in its store.
 
-    def __init__(self, store: Any, secret: str | bytes) -> None:
+    Without a *secret* the vault keeps states only (every grant but a
+    rotating refresh token needs no more); storing a refresh token then
+    raises :class:`NoEncryptionKey`.
+    """
+
+    def __init__(self, store: Any, secret: str | bytes | None) -> None:
         self.store = store
-        self._fernet = _fernet(secret)
+        self._key = _fernet(secret) if secret is not None else None
 
     def __repr__(self) -> str:
-        return "GrantVault(<key hidden>)"
+        return "GrantVault(<key hidden>)" if self._key is not None else "GrantVault(no key)"
+
+    @property
+    def _fernet(self) -> Fernet:
+        if self._key is None:
+            raise NoEncryptionKey(
+                "a refresh token must be stored, but gateway.token-encryption-secret is not set"
+            )
+        return self._key
+
+    async def check(self, grant_key: str, configured: str) -> None:
+        """Raise :class:`NeedsReauthorisation` when *grant_key* is marked so for
+        this configuration; a changed configuration (*configured*: what the
+        site file holds for this grant: a password, a client secret, a
+        certificate's thumbprint) starts the grant afresh."""
+        wanted = configured_hash(configured)
+        record: GrantRecord | None = await self.store.get_grant(grant_key)
+        if record is None or record.configured_sha256 != wanted:
+            if record is not None:
+                await self.store.save_grant(grant_key, GrantState.OK.value, None, wanted, None)
+            return
+        if record.state == GrantState.NEEDS_REAUTHORISATION.value:
+            raise NeedsReauthorisation(grant_key, record.reason or "marked by an earlier failure")
 
     async def refresh_token(self, grant_key: str, configured: str) -> str:
         """The refresh token to use now for *grant_key*.
@@ -121,4 +152,4 @@ class GrantVault:
         return record
 
 
-__all__ = ["GrantVault", "NeedsReauthorisation", "configured_hash"]
+__all__ = ["GrantVault", "NeedsReauthorisation", "NoEncryptionKey", "configured_hash"]

@@ -42,6 +42,8 @@ from postroom.context import Context
 from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
+from postroom.net.proxyconfig import check_proxies, section_proxy
+from postroom.oauth import OAuthRuntime
 from postroom.pipeline.analysis import Analysis, setup_worker, worker_spec
 from postroom.plugins.facade import Hooks
 from postroom.plugins.manager import PluginInfo, PluginSet, load_plugins
@@ -127,6 +129,7 @@ class Kernel:
             self.config = default_site(self.schema)
         self.hooks.configure(self.config)
         _check_http(self.config)
+        check_proxies(self.config)
         #: blocking calls (store, file and network libraries), never on the reactor thread
         self.runner: Runner = (
             runner
@@ -144,6 +147,15 @@ class Kernel:
         add_plugin_tables(self.store_driver, self.hooks)
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
+        token_secret = self.config.get("gateway", "token-encryption-secret")
+        #: what every OAuth auth driver shares (one token request per grant and expiry)
+        self.oauth = OAuthRuntime(
+            reactor,
+            self.clock,
+            self.store,
+            token_secret.reveal() if token_secret is not None else None,
+            proxy=section_proxy(self.config),
+        )
         self.metrics = Metrics()
         self.pool = self._worker_pool()
         #: runs CPU-bound picklable calls: the budgeted workers, or the threads
@@ -226,6 +238,7 @@ class Kernel:
             authenticator=authenticator,
             auth_event=self.auth_event,
             known_source_keys=self.store.known_source_keys,
+            oauth=self.oauth,
         )
 
     def auth_event(self, mailbox: str, event: str, detail: str) -> Deferred[None]:

@@ -41,16 +41,27 @@ class Token:
     value: str = attrs.field(repr=False)
     expires_at: float | None = None
     token_type: str = "Bearer"
+    #: seconds the token was issued for (None: unknown)
+    lifetime: float | None = None
 
     @classmethod
     def expiring(
         cls, value: str, expires_in: float | None, now: float, token_type: str = "Bearer"
     ) -> Token:
         """A token answered with ``expires_in`` seconds, as most token endpoints do."""
-        return cls(value, None if expires_in is None else now + float(expires_in), token_type)
+        if expires_in is None:
+            return cls(value, None, token_type)
+        return cls(value, now + float(expires_in), token_type, float(expires_in))
 
     def fresh(self, now: float, margin: float) -> bool:
-        return self.expires_at is None or now < self.expires_at - margin
+        """Whether the token may still be used: not within *margin* of its expiry.
+        A margin longer than half the token's lifetime counts as half of it, or
+        a short-lived token would never be reused."""
+        if self.expires_at is None:
+            return True
+        if self.lifetime is not None:
+            margin = min(margin, self.lifetime / 2)
+        return now < self.expires_at - margin
 
 
 class TokenCache:
@@ -67,13 +78,17 @@ class TokenCache:
         self.fetches = 0
 
     def get(
-        self, key: Hashable, fetch: Callable[[], Awaitable[Token] | Token]
+        self,
+        key: Hashable,
+        fetch: Callable[[], Awaitable[Token] | Token],
+        margin: float | None = None,
     ) -> Deferred[Token]:
         """The cached token for *key*, or the result of one ``fetch()`` shared
         by every caller that asks while it runs. *fetch* may return a Token, a
-        Deferred or a coroutine."""
+        Deferred or a coroutine; *margin* replaces the cache's for this key."""
         cached = self._tokens.get(key)
-        if cached is not None and cached.fresh(self.clock.seconds(), self.margin):
+        margin = self.margin if margin is None else margin
+        if cached is not None and cached.fresh(self.clock.seconds(), margin):
             return succeed(cached)
         waiter: Deferred[Token] = Deferred()
         if key in self._waiting:

@@ -29,7 +29,8 @@ def test_docs_are_deterministic_and_mention_every_option(
                     "## Section `gateway`", "## `secret-<name>`"):
         assert heading + "\n" in text, heading
     assert "1024-based" in text and "HH:MM:SS" in text and "${file:path}" in text
-    assert "Honoured: `mail.pop3.disabletop`" in text
+    honoured = text.split("Honoured: ", 1)[1].split(".\n", 1)[0]
+    assert "`mail.pop3.disabletop`" in honoured and "`mail.imap.socks.host`" in honoured
     assert "- declared by: maildir" in text
 
 

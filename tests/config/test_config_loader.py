@@ -23,6 +23,13 @@ from postroom.errors import ConfigError, ConfigErrors
 
 Write = Callable[..., Path]
 
+#: the OAuth options every mailbox has (declared by the kernel, read by the OAuth drivers)
+OAUTH_DEFAULTS = {
+    "directory-id": None, "tenant-authority": None, "client-id": None, "scope": None,
+    "token-expiry-margin-time": 300.0, "secret": None, "client-certificate-file": None,
+    "service-account-file": None, "token-endpoint": None, "token-ca-file": None,
+}
+
 
 def errors_of(path: Path, schema: OptionSchema, **kwargs: object) -> list[ConfigError]:
     with pytest.raises(ConfigErrors) as info:
@@ -63,6 +70,7 @@ def test_example_loads_as_written(write: Write, schema: OptionSchema, example: s
     assert mailbox.options == {
         "name": "support", "type": "maildir", "auth": "basic", "enabled": True,
         "poll-interval": 60.0, "folder-path": base / "examples/quickstart/maildir",
+        **OAUTH_DEFAULTS,
     }
     assert mailbox.passthrough == {}
     assert (mailbox.file, mailbox.line) == (str(path), 9)
@@ -564,11 +572,14 @@ smtp-client:
         (15, "smtp-client.mail.smtp.localhost"),
     ]
     assert all(w.file == str(path) for w in config.warnings)
-    assert config.warnings[0].message == (
+    assert config.warnings[0].message.startswith(
         "pass-through property 'mail.pop3.rsetbeforequit' is not honoured by postroom; "
-        "honoured: mail.pop3.disabletop"
+        "honoured: mail.pop3.disabletop, mail.pop3.proxy.host,"
     )
-    assert config.warnings[1].message.endswith("honoured: none")
+    assert config.warnings[1].message.endswith("honoured: " + ", ".join(
+        f"mail.imap.{k}" for k in ("proxy.host", "proxy.password", "proxy.port", "proxy.user",
+                                   "socks.host", "socks.port")))
+    assert "honoured: mail.imap.proxy.host," in config.warnings[2].message
 
 
 # --- helpers for later checks -----------------------------------------------------------
@@ -606,10 +617,13 @@ def test_scope_secret_option_declared_by_plugin(write: Write, schema: OptionSche
 
 def test_sensitive_passthrough_hidden_in_repr(write: Write, schema: OptionSchema) -> None:
     path = write("pop-client:\n  - {name: a, type: imap, server: h, "
-                 "mail.imap.proxy.password: proxy-pw-value, mail.imap.proxy.host: px}\n")
+                 "mail.imaps.proxy.password: proxy-pw-value, mail.imaps.proxy.host: px, "
+                 "mail.imap.proxy.password: declared-pw-value}\n")
     [mailbox] = load(path, schema).mailboxes
-    assert mailbox.passthrough["mail.imap.proxy.password"] == "proxy-pw-value"
+    assert mailbox.passthrough["mail.imaps.proxy.password"] == "proxy-pw-value"
     assert "proxy-pw-value" not in repr(mailbox) and "'px'" in repr(mailbox)
+    assert mailbox.get("mail.imap.proxy.password").reveal() == "declared-pw-value"
+    assert "declared-pw-value" not in repr(mailbox)
 
 
 def test_problem_in_merged_mapping_reported_once(write: Write, schema: OptionSchema) -> None:
@@ -650,7 +664,7 @@ pop-client:
 def test_defaults_of_a_place(schema: OptionSchema, tmp_path: Path) -> None:
     mailbox = defaults(schema, Scope.MAILBOX)
     assert mailbox == {"name": None, "type": None, "auth": "basic", "enabled": True,
-                       "poll-interval": 60.0}
+                       "poll-interval": 60.0, **OAUTH_DEFAULTS}
     imap = defaults(schema, Scope.MAILBOX, driver="imap")
     assert imap["connect-timeout"] == 30.0 and "folder-path" not in imap
     store = defaults(schema, Scope.STORE, driver="sqlite", base_dir=tmp_path)

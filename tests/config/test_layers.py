@@ -16,6 +16,7 @@ LAYERS = [
     {"document", "site"},
     {"validator"},
     {"loader"},
+    {"connections"},
     {"core"},
     {"docs"},
 ]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 from postroom import hookimpl
+from postroom.config.connections import add_shared_connection_options
 from postroom.config.options import OptionSchema, Scope
 from postroom.parsing.limits import MAX_DEPTH
 
@@ -36,6 +37,8 @@ DAY = 24 * HOUR
 @hookimpl
 def postroom_add_options(schema: OptionSchema) -> None:
     """Declare the kernel's options."""
+    with schema.declaring(KERNEL):
+        add_shared_connection_options(schema)
     # attributed to "postroom" whatever name the plugin manager registers this under
     add = functools.partial(schema.add, declared_by=KERNEL)
 

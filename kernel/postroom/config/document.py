@@ -33,6 +33,36 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 MAX_DEPTH = 32
 DEFAULT_STORE = "sqlite"
 DEFAULT_AUTH = "basic"
+#: the OAuth SASL mechanisms whose naming in ``mail.<protocol>.auth.mechanisms``
+#: switches a mailbox without an ``auth`` key to an OAuth driver
+_OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
+
+
+def implied_auth(values: Mapping[str, str | None]) -> str:
+    """The auth driver of a mailbox or ``smtp-client`` given its keys' text *values*.
+
+    ``auth`` when given. Otherwise the commercial product's way: a
+    ``mail.<protocol>.auth.mechanisms`` naming XOAUTH2 selects
+    ``google-refresh`` when ``tenant-authority`` names Google, and
+    ``azure-ropc`` when the Azure options (``directory-id`` or ``client-id``)
+    are present; anything else is ``basic``.
+    """
+    explicit = values.get("auth")
+    if explicit:
+        return explicit
+    oauth = any(
+        key.startswith("mail.")
+        and key.endswith(".auth.mechanisms")
+        and any(m in (value or "").upper() for m in _OAUTH_MECHANISMS)
+        for key, value in values.items()
+    )
+    if not oauth:
+        return DEFAULT_AUTH
+    if "google" in (values.get("tenant-authority") or "").lower():
+        return "google-refresh"
+    if values.get("directory-id") or values.get("client-id"):
+        return "azure-ropc"
+    return DEFAULT_AUTH
 
 
 @attrs.define
@@ -97,7 +127,7 @@ class Document:
             kind = text(entries.get("type", NO_ENTRY).value)
             add(names.sources, kind)
             if kind is not None:
-                auth = text(entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH
+                auth = implied_auth({k: text(e.value) for k, e in entries.items()})
                 add(names.auth, (SOURCES_GROUP, kind, auth))
         smtp = top.get(SMTP_SECTION)
         if smtp is not None and isinstance(smtp.value, yaml.MappingNode):
@@ -108,7 +138,7 @@ class Document:
                 text(smtp_entries.get("enable-authentication", NO_ENTRY).value) or ""
             ).lower()
             if sender is not None and enabled in ("true", "yes", "on", "1"):
-                auth = text(smtp_entries.get("auth", NO_ENTRY).value) or DEFAULT_AUTH
+                auth = implied_auth({k: text(e.value) for k, e in smtp_entries.items()})
                 add(names.auth, (SENDERS_GROUP, sender, auth))
         plugins = top.get("plugins")
         if plugins is not None:

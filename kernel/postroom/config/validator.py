@@ -30,6 +30,7 @@ from postroom.config.document import (
     MAX_DEPTH,
     Document,
     Entry,
+    implied_auth,
     is_null,
     mapping_items,
     node_line,
@@ -561,7 +562,7 @@ class _Validator:
             ):
                 self.installed(
                     "auth",
-                    self.text(entries.get("auth")) or DEFAULT_AUTH,
+                    self.auth_of(entries),
                     self.drivers.auth if self.drivers else None,
                     entries.get("auth"),
                     label + ".auth",
@@ -588,7 +589,7 @@ class _Validator:
                     )
                 else:
                     first_line[name] = entries["name"].line
-            auth = block.values.get("auth")
+            auth = self.auth_of(entries)
             result.append(
                 MailboxConfig(
                     name=str(block.values.get("name") or name or ""),
@@ -603,6 +604,10 @@ class _Validator:
                 )
             )
         return result
+
+    def auth_of(self, entries: dict[str, Entry]) -> str:
+        """The auth driver these keys select (:func:`implied_auth`)."""
+        return implied_auth({key: self.text(entry) for key, entry in entries.items()})
 
     def smtp(self, entry: Entry | None) -> SectionConfig | None:
         if entry is None:
@@ -636,12 +641,15 @@ class _Validator:
         if block.values.get("enable-authentication") is True and kind not in without_auth:
             self.installed(
                 "auth",
-                self.text(sub.get("auth")) or DEFAULT_AUTH,
+                self.auth_of(sub),
                 self.drivers.auth if self.drivers else None,
                 sub.get("auth"),
                 f"{SMTP_SECTION}.auth",
                 entry.line,
             )
+        if "auth" not in sub:
+            # the commercial product's mail.smtp.auth.mechanisms may name the driver
+            block.values["auth"] = self.auth_of(sub)
         server_type = block.values.get("server-type") or kind
         return SectionConfig(
             name=SMTP_SECTION,

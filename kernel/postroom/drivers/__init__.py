@@ -105,6 +105,9 @@ class DriverContext:
     #: these source keys the store already holds (sources that leave mail on
     #: the server use it to skip what was handed in before)
     known_source_keys: Any = None
+    #: the gateway's :class:`postroom.oauth.OAuthRuntime` (token cache, grant
+    #: vault, token HTTP client), shared by every OAuth auth driver
+    oauth: Any = None
 
 
 def needs_auth(cls: type) -> bool:
