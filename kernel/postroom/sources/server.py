@@ -20,6 +20,7 @@ from postroom.drivers import Credentials, DriverContext
 from postroom.errors import AuthenticationFailed, SourceError
 from postroom.net.options import add_connection_options
 from postroom.net.proxy import ProxySettings
+from postroom.net.proxyconfig import proxy_for
 from postroom.net.server import ServerSettings
 from postroom.sources.base import SourceBase
 
@@ -86,14 +87,10 @@ class ServerSourceBase(SourceBase):
             ) from exc
 
     def proxy_settings(self) -> ProxySettings | None:
-        """The proxy this mailbox connects through (None: directly).
-
-        TODO: read it with ``postroom.net.proxyconfig.proxy_for(site config,
-        mailbox, self.protocol)`` (the site's ``proxy`` section and the
-        ``mail.<protocol>.socks.*`` / ``mail.<protocol>.proxy.*`` properties)
-        once that lands; until then only tests set a proxy.
-        """
-        return None
+        """The proxy this mailbox connects through (None: directly): its
+        ``mail.<protocol>.socks.*`` / ``mail.<protocol>.proxy.*`` properties,
+        else the site's ``proxy`` section (:func:`~postroom.net.proxyconfig.proxy_for`)."""
+        return proxy_for(self.context.config, self.mailbox, self.protocol)
 
     def endpoint(self) -> Any:
         """The Twisted client endpoint to the server (through the proxy, TLS

@@ -32,6 +32,7 @@ from postroom.api import (
     Scope,
     SendResult,
     add_connection_options,
+    proxy_for,
 )
 from postroom_smtp.connection import (
     ConnectionSettings,
@@ -156,13 +157,10 @@ class SMTPSender:
             )
 
     def proxy_settings(self, options: Any) -> ProxySettings | None:
-        """The proxy the sender connects through (None: directly).
-
-        TODO: ``postroom.net.proxyconfig.proxy_for(site config, options, "smtp")``
-        (the site's ``proxy`` section and ``mail.smtp.socks.*`` /
-        ``mail.smtp.proxy.*``) once it lands; until then only tests set one.
-        """
-        return None
+        """The proxy the sender connects through (None: directly): the
+        ``mail.smtp.socks.*`` / ``mail.smtp.proxy.*`` properties of
+        ``smtp-client``, else the site's ``proxy`` section."""
+        return proxy_for(self.context.config, options, "smtp")
 
     @property
     def stats(self) -> PoolStats:

@@ -17,6 +17,7 @@ from postroom.drivers import DriverContext
 from postroom_imap.source import IMAPSource
 from tests.integration.conftest import mail_servers  # noqa: F401
 from tests.plugins.fake_auth import FakeAuthenticator as SharedFakeAuthenticator
+from tests.plugins.fake_auth import proxy_section
 from tests.plugins.imap.fakeserver import FakeEndpoint
 
 
@@ -46,10 +47,15 @@ class EndpointRecordingSource(IMAPSource):
 
 
 class FakeConfig:
-    def __init__(self, max_size: int = 10 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_size: int = 10 * 1024 * 1024, proxy: dict[str, Any] | None = None
+    ) -> None:
         self.max_size = max_size
+        self.proxy = proxy
 
     def get(self, section: str, name: str) -> Any:
+        if section == "proxy":
+            return proxy_section(name, self.proxy)
         assert (section, name) == ("email-processing", "maximum-msg-size")
         return self.max_size
 
@@ -91,7 +97,10 @@ def make_source(reactor: MemoryReactorClock, tmp_path: Path) -> Callable[..., IM
     spool.mkdir()
 
     def make(
-        auth: FakeAuthenticator | None = None, max_size: int = 10 << 20, **options: Any
+        auth: FakeAuthenticator | None = None,
+        max_size: int = 10 << 20,
+        proxy: dict[str, Any] | None = None,
+        **options: Any,
     ) -> IMAPSource:
         options.setdefault("pop_connection_security", "starttls")
         events: list[tuple[str, str, str]] = []
@@ -99,7 +108,7 @@ def make_source(reactor: MemoryReactorClock, tmp_path: Path) -> Callable[..., IM
             reactor=reactor,
             clock=reactor,
             runner=None,
-            config=FakeConfig(max_size),
+            config=FakeConfig(max_size, proxy),
             spool_dir=str(spool),
             authenticator=auth or FakeAuthenticator(),
             auth_event=lambda *event: events.append(event),

@@ -95,6 +95,21 @@ def test_port_follows_security_unless_written(make_source: Make) -> None:
     assert make_source(pop_connection_security="starttls", port=10143).settings.port == 10143
 
 
+def test_the_sites_proxy_and_the_mailboxs_own_properties(make_source: Make) -> None:
+    from postroom.api import ProxySettings
+
+    site_proxy = {"useProxy": True, "host": "proxy.test", "port": 3128, "type": "http",
+                  "user": "pu", "password": "pp"}  # fmt: skip
+    assert make_source(proxy=site_proxy).settings.proxy == ProxySettings(
+        kind="http", host="proxy.test", port=3128, user="pu", password="pp"
+    )
+    own = make_source(
+        proxy=site_proxy, **{"mail.imap.socks.host": "socks.test", "mail.imap.socks.port": 1081}
+    )
+    assert own.settings.proxy == ProxySettings(kind="socks5", host="socks.test", port=1081)
+    assert make_source().settings.proxy is None
+
+
 def test_move_without_a_folder_is_a_config_error(make_source: Make) -> None:
     with pytest.raises(ConfigError, match="move-to-folder"):
         make_source(after_processing="move")

@@ -21,6 +21,7 @@ from postroom.config.options import OptionSchema
 from postroom.drivers import DriverContext
 from postroom_pop3.source import POP3Source
 from tests.plugins.fake_auth import FakeAuthenticator as SharedFakeAuthenticator
+from tests.plugins.fake_auth import proxy_section
 
 
 @implementer(interfaces.ITLSTransport)
@@ -319,6 +320,14 @@ class FakeAuthenticator(SharedFakeAuthenticator):
 
 class Config:
     """Stands for the kernel's SiteConfig (weak-referenceable, hashable by identity)."""
+
+    def __init__(self, proxy: dict[str, Any] | None = None) -> None:
+        self.proxy = proxy
+
+    def get(self, section: str, name: str) -> Any:
+        if section == "proxy":
+            return proxy_section(name, self.proxy)
+        raise KeyError(f"{section}.{name}")
 
 
 class Harness:

@@ -191,3 +191,15 @@ def test_the_token_never_reaches_the_trace(
     trace = "\n".join(r.getMessage() for r in caplog.records if r.name == "postroom.trace")
     assert "AUTH XOAUTH2 <redacted>" in trace
     assert "t0ken" not in trace
+
+
+def test_the_sender_takes_the_sites_proxy(tmp_path: Path) -> None:
+    from postroom.api import ProxySettings
+
+    path = tmp_path / "postroom.yaml"
+    path.write_text(
+        SITE + "proxy:\n  useProxy: true\n  host: proxy.test\n  port: 1080\n", encoding="utf-8"
+    )
+    sender = Kernel(path, clock=task.Clock(), runner=InlineRunner()).build_sender()
+    assert isinstance(sender, SMTPSender)
+    assert sender.settings.proxy == ProxySettings(kind="socks5", host="proxy.test", port=1080)
