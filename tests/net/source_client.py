@@ -2,19 +2,24 @@
 
 ``python -m tests.net.source_client '<json>'`` with ``protocol`` (``imap`` or
 ``pop3``), ``host``, ``port``, ``security``, ``ca_file``, ``user``,
-``password``, optional ``proxy`` (ProxySettings fields) and ``mechanism``
-(default PLAIN). The source connects (through the proxy when given: its
-``proxy_settings()`` returns it), logs in, opens the mailbox and disconnects;
-one JSON object is printed: ``{"ok": true, "events": [...]}`` or
-``{"ok": false, "error": type, "message": ...}``. A subprocess keeps the
-global reactor out of the test process.
+``password`` (or the access token), optional ``proxy`` (ProxySettings
+fields), ``mechanism`` (default PLAIN; ``BEARER`` for a token), ``refreshed``
+(the secrets the auth driver hands out after each ``invalidate()``) and
+``options`` (more mailbox options). The source connects (through the proxy
+when given: its ``proxy_settings()`` returns it), logs in, opens the mailbox
+and disconnects; one JSON object is printed: ``{"ok": true, "events": [...]}``
+or ``{"ok": false, "error": type, "message": ..., "events": [...]}``. A
+subprocess keeps the global reactor out of the test process;
+:func:`run_source_client` runs it.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from twisted.internet import defer, task
@@ -36,6 +41,7 @@ def build(reactor: Any, spec: dict[str, Any], spool: str) -> tuple[ServerSourceB
         "ca_file": spec["ca_file"],
         "connect_timeout": 20.0,
         "protocol_timeout": 20.0,
+        **spec.get("options", {}),
     }
     base: type[ServerSourceBase] = IMAPSource if spec["protocol"] == "imap" else POP3Source
 
@@ -56,7 +62,10 @@ def build(reactor: Any, spec: dict[str, Any], spool: str) -> tuple[ServerSourceB
         config=FakeConfig(),
         spool_dir=spool,
         authenticator=FakeAuthenticator(
-            spec["user"], spec["password"], spec.get("mechanism", "PLAIN")
+            spec["user"],
+            spec["password"],
+            spec.get("mechanism", "PLAIN"),
+            tuple(spec.get("refreshed", ())),
         ),
         auth_event=lambda *event: events.append(list(event)),
     )
@@ -72,6 +81,21 @@ async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "error": type(exc).__name__, "message": str(exc), "events": events}
         await source.disconnect()
     return {"ok": True, "events": events}
+
+
+def run_source_client(**spec: Any) -> dict[str, Any]:
+    """Run this module with *spec* in a subprocess; the JSON it printed."""
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.net.source_client", json.dumps(spec)],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
 
 
 def main(reactor: Any, raw: str) -> defer.Deferred[None]:

@@ -13,9 +13,6 @@ password. IMAP and POP3 run on the real reactor in a subprocess
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,8 @@ import pytest
 from postroom.api import Credentials, ProxySettings
 from postroom_smtp.connection import ConnectionSettings, SMTPConnection, SMTPSendError
 from tests.integration.servers import MailServers, make_message, wait_for
-from tests.net.proxies import ROOT, free_port, settings, source
+from tests.net.proxies import free_port, settings, source
+from tests.net.source_client import run_source_client
 
 pytestmark = pytest.mark.servers
 
@@ -48,27 +46,16 @@ def log_count(path: Path, needle: str) -> int:
 def login(
     servers: MailServers, protocol: str, port_name: str, security: str, user: str, proxy: Any
 ) -> dict[str, Any]:
-    spec = {
-        "protocol": protocol,
-        "host": servers.host,
-        "port": servers.ports[port_name],
-        "security": security,
-        "ca_file": servers.ca_file,
-        "user": user,
-        "password": servers.password(user),
-        "proxy": proxy,
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "tests.net.source_client", json.dumps(spec)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    return run_source_client(
+        protocol=protocol,
+        host=servers.host,
+        port=servers.ports[port_name],
+        security=security,
+        ca_file=servers.ca_file,
+        user=user,
+        password=servers.password(user),
+        proxy=proxy,
     )
-    assert done.returncode == 0, done.stderr
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 @pytest.mark.parametrize("name", EVERY)
