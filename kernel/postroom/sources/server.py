@@ -42,7 +42,8 @@ class LoginRefused(Exception):
 
 
 class ServerSourceBase(SourceBase):
-    """A :class:`SourceBase` with a server: ``settings``, ``where``, ``tracer``, ``tls()``.
+    """A :class:`SourceBase` with a server: ``settings``, ``where``, ``tracer``,
+    ``tls()``, ``endpoint()`` and ``log_in()``.
 
     Subclasses set :attr:`types` (their ``type:`` names) and :attr:`ports`,
     and call :meth:`add_server_options` from their ``postroom_add_options``.
