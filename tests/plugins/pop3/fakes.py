@@ -81,6 +81,8 @@ class FakePOP3Server:
         self.tokens_seen: list[str] = []
         self.error_replies: list[bytes] = []
         self.temporary_auth = False
+        #: list the SASL mechanisms in CAPA (AUTH takes them either way)
+        self.announce_sasl = True
         self.transport_class = transport_class
         self.greet = greet
         self.chunk = chunk
@@ -173,7 +175,7 @@ class FakePOP3Server:
                 caps.append(b"TOP")
             if self.stls and not s["tls"]:
                 caps.append(b"STLS")
-            if self.sasl:
+            if self.sasl and self.announce_sasl:
                 caps.append(b"SASL " + " ".join(self.sasl).encode())
             return b"+OK\r\n" + b"".join(c + b"\r\n" for c in caps) + b".\r\n"
         if cmd == b"STLS":

@@ -496,6 +496,28 @@ def test_no_oauth_mechanism_offered_is_a_clear_error(tmp_path: Path) -> None:
     assert "AUTH" not in server.command_names()
 
 
+def test_a_server_without_a_sasl_line_is_trusted_with_the_forced_mechanism(
+    tmp_path: Path,
+) -> None:
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.announce_sasl = False  # no SASL line in CAPA; AUTH XOAUTH2 works all the same
+    h = Harness(
+        tmp_path,
+        server,
+        authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"),
+        mail_pop3_auth_mechanisms="XOAUTH2",
+    )
+    h.settle(h.source.connect())
+    assert server.commands[3].startswith(b"AUTH XOAUTH2 ")
+    assert h.events[0][1] == "login-ok"
+    # without the forced mechanism, nothing says the server takes a token
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.announce_sasl = False
+    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"))
+    problem = failure_of(h, h.source.connect())
+    assert "offers no SASL mechanism (CAPA), not XOAUTH2 or OAUTHBEARER" in str(problem)
+
+
 def test_refused_token_is_refreshed_and_retried_once_on_the_same_connection(
     tmp_path: Path,
 ) -> None:
