@@ -79,6 +79,7 @@ from postroom.model import (
     HandoffState,
     Interaction,
     InteractionType,
+    MailboxStateRecord,
     OutboundRequest,
     OutboxEntry,
     OutboxState,
@@ -300,6 +301,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "read_token_answer",
     "BEARER",
     "GrantRecord",
+    "MailboxStateRecord",
     "GrantState",
     "NeedsReauthorisation",
     # embedding

@@ -257,6 +257,12 @@ class IStore(Interface):
     def list_grants() -> Any:
         """Every kept :class:`~postroom.model.GrantRecord`, by key."""
 
+    def save_mailbox_state(mailbox, state, reason=None, failures=0, next_attempt=None) -> None:
+        """Keep the state a mailbox's service (or ``smtp-client``'s) just entered."""
+
+    def list_mailbox_states() -> Any:
+        """Every kept :class:`~postroom.model.MailboxStateRecord`, by mailbox name."""
+
     def suppress(address, reason, interaction_id=None) -> None:
         """Put a hard-bounced address on the suppression list (again: counts a hit)."""
 

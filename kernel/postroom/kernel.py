@@ -147,16 +147,20 @@ class Kernel:
         add_plugin_tables(self.store_driver, self.hooks)
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
+        self.metrics = Metrics()
         token_secret = self.config.get("gateway", "token-encryption-secret")
         #: what every OAuth auth driver shares (one token request per grant and expiry)
-        self.oauth = OAuthRuntime(
-            reactor,
-            self.clock,
-            self.store,
-            token_secret.reveal() if token_secret is not None else None,
-            proxy=section_proxy(self.config),
-        )
-        self.metrics = Metrics()
+        try:
+            self.oauth = OAuthRuntime(
+                reactor,
+                self.clock,
+                self.store,
+                token_secret.reveal() if token_secret is not None else None,
+                proxy=section_proxy(self.config),
+                metrics=self.metrics,
+            )
+        except ValueError as exc:  # a key too short to protect anything
+            raise self.config.error(str(exc), "gateway", "token-encryption-secret") from None
         self.pool = self._worker_pool()
         #: runs CPU-bound picklable calls: the budgeted workers, or the threads
         self.cpu_runner: Runner = self.pool if self.pool is not None else self.runner
@@ -228,7 +232,8 @@ class Kernel:
             self.drivers[key] = cls
         return self.drivers[key]
 
-    def driver_context(self, authenticator: Any = None) -> DriverContext:
+    def driver_context(self, authenticator: Any = None, auth_event: Any = None) -> DriverContext:
+        """What drivers are built with; *auth_event* replaces the hook call (``check``)."""
         return DriverContext(
             reactor=self.reactor,
             clock=self.clock,
@@ -236,7 +241,7 @@ class Kernel:
             config=self.config,
             spool_dir=self.spool_dir,
             authenticator=authenticator,
-            auth_event=self.auth_event,
+            auth_event=auth_event or self.auth_event,
             known_source_keys=self.store.known_source_keys,
             oauth=self.oauth,
         )
@@ -245,12 +250,13 @@ class Kernel:
         """Tell the ``postroom_auth_event`` hook; never fails the caller."""
         return ensureDeferred(self.hooks.auth_event(mailbox, event, detail, self.ctx))
 
-    def build_source(self, mailbox: Any) -> Any:
+    def build_source(self, mailbox: Any, auth_event: Any = None) -> Any:
+        """The source driver of *mailbox*, with its auth driver when it logs in."""
         cls = self.drivers[(SOURCES_GROUP, mailbox.type)]
         authenticator = None
         if needs_auth(cls) and (AUTH_GROUP, mailbox.auth) in self.drivers:
             authenticator = self.drivers[(AUTH_GROUP, mailbox.auth)](mailbox, self.driver_context())
-        return cls(mailbox, self.driver_context(authenticator))
+        return cls(mailbox, self.driver_context(authenticator, auth_event))
 
     def build_sender(self) -> Any:
         smtp = self.config.smtp

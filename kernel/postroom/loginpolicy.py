@@ -25,7 +25,13 @@ STARTING = "starting"
 CONNECTED = "connected"
 CONNECTION_FAILED = "connection-failed"
 AUTH_FAILED = "auth-failed"
-STATES = (STARTING, CONNECTED, CONNECTION_FAILED, AUTH_FAILED)
+#: an OAuth grant or app registration the identity provider refused (revoked
+#: consent, MFA required, expired client secret): nothing to retry until an
+#: administrator acts; the state is kept in the store across restarts
+NEEDS_REAUTHORISATION = "needs-reauthorisation"
+STATES = (STARTING, CONNECTED, CONNECTION_FAILED, AUTH_FAILED, NEEDS_REAUTHORISATION)
+#: the states that stop a mailbox or the sender until someone acts
+REFUSED_STATES = (AUTH_FAILED, NEEDS_REAUTHORISATION)
 #: default delays: one minute, doubling to half an hour
 DEFAULT_INITIAL = 60.0
 DEFAULT_MAXIMUM = 1800.0
@@ -67,6 +73,14 @@ class LoginPolicy:
         wait = self.delay(self.failures)
         self.next_attempt = self.clock.seconds() + wait
         return wait
+
+    def hold(self, error: str) -> float:
+        """Count a refusal no retry can fix (a grant needing re-authorisation):
+        look again only after the longest wait; returns it."""
+        self.failures += 1
+        self.last_error = error
+        self.next_attempt = self.clock.seconds() + self.maximum
+        return self.maximum
 
     def succeeded(self) -> None:
         """A login went through: the count starts again."""

@@ -4,7 +4,7 @@ Served at ``GET /metrics``. Per mailbox: messages ingested, duplicates,
 errors, quarantine depth, connection state, last success, lag (arrival in the
 mailbox to commit); per mailbox and for the ``smtp-client``: state (``auth-failed``
 among them), consecutive refused logins, next attempt; outbox depth by state
-and send failures.
+and send failures; OAuth token requests by outcome and each mailbox's token expiry.
 """
 
 from __future__ import annotations
@@ -87,6 +87,19 @@ class Metrics:
         )
         self.handoff_failures = Counter(
             "postroom_handoff_failures", "Hand-off (submit) attempts that failed", registry=r
+        )
+        self.token_requests = Counter(
+            "postroom_token_requests",
+            "OAuth token requests to identity providers, by outcome (ok, grant, client, "
+            "temporary)",
+            ["outcome"],
+            registry=r,
+        )
+        self.token_expiry = Gauge(
+            "postroom_token_expiry_timestamp_seconds",
+            "When the access token a mailbox (or the smtp-client) last logged in with expires",
+            ["mailbox"],
+            registry=r,
         )
 
     def render(self) -> bytes:

@@ -368,6 +368,20 @@ class GrantState(enum.StrEnum):
 
 
 @attrs.frozen
+class MailboxStateRecord:
+    """The last state a mailbox's service (or the sender's, ``smtp-client``)
+    reported: ``connected``, ``connection-failed``, ``auth-failed`` or
+    ``needs-reauthorisation``, with the reason and the next attempt."""
+
+    mailbox: str
+    state: str
+    reason: str | None = None
+    failures: int = 0
+    next_attempt: datetime | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
 class GrantRecord:
     """What the store keeps of one OAuth grant across restarts.
 

@@ -44,7 +44,7 @@ from twisted.web import http, resource, server
 
 from postroom.errors import ConfigError
 from postroom.kernel import token_problem
-from postroom.loginpolicy import AUTH_FAILED
+from postroom.loginpolicy import REFUSED_STATES
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 from postroom.views import interaction_json
 
@@ -208,7 +208,7 @@ class Api(resource.Resource):
             mailboxes = self.gateway.health()
             smtp_client = self.gateway.outbound.health()
             ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
-            if smtp_client is not None and smtp_client["state"] == AUTH_FAILED:
+            if smtp_client is not None and smtp_client["state"] in REFUSED_STATES:
                 ok = False  # nothing is sent until the password is fixed
             body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
             if smtp_client is not None:

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from twisted.internet import task
 
 from postroom.config.document import implied_auth, parse_document
 from postroom.config.options import OptionSchema
 from postroom.config.site import SiteConfig
 from postroom.config.validator import validate
 from postroom.errors import ConfigError
+from postroom.kernel import Kernel
 from postroom.net.proxyconfig import check_proxies, proxy_for
+from postroom.runner import InlineRunner
 
 IMAP_MAILBOX = """\
 pop-client:
@@ -129,3 +134,15 @@ def test_implied_auth_reaches_the_validated_mailbox(schema: OptionSchema) -> Non
     document = parse_document(text, file="site.yaml")
     assert ("postroom.sources", "imap", "azure-ropc") in document.driver_names({}).auth
     assert validate(document, schema, environ={}).mailboxes[0].auth == "azure-ropc"
+
+
+def test_a_short_token_encryption_secret_is_a_config_error(tmp_path: Path) -> None:
+    site_file = tmp_path / "site.yaml"
+    site_file.write_text(
+        "store: {driver: memory}\ngateway:\n  token-encryption-secret: sh0rt\n", encoding="utf-8"
+    )
+    with pytest.raises(ConfigError) as caught:
+        Kernel(site_file, clock=task.Clock(), runner=InlineRunner())
+    assert caught.value.option == "gateway.token-encryption-secret"
+    assert caught.value.line == 3 and "16 bytes" in caught.value.message
+    assert "sh0rt" not in str(caught.value)

@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -381,6 +382,42 @@ class Authority:
         """Answer normally again; held requests stay held until :meth:`release`."""
         with self.lock:
             self.outage = None
+
+    def snapshot(self) -> dict[str, Any]:
+        """The settings tests turn (clock, token lifetime, rotation, MFA, consent,
+        expired secrets, outage) as JSON-able data, for :meth:`restore`: one IdP
+        shared by a test run's tests stays as each found it. Revoked grants
+        are not settings: they stay revoked."""
+        with self.lock:
+            outage = self.outage
+            return {
+                "clock_offset": self.clock.offset,
+                "access_ttl": self.access_ttl,
+                "rotation": {c.client_id: c.rotate_refresh_tokens for c in self.clients.values()},
+                "secret_expired": {c.client_id: c.secret_expired for c in self.clients.values()},
+                "mfa_required": {u.name: u.mfa_required for u in self.users.values()},
+                "consents": {u.name: sorted(u.consents) for u in self.users.values()},
+                "outage": None if outage is None else {
+                    "status": outage.status, "hang": outage.hang,
+                    "endpoints": sorted(outage.endpoints)},
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Put back what :meth:`snapshot` saw."""
+        with self.lock:
+            self.clock.offset = float(snapshot["clock_offset"])
+            self.access_ttl = int(snapshot["access_ttl"])
+            for client_id, on in snapshot["rotation"].items():
+                self.clients[client_id].rotate_refresh_tokens = bool(on)
+            for client_id, expired in snapshot["secret_expired"].items():
+                self.clients[client_id].secret_expired = bool(expired)
+            for name, on in snapshot["mfa_required"].items():
+                self.users[name].mfa_required = bool(on)
+            for name, consents in snapshot["consents"].items():
+                self.users[name].consents = set(consents)
+            outage = snapshot["outage"]
+            self.outage = None if outage is None else Outage(
+                int(outage["status"]), bool(outage["hang"]), frozenset(outage["endpoints"]))
 
     def request_count(self, key: str) -> int:
         with self.lock:

@@ -138,6 +138,18 @@ class IdentityProvider:
     def issue_refresh_token(self, client_id: str, user: str, scope: str) -> str:
         return self.authority.issue_refresh_token(client_id, user, scope.split())
 
+    def snapshot(self) -> dict[str, Any]:
+        """The settings the controls change, for :meth:`restore` (JSON-able)."""
+        return self.authority.snapshot()
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Put the settings of *snapshot* back; requests an outage held are
+        answered normally unless the restored state is itself a hanging outage."""
+        self.authority.restore(snapshot)
+        outage = self.authority.outage
+        if outage is None or not outage.hang:
+            self.release()
+
     def request_count(self, key: str) -> int:
         """Requests received, by endpoint (``azure-token``, ``google-token``,
         ``introspect``, ``tokeninfo``, ``revoke``) or ``endpoint:grant_type``."""
@@ -455,6 +467,13 @@ class IdPResource(resource.Resource):
         elif name == "issue-refresh-token":
             return {"refresh_token": idp.issue_refresh_token(
                 args["client_id"], args["user"], args["scope"])}
+        elif name == "snapshot":
+            return idp.snapshot()
+        elif name == "restore":
+            idp.authority.restore(args)
+            outage = idp.authority.outage
+            if outage is None or not outage.hang:
+                self.answer_held()  # on this reactor already
         elif name == "stats":
             return idp.stats()
         elif name == "reset-stats":

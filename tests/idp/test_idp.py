@@ -474,6 +474,21 @@ def test_http_controls(idp: RunningIdP) -> None:
         assert raised.value.code == 404
 
 
+def test_restore_puts_back_what_the_controls_changed(idp: RunningIdP) -> None:
+    saved = control(idp, "snapshot")[1]
+    body = ropc(idp)[1]
+    control(idp, "advance", seconds=3601)
+    control(idp, "rotation", on=False)
+    control(idp, "mfa", user=ALICE, on=True)
+    control(idp, "outage", status=503, endpoints=["token"])
+    assert introspect(idp, body["access_token"])[1] == {"active": False}
+    assert control(idp, "restore", **saved) == (200, {"ok": True})
+    assert control(idp, "snapshot")[1] == saved
+    assert introspect(idp, body["access_token"])[1]["active"] is True  # the clock is back
+    refreshed = refresh_azure(idp, body["refresh_token"])[1]  # no outage, no MFA
+    assert refreshed["refresh_token"] != body["refresh_token"]  # rotates again
+
+
 # -- logs -------------------------------------------------------------------------
 
 

@@ -9,14 +9,19 @@ every test that uses it fails with the reason: nothing is skipped.
 Tests that use the fixture get the ``servers`` marker (tests/conftest.py), so
 ``make test-unit`` (``-m "not servers"``) leaves them out: they need root.
 
+``oauth_servers`` (same start) is a :class:`tests.integration.oauth.OAuthServers`:
+the identity provider and the Dovecot instance "oauth".
+
 Elsewhere (e.g. a plugin's tests), import the fixture into that conftest:
-``from tests.integration.conftest import mail_servers  # noqa: F401``.
+``from tests.integration.conftest import mail_servers  # noqa: F401`` (and
+``oauth_servers`` with it).
 """
 
 from __future__ import annotations
 
 import pytest
 
+from tests.integration.oauth import OAuthServers
 from tests.integration.servers import MailServers, MailServersUnavailable, start_mail_servers
 
 
@@ -28,3 +33,12 @@ def mail_servers() -> MailServers:
     except MailServersUnavailable as exc:
         problem = str(exc)
     pytest.fail(f"the mail test servers are not available: {problem}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def oauth_servers(mail_servers: MailServers) -> OAuthServers:
+    """The identity provider and the "oauth" Dovecot/Postfix submission (same
+    start as ``mail_servers``). Its IdP is shared by every test of the run:
+    change its settings only inside ``with oauth_servers.idp.restoring():``
+    (tests/integration/oauth.py)."""
+    return OAuthServers(mail_servers.state)

@@ -109,11 +109,15 @@ class MailServers:
 
     Attributes: ``host`` ("127.0.0.1"), ``ports`` (name -> port: imap, imaps,
     pop3, pop3s, imap_notls, pop3_notls, imaps_badcert, pop3s_badcert,
-    submission, smtp), ``ca_file`` (the run's CA, PEM), ``users`` (name ->
+    submission, smtp; the OAuth ones: tests/integration/oauth.py),
+    ``ca_file`` (the run's CA, PEM), ``users`` (name ->
     password), ``domain`` ("example.test"), ``base`` (the port base),
     ``state_dir``, ``logs`` (name -> log file), ``lmtp_socket``, ``state``
     (the raw state.json).
     """
+
+    #: the port :meth:`submit` uses
+    _submission = "submission"
 
     def __init__(self, state: Mapping[str, Any]) -> None:
         self.state = dict(state)
@@ -245,7 +249,7 @@ class MailServers:
         *sender* (envelope) defaults to the user's address. Mail to other domains
         lands in the mailbox of the user "outside". Asynchronous delivery.
         """
-        with smtplib.SMTP(self.host, self.ports["submission"], timeout=30) as smtp:
+        with smtplib.SMTP(self.host, self.ports[self._submission], timeout=30) as smtp:
             smtp.starttls(context=self.tls_context())
             smtp.login(user, self.users[user])
             smtp.sendmail(

@@ -410,9 +410,9 @@ def _mail_daemons() -> list[int]:
 def test_every_listener_is_on_loopback_only(mail_servers: MailServers) -> None:
     listening = _listening_inodes()
     bound = []
-    for pid in _mail_daemons():
+    for pid in [*_mail_daemons(), mail_servers.state["pids"]["idp"]]:  # the IdP is Python
         bound += [listening[i] for i in _socket_inodes(pid) if i in listening]
-    assert bound, "no listening socket found for Dovecot or Postfix"
+    assert bound, "no listening socket found for Dovecot, Postfix or the IdP"
     assert {address for address, _ in bound} == {"127.0.0.1"}, bound
     ports = {port for _, port in bound}
     assert set(mail_servers.ports.values()) <= ports

@@ -11,6 +11,7 @@ import pytest
 from twisted.internet import task
 
 from postroom.errors import AuthenticationFailed, SourceError
+from postroom.grants import NeedsReauthorisation
 from postroom.loginpolicy import LoginPolicy
 from postroom.services.gateway import Gateway
 from tests.conftest import run
@@ -58,6 +59,10 @@ class ScriptedSource:
             )
         if outcome == "down":
             raise SourceError("connection to server imap.test:143 failed: connection refused")
+        if outcome == "reauth":
+            raise NeedsReauthorisation(
+                "azure-ropc:alice", "invalid_grant: AADSTS50076: MFA required"
+            )
 
     async def disconnect(self) -> None:
         pass
@@ -173,3 +178,42 @@ def test_the_delays_are_options(quickstart: Path, scripted: Any) -> None:
         assert source.connects == tries
         clock.advance(1)
     assert source.connects == 4 and gateway.mailboxes[0].health.auth_failures == 4
+
+
+def test_a_grant_needing_reauthorisation_waits_for_an_administrator(scripted: Any) -> None:
+    clock, gateway, source = scripted(["reauth", "reauth"])
+    mailbox = gateway.mailboxes[0]
+    health = gateway.health()["support"]
+    assert health["state"] == "needs-reauthorisation"
+    assert "AADSTS50076" in health["last_error"]
+    assert health["auth_failures"] == 0  # not a refused password: no login back-off count
+    clock.advance(1799)
+    assert source.connects == 1  # looked at again only after login-retry-max
+    clock.advance(1)
+    assert source.connects == 2
+    clock.advance(1800)
+    assert source.connects == 3 and mailbox.health.state == "connected"
+    metrics = gateway.kernel.metrics.render().decode()
+    assert 'postroom_errors_total{kind="auth",mailbox="support"} 2.0' in metrics
+
+
+def test_states_are_kept_in_the_store_for_the_cli(scripted: Any) -> None:
+    clock, gateway, _source = scripted(["auth", "down", "reauth"])
+    store = gateway.kernel.store
+
+    def kept() -> Any:
+        [record] = run(store.list_mailbox_states())
+        return record
+
+    record = kept()
+    assert (record.mailbox, record.state, record.failures) == ("support", "auth-failed", 1)
+    assert "[AUTHENTICATIONFAILED]" in record.reason
+    assert record.next_attempt == datetime.fromtimestamp(60, UTC)
+    clock.advance(60)  # "down": still auth-failed (a network blip hides no wrong password)
+    assert kept().state == "auth-failed"
+    clock.advance(30)
+    record = kept()
+    assert record.state == "needs-reauthorisation" and "MFA required" in record.reason
+    clock.advance(1800)
+    record = kept()
+    assert (record.state, record.reason, record.next_attempt) == ("connected", None, None)

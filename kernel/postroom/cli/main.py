@@ -189,6 +189,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from postroom.kernel import Kernel
 
+    if args.connect:
+        return _check_connect(args)
     kernel = Kernel(args.config)
     for warning in [*kernel.plugins.warnings, *map(str, kernel.config.warnings)]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -202,6 +204,44 @@ def cmd_check(args: argparse.Namespace) -> int:
     if config.smtp is not None:
         print(f"  smtp-client: {config.smtp.server_type}")
     return EXIT_OK
+
+
+def _check_connect(args: argparse.Namespace) -> int:
+    """``check --connect``: log in everywhere; 0 only when every connection worked."""
+    from postroom.cli.connections import check_connections
+
+    async def body(kernel: Any) -> int:
+        for warning in map(str, kernel.config.warnings):
+            print(f"warning: {warning}", file=sys.stderr)
+        results = await check_connections(kernel)
+        for result in results:
+            print(result.line())
+        failed = [r for r in results if not r.ok]
+        if not results:
+            print("nothing to connect to: no mailbox and no smtp-client")
+        elif failed:
+            print(f"{len(failed)} of {len(results)} connection(s) failed")
+        return EXIT_FAILED if failed else EXIT_OK
+
+    return _with_kernel(args, body)
+
+
+def cmd_mailboxes(args: argparse.Namespace) -> int:
+    from postroom.cli.connections import connection_rows, format_rows
+    from postroom.cli.output import dumps
+
+    async def body(kernel: Any) -> int:
+        rows = await connection_rows(kernel)
+        if args.json:
+            for row in rows:
+                print(dumps(row.as_dict()))
+        elif rows:
+            print(format_rows(rows))
+        else:
+            print("no mailbox and no smtp-client configured")
+        return EXIT_OK
+
+    return _with_kernel(args, body)
 
 
 def cmd_plugins(args: argparse.Namespace) -> int:
@@ -710,7 +750,26 @@ def build_parser() -> argparse.ArgumentParser:
         description="Validate a configuration; errors name file, line, option.",
     )
     _site_argument(p)
+    p.add_argument(
+        "--connect",
+        action="store_true",
+        help="also connect to every mailbox and the smtp-client (through the proxy when "
+        "configured), negotiate TLS and log in with the configured auth driver; report "
+        "each: ok or the failure, capabilities and time; exit 1 if any fails",
+    )
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser(
+        "mailboxes",
+        help="list mailboxes and the smtp-client with their state",
+        description="Every configured mailbox and the smtp-client with the state the "
+        "gateway last reported (connected, connection-failed, auth-failed, "
+        "needs-reauthorisation), failures, next attempt, and what to do about a problem. "
+        "Read from the store: works beside a running gateway and after a restart.",
+    )
+    _site_argument(p)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=cmd_mailboxes)
 
     p = sub.add_parser(
         "plugins",

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any, ClassVar
+from urllib.parse import quote
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 BEARER = "BEARER"
 #: the user name options, by where a driver is used (mailboxes, smtp-client)
 _USER_OPTIONS = ("mailbox", "user")
+#: Azure's public cloud, ``tenant-authority``'s default
+AZURE_AUTHORITY = "https://login.microsoftonline.com/"
 
 
 class IdentityProviderUnavailable(ConnectionDown):
@@ -104,7 +107,11 @@ class OAuthAuthenticator:
         return self.user()
 
     async def request_token(self) -> Token:
-        """Make one token request (through ``self.oauth.http``) and read the answer."""
+        """Make one token request (:meth:`exchange` does the HTTP) and read the answer."""
+        raise NotImplementedError
+
+    def default_token_url(self) -> str:
+        """The provider's token endpoint when the site sets no ``token-endpoint``."""
         raise NotImplementedError
 
     # -- IAuthenticator
@@ -122,12 +129,22 @@ class OAuthAuthenticator:
         await self.oauth.usable(self.grant_key(), self.configured())
         try:
             token = await self.oauth.cache.get(
-                self.cache_key(), self.request_token, margin=self.margin
+                self.cache_key(), self._counted_request, margin=self.margin
             )
         except TokenError as exc:
             raise await self._failed(exc) from None
         self._last = token.value
+        self.oauth.expires(self.mailbox_name, token.expires_at)
         return Credentials(self.sasl_user(), token.value, BEARER)
+
+    async def _counted_request(self) -> Token:
+        try:
+            token = await self.request_token()
+        except TokenError as exc:
+            self.oauth.counted(exc.kind.value)
+            raise
+        self.oauth.counted("ok")
+        return token
 
     async def _failed(self, error: TokenError) -> Exception:
         where = self.where
@@ -223,6 +240,38 @@ class OAuthAuthenticator:
     def now(self) -> float:
         return float(self.oauth.clock.seconds())
 
+    def token_url(self) -> str:
+        """``token-endpoint`` when the site sets one, else :meth:`default_token_url`."""
+        return self.text("token-endpoint") or self.default_token_url()
+
+    def azure_token_url(self) -> str:
+        """Azure's v2.0 token endpoint: ``tenant-authority`` (default
+        :data:`AZURE_AUTHORITY`) followed by ``{directory-id}/oauth2/v2.0/token``."""
+        authority = self.text("tenant-authority") or AZURE_AUTHORITY
+        directory = self.required(
+            "directory-id", "the tenant (directory) id or domain, unless token-endpoint is set"
+        )
+        return f"{authority.rstrip('/')}/{quote(directory, safe='')}/oauth2/v2.0/token"
+
+    async def exchange(self, client: Any, body: str) -> tuple[Token, str | None]:
+        """POST *body* (built by the oauthlib *client*) to :meth:`token_url`,
+        trusting ``token-ca-file`` if set, and read the answer with *client*
+        (:func:`read_token_answer`)."""
+        answer = await self.oauth.http.post_form(
+            self.token_url(), body, ca_file=self.text("token-ca-file")
+        )
+        return read_token_answer(answer, client, self.now())
+
+    def site_error(self, message: str, section: str, option: str) -> ConfigError:
+        """A ConfigError at a site-wide option (``gateway.token-encryption-secret``)."""
+        site = getattr(self.context, "config", None)
+        error = getattr(site, "error", None)
+        if callable(error):
+            made = error(f"{self.where}: {message}", section, option)
+            if isinstance(made, ConfigError):
+                return made
+        return ConfigError(f"{self.where}: {message}", option=f"{section}.{option}")
+
 
 def read_token_answer(answer: TokenAnswer, client: Any, now: float) -> tuple[Token, str | None]:
     """The access token (and a new refresh token, if any) in a token endpoint's
@@ -264,6 +313,7 @@ def read_token_answer(answer: TokenAnswer, client: Any, now: float) -> tuple[Tok
 
 
 __all__ = [
+    "AZURE_AUTHORITY",
     "BEARER",
     "IdentityProviderUnavailable",
     "NeedsReauthorisation",

@@ -47,7 +47,13 @@ from postroom.tokens import TokenError, TokenFailure
 MAX_ANSWER = 256 * 1024
 #: seconds for one token request, connection and answer together
 DEFAULT_TIMEOUT = 30.0
-USER_AGENT = b"postroom"
+USER_AGENT = "postroom"
+#: the headers of every token request (a driver may add its own)
+FORM_HEADERS = {
+    "Content-Type": "application/x-www-form-urlencoded",
+    "Accept": "application/json",
+    "User-Agent": USER_AGENT,
+}
 
 
 @attrs.frozen
@@ -160,19 +166,8 @@ class TokenHTTP:
     async def _post(
         self, url: str, body: str, ca_file: Any, headers: dict[str, str]
     ) -> TokenAnswer:
-        parts = urlsplit(url)
-        if parts.scheme != "https" or not parts.hostname:
-            raise TokenError(
-                TokenFailure.GRANT, f"the token endpoint must be an https:// URL, not {url!r}"
-            )
-        where = parts.hostname + (f":{parts.port}" if parts.port else "")
-        all_headers = Headers(
-            {
-                b"Content-Type": [b"application/x-www-form-urlencoded"],
-                b"Accept": [b"application/json"],
-                b"User-Agent": [USER_AGENT],
-            }
-        )
+        where = https_target(url)
+        all_headers = Headers({k.encode(): [v.encode()] for k, v in FORM_HEADERS.items()})
         for name, value in headers.items():
             all_headers.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
         agent = self._agent(os.fspath(ca_file) if ca_file else None)
@@ -211,6 +206,18 @@ class TokenHTTP:
                 call.cancel()
 
 
+def https_target(url: str) -> str:
+    """``host[:port]`` of a token endpoint URL, for messages; a
+    :class:`~postroom.tokens.TokenError` unless it is ``https://`` (a clear-text
+    endpoint would carry passwords and client secrets in clear)."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise TokenError(
+            TokenFailure.GRANT, f"the token endpoint must be an https:// URL, not {url!r}"
+        )
+    return parts.hostname + (f":{parts.port}" if parts.port else "")
+
+
 def _reason(exc: BaseException) -> str:
     """A readable cause, unwrapping Twisted's ``ResponseNeverReceived`` and friends."""
     inner = getattr(exc, "reasons", None)
@@ -226,4 +233,4 @@ def _reason(exc: BaseException) -> str:
     return describe_connection_error(exc) or f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["MAX_ANSWER", "TokenAnswer", "TokenHTTP"]
+__all__ = ["FORM_HEADERS", "MAX_ANSWER", "TokenAnswer", "TokenHTTP", "https_target"]

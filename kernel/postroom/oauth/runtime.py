@@ -39,12 +39,15 @@ class OAuthRuntime:
         *,
         proxy: ProxySettings | None = None,
         http: TokenHTTP | None = None,
+        metrics: Any = None,
     ) -> None:
         self.clock = clock
         self.cache = TokenCache(clock, margin=DEFAULT_MARGIN)
         self.vault = GrantVault(store, secret)
         self.http = http if http is not None else TokenHTTP(reactor, clock, proxy=proxy)
         self.has_key = secret is not None
+        #: the kernel's :class:`~postroom.metrics.Metrics` (None: not counted)
+        self.metrics = metrics
         self._announced: set[str] = set()
 
     def __repr__(self) -> str:
@@ -63,6 +66,16 @@ class OAuthRuntime:
         """Persist ``needs-reauthorisation`` for *grant_key*; the error to raise."""
         await self.vault.needs_reauthorisation(grant_key, reason, configured)
         return NeedsReauthorisation(grant_key, reason)
+
+    def counted(self, outcome: str) -> None:
+        """Count a token request's outcome (``ok``, or a failure kind)."""
+        if self.metrics is not None:
+            self.metrics.token_requests.labels(outcome).inc()
+
+    def expires(self, mailbox: str, at: float | None) -> None:
+        """Show when *mailbox*'s token expires (``/metrics``)."""
+        if self.metrics is not None:
+            self.metrics.token_expiry.labels(mailbox).set(at or 0)
 
     def first_report(self, key: str) -> bool:
         """True the first time *key* is reported in this process (say it once)."""

@@ -23,7 +23,14 @@ from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred
 from postroom.backoff import Backoff, sleep
 from postroom.drivers import SourceItem
 from postroom.errors import AuthenticationFailed, ConnectionDown
-from postroom.loginpolicy import AUTH_FAILED, CONNECTED, CONNECTION_FAILED, LoginPolicy
+from postroom.grants import NeedsReauthorisation
+from postroom.loginpolicy import (
+    AUTH_FAILED,
+    CONNECTED,
+    CONNECTION_FAILED,
+    NEEDS_REAUTHORISATION,
+    LoginPolicy,
+)
 from postroom.services.health import MailboxHealth
 from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
 from postroom.services.progress import Progress
@@ -141,19 +148,28 @@ class MailboxService(service.Service):
     def _failed(self, error: BaseException, what: str) -> float:
         """Record a failed connection or pass; returns the delay before the next try.
 
-        A refused login counts for the login policy only; every other failure
-        for the connection back-off only."""
+        A refused login counts for the login policy only; a grant that needs
+        re-authorisation waits for an administrator; every other failure
+        counts for the connection back-off only."""
         name = self.mailbox.name
         metrics = self.kernel.metrics
         self.health.connected = False
         metrics.connected.labels(name).set(0)
         refused = isinstance(error, AuthenticationFailed)
+        reauthorise = isinstance(error, NeedsReauthorisation)
         # a refusal says "login refused ..." with the server's words already
-        self.health.last_error = str(error) if refused else f"{what}: {error}"
+        self.health.last_error = str(error) if refused or reauthorise else f"{what}: {error}"
         self.health.last_error_at = _now(self.clock)
-        if refused:
+        state: str | None
+        if reauthorise:
+            # nothing changes until an administrator acts: look again (in the
+            # store only, no identity provider request) at the longest login wait
+            wait = self.login_policy.maximum
+            state = NEEDS_REAUTHORISATION
+            metrics.errors.labels(name, "auth").inc()
+        elif refused:
             wait = self.login_policy.refused(str(error))
-            self._set_state(AUTH_FAILED)
+            state = AUTH_FAILED
             self.health.auth_failures = self.login_policy.failures
             metrics.errors.labels(name, "auth").inc()
             metrics.login_failures.labels(name).set(self.login_policy.failures)
@@ -162,13 +178,22 @@ class MailboxService(service.Service):
             wait = self.backoff.delay(self.health.consecutive_failures)
             # after refused credentials the mailbox stays auth-failed until a
             # login goes through: a network blip does not hide the wrong password
-            if not self.login_policy.refusing:
-                self._set_state(CONNECTION_FAILED)
+            state = None if self.login_policy.refusing else CONNECTION_FAILED
             metrics.errors.labels(name, "connection").inc()
         retry_at = self.clock.seconds() + wait
         self.health.next_attempt = datetime.fromtimestamp(retry_at, UTC)
         metrics.next_attempt.labels(name).set(retry_at)
-        if refused:
+        if state is not None:
+            self._set_state(state)
+        if reauthorise:
+            log.error(
+                "mailbox %s: needs re-authorisation (see docs/auth.md), looking again at %s: %s",
+                name,
+                self.health.next_attempt.isoformat(),
+                error.reason if isinstance(error, NeedsReauthorisation) else error,
+                extra={"mailbox": name},
+            )
+        elif refused:
             log.error(
                 "mailbox %s: login refused (%d in a row), next attempt at %s: %s",
                 name,
@@ -188,8 +213,30 @@ class MailboxService(service.Service):
         return wait
 
     def _set_state(self, state: str) -> None:
+        changed = state != self.health.state or state != CONNECTED
         self.health.state = state
         self.kernel.metrics.state.labels(self.mailbox.name).state(state)
+        if changed:
+            self._keep_state()
+
+    def _keep_state(self) -> None:
+        """Write the state to the store for ``postroom mailboxes``; a failing
+        write is only logged (the store's own trouble shows elsewhere)."""
+        health = self.health
+        reason = None if health.state == CONNECTED else health.last_error
+        failures = (
+            self.login_policy.failures
+            if health.state == AUTH_FAILED
+            else health.consecutive_failures
+        )
+        d = self.kernel.store.save_mailbox_state(
+            self.mailbox.name, health.state, reason, failures, health.next_attempt
+        )
+        d.addErrback(
+            lambda f: log.warning(
+                "mailbox %s: cannot keep its state: %s", self.mailbox.name, f.getErrorMessage()
+            )
+        )
 
     def _logged_in(self) -> None:
         """The source connected (and logged in): the login policy's count starts

@@ -36,7 +36,8 @@ from postroom import keys
 from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
 from postroom.errors import SenderAuthenticationFailed
-from postroom.loginpolicy import AUTH_FAILED, CONNECTED, LoginPolicy
+from postroom.grants import NeedsReauthorisation
+from postroom.loginpolicy import AUTH_FAILED, CONNECTED, NEEDS_REAUTHORISATION, LoginPolicy
 from postroom.metrics import SMTP_CLIENT
 from postroom.model import (
     Interaction,
@@ -105,6 +106,9 @@ class OutboundService(service.Service):
         self._loop: Deferred[None] | None = None
         self._pause: Deferred[Any] | None = None
         self._ok = True
+        #: the sender's login state (connected, auth-failed, needs-reauthorisation)
+        self._state = CONNECTED
+        self._state_kept = False
         self._counted = False
         self._woken = False
         self._expected = 0  # requests being queued through Gateway.send
@@ -224,7 +228,7 @@ class OutboundService(service.Service):
         (permanent, or the last attempt)."""
         try:
             result = await self.pipeline.send(entry)
-        except SenderAuthenticationFailed as exc:
+        except (SenderAuthenticationFailed, NeedsReauthorisation) as exc:
             await self._login_refused(entry, exc)
             return
         except Exception as exc:
@@ -253,11 +257,19 @@ class OutboundService(service.Service):
         self._logged_in()
         await self.pipeline.record_sent(entry, result)
 
-    async def _login_refused(self, entry: OutboxEntry, exc: SenderAuthenticationFailed) -> None:
-        """Pause all sending by the login policy; *entry* goes back to queued, uncounted."""
+    async def _login_refused(
+        self, entry: OutboxEntry, exc: SenderAuthenticationFailed | NeedsReauthorisation
+    ) -> None:
+        """Pause all sending by the login policy; *entry* goes back to queued, uncounted.
+        A grant needing re-authorisation pauses it for the longest wait."""
         policy = self.login_policy
         error = failure_text(exc)
-        policy.refused(str(exc))
+        if isinstance(exc, NeedsReauthorisation):
+            policy.hold(exc.reason)
+            self._state = NEEDS_REAUTHORISATION
+        else:
+            policy.refused(str(exc))
+            self._state = AUTH_FAILED
         assert policy.next_attempt is not None
         retry_at = datetime.fromtimestamp(policy.next_attempt, UTC)
         self._ok = False
@@ -265,16 +277,34 @@ class OutboundService(service.Service):
         metrics.errors.labels(SMTP_CLIENT, "auth").inc()
         metrics.login_failures.labels(SMTP_CLIENT).set(policy.failures)
         metrics.next_attempt.labels(SMTP_CLIENT).set(policy.next_attempt)
-        metrics.state.labels(SMTP_CLIENT).state(AUTH_FAILED)
+        metrics.state.labels(SMTP_CLIENT).state(self._state)
         await self.kernel.store.mark_outbound(
             entry.id, OutboxState.QUEUED.value, error, retry_at, count_attempt=False
         )
-        log.error(
-            "smtp-client: login refused (%d in a row), sending paused until %s: %s",
-            policy.failures,
-            retry_at.isoformat(),
-            exc,
-        )
+        await self._keep_state(error, retry_at)
+        if self._state == NEEDS_REAUTHORISATION:
+            log.error(
+                "smtp-client: needs re-authorisation (see docs/auth.md), sending paused "
+                "until %s: %s",
+                retry_at.isoformat(),
+                error,
+            )
+        else:
+            log.error(
+                "smtp-client: login refused (%d in a row), sending paused until %s: %s",
+                policy.failures,
+                retry_at.isoformat(),
+                exc,
+            )
+
+    async def _keep_state(self, reason: str | None, next_attempt: datetime | None) -> None:
+        """The sender's state in the store, for ``postroom mailboxes``."""
+        try:
+            await self.kernel.store.save_mailbox_state(
+                SMTP_CLIENT, self._state, reason, self.login_policy.failures, next_attempt
+            )
+        except Exception as exc:
+            log.warning("smtp-client: cannot keep its state: %s", exc)
 
     async def _requeue_untried(self, entries: list[OutboxEntry]) -> None:
         """Claimed entries not tried because the sender's login is refused."""
@@ -288,9 +318,16 @@ class OutboundService(service.Service):
     def _logged_in(self) -> None:
         """A send went through: the sender's login works (again)."""
         if not self.login_policy.refusing:
+            if not self._state_kept:  # the first send of this run: say "connected" once
+                self._state_kept = True
+                d = ensureDeferred(self._keep_state(None, None))
+                d.addErrback(lambda f: None)
             return
         log.info("smtp-client: login accepted again; sending resumed")
         self.login_policy.succeeded()
+        self._state = CONNECTED
+        d = ensureDeferred(self._keep_state(None, None))
+        d.addErrback(lambda f: None)
         metrics = self.kernel.metrics
         metrics.login_failures.labels(SMTP_CLIENT).set(0)
         metrics.next_attempt.labels(SMTP_CLIENT).set(0)
@@ -302,7 +339,11 @@ class OutboundService(service.Service):
             return None
         policy = self.login_policy
         return {
-            "state": AUTH_FAILED if policy.refusing else CONNECTED,
+            "state": (
+                (NEEDS_REAUTHORISATION if self._state == NEEDS_REAUTHORISATION else AUTH_FAILED)
+                if policy.refusing
+                else CONNECTED
+            ),
             "auth_failures": policy.failures,
             "last_error": policy.last_error,
             "next_attempt": policy.next_attempt_iso(),

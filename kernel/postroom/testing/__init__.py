@@ -21,6 +21,9 @@ with :mod:`postroom.api`, the only ``postroom`` module a plugin's tests need.
 * :func:`site_config`: a validated configuration, for testing option declarations.
 * :func:`result_of`: the result of a Deferred that has fired (for ``kernel.store``).
 * :func:`assert_linear`: fail unless a function's time grows linearly with its input.
+* :class:`BlockingTokenHTTP`: token requests over verified HTTPS with the
+  standard library, for testing OAuth auth drivers against a real identity
+  provider without running the reactor.
 * pytest fixtures (``make_postroom_kernel``, ``fake_sender``) come with the
   ``pytest11`` entry point: :mod:`postroom.testing.pytest_plugin`.
 """
@@ -30,11 +33,14 @@ from __future__ import annotations
 from postroom.testing.fakes import FakeSender, FakeSource, SentMessage
 from postroom.testing.kernel import PollResult, TestKernel, result_of, site_config
 from postroom.testing.linear import assert_linear
+from postroom.testing.tokenhttp import BlockingTokenHTTP, PostedForm
 
 __all__ = [
+    "BlockingTokenHTTP",
     "FakeSender",
     "FakeSource",
     "PollResult",
+    "PostedForm",
     "SentMessage",
     "TestKernel",
     "assert_linear",

@@ -29,11 +29,12 @@ from twisted.python.failure import Failure
 
 from postroom.backoff import Backoff
 from postroom.config.document import parse_document
+from postroom.config.options import SMTP_SECTION
 from postroom.config.site import MailboxConfig, SiteConfig
 from postroom.context import AnalysisContext, Context
 from postroom.errors import ConfigError, ConfigErrors
 from postroom.ingest import ingest_mailbox
-from postroom.interfaces import PLUGINS_GROUP
+from postroom.interfaces import AUTH_GROUP, PLUGINS_GROUP
 from postroom.kernel import Kernel
 from postroom.model import (
     Envelope,
@@ -153,7 +154,10 @@ class TestKernel:
     ``__cause__``). Relative paths in it are read from *base_dir* (default: the
     current directory). The store is *store* (default ``{"driver": "memory"}``)
     whatever the configuration says; outbound mail goes to *sender* (default:
-    a :class:`FakeSender`, :attr:`sender`).
+    a :class:`FakeSender`, :attr:`sender`). OAuth auth drivers send token
+    requests with *token_http* (default: the kernel's ``TokenHTTP``, which
+    needs a running reactor: give a :class:`BlockingTokenHTTP`);
+    :meth:`authenticator` builds a mailbox's auth driver.
 
     Use it as a context manager, or call :meth:`close`: the store is opened
     and the ``postroom_startup`` hooks run when it is built.
@@ -170,6 +174,7 @@ class TestKernel:
         sender: Any = None,
         store: Mapping[str, Any] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
+        token_http: Any = None,
     ) -> None:
         installed, in_process = _split_plugins(plugins)
         self.clock: task.Clock = clock if clock is not None else task.Clock()
@@ -191,6 +196,9 @@ class TestKernel:
             )
         except ConfigErrors as exc:
             raise _first_config_error(exc) from exc
+        if token_http is not None:
+            # OAuth token requests go where the test says (a BlockingTokenHTTP)
+            self.kernel.oauth.http = token_http
         #: where outbound mail goes: a :class:`FakeSender` unless given
         self.sender = sender if sender is not None else FakeSender()
         self._pipeline = InboundPipeline(self.kernel.hooks, self.kernel.ctx, self.kernel.analysis)
@@ -267,6 +275,24 @@ class TestKernel:
         if name not in self._made_mailboxes:
             self._made_mailboxes[name] = ingest_mailbox(self.kernel, name)
         return self._made_mailboxes[name]
+
+    def authenticator(self, name: str | None = None) -> Any:
+        """The auth driver of mailbox *name* (``smtp-client``: the sender's),
+        built as the gateway builds it, with the kernel's OAuth runtime.
+        A mailbox of the site only; an ``AssertionError`` when the kernel loaded
+        no auth driver for it (its ``auth`` is not installed, or its ``type``
+        logs in to nothing)."""
+        config: Any
+        if name == SMTP_SECTION:
+            config = self.config.smtp
+            assert config is not None, "the site has no smtp-client section"
+            auth = str(config.get("auth"))
+        else:
+            config = self.config.mailbox(name or DEFAULT_MAILBOX)
+            auth = config.auth
+        cls = self.kernel.drivers.get((AUTH_GROUP, auth))
+        assert cls is not None, f"no auth driver {auth!r} was loaded for {name or DEFAULT_MAILBOX}"
+        return cls(config, self.kernel.driver_context())
 
     def now(self) -> datetime:
         """The clock's time as an aware UTC datetime."""

@@ -7,6 +7,7 @@ from zope.interface import implementer
 from postroom.interfaces import ISQLAccess, IStore
 from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
+from postroom.store.sql.mailboxstates import MailboxStateRecords
 from postroom.store.sql.migrations import SchemaMigrations
 from postroom.store.sql.outbox import OutboxRecords
 from postroom.store.sql.quarantine import QuarantineRecords
@@ -21,6 +22,7 @@ class SQLStore(
     QuarantineRecords,
     SuppressionRecords,
     GrantRecords,
+    MailboxStateRecords,
 ):
     """:class:`~postroom.interfaces.IStore` on a SQL database, plus
     :class:`~postroom.interfaces.ISQLAccess` for plugins' own tables.
