@@ -4,7 +4,7 @@
 with ``azure-ropc`` chosen the commercial product's way
 (``mail.pop3.auth.mechanisms: XOAUTH2``, two-line XOAUTH2 as Office 365
 wants), over IMAP with ``azure-client-credentials`` (an app-only token) and
-with ``google-refresh``; ``postroom send --now`` sends over the OAuth
+with ``google-refresh`` and ``google-service-account``; ``postroom send --now`` sends over the OAuth
 submission port with ``azure-ropc``. Directly, and with the site's ``proxy``
 section (token requests included) through a SOCKS5 and an HTTP proxy: the
 Dovecot and Postfix logs show the method each used and where it came from.
@@ -71,6 +71,11 @@ def site_for(servers: OAuthServers, tmp_path: Path, proxy: dict[str, Any] | None
                      "tenant-authority": "https://accounts.google.test/",
                      "token-endpoint": world["google_token_url"],
                      "token-ca-file": servers.ca_file})  # fmt: skip
+    site.mailbox("sa-imap", DAVE, port="imaps_oauth", security="ssl",
+                 auth="google-service-account", **{
+                     "service-account-file": world["service_account_file"],
+                     "token-endpoint": world["google_token_url"],
+                     "token-ca-file": servers.ca_file})  # fmt: skip
     section = site.smtp_client(ALICE)
     section.update(port=servers.ports["submission_oauth"], auth="azure-ropc",
                    password=world["users"][ALICE], **azure(servers))  # fmt: skip
@@ -91,8 +96,8 @@ def test_import_and_send_with_the_oauth_drivers(
     oauth_servers: OAuthServers, proxy_servers: dict[str, Any], tmp_path: Path, via: str | None
 ) -> None:
     ms = oauth_servers
-    ms.clear(ALICE, BOB, CAROL)
-    for user in (ALICE, BOB, CAROL):
+    ms.clear(ALICE, BOB, CAROL, DAVE)
+    for user in (ALICE, BOB, CAROL, DAVE):
         ms.deliver(user, make_message(subject=f"for {user}", to=user))
     proxy = proxy_section(proxy_servers, via) if via else None
     site = site_for(ms, tmp_path, proxy)
@@ -108,7 +113,7 @@ def test_import_and_send_with_the_oauth_drivers(
     rip = proxy_source(proxy_servers, via) if via else ms.host
     logins = {(x["user"], x["method"]) for x in dovecot.dovecot_logins() if x["rip"] == rip}
     assert {(ALICE, "OAUTHBEARER"), (BOB, "XOAUTH2"), (BOB, "OAUTHBEARER"),
-            (CAROL, "OAUTHBEARER")} <= logins  # fmt: skip
+            (CAROL, "OAUTHBEARER"), (DAVE, "OAUTHBEARER")} <= logins  # fmt: skip
 
     sent = subprocess.run(
         [str(POSTROOM), "send", "-c", str(site.path), "--from", ALICE, "--to", DAVE,
