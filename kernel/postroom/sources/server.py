@@ -78,8 +78,8 @@ class ServerSourceBase(SourceBase):
         self.tracer = self.settings.tracer(self.name)
 
     def tls(self) -> Any:
-        """The verifying TLS connection creator for this server (``connectSSL``,
-        ``startTLS``); a ``ca-file`` that cannot be read is a SourceError."""
+        """The verifying TLS connection creator for this server (``startTLS``,
+        ``wrapClientTLS``); a ``ca-file`` that cannot be read is a SourceError."""
         try:
             return self.settings.twisted_tls()
         except (OSError, ValueError) as exc:
