@@ -94,13 +94,20 @@ from postroom.model import (
 )
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
 from postroom.net.options import add_connection_options, port_for
-from postroom.net.proxy import ProxiedEndpoint, ProxyError, ProxySettings, proxied_endpoint
+from postroom.net.proxy import (
+    ProxiedEndpoint,
+    ProxyError,
+    ProxySettings,
+    connect_through_proxy,
+    proxied_endpoint,
+)
 from postroom.net.proxyconfig import proxy_for
 from postroom.net.sasl import (
     ERROR_CHALLENGE_REPLY,
     OAUTH_MECHANISMS,
     ErrorChallenge,
     choose_mechanism,
+    error_challenge_reply,
     initial_response,
     oauthbearer_response,
     read_error_challenge,
@@ -130,7 +137,7 @@ from postroom.parsing.headers import (
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
 from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, SourceBase
-from postroom.sources.server import MAILBOX_SECURITY_OPTION, ServerSourceBase
+from postroom.sources.server import MAILBOX_SECURITY_OPTION, LoginRefused, ServerSourceBase
 from postroom.sources.spool import SpoolFile, remove_spooled
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.store.lock import GatewayLock, GatewayLocked, GatewayLockLost
@@ -227,6 +234,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # source building blocks
     "LOGIN_FAILED",
     "LOGIN_OK",
+    "LoginRefused",
     "MAILBOX_SECURITY_OPTION",
     "ServerSourceBase",
     "SourceBase",
@@ -243,6 +251,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "ServerSettings",
     "Tracer",
     "add_connection_options",
+    "connect_through_proxy",
     "describe_connection_error",
     "is_hostname_mismatch",
     "port_for",
@@ -258,6 +267,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "OAUTH_MECHANISMS",
     "ErrorChallenge",
     "choose_mechanism",
+    "error_challenge_reply",
     "initial_response",
     "oauthbearer_response",
     "read_error_challenge",

@@ -101,3 +101,18 @@ def free_port() -> int:
         probe.bind(("127.0.0.1", 0))
         port: int = probe.getsockname()[1]
     return port
+
+
+def settings(state: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
+    """The ProxySettings fields of proxy *name* of the running set (its
+    credentials included), with *changes*."""
+    proxy = state["proxies"][name]
+    fields = {"kind": proxy["kind"], "host": proxy["host"], "port": proxy["port"]}
+    if proxy["user"]:
+        fields |= {"user": proxy["user"], "password": proxy["password"]}
+    return fields | changes
+
+
+def source(state: dict[str, Any], name: str) -> str:
+    """The address proxy *name* connects onwards from (what servers log)."""
+    return str(state["proxies"][name]["source"])

@@ -20,10 +20,10 @@ from tests.net.proxies import (
     MAIL_HOST,
     ROOT,
     EchoServer,
-    ProxyServersUnavailable,
     free_port,
     make_tls_files,
-    start_proxy_servers,
+    settings,
+    source,
 )
 from tests.pki import TestCA
 
@@ -31,14 +31,6 @@ pytestmark = pytest.mark.servers
 
 WITH_CREDENTIALS = ("socks_auth", "dante", "http_auth")
 EVERY = ("socks", "socks_auth", "dante", "http", "http_auth")
-
-
-@pytest.fixture(scope="session")
-def proxy_servers() -> dict[str, Any]:
-    try:
-        return start_proxy_servers()
-    except ProxyServersUnavailable as exc:
-        pytest.fail(str(exc))
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +52,6 @@ def tls_echo(tls_files: TestCA) -> Iterator[EchoServer]:
     server.stop()
 
 
-def settings(state: dict[str, Any], name: str, **changes: Any) -> dict[str, Any]:
-    proxy = state["proxies"][name]
-    fields = {"kind": proxy["kind"], "host": proxy["host"], "port": proxy["port"]}
-    if proxy["user"]:
-        fields |= {"user": proxy["user"], "password": proxy["password"]}
-    return fields | changes
-
-
 def connect(proxy: dict[str, Any], host: str, port: int, **extra: Any) -> dict[str, Any]:
     spec = {"proxy": proxy, "host": host, "port": port, **extra}
     done = subprocess.run(
@@ -81,10 +65,6 @@ def connect(proxy: dict[str, Any], host: str, port: int, **extra: Any) -> dict[s
     assert done.returncode == 0, done.stderr
     result: dict[str, Any] = json.loads(done.stdout)
     return result
-
-
-def source(state: dict[str, Any], name: str) -> str:
-    return str(state["proxies"][name]["source"])
 
 
 @pytest.mark.parametrize("name", EVERY)

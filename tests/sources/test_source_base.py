@@ -22,6 +22,7 @@ from postroom.api import (
 from postroom.drivers.filesender import FileSender
 from postroom.drivers.maildir import MaildirSource
 from tests.conftest import run
+from tests.plugins.fake_auth import proxy_section
 
 
 class Mailbox:
@@ -47,6 +48,8 @@ class Config:
         self.max_size = max_size
 
     def get(self, section: str, name: str) -> Any:
+        if section == "proxy":  # a server source asks which proxy it goes through
+            return proxy_section(name)
         assert (section, name) == ("email-processing", "maximum-msg-size")
         return self.max_size
 

@@ -16,6 +16,11 @@ against the proxy.
   tinyproxy answers *wrong* credentials with 401 rather than 407, so both
   mean "the proxy refused our credentials".
 
+Blocking clients (smtplib in a thread) get the same tunnel as a connected
+socket from :func:`connect_through_proxy`: the SOCKS5 and CONNECT dialects are
+written once and driven either by the Twisted protocol or by a blocking
+socket loop.
+
 Failures are :class:`ProxyError` (a :class:`~postroom.errors.ConnectionDown`)
 naming the proxy and the reason; the password never appears in a message,
 a ``repr`` or a log line.
@@ -25,7 +30,9 @@ from __future__ import annotations
 
 import base64
 import ipaddress
+import socket
 import struct
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -125,7 +132,37 @@ class _Refused(Exception):
     """The handshake failed; the message is the reason for :class:`ProxyError`."""
 
 
-class _Handshake(Protocol):
+class _Buffered:
+    """What a dialect reads the proxy's answer from and writes its requests to.
+
+    A dialect (:class:`_Socks5`, :class:`_HttpConnect`) only calls
+    :meth:`write`, :meth:`take`, :meth:`peek`, reads ``buffer``, sets ``step``
+    (the function that goes on when more bytes came; True: call it again) and
+    calls :meth:`established`; the Twisted protocol and the blocking loop
+    provide them.
+    """
+
+    buffer: bytes
+    step: Callable[[], bool]
+
+    def write(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def established(self) -> None:
+        raise NotImplementedError
+
+    def take(self, size: int) -> bytes | None:
+        """The next *size* bytes of the proxy's answer, or None until they came."""
+        if len(self.buffer) < size:
+            return None
+        chunk, self.buffer = self.buffer[:size], self.buffer[size:]
+        return chunk
+
+    def peek(self, size: int) -> bytes | None:
+        return self.buffer[:size] if len(self.buffer) >= size else None
+
+
+class _Handshake(_Buffered, Protocol):
     """Talks to the proxy until the tunnel stands, then passes everything on.
 
     Like ``twisted.protocols.policies.ProtocolWrapper``, it stays the
@@ -166,15 +203,8 @@ class _Handshake(Protocol):
         except _Refused as exc:
             self.fail(str(exc))
 
-    def take(self, size: int) -> bytes | None:
-        """The next *size* bytes of the proxy's answer, or None until they came."""
-        if len(self.buffer) < size:
-            return None
-        chunk, self.buffer = self.buffer[:size], self.buffer[size:]
-        return chunk
-
-    def peek(self, size: int) -> bytes | None:
-        return self.buffer[:size] if len(self.buffer) >= size else None
+    def write(self, data: bytes) -> None:
+        self.link.write(data)
 
     def fail(self, reason: str) -> None:
         self.step = self._nothing
@@ -210,14 +240,14 @@ class _Socks5:
         self.host = host
         self.port = port
 
-    def start(self, proto: _Handshake) -> Callable[[], bool]:
+    def start(self, proto: _Buffered) -> Callable[[], bool]:
         self.proto = proto
         methods = b"\x00\x02" if self.settings.has_credentials else b"\x00"
         self._write(b"\x05" + bytes([len(methods)]) + methods)
         return self._method
 
     def _write(self, data: bytes) -> None:
-        self.proto.link.write(data)
+        self.proto.write(data)
 
     def _method(self) -> bool:
         answer = self.proto.take(2)
@@ -290,13 +320,13 @@ class _HttpConnect:
         self.settings = settings
         self.authority = _hostport(host, port)
 
-    def start(self, proto: _Handshake) -> Callable[[], bool]:
+    def start(self, proto: _Buffered) -> Callable[[], bool]:
         self.proto = proto
         lines = [f"CONNECT {self.authority} HTTP/1.1", f"Host: {self.authority}"]
         if self.settings.has_credentials:
             pair = f"{self.settings.user}:{self.settings.password or ''}".encode()
             lines.append("Proxy-Authorization: Basic " + base64.b64encode(pair).decode("ascii"))
-        proto.link.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+        proto.write(("\r\n".join(lines) + "\r\n\r\n").encode())
         return self._answer
 
     def _answer(self) -> bool:
@@ -412,11 +442,7 @@ class ProxiedEndpoint:
                 raise ProxyError(
                     self.settings, self.target, f"cannot resolve {self.host}: {reason}"
                 ) from None
-        dialect: _Socks5 | _HttpConnect
-        if self.settings.kind == "socks5":
-            dialect = _Socks5(self.settings, host, self.port)
-        else:
-            dialect = _HttpConnect(self.settings, host, self.port)
+        dialect = _dialect(self.settings, host, self.port)
 
         def abandon(_: object) -> None:
             if tunnel.handshake is not None and tunnel.handshake.inner is None:
@@ -471,3 +497,87 @@ def proxied_endpoint(
     ``timeout``, ``clock``, ``proxy_endpoint``, ``resolve`` (see
     :class:`ProxiedEndpoint`)."""
     return ProxiedEndpoint(reactor, settings, host, port, **options)
+
+
+def _dialect(settings: ProxySettings, host: str, port: int) -> _Socks5 | _HttpConnect:
+    if settings.kind == "socks5":
+        return _Socks5(settings, host, port)
+    return _HttpConnect(settings, host, port)
+
+
+class _BlockingHandshake(_Buffered):
+    """The dialects over a blocking socket, within a deadline.
+
+    The proxy's answer is read one byte at a time: the tunnel's first bytes
+    (an SMTP greeting sent as soon as the tunnel stands) must stay in the
+    socket for the caller, and a handshake is a few dozen bytes.
+    """
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.buffer = b""
+        self.done = False
+
+    def write(self, data: bytes) -> None:
+        self._limit()
+        self.sock.sendall(data)
+
+    def established(self) -> None:
+        self.done = True
+
+    def _limit(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("handshake deadline")
+        self.sock.settimeout(left)
+
+    def run(self, dialect: _Socks5 | _HttpConnect) -> None:
+        self.step = dialect.start(self)
+        while not self.done:
+            self._limit()
+            byte = self.sock.recv(1)
+            if not byte:
+                raise _Refused("the proxy closed the connection during the handshake")
+            self.buffer += byte
+            while not self.done and self.step():
+                pass
+
+
+def connect_through_proxy(
+    settings: ProxySettings, host: str, port: int, timeout: float = 30.0
+) -> socket.socket:
+    """A blocking socket tunnelled to *host*:*port* through the proxy (for
+    smtplib and other clients that run in a thread); the same handshakes as
+    :class:`ProxiedEndpoint`. *timeout* (seconds) limits reaching the proxy
+    and the handshake together; the socket is returned with that timeout
+    still set. Raises :class:`ProxyError`."""
+    target = _hostport(host, port)
+    deadline = time.monotonic() + timeout
+    try:
+        sock = socket.create_connection((settings.host, settings.port), timeout)
+    except OSError as exc:
+        reason = describe_connection_error(exc) or str(exc) or type(exc).__name__
+        if isinstance(exc, TimeoutError):
+            reason = f"no answer within {timeout:g} s"
+        raise ProxyError(settings, target, f"cannot reach the proxy: {reason}") from None
+    try:
+        address = host
+        if not (settings.resolve_at_proxy or _ip(host)):
+            try:
+                address = socket.gethostbyname(host)
+            except OSError as exc:
+                raise _Refused(f"cannot resolve {host}: {exc.strerror or exc}") from None
+        _BlockingHandshake(sock, deadline).run(_dialect(settings, address, port))
+        sock.settimeout(max(0.001, deadline - time.monotonic()))
+    except _Refused as exc:
+        sock.close()
+        raise ProxyError(settings, target, str(exc)) from None
+    except TimeoutError:
+        sock.close()
+        raise ProxyError(settings, target, f"no tunnel within {timeout:g} s") from None
+    except OSError as exc:
+        sock.close()
+        reason = describe_connection_error(exc) or str(exc) or type(exc).__name__
+        raise ProxyError(settings, target, f"the connection to the proxy broke: {reason}") from None
+    return sock

@@ -22,6 +22,15 @@ import attrs
 #: ``%x01`` for OAUTHBEARER; Google, Microsoft and Dovecot accept it for XOAUTH2)
 ERROR_CHALLENGE_REPLY = b"\x01"
 
+
+def error_challenge_reply(mechanism: str) -> bytes:
+    """The answer to *mechanism*'s error challenge, before base64: the empty
+    response Google and Microsoft document for XOAUTH2, :data:`ERROR_CHALLENGE_REPLY`
+    (``%x01``, RFC 7628) for OAUTHBEARER. Dovecot takes either; only then
+    does the failure (NO, -ERR, 535) come."""
+    return b"" if mechanism.upper() == "XOAUTH2" else ERROR_CHALLENGE_REPLY
+
+
 #: the mechanisms that carry a bearer token
 OAUTH_MECHANISMS = ("XOAUTH2", "OAUTHBEARER")
 

@@ -15,7 +15,7 @@ What the stock client lacks, and what this subclass does about it:
   and handed back as ``str``. A :class:`BodyFetchCommand` gets the literal
   of ``BODY[]`` written straight to its file as it arrives, byte for byte.
 - **Missing commands**: ``UID STORE/EXPUNGE/MOVE/COPY`` over sequence sets,
-  ``AUTHENTICATE PLAIN``/``XOAUTH2`` with SASL-IR, ``LOGIN`` with literals.
+  ``AUTHENTICATE PLAIN``/``XOAUTH2``/``OAUTHBEARER`` with SASL-IR, ``LOGIN`` with literals.
 - **TLS**: ``login()`` upgrades with an unverified context and falls back to
   clear text; this client never upgrades on its own: :meth:`starttls` takes
   the verifying context the caller built, and the caller decides policy.
@@ -45,9 +45,10 @@ from postroom.api import (
     ResponseTimer,
     SourceError,
     Tracer,
+    error_challenge_reply,
+    initial_response,
     is_hostname_mismatch,
     tls_reasons,
-    xoauth2_response,
 )
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,9 @@ class Sink(Protocol):
 
 class IMAPCommandError(Exception):
     """The server answered a command with ``NO`` or ``BAD``."""
+
+    #: the error challenge of a refused AUTHENTICATE (base64 JSON), if any
+    challenge: bytes | None = None
 
     def __init__(self, command: bytes, status: bytes, text: bytes) -> None:
         self.command = command.decode("ascii", "replace")
@@ -189,21 +193,32 @@ class AuthenticateCommand(RawCommand):
     """``AUTHENTICATE <mechanism> [initial response]`` (RFC 3501, 4959 SASL-IR).
 
     Without SASL-IR the response goes out on the first continuation. A later
-    continuation is the server's error challenge (XOAUTH2): it is answered
-    with an empty line, as RFC 7628 asks, and the tagged ``NO`` follows.
+    continuation is the server's error challenge (a refused OAuth token): it
+    is kept in :attr:`challenge` and answered with *error_reply* (see
+    :func:`postroom.api.error_challenge_reply`), and the tagged ``NO``
+    follows; answering it is what keeps the login from hanging.
     """
 
-    def __init__(self, mechanism: bytes, response: bytes, *, sasl_ir: bool) -> None:
+    def __init__(
+        self, mechanism: bytes, response: bytes, *, sasl_ir: bool, error_reply: bytes = b""
+    ) -> None:
         encoded = base64.b64encode(response) if response else b"="
         args = mechanism + (b" " + encoded if sasl_ir else b"")
         super().__init__(b"AUTHENTICATE", args, (), self._next)
         self.pending: bytes | None = None if sasl_ir else encoded
+        self.error_reply = error_reply
+        #: the server's error challenge (base64, as sent), when it sent one
+        self.challenge: bytes | None = None
         self.client: IMAPClient | None = None
 
-    def _next(self, _text: bytes) -> None:
+    def _next(self, text: bytes) -> None:
         if self.client is None:
             return
-        line, self.pending = (self.pending or b""), None
+        if self.pending is not None:
+            line, self.pending = self.pending, None
+        else:
+            self.challenge = text
+            line = base64.b64encode(self.error_reply)
         self.client.sendLine(line, secret=True)
 
 
@@ -348,6 +363,8 @@ class IMAPClient(imap4.IMAP4Client):
         self.protocol_timeout = protocol_timeout
         self.tracer = tracer or Tracer(server, False)
         self.capabilities: frozenset[str] = frozenset()
+        #: the login's tagged OK carried the new capabilities
+        self.capabilities_after_login = False
         #: fires with the greeting's status (``OK`` or ``PREAUTH``)
         self.greeting: defer.Deferred[str] = defer.Deferred()
         #: fires (None) when the connection is gone
@@ -667,17 +684,36 @@ class IMAPClient(imap4.IMAP4Client):
 
     def authenticate_plain(self, username: str, password: str) -> defer.Deferred[Any]:
         response = b"\0" + username.encode("utf-8") + b"\0" + password.encode("utf-8")
-        return self.sendCommand(
-            AuthenticateCommand(b"PLAIN", response, sasl_ir="SASL-IR" in self.capabilities)
+        return self.authenticate_sasl(b"PLAIN", response)
+
+    def authenticate_sasl(
+        self, mechanism: bytes, response: bytes, error_reply: bytes = b""
+    ) -> defer.Deferred[Any]:
+        """``AUTHENTICATE`` with *response* as the initial response (SASL-IR
+        when the server offers it, else on the first continuation). A ``NO``
+        fails with :class:`IMAPCommandError` whose ``challenge`` is the
+        server's error challenge (None when there was none)."""
+        cmd = AuthenticateCommand(
+            mechanism, response, sasl_ir="SASL-IR" in self.capabilities, error_reply=error_reply
         )
 
-    def authenticate_xoauth2(self, username: str, token: str) -> defer.Deferred[Any]:
-        return self.sendCommand(
-            AuthenticateCommand(
-                b"XOAUTH2",
-                xoauth2_response(username, token),
-                sasl_ir="SASL-IR" in self.capabilities,
-            )
+        def keep_challenge(failure: Failure) -> Failure:
+            if isinstance(failure.value, IMAPCommandError):
+                failure.value.challenge = cmd.challenge
+            return failure
+
+        return self.sendCommand(cmd).addErrback(keep_challenge)
+
+    def authenticate_bearer(
+        self, mechanism: str, username: str, token: str, host: str, port: int
+    ) -> defer.Deferred[Any]:
+        """``AUTHENTICATE XOAUTH2`` or ``OAUTHBEARER`` with an access token
+        (*host* and *port* go into OAUTHBEARER's message; the error challenge
+        of a refused token is answered as each mechanism wants)."""
+        return self.authenticate_sasl(
+            mechanism.encode("ascii"),
+            initial_response(mechanism, username, token, host, port),
+            error_challenge_reply(mechanism),
         )
 
     def select_folder(self, folder: str) -> defer.Deferred[dict[str, int]]:

@@ -5,7 +5,9 @@ How it meets the kernel's contract (:class:`postroom.interfaces.ISource`):
 - **connect**: TCP, implicit TLS (``ssl``) or ``STARTTLS`` with a verifying
   context from :func:`postroom.net.tls.twisted_client_tls`; ``starttls``
   configured but not offered is an error, never a clear-text fall-back; login
-  (``AUTHENTICATE PLAIN``, ``LOGIN`` or ``AUTHENTICATE XOAUTH2``); ``SELECT``.
+  (``AUTHENTICATE PLAIN``, ``LOGIN``, or with an access token ``AUTHENTICATE
+  OAUTHBEARER``/``XOAUTH2`` as offered; a refused token is refreshed and tried
+  once more); ``SELECT``. Directly or through the proxy (:meth:`endpoint`).
 - **list_new**: pages ``FETCH a:b (UID RFC822.SIZE FLAGS)`` over the folder,
   so no response line grows with the folder. Keys and cursors are
   ``UIDVALIDITY:UID``.
@@ -30,18 +32,21 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
 from postroom.api import (
-    AuthenticationFailed,
     ConnectionDown,
     Credentials,
     Deadline,
     DriverContext,
     FetchedMessage,
+    LoginRefused,
     OptionSchema,
     PostroomError,
     Scope,
     ServerSourceBase,
     SourceError,
     SourceItem,
+    choose_mechanism,
+    describe_connection_error,
+    read_error_challenge,
 )
 from postroom_imap.batching import FetchBatcher
 from postroom_imap.client import IdleCommand, IMAPClient, IMAPCommandError
@@ -56,6 +61,9 @@ LIST_PAGE = 1000
 ACK_BATCH = 200
 #: the usual port for each pop-connection-security
 PORTS = {"ssl": 993, "starttls": 143, "none": 143}
+
+#: response codes (RFC 5530) of a login the server cannot check now: temporary
+TEMPORARY_CODES = ("UNAVAILABLE", "INUSE", "SERVERBUG")
 
 #: mailboxes already warned that \Deleted messages are left unexpunged
 _warned_no_expunge: set[str] = set()
@@ -130,6 +138,14 @@ class IMAPSource(ServerSourceBase):
             "while a message is streamed to the spool.",
         )
         add(
+            "mail.imap.auth.mechanisms",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="With an OAuth auth driver: the SASL mechanism to log in with "
+            "(`XOAUTH2` or `OAUTHBEARER`; several, space-separated, in order of preference). "
+            "When empty, OAUTHBEARER if the server offers it, else XOAUTH2.",
+        )
+        add(
             "mail.imap.partialfetch",
             "bool",
             scope=Scope.MAILBOX,
@@ -152,6 +168,7 @@ class IMAPSource(ServerSourceBase):
         self.idle_timeout = float(mailbox.get("idle-timeout"))
         self.chunk = int(mailbox.get("mail.imap.fetchsize"))
         self.partial = bool(mailbox.get("mail.imap.partialfetch"))
+        self.forced_mechanism: str | None = mailbox.get("mail.imap.auth.mechanisms") or None
         self._batcher = FetchBatcher(context.reactor, self.chunk if self.partial else None)
         self.client: IMAPClient | None = None
         self.uidvalidity: int | None = None
@@ -184,39 +201,40 @@ class IMAPSource(ServerSourceBase):
             raise SourceError(f"mailbox {self.name} on {self.where}: {exc}") from exc
 
     def _open(self) -> Deferred[IMAPClient]:
-        """Connect, (TLS,) and wait for the greeting, within connect-timeout."""
+        """Connect (directly or through the proxy; TLS for ``ssl``) and wait
+        for the greeting, all within connect-timeout."""
         result: Deferred[IMAPClient] = Deferred()
         factory = _ClientFactory(self, result)
-        reactor = self.context.reactor
         settings = self.settings
         try:
-            if settings.security == "ssl":
-                connector = reactor.connectSSL(
-                    settings.host,
-                    settings.port,
-                    factory,
-                    self.tls(),
-                    timeout=settings.connect_timeout,
-                )
-            else:
-                connector = reactor.connectTCP(
-                    settings.host, settings.port, factory, timeout=settings.connect_timeout
-                )
+            endpoint = self.endpoint()
         except SourceError as exc:
             return defer.fail(exc)
+        connecting: Deferred[Any] = endpoint.connect(factory)
+
+        def not_connected(failure: Failure) -> None:
+            if not result.called:
+                value = failure.value
+                described = describe_connection_error(value) if value is not None else None
+                reason = described or failure.getErrorMessage()
+                result.errback(
+                    SourceError(f"mailbox {self.name}: cannot connect to {self.where}: {reason}")
+                )
+
+        connecting.addErrback(not_connected)
 
         def too_slow() -> None:
-            if not result.called:
-                failure = SourceError(
-                    f"mailbox {self.name}: no greeting from {self.where} within "
-                    f"{settings.connect_timeout:g} s"
-                )
-                if factory.client is not None:
-                    factory.client.abort(failure)
-                else:
-                    connector.disconnect()
-                if not result.called:
-                    result.errback(failure)
+            if result.called:
+                return
+            failure = SourceError(
+                f"mailbox {self.name}: no greeting from {self.where} within "
+                f"{settings.connect_timeout:g} s"
+            )
+            result.errback(failure)
+            if factory.client is not None:
+                factory.client.abort(failure)
+            elif not connecting.called:
+                connecting.cancel()
 
         deadline = Deadline(self.context.clock, settings.connect_timeout, too_slow)
 
@@ -265,11 +283,25 @@ class IMAPSource(ServerSourceBase):
         )
 
     async def _login(self, client: IMAPClient, credentials: Credentials) -> None:
+        await self.log_in(lambda creds: self._try_login(client, creds), credentials)
+        if not client.capabilities_after_login:
+            await client.capability()  # what the server offers once logged in
+
+    async def _try_login(self, client: IMAPClient, credentials: Credentials) -> str:
+        """One login; LoginRefused when the server refused the credentials,
+        SourceError when it cannot check them now (``NO [UNAVAILABLE]``)."""
         caps = client.capabilities
         mechanism = credentials.mechanism.upper()
         try:
-            if mechanism == "XOAUTH2":
-                result = await client.authenticate_xoauth2(credentials.username, credentials.secret)
+            if credentials.bearer:
+                mechanism = self._oauth_mechanism(caps)
+                result = await client.authenticate_bearer(
+                    mechanism,
+                    credentials.username,
+                    credentials.secret,
+                    self.settings.host,
+                    self.settings.port,
+                )
             elif mechanism == "PLAIN" and "AUTH=PLAIN" in caps:
                 result = await client.authenticate_plain(credentials.username, credentials.secret)
             else:
@@ -280,14 +312,33 @@ class IMAPSource(ServerSourceBase):
                     )
                 result = await client.login(credentials.username, credentials.secret)
         except IMAPCommandError as exc:
-            self.login_refused(exc.text)
-            raise AuthenticationFailed(
-                f"login refused for mailbox {self.name} on {self.where}: {exc.text}"
-            ) from exc
-        self.login_ok(f"{mechanism} on {self.where}")
+            if exc.code in TEMPORARY_CODES:
+                raise SourceError(
+                    f"mailbox {self.name}: {self.where} cannot check the login now: {exc.text}"
+                ) from None
+            challenge = read_error_challenge(exc.challenge) if exc.challenge else None
+            detail = exc.text + (f" ({challenge.describe()})" if challenge else "")
+            raise LoginRefused(detail) from None
         tagged = result[1] if isinstance(result, tuple) else b""
-        if b"[CAPABILITY " not in tagged.upper():
-            await client.capability()  # what the server offers once logged in
+        client.capabilities_after_login = b"[CAPABILITY " in tagged.upper()
+        return f"{mechanism} on {self.where}"
+
+    def _oauth_mechanism(self, caps: frozenset[str]) -> str:
+        """XOAUTH2 or OAUTHBEARER, as offered (and ``mail.imap.auth.mechanisms``)."""
+        offered = [c[5:] for c in caps if c.startswith("AUTH=")]
+        mechanism = choose_mechanism(offered, self.forced_mechanism)
+        if mechanism is None:
+            wanted = (
+                f"{self.forced_mechanism} (mail.imap.auth.mechanisms)"
+                if self.forced_mechanism
+                else "XOAUTH2 or OAUTHBEARER"
+            )
+            raise SourceError(
+                f"mailbox {self.name}: {self.where} offers "
+                f"{' '.join(sorted('AUTH=' + m for m in offered)) or 'no AUTH= mechanism'}, "
+                f"not {wanted}: cannot log in with the access token"
+            )
+        return mechanism
 
     def _connected(self) -> IMAPClient:
         client = self.client
@@ -667,15 +718,6 @@ class _ClientFactory(protocol.ClientFactory):
 
         client.greeting.addCallbacks(greeted, failed)
         return client
-
-    def clientConnectionFailed(self, connector: Any, reason: Failure) -> None:
-        if not self.result.called:
-            self.result.errback(
-                SourceError(
-                    f"mailbox {self.source.name}: cannot connect to {self.source.where}: "
-                    f"{reason.getErrorMessage()}"
-                )
-            )
 
 
 async def _quietly(d: Deferred[Any]) -> None:

@@ -14,8 +14,10 @@
   :meth:`start_tls_verified` (a verifying context, failing when STLS is not
   offered) and :meth:`login_user_pass` refuses clear text unless
   ``allowInsecureLogin`` was set (only for ``pop-connection-security: none``);
-* **SASL** (:meth:`authenticate`) with ``+`` continuations, for ``AUTH XOAUTH2``
-  in the two-line form Office 365 requires;
+* **SASL** (:meth:`authenticate`) with ``+`` continuations and an optional
+  initial response: ``AUTH XOAUTH2``/``OAUTHBEARER`` in one line, or in the
+  two-line form Office 365 documents; a refused token's error challenge
+  (``+ <base64 JSON>``, not ``+OK``) is answered so the ``-ERR`` comes;
 * **the protocol timeout** is :class:`postroom.api.ResponseTimer` on the
   injected clock (instead of Twisted's ``TimeoutMixin`` on the global reactor):
   it runs only while an answer is awaited, and a timeout *aborts* the
@@ -37,7 +39,12 @@ from twisted.internet.protocol import connectionDone
 from twisted.mail.pop3 import AdvancedPOP3Client, InsecureAuthenticationDisallowed, LineTooLong
 from twisted.python.failure import Failure
 
-from postroom.api import ResponseTimer, Tracer, xoauth2_response
+from postroom.api import (
+    ResponseTimer,
+    Tracer,
+    error_challenge_reply,
+    initial_response,
+)
 from postroom_pop3.spool import SpoolWriter
 
 OK = b"+OK"
@@ -45,11 +52,6 @@ OK = b"+OK"
 #: longest line read in line mode (status lines, listings, TOP): big enough for
 #: any real header line, small enough to stop a server that never sends CRLF
 LINE_LIMIT = 1 << 20
-
-
-def xoauth2_initial_response(user: str, token: str) -> bytes:
-    """The base64 XOAUTH2 string: ``user=U^Aauth=Bearer T^A^A`` (Google/Microsoft)."""
-    return base64.b64encode(xoauth2_response(user, token))
 
 
 class PostroomPOP3Client(AdvancedPOP3Client):
@@ -80,6 +82,8 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         self._pending_sink: SpoolWriter | None = None
         self._raw: SpoolWriter | None = None
         self._sasl_respond: Callable[[bytes], bytes] | None = None
+        #: the CAPA answer in force (after STLS: the new one), set by the source
+        self.capa: dict[bytes, Any] = {}
 
     # -- time: the shared response timer on the injected clock
 
@@ -290,19 +294,24 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         return d
 
     def authenticate(
-        self, mechanism: bytes, respond: Callable[[bytes], bytes]
+        self, mechanism: bytes, respond: Callable[[bytes], bytes], initial: bytes | None = None
     ) -> defer.Deferred[bytes]:
-        """``AUTH <mechanism>`` (RFC 5034) with no initial response.
+        """``AUTH <mechanism> [initial]`` (RFC 5034).
 
-        *respond* gets each decoded ``+`` challenge and returns the base64
-        line to send. Sending the first response on its own line after the
-        ``+`` is what Office 365 requires for XOAUTH2 (and every server
-        accepts). Fires with the ``+OK`` text; fails with ServerErrorResponse.
+        *initial* (base64) goes on the AUTH line (the one-line form); without
+        it the first response goes on its own line after the server's ``+``,
+        the two-line form Office 365 documents for XOAUTH2. *respond* gets
+        each decoded ``+`` challenge and returns the base64 line to send.
+        Only ``+`` or ``+ `` is a challenge: ``+OK`` ends the exchange (poplib
+        takes a ``+ <error JSON>`` for success and never answers it). Fires
+        with the ``+OK`` text; fails with ServerErrorResponse.
         """
-        blocked: defer.Deferred[bytes] | None = self._blocked(self.authenticate, mechanism, respond)
+        blocked: defer.Deferred[bytes] | None = self._blocked(
+            self.authenticate, mechanism, respond, initial
+        )
         if blocked is not None:
             return blocked
-        self.sendLine(b"AUTH " + mechanism)
+        self.sendLine(b"AUTH " + mechanism + (b" " + initial if initial else b""))
         self.state = "AUTH"
         self._sasl_respond = respond
         waiting: defer.Deferred[bytes] = defer.Deferred()
@@ -327,14 +336,44 @@ class PostroomPOP3Client(AdvancedPOP3Client):
         result: str = self.state_SHORT(line)
         return result
 
-    def xoauth2(self, user: str, token: str) -> defer.Deferred[bytes]:
-        """``AUTH XOAUTH2``, two-line form; an error challenge is answered empty."""
-        sent: list[bool] = []
+    def authenticate_bearer(
+        self,
+        mechanism: str,
+        user: str,
+        token: str,
+        host: str,
+        port: int,
+        *,
+        two_line: bool = False,
+    ) -> tuple[defer.Deferred[bytes], BearerExchange]:
+        """``AUTH XOAUTH2`` or ``AUTH OAUTHBEARER`` with an access token: one
+        line (SASL-IR) unless *two_line*; the error challenge of a refused
+        token is answered, so the ``-ERR`` follows. Returns the Deferred and
+        the exchange (which keeps the error challenge, for the message)."""
+        exchange = BearerExchange(
+            mechanism, base64.b64encode(initial_response(mechanism, user, token, host, port))
+        )
+        initial = None if two_line else exchange.take_initial()
+        return self.authenticate(mechanism.encode("ascii"), exchange.respond, initial), exchange
 
-        def respond(_challenge: bytes) -> bytes:
-            if sent:
-                return b""  # the server sent its error JSON: acknowledge, get the -ERR
-            sent.append(True)
-            return xoauth2_initial_response(user, token)
 
-        return self.authenticate(b"XOAUTH2", respond)
+class BearerExchange:
+    """The client's side of one OAuth AUTH: the initial response once, then
+    the answer to an error challenge (which it keeps, base64)."""
+
+    def __init__(self, mechanism: str, initial: bytes) -> None:
+        self.mechanism = mechanism
+        self._initial: bytes | None = initial
+        #: the server's error challenge, base64 (None: there was none)
+        self.challenge: bytes | None = None
+
+    def take_initial(self) -> bytes | None:
+        initial, self._initial = self._initial, None
+        return initial
+
+    def respond(self, challenge: bytes) -> bytes:
+        initial = self.take_initial()
+        if initial is not None:
+            return initial  # the two-line form: the server's first "+" is empty
+        self.challenge = base64.b64encode(challenge)
+        return base64.b64encode(error_challenge_reply(self.mechanism))

@@ -33,7 +33,6 @@ import weakref
 from typing import Any
 
 from twisted.internet import defer, error, task
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Factory
 from twisted.mail.pop3 import (
     InsecureAuthenticationDisallowed,
@@ -44,21 +43,25 @@ from twisted.mail.pop3 import (
 from twisted.python.failure import Failure
 
 from postroom.api import (
-    AuthenticationFailed,
+    OAUTH_MECHANISMS,
     Credentials,
     Deadline,
     DriverContext,
     FetchedMessage,
+    LoginRefused,
     OptionSchema,
+    ProxyError,
     Scope,
     ServerSourceBase,
     SourceError,
     SourceItem,
+    choose_mechanism,
     describe_connection_error,
     is_hostname_mismatch,
+    read_error_challenge,
     tls_reasons,
 )
-from postroom_pop3.protocol import PostroomPOP3Client
+from postroom_pop3.protocol import BearerExchange, PostroomPOP3Client
 from postroom_pop3.spool import SpoolWriter
 
 log = logging.getLogger(__name__)
@@ -66,6 +69,8 @@ log = logging.getLogger(__name__)
 TYPE = "pop3"
 #: the usual port for each pop-connection-security
 PORTS = {"ssl": 995, "starttls": 110, "none": 110}
+#: the commercial product's switch for Office 365's two-line XOAUTH2
+TWO_LINE_OPTION = "mail.pop3.auth.xoauth2.two.line.authentication.format"
 #: response codes (RFC 2449/3206) that say "not now", not "wrong password"
 _TEMPORARY_CODES = (b"[IN-USE]", b"[LOGIN-DELAY]", b"[SYS/TEMP]")
 
@@ -155,11 +160,30 @@ class POP3Source(ServerSourceBase):
             "postroom uses TOP only to tell messages apart on a server without UIDL; "
             "with this set, such a server is an error.",
         )
+        schema.add(
+            "mail.pop3.auth.mechanisms",
+            scope=Scope.MAILBOX,
+            types=(TYPE,),
+            description="With an OAuth auth driver: the SASL mechanism to log in with "
+            "(`XOAUTH2` or `OAUTHBEARER`; several, space-separated, in order of preference). "
+            "When empty, OAUTHBEARER if the server offers it (CAPA SASL), else XOAUTH2.",
+        )
+        schema.add(
+            TWO_LINE_OPTION,
+            "bool",
+            scope=Scope.MAILBOX,
+            types=(TYPE,),
+            default="false",
+            description="Send XOAUTH2 in two lines (`AUTH XOAUTH2`, then the token after the "
+            "server's `+`), as Office 365 documents, instead of on the AUTH line.",
+        )
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
         super().__init__(mailbox, context)
         self.after = str(mailbox.get("after-processing"))
         self.disable_top = bool(mailbox.get("mail.pop3.disabletop"))
+        self.forced_mechanism: str | None = mailbox.get("mail.pop3.auth.mechanisms") or None
+        self.two_line = bool(mailbox.get(TWO_LINE_OPTION))
         self._client: PostroomPOP3Client | None = None
         self._lock = defer.DeferredLock()
         #: source key -> 0-based message number, valid for the current session only
@@ -174,17 +198,9 @@ class POP3Source(ServerSourceBase):
     # ------------------------------------------------------------ session
 
     def _endpoint(self) -> Any:
-        """Where to connect (a seam for tests): TCP, wrapped in TLS for ``ssl``."""
-        settings = self.settings
-        endpoint: Any = HostnameEndpoint(
-            self.context.reactor,
-            settings.host,
-            settings.port,
-            timeout=max(1, int(settings.connect_timeout)),
-        )
-        if settings.security == "ssl":
-            endpoint = wrapClientTLS(self.tls(), endpoint)
-        return endpoint
+        """Where to connect (a seam for tests): TCP or the proxy's tunnel,
+        wrapped in TLS for ``ssl`` (:meth:`ServerSourceBase.endpoint`)."""
+        return self.endpoint()
 
     def _new_client(self) -> PostroomPOP3Client:
         return PostroomPOP3Client(
@@ -225,13 +241,16 @@ class POP3Source(ServerSourceBase):
             if self.settings.security == "starttls":
                 if b"STLS" not in caps:
                     raise TLSNotSupportedError()
-                await client.start_tls_verified(self.tls())
+                caps = await client.start_tls_verified(self.tls())
+            client.capa = caps
         except TLSNotSupportedError:
             raise SourceError(
                 f"{self.where} does not offer STLS, but "
                 "pop-connection-security is starttls: refusing to go on in clear text "
                 "(use ssl, or none if clear text is really wanted)"
             ) from None
+        except ProxyError as exc:
+            raise SourceError(f"cannot connect to {self.where}: {exc}") from None
         except SourceError:
             raise  # the ca-file cannot be read: said as it is
         except Exception as exc:
@@ -245,15 +264,31 @@ class POP3Source(ServerSourceBase):
             deadline.cancel()
 
     async def _login(self, client: PostroomPOP3Client, credentials: Credentials) -> None:
+        await self.log_in(lambda creds: self._try_login(client, creds), credentials)
+
+    async def _try_login(self, client: PostroomPOP3Client, credentials: Credentials) -> str:
+        """One login; LoginRefused when the server refused the credentials,
+        SourceError when it cannot check them now (``-ERR [SYS/TEMP]``)."""
         mechanism = credentials.mechanism.upper()
-        if mechanism not in ("PLAIN", "LOGIN", "XOAUTH2"):
+        exchange: BearerExchange | None = None
+        if not credentials.bearer and mechanism not in ("PLAIN", "LOGIN"):
             raise SourceError(
                 f"the auth driver gave {credentials.mechanism} "
-                "credentials; POP3 takes a password (USER/PASS) or an XOAUTH2 token"
+                "credentials; POP3 takes a password (USER/PASS) or an OAuth access token"
             )
         try:
-            if mechanism == "XOAUTH2":
-                await client.xoauth2(credentials.username, credentials.secret)
+            if credentials.bearer:
+                mechanism = self._oauth_mechanism(client)
+                two_line = mechanism == "XOAUTH2" and self.two_line
+                d, exchange = client.authenticate_bearer(
+                    mechanism,
+                    credentials.username,
+                    credentials.secret,
+                    self.settings.host,
+                    self.settings.port,
+                    two_line=two_line,
+                )
+                await d
             else:
                 await client.login_user_pass(
                     credentials.username.encode("utf-8"), credentials.secret.encode("utf-8")
@@ -268,15 +303,40 @@ class POP3Source(ServerSourceBase):
             text = _text(exc)
             if raw.startswith(_TEMPORARY_CODES):
                 raise SourceError(f"{self.where} cannot open the mailbox now: {text}") from None
-            self.login_refused(text)
-            raise AuthenticationFailed(
-                f"login refused for mailbox {self.name} on server {self.settings.host}: {text}"
-            ) from None
+            challenge = None
+            if exchange is not None and exchange.challenge is not None:
+                challenge = read_error_challenge(exchange.challenge)
+            raise LoginRefused(text + (f" ({challenge.describe()})" if challenge else "")) from None
+        except SourceError:
+            raise
         except Exception as exc:
             raise SourceError(
                 f"connection to {self.where} failed while logging in: {describe(exc)}"
             ) from exc
-        self.login_ok(f"{mechanism} on {self.where}")
+        return f"{mechanism} on {self.where}"
+
+    def _oauth_mechanism(self, client: PostroomPOP3Client) -> str:
+        """XOAUTH2 or OAUTHBEARER, as the CAPA ``SASL`` line offers (and
+        ``mail.pop3.auth.mechanisms``). A server that lists no SASL line
+        is trusted with the forced mechanism."""
+        sasl = client.capa.get(b"SASL") if client.capa else None
+        if sasl is None and self.forced_mechanism:
+            offered = list(OAUTH_MECHANISMS)
+        else:
+            offered = [m.decode("ascii", "replace").upper() for m in (sasl or [])]
+        mechanism = choose_mechanism(offered, self.forced_mechanism)
+        if mechanism is None:
+            wanted = (
+                f"{self.forced_mechanism} (mail.pop3.auth.mechanisms)"
+                if self.forced_mechanism
+                else "XOAUTH2 or OAUTHBEARER"
+            )
+            raise SourceError(
+                f"mailbox {self.name}: {self.where} offers "
+                f"{'SASL ' + ' '.join(offered) if offered else 'no SASL mechanism (CAPA)'}, "
+                f"not {wanted}: cannot log in with the access token"
+            )
+        return mechanism
 
     @staticmethod
     def _drop(client: PostroomPOP3Client) -> None:

@@ -33,10 +33,12 @@ import attrs
 
 from postroom.api import (
     Credentials,
+    ProxyError,
     SenderAuthenticationFailed,
     SendError,
     ServerSettings,
     Tracer,
+    read_error_challenge,
 )
 from postroom_smtp import sasl
 from postroom_smtp.envelope import normalise_line_ends, plan_transaction
@@ -133,6 +135,8 @@ class ConnectionSettings(ServerSettings):
     EHLO name."""
 
     helo_name: str | None = None
+    #: ``mail.smtp.auth.mechanisms``: the OAuth mechanism(s) to use with a token
+    auth_mechanisms: str | None = None
 
     def tls_context(self) -> ssl.SSLContext:
         """The verifying context for implicit TLS and STARTTLS."""
@@ -150,8 +154,11 @@ class TracingSMTP(smtplib.SMTP):
         protocol_timeout: float,
         implicit_tls: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        connect: Callable[[float], socket.socket] | None = None,
     ) -> None:
         self.tracer = tracer
+        #: opens the TCP socket (directly or through the proxy: ``ServerSettings.connect_socket``)
+        self.connect_tcp = connect
         self.protocol_timeout = protocol_timeout
         self.implicit_tls = implicit_tls
         self.stage = "connect"
@@ -169,7 +176,10 @@ class TracingSMTP(smtplib.SMTP):
 
     def _get_socket(self, host: str, port: int, timeout: float) -> socket.socket:
         self.stage = "connect"
-        sock = socket.create_connection((host, port), timeout, self.source_address)
+        if self.connect_tcp is not None:
+            sock = self.connect_tcp(timeout)
+        else:
+            sock = socket.create_connection((host, port), timeout, self.source_address)
         try:
             if self.implicit_tls is not None:
                 sock = self.implicit_tls.wrap_socket(sock, server_hostname=host)
@@ -291,6 +301,7 @@ class SMTPConnection:
             protocol_timeout=settings.protocol_timeout,
             implicit_tls=settings.tls_context() if settings.security == "ssl" else None,
             local_hostname=settings.helo_name,
+            connect=settings.connect_socket,
         )
         conn = cls(client, settings, number, credentials.username if credentials else None)
         try:
@@ -355,7 +366,11 @@ class SMTPConnection:
         advertised = client.esmtp_features.get("auth", "").split()
         try:
             mechanism, responder = sasl.choose(
-                credentials, advertised, self.settings.host, self.settings.port
+                credentials,
+                advertised,
+                self.settings.host,
+                self.settings.port,
+                self.settings.auth_mechanisms,
             )
         except sasl.NoUsableMechanism as exc:
             raise SMTPSendError(
@@ -367,13 +382,24 @@ class SMTPConnection:
         try:
             client.authenticate(mechanism, responder)
         except smtplib.SMTPAuthenticationError as exc:
+            server_said = said(exc.smtp_code, exc.smtp_error)
+            if 400 <= exc.smtp_code < 500:  # 454: the server cannot check it now
+                raise SMTPSendError(
+                    f"the SMTP server {self.settings.where} cannot check the login of user "
+                    f"{credentials.username} now (server said: {server_said})",
+                    code=exc.smtp_code,
+                    broken=True,
+                ) from None
             hint = ""
-            if responder.last_challenge and mechanism not in ("LOGIN",):
-                hint = "; " + responder.last_challenge.decode("utf-8", "replace").strip()
+            if responder.last_challenge is not None and isinstance(responder, sasl.Bearer):
+                # the responder keeps the challenge decoded; the reader takes base64
+                challenge = read_error_challenge(base64.b64encode(responder.last_challenge))
+                if challenge is not None:
+                    hint = f"; {challenge.describe()}"
             raise SMTPAuthenticationFailed(
                 f"the SMTP server {self.settings.where} refused the login of user "
                 f"{credentials.username} with AUTH {mechanism} "
-                f"(server said: {said(exc.smtp_code, exc.smtp_error)}{hint})",
+                f"(server said: {server_said}{hint})",
                 code=exc.smtp_code,
                 broken=True,
                 auth_failed=True,
@@ -550,6 +576,8 @@ class SMTPConnection:
         stage = self.client.stage
         if isinstance(exc, SMTPSendError):
             return exc
+        if isinstance(exc, ProxyError):
+            return SMTPSendError(f"cannot connect to the SMTP server {where}: {exc}", broken=True)
         if _timed_out(exc):
             if stage == "connect":
                 text = (

@@ -8,19 +8,17 @@ own ``auth`` encodes as ASCII and fails on them).
 
 The auth driver names the mechanism in :class:`postroom.drivers.Credentials`:
 ``PLAIN`` or ``LOGIN`` for a password (whichever of the two the server offers,
-the named one first), ``XOAUTH2`` for an OAuth 2.0 access token (Microsoft 365,
-Google), ``OAUTHBEARER`` (alias ``BEARER``, RFC 7628) for servers that
-implement the standard form. A new mechanism is one more entry in
-:data:`TOKEN_MECHANISMS`.
+the named one first). For an OAuth 2.0 access token (``Credentials.bearer``)
+the server's offer decides, as in IMAP and POP3
+(:func:`postroom.api.choose_mechanism`): OAUTHBEARER (RFC 7628) before
+XOAUTH2 (Microsoft 365, Google), unless ``mail.smtp.auth.mechanisms`` forces one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import attrs
 
-from postroom.api import Credentials
+from postroom.api import Credentials, choose_mechanism, error_challenge_reply, initial_response
 
 PASSWORD_MECHANISMS = ("PLAIN", "LOGIN")
 
@@ -75,26 +73,16 @@ class Login(Responder):
 
 
 @attrs.define
-class XOAuth2(Responder):
-    """Google's and Microsoft's XOAUTH2: ``user=U^Aauth=Bearer T^A^A``.
+class Bearer(Responder):
+    """XOAUTH2 (Google, Microsoft) or OAUTHBEARER (RFC 7628) with an access token.
 
-    A refused token gets a ``334`` challenge holding a JSON error; the client
-    answers it with an empty line and the server then sends the final ``535``.
+    The initial response is the kernel's (:func:`postroom.api.initial_response`).
+    A refused token gets a ``334`` error challenge holding base64 JSON; it is
+    answered (:func:`postroom.api.error_challenge_reply`: empty for XOAUTH2,
+    ``%x01`` for OAUTHBEARER) and the server then sends the final ``535``.
     """
 
-    user: str = ""
-    token: str = attrs.field(default="", repr=False)
-
-    def respond(self, challenge: bytes | None) -> str | None:
-        if challenge is None:
-            return f"user={self.user}\x01auth=Bearer {self.token}\x01\x01"
-        return ""
-
-
-@attrs.define
-class OAuthBearer(Responder):
-    """RFC 7628 OAUTHBEARER: ``n,a=U,^Ahost=H^Aport=P^Aauth=Bearer T^A^A``."""
-
+    mechanism: str = "XOAUTH2"
     user: str = ""
     token: str = attrs.field(default="", repr=False)
     host: str = ""
@@ -102,35 +90,39 @@ class OAuthBearer(Responder):
 
     def respond(self, challenge: bytes | None) -> str | None:
         if challenge is None:
-            return (
-                f"n,a={self.user},\x01host={self.host}\x01port={self.port}"
-                f"\x01auth=Bearer {self.token}\x01\x01"
-            )
-        return "\x01"  # RFC 7628 section 3.2.3: a dummy response after an error
-
-
-TOKEN_MECHANISMS: dict[str, tuple[str, Callable[[Credentials, str, int], Responder]]] = {
-    "XOAUTH2": ("XOAUTH2", lambda c, h, p: XOAuth2(user=c.username, token=c.secret)),
-    "OAUTHBEARER": (
-        "OAUTHBEARER",
-        lambda c, h, p: OAuthBearer(user=c.username, token=c.secret, host=h, port=p),
-    ),
-    "BEARER": (
-        "OAUTHBEARER",
-        lambda c, h, p: OAuthBearer(user=c.username, token=c.secret, host=h, port=p),
-    ),
-}
+            return initial_response(
+                self.mechanism, self.user, self.token, self.host, self.port
+            ).decode("utf-8")
+        return error_challenge_reply(self.mechanism).decode("ascii")
 
 
 def choose(
-    credentials: Credentials, advertised: list[str], host: str, port: int
+    credentials: Credentials,
+    advertised: list[str],
+    host: str,
+    port: int,
+    forced: str | None = None,
 ) -> tuple[str, Responder]:
     """The mechanism name to put on the AUTH line and its responder.
 
-    *advertised* is the server's ``AUTH`` EHLO line, split. Raises
-    :class:`NoUsableMechanism` naming what the server offers.
+    *advertised* is the server's ``AUTH`` EHLO line, split; *forced* is
+    ``mail.smtp.auth.mechanisms`` (for a token: the OAuth mechanism to use).
+    Raises :class:`NoUsableMechanism` naming what the server offers.
     """
     offered = [m.upper() for m in advertised]
+    said = " ".join(offered) or "(nothing)"
+    if credentials.bearer:
+        name = choose_mechanism(offered, forced)
+        if name is None:
+            wanted = f"{forced} (mail.smtp.auth.mechanisms)" if forced else "XOAUTH2 or OAUTHBEARER"
+            raise NoUsableMechanism(f"the server offers AUTH {said}, not {wanted}")
+        return name, Bearer(
+            mechanism=name,
+            user=credentials.username,
+            token=credentials.secret,
+            host=host,
+            port=port,
+        )
     wanted = credentials.mechanism.upper()
     if wanted in PASSWORD_MECHANISMS:
         order = [wanted, *(m for m in PASSWORD_MECHANISMS if m != wanted)]
@@ -139,15 +131,5 @@ def choose(
                 if name == "PLAIN":
                     return name, Plain(user=credentials.username, password=credentials.secret)
                 return name, Login(user=credentials.username, password=credentials.secret)
-        raise NoUsableMechanism(
-            f"the server offers AUTH {' '.join(offered) or '(nothing)'}; a password needs "
-            "PLAIN or LOGIN"
-        )
-    if wanted in TOKEN_MECHANISMS:
-        name, make = TOKEN_MECHANISMS[wanted]
-        if name not in offered:
-            raise NoUsableMechanism(
-                f"the server offers AUTH {' '.join(offered) or '(nothing)'}, not {name}"
-            )
-        return name, make(credentials, host, port)
+        raise NoUsableMechanism(f"the server offers AUTH {said}; a password needs PLAIN or LOGIN")
     raise NoUsableMechanism(f"the SMTP sender does not implement the mechanism {wanted}")

@@ -28,9 +28,11 @@ from postroom.api import (
     Envelope,
     ISender,
     OptionSchema,
+    ProxySettings,
     Scope,
     SendResult,
     add_connection_options,
+    proxy_for,
 )
 from postroom_smtp.connection import (
     ConnectionSettings,
@@ -106,6 +108,14 @@ class SMTPSender:
             "drops it (Postfix's smtpd_timeout is 300 s). 00:00:00: one connection per message.",
         )
         add(
+            "mail.smtp.auth.mechanisms",
+            scope=Scope.SMTP_CLIENT,
+            types=TYPES,
+            description="With an OAuth auth driver: the SASL mechanism to log in with "
+            "(`XOAUTH2` or `OAUTHBEARER`; several, space-separated, in order of preference). "
+            "When empty, OAUTHBEARER if the server offers it, else XOAUTH2.",
+        )
+        add(
             "helo-name",
             scope=Scope.SMTP_CLIENT,
             types=TYPES,
@@ -120,6 +130,8 @@ class SMTPSender:
             security_option="smtp-connection-security",
             ports=PORTS,
             helo_name=options.get("helo-name") or None,
+            auth_mechanisms=options.get("mail.smtp.auth.mechanisms") or None,
+            proxy=self.proxy_settings(options),
         )
         security = self.settings.security
         self.pool: ConnectionPool[SMTPConnection] = ConnectionPool(
@@ -143,6 +155,12 @@ class SMTPSender:
                 "none: the password goes to %s in clear text",
                 self.settings.where,
             )
+
+    def proxy_settings(self, options: Any) -> ProxySettings | None:
+        """The proxy the sender connects through (None: directly): the
+        ``mail.smtp.socks.*`` / ``mail.smtp.proxy.*`` properties of
+        ``smtp-client``, else the site's ``proxy`` section."""
+        return proxy_for(self.context.config, options, "smtp")
 
     @property
     def stats(self) -> PoolStats:
@@ -220,28 +238,52 @@ class SMTPSender:
         credentials: Credentials | None = None
         if authenticator is not None:
             credentials = await authenticator.credentials("smtp")
-        number = next(self._numbers)
         try:
-            conn: SMTPConnection = await self.context.runner.run(
-                SMTPConnection.open,
-                self.settings,
-                credentials,
-                number,
-                client_factory=self.client_factory,
-            )
+            conn = await self._open_with(credentials)
         except SMTPSendError as exc:
-            if exc.auth_failed and authenticator is not None:
-                authenticator.invalidate()
-                self._login_ok = False
-                self._auth_event("login-failed", str(exc))
-            raise
+            if not (exc.auth_failed and authenticator is not None and credentials is not None):
+                raise
+            # The auth driver drops the refused token; a new one (an expired
+            # token, refreshed) is tried once at once, not after the back-off.
+            self._refused(authenticator, exc)
+            fresh: Credentials = await authenticator.credentials("smtp")
+            if fresh.secret == credentials.secret:
+                raise
+            log.info(
+                "smtp-client: login refused by %s; trying once more with fresh credentials",
+                self.settings.where,
+            )
+            try:
+                conn = await self._open_with(fresh)
+            except SMTPSendError as again:
+                if again.auth_failed:
+                    self._refused(authenticator, again)
+                raise
+            credentials = fresh
         if credentials is not None and self._login_ok is not True:
             self._login_ok = True
             self._auth_event(
                 "login-ok", f"logged in to {self.settings.where} as {credentials.username}"
             )
+        return conn
+
+    async def _open_with(self, credentials: Credentials | None) -> SMTPConnection:
+        number = next(self._numbers)
+        conn: SMTPConnection = await self.context.runner.run(
+            SMTPConnection.open,
+            self.settings,
+            credentials,
+            number,
+            client_factory=self.client_factory,
+        )
         log.debug("opened SMTP connection #%d to %s", number, self.settings.where)
         return conn
+
+    def _refused(self, authenticator: Any, exc: SMTPSendError) -> None:
+        """The server refused the login: the auth driver refreshes, the hook hears it."""
+        authenticator.invalidate()
+        self._login_ok = False
+        self._auth_event("login-failed", str(exc))
 
     def _check_connection(self, conn: SMTPConnection) -> Deferred[bool]:
         return self.context.runner.run(conn.noop)

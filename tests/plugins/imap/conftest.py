@@ -7,35 +7,55 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet import defer
 from twisted.internet.testing import MemoryReactorClock
 
 from postroom.config.loader import defaults
 from postroom.config.options import OptionSchema, Scope
 from postroom.config.site import MailboxConfig
 from postroom.config.types import Secret
-from postroom.drivers import Credentials, DriverContext
+from postroom.drivers import DriverContext
 from postroom_imap.source import IMAPSource
 from tests.integration.conftest import mail_servers  # noqa: F401
+from tests.plugins.fake_auth import FakeAuthenticator as SharedFakeAuthenticator
+from tests.plugins.fake_auth import proxy_section
+from tests.plugins.imap.fakeserver import FakeEndpoint
 
 
-class FakeAuthenticator:
-    def __init__(self, user: str = "agent", secret: str = 'pa ss"w\\ord', mechanism: str = "PLAIN"):
-        self.creds = Credentials(user, secret, mechanism)
-        self.invalidated = 0
+class FakeAuthenticator(SharedFakeAuthenticator):
+    def __init__(
+        self,
+        user: str = "agent",
+        secret: str = 'pa ss"w\\ord',
+        mechanism: str = "PLAIN",
+        refreshed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(user, secret, mechanism, refreshed)
 
-    def credentials(self, protocol: str) -> defer.Deferred[Credentials]:
-        return defer.succeed(self.creds)
 
-    def invalidate(self) -> None:
-        self.invalidated += 1
+class EndpointRecordingSource(IMAPSource):
+    """An IMAPSource whose connections go to :class:`FakeEndpoint`\\s (kept
+    in ``endpoints``) instead of the network."""
+
+    endpoints: list[FakeEndpoint]
+
+    def endpoint(self) -> FakeEndpoint:
+        if self.settings.security == "ssl":
+            self.tls()  # an unreadable ca-file fails here, as it does for the real one
+        endpoint = FakeEndpoint(self.settings)
+        self.endpoints.append(endpoint)
+        return endpoint
 
 
 class FakeConfig:
-    def __init__(self, max_size: int = 10 * 1024 * 1024) -> None:
+    def __init__(
+        self, max_size: int = 10 * 1024 * 1024, proxy: dict[str, Any] | None = None
+    ) -> None:
         self.max_size = max_size
+        self.proxy = proxy
 
     def get(self, section: str, name: str) -> Any:
+        if section == "proxy":
+            return proxy_section(name, self.proxy)
         assert (section, name) == ("email-processing", "maximum-msg-size")
         return self.max_size
 
@@ -77,7 +97,10 @@ def make_source(reactor: MemoryReactorClock, tmp_path: Path) -> Callable[..., IM
     spool.mkdir()
 
     def make(
-        auth: FakeAuthenticator | None = None, max_size: int = 10 << 20, **options: Any
+        auth: FakeAuthenticator | None = None,
+        max_size: int = 10 << 20,
+        proxy: dict[str, Any] | None = None,
+        **options: Any,
     ) -> IMAPSource:
         options.setdefault("pop_connection_security", "starttls")
         events: list[tuple[str, str, str]] = []
@@ -85,12 +108,13 @@ def make_source(reactor: MemoryReactorClock, tmp_path: Path) -> Callable[..., IM
             reactor=reactor,
             clock=reactor,
             runner=None,
-            config=FakeConfig(max_size),
+            config=FakeConfig(max_size, proxy),
             spool_dir=str(spool),
             authenticator=auth or FakeAuthenticator(),
             auth_event=lambda *event: events.append(event),
         )
-        source = IMAPSource(mailbox_config(**options), context)
+        source = EndpointRecordingSource(mailbox_config(**options), context)
+        source.endpoints = []
         source.events = events  # type: ignore[attr-defined]
         return source
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from twisted.internet import error
+from twisted.internet import defer, error
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
@@ -121,6 +121,11 @@ class FakeIMAPServer:
         self._partial = b""
         self._continuation: Callable[[bytes], None] | None = None
         self.closed = False
+        #: bearer tokens presented, in order; answers to error challenges
+        self.tokens_seen: list[str] = []
+        self.error_replies: list[bytes] = []
+        #: answer OAuth logins NO [UNAVAILABLE] (the identity provider is down)
+        self.temporary_auth = False
 
     # -- mailbox content
 
@@ -266,17 +271,29 @@ class FakeIMAPServer:
             if mechanism.upper() == b"PLAIN":
                 _authz, name, password = decoded.split(b"\0")
                 self._login(tag, name.decode(), password.decode())
-            elif mechanism.upper() == b"XOAUTH2":
+            elif mechanism.upper() in (b"XOAUTH2", b"OAUTHBEARER"):
                 fields = dict(f.split(b"=", 1) for f in decoded.split(b"\x01") if b"=" in f)
-                user = fields.get(b"user", b"").decode()
+                if mechanism.upper() == b"OAUTHBEARER":
+                    gs2 = decoded.split(b"\x01", 1)[0]  # n,a=user,
+                    user = gs2[len(b"n,a=") : -1].decode()
+                    status = b'{"status":"invalid_token"}'
+                else:
+                    user = fields.get(b"user", b"").decode()
+                    status = b'{"status":"401","schemes":"bearer","scope":"mail"}'
                 token = fields.get(b"auth", b"").decode().removeprefix("Bearer ")
-                if self.users.get(user) == token:
+                self.tokens_seen.append(token)
+                if self.temporary_auth:
+                    self.send(tag + b" NO [UNAVAILABLE] Temporary authentication failure.")
+                elif self.users.get(user) == token:
                     self._login(tag, user, token)
                 else:
-                    self.send(b"+ " + base64.b64encode(b'{"status":"401"}'))
-                    self._continuation = lambda _empty: self.send(
-                        tag + b" NO [AUTHENTICATIONFAILED] Invalid credentials"
-                    )
+
+                    def refuse(reply: bytes) -> None:
+                        self.error_replies.append(reply)
+                        self.send(tag + b" NO [AUTHENTICATIONFAILED] Authentication failed.")
+
+                    self.send(b"+ " + base64.b64encode(status))
+                    self._continuation = refuse
             else:
                 self.send(tag + b" NO unsupported")
 
@@ -439,10 +456,40 @@ def _astrings(args: bytes) -> list[str]:
     return found
 
 
+class FakeEndpoint:
+    """Stands for ``ServerSettings.endpoint``: records the factory and the
+    settings it was made for; the test connects (or fails) the attempt."""
+
+    def __init__(self, settings: Any) -> None:
+        self.settings = settings
+        self.factory: Any = None
+        self.connecting: defer.Deferred[Any] | None = None
+        self.cancelled = False
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        def cancel(_: Any) -> None:
+            self.cancelled = True
+
+        self.factory = factory
+        self.connecting = defer.Deferred(cancel)
+        return self.connecting
+
+    def build(self) -> Any:
+        """The client protocol, as the endpoint builds it once connected."""
+        client = self.factory.buildProtocol(None)
+        assert self.connecting is not None
+        self.connecting.callback(client)
+        return client
+
+    def fail(self, reason: Exception) -> None:
+        assert self.connecting is not None
+        self.connecting.errback(Failure(reason))
+
+
 def connect_source(source: Any, server: FakeIMAPServer, reactor: MemoryReactorClock) -> Any:
     """Start ``source.connect()`` and attach the fake server to the connection it opens."""
     d = source.connect()
-    factory = reactor.sslClients[-1][2] if reactor.sslClients else reactor.tcpClients[-1][2]
-    server.attach(factory.buildProtocol(None))
+    settle(reactor)
+    server.attach(source.endpoints[-1].build())
     settle(reactor)
     return d

@@ -21,7 +21,6 @@ from postroom_imap.client import (
     IMAPCommandError,
     fetch_items,
     sequence_set,
-    xoauth2_response,
 )
 from tests.conftest import run
 
@@ -438,30 +437,84 @@ def test_authenticate_plain_is_redacted(caplog: pytest.LogCaptureFixture, sasl_i
     assert "<redacted>" in trace
 
 
-def test_xoauth2_command_bytes() -> None:
-    """The seam for OAuth auth drivers: exact SASL XOAUTH2 (RFC 7628 style) bytes."""
-    assert xoauth2_response("agent@example.org", "ya29.token") == (
-        b"user=agent@example.org\x01auth=Bearer ya29.token\x01\x01"
+XOAUTH2_IR = base64.b64encode(b"user=agent@example.org\x01auth=Bearer ya29.token\x01\x01")
+OAUTHBEARER_IR = base64.b64encode(
+    b"n,a=agent@example.org,\x01host=imap.test\x01port=993\x01auth=Bearer ya29.token\x01\x01"
+)
+ERROR_401 = base64.b64encode(b'{"status":"401","schemes":"bearer","scope":"mail"}')
+
+
+def bearer(client: IMAPClient, mechanism: str) -> Any:
+    return client.authenticate_bearer(
+        mechanism, "agent@example.org", "ya29.token", "imap.test", 993
     )
-    client, transport, _ = connected(caps="IMAP4rev1 SASL-IR AUTH=XOAUTH2")
-    d = client.authenticate_xoauth2("agent@example.org", "ya29.token")
-    expected = base64.b64encode(b"user=agent@example.org\x01auth=Bearer ya29.token\x01\x01")
-    assert sent(transport) == [b"0001 AUTHENTICATE XOAUTH2 " + expected]
-    # a refused token: the server's JSON challenge is answered with an empty line
-    feed(client, b"+ " + base64.b64encode(b'{"status":"401","schemes":"bearer"}'))
-    assert transport.value() == b"\r\n"
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "initial"), [("XOAUTH2", XOAUTH2_IR), ("OAUTHBEARER", OAUTHBEARER_IR)]
+)
+def test_bearer_with_sasl_ir_puts_the_exact_response_on_the_command_line(
+    mechanism: str, initial: bytes
+) -> None:
+    client, transport, _ = connected(caps=f"IMAP4rev1 SASL-IR AUTH={mechanism}")
+    d = bearer(client, mechanism)
+    assert sent(transport) == [b"0001 AUTHENTICATE " + mechanism.encode() + b" " + initial]
+    feed(client, b"0001 OK [CAPABILITY IMAP4rev1 IDLE] Logged in")
+    run(d)
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "initial"), [("XOAUTH2", XOAUTH2_IR), ("OAUTHBEARER", OAUTHBEARER_IR)]
+)
+def test_bearer_without_sasl_ir_sends_the_response_on_the_continuation(
+    mechanism: str, initial: bytes
+) -> None:
+    client, transport, _ = connected(caps=f"IMAP4rev1 AUTH={mechanism}")
+    d = bearer(client, mechanism)
+    assert sent(transport) == [b"0001 AUTHENTICATE " + mechanism.encode()]
+    feed(client, b"+ ")
+    assert sent(transport) == [initial]
+    feed(client, b"0001 OK Logged in")
+    run(d)
+
+
+@pytest.mark.parametrize(
+    ("mechanism", "challenge", "reply"),
+    [
+        ("XOAUTH2", ERROR_401, b"\r\n"),  # empty, as Google and Microsoft document
+        ("OAUTHBEARER", base64.b64encode(b'{"status":"invalid_token"}'), b"AQ==\r\n"),  # %x01
+    ],
+)
+def test_refused_token_error_challenge_is_answered_then_no_is_reported(
+    mechanism: str, challenge: bytes, reply: bytes
+) -> None:
+    client, transport, _ = connected(caps=f"IMAP4rev1 SASL-IR AUTH={mechanism}")
+    d = bearer(client, mechanism)
+    transport.clear()
+    feed(client, b"+ " + challenge)
+    assert transport.value() == reply  # answered at once: the login never hangs
     transport.clear()
     feed(client, b"0001 NO [AUTHENTICATIONFAILED] Invalid credentials")
-    with pytest.raises(IMAPCommandError, match="Invalid credentials"):
+    with pytest.raises(IMAPCommandError, match="Invalid credentials") as info:
         run(d)
+    assert info.value.challenge == challenge
+    assert info.value.code == "AUTHENTICATIONFAILED"
 
 
-def test_xoauth2_without_sasl_ir_sends_the_response_on_the_continuation() -> None:
-    client, transport, _ = connected(caps="IMAP4rev1 AUTH=XOAUTH2")
-    client.authenticate_xoauth2("u", "t")
-    assert sent(transport) == [b"0001 AUTHENTICATE XOAUTH2"]
-    feed(client, b"+ ")
-    assert sent(transport) == [base64.b64encode(b"user=u\x01auth=Bearer t\x01\x01")]
+def test_bearer_token_never_reaches_the_trace(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, "postroom.trace")
+    for caps in ("IMAP4rev1 SASL-IR AUTH=XOAUTH2", "IMAP4rev1 AUTH=XOAUTH2"):
+        client, _transport, _ = connected(caps=caps, debug=True)
+        d = bearer(client, "XOAUTH2")
+        if "SASL-IR" not in caps:
+            feed(client, b"+ ")
+        feed(client, b"+ " + ERROR_401, b"0001 NO [AUTHENTICATIONFAILED] Invalid")
+        with pytest.raises(IMAPCommandError):
+            run(d)
+    trace = _trace_of(caplog)
+    assert "ya29.token" not in trace and XOAUTH2_IR.decode() not in trace
+    assert "AUTHENTICATE XOAUTH2 <redacted>" in trace
+    assert trace.count("<redacted>") == 4  # IR line, continuation, two error replies
 
 
 def test_unexpected_continuation_drops_the_connection_clearly() -> None:

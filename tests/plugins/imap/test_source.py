@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import logging
 import os
@@ -25,6 +26,7 @@ from postroom_imap.source import IMAPSource
 from tests.conftest import run
 from tests.plugins.imap.conftest import FakeAuthenticator
 from tests.plugins.imap.fakeserver import (
+    DEFAULT_CAPS,
     FakeIMAPServer,
     FakeTransport,
     Message,
@@ -93,6 +95,21 @@ def test_port_follows_security_unless_written(make_source: Make) -> None:
     assert make_source(pop_connection_security="starttls", port=10143).settings.port == 10143
 
 
+def test_the_sites_proxy_and_the_mailboxs_own_properties(make_source: Make) -> None:
+    from postroom.api import ProxySettings
+
+    site_proxy = {"useProxy": True, "host": "proxy.test", "port": 3128, "type": "http",
+                  "user": "pu", "password": "pp"}  # fmt: skip
+    assert make_source(proxy=site_proxy).settings.proxy == ProxySettings(
+        kind="http", host="proxy.test", port=3128, user="pu", password="pp"
+    )
+    own = make_source(
+        proxy=site_proxy, **{"mail.imap.socks.host": "socks.test", "mail.imap.socks.port": 1081}
+    )
+    assert own.settings.proxy == ProxySettings(kind="socks5", host="socks.test", port=1081)
+    assert make_source().settings.proxy is None
+
+
 def test_move_without_a_folder_is_a_config_error(make_source: Make) -> None:
     with pytest.raises(ConfigError, match="move-to-folder"):
         make_source(after_processing="move")
@@ -142,12 +159,22 @@ def test_starttls_not_offered_is_an_error_and_nothing_is_sent_in_clear(
     assert server.closed
 
 
-def test_implicit_tls_uses_connect_ssl(make_source: Make, reactor: MemoryReactorClock) -> None:
-    _source, server = connected(make_source, reactor, pop_connection_security="ssl")
-    host, port, _factory, context, timeout, _bind = reactor.sslClients[0]
-    assert (host, port, timeout) == ("imap.test", 993, 30.0)
-    assert context is not None
+def test_implicit_tls_connects_through_the_tls_endpoint(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    source, server = connected(make_source, reactor, pop_connection_security="ssl")
+    [endpoint] = source.endpoints  # type: ignore[attr-defined]
+    assert (endpoint.settings.host, endpoint.settings.port) == ("imap.test", 993)
+    assert endpoint.settings.security == "ssl"
     assert b"STARTTLS" not in commands(server)
+    # the real one: TCP to imap.test:993 (connect-timeout), TLS on top
+    real = IMAPSource.endpoint(source)
+    real.connect(source_module._ClientFactory(source, defer.Deferred()))
+    reactor.advance(0)
+    _host, port, factory, timeout, _bind = reactor.tcpClients[-1]
+    assert (port, timeout) == (993, 30)
+    wrapping = factory.buildProtocol(None)  # the endpoint's, around TLS around the client
+    assert "TLS" in type(wrapping._wrappedProtocol).__name__
 
 
 def test_none_logs_in_over_clear_text_only_when_chosen(
@@ -173,8 +200,7 @@ def test_tls_failure_names_server_and_reason(
 
     source = make_source(pop_connection_security="ssl")
     d = source.connect()
-    factory = reactor.sslClients[0][2]
-    client = factory.buildProtocol(None)
+    client = source.endpoints[0].build()  # type: ignore[attr-defined]
     client.makeConnection(StringTransport())
     client.connectionLost(Failure(SSL.Error([("SSL routines", "", "certificate verify failed")])))
     with pytest.raises(SourceError) as info:
@@ -217,10 +243,159 @@ def test_authenticate_plain_is_used_when_offered_after_tls(
 def test_xoauth2_credentials_use_authenticate_xoauth2(
     make_source: Make, reactor: MemoryReactorClock
 ) -> None:
-    server = FakeIMAPServer(reactor, users={"agent@example.org": "ya29.token"})
+    server = FakeIMAPServer(
+        reactor, caps=(*DEFAULT_CAPS, "AUTH=XOAUTH2"), users={"agent@example.org": "ya29.token"}
+    )
     auth = FakeAuthenticator("agent@example.org", "ya29.token", "XOAUTH2")
     _source, server = connected(make_source, reactor, server, auth=auth)
     assert commands(server)[2].startswith(b"AUTHENTICATE XOAUTH2 ")
+
+
+OAUTH_CAPS = (*DEFAULT_CAPS, "AUTH=XOAUTH2", "AUTH=OAUTHBEARER")
+
+
+def oauth_server(reactor: MemoryReactorClock, **kw: Any) -> FakeIMAPServer:
+    kw.setdefault("caps", OAUTH_CAPS)
+    return FakeIMAPServer(reactor, users={"agent@example.org": "fresh-token"}, **kw)
+
+
+def failed_connect(source: IMAPSource, server: FakeIMAPServer, reactor: MemoryReactorClock) -> Any:
+    d = connect_source(source, server, reactor)
+    settle(reactor)
+    with pytest.raises(SourceError) as info:
+        run(d)
+    return info.value
+
+
+def test_oauthbearer_is_preferred_and_carries_host_and_port(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "fresh-token", "BEARER")
+    _source, server = connected(make_source, reactor, oauth_server(reactor), auth=auth)
+    expected = base64.b64encode(
+        b"n,a=agent@example.org,\x01host=imap.test\x01port=143\x01auth=Bearer fresh-token\x01\x01"
+    )
+    assert commands(server)[2] == b"AUTHENTICATE OAUTHBEARER " + expected
+    assert server.logged_in
+
+
+def test_forced_mechanism_is_honoured(make_source: Make, reactor: MemoryReactorClock) -> None:
+    auth = FakeAuthenticator("agent@example.org", "fresh-token", "BEARER")
+    _source, server = connected(
+        make_source,
+        reactor,
+        oauth_server(reactor),
+        auth=auth,
+        **{"mail.imap.auth.mechanisms": "XOAUTH2"},
+    )
+    assert commands(server)[2].startswith(b"AUTHENTICATE XOAUTH2 ")
+
+
+def test_no_oauth_mechanism_offered_is_a_clear_error(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "s3cr3t-t0ken", "BEARER")
+    source = make_source(auth=auth)
+    server = FakeIMAPServer(reactor, caps=(*DEFAULT_CAPS, "AUTH=PLAIN"))
+    problem = failed_connect(source, server, reactor)
+    assert str(problem) == (
+        "mailbox support: server imap.test:143 offers AUTH=PLAIN, not XOAUTH2 or OAUTHBEARER: "
+        "cannot log in with the access token"
+    )
+    assert not isinstance(problem, AuthenticationFailed)
+    assert not any(b"AUTHENTICATE" in c for c in server.commands)
+
+
+def test_forced_mechanism_not_offered_names_the_option(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "t", "BEARER")
+    source = make_source(auth=auth, **{"mail.imap.auth.mechanisms": "OAUTHBEARER"})
+    server = FakeIMAPServer(reactor, caps=(*DEFAULT_CAPS, "AUTH=XOAUTH2"))
+    problem = failed_connect(source, server, reactor)
+    assert "offers AUTH=XOAUTH2, not OAUTHBEARER (mail.imap.auth.mechanisms)" in str(problem)
+
+
+@pytest.mark.parametrize("sasl_ir", [True, False])
+def test_refused_token_is_refreshed_and_retried_once_on_the_same_connection(
+    make_source: Make, reactor: MemoryReactorClock, sasl_ir: bool
+) -> None:
+    """The D9 loop: expired token -> NO -> refresh -> OK, without the login back-off."""
+    caps = OAUTH_CAPS if sasl_ir else tuple(c for c in OAUTH_CAPS if c != "SASL-IR")
+    auth = FakeAuthenticator(
+        "agent@example.org", "old-token", "XOAUTH2", refreshed=("fresh-token",)
+    )
+    source, server = connected(
+        make_source, reactor, oauth_server(reactor, caps=caps), auth=auth,
+        **{"mail.imap.auth.mechanisms": "XOAUTH2"},
+    )  # fmt: skip
+    assert server.tokens_seen == ["old-token", "fresh-token"]
+    assert server.error_replies == [b""]  # the error challenge was answered (empty, XOAUTH2)
+    assert len(source.endpoints) == 1  # type: ignore[attr-defined]
+    assert auth.invalidated == 1
+    events = source.events  # type: ignore[attr-defined]
+    assert [e[1] for e in events] == ["login-failed", "login-ok"]
+    assert events[0][2] == (
+        "[AUTHENTICATIONFAILED] Authentication failed. "
+        "(token refused by the server (status 401, scope mail))"
+    )
+    assert source.uidvalidity == 42
+
+
+def test_refused_again_after_the_refresh_is_an_authentication_failure(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "old-token", "BEARER", refreshed=("revoked",))
+    source = make_source(auth=auth)
+    server = oauth_server(reactor)
+    problem = failed_connect(source, server, reactor)
+    assert isinstance(problem, AuthenticationFailed)
+    assert str(problem) == (
+        "login refused for mailbox support on server imap.test:143: [AUTHENTICATIONFAILED] "
+        "Authentication failed. (token refused by the server (status invalid_token))"
+    )
+    assert server.tokens_seen == ["old-token", "revoked"]
+    assert server.error_replies == [b"AQ==", b"AQ=="]  # OAUTHBEARER's %x01, twice
+    assert auth.invalidated == 2
+    assert "old-token" not in str(problem) and "revoked" not in str(problem)
+
+
+def test_the_same_token_again_is_not_retried(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "bad-token", "XOAUTH2")
+    server = oauth_server(reactor)
+    problem = failed_connect(make_source(auth=auth), server, reactor)
+    assert isinstance(problem, AuthenticationFailed)
+    assert server.tokens_seen == ["bad-token"]
+
+
+def test_temporary_auth_failure_is_not_an_authentication_failure(
+    make_source: Make, reactor: MemoryReactorClock
+) -> None:
+    auth = FakeAuthenticator("agent@example.org", "fresh-token", "XOAUTH2")
+    server = oauth_server(reactor)
+    server.temporary_auth = True
+    source = make_source(auth=auth)
+    problem = failed_connect(source, server, reactor)
+    assert not isinstance(problem, AuthenticationFailed)
+    assert str(problem) == (
+        "mailbox support: server imap.test:143 cannot check the login now: "
+        "[UNAVAILABLE] Temporary authentication failure."
+    )
+    assert auth.invalidated == 0 and source.events == []  # type: ignore[attr-defined]
+
+
+def test_the_token_never_reaches_the_trace(
+    make_source: Make, reactor: MemoryReactorClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="postroom.trace")
+    auth = FakeAuthenticator("agent@example.org", "old-t0ken", "BEARER", refreshed=("fresh-token",))
+    server = oauth_server(reactor)
+    connected(make_source, reactor, server, auth=auth, enable_debug=True)
+    trace = "\n".join(r.getMessage() for r in caplog.records if r.name == "postroom.trace")
+    assert "AUTHENTICATE OAUTHBEARER <redacted>" in trace
+    assert "t0ken" not in trace and "fresh-token" not in trace
 
 
 def test_capabilities_are_asked_after_login_when_not_sent(
@@ -763,9 +938,8 @@ def test_lost_connection_during_idle_fails_the_wait(
 def test_connect_timeout_without_greeting(make_source: Make, reactor: MemoryReactorClock) -> None:
     source = make_source(connect_timeout=30.0)
     d = source.connect()
-    factory = reactor.tcpClients[0][2]
     server = FakeIMAPServer(reactor)  # connects, says nothing
-    client = factory.buildProtocol(None)
+    client = source.endpoints[0].build()  # type: ignore[attr-defined]
     assert client is not None
     client.makeConnection(FakeTransport(server))
     server.client = client
@@ -800,11 +974,7 @@ def test_connection_refused_is_a_clear_error(
 ) -> None:
     source = make_source()
     d = source.connect()
-    connector = reactor.connectors[0]
-    factory = reactor.tcpClients[0][2]
-    factory.clientConnectionFailed(
-        connector, Failure(error.ConnectionRefusedError("Connection refused"))
-    )
+    source.endpoints[0].fail(error.ConnectionRefusedError("Connection refused"))  # type: ignore[attr-defined]
     with pytest.raises(SourceError) as info:
         run(d)
     assert "mailbox support: cannot connect to server imap.test:143" in str(info.value)

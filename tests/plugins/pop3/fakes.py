@@ -18,8 +18,10 @@ from twisted.internet.testing import StringTransport
 from zope.interface import implementer
 
 from postroom.config.options import OptionSchema
-from postroom.drivers import Credentials, DriverContext
+from postroom.drivers import DriverContext
 from postroom_pop3.source import POP3Source
+from tests.plugins.fake_auth import FakeAuthenticator as SharedFakeAuthenticator
+from tests.plugins.fake_auth import proxy_section
 
 
 @implementer(interfaces.ITLSTransport)
@@ -73,6 +75,14 @@ class FakePOP3Server:
         self.uidl = uidl
         self.top = top
         self.sasl = sasl
+        #: more bearer tokens accepted besides *password*; tokens presented;
+        #: answers to error challenges; refuse OAuth logins as temporary ([SYS/TEMP])
+        self.tokens: tuple[str, ...] = ()
+        self.tokens_seen: list[str] = []
+        self.error_replies: list[bytes] = []
+        self.temporary_auth = False
+        #: list the SASL mechanisms in CAPA (AUTH takes them either way)
+        self.announce_sasl = True
         self.transport_class = transport_class
         self.greet = greet
         self.chunk = chunk
@@ -165,7 +175,7 @@ class FakePOP3Server:
                 caps.append(b"TOP")
             if self.stls and not s["tls"]:
                 caps.append(b"STLS")
-            if self.sasl:
+            if self.sasl and self.announce_sasl:
                 caps.append(b"SASL " + " ".join(self.sasl).encode())
             return b"+OK\r\n" + b"".join(c + b"\r\n" for c in caps) + b".\r\n"
         if cmd == b"STLS":
@@ -188,8 +198,13 @@ class FakePOP3Server:
                     s["snapshot"] = list(self.maildrop)
                     return b"+OK Logged in.\r\n"
                 return b"-ERR [AUTH] Authentication failed.\r\n"
-            if cmd == b"AUTH" and arg.upper() == b"XOAUTH2":
-                s["sasl"] = "XOAUTH2"
+            if cmd == b"AUTH":
+                mechanism, _, initial = arg.partition(b" ")
+                if mechanism.upper().decode() not in self.sasl:
+                    return b"-ERR [AUTH] Unsupported authentication mechanism.\r\n"
+                s["sasl"] = mechanism.upper().decode()
+                if initial:
+                    return self._sasl_step(initial)
                 return b"+ \r\n"
             return b"-ERR unknown command in AUTHORIZATION\r\n"
         drop = s["snapshot"]
@@ -229,19 +244,34 @@ class FakePOP3Server:
         return b"-ERR unknown command\r\n"
 
     def _sasl_step(self, line: bytes) -> bytes:
+        """The response to AUTH XOAUTH2/OAUTHBEARER, as Dovecot answers it: a
+        refused token gets ``+ <base64 JSON>`` and the ``-ERR`` only once the
+        client answered that."""
         s = self._session
         if s.get("sasl_failed"):
-            s["sasl"] = None
-            return b"-ERR [AUTH] invalid token\r\n"
+            s["sasl"] = s["sasl_failed"] = None
+            self.error_replies.append(line)
+            return b"-ERR [AUTH] Authentication failed.\r\n"
         decoded = base64.b64decode(line)
-        expected = f"user={self.user}\x01auth=Bearer {self.password}\x01\x01".encode()
-        if decoded == expected:
+        fields = dict(f.split(b"=", 1) for f in decoded.split(b"\x01") if b"=" in f)
+        if s["sasl"] == "OAUTHBEARER":
+            user = decoded.split(b"\x01", 1)[0][len(b"n,a=") : -1].decode()
+            status = b'{"status":"invalid_token"}'
+        else:
+            user = fields.get(b"user", b"").decode()
+            status = b'{"status":"401","schemes":"bearer","scope":"mail"}'
+        token = fields.get(b"auth", b"").decode().removeprefix("Bearer ")
+        self.tokens_seen.append(token)
+        if self.temporary_auth:
+            s["sasl"] = None
+            return b"-ERR [SYS/TEMP] Temporary authentication failure.\r\n"
+        if user == self.user and token in (self.password, *self.tokens):
             s["sasl"] = None
             s["state"] = "TRANSACTION"
             s["snapshot"] = list(self.maildrop)
             return b"+OK Logged in.\r\n"
         s["sasl_failed"] = True
-        return b"+ " + base64.b64encode(b'{"status":"401"}') + b"\r\n"
+        return b"+ " + base64.b64encode(status) + b"\r\n"
 
 
 class FakeEndpoint:
@@ -269,9 +299,7 @@ class FakeMailbox:
                 self.values[option.name] = None
         self.values["server"] = "pop.example.test"
         for key, value in options.items():
-            name = key.replace("_", "-") if key != "mail_pop3_disabletop" else key
-            if key == "mail_pop3_disabletop":
-                name = "mail.pop3.disabletop"
+            name = key.replace("_", ".") if key.startswith("mail_") else key.replace("_", "-")
             self.values[name] = value
             self.lines[name] = 1
 
@@ -281,21 +309,27 @@ class FakeMailbox:
         return self.values[name]
 
 
-class FakeAuthenticator:
-    def __init__(self, user: str = "agent1", secret: str = "secret-pw", mechanism: str = "PLAIN"):
-        self.creds = Credentials(user, secret, mechanism)
-        self.invalidated = 0
-
-    def credentials(self, protocol: str) -> defer.Deferred[Credentials]:
-        assert protocol == "pop3"
-        return defer.succeed(self.creds)
-
-    def invalidate(self) -> None:
-        self.invalidated += 1
+class FakeAuthenticator(SharedFakeAuthenticator):
+    def __init__(
+        self,
+        user: str = "agent1",
+        secret: str = "secret-pw",
+        mechanism: str = "PLAIN",
+        refreshed: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(user, secret, mechanism, refreshed, protocol="pop3")
 
 
 class Config:
     """Stands for the kernel's SiteConfig (weak-referenceable, hashable by identity)."""
+
+    def __init__(self, proxy: dict[str, Any] | None = None) -> None:
+        self.proxy = proxy
+
+    def get(self, section: str, name: str) -> Any:
+        if section == "proxy":
+            return proxy_section(name, self.proxy)
+        raise KeyError(f"{section}.{name}")
 
 
 class Harness:

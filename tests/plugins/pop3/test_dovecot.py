@@ -255,7 +255,8 @@ def test_wrong_password_is_a_clear_error_and_others_go_on(
     result = run_once(config)
     assert result.returncode == 1
     assert (
-        f"login refused for mailbox wrong-box on server {ms.host}: [AUTH] Authentication failed."
+        f"login refused for mailbox wrong-box on server {ms.host}:{ms.ports['pop3s']}: "
+        "[AUTH] Authentication failed."
     ) in result.stderr
     assert "not-the-password-9f3a" not in result.stderr
     assert subjects(interactions(config)) == ["let in 0000"]

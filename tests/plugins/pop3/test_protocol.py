@@ -19,7 +19,7 @@ from twisted.mail.pop3 import (
 from twisted.python.failure import Failure
 
 from postroom.net.trace import Tracer
-from postroom_pop3.protocol import LINE_LIMIT, PostroomPOP3Client, xoauth2_initial_response
+from postroom_pop3.protocol import LINE_LIMIT, PostroomPOP3Client
 from postroom_pop3.spool import SpoolWriter
 from tests.plugins.pop3.fakes import SSLStringTransport, TLSStringTransport, stuff
 
@@ -292,46 +292,78 @@ def test_apop_challenge_in_the_greeting_is_not_used() -> None:
 # ------------------------------------------------------------------ XOAUTH2
 
 
-def test_xoauth2_initial_response_bytes() -> None:
-    assert xoauth2_initial_response("a@b.example", "tok") == base64.b64encode(
-        b"user=a@b.example\x01auth=Bearer tok\x01\x01"
+XOAUTH2_IR = base64.b64encode(b"user=agent1@contoso.example\x01auth=Bearer ya29.token\x01\x01")
+OAUTHBEARER_IR = base64.b64encode(
+    b"n,a=agent1@contoso.example,\x01host=pop.test\x01port=995\x01auth=Bearer ya29.token\x01\x01"
+)
+
+
+def bearer(client: PostroomPOP3Client, mechanism: str = "XOAUTH2", two_line: bool = False) -> Any:
+    return client.authenticate_bearer(
+        mechanism, "agent1@contoso.example", "ya29.token", "pop.test", 995, two_line=two_line
     )
 
 
-def test_xoauth2_is_sent_in_two_lines() -> None:
+@pytest.mark.parametrize(
+    ("mechanism", "initial"), [("XOAUTH2", XOAUTH2_IR), ("OAUTHBEARER", OAUTHBEARER_IR)]
+)
+def test_bearer_one_line_form_by_default(mechanism: str, initial: bytes) -> None:
+    client, transport, _clock = connected(transport=SSLStringTransport())
+    d, exchange = bearer(client, mechanism)
+    assert sent(transport) == b"AUTH " + mechanism.encode() + b" " + initial + b"\r\n"
+    client.dataReceived(b"+OK Logged in.\r\n")  # +OK ends it: not taken for a challenge
+    assert outcome(d) == b"Logged in."
+    assert exchange.challenge is None
+
+
+def test_xoauth2_two_line_form() -> None:
     """Office 365: ``AUTH XOAUTH2`` alone, then the base64 after the ``+``."""
     client, transport, _clock = connected(transport=SSLStringTransport())
-    d = client.xoauth2("agent1@contoso.example", "ya29.token")
+    d, _exchange = bearer(client, two_line=True)
     assert sent(transport) == b"AUTH XOAUTH2\r\n"
     client.dataReceived(b"+ \r\n")
-    expected = base64.b64encode(b"user=agent1@contoso.example\x01auth=Bearer ya29.token\x01\x01")
-    assert sent(transport) == expected + b"\r\n"
+    assert sent(transport) == XOAUTH2_IR + b"\r\n"
     client.dataReceived(b"+OK User successfully authenticated.\r\n")
     assert outcome(d) == b"User successfully authenticated."
 
 
-def test_xoauth2_bare_plus_continuation() -> None:
+def test_xoauth2_two_line_bare_plus_continuation() -> None:
     client, transport, _clock = connected(transport=SSLStringTransport())
-    d = client.xoauth2("u", "t")
+    d, _exchange = bearer(client, two_line=True)
     sent(transport)
     client.dataReceived(b"+\r\n")
-    assert sent(transport) == xoauth2_initial_response("u", "t") + b"\r\n"
+    assert sent(transport) == XOAUTH2_IR + b"\r\n"
     client.dataReceived(b"+OK\r\n")
     assert outcome(d) == b""
 
 
-def test_xoauth2_error_challenge_is_answered_empty_then_fails() -> None:
+@pytest.mark.parametrize(
+    ("mechanism", "two_line", "json", "reply"),
+    [
+        ("XOAUTH2", False, b'{"status":"401","schemes":"bearer"}', b"\r\n"),
+        ("XOAUTH2", True, b'{"status":"401","schemes":"bearer"}', b"\r\n"),
+        ("OAUTHBEARER", False, b'{"status":"invalid_token"}', b"AQ==\r\n"),
+    ],
+)
+def test_error_challenge_is_answered_then_the_err_fails_it(
+    mechanism: str, two_line: bool, json: bytes, reply: bytes
+) -> None:
+    """Dovecot sends ``+ <base64 JSON>`` before the -ERR (poplib takes that for
+    success and hangs): it is answered, and the -ERR fails the login."""
     client, transport, _clock = connected(transport=SSLStringTransport())
-    d = client.xoauth2("u", "expired")
+    d, exchange = bearer(client, mechanism, two_line=two_line)
+    if two_line:
+        client.dataReceived(b"+ \r\n")
     sent(transport)
-    client.dataReceived(b"+ \r\n")
-    sent(transport)
-    client.dataReceived(b"+ " + base64.b64encode(b'{"status":"401"}') + b"\r\n")
-    assert sent(transport) == b"\r\n"
-    client.dataReceived(b"-ERR [AUTH] Authentication failure\r\n")
+    challenge = base64.b64encode(json)
+    client.dataReceived(b"+ " + challenge + b"\r\n")
+    assert sent(transport) == reply
+    assert not d.called
+    client.dataReceived(b"-ERR [AUTH] Authentication failed.\r\n")
     failure = outcome(d)
     assert failure.check(ServerErrorResponse)
-    assert failure.value.args[0] == b"[AUTH] Authentication failure"
+    assert failure.value.args[0] == b"[AUTH] Authentication failed."
+    assert exchange.challenge == challenge
 
 
 # ------------------------------------------------------------------ traces
@@ -357,13 +389,13 @@ def test_trace_redacts_the_xoauth2_token(caplog: pytest.LogCaptureFixture) -> No
     client, _transport, _clock = connected(
         transport=SSLStringTransport(), tracer=Tracer("box1", True)
     )
-    client.xoauth2("agent1", "ya29.secret-token")
+    client.authenticate_bearer("XOAUTH2", "agent1", "ya29.secret-token", "h", 995, two_line=True)
     client.dataReceived(b"+ \r\n")
     client.dataReceived(b"+OK\r\n")
-    token_b64 = xoauth2_initial_response("agent1", "ya29.secret-token").decode()
+    token_b64 = base64.b64encode(b"user=agent1\x01auth=Bearer ya29.secret-token\x01\x01")
     assert "C: AUTH XOAUTH2" in caplog.text
     assert "C: <redacted>" in caplog.text
-    assert token_b64 not in caplog.text and "secret-token" not in caplog.text
+    assert token_b64.decode() not in caplog.text and "secret-token" not in caplog.text
 
 
 def test_trace_summarises_message_bodies(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:

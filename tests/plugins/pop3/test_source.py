@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,6 @@ from postroom.drivers import DriverContext, SourceItem, load_driver
 from postroom.errors import AuthenticationFailed, SourceError
 from postroom.interfaces import SOURCES_GROUP, ISource
 from postroom.model import FetchedMessage
-from postroom_pop3.protocol import xoauth2_initial_response
 from postroom_pop3.source import POP3Source, describe
 from tests.plugins.pop3.fakes import (
     Config,
@@ -409,7 +409,8 @@ def test_wrong_password_is_a_clear_error_without_the_password(tmp_path: Path) ->
     h = Harness(tmp_path, server, authenticator=auth)
     problem = failure_of(h, h.source.connect())
     assert str(problem) == (
-        "login refused for mailbox box1 on server pop.example.test: [AUTH] Authentication failed."
+        "login refused for mailbox box1 on server pop.example.test:110: "
+        "[AUTH] Authentication failed."
     )
     assert isinstance(problem, AuthenticationFailed)  # the login policy's back-off, not a retry
     assert "wrong-secret-123" not in repr(problem.__dict__)
@@ -428,25 +429,167 @@ def test_mailbox_in_use_is_not_a_wrong_password(tmp_path: Path) -> None:
     assert auth.invalidated == 0 and h.events == []
 
 
-def test_xoauth2_login(tmp_path: Path) -> None:
+def xoauth2(user: str, token: str) -> bytes:
+    return base64.b64encode(f"user={user}\x01auth=Bearer {token}\x01\x01".encode())
+
+
+def test_xoauth2_login_one_line_by_default(tmp_path: Path) -> None:
     server = FakePOP3Server(three(), user="agent1@contoso.example", password="access-token")
     auth = FakeAuthenticator("agent1@contoso.example", "access-token", "XOAUTH2")
     h = Harness(tmp_path, server, authenticator=auth)
     h.settle(h.source.connect())
     assert server.command_names()[:4] == ["CAPA", "STLS", "CAPA", "AUTH"]
-    assert server.commands[3] == b"AUTH XOAUTH2"
-    assert server.commands[4] == xoauth2_initial_response("agent1@contoso.example", "access-token")
+    assert server.commands[3] == b"AUTH XOAUTH2 " + xoauth2(
+        "agent1@contoso.example", "access-token"
+    )
     assert h.events[0][1] == "login-ok"
 
 
-def test_xoauth2_refused(tmp_path: Path) -> None:
-    server = FakePOP3Server(three(), user="u", password="good")
-    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u", "expired", "XOAUTH2"))
+def test_xoauth2_two_line_form_when_asked(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="agent1@contoso.example", password="access-token")
+    auth = FakeAuthenticator("agent1@contoso.example", "access-token", "BEARER")
+    h = Harness(
+        tmp_path,
+        server,
+        authenticator=auth,
+        mail_pop3_auth_xoauth2_two_line_authentication_format=True,
+    )
+    h.settle(h.source.connect())
+    assert server.commands[3:5] == [
+        b"AUTH XOAUTH2",
+        xoauth2("agent1@contoso.example", "access-token"),
+    ]
+
+
+def test_oauthbearer_is_preferred_when_offered(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.sasl = ("PLAIN", "XOAUTH2", "OAUTHBEARER")
+    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"))
+    h.settle(h.source.connect())
+    expected = b"n,a=u@x.example,\x01host=pop.example.test\x01port=110\x01auth=Bearer tok\x01\x01"
+    assert server.commands[3] == b"AUTH OAUTHBEARER " + base64.b64encode(expected)
+
+
+def test_forced_mechanism_is_honoured(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.sasl = ("PLAIN", "XOAUTH2", "OAUTHBEARER")
+    h = Harness(
+        tmp_path,
+        server,
+        authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"),
+        mail_pop3_auth_mechanisms="XOAUTH2",
+    )
+    h.settle(h.source.connect())
+    assert server.commands[3].startswith(b"AUTH XOAUTH2 ")
+
+
+def test_no_oauth_mechanism_offered_is_a_clear_error(tmp_path: Path) -> None:
+    server = FakePOP3Server(three())
+    server.sasl = ("PLAIN", "LOGIN")
+    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u", "s3cr3t-t0k", "BEARER"))
     problem = failure_of(h, h.source.connect())
-    assert "login refused for mailbox box1 on server pop.example.test: [AUTH] invalid token" in str(
+    assert str(problem) == (
+        "mailbox box1: server pop.example.test:110 offers SASL PLAIN LOGIN, not XOAUTH2 or "
+        "OAUTHBEARER: cannot log in with the access token"
+    )
+    assert not isinstance(problem, AuthenticationFailed)
+    assert "AUTH" not in server.command_names()
+
+
+def test_a_server_without_a_sasl_line_is_trusted_with_the_forced_mechanism(
+    tmp_path: Path,
+) -> None:
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.announce_sasl = False  # no SASL line in CAPA; AUTH XOAUTH2 works all the same
+    h = Harness(
+        tmp_path,
+        server,
+        authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"),
+        mail_pop3_auth_mechanisms="XOAUTH2",
+    )
+    h.settle(h.source.connect())
+    assert server.commands[3].startswith(b"AUTH XOAUTH2 ")
+    assert h.events[0][1] == "login-ok"
+    # without the forced mechanism, nothing says the server takes a token
+    server = FakePOP3Server(three(), user="u@x.example", password="tok")
+    server.announce_sasl = False
+    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u@x.example", "tok", "BEARER"))
+    problem = failure_of(h, h.source.connect())
+    assert "offers no SASL mechanism (CAPA), not XOAUTH2 or OAUTHBEARER" in str(problem)
+
+
+def test_refused_token_is_refreshed_and_retried_once_on_the_same_connection(
+    tmp_path: Path,
+) -> None:
+    """The D9 loop: an expired token is refused, the auth driver refreshes it,
+    and the next login succeeds at once (no login back-off)."""
+    server = FakePOP3Server(three(), user="u", password="fresh-token")
+    auth = FakeAuthenticator("u", "expired-token", "XOAUTH2", refreshed=("fresh-token",))
+    h = Harness(tmp_path, server, authenticator=auth)
+    h.settle(h.source.connect())
+    assert server.tokens_seen == ["expired-token", "fresh-token"]
+    assert server.error_replies == [b""]  # the error challenge was answered
+    assert server.sessions == 1  # same connection
+    assert auth.invalidated == 1
+    assert [e[1] for e in h.events] == ["login-failed", "login-ok"]
+    assert "token refused by the server (status 401, scope mail)" in h.events[0][2]
+
+
+def test_refused_twice_is_an_authentication_failure(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="u", password="good")
+    auth = FakeAuthenticator("u", "expired", "XOAUTH2", refreshed=("revoked",))
+    h = Harness(tmp_path, server, authenticator=auth)
+    problem = failure_of(h, h.source.connect())
+    assert isinstance(problem, AuthenticationFailed)
+    assert str(problem) == (
+        "login refused for mailbox box1 on server pop.example.test:110: [AUTH] Authentication "
+        "failed. (token refused by the server (status 401, scope mail))"
+    )
+    assert server.tokens_seen == ["expired", "revoked"]
+    assert auth.invalidated == 2
+    assert "expired" not in str(problem) and "revoked" not in str(problem)
+
+
+def test_the_same_token_again_is_not_retried(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="u", password="good")
+    auth = FakeAuthenticator("u", "bad", "XOAUTH2")
+    h = Harness(tmp_path, server, authenticator=auth)
+    assert isinstance(failure_of(h, h.source.connect()), AuthenticationFailed)
+    assert server.tokens_seen == ["bad"]
+
+
+def test_temporary_auth_failure_is_not_an_authentication_failure(tmp_path: Path) -> None:
+    server = FakePOP3Server(three(), user="u", password="tok")
+    server.temporary_auth = True
+    auth = FakeAuthenticator("u", "tok", "XOAUTH2")
+    h = Harness(tmp_path, server, authenticator=auth)
+    problem = failure_of(h, h.source.connect())
+    assert isinstance(problem, SourceError) and not isinstance(problem, AuthenticationFailed)
+    assert "cannot open the mailbox now: [SYS/TEMP] Temporary authentication failure." in str(
         problem
     )
-    assert server.commands[-1] == b""  # the error challenge was answered empty
+    assert auth.invalidated == 0 and h.events == []
+
+
+def test_the_token_never_reaches_the_trace(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="postroom.trace")
+    for two_line in (False, True):
+        server = FakePOP3Server(three(), user="u", password="fresh-t0ken")
+        auth = FakeAuthenticator("u", "old-t0ken", "XOAUTH2", refreshed=("fresh-t0ken",))
+        h = Harness(
+            tmp_path,
+            server,
+            authenticator=auth,
+            enable_debug=True,
+            mail_pop3_auth_xoauth2_two_line_authentication_format=two_line,
+        )
+        h.settle(h.source.connect())
+    trace = "\n".join(r.getMessage() for r in caplog.records)
+    assert "AUTH XOAUTH2 <redacted>" in trace
+    assert "t0ken" not in trace
+    assert xoauth2("u", "old-t0ken").decode() not in trace
 
 
 # ------------------------------------------------------------------ timeouts
@@ -553,10 +696,8 @@ def test_disconnect_mid_pass_quits_after_queued_work_and_opens_no_new_session(
 
 def test_a_mechanism_pop3_cannot_use_is_a_clear_error(tmp_path: Path) -> None:
     server = FakePOP3Server(three())
-    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u", "s3cr3t-b34r3r", "BEARER"))
+    h = Harness(tmp_path, server, authenticator=FakeAuthenticator("u", "s3cr3t-b34r3r", "GSSAPI"))
     problem = failure_of(h, h.source.connect())
-    assert "gave BEARER credentials; POP3 takes a password (USER/PASS) or an XOAUTH2" in str(
-        problem
-    )
+    assert "gave GSSAPI credentials; POP3 takes a password (USER/PASS) or an OAuth" in str(problem)
     assert "USER" not in server.command_names() and "AUTH" not in server.command_names()
     assert "s3cr3t" not in str(problem)

@@ -49,6 +49,11 @@ class ScriptedServer:
     _in_data: bool = False
     _data: bytearray = attrs.field(factory=bytearray)
     _auth: str | None = None
+    #: more bearer tokens accepted besides *token*; tokens presented; answers
+    #: to error challenges
+    tokens: tuple[str, ...] = ()
+    tokens_seen: list[str] = attrs.field(factory=list)
+    error_replies: list[str] = attrs.field(factory=list)
     _auth_lines: list[str] = attrs.field(factory=list)
     closed: bool = False
 
@@ -91,14 +96,38 @@ class ScriptedServer:
     def _auth_start(self, line: str) -> str:
         parts = line.split(" ")
         mechanism = parts[1].upper()
+        if len(parts) > 2 and mechanism in ("XOAUTH2", "OAUTHBEARER"):
+            return self._bearer(mechanism, parts[2])
         if len(parts) > 2:
             return self._auth_check(mechanism, [parts[2]])
         self._auth = mechanism
         self._auth_lines = []
         return _format(334, base64.b64encode(b"Username:").decode())
 
+    def _bearer(self, mechanism: str, response: str) -> str:
+        """As Dovecot behind Postfix: a refused token gets ``334 <base64 JSON>``,
+        and the 535 only once the client answered it."""
+        decoded = base64.b64decode(response)
+        fields = dict(f.split(b"=", 1) for f in decoded.split(b"\x01") if b"=" in f)
+        if mechanism == "OAUTHBEARER":
+            user = decoded.split(b"\x01", 1)[0][len(b"n,a=") : -1].decode()
+            status = b'{"status":"invalid_token"}'
+        else:
+            user = fields.get(b"user", b"").decode()
+            status = b'{"status":"401","schemes":"bearer","scope":"mail"}'
+        token = fields.get(b"auth", b"").decode().removeprefix("Bearer ")
+        self.tokens_seen.append(token)
+        if user == self.user and token in (self.token, *self.tokens):
+            return _format(235, "2.7.0 Authentication successful")
+        self._auth = "ERROR-CHALLENGE"
+        return _format(334, base64.b64encode(status).decode())
+
     def _auth_step(self, line: str) -> str:
         assert self._auth is not None
+        if self._auth == "ERROR-CHALLENGE":
+            self._auth = None
+            self.error_replies.append(line)
+            return _format(535, "5.7.8 Error: authentication failed: Invalid token")
         self._auth_lines.append(line)
         if self._auth == "LOGIN" and len(self._auth_lines) == 1:
             return _format(334, base64.b64encode(b"Password:").decode())

@@ -79,7 +79,7 @@ def test_a_refused_xoauth2_token_answers_the_error_challenge_and_reports_it() ->
     assert lines[at + 1 : at + 3] == [b"", b"quit"]  # an empty answer to the error, then QUIT
     assert error.auth_failed and not error.permanent
     assert "refused the login of user a@example.test with AUTH XOAUTH2" in str(error)
-    assert '"status":"401"' in str(error)
+    assert "token refused by the server (status 401)" in str(error)
     assert "expired-tok" not in str(error)
 
 
