@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.oauth import OAuthServers
 from tests.integration.servers import MailServers, MailServersUnavailable, start_mail_servers
+from tests.net.conftest import proxy_servers  # noqa: F401  (proxies: one start per run)
 
 
 @pytest.fixture(scope="session")

@@ -222,7 +222,7 @@ async def check_sender(kernel: Any) -> ConnectionCheck | None:
 
 
 def _capabilities(source: Any) -> list[str]:
-    found = getattr(source, "server_capabilities", None)
+    found = getattr(source, "capabilities", None)
     if callable(found):
         found = found()
     return sorted(str(c) for c in found) if found else []

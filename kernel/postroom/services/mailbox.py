@@ -101,6 +101,8 @@ class MailboxService(service.Service):
         self._quarantined: set[str] = set()
         #: parses/analyses in flight: cancelled on stop (their workers are killed)
         self._analysing: set[Deferred[Any]] = set()
+        #: state writes in flight (``mailbox_states``): a stop waits for them
+        self._state_writes: set[Deferred[Any]] = set()
 
     # -- service
 
@@ -128,6 +130,8 @@ class MailboxService(service.Service):
                 except Exception:
                     log.exception("mailbox %s: error while disconnecting", self.mailbox.name)
             await done
+            if self._state_writes:
+                await defer.DeferredList(list(self._state_writes))
 
         return ensureDeferred(stop())
 
@@ -237,6 +241,9 @@ class MailboxService(service.Service):
                 "mailbox %s: cannot keep its state: %s", self.mailbox.name, f.getErrorMessage()
             )
         )
+        # a stop waits for it: the last state of a --once run is the one to keep
+        self._state_writes.add(d)
+        d.addBoth(lambda _: self._state_writes.discard(d))
 
     def _logged_in(self) -> None:
         """The source connected (and logged in): the login policy's count starts

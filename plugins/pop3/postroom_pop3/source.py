@@ -114,6 +114,12 @@ def _text(exc: ServerErrorResponse) -> str:
     return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
 
 
+def _capability(key: bytes, value: Any) -> str:
+    """One CAPA line as text: ``SASL XOAUTH2 OAUTHBEARER``, ``UIDL``."""
+    words = [key, *value] if isinstance(value, list) else [key]
+    return b" ".join(w for w in words if isinstance(w, bytes)).decode("ascii", "replace")
+
+
 class _OneShot(Factory):
     """Hands out the one client of a connection attempt, quietly.
 
@@ -494,6 +500,13 @@ class POP3Source(ServerSourceBase):
 
     # ------------------------------------------------------------ ISource
 
+
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """What the server's CAPA listed once connected (``check --connect``)."""
+        client = self._client
+        capa = client.capa if client is not None else {}
+        return frozenset(_capability(key, value) for key, value in capa.items())
     def connect(self) -> defer.Deferred[None]:
         self._closing = False
 

@@ -228,6 +228,21 @@ class SMTPSender:
             detail=f"{self.settings.where}: {delivery.reply}",
         )
 
+    def check_connection(self) -> Deferred[str]:
+        """Connect, negotiate TLS and log in as a send would, then quit:
+        what ``postroom check --connect`` reports (the server's EHLO keywords)."""
+        return ensureDeferred(self._check())
+
+    async def _check(self) -> str:
+        conn = await self._open()
+        try:
+            client = conn.client
+            keywords = sorted(k.upper() for k in client.esmtp_features) if client.does_esmtp else []
+            who = f" as {conn.user}" if conn.user else ""
+            return f"connected to {self.settings.where}{who}; capabilities: " + " ".join(keywords)
+        finally:
+            await self._dispose_connection(conn)
+
     # -- what the pool calls
 
     def _open_connection(self) -> Deferred[SMTPConnection]:
