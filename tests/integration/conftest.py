@@ -19,11 +19,13 @@ Elsewhere (e.g. a plugin's tests), import the fixture into that conftest:
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.integration.oauth import OAuthServers
 from tests.integration.servers import MailServers, MailServersUnavailable, start_mail_servers
-from tests.net.conftest import proxy_servers  # noqa: F401  (proxies: one start per run)
+from tests.net.proxies import ProxyServersUnavailable, start_proxy_servers
 
 
 @pytest.fixture(scope="session")
@@ -43,3 +45,13 @@ def oauth_servers(mail_servers: MailServers) -> OAuthServers:
     change its settings only inside ``with oauth_servers.idp.restoring():``
     (tests/integration/oauth.py)."""
     return OAuthServers(mail_servers.state)
+
+
+@pytest.fixture(scope="session")
+def proxy_servers() -> dict[str, Any]:
+    """The running proxies of POSTROOM_TEST_PROXY_PORT_BASE (started on first use)."""
+    try:
+        return start_proxy_servers()
+    except ProxyServersUnavailable as exc:
+        problem = str(exc)
+    pytest.fail(f"the proxy test servers are not available: {problem}", pytrace=False)

@@ -1,5 +1,4 @@
 """Fixtures of the OAuth login tests: the mail servers with the identity
 provider and the "oauth" Dovecot instance, and the proxies."""
 
-from tests.integration.conftest import mail_servers, oauth_servers  # noqa: F401
-from tests.net.conftest import proxy_servers  # noqa: F401
+from tests.integration.conftest import mail_servers, oauth_servers, proxy_servers  # noqa: F401
