@@ -395,16 +395,22 @@ def proxy_section(proxy: dict[str, Any], **change: Any) -> dict[str, Any]:
     return section | change
 
 
+def proxied_site(tmp_path: Path, servers: OAuthServers, proxy: dict[str, Any]) -> Site:
+    """alice's IMAPS mailbox with azure-ropc, everything through *proxy*."""
+    site = oauth_site(tmp_path, servers)
+    oauth_mailbox(site, servers, "alice", "alice@contoso.test", "azure-ropc")
+    site.sections["proxy"] = proxy
+    site.write()
+    return site
+
+
 @pytest.mark.parametrize("name", PROXIES)
 def test_token_requests_go_through_each_proxy(
     oauth_servers: OAuthServers, proxy_servers: dict[str, Any], tmp_path: Path, name: str
 ) -> None:
     ms = oauth_servers
     proxy = proxy_servers["proxies"][name]
-    site = oauth_site(tmp_path, ms)
-    oauth_mailbox(site, ms, "alice", "alice@contoso.test", "azure-ropc")
-    site.sections["proxy"] = proxy_section(proxy)
-    site.write()
+    site = proxied_site(tmp_path, ms, proxy_section(proxy))
     seen = LogMark(Path(proxy["log"]))
     done = site.cli("check", "--connect")
     assert done.returncode == 0, explain(done)
@@ -418,12 +424,10 @@ def test_token_requests_go_through_each_proxy(
 def test_a_token_request_with_wrong_proxy_credentials_names_the_proxy(
     oauth_servers: OAuthServers, proxy_servers: dict[str, Any], tmp_path: Path, name: str
 ) -> None:
-    ms = oauth_servers
     proxy = proxy_servers["proxies"][name]
-    site = oauth_site(tmp_path, ms)
-    oauth_mailbox(site, ms, "alice", "alice@contoso.test", "azure-ropc")
-    site.sections["proxy"] = proxy_section(proxy, password="not-the-proxy-password")
-    site.write()
+    site = proxied_site(
+        tmp_path, oauth_servers, proxy_section(proxy, password="not-the-proxy-password")
+    )
     done = site.cli("check", "--connect")
     assert done.returncode == 1, explain(done)
     [line, _summary] = done.stdout.splitlines()
