@@ -12,9 +12,11 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
-from twisted.internet import task
+from twisted.internet import defer, task
 
+from postroom.grants import NeedsReauthorisation
 from postroom.kernel import Kernel
 from postroom.model import OutboundRequest
 from postroom.runner import InlineRunner
@@ -110,3 +112,41 @@ def test_a_once_run_ends_failed_with_the_entries_queued(outbox: Any) -> None:
     assert logins(server) == 1
     entries = run(kernel.store.list_outbox())
     assert {(e.state, e.attempts) for e in entries} == {("queued", 0)}
+
+
+class NeedsNewConsent:
+    """An auth driver whose grant the identity provider refused (kept so)."""
+
+    asked = 0
+
+    def credentials(self, protocol: str) -> Any:
+        NeedsNewConsent.asked += 1
+        return defer.fail(
+            NeedsReauthorisation("azure-ropc alice", "invalid_grant: AADSTS65001: no consent")
+        )
+
+    def invalidate(self) -> None:
+        raise AssertionError("nothing was refused by the server")
+
+
+def test_a_grant_needing_reauthorisation_pauses_the_outbox_for_the_longest_wait(
+    outbox: Any,
+) -> None:
+    clock, kernel, service, server = outbox
+    service.sender.context = attrs.evolve(service.sender.context, authenticator=NeedsNewConsent())
+    NeedsNewConsent.asked = 0
+    service.startService()
+    assert NeedsNewConsent.asked == 1 and logins(server) == 0  # no login with no token
+    health = service.health()
+    assert health["state"] == "needs-reauthorisation"
+    assert "AADSTS65001" in health["last_error"]
+    assert health["next_attempt"] == "1970-01-01T00:30:00+00:00"  # login-retry-max
+    clock.advance(1799)
+    assert NeedsNewConsent.asked == 1
+    clock.advance(1)
+    assert NeedsNewConsent.asked == 2
+    entries = run(kernel.store.list_outbox())
+    assert {(e.state, e.attempts) for e in entries} == {("queued", 0)}
+    [kept] = run(kernel.store.list_mailbox_states())
+    assert (kept.mailbox, kept.state) == ("smtp-client", "needs-reauthorisation")
+    assert "AADSTS65001" in (kept.reason or "")
