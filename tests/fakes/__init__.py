@@ -1,0 +1,1 @@
+"""Contract fakes of services no test can reach (Microsoft Graph)."""

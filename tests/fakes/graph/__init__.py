@@ -1,0 +1,8 @@
+"""A strict contract fake of the Microsoft Graph v1.0 mail endpoints postroom uses.
+
+See :mod:`tests.fakes.graph.server`.
+"""
+
+from tests.fakes.graph.server import GraphFake, StoredMessage
+
+__all__ = ["GraphFake", "StoredMessage"]

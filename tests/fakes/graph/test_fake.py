@@ -1,0 +1,175 @@
+"""The Graph fake refuses malformed requests, so its acceptance means something."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from postroom.api import ConnectionDown
+from postroom.testing import result_of
+from tests.fakes.graph import GraphFake
+from tests.fakes.graph.client import BlockingHTTP, Response
+
+TOKEN = "good-token"
+IMMUTABLE = {"Prefer": 'IdType="ImmutableId"'}
+BOX = "support@contoso.test"
+MIME = b"Message-ID: <one@test>\r\nSubject: hi\r\n\r\nbody\r\n"
+
+
+@pytest.fixture
+def graph(tmp_path: Path) -> Iterator[GraphFake]:
+    with GraphFake(tmp_path, tokens=[TOKEN]) as fake:
+        yield fake
+
+
+def call(graph: GraphFake, method: str, path: str, *, token: str | None = TOKEN,
+         headers: dict[str, str] | None = None, body: bytes | None = None) -> Response:
+    http = BlockingHTTP(graph.ca_file)
+    sent = dict(headers or {})
+    if token is not None:
+        sent["Authorization"] = f"Bearer {token}"
+    answer: Response = result_of(http.request(method, graph.url + path, headers=sent, body=body))
+    return answer
+
+
+def error_code(answer: Response) -> str:
+    return str(json.loads(answer.body)["error"]["code"])
+
+
+DELTA = f"/v1.0/users/{BOX}/mailFolders/inbox/messages/delta"
+
+
+def test_a_correct_delta_lists_ids_sizes_and_pages(graph: GraphFake) -> None:
+    ids = [graph.add_message(BOX, "inbox", MIME) for _ in range(3)]
+    query = ("?$select=id,internetMessageId&$expand=singleValueExtendedProperties("
+             "$filter=id%20eq%20'Integer%200x0E08')")
+    prefer = {"Prefer": 'IdType="ImmutableId", odata.maxpagesize=2'}
+    first = call(graph, "GET", DELTA + query, headers=prefer)
+    assert first.status == 200, first.body
+    page = json.loads(first.body)
+    assert [m["id"] for m in page["value"]] == ids[:2]
+    assert page["value"][0]["internetMessageId"] == "<one@test>"
+    assert page["value"][0]["singleValueExtendedProperties"] == [
+        {"id": "Integer 0xe08", "value": str(len(MIME))}
+    ]
+    link = page["@odata.nextLink"].removeprefix(graph.url)
+    second = json.loads(call(graph, "GET", link, headers=prefer).body)
+    assert [m["id"] for m in second["value"]] == ids[2:]
+    delta = second["@odata.deltaLink"].removeprefix(graph.url)
+    graph.remove(BOX, ids[0])
+    new = graph.add_message(BOX, "inbox", MIME)
+    third = json.loads(call(graph, "GET", delta, headers=prefer).body)
+    assert {m["id"]: "@removed" in m for m in third["value"]} == {ids[0]: True, new: False}
+    graph.expire_deltas()
+    gone = call(graph, "GET", delta, headers=prefer)
+    assert (gone.status, error_code(gone)) == (410, "syncStateNotFound")
+    assert graph.problems == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "headers", "code"),
+    [
+        ("GET", DELTA + "?$top=5&$bogus=1", IMMUTABLE, "BadRequest"),
+        ("GET", DELTA + "?$select=id,sizeInBytes", IMMUTABLE, "BadRequest"),
+        ("GET", DELTA + "?$expand=attachments", IMMUTABLE, "BadRequest"),
+        ("GET", DELTA, {}, "MissingImmutableIdPreference"),
+        ("POST", DELTA, IMMUTABLE, "UnsupportedMethod"),
+        ("GET", f"/beta/users/{BOX}/mailFolders/inbox", {}, "BadRequest"),
+        ("POST", f"/v1.0/users/{BOX}/sendMail", {"Content-Type": "application/json"},
+         "ErrorMimeContentInvalid"),
+        ("POST", "/v1.0/$batch", {"Content-Type": "text/plain"}, "UnsupportedMediaType"),
+    ],
+)
+def test_malformed_requests_are_refused_and_recorded(
+    graph: GraphFake, method: str, path: str, headers: dict[str, str], code: str
+) -> None:
+    graph.mailbox(BOX)
+    answer = call(graph, method, path, headers=headers, body=b"{}" if method == "POST" else None)
+    assert answer.status in (400, 405, 415)
+    assert error_code(answer) == code
+    assert len(graph.problems) == 1
+
+
+def test_tokens_are_required_and_checked(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    missing = call(graph, "GET", f"/v1.0/users/{BOX}/mailFolders/inbox", token=None)
+    assert (missing.status, error_code(missing)) == (401, "InvalidAuthenticationToken")
+    assert len(graph.problems) == 1  # no token at all is a client bug
+    refused = call(graph, "GET", f"/v1.0/users/{BOX}/mailFolders/inbox", token="expired")
+    assert refused.status == 401
+    assert graph.counts["refused"] == 1
+    assert len(graph.problems) == 1  # a refused token is not a protocol error
+
+
+def batch(graph: GraphFake, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    answer = call(graph, "POST", "/v1.0/$batch", headers={"Content-Type": "application/json"},
+                  body=json.dumps({"requests": requests}).encode())
+    assert answer.status == 200, answer.body
+    responses: list[dict[str, Any]] = json.loads(answer.body)["responses"]
+    return responses
+
+
+def test_batch_moves_and_deletes_and_checks_each_request(graph: GraphFake) -> None:
+    one, two, three = (graph.add_message(BOX, "inbox", MIME) for _ in range(3))
+    done = graph.folder(BOX, "Inbox/Done")
+    json_immutable = {**IMMUTABLE, "Content-Type": "application/json"}
+    responses = batch(graph, [
+        {"id": "1", "method": "POST", "url": f"/users/{BOX}/messages/{one}/move",
+         "headers": json_immutable, "body": {"destinationId": done.id}},
+        {"id": "2", "method": "DELETE", "url": f"/users/{BOX}/messages/{two}",
+         "headers": IMMUTABLE},
+        {"id": "3", "method": "DELETE", "url": f"/users/{BOX}/messages/{three}"},
+    ])
+    assert [(r["id"], r["status"]) for r in responses] == [("1", 201), ("2", 204), ("3", 400)]
+    assert responses[0]["body"]["id"] == one  # immutable: the id survives the move
+    assert [m.id for m in graph.messages_in(BOX, "Inbox/Done")] == [one]
+    assert [m.id for m in graph.messages_in(BOX, "inbox")] == [three]
+    assert len(graph.problems) == 1
+    too_many = call(graph, "POST", "/v1.0/$batch", headers={"Content-Type": "application/json"},
+                    body=json.dumps({"requests": [
+                        {"id": str(i), "method": "DELETE", "url": f"/users/{BOX}/messages/x"}
+                        for i in range(21)]}).encode())
+    assert too_many.status == 400
+
+
+def test_throttling_answers_retry_after(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    graph.throttle(2, retry_after=7, status=503)
+    path = f"/v1.0/users/{BOX}/mailFolders/inbox"
+    first, second, third = (call(graph, "GET", path) for _ in range(3))
+    assert (first.status, first.headers["retry-after"]) == (503, "7")
+    assert second.status == 503
+    assert third.status == 200
+    assert graph.counts["throttled"] == 2
+
+
+def test_value_deleted_on_fetch_cut_and_send(graph: GraphFake) -> None:
+    item = graph.add_message(BOX, "inbox", MIME)
+    value = f"/v1.0/users/{BOX}/messages/{item}/$value"
+    whole = call(graph, "GET", value, headers=IMMUTABLE)
+    assert (whole.status, whole.body) == (200, MIME)
+    graph.cut_next_download()
+    with pytest.raises(ConnectionDown):
+        call(graph, "GET", value, headers=IMMUTABLE)
+    graph.delete_on_fetch(item)
+    gone = call(graph, "GET", value, headers=IMMUTABLE)
+    assert (gone.status, error_code(gone)) == (404, "ErrorItemNotFound")
+    sent = call(graph, "POST", f"/v1.0/users/{BOX}/sendMail",
+                headers={"Content-Type": "text/plain"}, body=base64.b64encode(MIME))
+    assert sent.status == 202
+    assert graph.sent(BOX) == [MIME]
+    assert graph.problems == []
+
+
+def test_nested_folders_are_found_by_display_name(graph: GraphFake) -> None:
+    support = graph.folder(BOX, "Inbox/Support")
+    answer = call(graph, "GET", f"/v1.0/users/{BOX}/mailFolders/inbox/childFolders"
+                  "?$filter=displayName%20eq%20'Support'")
+    assert [f["id"] for f in json.loads(answer.body)["value"]] == [support.id]
+    unknown = call(graph, "GET", "/v1.0/users/nobody@test/mailFolders/inbox")
+    assert unknown.status == 404
