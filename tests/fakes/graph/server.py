@@ -617,16 +617,16 @@ class _Handler(BaseHTTPRequestHandler):
         if m := re.fullmatch(r"/mailFolders/([^/]+)", rest):
             _method(method, "GET")
             with graph.lock:
-                return 200, json_type, _dumps(graph.get_folder(box, m.group(1), query))
+                return 200, json_type, _dumps(graph.get_folder(box, unquote(m.group(1)), query))
         if m := re.fullmatch(r"/mailFolders/([^/]+)/childFolders", rest):
             _method(method, "GET")
             with graph.lock:
-                return 200, json_type, _dumps(graph.child_folders(box, m.group(1), query))
+                return 200, json_type, _dumps(graph.child_folders(box, unquote(m.group(1)), query))
         if m := re.fullmatch(r"/mailFolders/([^/]+)/messages/delta", rest):
             _method(method, "GET")
             _need_immutable(prefer)
             with graph.lock:
-                return 200, json_type, _dumps(graph.delta(box, m.group(1), query, prefer))
+                return 200, json_type, _dumps(graph.delta(box, unquote(m.group(1)), query, prefer))
         if m := re.fullmatch(r"/messages/([^/]+)/\$value", rest):
             # REF + "message-get" (Get MIME content): GET .../messages/{id}/$value
             _method(method, "GET")
@@ -634,7 +634,7 @@ class _Handler(BaseHTTPRequestHandler):
             _allow(query, set())
             graph.counts["value"] += 1
             with graph.lock:
-                item = graph.item(box, m.group(1))
+                item = graph.item(box, unquote(m.group(1)))
                 cut, graph._cut = graph._cut, False
             if cut:
                 graph.counts["cut"] += 1
@@ -699,12 +699,12 @@ class _Handler(BaseHTTPRequestHandler):
                     _method(method, "POST")
                     # BATCH_REF: a body needs a Content-Type header in the request
                     _json_type(sub_headers.get("content-type"))
-                    answer = graph.move(box, match.group(2), request.get("body"))
+                    answer = graph.move(box, unquote(match.group(2)), request.get("body"))
                     return {"id": request["id"], "status": 201, "body": answer}
                 _method(method, "DELETE")
                 if "body" in request:
                     raise bad("Delete message takes no body.")
-                graph.delete(box, match.group(2))
+                graph.delete(box, unquote(match.group(2)))
                 return {"id": request["id"], "status": 204}
         except GraphError as error:
             if error.protocol:
