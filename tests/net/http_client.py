@@ -10,13 +10,10 @@ subprocess keeps the global reactor out of the test process.
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-from twisted.internet import defer, task
-
 from postroom.api import HTTPClient, ProxySettings
+from tests.net.oneshot import run_attempt
 
 
 async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -49,12 +46,5 @@ async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def main(reactor: Any, raw: str) -> defer.Deferred[None]:
-    async def run() -> None:
-        print(json.dumps(await attempt(reactor, json.loads(raw))))
-
-    return defer.ensureDeferred(run())
-
-
 if __name__ == "__main__":
-    task.react(main, sys.argv[1:])
+    run_attempt(attempt)
