@@ -93,6 +93,7 @@ from postroom.model import (
     new_id,
 )
 from postroom.net.errors import describe_connection_error, is_hostname_mismatch, tls_reasons
+from postroom.net.http import HTTPClient, HTTPResponse, HTTPUnavailable
 from postroom.net.options import add_connection_options, port_for
 from postroom.net.proxy import (
     ProxiedEndpoint,
@@ -247,6 +248,9 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "ProxyError",
     "ProxySettings",
     "proxy_for",
+    "HTTPClient",
+    "HTTPResponse",
+    "HTTPUnavailable",
     "ResponseTimer",
     "ServerSettings",
     "Tracer",

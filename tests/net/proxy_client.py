@@ -10,15 +10,14 @@ implicit TLS end to end with ``wrapClientTLS``) and ``timeout``. It sends
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Any
 
-from twisted.internet import defer, endpoints, task
+from twisted.internet import defer, endpoints
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from postroom.api import ProxyError, ProxySettings, proxied_endpoint, twisted_client_tls
+from tests.net.oneshot import run_attempt
 
 
 class Ping(Protocol):
@@ -60,12 +59,5 @@ async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "lines": lines}
 
 
-def main(reactor: Any, raw: str) -> defer.Deferred[None]:
-    async def run() -> None:
-        print(json.dumps(await attempt(reactor, json.loads(raw))))
-
-    return defer.ensureDeferred(run())
-
-
 if __name__ == "__main__":
-    task.react(main, sys.argv[1:])
+    run_attempt(attempt)

@@ -22,11 +22,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from twisted.internet import defer, task
-
 from postroom.api import DriverContext, ProxySettings, ServerSourceBase
 from postroom_imap.source import IMAPSource
 from postroom_pop3.source import POP3Source
+from tests.net.oneshot import run_attempt
 from tests.plugins.fake_auth import FakeAuthenticator
 from tests.plugins.imap.conftest import FakeConfig, mailbox_config
 from tests.plugins.pop3.fakes import FakeMailbox
@@ -98,12 +97,5 @@ def run_source_client(**spec: Any) -> dict[str, Any]:
     return result
 
 
-def main(reactor: Any, raw: str) -> defer.Deferred[None]:
-    async def run() -> None:
-        print(json.dumps(await attempt(reactor, json.loads(raw))))
-
-    return defer.ensureDeferred(run())
-
-
 if __name__ == "__main__":
-    task.react(main, sys.argv[1:])
+    run_attempt(attempt)
