@@ -20,6 +20,8 @@ AZURE_USER_SCOPES = (
 )
 #: the resource of Exchange Online app-only tokens
 EXCHANGE_APP_SCOPE = "https://outlook.office365.com/.default"
+#: the resource of Microsoft Graph app-only tokens (the graph source, issue 11)
+GRAPH_APP_SCOPE = "https://graph.microsoft.com/.default"
 GOOGLE_MAIL = "https://mail.google.com/"
 GOOGLE_DOMAIN = "workspace.test"
 
@@ -107,7 +109,7 @@ def populate(idp: IdentityProvider) -> World:
     auth.add_client(a.Client(
         daemon, a.AZURE, secret="daemon-app-secret", tenant=TENANT,
         certificates={certificate.thumbprint: certificate.certificate.public_key()},  # type: ignore[dict-item]
-        grants=frozenset({"client_credentials"}), scopes=(EXCHANGE_APP_SCOPE,),
+        grants=frozenset({"client_credentials"}), scopes=(EXCHANGE_APP_SCOPE, GRAPH_APP_SCOPE),
         mailboxes=("alice@contoso.test", "bob@contoso.test"),
     ))
     google_client = "123456789012-postroom.apps.googleusercontent.test"

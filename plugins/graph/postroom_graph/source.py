@@ -45,6 +45,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from postroom.api import (
     DriverContext,
     FetchedMessage,
+    HTTPClient,
     OptionSchema,
     Scope,
     SourceBase,
@@ -143,16 +144,9 @@ class GraphSource(SourceBase):
         self._idle_link: tuple[str | None, str] | None = None
 
     def make_http(self) -> Any:
-        """The kernel's HTTP client (``postroom.api.HTTPClient``): verified TLS,
-        the site's proxy, a deadline on the clock."""
-        import postroom.api as api
-
-        client_class = getattr(api, "HTTPClient", None)
-        if client_class is None:
-            raise SourceError(
-                f"mailbox {self.name}: this postroom has no HTTP client (postroom.api.HTTPClient)"
-            )
-        return client_class(
+        """The kernel's HTTP client: verified TLS (``ca-file``), the site's
+        ``proxy`` section, ``protocol-timeout`` on the injected clock."""
+        return HTTPClient(
             self.context.reactor,
             self.context.clock,
             proxy=proxy_for(self.context.config, None, "graph"),

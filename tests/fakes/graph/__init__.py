@@ -3,6 +3,6 @@
 See :mod:`tests.fakes.graph.server`.
 """
 
-from tests.fakes.graph.server import GraphFake, StoredMessage
+from tests.fakes.graph.server import GraphFake, StoredMessage, introspecting
 
-__all__ = ["GraphFake", "StoredMessage"]
+__all__ = ["GraphFake", "StoredMessage", "introspecting"]

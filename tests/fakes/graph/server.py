@@ -759,3 +759,28 @@ def _json_type(value: str | None) -> None:
     if (value or "").split(";")[0].strip().lower() != "application/json":
         raise bad(f"Content-Type must be application/json, not {value!r}",
                   "UnsupportedMediaType", 415)
+
+
+def introspecting(idp_url: str, ca_file: str, scope: str = "graph.microsoft.com") -> Callable[
+    [str], bool
+]:
+    """A token validator asking the test IdP (tests/idp) whether a token is
+    active: RFC 7662 introspection in its "auth" mode (the token as the bearer
+    of ``GET /introspect``), and the token's scopes must name Graph."""
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context(cafile=ca_file)
+
+    def validate(token: str) -> bool:
+        request = urllib.request.Request(
+            idp_url.rstrip("/") + "/introspect", headers={"Authorization": f"Bearer {token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=10) as answer:
+                claims = json.loads(answer.read())
+        except (urllib.error.URLError, ValueError):
+            return False
+        return bool(claims.get("active")) and scope in str(claims.get("scope", ""))
+
+    return validate

@@ -17,6 +17,7 @@ from postroom.drivers import DriverContext
 from postroom_graph.source import GraphSource
 from tests.fakes.graph import GraphFake
 from tests.fakes.graph.client import BlockingHTTP
+from tests.integration.conftest import mail_servers, oauth_servers  # noqa: F401
 from tests.plugins.fake_auth import FakeAuthenticator
 from tests.plugins.imap.conftest import FakeConfig
 
