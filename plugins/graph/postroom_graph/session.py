@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from postroom.api import (
@@ -37,8 +37,19 @@ from postroom.api import (
     sleep,
 )
 
-if TYPE_CHECKING:
-    from postroom_graph.source import GraphSource
+
+class Owner(Protocol):
+    """Who a session makes requests for: the source of a mailbox, or the sender."""
+
+    name: str
+    #: for messages: ``mailbox support``, ``smtp-client``
+    who: str
+    context: Any
+    debug: bool
+
+    async def credentials(self) -> Credentials: ...
+
+    def login_refused(self, detail: str) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +121,12 @@ def retry_after(response: Any) -> float:
 class GraphSession:
     """Authenticated, throttling-aware requests to one Graph service for one mailbox."""
 
-    def __init__(self, source: GraphSource, http: Any, server: str) -> None:
+    #: what a token refused twice raises (the sender's is SenderAuthenticationFailed)
+    auth_failed: type[Exception] = AuthenticationFailed
+    #: what a lost connection or a 5xx raises (the sender's is a temporary SendError)
+    unavailable: type[Exception] = ConnectionDown
+
+    def __init__(self, source: Owner, http: Any, server: str) -> None:
         self.source = source
         self.http = http
         self.server = server.rstrip("/")
@@ -132,7 +148,7 @@ class GraphSession:
         parts = urlsplit(path_or_url)
         if (parts.scheme, parts.netloc.lower()) != self.origin:
             raise SourceError(
-                f"mailbox {self.source.name}: Graph gave a link to {parts.scheme}://"
+                f"{self.source.who}: Graph gave a link to {parts.scheme}://"
                 f"{parts.netloc}, not to {self.server}; refusing to send the token there"
             )
         return path_or_url
@@ -142,7 +158,7 @@ class GraphSession:
             self.credentials = await self.source.credentials()
             if not self.credentials.bearer:
                 raise SourceError(
-                    f"mailbox {self.source.name}: Graph needs an OAuth access token; the auth "
+                    f"{self.source.who}: Graph needs an OAuth access token; the auth "
                     f"driver gave a {self.credentials.mechanism} password (use an OAuth auth "
                     "driver such as azure-client-credentials)"
                 )
@@ -194,7 +210,7 @@ class GraphSession:
             if status == 401:
                 if refreshed:
                     self.source.login_refused(detail)
-                    raise AuthenticationFailed(self._refused(detail))
+                    raise self.auth_failed(self._refused(detail))
                 refreshed = True
                 await self._refresh(credentials, detail)
                 continue
@@ -202,8 +218,8 @@ class GraphSession:
                 throttled += 1
                 delay = retry_after(response)
                 if throttled > MAX_THROTTLED or delay > MAX_RETRY_AFTER:
-                    raise ConnectionDown(
-                        f"mailbox {self.source.name}: {self.server} throttles requests "
+                    raise self.unavailable(
+                        f"{self.source.who}: {self.server} throttles requests "
                         f"({status} {code or 'throttled'}, Retry-After {delay:g} s)"
                     )
                 log.info(
@@ -214,11 +230,11 @@ class GraphSession:
                 self.throttled_until = max(self.throttled_until, clock.seconds() + delay)
                 continue
             message = (
-                f"mailbox {self.source.name}: {method} {urlsplit(url).path} answered "
+                f"{self.source.who}: {method} {urlsplit(url).path} answered "
                 f"{status} {code}: {detail}"
             )
             if status >= 500:
-                raise ConnectionDown(message)
+                raise self.unavailable(message)
             raise GraphError(message, status, code, detail)
 
     async def _refresh(self, refused: Credentials, detail: str) -> None:
@@ -228,14 +244,14 @@ class GraphSession:
         self.credentials = None
         fresh = await self.token()
         if fresh.secret == refused.secret:
-            raise AuthenticationFailed(self._refused(detail))
+            raise self.auth_failed(self._refused(detail))
         log.info(
             "mailbox %s: %s refused the access token; trying once more with a fresh one",
             self.source.name, self.server, extra={"mailbox": self.source.name},
         )
 
     def _refused(self, detail: str) -> str:
-        return f"login refused for mailbox {self.source.name} on {self.server}: {detail}"
+        return f"login refused for {self.source.who} on {self.server}: {detail}"
 
     async def _send(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                     max_body: int, writer: Any, credentials: Credentials) -> Any:
@@ -248,8 +264,8 @@ class GraphSession:
         except PostroomError:
             raise
         except Exception as exc:
-            raise ConnectionDown(
-                f"mailbox {self.source.name}: {method} {urlsplit(url).path} on "
+            raise self.unavailable(
+                f"{self.source.who}: {method} {urlsplit(url).path} on "
                 f"{self.server} failed: {exc}"
             ) from exc
         if self.source.debug:

@@ -136,6 +136,7 @@ class GraphSource(SourceBase):
         self.timeout = float(mailbox.get("protocol-timeout"))
         self.debug = bool(mailbox.get("enable-debug"))
         self.where = f"server {self.server}"
+        self.who = f"mailbox {self.name}"
         self.session = GraphSession(self, self.make_http(), self.server)
         self.folder_id: str | None = None
         self.move_to_id: str | None = None

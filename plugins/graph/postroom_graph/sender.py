@@ -1,0 +1,259 @@
+"""The ``graph`` sender (``smtp-client: server-type: graph``): ``sendMail`` with MIME.
+
+"user: sendMail" (https://learn.microsoft.com/graph/api/user-sendmail),
+MIME format: ``POST /users/{from}/sendMail`` with ``Content-Type: text/plain``
+and the base64 MIME text as the body; 202 Accepted. The message is sent as
+the envelope's sender (``MAIL FROM``), which must be a mailbox the app may
+send as (Exchange RBAC for Applications).
+
+Exchange delivers to the addresses *in the message*, not to an envelope
+(the user-sendmail page: "provide the MIME content with the applicable
+Internet message headers ("To", "CC", "BCC", "Subject")"). So before sending,
+the message's recipient headers are made to say exactly the envelope:
+
+* ``To`` and ``Cc`` keep only the addresses the envelope has (a suppressed
+  recipient, removed from the envelope by the kernel, leaves the headers too);
+* envelope recipients that no ``To``/``Cc`` shows (the request's bcc) go in
+  a ``Bcc`` header, which Graph honours and does not deliver to others.
+
+DSN parameters (``NOTIFY``, ``RET``, ``ENVID``: SMTP extensions) have no
+Graph equivalent: a request carrying them fails at once with a permanent
+SendError saying so. MIME sends are saved to Sent Items (Graph's default;
+``saveToSentItems`` exists only in the JSON form). The Message-ID postroom
+assigned is in the MIME; see ``plugins/graph/README.md`` for what Microsoft
+documents about keeping it (not read back yet).
+
+Messages over :data:`MAX_MIME` (Graph's 4 MB request limit, base64 included)
+are refused permanently: the draft-and-upload-session path is not written.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from email.utils import getaddresses
+from typing import Any
+from urllib.parse import quote
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from zope.interface import implementer
+
+from postroom.api import (
+    Credentials,
+    DriverContext,
+    Envelope,
+    HTTPClient,
+    ISender,
+    OptionSchema,
+    PostroomError,
+    Scope,
+    SenderAuthenticationFailed,
+    SendError,
+    SendResult,
+    SourceError,
+    proxy_for,
+)
+from postroom_graph.session import GraphError, GraphSession
+
+log = logging.getLogger(__name__)
+
+TYPES = ("graph",)
+DEFAULT_SERVER = "https://graph.microsoft.com"
+#: the ``mailbox`` argument of ``postroom_auth_event`` for the sender's logins
+AUTH_EVENT_NAME = "smtp-client"
+#: the largest MIME sent with sendMail: Graph refuses requests over 4 MB, and
+#: base64 adds a third
+MAX_MIME = 3 * 1024 * 1024 - 64 * 1024
+#: SMTP DSN parameters (RFC 3461) Graph cannot carry
+DSN_PARAMETERS = ("NOTIFY=", "RET=", "ENVID=", "ORCPT=")
+_RECIPIENT_HEADER = re.compile(rb"^(to|cc|bcc)\s*:", re.IGNORECASE)
+
+
+class _SendSession(GraphSession):
+    auth_failed = SenderAuthenticationFailed
+    unavailable = SendError  # temporary: the outbox retries with its back-off
+
+
+@implementer(ISender)
+class GraphSender:
+    """Sends outbound mail through Microsoft Graph's sendMail (MIME)."""
+
+    needs_auth = True
+
+    @staticmethod
+    def postroom_add_options(schema: OptionSchema) -> None:
+        add = schema.add
+        add("server", scope=Scope.SMTP_CLIENT, types=TYPES, default=DEFAULT_SERVER,
+            description="The Graph service (`https://graph.microsoft.com`). https only.")
+        add("user", scope=Scope.SMTP_CLIENT, types=TYPES,
+            description="The mailbox the auth driver asks a token for (app-only tokens "
+            "serve every mailbox the app may send as; mail is sent as its From).")
+        add("ca-file", "path", scope=Scope.SMTP_CLIENT, types=TYPES,
+            description="PEM file of the certificate authorities to trust instead of the "
+            "system's.")
+        add("protocol-timeout", "duration", scope=Scope.SMTP_CLIENT, types=TYPES,
+            default="00:02:00", minimum=1, maximum=3600,
+            description="Time allowed for one Graph request, connection included.")
+        add("enable-debug", "bool", scope=Scope.SMTP_CLIENT, types=TYPES, default="false",
+            description="Log each Graph request and its status (never the token).")
+
+    def __init__(self, options: Any, context: DriverContext) -> None:
+        self.options = options
+        self.context = context
+        self.name = AUTH_EVENT_NAME
+        self.who = AUTH_EVENT_NAME
+        self.server = str(options.get("server") or DEFAULT_SERVER).rstrip("/")
+        ca_file = options.get("ca-file")
+        self.ca_file: str | None = str(ca_file) if ca_file else None
+        self.timeout = float(options.get("protocol-timeout"))
+        self.debug = bool(options.get("enable-debug"))
+        try:
+            self.session = _SendSession(self, self.make_http(), self.server)
+        except SourceError as exc:
+            raise SendError(str(exc), permanent=True) from None
+
+    def make_http(self) -> Any:
+        return HTTPClient(
+            self.context.reactor,
+            self.context.clock,
+            proxy=proxy_for(self.context.config, None, "graph"),
+            ca_file=self.ca_file,
+            timeout=self.timeout,
+        )
+
+    # -- what the session asks of its owner
+
+    async def credentials(self) -> Credentials:
+        authenticator = self.context.authenticator
+        if authenticator is None:
+            raise SendError(
+                "smtp-client: Graph needs an OAuth auth driver (enable-authentication and "
+                "auth: azure-client-credentials)", permanent=True,
+            )
+        credentials: Credentials = await authenticator.credentials("graph")
+        return credentials
+
+    def login_refused(self, detail: str) -> None:
+        authenticator = self.context.authenticator
+        if authenticator is not None:
+            authenticator.invalidate()
+        if self.context.auth_event is not None:
+            self.context.auth_event(AUTH_EVENT_NAME, "login-failed", detail)
+
+    # -- ISender
+
+    def send(self, message: bytes, envelope: Envelope, message_id: str) -> Deferred[SendResult]:
+        return ensureDeferred(self._send(message, envelope, message_id))
+
+    def close(self) -> Deferred[None]:
+        return ensureDeferred(_nothing())
+
+    async def _send(self, message: bytes, envelope: Envelope, message_id: str) -> SendResult:
+        dsn = [p for p in (*envelope.mail_options, *envelope.rcpt_options)
+               if p.upper().startswith(DSN_PARAMETERS)]
+        if dsn:
+            raise SendError(
+                f"smtp-client: Graph cannot carry SMTP DSN parameters ({' '.join(dsn)}); "
+                "send this message without delivery status notification options",
+                permanent=True,
+            )
+        if not envelope.mail_from:
+            raise SendError("smtp-client: Graph sends as a mailbox; the message has no sender",
+                            permanent=True)
+        mime = with_recipients(message, envelope.rcpt_to)
+        if len(mime) > MAX_MIME:
+            raise SendError(
+                f"smtp-client: the message is {len(mime)} bytes; Graph's sendMail takes at "
+                f"most {MAX_MIME} (larger messages need an upload session, not supported yet)",
+                permanent=True,
+            )
+        path = f"/users/{quote(envelope.mail_from, safe='@')}/sendMail"
+        try:
+            await self.session.request(
+                "POST", path, headers={"Content-Type": "text/plain"},
+                body=base64.b64encode(mime), ok=(202,),
+            )
+        except GraphError as exc:
+            # a 4xx about this message (a mailbox the app may not send as, bad MIME)
+            raise SendError(str(exc), permanent=exc.status not in (408, 409)) from None
+        except SendError:
+            raise
+        except PostroomError as exc:
+            raise SendError(str(exc)) from None
+        if self.context.auth_event is not None:
+            self.context.auth_event(AUTH_EVENT_NAME, "login-ok", f"bearer token on {self.server}")
+        return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to),
+                          detail=f"{self.server}: sendMail accepted (202)")
+
+    def check_connection(self) -> Deferred[str]:
+        """A token and one authenticated request (the sender's mailbox), for
+        ``postroom check --connect``."""
+        return ensureDeferred(self._check())
+
+    async def _check(self) -> str:
+        user = self.options.get("user")
+        if not user:
+            return f"{self.server}: token not checked (no user set)"
+        await self.session.request("GET", f"/users/{quote(str(user), safe='@')}?$select=id")
+        return f"{self.server}: token accepted for {user}"
+
+
+async def _nothing() -> None:
+    return None
+
+
+def with_recipients(message: bytes, recipients: list[str]) -> bytes:
+    """*message* with To and Cc limited to *recipients* and the others in Bcc,
+    so that Exchange delivers to the envelope, exactly."""
+    wanted = {r.lower(): r for r in recipients}
+    head, sep, body = _split(message)
+    lines = _unfold(head)
+    shown: set[str] = set()
+    out: list[bytes] = []
+    for line in lines:
+        match = _RECIPIENT_HEADER.match(line)
+        if match is None:
+            out.append(line)
+            continue
+        name = match.group(1).decode().lower()
+        if name == "bcc":
+            continue  # rebuilt below from the envelope
+        value = line[match.end():].decode("utf-8", "replace")
+        keep = [(n, a) for n, a in getaddresses([value]) if a.lower() in wanted]
+        shown.update(a.lower() for _n, a in keep)
+        if keep:
+            header = "To" if name == "to" else "Cc"
+            out.append(f"{header}: {', '.join(_format(n, a) for n, a in keep)}".encode())
+    hidden = [wanted[a] for a in wanted if a not in shown]
+    if hidden:
+        out.append(b"Bcc: " + ", ".join(hidden).encode())
+    newline = b"\r\n" if b"\r\n" in message[:2000] else b"\n"
+    return newline.join(out) + sep + body
+
+
+def _format(name: str, address: str) -> str:
+    from email.utils import formataddr
+
+    return formataddr((name, address)) if name else address
+
+
+def _split(message: bytes) -> tuple[bytes, bytes, bytes]:
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = message.find(sep)
+        if at >= 0:
+            return message[:at], sep, message[at + len(sep):]
+    return message, b"", b""
+
+
+def _unfold(head: bytes) -> list[bytes]:
+    """Header lines, folded continuation lines joined to their header."""
+    lines: list[bytes] = []
+    for raw in re.split(rb"\r?\n", head):
+        if raw[:1] in (b" ", b"\t") and lines and _RECIPIENT_HEADER.match(lines[-1]):
+            lines[-1] += b" " + raw.strip()
+        elif raw[:1] in (b" ", b"\t") and lines:
+            lines.append(raw)  # other headers keep their folding
+        else:
+            lines.append(raw)
+    return lines

@@ -1,0 +1,115 @@
+"""The graph sender (sendMail with MIME) against the Graph fake."""
+
+from __future__ import annotations
+
+from email import message_from_bytes
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet import task
+
+from postroom.api import Envelope, SenderAuthenticationFailed, SendError
+from postroom.drivers import DriverContext
+from postroom.testing import result_of
+from postroom_graph.sender import MAX_MIME, GraphSender, with_recipients
+from tests.fakes.graph import GraphFake
+from tests.fakes.graph.client import BlockingHTTP
+from tests.plugins.fake_auth import FakeAuthenticator
+from tests.plugins.graph.conftest import BOX, TOKEN
+from tests.plugins.imap.conftest import FakeConfig
+
+
+class FakeHTTPSender(GraphSender):
+    ca_file_for_tests = ""
+
+    def make_http(self) -> Any:
+        return BlockingHTTP(self.ca_file_for_tests)
+
+
+def make_sender(graph: GraphFake, auth: FakeAuthenticator | None = None) -> FakeHTTPSender:
+    FakeHTTPSender.ca_file_for_tests = graph.ca_file
+    events: list[tuple[str, ...]] = []
+    context = DriverContext(
+        reactor=task.Clock(), clock=task.Clock(), runner=None, config=FakeConfig(),
+        spool_dir="/nonexistent", authenticator=auth or FakeAuthenticator(BOX, TOKEN, "BEARER"),
+        auth_event=lambda *e: events.append(e),
+    )  # fmt: skip
+    options = {"server": graph.url, "protocol-timeout": 30.0, "enable-debug": False,
+               "user": BOX}
+    sender = FakeHTTPSender(options, context)
+    sender.events = events  # type: ignore[attr-defined]
+    return sender
+
+
+def outbound(size: int = 1024) -> bytes:
+    head = (f"From: Support <{BOX}>\r\nTo: Ann <ann@example.test>, gone@example.test\r\n"
+            "Cc: bob@example.test\r\nSubject: your ticket\r\n"
+            "Message-ID: <out-1@contoso.test>\r\nMIME-Version: 1.0\r\n"
+            "Content-Type: text/plain; charset=utf-8\r\n\r\n").encode()
+    return head + b"y" * (size - len(head))
+
+
+def envelope(*rcpt: str, **kwargs: Any) -> Envelope:
+    return Envelope(mail_from=BOX, rcpt_to=list(rcpt), **kwargs)
+
+
+def test_sends_1kb_with_bcc_and_without_suppressed_recipients(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    sender = make_sender(graph)
+    # gone@example.test is suppressed: the kernel left it out of the envelope
+    sent = outbound()
+    result = result_of(sender.send(sent, envelope(
+        "ann@example.test", "bob@example.test", "carol@example.test"), "<out-1@contoso.test>"))
+    assert result.message_id == "<out-1@contoso.test>"
+    assert sorted(result.accepted) == ["ann@example.test", "bob@example.test",
+                                       "carol@example.test"]
+    [mime] = graph.sent(BOX)
+    parsed = message_from_bytes(mime)
+    assert parsed["To"] == "Ann <ann@example.test>"
+    assert parsed["Cc"] == "bob@example.test"
+    assert parsed["Bcc"] == "carol@example.test"
+    assert parsed["Message-ID"] == "<out-1@contoso.test>"
+    assert mime.split(b"\r\n\r\n", 1)[1] == sent.split(b"\r\n\r\n", 1)[1]  # body untouched
+    assert graph.counts["sendMail"] == 1
+
+
+def test_dsn_options_are_refused_permanently_without_a_request(graph: GraphFake) -> None:
+    sender = make_sender(graph)
+    with pytest.raises(SendError, match="DSN") as info:
+        result_of(sender.send(outbound(), envelope("ann@example.test",
+                                                   rcpt_options=["NOTIFY=SUCCESS"]), "<x@y>"))
+    assert info.value.permanent
+    assert graph.counts.total() == 0
+
+
+def test_too_large_for_sendmail_is_permanent(graph: GraphFake) -> None:
+    sender = make_sender(graph)
+    with pytest.raises(SendError, match="upload session") as info:
+        result_of(sender.send(outbound(MAX_MIME + 1000), envelope("ann@example.test"), "<x@y>"))
+    assert info.value.permanent
+
+
+def test_a_refused_token_is_refreshed_then_the_sender_pauses(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    auth = FakeAuthenticator(BOX, "old-tok", "BEARER", refreshed=(TOKEN,))
+    result_of(make_sender(graph, auth).send(outbound(), envelope("ann@example.test"), "<x@y>"))
+    assert auth.invalidated == 1 and len(graph.sent(BOX)) == 1
+    auth = FakeAuthenticator(BOX, "old-tok", "BEARER", refreshed=("also-bad",))
+    with pytest.raises(SenderAuthenticationFailed):
+        result_of(make_sender(graph, auth).send(outbound(), envelope("ann@example.test"),
+                                                "<x@y>"))
+
+
+def test_a_mailbox_graph_does_not_know_is_a_permanent_failure(graph: GraphFake) -> None:
+    sender = make_sender(graph)
+    with pytest.raises(SendError, match="404 ErrorInvalidUser") as info:
+        result_of(sender.send(outbound(), envelope("ann@example.test"), "<x@y>"))
+    assert info.value.permanent
+
+
+def test_recipient_headers_follow_the_envelope_lf_and_folded(tmp_path: Path) -> None:
+    message = (b"From: a@x\nTo: one@x,\n two@x\nBcc: old@x\nSubject: s\n\nbody\n")
+    assert with_recipients(message, ["two@x", "three@x"]) == (
+        b"From: a@x\nTo: two@x\nSubject: s\nBcc: three@x\n\nbody\n"
+    )
