@@ -113,3 +113,27 @@ def test_recipient_headers_follow_the_envelope_lf_and_folded(tmp_path: Path) -> 
     assert with_recipients(message, ["two@x", "three@x"]) == (
         b"From: a@x\nTo: two@x\nSubject: s\nBcc: three@x\n\nbody\n"
     )
+
+
+def test_the_kernel_sends_1kb_with_bcc_and_suppressed_recipients_left_out(
+    graph: GraphFake,
+) -> None:
+    from postroom.api import OutboundRequest
+    from postroom.testing import TestKernel
+
+    graph.mailbox(BOX)
+    with TestKernel(sender=make_sender(graph)) as kernel:
+        result_of(kernel.store.suppress("gone@example.test", "5.1.1 user unknown"))
+        sent = kernel.send(OutboundRequest(
+            to=["Ann <ann@example.test>"], cc=["gone@example.test"],
+            bcc=["carol@example.test"], from_addr=BOX, subject="your ticket",
+            text="z" * 1024, automatic=True,
+        ))  # fmt: skip
+        assert sent.status == "Sent", sent.attached_data
+    [mime] = graph.sent(BOX)
+    parsed = message_from_bytes(mime)
+    assert parsed["To"] == "Ann <ann@example.test>"
+    assert parsed["Cc"] is None  # the suppressed address is not in the message
+    assert parsed["Bcc"] == "carol@example.test"
+    assert parsed["Message-ID"] == sent.message_id
+    assert "z" * 1024 in parsed.get_payload(decode=True).decode()
