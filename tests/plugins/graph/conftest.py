@@ -15,9 +15,10 @@ from postroom.config.options import OptionSchema, Scope
 from postroom.config.site import MailboxConfig
 from postroom.drivers import DriverContext
 from postroom_graph.source import GraphSource
-from tests.fakes.graph import GraphFake
+from tests.fakes.graph import GraphFake, introspecting
 from tests.fakes.graph.client import BlockingHTTP
 from tests.integration.conftest import mail_servers, oauth_servers  # noqa: F401
+from tests.integration.oauth import OAuthServers
 from tests.plugins.fake_auth import FakeAuthenticator
 from tests.plugins.imap.conftest import FakeConfig
 
@@ -100,3 +101,12 @@ def make_source(graph: GraphFake, clock: task.Clock, tmp_path: Path) -> Make:
         return source
 
     return make
+
+
+@pytest.fixture
+def live_graph(oauth_servers: OAuthServers, tmp_path: Path) -> Iterator[GraphFake]:  # noqa: F811
+    """The fake accepting the IdP's active Graph tokens (RFC 7662 introspection)."""
+    validate = introspecting(oauth_servers.idp_url, oauth_servers.idp_ca_file)
+    with GraphFake(tmp_path / "graph-tls", validate=validate) as fake:
+        yield fake
+        assert fake.problems == [], "the Graph source sent malformed requests"

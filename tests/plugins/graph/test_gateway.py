@@ -7,13 +7,10 @@ and for Graph."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-
-from tests.fakes.graph import GraphFake, introspecting
+from tests.fakes.graph import GraphFake
 from tests.integration.oauth import OAuthServers
 from tests.integration.sites import Site, explain
 
@@ -21,14 +18,6 @@ USER = "alice@contoso.test"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 #: the issue asks 2,000; 300 keeps CI short and still spans many delta pages and batches
 COUNT = 300
-
-
-@pytest.fixture
-def live_graph(oauth_servers: OAuthServers, tmp_path: Path) -> Iterator[GraphFake]:
-    validate = introspecting(oauth_servers.idp_url, oauth_servers.idp_ca_file)
-    with GraphFake(tmp_path / "graph-tls", validate=validate) as fake:
-        yield fake
-        assert fake.problems == [], "the Graph source sent malformed requests"
 
 
 def graph_site(tmp_path: Path, servers: OAuthServers, graph: GraphFake, **extra: Any) -> Site:
