@@ -187,15 +187,18 @@ class GraphSender:
                           detail=f"{self.server}: sendMail accepted (202)")
 
     def check_connection(self) -> Deferred[str]:
-        """A token and one authenticated request (the sender's mailbox), for
-        ``postroom check --connect``."""
+        """A token and one authenticated request, for ``postroom check --connect``:
+        the Sent Items folder of ``user`` (Mail.ReadWrite reads it; Mail.Send alone
+        allows no request but sending, and "Get user" would need User.Read.All)."""
         return ensureDeferred(self._check())
 
     async def _check(self) -> str:
         user = self.options.get("user")
         if not user:
             return f"{self.server}: token not checked (no user set)"
-        await self.session.request("GET", f"/users/{quote(str(user), safe='@')}?$select=id")
+        await self.session.request(
+            "GET", f"/users/{quote(str(user), safe='@')}/mailFolders/sentitems?$select=id"
+        )
         return f"{self.server}: token accepted for {user}"
 
 

@@ -92,3 +92,23 @@ def test_check_connect_names_a_missing_folder(
     done = site.cli("check", "--connect")
     assert done.returncode == 1, explain(done)
     assert "no folder 'Nowhere'" in done.stdout + done.stderr
+
+
+def test_check_connect_of_the_graph_sender(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    live_graph.folder(USER, "Inbox/Support")
+    live_graph.folder(USER, "Inbox/Done")
+    site = graph_site(tmp_path, oauth_servers, live_graph)
+    world = oauth_servers.world
+    site.sections["smtp-client"] = {
+        "server-type": "graph", "server": live_graph.url, "ca-file": live_graph.ca_file,
+        "enable-authentication": True, "user": USER, "auth": "azure-client-credentials",
+        "token-ca-file": oauth_servers.idp_ca_file, "directory-id": world["tenant"],
+        "client-id": world["daemon_app"], "tenant-authority": oauth_servers.idp_url + "/",
+        "secret": "daemon", "scope": GRAPH_SCOPE,
+    }  # fmt: skip
+    site.write()
+    done = site.cli("check", "--connect")
+    assert done.returncode == 0, explain(done)
+    assert f"token accepted for {USER}" in done.stdout, done.stdout
