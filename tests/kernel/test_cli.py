@@ -114,7 +114,7 @@ def test_unknown_driver_is_a_configuration_error(quickstart: Path) -> None:
     line = next(i for i, t in enumerate(text.splitlines(), 1) if "type: maildri" in t)
     assert result.stderr == (
         f"error: {quickstart}:{line}: option 'pop-client[support].type': no source driver "
-        "'maildri' (installed: imap, maildir, pop3); did you mean 'maildir'?\n"
+        "'maildri' (installed: graph, imap, maildir, pop3); did you mean 'maildir'?\n"
     )
 
 

@@ -43,6 +43,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom.api import (
+    ConnectionDown,
     DriverContext,
     FetchedMessage,
     HTTPClient,
@@ -54,7 +55,13 @@ from postroom.api import (
     proxy_for,
     sleep,
 )
-from postroom_graph.session import IMMUTABLE_ID, GraphError, GraphSession, header
+from postroom_graph.session import (
+    IMMUTABLE_ID,
+    MAX_THROTTLED,
+    GraphError,
+    GraphSession,
+    header,
+)
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +251,7 @@ class GraphSource(SourceBase):
     async def _list_new(self, cursor: Any) -> list[SourceItem]:
         await self._flush()
         start: str | None = getattr(cursor, "value", cursor) or None
-        link = start
+        link = self._usable(start)
         idle = self._idle_link
         if idle is not None and idle[0] == start:
             link = idle[1]  # nothing new was listed since: carry on from there
@@ -265,6 +272,29 @@ class GraphSource(SourceBase):
         last = items[-1]
         items[-1] = SourceItem(source_key=last.source_key, size=last.size, cursor=delta_link)
         return items
+
+    def _usable(self, link: str | None) -> str | None:
+        """The stored delta link, when it is one of this server and folder; a
+        link of another server or folder (the site file changed) is ignored
+        and the folder listed whole (stored messages are not imported twice)."""
+        if link is None:
+            return None
+        assert self.folder_id is not None
+        folder = f"/mailFolders/{quote(self.folder_id, safe='')}/messages/delta"
+        try:
+            self.session.url(link)
+        except SourceError:
+            ours = False
+        else:
+            ours = folder in link or f"/mailFolders/{self.folder_id}/messages/delta" in link
+        if not ours:
+            log.info(
+                "mailbox %s: the stored cursor is not a delta link of %s on %s (the site "
+                "file changed?): listing the whole folder", self.name, self.folder_path,
+                self.where, extra={"mailbox": self.name},
+            )
+            return None
+        return link
 
     async def _delta(self, link: str | None) -> tuple[dict[str, int | None], str]:
         """Every item added since *link* (None: the whole folder), in order,
@@ -372,6 +402,7 @@ class GraphSource(SourceBase):
         return defer.succeed(None)
 
     async def _flush(self) -> None:
+        throttled = 0
         while self._pending:
             batch, self._pending = self._pending[:BATCH_SIZE], self._pending[BATCH_SIZE:]
             try:
@@ -381,6 +412,12 @@ class GraphSource(SourceBase):
                 raise
             if retry:
                 self._pending[:0] = retry
+                throttled += 1
+                if throttled > MAX_THROTTLED:
+                    raise ConnectionDown(
+                        f"mailbox {self.name}: {self.where} keeps throttling the moves and "
+                        f"deletes of {len(self._pending)} processed message(s)"
+                    )
 
     async def _send_batch(self, ids: list[str]) -> list[str]:
         """One ``$batch`` of moves or deletes; the ids to send again (throttled)."""

@@ -238,7 +238,35 @@ def test_links_to_another_origin_are_refused(make_source: Make, graph: GraphFake
     graph.mailbox(BOX)
     source = connected(make_source)
     with pytest.raises(SourceError, match="refusing to send the token there"):
-        result_of(source.list_new("https://evil.test/v1.0/users/x/messages/delta?$deltatoken=1"))
+        source.session.url("https://evil.test/v1.0/users/x/messages/delta?$deltatoken=1")
+    assert source.session.url("/users/x").startswith(graph.url + "/v1.0/")
+
+
+def test_a_cursor_of_another_server_or_folder_lists_the_folder_whole(
+    make_source: Make, graph: GraphFake
+) -> None:
+    graph.folder(BOX, "Inbox/Other")
+    mine = graph.add_message(BOX, "inbox", eml(1))
+    other = connected(make_source, folder_path="Inbox/Other")
+    other_link = result_of(other.list_new(None))
+    assert other_link == []
+    link = other._idle_link[1] if other._idle_link else None
+    assert link is not None
+    source = connected(make_source)
+    for cursor in (link, "https://evil.test/v1.0/users/x/messages/delta?$deltatoken=1"):
+        assert [i.source_key for i in result_of(source.list_new(cursor))] == [mine]
+
+
+def test_endlessly_throttled_batches_end_the_pass(
+    make_source: Make, graph: GraphFake, clock: task.Clock
+) -> None:
+    graph.add_message(BOX, "inbox", eml(1))
+    source = connected(make_source)
+    [item] = result_of(source.list_new(None))
+    result_of(source.acknowledge(result_of(source.fetch(item))))
+    source._send_batch = lambda ids: defer.succeed(list(ids))  # type: ignore[method-assign]
+    with pytest.raises(ConnectionDown, match="keeps throttling"):
+        result_of(defer.ensureDeferred(source._flush()))
 
 
 def test_item_keys_are_ids_not_hashes(make_source: Make, graph: GraphFake) -> None:
