@@ -153,6 +153,10 @@ class GraphFake:
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
+        self._expire_after: int | None = None
+        self._seen_tokens: set[str] = set()
+        #: tokens refused from now on, whatever the validator says (expired)
+        self.expired: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -269,6 +273,28 @@ class GraphFake:
         """The item is deleted (by someone else) just before its ``$value`` is asked."""
         with self.lock:
             self._delete_on_fetch.add(item_id)
+
+    def expire_tokens_after(self, count: int) -> None:
+        """After *count* more authorised requests, every token used so far is
+        refused (401: an access token expiring mid-run)."""
+        with self.lock:
+            self._expire_after = count
+
+    def check_token(self, token: str) -> bool:
+        with self.lock:
+            if token in self.expired:
+                return False
+        if not self.validate(token):
+            return False
+        with self.lock:
+            self._seen_tokens.add(token)
+            if self._expire_after is not None:
+                self._expire_after -= 1
+                if self._expire_after <= 0:
+                    self._expire_after = None
+                    self.expired |= self._seen_tokens
+                    self.counts["expired"] += 1
+        return True
 
     def cut_next_download(self) -> None:
         """The next ``$value`` answer stops half-way and the connection is closed."""
@@ -584,7 +610,7 @@ class _Handler(BaseHTTPRequestHandler):
         if scheme != "Bearer" or not token:
             raise GraphError(401, "InvalidAuthenticationToken",
                              "Access token is empty.", protocol=True)
-        if not self.graph.validate(token.strip()):
+        if not self.graph.check_token(token.strip()):
             self.graph.counts["refused"] += 1
             raise GraphError(401, "InvalidAuthenticationToken",
                              "Lifetime validation failed, the token is expired.")

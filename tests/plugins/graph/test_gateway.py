@@ -112,3 +112,21 @@ def test_check_connect_of_the_graph_sender(
     done = site.cli("check", "--connect")
     assert done.returncode == 0, explain(done)
     assert f"token accepted for {USER}" in done.stdout, done.stdout
+
+
+def test_an_access_token_expiring_mid_run_is_replaced(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    graph = live_graph
+    for n in range(60):
+        graph.add_message(USER, "Inbox/Support", message(n))
+    graph.folder(USER, "Inbox/Done")
+    graph.expire_tokens_after(25)  # somewhere in the middle of the downloads
+    site = graph_site(tmp_path, oauth_servers, graph)
+    done = site.run_once()
+    assert done.returncode == 0, explain(done)
+    assert graph.counts["expired"] == 1
+    assert graph.counts["refused"] >= 1  # the old token was refused, then a fresh one used
+    assert site.count() == 60
+    assert graph.messages_in(USER, "Inbox/Support") == []
+    assert site.quarantine() == []
