@@ -654,7 +654,8 @@ class _Handler(BaseHTTPRequestHandler):
             with graph.lock:
                 return 200, json_type, _dumps(graph.delta(box, unquote(m.group(1)), query, prefer))
         if m := re.fullmatch(r"/messages/([^/]+)/\$value", rest):
-            # REF + "message-get" (Get MIME content): GET .../messages/{id}/$value
+            # "Get MIME content of a message" (https://learn.microsoft.com/graph/
+            # outlook-get-mime-message): GET .../messages/{id}/$value, the MIME as it is
             _method(method, "GET")
             _need_immutable(prefer)
             _allow(query, set())
