@@ -37,7 +37,7 @@ from __future__ import annotations
 import json
 import logging
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -280,13 +280,13 @@ class GraphSource(SourceBase):
         if link is None:
             return None
         assert self.folder_id is not None
-        folder = f"/mailFolders/{quote(self.folder_id, safe='')}/messages/delta"
         try:
             self.session.url(link)
         except SourceError:
             ours = False
         else:
-            ours = folder in link or f"/mailFolders/{self.folder_id}/messages/delta" in link
+            # Graph writes the folder as /mailFolders/{id} or /mailFolders('{id}')
+            ours = self.folder_id in unquote(link)
         if not ours:
             log.info(
                 "mailbox %s: the stored cursor is not a delta link of %s on %s (the site "

@@ -275,3 +275,13 @@ def test_item_keys_are_ids_not_hashes(make_source: Make, graph: GraphFake) -> No
     source = connected(make_source)
     assert [i.source_key for i in result_of(source.list_new(None))] == [first, second]
     assert isinstance(SourceItem(source_key=first), SourceItem)
+
+
+def test_delta_links_in_either_folder_syntax_are_used(make_source: Make, graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    source = connected(make_source)
+    folder = source.folder_id
+    base = f"{graph.url}/v1.0/users/{BOX}/mailFolders"
+    for link in (f"{base}('{folder}')/messages/delta?$deltatoken=a",
+                 f"{base}/{folder}/messages/delta?$deltatoken=b"):
+        assert source._usable(link) == link
