@@ -20,8 +20,9 @@ DSN parameters (``NOTIFY``, ``RET``, ``ENVID``: SMTP extensions) have no
 Graph equivalent: a request carrying them fails at once with a permanent
 SendError saying so. MIME sends are saved to Sent Items (Graph's default;
 ``saveToSentItems`` exists only in the JSON form). The Message-ID postroom
-assigned is in the MIME; see ``plugins/graph/README.md`` for what Microsoft
-documents about keeping it (not read back yet).
+assigned is in the MIME; Microsoft's reference does not promise that Exchange
+keeps it, so after each send (``verify-message-id``) the sender looks for it
+in Sent Items (``internetMessageId``) and warns when it is not there.
 
 Messages over :data:`MAX_MIME` (Graph's 4 MB request limit, base64 included)
 are refused permanently: the draft-and-upload-session path is not written.
@@ -30,6 +31,7 @@ are refused permanently: the draft-and-upload-session path is not written.
 from __future__ import annotations
 
 import base64
+import json
 import logging
 import re
 from email.utils import getaddresses
@@ -54,7 +56,7 @@ from postroom.api import (
     SourceError,
     proxy_for,
 )
-from postroom_graph.session import GraphError, GraphSession
+from postroom_graph.session import IMMUTABLE_ID, GraphError, GraphSession
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,9 @@ class GraphSender:
             description="Time allowed for one Graph request, connection included.")
         add("enable-debug", "bool", scope=Scope.SMTP_CLIENT, types=TYPES, default="false",
             description="Log each Graph request and its status (never the token).")
+        add("verify-message-id", "bool", scope=Scope.SMTP_CLIENT, types=TYPES, default="true",
+            description="After each send, look for its Message-ID in Sent Items (one more "
+            "request; needs Mail.ReadWrite) and warn when Exchange did not keep it.")
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.options = options
@@ -108,6 +113,7 @@ class GraphSender:
         self.ca_file: str | None = str(ca_file) if ca_file else None
         self.timeout = float(options.get("protocol-timeout"))
         self.debug = bool(options.get("enable-debug"))
+        self.verify = bool(options.get("verify-message-id"))
         try:
             self.session = _SendSession(self, self.make_http(), self.server)
         except SourceError as exc:
@@ -183,8 +189,36 @@ class GraphSender:
             raise SendError(str(exc)) from None
         if self.context.auth_event is not None:
             self.context.auth_event(AUTH_EVENT_NAME, "login-ok", f"bearer token on {self.server}")
-        return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to),
-                          detail=f"{self.server}: sendMail accepted (202)")
+        detail = f"{self.server}: sendMail accepted (202)"
+        if self.verify:
+            detail += "; " + await self._read_back(envelope.mail_from, message_id)
+        return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to), detail=detail)
+
+    async def _read_back(self, sender: str, message_id: str) -> str:
+        """Look for the sent message's ``internetMessageId`` in Sent Items: what
+        Exchange kept. Never fails the send (it is gone already): a miss or an
+        error is logged and said in the result's detail."""
+        value = message_id.replace("'", "''")
+        wanted = quote(f"internetMessageId eq '{value}'", safe="")
+        path = (f"/users/{quote(sender, safe='@')}/mailFolders/sentitems/messages"
+                f"?$filter={wanted}&$select=internetMessageId&$top=1")
+        try:
+            response, _ = await self.session.request(
+                "GET", path, headers={"Prefer": IMMUTABLE_ID}
+            )
+            found = json.loads(response.body).get("value") or []
+        except Exception as exc:
+            log.warning("smtp-client: could not read %s back from Sent Items of %s: %s",
+                        message_id, sender, exc)
+            return "Message-ID not checked"
+        if found:
+            return "Message-ID kept (read back from Sent Items)"
+        log.warning(
+            "smtp-client: %s is not in Sent Items of %s: Exchange may have given the "
+            "message another Message-ID (replies would not thread to it) or not saved it yet",
+            message_id, sender,
+        )
+        return "Message-ID not found in Sent Items"
 
     def check_connection(self) -> Deferred[str]:
         """A token and one authenticated request, for ``postroom check --connect``:

@@ -153,6 +153,8 @@ class GraphFake:
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
+        #: Exchange gives sent messages a Message-ID of its own (a test control)
+        self.rewrite_message_ids = False
         self._expire_after: int | None = None
         self._seen_tokens: set[str] = set()
         #: tokens refused from now on, whatever the validator says (expired)
@@ -501,6 +503,30 @@ class GraphFake:
             raise bad("The MIME content is not valid base64.",
                       "ErrorMimeContentInvalidBase64String") from None
         box.sent.append(mime)
+        # a sent message is saved to Sent Items (sendMail's saveToSentItems defaults
+        # to true); the fake keeps the Message-ID the MIME carries
+        self.add_message(box.name, "sentitems", mime)
+        if self.rewrite_message_ids:
+            item = list(box.messages.values())[-1]
+            item.internet_message_id = f"<{uuid.uuid4().hex}@exchange.fake>"
+
+    def list_messages(self, box: Mailbox, ref: str, query: dict[str, str]) -> dict[str, Any]:
+        """REF + "mailfolder-list-messages": ``$filter=internetMessageId eq '<...>'``
+        (the only filter postroom sends), ``$select``, ``$top``."""
+        _allow(query, {"$filter", "$select", "$top"})
+        self.counts["listMessages"] += 1
+        folder = self._resolve_folder(box, ref)
+        select, _ = self._first_query({"$select": query.get("$select", "id")})
+        items = [m for m in box.messages.values() if m.folder == folder.id]
+        wanted = query.get("$filter")
+        if wanted is not None:
+            match = re.fullmatch(r"internetMessageId eq '((?:[^']|'')*)'", wanted)
+            if match is None:
+                raise bad(f"Invalid filter clause: {wanted}")
+            value = match.group(1).replace("''", "'")
+            items = [m for m in items if m.internet_message_id == value]
+        top = int(query.get("$top", "10"))
+        return {"value": [self._message_json(m, select, False) for m in items[:top]]}
 
     def record(self, problem: str) -> None:
         with self.lock:
@@ -648,6 +674,12 @@ class _Handler(BaseHTTPRequestHandler):
             _method(method, "GET")
             with graph.lock:
                 return 200, json_type, _dumps(graph.child_folders(box, unquote(m.group(1)), query))
+        if m := re.fullmatch(r"/mailFolders/([^/]+)/messages", rest):
+            _method(method, "GET")
+            _need_immutable(prefer)
+            with graph.lock:
+                return 200, json_type, _dumps(graph.list_messages(box, unquote(m.group(1)),
+                                                                  query))
         if m := re.fullmatch(r"/mailFolders/([^/]+)/messages/delta", rest):
             _method(method, "GET")
             _need_immutable(prefer)

@@ -36,7 +36,7 @@ def make_sender(graph: GraphFake, auth: FakeAuthenticator | None = None) -> Fake
         auth_event=lambda *e: events.append(e),
     )  # fmt: skip
     options = {"server": graph.url, "protocol-timeout": 30.0, "enable-debug": False,
-               "user": BOX}
+               "user": BOX, "verify-message-id": True}
     sender = FakeHTTPSender(options, context)
     sender.events = events  # type: ignore[attr-defined]
     return sender
@@ -72,6 +72,21 @@ def test_sends_1kb_with_bcc_and_without_suppressed_recipients(graph: GraphFake) 
     assert parsed["Message-ID"] == "<out-1@contoso.test>"
     assert mime.split(b"\r\n\r\n", 1)[1] == sent.split(b"\r\n\r\n", 1)[1]  # body untouched
     assert graph.counts["sendMail"] == 1
+    # read back from Sent Items: Exchange kept it
+    assert "Message-ID kept" in result.detail
+    assert graph.counts["listMessages"] == 1
+
+
+def test_a_message_id_exchange_replaced_is_reported(
+    graph: GraphFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    graph.mailbox(BOX)
+    graph.rewrite_message_ids = True
+    with caplog.at_level("WARNING"):
+        result = result_of(make_sender(graph).send(outbound(), envelope("ann@example.test"),
+                                                   "<out-1@contoso.test>"))
+    assert "not found in Sent Items" in result.detail
+    assert "may have given the message another Message-ID" in caplog.text
 
 
 def test_dsn_options_are_refused_permanently_without_a_request(graph: GraphFake) -> None:
