@@ -132,3 +132,18 @@ def test_an_access_token_expiring_mid_run_is_replaced(
     assert site.count() == 60
     assert graph.messages_in(USER, "Inbox/Support") == []
     assert site.quarantine() == []
+
+
+def test_a_50_mb_message_is_streamed_and_stored_byte_for_byte(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    line = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ=+-_!\r\n"
+    big = message(1).rstrip(b"\r\n") + b"\r\n" + line * (50 * 1024 * 1024 // len(line))
+    live_graph.add_message(USER, "Inbox/Support", big)
+    live_graph.folder(USER, "Inbox/Done")
+    site = graph_site(tmp_path, oauth_servers, live_graph)
+    site.sections["email-processing"]["maximum-msg-size"] = "60MB"
+    done = site.run_once()
+    assert done.returncode == 0, explain(done)
+    [row] = site.rows()
+    assert site.raw(row["id"]) == big
