@@ -147,3 +147,22 @@ def test_a_50_mb_message_is_streamed_and_stored_byte_for_byte(
     assert done.returncode == 0, explain(done)
     [row] = site.rows()
     assert site.raw(row["id"]) == big
+
+
+def test_throttling_is_honoured_and_a_broken_mailbox_holds_up_no_other(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    graph = live_graph
+    for n in range(30):
+        graph.add_message(USER, "Inbox/Support", message(n))
+    graph.folder(USER, "Inbox/Done")
+    site = graph_site(tmp_path, oauth_servers, graph)
+    broken = dict(site.mailboxes[0], name="broken", **{"folder-path": "Inbox/Nowhere"})
+    site.mailboxes.append(broken)
+    graph.throttle(3, retry_after=1)
+    done = site.run_once()
+    assert graph.counts["throttled"] == 3
+    assert site.count("graph") == 30, explain(done)
+    assert site.count("broken") == 0
+    assert graph.messages_in(USER, "Inbox/Support") == []
+    assert "no folder 'Nowhere'" in done.stdout + done.stderr, explain(done)
