@@ -18,6 +18,12 @@ Against the real Dovecot and Postfix of the test servers
   messages delivered one at a time; arrival-to-commit p50/p95.
 * **outbound**: ``smtplib`` sending N messages over one reused connection vs
   postroom's outbox sending the same N through its SMTP driver; ratio.
+* **over the contract fakes** (informational, ``--fakes``): the same messages
+  imported by ``postroom run --once`` from the Microsoft Graph fake
+  (``tests/fakes/graph``: delta pages, ``$value``, ``$batch`` moves; tokens from
+  the test identity provider), beside the IMAP figure. The fake is a thread
+  in this process, not Exchange: the figure shows postroom's own cost per
+  message over that protocol, not what Exchange Online would allow.
 
 Numbers are ratios against a baseline measured in the same run, so they mean
 the same on a slow or a fast machine.
@@ -316,6 +322,9 @@ def main() -> int:
     parser.add_argument(
         "--repeat", type=int, default=3, help="inbound rounds; the median ratio is the figure"
     )
+    parser.add_argument(
+        "--fakes", type=int, default=1, help="1: also import over the Graph contract fake"
+    )
     args = parser.parse_args()
     servers = start_mail_servers()
     messages = realistic_messages(args.messages)
@@ -335,6 +344,9 @@ def main() -> int:
         f"inbound  median ratio of {len(ratios)} rounds: {statistics.median(ratios):.2f}  "
         f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
     )
+    if args.fakes:
+        with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
+            ok = graph_round(servers, Path(tmp), messages) and ok
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         folder = Path(tmp)
         lat = latency(servers, folder / "lat", args.latency) if args.latency else []
@@ -379,6 +391,55 @@ def inbound_round(servers: MailServers, folder: Path, messages: list[bytes]) -> 
         f"peak RSS {rss_kib / 1024:.0f} MiB (largest of the gateway and its parse workers)"
     )
     return post_rate / base_rate, status == 0 and stored == n and left == 0
+
+
+def graph_round(servers: MailServers, folder: Path, messages: list[bytes]) -> bool:
+    """The messages imported over the Graph contract fake (informational)."""
+    from tests.fakes.graph import GraphFake, introspecting
+    from tests.integration.oauth import OAuthServers
+
+    oauth = OAuthServers(servers.state)
+    world = oauth.world
+    user = "alice@contoso.test"
+    validate = introspecting(oauth.idp_url, oauth.idp_ca_file)
+    with GraphFake(folder / "graph-tls", validate=validate) as graph:
+        for message in messages:
+            graph.add_message(user, "Inbox", message)
+        graph.folder(user, "Inbox/Done")
+        config = folder / "site.yaml"
+        config.write_text(f"""\
+store: {{driver: sqlite, path: {folder / "postroom.db"}}}
+email-processing: {{maximum-msg-size: 60MB}}
+secret-daemon: {{password: {world["daemon_secret"]}}}
+pop-client:
+  - name: graph
+    type: graph
+    server: {graph.url}
+    ca-file: {graph.ca_file}
+    mailbox: {user}
+    folder-path: Inbox
+    after-processing: move
+    move-to-folder: Inbox/Done
+    auth: azure-client-credentials
+    directory-id: {world["tenant"]}
+    client-id: {world["daemon_app"]}
+    tenant-authority: {oauth.idp_url}/
+    token-ca-file: {oauth.idp_ca_file}
+    secret: daemon
+    scope: https://graph.microsoft.com/.default
+""")
+        status, seconds, rss_kib = run_measured([POSTROOM, "run", "-c", str(config), "--once"])
+        stored = stored_count(folder / "postroom.db")
+        size = sum(map(len, messages))
+        print(
+            f"graph    postroom run --once over the fake: {stored / seconds:8.1f} msg/s "
+            f"{size / 1e6 / seconds:7.2f} MB/s  ({stored} in {seconds:.1f} s, exit {status}; "
+            f"peak RSS {rss_kib / 1024:.0f} MiB; informational: a loopback fake, not Exchange)"
+        )
+        problems = list(graph.problems)
+    if problems:
+        print(f"graph    the fake refused {len(problems)} request(s): {problems[:3]}")
+    return status == 0 and stored == len(messages) and not problems
 
 
 if __name__ == "__main__":
