@@ -2,9 +2,11 @@
 
 ``python -m tests.net.http_client '<json>'`` with ``url``, optional
 ``method``, ``headers``, ``body`` (text), ``proxy`` (ProxySettings fields),
-``ca_file``, ``timeout``, ``max_body`` and ``sink`` (a file path: the body is
-streamed there). Prints one JSON object: ``{"ok": true, "status", "headers",
-"body", "size"}`` or ``{"ok": false, "error": type, "message"}``. A
+``ca_file``, ``timeout``, ``max_body``, ``sink`` (a file path: the body is
+streamed there), ``persistent`` and ``repeat`` (the request made that many
+times: ``bodies`` lists every answer's body). Prints one JSON object:
+``{"ok": true, "status", "headers", "body", "size", "bodies"}`` or
+``{"ok": false, "error": type, "message"}``. A
 subprocess keeps the global reactor out of the test process.
 """
 
@@ -19,30 +21,39 @@ from tests.net.oneshot import run_attempt
 async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
     proxy = ProxySettings(**spec["proxy"]) if spec.get("proxy") else None
     client = HTTPClient(
-        reactor, proxy=proxy, ca_file=spec.get("ca_file"), timeout=spec.get("timeout", 10)
+        reactor,
+        proxy=proxy,
+        ca_file=spec.get("ca_file"),
+        timeout=spec.get("timeout", 10),
+        persistent=spec.get("persistent", False),
     )
     sink = open(spec["sink"], "wb") if spec.get("sink") else None  # noqa: SIM115
     body = spec.get("body")
+    bodies = []
     try:
-        answer = await client.request(
-            spec.get("method", "GET"),
-            spec["url"],
-            headers=spec.get("headers"),
-            body=body.encode() if body is not None else None,
-            sink=sink,
-            max_body=spec.get("max_body", 1024 * 1024),
-        )
+        for _ in range(spec.get("repeat", 1)):
+            answer = await client.request(
+                spec.get("method", "GET"),
+                spec["url"],
+                headers=spec.get("headers"),
+                body=body.encode() if body is not None else None,
+                sink=sink,
+                max_body=spec.get("max_body", 1024 * 1024),
+            )
+            bodies.append(answer.body.decode("utf-8", "replace"))
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     finally:
         if sink is not None:
             sink.close()
+        await client.close()
     return {
         "ok": True,
         "status": answer.status,
         "headers": dict(answer.headers),
         "body": answer.body.decode("utf-8", "replace"),
         "size": answer.size,
+        "bodies": bodies,
     }
 
 

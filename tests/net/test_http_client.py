@@ -46,6 +46,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         path = urlsplit(self.path)
         if path.path == "/peer":
             self._answer(200, self.client_address[0].encode(), X_Test="yes")
+        elif path.path == "/port":
+            self._answer(200, str(self.client_address[1]).encode())
         elif path.path == "/big":
             size = int(parse_qs(path.query)["n"][0])
             self.send_response(200)
@@ -69,11 +71,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._answer(201, f"{kind} {data.decode()}".encode())
 
 
+class _KeepAliveHandler(_Handler):
+    protocol_version = "HTTP/1.1"  # answers with Content-Length: a connection may be reused
+
+
 class HTTPSServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, tls: TestCA) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
+        super().__init__(("127.0.0.1", 0), _KeepAliveHandler)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(os.fspath(tls.cert_file), os.fspath(tls.key_file))
         self.socket = context.wrap_socket(self.socket, server_side=True)
@@ -183,3 +189,13 @@ def test_a_proxy_refusing_our_credentials_is_named(
     assert result["error"] == "HTTPUnavailable"
     assert f"{proxy['host']}:{proxy['port']}" in result["message"]
     assert "wrong-proxy-password" not in result["message"]
+
+
+@pytest.mark.parametrize(("persistent", "connections"), [(True, 1), (False, 3)])
+def test_a_persistent_client_reuses_its_connection(
+    server: HTTPSServer, tls: TestCA, persistent: bool, connections: int
+) -> None:
+    result = request(url=server.url("/port"), ca_file=str(tls.ca_file), repeat=3,
+                     persistent=persistent)  # fmt: skip
+    assert result["ok"] and len(result["bodies"]) == 3
+    assert len(set(result["bodies"])) == connections  # one client port per connection

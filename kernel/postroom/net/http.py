@@ -39,7 +39,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, ResponseDone
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import IAgentEndpointFactory
@@ -55,6 +55,11 @@ MAX_BODY = 1024 * 1024
 #: seconds for one request, connection and answer together
 DEFAULT_TIMEOUT = 30.0
 USER_AGENT = "postroom"
+#: open connections kept per host by a ``persistent`` client
+MAX_PERSISTENT = 4
+#: seconds an idle kept connection stays open: shorter than servers' own idle
+#: timeouts, so a request rarely meets a connection the server already closed
+IDLE_CONNECTION_SECONDS = 30.0
 
 
 class HTTPUnavailable(ConnectionDown):
@@ -169,14 +174,39 @@ class HTTPClient:
         proxy: ProxySettings | None = None,
         ca_file: str | os.PathLike[str] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        persistent: bool = False,
     ) -> None:
         self.reactor = reactor
         self.clock = clock if clock is not None else reactor
         self.proxy = proxy
         self.ca_file = os.fspath(ca_file) if ca_file else None
         self.timeout = timeout
+        #: keep connections open between requests (one TLS handshake, not one
+        #: per request); :meth:`close` closes them
+        self.persistent = persistent
+        self._pools: dict[tuple[str | None, float], HTTPConnectionPool] = {}
         #: requests sent (metrics, tests)
         self.requests = 0
+
+    def _agent(self, trust: str | None, timeout: float) -> Agent:
+        """An Agent for one trust root; with ``persistent``, over a pool of its
+        own (a connection verified against one CA file is never reused for another)."""
+        endpoints = _Endpoints(self.reactor, self.clock, self.proxy, trust, timeout)
+        if not self.persistent:
+            return Agent.usingEndpointFactory(self.reactor, endpoints)
+        pool = self._pools.get((trust, timeout))
+        if pool is None:
+            pool = HTTPConnectionPool(self.reactor, persistent=True)
+            pool.maxPersistentPerHost = MAX_PERSISTENT
+            pool.cachedConnectionTimeout = IDLE_CONNECTION_SECONDS  # type: ignore[assignment]
+            self._pools[(trust, timeout)] = pool
+        return Agent.usingEndpointFactory(self.reactor, endpoints, pool=pool)
+
+    def close(self) -> defer.Deferred[None]:
+        """Close the connections kept open (``persistent``); fires once they are."""
+        pools, self._pools = list(self._pools.values()), {}
+        closing = [pool.closeCachedConnections() for pool in pools]
+        return defer.DeferredList(closing).addCallback(lambda _: None)
 
     def __repr__(self) -> str:
         via = f"via {self.proxy.kind} proxy {self.proxy.where}" if self.proxy else "direct"
@@ -225,9 +255,7 @@ class HTTPClient:
         for name, value in headers.items():
             raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
         trust = os.fspath(ca_file) if ca_file else self.ca_file
-        agent = Agent.usingEndpointFactory(
-            self.reactor, _Endpoints(self.reactor, self.clock, self.proxy, trust, timeout)
-        )
+        agent = self._agent(trust, timeout)
         producer = FileBodyProducer(BytesIO(body)) if body is not None else None
         self.requests += 1
         pending = agent.request(method.encode("ascii"), url.encode("ascii"), raw, producer)

@@ -126,6 +126,7 @@ class GraphSender:
             proxy=proxy_for(self.context.config, None, "graph"),
             ca_file=self.ca_file,
             timeout=self.timeout,
+            persistent=True,
         )
 
     # -- what the session asks of its owner
@@ -153,7 +154,9 @@ class GraphSender:
         return ensureDeferred(self._send(message, envelope, message_id))
 
     def close(self) -> Deferred[None]:
-        return ensureDeferred(_nothing())
+        """Close the connections kept open between sends."""
+        session = getattr(self, "session", None)
+        return session.http.close() if session is not None else ensureDeferred(_nothing())
 
     async def _send(self, message: bytes, envelope: Envelope, message_id: str) -> SendResult:
         dsn = [p for p in (*envelope.mail_options, *envelope.rcpt_options)

@@ -160,6 +160,7 @@ class GraphSource(SourceBase):
             proxy=proxy_for(self.context.config, None, "graph"),
             ca_file=self.ca_file,
             timeout=self.timeout,
+            persistent=True,
         )
 
     @property
@@ -485,6 +486,7 @@ class GraphSource(SourceBase):
                 self.name, exc, extra={"mailbox": self.name},
             )
         self._pending = []
+        await self.session.http.close()  # the connections kept open between requests
 
 
 def _size_of(entry: dict[str, Any]) -> int | None:

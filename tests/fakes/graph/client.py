@@ -34,6 +34,7 @@ class BlockingHTTP:
     ca_file: str
     timeout: float = 10.0
     sent: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    closed: bool = False
 
     def request(
         self,
@@ -49,6 +50,11 @@ class BlockingHTTP:
             return defer.succeed(self._request(method, url, headers or {}, body, max_body, sink))
         except Exception as exc:
             return defer.fail(exc)
+
+    def close(self) -> defer.Deferred[None]:
+        """As ``HTTPClient.close``: this double keeps no connection open."""
+        self.closed = True
+        return defer.succeed(None)
 
     def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None,
                  max_body: int, sink: Any) -> Response:
