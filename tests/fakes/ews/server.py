@@ -27,6 +27,8 @@ from xml.sax.saxutils import escape
 
 from lxml import etree
 
+from tests.pki import TestCA, make_tls_files
+
 SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
 T = "http://schemas.microsoft.com/exchange/services/2006/types"
 M = "http://schemas.microsoft.com/exchange/services/2006/messages"
@@ -129,10 +131,11 @@ class Mailbox:
 class EWSFake:
     """The HTTPS server, its store and its controls. Use as a context manager."""
 
-    def __init__(self, tls_dir: Path, user: str = "agent@example.com", password: str = "s3cret"):
-        from tests.pki import make_tls_files
-
-        self.tls = make_tls_files(tls_dir)
+    def __init__(
+        self, tls: Path | TestCA, user: str = "agent@example.com", password: str = "s3cret"
+    ) -> None:
+        """*tls*: the test CA's files, or a folder to make new ones in."""
+        self.tls = tls if isinstance(tls, TestCA) else make_tls_files(tls)
         self.user = user
         self.password = password
         #: bearer tokens the fake accepts (tests add and revoke them)
@@ -174,7 +177,9 @@ class EWSFake:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
         self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self.thread.start()
         return self
 

@@ -18,6 +18,7 @@ from postroom.drivers import DriverContext
 from postroom.runner import InlineRunner
 from postroom_ews.source import EWSSource
 from tests.fakes.ews.server import EWSFake
+from tests.pki import TestCA, make_tls_files
 from tests.plugins.fake_auth import FakeAuthenticator, proxy_section
 
 
@@ -96,9 +97,15 @@ class Harness:
         return results[0]
 
 
+@pytest.fixture(scope="session")
+def ews_tls(tmp_path_factory: pytest.TempPathFactory) -> TestCA:
+    """One test CA and server certificate for every EWS test (key generation is slow)."""
+    return make_tls_files(tmp_path_factory.mktemp("ews-tls"))
+
+
 @pytest.fixture
-def fake(tmp_path: Path) -> Iterator[EWSFake]:
-    with EWSFake(tmp_path / "tls") as server:
+def fake(ews_tls: TestCA) -> Iterator[EWSFake]:
+    with EWSFake(ews_tls) as server:
         yield server
     assert server.protocol_errors == [], server.protocol_errors
 
