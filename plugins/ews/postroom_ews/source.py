@@ -148,12 +148,20 @@ class EWSSource(ServerSourceBase):
             "(a path under the top of the mailbox; it must exist).",
         )
         add(
+            "smtp-address",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="The primary SMTP address of the mailbox read, when it is not "
+            "`mailbox` (the user logging in): a shared mailbox the user has delegate access "
+            "to, or the mailbox a service account impersonates.",
+        )
+        add(
             "impersonation",
             "bool",
             scope=Scope.MAILBOX,
             types=TYPES,
             default="false",
-            description="Log in as a service account and act as `mailbox` "
+            description="Log in as a service account (`mailbox`) and act as `smtp-address` "
             "(ExchangeImpersonation); the account needs the ApplicationImpersonation role.",
         )
         add(
@@ -174,9 +182,12 @@ class EWSSource(ServerSourceBase):
         if not self.url.lower().startswith("https://"):
             raise mailbox.error("server must be an https:// EWS URL", "server")
         self.where = f"server {self.url}"
-        self.address = str(mailbox.get("mailbox") or "")
+        address_option = "smtp-address" if mailbox.get("smtp-address") else "mailbox"
+        self.address = str(mailbox.get(address_option) or "")
         if "@" not in self.address:
-            raise mailbox.error("mailbox must be the mailbox's SMTP address", "mailbox")
+            raise mailbox.error(
+                f"{address_option} must be the mailbox's SMTP address", address_option
+            )
         self.folder_path = str(mailbox.get("folder-path"))
         self.after = str(mailbox.get("after-processing"))
         self.move_to: str | None = mailbox.get("move-to-folder")
@@ -207,6 +218,8 @@ class EWSSource(ServerSourceBase):
         """Run a blocking exchangelib call in the thread pool; back off on
         ErrorServerBusy on the kernel's clock; map errors to postroom's."""
         for attempt in range(BUSY_RETRIES + 1):
+            if self.debug:
+                log.info("mailbox %s: EWS %s", self.name, what, extra={"mailbox": self.name})
             try:
                 result: R = await self.context.runner.run(fn, *args)
                 return result

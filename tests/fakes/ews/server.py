@@ -141,6 +141,8 @@ class EWSFake:
         #: bearer tokens the fake accepts (tests add and revoke them)
         self.tokens: set[str] = set()
         self.store = Mailbox()
+        #: the SMTP addresses this store answers for (the user's; tests add shared ones)
+        self.mailboxes = {user.lower()}
         self.lock = threading.Lock()
         #: every refused request: (operation, code, text)
         self.protocol_errors: list[tuple[str, str, str]] = []
@@ -381,7 +383,7 @@ class EWSFake:
             if name not in WELL_KNOWN:
                 return None
             mailbox = element.findtext(f"{{{T}}}Mailbox/{{{T}}}EmailAddress")
-            if mailbox is not None and mailbox.lower() != self.user.lower():
+            if mailbox is not None and mailbox.lower() not in self.mailboxes:
                 return None
             return self.store.folders[name]
         if local == "FolderId":

@@ -178,10 +178,12 @@ def test_an_expired_token_is_refreshed_by_the_auth_driver_and_tried_again(
     assert process(h, h.settle(h.source.list_new(None))) == [message(0)]
 
 
-def test_impersonation_sends_exchange_impersonation(fake: EWSFake, tmp_path: Path) -> None:
-    h = Harness(fake, tmp_path / "spool", impersonation=True)
+def test_impersonation_acts_as_the_smtp_address(fake: EWSFake, tmp_path: Path) -> None:
+    fake.mailboxes.add("support@example.com")
+    h = Harness(fake, tmp_path / "spool", impersonation=True, smtp_address="support@example.com")
     h.settle(h.source.connect())
-    assert fake.impersonated and set(fake.impersonated) == {fake.user}
+    assert fake.impersonated and set(fake.impersonated) == {"support@example.com"}
+    assert h.auth.creds.username == fake.user  # the service account logs in
 
 
 def test_an_unknown_ca_is_refused(fake: EWSFake, tmp_path: Path) -> None:
@@ -192,3 +194,16 @@ def test_an_unknown_ca_is_refused(fake: EWSFake, tmp_path: Path) -> None:
     with pytest.raises(SourceError):
         h.settle(h.source.connect())
     assert fake.counts == {}
+
+
+def test_the_site_proxy_becomes_a_requests_proxy_url() -> None:
+    from postroom.net.proxy import ProxySettings
+    from postroom_ews.source import _proxy_url
+
+    socks = ProxySettings(kind="socks5", host="proxy.test", port=1080, resolve_at_proxy=True)
+    assert _proxy_url(socks) == "socks5h://proxy.test:1080"
+    local = ProxySettings(kind="socks5", host="proxy.test", port=1080, resolve_at_proxy=False)
+    assert _proxy_url(local) == "socks5://proxy.test:1080"
+    http = ProxySettings(kind="http", host="proxy.test", port=3128, user="u@x", password="p:w")
+    assert _proxy_url(http) == "http://u%40x:p%3Aw@proxy.test:3128"
+    assert _proxy_url(None) is None
