@@ -239,6 +239,33 @@ class EWSClient:
             )
         )
 
+    # --- sending
+
+    def sent_items(self) -> Folder:
+        """Sent Items (one GetFolder the first time): ``check --connect`` and
+        the folder SendAndSaveCopy saves into."""
+        folder: Folder = self.account.sent
+        return folder
+
+    def send_mime(self, mime: bytes, save_copy: bool) -> None:
+        """CreateItem of a Message with MimeContent, MessageDisposition
+        SendAndSaveCopy (into Sent Items) or SendOnly. Exchange delivers to
+        the To, Cc and Bcc addresses of the MIME itself."""
+        from exchangelib.items import SEND_AND_SAVE_COPY, SEND_ONLY, Message
+        from exchangelib.services import CreateItem
+
+        item = Message(account=self.account, mime_content=mime)
+        [result] = list(
+            CreateItem(account=self.account).call(
+                items=[item],
+                folder=self.sent_items() if save_copy else None,
+                message_disposition=SEND_AND_SAVE_COPY if save_copy else SEND_ONLY,
+                send_meeting_invitations="SendToNone",
+            )
+        )
+        if isinstance(result, Exception):
+            raise result
+
     @staticmethod
     def _errors(results: Any) -> list[Exception]:
         """The failures of a bulk call, but an item already gone is no failure."""

@@ -15,6 +15,9 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import email
+import email.policy
+import email.utils
 import itertools
 import ssl
 import threading
@@ -49,7 +52,7 @@ VERSIONS = {
 #: the SOAP header elements of the EWS schema the fake accepts
 HEADERS = {"RequestServerVersion", "ExchangeImpersonation", "TimeZoneContext", "MailboxCulture"}
 #: DistinguishedFolderIdNameType values the fake holds
-WELL_KNOWN = ("root", "msgfolderroot", "inbox", "deleteditems")
+WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems")
 #: what an error SyncFolderItemsResponseMessage still holds (the schema's
 #: SyncFolderItemsResponseMessageType: SyncState and IncludesLastItemInRange;
 #: exchangelib 5.6 reads both before it looks at ResponseClass)
@@ -93,6 +96,7 @@ class Mailbox:
         root = self.add_folder("msgfolderroot", top.id, "Top of Information Store")
         self.add_folder("inbox", root.id, "Inbox")
         self.add_folder("deleteditems", root.id, "Deleted Items")
+        self.add_folder("sentitems", root.id, "Sent Items")
 
     def new_id(self, prefix: str) -> str:
         # Real ids are long base64 strings; these keep the same character set.
@@ -160,6 +164,8 @@ class EWSFake:
         #: impersonated mailboxes seen
         self.impersonated: list[str] = []
         self.max_changes_seen: list[int] = []
+        #: messages CreateItem sent: (MIME as received, MessageDisposition, recipients)
+        self.sent: list[tuple[bytes, str, list[str]]] = []
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -655,6 +661,55 @@ class EWSFake:
             self.store.remove(item)
             answers.append(self._ok("DeleteItem", ""))
         return self._messages("DeleteItem", answers)
+
+    def op_CreateItem(self, op: Any) -> str:
+        # "CreateItem operation (email message)": MessageDisposition SaveOnly |
+        # SendOnly | SendAndSaveCopy; SavedItemFolderId only with SendAndSaveCopy
+        # or SaveOnly; Items/t:Message with t:MimeContent (base64). Exchange
+        # delivers to the To, Cc and Bcc of the MIME ("MimeContent").
+        disposition = op.get("MessageDisposition")
+        if disposition not in ("SaveOnly", "SendOnly", "SendAndSaveCopy"):
+            raise Refused("ErrorSchemaValidation", f"MessageDisposition {disposition!r}")
+        parts = self._children(op, {"SavedItemFolderId": False, "Items": True})
+        saved = None
+        if "SavedItemFolderId" in parts:
+            if disposition == "SendOnly":
+                raise Refused("ErrorInvalidRequest", "SavedItemFolderId with SendOnly")
+            refs = list(parts["SavedItemFolderId"])
+            saved = self._folder_ref(refs[0]) if len(refs) == 1 else None
+            if saved is None:
+                raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
+        answers = []
+        for item in parts["Items"]:
+            if etree.QName(item).namespace != T or etree.QName(item).localname != "Message":
+                raise Refused("ErrorSchemaValidation", f"{item.tag} in Items")
+            content = item.find(f"{{{T}}}MimeContent")
+            if content is None or not (content.text or "").strip():
+                raise Refused("ErrorSchemaValidation", "Message without MimeContent")
+            mime = base64.b64decode(content.text, validate=True)
+            parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
+            recipients = [
+                address
+                for header in ("To", "Cc", "Bcc")
+                for _name, address in email.utils.getaddresses(parsed.get_all(header, []))
+            ]
+            if not recipients and disposition != "SaveOnly":
+                answers.append(
+                    self._error(
+                        "CreateItem",
+                        "ErrorInvalidRecipients",
+                        "At least one recipient is required.",
+                    )
+                )
+                continue
+            self.sent.append((mime, disposition, recipients))
+            if saved is not None:
+                copy = self.store.new_id("item")
+                self.store.mime[copy] = mime
+                saved.items.append(copy)
+                self.store.log[saved.id].append(copy)
+            answers.append(self._ok("CreateItem", "<m:Items/>"))
+        return self._messages("CreateItem", answers)
 
 
 def raw_request(fake: EWSFake, body: bytes, authorization: str | None) -> tuple[int, bytes]:
