@@ -87,7 +87,8 @@ class EWSSource(ServerSourceBase):
             "mailbox",
             scope=Scope.MAILBOX,
             types=TYPES,
-            description="The mailbox's primary SMTP address (and user name to log in with).",
+            description="The user name to log in with (with `auth: basic`), and the SMTP "
+            "address of the mailbox read unless `smtp-address` is set.",
         )
         add(
             "password",
