@@ -6,7 +6,9 @@ How it meets the kernel's contract (``ISource``):
   with the auth driver's credentials and opens the folder (one authenticated
   GetFolder, which also serves ``postroom check --connect``). A 401 has the
   auth driver refresh its token and is tried once more (``log_in``).
-- **list_new**: SyncFolderItems pages from the cursor (the sync state). The
+- **list_new**: SyncFolderItems pages from the cursor (the sync state); the
+  first listing of a connection lists the folder whole (it holds only what is
+  not processed yet) to find what a killed run stored but did not move. The
   items of a page carry the state the page started from as their cursor, its
   last item the state it ended at: after a crash the page is listed again and
   what the store already holds is skipped (``known_source_keys``), so nothing
@@ -212,6 +214,7 @@ class EWSSource(ServerSourceBase):
         self._target: Any = None
         self._pending: list[str] = []
         self._resume: tuple[str | None, str] | None = None
+        self._first_listing = True
 
     # ------------------------------------------------------------ calls
 
@@ -282,6 +285,7 @@ class EWSSource(ServerSourceBase):
         except UnauthorizedError as exc:
             raise LoginRefused(str(exc) or "HTTP 401") from None
         self.client = client
+        self._first_listing = True
         if self.after == "move":
             assert self.move_to is not None
             self._target = await self._call(
@@ -308,7 +312,15 @@ class EWSSource(ServerSourceBase):
         client = self._connected()
         stored = getattr(cursor, "value", cursor) or None
         state = stored
-        if self._resume is not None and self._resume[0] == stored:
+        if self._first_listing:
+            # The folder holds only what is not yet processed (after-processing
+            # deletes or moves every stored message), so listing it whole is as
+            # long as the backlog, and it finds messages stored but not yet
+            # moved or deleted when the gateway was killed, which a sync from
+            # the cursor would never report again.
+            self._first_listing = False
+            state = None
+        elif self._resume is not None and self._resume[0] == stored:
             state = self._resume[1]  # everything listed last time is committed
         try:
             pages = await self._pages(client, state)
@@ -333,6 +345,7 @@ class EWSSource(ServerSourceBase):
                     )
                 )
         items = await self._unknown(items)
+        await self._flush()  # what was stored but not yet moved or deleted (a crash)
         final = pages[-1].end if pages else state
         expected = items[-1].cursor if items else stored
         self._resume = (expected, final) if final else None
@@ -348,7 +361,8 @@ class EWSSource(ServerSourceBase):
                 return pages
 
     async def _unknown(self, items: list[SourceItem]) -> list[SourceItem]:
-        """Leave out the items the store already holds (a page listed again)."""
+        """Leave out the items the store already holds (a page listed again),
+        and queue them for the after-processing action they may have missed."""
         lookup = self.context.known_source_keys
         if lookup is None or not items:
             return items
@@ -356,6 +370,8 @@ class EWSSource(ServerSourceBase):
         if not known:
             return items
         fresh = [i for i in items if i.source_key not in known]
+        # stored before a crash or a failed acknowledgement: acknowledge them now
+        self._pending.extend(i.source_key for i in items if i.source_key in known)
         log.info(
             "mailbox %s: %d listed message(s) already stored, skipped",
             self.name,

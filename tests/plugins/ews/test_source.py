@@ -92,6 +92,9 @@ def test_a_crash_mid_page_loses_nothing_and_fetches_nothing_twice(
     listed = restarted.settle(restarted.source.list_new(cursor))
     assert [i.source_key for i in listed] == ids[3:]
     assert listed[-1].cursor == items[-1].cursor
+    # the three stored before the crash are deleted now (restarted: after-processing delete)
+    assert fake.store.folders["inbox"].items == ids[3:]
+    assert "GetItem" not in fake.counts
 
 
 def test_an_invalid_sync_state_resyncs_without_a_duplicate(
