@@ -154,6 +154,8 @@ class EWSClient:
             with contextlib.suppress(KeyError):
                 del Protocol[config]
         self.folder: Folder | None = None
+        #: where processed items are moved (after-processing: move)
+        self.target: Folder | None = None
 
     def close(self) -> None:
         self.protocol.close()
@@ -224,6 +226,11 @@ class EWSClient:
             raise found
         content = found.mime_content
         return content if isinstance(content, bytes) else (content or "").encode()
+
+    def move_to_target(self, item_ids: list[str]) -> list[Exception]:
+        """Move to :attr:`target` (the processed folder, found at login)."""
+        assert self.target is not None
+        return self.move(item_ids, self.target)
 
     def move(self, item_ids: list[str], folder: Folder) -> list[Exception]:
         return self._errors(

@@ -40,6 +40,7 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom.api import (
+    AuthenticationFailed,
     ConnectionDown,
     Credentials,
     DriverContext,
@@ -211,7 +212,6 @@ class EWSSource(ServerSourceBase):
         )
         self.debug = bool(mailbox.get("enable-debug"))
         self.client: EWSClient | None = None
-        self._target: Any = None
         self._pending: list[str] = []
         self._resume: tuple[str | None, str] | None = None
         self._first_listing = True
@@ -254,6 +254,33 @@ class EWSSource(ServerSourceBase):
                 raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
         raise AssertionError("unreachable")
 
+    async def _session(self, what: str, method: str, *args: Any) -> Any:
+        """``client.<method>(*args)`` on the connected client; a 401 meanwhile
+        (an access token that expired while connected) logs in again with
+        fresh credentials from the auth driver and tries once more."""
+        try:
+            return await self._call(what, getattr(self._connected(), method), *args)
+        except UnauthorizedError as exc:
+            log.info(
+                "mailbox %s: %s refused the credentials during %s (%s); logging in again",
+                self.name, self.where, what, exc, extra={"mailbox": self.name},
+            )  # fmt: skip
+            self.login_refused(str(exc) or "HTTP 401")
+        await self._close_client()
+        await self.log_in(self._try_login, await self.credentials())
+        try:
+            return await self._call(what, getattr(self._connected(), method), *args)
+        except UnauthorizedError as exc:
+            self.login_refused(str(exc) or "HTTP 401")
+            raise AuthenticationFailed(
+                f"login refused for mailbox {self.name} on {self.where}: {exc}"
+            ) from None
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await self.context.runner.run(client.close)
+
     def _connected(self) -> EWSClient:
         if self.client is None:
             raise ConnectionDown(f"mailbox {self.name}: not connected to {self.where}")
@@ -288,7 +315,7 @@ class EWSSource(ServerSourceBase):
         self._first_listing = True
         if self.after == "move":
             assert self.move_to is not None
-            self._target = await self._call(
+            client.target = await self._call(
                 f"opening move-to-folder {self.move_to!r}", client.find_folder, self.move_to
             )
         log.info(
@@ -309,7 +336,7 @@ class EWSSource(ServerSourceBase):
 
     async def _list_new(self, cursor: Any) -> list[SourceItem]:
         await self._flush()
-        client = self._connected()
+        self._connected()
         stored = getattr(cursor, "value", cursor) or None
         state = stored
         if self._first_listing:
@@ -323,7 +350,7 @@ class EWSSource(ServerSourceBase):
         elif self._resume is not None and self._resume[0] == stored:
             state = self._resume[1]  # everything listed last time is committed
         try:
-            pages = await self._pages(client, state)
+            pages = await self._pages(state)
         except ErrorInvalidSyncStateData:
             log.warning(
                 "mailbox %s: %s no longer knows the sync state; listing the folder again "
@@ -332,7 +359,7 @@ class EWSSource(ServerSourceBase):
                 self.where,
                 extra={"mailbox": self.name},
             )
-            pages = await self._pages(client, None)
+            pages = await self._pages(None)
         items: list[SourceItem] = []
         for page in pages:
             for index, change in enumerate(page.items):
@@ -351,10 +378,10 @@ class EWSSource(ServerSourceBase):
         self._resume = (expected, final) if final else None
         return items
 
-    async def _pages(self, client: EWSClient, state: str | None) -> list[Page]:
+    async def _pages(self, state: str | None) -> list[Page]:
         pages: list[Page] = []
         while True:
-            page, last = await self._call("SyncFolderItems", client.sync_page, state)
+            page, last = await self._session("SyncFolderItems", "sync_page", state)
             pages.append(page)
             state = page.end
             if last:
@@ -390,9 +417,9 @@ class EWSSource(ServerSourceBase):
         return ensureDeferred(self._fetch(item))
 
     async def _fetch(self, item: SourceItem) -> FetchedMessage:
-        client = self._connected()
+        self._connected()
         self.note_size(item.source_key, item.size)
-        mime = await self._call("GetItem", client.mime, item.source_key)
+        mime = await self._session("GetItem", "mime", item.source_key)
         if mime is None:
             log.warning(
                 "mailbox %s: message %s was deleted from %s after it was listed; skipped",
@@ -428,11 +455,11 @@ class EWSSource(ServerSourceBase):
         if not self._pending:
             return
         ids, self._pending = self._pending, []
-        client = self._connected()
+        self._connected()
         if self.after == "move":
-            failures = await self._call("MoveItem", client.move, ids, self._target)
+            failures = await self._session("MoveItem", "move_to_target", ids)
         else:
-            failures = await self._call("DeleteItem", client.delete, ids)
+            failures = await self._session("DeleteItem", "delete", ids)
         if failures:
             raise SourceError(
                 f"mailbox {self.name}: {len(failures)} of {len(ids)} processed message(s) "

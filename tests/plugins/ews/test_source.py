@@ -210,3 +210,36 @@ def test_the_site_proxy_becomes_a_requests_proxy_url() -> None:
     http = ProxySettings(kind="http", host="proxy.test", port=3128, user="u@x", password="p:w")
     assert _proxy_url(http) == "http://u%40x:p%3Aw@proxy.test:3128"
     assert _proxy_url(None) is None
+
+
+def test_a_token_expiring_mid_run_is_refreshed_and_the_call_tried_again(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    fake.tokens = {"token-1"}
+    h = Harness(fake, tmp_path / "spool", after_processing="move", move_to_folder="Processed")
+    fake.store.add_folder(None, fake.store.folders["msgfolderroot"].id, "Processed")
+    h.auth = FakeAuthenticator(fake.user, "token-1", "BEARER", refreshed=("token-2",))
+    h.context = attrs.evolve(h.context, authenticator=h.auth)
+    h.source = EWSSource(h.source.mailbox, h.context)
+    seed(fake, 2)
+    h.settle(h.source.connect())
+    items = h.settle(h.source.list_new(None))
+    fake.tokens = {"token-2"}  # token-1 expired
+    assert process(h, items) == [message(0), message(1)]
+    h.settle(h.source.disconnect())
+    assert h.auth.invalidated == 1
+    assert fake.counts["401"] == 1
+    assert fake.store.folders["inbox"].items == []
+
+
+def test_a_password_changed_mid_run_is_an_authentication_failure(
+    fake: EWSFake, harness: Harness
+) -> None:
+    seed(fake, 1)
+    h = harness
+    h.settle(h.source.connect())
+    items = h.settle(h.source.list_new(None))
+    fake.password = "changed"
+    with pytest.raises(AuthenticationFailed):
+        h.settle(h.source.fetch(items[0]))
+    assert h.auth.invalidated >= 1
