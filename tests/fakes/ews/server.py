@@ -150,6 +150,8 @@ class EWSFake:
         self.lock = threading.Lock()
         #: every refused request: (operation, code, text)
         self.protocol_errors: list[tuple[str, str, str]] = []
+        #: the addresses requests came from (a proxy connects from its own)
+        self.clients: set[str] = set()
         #: requests per operation
         self.counts: dict[str, int] = {}
         #: answer the next N requests with ErrorServerBusy (BackOffMilliseconds below)
@@ -209,6 +211,8 @@ class EWSFake:
     # --- HTTP
 
     def handle(self, request: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.clients.add(request.client_address[0])
         length = int(request.headers.get("Content-Length") or 0)
         body = request.rfile.read(length)
         operation = "?"

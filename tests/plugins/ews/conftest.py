@@ -31,9 +31,12 @@ def message(n: int, size: int = 0) -> bytes:
 
 
 class Config:
+    def __init__(self, proxy: dict[str, Any] | None = None) -> None:
+        self.proxy = proxy
+
     def get(self, section: str, name: str) -> Any:
         if section == "proxy":
-            return proxy_section(name)
+            return proxy_section(name, self.proxy)
         assert (section, name) == ("email-processing", "maximum-msg-size")
         return 10 * 1024 * 1024
 
@@ -62,7 +65,9 @@ def mailbox_config(fake: EWSFake, **options: Any) -> MailboxConfig:
 class Harness:
     """An EWSSource on the fake, its clock, and a stand-in for the store's keys."""
 
-    def __init__(self, fake: EWSFake, spool: Path, **options: Any) -> None:
+    def __init__(
+        self, fake: EWSFake, spool: Path, proxy: dict[str, Any] | None = None, **options: Any
+    ) -> None:
         self.fake = fake
         self.clock = task.Clock()
         self.stored: set[str] = set()
@@ -72,7 +77,7 @@ class Harness:
             reactor=self.clock,
             clock=self.clock,
             runner=InlineRunner(),
-            config=Config(),
+            config=Config(proxy),
             spool_dir=str(spool),
             authenticator=self.auth,
             known_source_keys=self.known,
