@@ -19,6 +19,7 @@ import email
 import email.policy
 import email.utils
 import itertools
+import socket
 import ssl
 import threading
 from collections.abc import Iterator
@@ -59,8 +60,9 @@ WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems")
 SYNC_ERROR = (
     "<m:SyncState></m:SyncState><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"
 )
-#: XML parser that never resolves entities nor reads the network
-PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=False)
+#: XML parser that never resolves entities nor reads the network (long text
+#: nodes allowed: MimeContent of a large message is one)
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
 
 
 class Refused(Exception):
@@ -159,6 +161,8 @@ class EWSFake:
         self.busy_back_off_ms = 3000
         #: the next SyncFolderItems with a SyncState answers ErrorInvalidSyncStateData
         self.invalid_sync_state = False
+        #: operation -> how many of its next answers are cut off halfway
+        self.cut: dict[str, int] = {}
         #: item ids deleted just before a GetItem asks for them
         self.vanish: set[str] = set()
         #: states this server issued (an unknown one is invalid)
@@ -234,7 +238,21 @@ class EWSFake:
                     self._send(request, 500, self._busy_fault())
                     return
                 answer = getattr(self, f"op_{operation}")(op)
-            self._send(request, 200, self._envelope(answer))
+                cut = self.cut.get(operation, 0)
+                if cut:
+                    self.cut[operation] = cut - 1
+            reply = self._envelope(answer)
+            if cut:  # announce the whole answer, send half, drop the connection
+                request.send_response(200)
+                request.send_header("Content-Type", "text/xml; charset=utf-8")
+                request.send_header("Content-Length", str(len(reply)))
+                request.end_headers()
+                request.wfile.write(reply[: len(reply) // 2])
+                request.wfile.flush()
+                request.close_connection = True
+                request.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._send(request, 200, reply)
         except (Refused, etree.XMLSyntaxError) as exc:
             code = exc.code if isinstance(exc, Refused) else "ErrorSchemaValidation"
             text = exc.text if isinstance(exc, Refused) else str(exc)

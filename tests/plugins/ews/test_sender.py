@@ -112,3 +112,13 @@ def test_recipient_headers_follow_the_envelope() -> None:
         with_recipients(MESSAGE, ["ann@example.test", "bob@example.test", "carol@example.test"])
         == MESSAGE
     )
+
+
+def test_a_10_mb_message_is_sent_byte_for_byte(fake: EWSFake, tmp_path: Path) -> None:
+    sender = build(tmp_path, fake)
+    line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n"
+    big = MESSAGE + line * (10 * 1024 * 1024 // len(line))
+    rcpt = ["ann@example.test", "bob@example.test", "carol@example.test"]
+    run(sender.send(big, envelope(*rcpt), "<m1@example.com>"))
+    [(mime, _d, _r)] = fake.sent
+    assert mime == big

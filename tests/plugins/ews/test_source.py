@@ -243,3 +243,34 @@ def test_a_password_changed_mid_run_is_an_authentication_failure(
     with pytest.raises(AuthenticationFailed):
         h.settle(h.source.fetch(items[0]))
     assert h.auth.invalidated >= 1
+
+
+def test_a_connection_cut_mid_download_is_connection_down_then_fetched_again(
+    fake: EWSFake, harness: Harness
+) -> None:
+    from postroom.errors import ConnectionDown
+
+    big = message(7, size=3 * 1024 * 1024)
+    fake.store.add(big)
+    h = harness
+    h.settle(h.source.connect())
+    [item] = h.settle(h.source.list_new(None))
+    fake.cut["GetItem"] = 1
+    with pytest.raises(ConnectionDown):
+        h.settle(h.source.fetch(item))
+    assert list(Path(h.context.spool_dir).iterdir()) == []  # nothing half-written left
+    fetched = h.settle(h.source.fetch(item))
+    assert Path(fetched.raw.path).read_bytes() == big
+    assert fetched.raw.size == len(big) == item.size
+
+
+def test_a_50_mb_message_is_stored_byte_for_byte(fake: EWSFake, harness: Harness) -> None:
+    big = message(8, size=50 * 1024 * 1024)
+    fake.store.add(big)
+    h = harness
+    h.settle(h.source.connect())
+    [item] = h.settle(h.source.list_new(None))
+    assert item.size == len(big)
+    fetched = h.settle(h.source.fetch(item))
+    assert fetched.raw.size == len(big)
+    assert Path(fetched.raw.path).read_bytes() == big
