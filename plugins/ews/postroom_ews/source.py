@@ -1,0 +1,518 @@
+"""The ``ews`` source: one folder of an Exchange mailbox, read over EWS.
+
+How it meets the kernel's contract (``ISource``):
+
+- **connect**: builds the exchangelib account (:mod:`postroom_ews.client`)
+  with the auth driver's credentials and opens the folder (one authenticated
+  GetFolder, which also serves ``postroom check --connect``). A 401 has the
+  auth driver refresh its token and is tried once more (``log_in``).
+- **list_new**: SyncFolderItems pages from the cursor (the sync state); the
+  first listing of a connection lists the folder whole (it holds only what is
+  not processed yet) to find what a killed run stored but did not move. The
+  items of a page carry the state the page started from as their cursor, its
+  last item the state it ended at: after a crash the page is listed again and
+  what the store already holds is skipped (``known_source_keys``), so nothing
+  is lost and nothing is stored twice. An invalid sync state
+  (``ErrorInvalidSyncStateData``) starts over from no state, the same way.
+- **fetch**: GetItem with MimeContent, written to a spool file byte for byte;
+  an item gone since the listing is skipped and logged.
+- **acknowledge**: MoveItem to ``move-to-folder`` or DeleteItem (HardDelete),
+  batched, after the commit, before the next listing or disconnect.
+- **throttling**: ``ErrorServerBusy`` waits its back-off hint on the kernel's
+  clock (never a sleep in a pool thread) and tries again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from exchangelib.errors import (
+    ErrorFolderNotFound,
+    ErrorInvalidSyncStateData,
+    ErrorServerBusy,
+    EWSError,
+    TransportError,
+    UnauthorizedError,
+)
+from twisted.internet import defer
+from twisted.internet.defer import Deferred, ensureDeferred
+
+from postroom.api import (
+    AuthenticationFailed,
+    ConnectionDown,
+    Credentials,
+    DriverContext,
+    FetchedMessage,
+    LoginRefused,
+    OptionSchema,
+    PostroomError,
+    Scope,
+    ServerSourceBase,
+    SourceError,
+    SourceItem,
+    proxy_for,
+    sleep,
+)
+from postroom_ews.client import BATCH, Endpoint, EWSClient, Page
+
+log = logging.getLogger(__name__)
+
+TYPES = ("ews",)
+#: ErrorServerBusy answers in a row before the call fails (the mailbox then backs off)
+BUSY_RETRIES = 5
+#: the wait when the server gives no back-off hint, in seconds
+DEFAULT_BACK_OFF = 10.0
+#: the longest back-off hint obeyed within a call (longer: fail, the kernel backs off)
+MAX_BACK_OFF = 300.0
+
+R = TypeVar("R")
+
+
+class EWSSource(ServerSourceBase):
+    supports_push = False
+    protocol = "ews"
+    types = TYPES
+
+    @classmethod
+    def postroom_add_options(cls, schema: OptionSchema) -> None:
+        add = schema.add
+        add(
+            "server",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            required=True,
+            description="The EWS URL, e.g. `https://mail.example.com/EWS/Exchange.asmx` "
+            "(no autodiscover).",
+        )
+        add(
+            "mailbox",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="The user name to log in with (with `auth: basic`), and the SMTP "
+            "address of the mailbox read unless `smtp-address` is set.",
+        )
+        add(
+            "password",
+            "secret",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="Password (basic or NTLM). Use `${ENV_VAR}` or `${file:path}`.",
+        )
+        add(
+            "ca-file",
+            "path",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="PEM file of the certificate authorities to trust instead of the "
+            "system's. Certificates are always verified.",
+        )
+        add(
+            "protocol-timeout",
+            "duration",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="00:02:00",
+            minimum=1,
+            maximum=3600,
+            description="Time allowed for one EWS request.",
+        )
+        add(
+            "enable-debug",
+            "bool",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="false",
+            description="Log each EWS request (never credentials).",
+        )
+        add(
+            "folder-path",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="inbox",
+            description="The folder read: `inbox`, or a path under the top of the mailbox "
+            "(`Support/Inbound`).",
+        )
+        add(
+            "after-processing",
+            "choice",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="delete",
+            choices=("delete", "move"),
+            description="What is done to a message once stored: `delete` it (HardDelete) or "
+            "`move` it to `move-to-folder`.",
+        )
+        add(
+            "move-to-folder",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="Folder processed messages are moved to with `after-processing: move` "
+            "(a path under the top of the mailbox; it must exist).",
+        )
+        add(
+            "smtp-address",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            description="The primary SMTP address of the mailbox read, when it is not "
+            "`mailbox` (the user logging in): a shared mailbox the user has delegate access "
+            "to, or the mailbox a service account impersonates.",
+        )
+        add(
+            "impersonation",
+            "bool",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="false",
+            description="Log in as a service account (`mailbox`) and act as `smtp-address` "
+            "(ExchangeImpersonation); the account needs the ApplicationImpersonation role.",
+        )
+        add(
+            "ews-auth-type",
+            "choice",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="basic",
+            choices=("basic", "ntlm"),
+            description="How a password is sent: `basic` or `ntlm` (on-premises). An OAuth "
+            "auth driver always sends a bearer token.",
+        )
+
+    def __init__(self, mailbox: Any, context: DriverContext) -> None:
+        # Not ServerSourceBase.__init__: `server` is a URL, not host and port.
+        super(ServerSourceBase, self).__init__(mailbox, context)
+        self.url = str(mailbox.get("server"))
+        if not self.url.lower().startswith("https://"):
+            raise mailbox.error("server must be an https:// EWS URL", "server")
+        self.where = f"server {self.url}"
+        address_option = "smtp-address" if mailbox.get("smtp-address") else "mailbox"
+        self.address = str(mailbox.get(address_option) or "")
+        if "@" not in self.address:
+            raise mailbox.error(
+                f"{address_option} must be the mailbox's SMTP address", address_option
+            )
+        self.folder_path = str(mailbox.get("folder-path"))
+        self.after = str(mailbox.get("after-processing"))
+        self.move_to: str | None = mailbox.get("move-to-folder")
+        if self.after == "move" and not self.move_to:
+            raise mailbox.error(
+                "after-processing is 'move' but no move-to-folder is set", "move-to-folder"
+            )
+        ca_file = mailbox.get("ca-file")
+        proxy = proxy_for(context.config, None, "ews")
+        self.ews = Endpoint(
+            url=self.url,
+            mailbox=self.address,
+            auth_type=str(mailbox.get("ews-auth-type")),
+            impersonation=bool(mailbox.get("impersonation")),
+            ca_file=str(ca_file) if ca_file else None,
+            proxy_url=_proxy_url(proxy),
+            timeout=float(mailbox.get("protocol-timeout")),
+        )
+        self.debug = bool(mailbox.get("enable-debug"))
+        self.client: EWSClient | None = None
+        self._pending: list[str] = []
+        self._resume: tuple[str | None, str] | None = None
+        self._first_listing = True
+
+    # ------------------------------------------------------------ calls
+
+    async def _call(self, what: str, fn: Callable[..., R], *args: Any) -> R:
+        """Run a blocking exchangelib call in the thread pool; back off on
+        ErrorServerBusy on the kernel's clock; map errors to postroom's."""
+        for attempt in range(BUSY_RETRIES + 1):
+            if self.debug:
+                log.info("mailbox %s: EWS %s", self.name, what, extra={"mailbox": self.name})
+            try:
+                result: R = await self.context.runner.run(fn, *args)
+                return result
+            except ErrorServerBusy as exc:
+                wait = float(exc.back_off or DEFAULT_BACK_OFF)
+                if attempt == BUSY_RETRIES or wait > MAX_BACK_OFF:
+                    raise SourceError(
+                        f"mailbox {self.name}: {self.where} is busy ({what}): {exc}"
+                    ) from None
+                log.info(
+                    "mailbox %s: %s answered ErrorServerBusy to %s; waiting %g s",
+                    self.name,
+                    self.where,
+                    what,
+                    wait,
+                    extra={"mailbox": self.name},
+                )
+                await sleep(self.context.clock, wait)
+            except (UnauthorizedError, ErrorInvalidSyncStateData, PostroomError):
+                raise
+            except ErrorFolderNotFound as exc:
+                raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
+            except TransportError as exc:
+                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+            except EWSError as exc:
+                raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
+            except OSError as exc:
+                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+        raise AssertionError("unreachable")
+
+    async def _session(self, what: str, method: str, *args: Any) -> Any:
+        """``client.<method>(*args)`` on the connected client; a 401 meanwhile
+        (an access token that expired while connected) logs in again with
+        fresh credentials from the auth driver and tries once more."""
+        try:
+            return await self._call(what, getattr(self._connected(), method), *args)
+        except UnauthorizedError as exc:
+            log.info(
+                "mailbox %s: %s refused the credentials during %s (%s); logging in again",
+                self.name, self.where, what, exc, extra={"mailbox": self.name},
+            )  # fmt: skip
+            self.login_refused(str(exc) or "HTTP 401")
+        await self._close_client()
+        await self.log_in(self._try_login, await self.credentials())
+        try:
+            return await self._call(what, getattr(self._connected(), method), *args)
+        except UnauthorizedError as exc:
+            self.login_refused(str(exc) or "HTTP 401")
+            raise AuthenticationFailed(
+                f"login refused for mailbox {self.name} on {self.where}: {exc}"
+            ) from None
+
+    async def _close_client(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await self.context.runner.run(client.close)
+
+    def _connected(self) -> EWSClient:
+        if self.client is None:
+            raise ConnectionDown(f"mailbox {self.name}: not connected to {self.where}")
+        return self.client
+
+    # ------------------------------------------------------------ connection
+
+    def connect(self) -> Deferred[None]:
+        return ensureDeferred(self._connect())
+
+    async def _connect(self) -> None:
+        credentials = await self.credentials()
+        await self.log_in(self._try_login, credentials)
+
+    async def _try_login(self, credentials: Credentials) -> str:
+        def build() -> tuple[EWSClient, int]:
+            client = EWSClient(
+                self.ews, credentials.username, credentials.secret, credentials.bearer
+            )
+            try:
+                _folder, count = client.open_folder(self.folder_path)
+            except BaseException:
+                client.close()
+                raise
+            return client, count
+
+        try:
+            client, count = await self._call(f"opening folder {self.folder_path!r}", build)
+        except UnauthorizedError as exc:
+            raise LoginRefused(str(exc) or "HTTP 401") from None
+        self.client = client
+        self._first_listing = True
+        if self.after == "move":
+            assert self.move_to is not None
+            client.target = await self._call(
+                f"opening move-to-folder {self.move_to!r}", client.find_folder, self.move_to
+            )
+        log.info(
+            "mailbox %s: connected to %s, folder %s: %d message(s)",
+            self.name,
+            self.where,
+            self.folder_path,
+            count,
+            extra={"mailbox": self.name},
+        )
+        kind = "bearer token" if credentials.bearer else self.ews.auth_type
+        return f"{kind} on {self.where}"
+
+    # --------------------------------------------------------------- listing
+
+    def list_new(self, cursor: Any) -> Deferred[list[SourceItem]]:
+        return ensureDeferred(self._list_new(cursor))
+
+    async def _list_new(self, cursor: Any) -> list[SourceItem]:
+        await self._flush()
+        self._connected()
+        stored = getattr(cursor, "value", cursor) or None
+        state = stored
+        if self._first_listing:
+            # The folder holds only what is not yet processed (after-processing
+            # deletes or moves every stored message), so listing it whole is as
+            # long as the backlog, and it finds messages stored but not yet
+            # moved or deleted when the gateway was killed, which a sync from
+            # the cursor would never report again.
+            self._first_listing = False
+            state = None
+        elif self._resume is not None and self._resume[0] == stored:
+            state = self._resume[1]  # everything listed last time is committed
+        try:
+            pages = await self._pages(state)
+        except ErrorInvalidSyncStateData:
+            log.warning(
+                "mailbox %s: %s no longer knows the sync state; listing the folder again "
+                "(what the store holds is skipped)",
+                self.name,
+                self.where,
+                extra={"mailbox": self.name},
+            )
+            pages = await self._pages(None)
+        items: list[SourceItem] = []
+        for page in pages:
+            for index, change in enumerate(page.items):
+                last = index == len(page.items) - 1
+                items.append(
+                    SourceItem(
+                        source_key=change.item_id,
+                        size=change.size,
+                        cursor=page.end if last else page.start,
+                    )
+                )
+        items = await self._unknown(items)
+        await self._flush()  # what was stored but not yet moved or deleted (a crash)
+        final = pages[-1].end if pages else state
+        expected = items[-1].cursor if items else stored
+        self._resume = (expected, final) if final else None
+        return items
+
+    async def _pages(self, state: str | None) -> list[Page]:
+        pages: list[Page] = []
+        while True:
+            page, last = await self._session("SyncFolderItems", "sync_page", state)
+            pages.append(page)
+            state = page.end
+            if last:
+                return pages
+
+    async def _unknown(self, items: list[SourceItem]) -> list[SourceItem]:
+        """Leave out the items the store already holds (a page listed again),
+        and queue them for the after-processing action they may have missed."""
+        lookup = self.context.known_source_keys
+        if lookup is None or not items:
+            return items
+        known = await lookup(self.name, [i.source_key for i in items])
+        if not known:
+            return items
+        fresh = [i for i in items if i.source_key not in known]
+        # stored before a crash or a failed acknowledgement: acknowledge them now
+        self._pending.extend(i.source_key for i in items if i.source_key in known)
+        log.info(
+            "mailbox %s: %d listed message(s) already stored, skipped",
+            self.name,
+            len(items) - len(fresh),
+            extra={"mailbox": self.name},
+        )
+        if fresh and fresh[-1] is not items[-1]:
+            # the last item's cursor carries the page's end state: keep it
+            last = fresh[-1]
+            fresh[-1] = SourceItem(last.source_key, last.size, items[-1].cursor)
+        return fresh
+
+    # -------------------------------------------------------------- fetching
+
+    def fetch(self, item: SourceItem) -> Deferred[FetchedMessage]:
+        return ensureDeferred(self._fetch(item))
+
+    async def _fetch(self, item: SourceItem) -> FetchedMessage:
+        self._connected()
+        self.note_size(item.source_key, item.size)
+        mime = await self._session("GetItem", "mime", item.source_key)
+        if mime is None:
+            log.warning(
+                "mailbox %s: message %s was deleted from %s after it was listed; skipped",
+                self.name,
+                item.source_key,
+                self.folder_path,
+                extra={"mailbox": self.name},
+            )
+            raise SourceError(
+                f"mailbox {self.name}: message {item.source_key} is no longer in "
+                f"{self.folder_path} on {self.where}"
+            )
+        with self.spool("item") as writer:
+            writer.write(mime)
+        return FetchedMessage(
+            mailbox=self.name, source_key=item.source_key, raw=writer.raw(), server_size=item.size
+        )
+
+    def release(self, message: FetchedMessage) -> Deferred[None]:
+        self.drop_spooled(message)
+        return defer.succeed(None)
+
+    # -------------------------------------------------------- acknowledging
+
+    def acknowledge(self, message: FetchedMessage) -> Deferred[None]:
+        self.drop_spooled(message)
+        self._pending.append(message.source_key)
+        if len(self._pending) >= BATCH:
+            return ensureDeferred(self._flush())
+        return defer.succeed(None)
+
+    async def _flush(self) -> None:
+        if not self._pending:
+            return
+        ids, self._pending = self._pending, []
+        self._connected()
+        if self.after == "move":
+            failures = await self._session("MoveItem", "move_to_target", ids)
+        else:
+            failures = await self._session("DeleteItem", "delete", ids)
+        if failures:
+            raise SourceError(
+                f"mailbox {self.name}: {len(failures)} of {len(ids)} processed message(s) "
+                f"not {'moved' if self.after == 'move' else 'deleted'} on {self.where}: "
+                f"{failures[0]}"
+            )
+
+    # --------------------------------------------------------------- waiting
+
+    def wait_for_new(self, timeout: float) -> Deferred[None]:
+        """Polling: SyncFolderItems is cheap; the kernel's poll interval sets the pace."""
+        return ensureDeferred(self._wait(float(timeout)))
+
+    async def _wait(self, timeout: float) -> None:
+        await self._flush()
+        await sleep(self.context.clock, timeout)
+
+    # ----------------------------------------------------------- disconnect
+
+    def disconnect(self) -> Deferred[None]:
+        return ensureDeferred(self._disconnect())
+
+    async def _disconnect(self) -> None:
+        client = self.client
+        if client is None:
+            return
+        try:
+            await self._flush()
+        except Exception as exc:
+            log.warning(
+                "mailbox %s: processed messages not acknowledged before disconnecting "
+                "(they are listed again and recognised as stored): %s",
+                self.name,
+                exc,
+                extra={"mailbox": self.name},
+            )
+        self._pending = []
+        self.client = None
+        await self.context.runner.run(client.close)
+
+
+def _proxy_url(proxy: Any) -> str | None:
+    """The requests proxy URL of the site's proxy: ``socks5h://`` (names resolved
+    at the proxy) or ``socks5://``, ``http://`` for HTTP CONNECT."""
+    if proxy is None:
+        return None
+    from urllib.parse import quote
+
+    auth = ""
+    if proxy.user:
+        auth = f"{quote(proxy.user, safe='')}:{quote(proxy.password or '', safe='')}@"
+    if proxy.kind == "socks5":
+        scheme = "socks5h" if proxy.resolve_at_proxy else "socks5"
+    else:
+        scheme = "http"
+    return f"{scheme}://{auth}{proxy.host}:{proxy.port}"

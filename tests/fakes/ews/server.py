@@ -1,0 +1,752 @@
+"""A strict contract fake of Exchange Web Services (SOAP over HTTPS, on loopback).
+
+It implements exactly the operations the ``ews`` source sends, following the
+EWS reference (Microsoft Learn, "EWS reference for Exchange") and [MS-OXWSCORE],
+[MS-OXWSFOLD], [MS-OXWSSYNC], [MS-OXWSMSG]. Anything else is refused: an
+unknown operation, an element the schema does not allow where it stands, a
+missing ``RequestServerVersion`` SOAP header or a missing or wrong
+``Authorization`` header is answered with a SOAP fault (HTTP 500) and recorded
+in :attr:`EWSFake.protocol_errors`, so a test can assert that the client made
+no protocol error. Tests seed the in-memory :class:`Mailbox` and steer the
+fake with its controls (server busy, invalid sync state, a vanishing item).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import email
+import email.policy
+import email.utils
+import itertools
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from xml.sax.saxutils import escape
+
+from lxml import etree
+
+from tests.pki import TestCA, make_tls_files
+
+SOAP = "http://schemas.xmlsoap.org/soap/envelope/"
+T = "http://schemas.microsoft.com/exchange/services/2006/types"
+M = "http://schemas.microsoft.com/exchange/services/2006/messages"
+PATH = "/EWS/Exchange.asmx"
+
+#: RequestServerVersion Version values of the EWS schema (ExchangeVersionType)
+VERSIONS = {
+    "Exchange2007",
+    "Exchange2007_SP1",
+    "Exchange2010",
+    "Exchange2010_SP1",
+    "Exchange2010_SP2",
+    "Exchange2013",
+    "Exchange2013_SP1",
+    "Exchange2015",
+    "Exchange2016",
+}
+#: the SOAP header elements of the EWS schema the fake accepts
+HEADERS = {"RequestServerVersion", "ExchangeImpersonation", "TimeZoneContext", "MailboxCulture"}
+#: DistinguishedFolderIdNameType values the fake holds
+WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems")
+#: what an error SyncFolderItemsResponseMessage still holds (the schema's
+#: SyncFolderItemsResponseMessageType: SyncState and IncludesLastItemInRange;
+#: exchangelib 5.6 reads both before it looks at ResponseClass)
+SYNC_ERROR = (
+    "<m:SyncState></m:SyncState><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"
+)
+#: XML parser that never resolves entities nor reads the network (long text
+#: nodes allowed: MimeContent of a large message is one)
+PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
+
+
+class Refused(Exception):
+    """A request the EWS schema or protocol does not allow: a SOAP fault."""
+
+    def __init__(self, code: str, text: str) -> None:
+        super().__init__(f"{code}: {text}")
+        self.code = code
+        self.text = text
+
+
+@dataclass
+class Folder:
+    id: str
+    name: str
+    parent: str | None
+    items: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Mailbox:
+    """The in-memory store: folders of items (their MIME bytes), and the
+    creation order SyncFolderItems walks (its sync state is a position in it)."""
+
+    folders: dict[str, Folder] = field(default_factory=dict)
+    mime: dict[str, bytes] = field(default_factory=dict)
+    #: per folder: every item id ever created in it, in order (the sync log)
+    log: dict[str, list[str]] = field(default_factory=dict)
+    _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        top = self.add_folder("root", None, "")
+        root = self.add_folder("msgfolderroot", top.id, "Top of Information Store")
+        self.add_folder("inbox", root.id, "Inbox")
+        self.add_folder("deleteditems", root.id, "Deleted Items")
+        self.add_folder("sentitems", root.id, "Sent Items")
+
+    def new_id(self, prefix: str) -> str:
+        # Real ids are long base64 strings; these keep the same character set.
+        return base64.b64encode(f"{prefix}-{next(self._ids):08d}".encode()).decode()
+
+    def add_folder(self, well_known: str | None, parent: str | None, name: str) -> Folder:
+        folder = Folder(id=self.new_id("folder"), name=name, parent=parent)
+        self.folders[folder.id] = folder
+        self.log[folder.id] = []
+        if well_known:
+            self.folders[well_known] = folder
+        return folder
+
+    def add(self, mime: bytes, folder: str = "inbox") -> str:
+        """Deliver a message into *folder*; its item id."""
+        item = self.new_id("item")
+        self.mime[item] = mime
+        target = self.folders[folder]
+        target.items.append(item)
+        self.log[target.id].append(item)
+        return item
+
+    def remove(self, item: str) -> None:
+        for folder in {f.id: f for f in self.folders.values()}.values():
+            if item in folder.items:
+                folder.items.remove(item)
+        self.mime.pop(item, None)
+
+    def child(self, parent: str, name: str) -> Folder | None:
+        for folder in {f.id: f for f in self.folders.values()}.values():
+            if folder.parent == parent and folder.name.lower() == name.lower():
+                return folder
+        return None
+
+
+class EWSFake:
+    """The HTTPS server, its store and its controls. Use as a context manager."""
+
+    def __init__(
+        self, tls: Path | TestCA, user: str = "agent@example.com", password: str = "s3cret"
+    ) -> None:
+        """*tls*: the test CA's files, or a folder to make new ones in."""
+        self.tls = tls if isinstance(tls, TestCA) else make_tls_files(tls)
+        self.user = user
+        self.password = password
+        #: bearer tokens the fake accepts (tests add and revoke them)
+        self.tokens: set[str] = set()
+        self.store = Mailbox()
+        #: the SMTP addresses this store answers for (the user's; tests add shared ones)
+        self.mailboxes = {user.lower()}
+        self.lock = threading.Lock()
+        #: every refused request: (operation, code, text)
+        self.protocol_errors: list[tuple[str, str, str]] = []
+        #: the addresses requests came from (a proxy connects from its own)
+        self.clients: set[str] = set()
+        #: requests per operation
+        self.counts: dict[str, int] = {}
+        #: answer the next N requests with ErrorServerBusy (BackOffMilliseconds below)
+        self.busy = 0
+        self.busy_back_off_ms = 3000
+        #: the next SyncFolderItems with a SyncState answers ErrorInvalidSyncStateData
+        self.invalid_sync_state = False
+        #: operation -> how many of its next answers are cut off halfway
+        self.cut: dict[str, int] = {}
+        #: item ids deleted just before a GetItem asks for them
+        self.vanish: set[str] = set()
+        #: states this server issued (an unknown one is invalid)
+        self._states: dict[str, tuple[str, int]] = {}
+        #: impersonated mailboxes seen
+        self.impersonated: list[str] = []
+        self.max_changes_seen: list[int] = []
+        #: messages CreateItem sent: (MIME as received, MessageDisposition, recipients)
+        self.sent: list[tuple[bytes, str, list[str]]] = []
+        self.httpd: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+
+    # --- lifecycle
+
+    def __enter__(self) -> EWSFake:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                fake.handle(self)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        assert self.httpd is not None and self.thread is not None
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+    @property
+    def url(self) -> str:
+        assert self.httpd is not None
+        return f"https://127.0.0.1:{self.httpd.server_address[1]}{PATH}"
+
+    @property
+    def ca_file(self) -> str:
+        return str(self.tls.ca_file)
+
+    # --- HTTP
+
+    def handle(self, request: BaseHTTPRequestHandler) -> None:
+        with self.lock:
+            self.clients.add(request.client_address[0])
+        length = int(request.headers.get("Content-Length") or 0)
+        body = request.rfile.read(length)
+        operation = "?"
+        try:
+            if request.path != PATH:
+                raise Refused("ErrorInvalidRequest", f"no EWS endpoint at {request.path}")
+            if not self._authorised(request.headers.get("Authorization")):
+                # [MS-OXWSCORE] relies on HTTP authentication: 401 before any SOAP
+                with self.lock:
+                    self.counts["401"] = self.counts.get("401", 0) + 1
+                self._send(request, 401, b"", {"WWW-Authenticate": 'Basic realm="ews"'})
+                return
+            envelope = etree.fromstring(body, PARSER)
+            operation, op = self._operation(envelope)
+            with self.lock:
+                self.counts[operation] = self.counts.get(operation, 0) + 1
+                if self.busy > 0:
+                    self.busy -= 1
+                    self._send(request, 500, self._busy_fault())
+                    return
+                answer = getattr(self, f"op_{operation}")(op)
+                cut = self.cut.get(operation, 0)
+                if cut:
+                    self.cut[operation] = cut - 1
+            reply = self._envelope(answer)
+            if cut:  # announce the whole answer, send half, drop the connection
+                request.send_response(200)
+                request.send_header("Content-Type", "text/xml; charset=utf-8")
+                request.send_header("Content-Length", str(len(reply)))
+                request.end_headers()
+                request.wfile.write(reply[: len(reply) // 2])
+                request.wfile.flush()
+                request.close_connection = True
+                request.connection.shutdown(socket.SHUT_RDWR)
+                return
+            self._send(request, 200, reply)
+        except (Refused, etree.XMLSyntaxError) as exc:
+            code = exc.code if isinstance(exc, Refused) else "ErrorSchemaValidation"
+            text = exc.text if isinstance(exc, Refused) else str(exc)
+            with self.lock:
+                self.protocol_errors.append((operation, code, text))
+            self._send(request, 500, self._fault(code, text))
+
+    def _authorised(self, header: str | None) -> bool:
+        """Basic with the fake's user and password, or Bearer with a token it accepts."""
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                user, _, password = base64.b64decode(value).decode().partition(":")
+            except ValueError:
+                return False
+            return user == self.user and password == self.password
+        if scheme.lower() == "bearer":
+            return value.strip() in self.tokens
+        return False
+
+    @staticmethod
+    def _send(
+        request: BaseHTTPRequestHandler,
+        status: int,
+        body: bytes,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        request.send_response(status)
+        request.send_header("Content-Type", "text/xml; charset=utf-8")
+        request.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            request.send_header(name, value)
+        request.end_headers()
+        request.wfile.write(body)
+
+    # --- SOAP
+
+    def _operation(self, envelope: Any) -> tuple[str, Any]:
+        if envelope.tag != f"{{{SOAP}}}Envelope":
+            raise Refused(
+                "ErrorSchemaValidation", f"root element {envelope.tag}, not soap:Envelope"
+            )
+        header = envelope.find(f"{{{SOAP}}}Header")
+        body = envelope.find(f"{{{SOAP}}}Body")
+        if header is None or body is None:
+            raise Refused("ErrorSchemaValidation", "soap:Header and soap:Body are required")
+        version = None
+        for child in header:
+            local = etree.QName(child).localname
+            if etree.QName(child).namespace != T or local not in HEADERS:
+                raise Refused("ErrorSchemaValidation", f"unknown SOAP header {child.tag}")
+            if local == "RequestServerVersion":
+                version = child.get("Version")
+            if local == "ExchangeImpersonation":
+                address = child.findtext(f"{{{T}}}ConnectingSID/{{{T}}}PrimarySmtpAddress")
+                if not address:
+                    raise Refused("ErrorSchemaValidation", "ExchangeImpersonation without SID")
+                self.impersonated.append(address)
+        # [MS-OXWSCDATA] 2.2.3.9: RequestServerVersion is required by every operation
+        if version not in VERSIONS:
+            raise Refused("ErrorInvalidServerVersion", f"RequestServerVersion {version!r}")
+        ops = list(body)
+        if len(ops) != 1 or etree.QName(ops[0]).namespace != M:
+            raise Refused("ErrorSchemaValidation", "soap:Body must hold one EWS operation")
+        name = etree.QName(ops[0]).localname
+        if not hasattr(self, f"op_{name}"):
+            raise Refused("ErrorInvalidRequest", f"operation {name} is not implemented")
+        return name, ops[0]
+
+    @staticmethod
+    def _envelope(inner: str) -> bytes:
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<s:Envelope xmlns:s="{SOAP}"><s:Header>'
+            f'<h:ServerVersionInfo xmlns:h="{T}" MajorVersion="15" MinorVersion="1" '
+            'MajorBuildNumber="2507" MinorBuildNumber="6" Version="V2017_07_11"/>'
+            f'</s:Header><s:Body xmlns:m="{M}" xmlns:t="{T}">{inner}</s:Body></s:Envelope>'
+        ).encode()
+
+    def _fault(self, code: str, text: str, detail: str = "") -> bytes:
+        # "EWS SOAP fault": faultcode a:<ResponseCode>, detail with ResponseCode/Message
+        return (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            f'<s:Envelope xmlns:s="{SOAP}"><s:Body><s:Fault>'
+            f'<faultcode xmlns:a="{T}">a:{code}</faultcode>'
+            f"<faultstring>{escape(text)}</faultstring><detail>"
+            f'<e:ResponseCode xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">{code}</e:ResponseCode>'
+            f'<e:Message xmlns:e="http://schemas.microsoft.com/exchange/services/2006/errors">{escape(text)}</e:Message>{detail}'
+            "</detail></s:Fault></s:Body></s:Envelope>"
+        ).encode()
+
+    def _busy_fault(self) -> bytes:
+        # "ErrorServerBusy" (EWS throttling in Exchange): BackOffMilliseconds in MessageXml
+        detail = (
+            f'<t:MessageXml xmlns:t="{T}"><t:Value Name="BackOffMilliseconds">'
+            f"{self.busy_back_off_ms}</t:Value></t:MessageXml>"
+        )
+        return self._fault(
+            "ErrorServerBusy", "The server cannot service this request right now.", detail
+        )
+
+    @staticmethod
+    def _messages(op: str, parts: list[str]) -> str:
+        return (
+            f"<m:{op}Response><m:ResponseMessages>{''.join(parts)}"
+            f"</m:ResponseMessages></m:{op}Response>"
+        )
+
+    @staticmethod
+    def _ok(op: str, inner: str) -> str:
+        return (
+            f'<m:{op}ResponseMessage ResponseClass="Success"><m:ResponseCode>NoError'
+            f"</m:ResponseCode>{inner}</m:{op}ResponseMessage>"
+        )
+
+    @staticmethod
+    def _error(op: str, code: str, text: str, extra: str = "") -> str:
+        return (
+            f'<m:{op}ResponseMessage ResponseClass="Error"><m:MessageText>{escape(text)}'
+            f"</m:MessageText><m:ResponseCode>{code}</m:ResponseCode>"
+            f"<m:DescriptiveLinkKey>0</m:DescriptiveLinkKey>{extra}</m:{op}ResponseMessage>"
+        )
+
+    @staticmethod
+    def _children(op: Any, allowed: dict[str, bool]) -> dict[str, Any]:
+        """*op*'s child elements by local name; *allowed* maps each permitted
+        name to whether it is required. Anything else is a schema error."""
+        found: dict[str, Any] = {}
+        for child in op:
+            if not isinstance(child.tag, str):
+                continue
+            local = etree.QName(child).localname
+            if etree.QName(child).namespace != M or local not in allowed or local in found:
+                raise Refused(
+                    "ErrorSchemaValidation",
+                    f"element {child.tag} not allowed in {etree.QName(op).localname}",
+                )
+            found[local] = child
+        for name, required in allowed.items():
+            if required and name not in found:
+                raise Refused(
+                    "ErrorSchemaValidation",
+                    f"{etree.QName(op).localname} needs m:{name}",
+                )
+        return found
+
+    def _folder_ref(self, element: Any) -> Folder | None:
+        """A t:FolderId or t:DistinguishedFolderId, resolved (None: not found)."""
+        local = etree.QName(element).localname
+        if etree.QName(element).namespace != T:
+            raise Refused("ErrorSchemaValidation", f"{element.tag} is not a folder id")
+        if local == "DistinguishedFolderId":
+            name = element.get("Id")
+            if name not in WELL_KNOWN:
+                return None
+            mailbox = element.findtext(f"{{{T}}}Mailbox/{{{T}}}EmailAddress")
+            if mailbox is not None and mailbox.lower() not in self.mailboxes:
+                return None
+            return self.store.folders[name]
+        if local == "FolderId":
+            if not element.get("Id"):
+                raise Refused("ErrorSchemaValidation", "t:FolderId needs Id")
+            return self.store.folders.get(element.get("Id"))
+        raise Refused("ErrorSchemaValidation", f"{element.tag} is not a folder id")
+
+    @staticmethod
+    def _folder_xml(folder: Folder, store: Mailbox) -> str:
+        children = sum(
+            1 for f in {x.id: x for x in store.folders.values()}.values() if f.parent == folder.id
+        )
+        parent = f'<t:ParentFolderId Id="{folder.parent}" ChangeKey="ck"/>' if folder.parent else ""
+        return (
+            f'<t:Folder><t:FolderId Id="{folder.id}" ChangeKey="ck"/>{parent}'
+            f"<t:FolderClass>IPF.Note</t:FolderClass>"
+            f"<t:DisplayName>{escape(folder.name)}</t:DisplayName>"
+            f"<t:TotalCount>{len(folder.items)}</t:TotalCount>"
+            f"<t:ChildFolderCount>{children}</t:ChildFolderCount>"
+            f"<t:UnreadCount>0</t:UnreadCount></t:Folder>"
+        )
+
+    @staticmethod
+    def _item_ids(element: Any) -> list[str]:
+        ids = []
+        for child in element:
+            if etree.QName(child).namespace != T or etree.QName(child).localname != "ItemId":
+                raise Refused("ErrorSchemaValidation", f"{child.tag} in ItemIds")
+            if not child.get("Id"):
+                raise Refused("ErrorSchemaValidation", "t:ItemId needs Id")
+            ids.append(child.get("Id"))
+        if not ids:
+            raise Refused("ErrorSchemaValidation", "ItemIds is empty")
+        return ids
+
+    @staticmethod
+    def _shape(element: Any) -> set[str]:
+        base = element.findtext(f"{{{T}}}BaseShape")
+        if base not in ("IdOnly", "Default", "AllProperties"):
+            raise Refused("ErrorSchemaValidation", f"BaseShape {base!r}")
+        extra = element.find(f"{{{T}}}AdditionalProperties")
+        fields = set()
+        if extra is not None:
+            for uri in extra:
+                if etree.QName(uri).localname != "FieldURI" or not uri.get("FieldURI"):
+                    raise Refused("ErrorSchemaValidation", f"{uri.tag} in AdditionalProperties")
+                fields.add(uri.get("FieldURI"))
+        return fields
+
+    # --- operations ("EWS operations in Exchange")
+
+    def op_GetFolder(self, op: Any) -> str:
+        # "GetFolder operation": FolderShape, FolderIds
+        parts = self._children(op, {"FolderShape": True, "FolderIds": True})
+        self._shape(parts["FolderShape"])
+        answers = []
+        for ref in parts["FolderIds"]:
+            folder = self._folder_ref(ref)
+            if folder is None:
+                answers.append(
+                    self._error(
+                        "GetFolder",
+                        "ErrorFolderNotFound",
+                        "The specified folder could not be found in the store.",
+                    )
+                )
+            else:
+                answers.append(
+                    self._ok(
+                        "GetFolder",
+                        f"<m:Folders>{self._folder_xml(folder, self.store)}</m:Folders>",
+                    )
+                )
+        return self._messages("GetFolder", answers)
+
+    def op_FindFolder(self, op: Any) -> str:
+        # "FindFolder operation": Traversal Shallow, FolderShape, ParentFolderIds
+        if op.get("Traversal") not in ("Shallow", "Deep"):
+            raise Refused("ErrorSchemaValidation", "FindFolder needs Traversal")
+        parts = self._children(
+            op,
+            {
+                "FolderShape": True,
+                "IndexedPageFolderView": False,
+                "FractionalPageFolderView": False,
+                "Restriction": False,
+                "ParentFolderIds": True,
+            },
+        )
+        self._shape(parts["FolderShape"])
+        answers = []
+        unique = {f.id: f for f in self.store.folders.values()}.values()
+        for ref in parts["ParentFolderIds"]:
+            parent = self._folder_ref(ref)
+            if parent is None:
+                answers.append(self._error("FindFolder", "ErrorFolderNotFound", "not found"))
+                continue
+            found = [f for f in unique if f.parent == parent.id]
+            if op.get("Traversal") == "Deep":  # every descendant, parents first
+                for folder in found:
+                    found.extend(f for f in unique if f.parent == folder.id)
+            xml = "".join(self._folder_xml(f, self.store) for f in found)
+            answers.append(
+                self._ok(
+                    "FindFolder",
+                    f'<m:RootFolder IndexedPagingOffset="{len(found)}" '
+                    f'TotalItemsInView="{len(found)}" IncludesLastItemInRange="true">'
+                    f"<t:Folders>{xml}</t:Folders></m:RootFolder>",
+                )
+            )
+        return self._messages("FindFolder", answers)
+
+    def op_SyncFolderItems(self, op: Any) -> str:
+        # "SyncFolderItems operation" / [MS-OXWSSYNC] 3.1.4.2: ItemShape, SyncFolderId,
+        # SyncState (optional: from the start), Ignore, MaxChangesReturned (1..512), SyncScope
+        parts = self._children(
+            op,
+            {
+                "ItemShape": True,
+                "SyncFolderId": True,
+                "SyncState": False,
+                "Ignore": False,
+                "MaxChangesReturned": True,
+                "SyncScope": False,
+            },
+        )
+        fields = self._shape(parts["ItemShape"])
+        refs = list(parts["SyncFolderId"])
+        if len(refs) != 1:
+            raise Refused("ErrorSchemaValidation", "SyncFolderId holds one folder id")
+        folder = self._folder_ref(refs[0])
+        try:
+            limit = int(parts["MaxChangesReturned"].text)
+        except (TypeError, ValueError):
+            raise Refused("ErrorSchemaValidation", "MaxChangesReturned is not a number") from None
+        if not 1 <= limit <= 512:
+            raise Refused("ErrorSchemaValidation", "MaxChangesReturned must be 1 to 512")
+        self.max_changes_seen.append(limit)
+        if folder is None:
+            return self._messages(
+                "SyncFolderItems",
+                [
+                    self._error(
+                        "SyncFolderItems", "ErrorFolderNotFound", "folder not found", SYNC_ERROR
+                    )
+                ],
+            )
+        position = 0
+        state = parts.get("SyncState")
+        if state is not None and state.text:
+            known = self._states.get(state.text)
+            if self.invalid_sync_state or known is None or known[0] != folder.id:
+                self.invalid_sync_state = False
+                # "ErrorInvalidSyncStateData": the client must sync again from no state
+                return self._messages(
+                    "SyncFolderItems",
+                    [
+                        self._error(
+                            "SyncFolderItems",
+                            "ErrorInvalidSyncStateData",
+                            "Synchronization state data is corrupt or otherwise invalid.",
+                            SYNC_ERROR,
+                        )
+                    ],
+                )
+            position = known[1]
+        log = self.store.log[folder.id]
+        changes = []
+        count = 0
+        while position < len(log) and count < limit:
+            item = log[position]
+            position += 1
+            if item not in folder.items:
+                continue  # created and gone again since the state: no change to report
+            size = f"<t:Size>{len(self.store.mime[item])}</t:Size>" if "item:Size" in fields else ""
+            changes.append(
+                f'<t:Create><t:Message><t:ItemId Id="{item}" ChangeKey="ck"/>{size}'
+                "</t:Message></t:Create>"
+            )
+            count += 1
+        token = base64.b64encode(f"state:{folder.id}:{position}".encode()).decode()
+        self._states[token] = (folder.id, position)
+        last = "true" if position >= len(log) else "false"
+        return self._messages(
+            "SyncFolderItems",
+            [
+                self._ok(
+                    "SyncFolderItems",
+                    f"<m:SyncState>{token}</m:SyncState><m:IncludesLastItemInRange>{last}"
+                    f"</m:IncludesLastItemInRange><m:Changes>{''.join(changes)}</m:Changes>",
+                )
+            ],
+        )
+
+    def op_GetItem(self, op: Any) -> str:
+        # "GetItem operation (email message)": ItemShape (MimeContent asked as
+        # item:MimeContent), ItemIds; a missing item is ErrorItemNotFound
+        parts = self._children(op, {"ItemShape": True, "ItemIds": True})
+        fields = self._shape(parts["ItemShape"])
+        answers = []
+        for item in self._item_ids(parts["ItemIds"]):
+            if item in self.vanish:
+                self.vanish.discard(item)
+                self.store.remove(item)
+            mime = self.store.mime.get(item)
+            if mime is None:
+                answers.append(
+                    self._error(
+                        "GetItem",
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    )
+                )
+                continue
+            # "MimeContent": base64 of the RFC 5322 bytes, CharacterSet attribute
+            content = (
+                f'<t:MimeContent CharacterSet="UTF-8">{base64.b64encode(mime).decode()}'
+                "</t:MimeContent>"
+                if "item:MimeContent" in fields
+                else ""
+            )
+            answers.append(
+                self._ok(
+                    "GetItem",
+                    f'<m:Items><t:Message><t:ItemId Id="{item}" '
+                    f'ChangeKey="ck"/>{content}</t:Message></m:Items>',
+                )
+            )
+        return self._messages("GetItem", answers)
+
+    def op_MoveItem(self, op: Any) -> str:
+        # "MoveItem operation": ToFolderId, ItemIds, ReturnNewItemIds; the item gets a new id
+        parts = self._children(op, {"ToFolderId": True, "ItemIds": True, "ReturnNewItemIds": False})
+        refs = list(parts["ToFolderId"])
+        target = self._folder_ref(refs[0]) if len(refs) == 1 else None
+        answers = []
+        for item in self._item_ids(parts["ItemIds"]):
+            if target is None or item not in self.store.mime:
+                code = "ErrorToFolderNotFound" if target is None else "ErrorItemNotFound"
+                answers.append(self._error("MoveItem", code, "not found"))
+                continue
+            mime = self.store.mime[item]
+            self.store.remove(item)
+            new = self.store.new_id("item")
+            self.store.mime[new] = mime
+            target.items.append(new)
+            self.store.log[target.id].append(new)
+            answers.append(
+                self._ok(
+                    "MoveItem",
+                    f'<m:Items><t:Message><t:ItemId Id="{new}" '
+                    'ChangeKey="ck"/></t:Message></m:Items>',
+                )
+            )
+        return self._messages("MoveItem", answers)
+
+    def op_DeleteItem(self, op: Any) -> str:
+        # "DeleteItem operation": DeleteType HardDelete | SoftDelete | MoveToDeletedItems
+        delete_type = op.get("DeleteType")
+        if delete_type not in ("HardDelete", "SoftDelete", "MoveToDeletedItems"):
+            raise Refused("ErrorSchemaValidation", f"DeleteType {delete_type!r}")
+        parts = self._children(op, {"ItemIds": True})
+        answers = []
+        for item in self._item_ids(parts["ItemIds"]):
+            if item not in self.store.mime:
+                answers.append(self._error("DeleteItem", "ErrorItemNotFound", "not found"))
+                continue
+            self.store.remove(item)
+            answers.append(self._ok("DeleteItem", ""))
+        return self._messages("DeleteItem", answers)
+
+    def op_CreateItem(self, op: Any) -> str:
+        # "CreateItem operation (email message)": MessageDisposition SaveOnly |
+        # SendOnly | SendAndSaveCopy; SavedItemFolderId only with SendAndSaveCopy
+        # or SaveOnly; Items/t:Message with t:MimeContent (base64). Exchange
+        # delivers to the To, Cc and Bcc of the MIME ("MimeContent").
+        disposition = op.get("MessageDisposition")
+        if disposition not in ("SaveOnly", "SendOnly", "SendAndSaveCopy"):
+            raise Refused("ErrorSchemaValidation", f"MessageDisposition {disposition!r}")
+        parts = self._children(op, {"SavedItemFolderId": False, "Items": True})
+        saved = None
+        if "SavedItemFolderId" in parts:
+            if disposition == "SendOnly":
+                raise Refused("ErrorInvalidRequest", "SavedItemFolderId with SendOnly")
+            refs = list(parts["SavedItemFolderId"])
+            saved = self._folder_ref(refs[0]) if len(refs) == 1 else None
+            if saved is None:
+                raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
+        answers = []
+        for item in parts["Items"]:
+            if etree.QName(item).namespace != T or etree.QName(item).localname != "Message":
+                raise Refused("ErrorSchemaValidation", f"{item.tag} in Items")
+            content = item.find(f"{{{T}}}MimeContent")
+            if content is None or not (content.text or "").strip():
+                raise Refused("ErrorSchemaValidation", "Message without MimeContent")
+            mime = base64.b64decode(content.text, validate=True)
+            parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
+            recipients = [
+                address
+                for header in ("To", "Cc", "Bcc")
+                for _name, address in email.utils.getaddresses(parsed.get_all(header, []))
+            ]
+            if not recipients and disposition != "SaveOnly":
+                answers.append(
+                    self._error(
+                        "CreateItem",
+                        "ErrorInvalidRecipients",
+                        "At least one recipient is required.",
+                    )
+                )
+                continue
+            self.sent.append((mime, disposition, recipients))
+            if saved is not None:
+                copy = self.store.new_id("item")
+                self.store.mime[copy] = mime
+                saved.items.append(copy)
+                self.store.log[saved.id].append(copy)
+            answers.append(self._ok("CreateItem", "<m:Items/>"))
+        return self._messages("CreateItem", answers)
+
+
+def raw_request(fake: EWSFake, body: bytes, authorization: str | None) -> tuple[int, bytes]:
+    """POST *body* to the fake as is (for the tests of its strictness)."""
+    import http.client
+
+    context = ssl.create_default_context(cafile=fake.ca_file)
+    assert fake.httpd is not None
+    connection = http.client.HTTPSConnection(
+        "127.0.0.1", fake.httpd.server_address[1], context=context, timeout=10
+    )
+    headers = {"Content-Type": "text/xml; charset=utf-8"}
+    if authorization:
+        headers["Authorization"] = authorization
+    with contextlib.closing(connection):
+        connection.request("POST", PATH, body, headers)
+        response = connection.getresponse()
+        return response.status, response.read()

@@ -1,0 +1,101 @@
+"""The EWS fake refuses what the EWS schema and protocol do not allow, so its
+acceptance of the plugin's requests means something."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from tests.fakes.ews.server import SOAP, EWSFake, M, T, raw_request
+from tests.pki import TestCA
+
+
+@pytest.fixture
+def strict(ews_tls: TestCA) -> Iterator[EWSFake]:
+    with EWSFake(ews_tls) as server:
+        yield server
+
+
+def basic(fake: EWSFake, password: str | None = None) -> str:
+    pair = f"{fake.user}:{password or fake.password}".encode()
+    return "Basic " + base64.b64encode(pair).decode()
+
+
+def envelope(body: str, header: str = '<t:RequestServerVersion Version="Exchange2016"/>') -> bytes:
+    return (
+        f'<s:Envelope xmlns:s="{SOAP}" xmlns:t="{T}" xmlns:m="{M}">'
+        f"<s:Header>{header}</s:Header><s:Body>{body}</s:Body></s:Envelope>"
+    ).encode()
+
+
+GET_INBOX = (
+    "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
+    '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>'
+)
+
+
+def test_a_well_formed_request_is_answered(strict: EWSFake) -> None:
+    status, body = raw_request(strict, envelope(GET_INBOX), basic(strict))
+    assert status == 200, body
+    assert b'ResponseClass="Success"' in body
+    assert strict.protocol_errors == []
+
+
+@pytest.mark.parametrize(
+    ("request_body", "code"),
+    [
+        (envelope("<m:GetFolders/>"), "ErrorInvalidRequest"),  # unknown operation
+        (envelope(GET_INBOX, header=""), "ErrorInvalidServerVersion"),  # no version header
+        (envelope(GET_INBOX, header='<t:Unknown Version="x"/>'), "ErrorSchemaValidation"),
+        (
+            envelope(GET_INBOX.replace("<m:FolderShape>", "<m:ItemShape>").replace(
+                "</m:FolderShape>", "</m:ItemShape>")),
+            "ErrorSchemaValidation",
+        ),  # a wrong element
+        (
+            envelope("<m:GetItem><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+                     "</m:GetItem>"),
+            "ErrorSchemaValidation",
+        ),  # a missing element
+        (
+            envelope("<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape>"
+                     '</m:ItemShape><m:SyncFolderId><t:DistinguishedFolderId Id="inbox"/>'
+                     "</m:SyncFolderId><m:MaxChangesReturned>1000</m:MaxChangesReturned>"
+                     "</m:SyncFolderItems>"),
+            "ErrorSchemaValidation",
+        ),  # MaxChangesReturned over 512
+        (b"<not-xml", "ErrorSchemaValidation"),
+    ],
+)  # fmt: skip
+def test_a_malformed_request_is_a_soap_fault_and_recorded(
+    strict: EWSFake, request_body: bytes, code: str
+) -> None:
+    status, body = raw_request(strict, request_body, basic(strict))
+    assert status == 500
+    assert b"<s:Fault>" in body and code.encode() in body
+    assert [c for _op, c, _text in strict.protocol_errors] == [code]
+
+
+@pytest.mark.parametrize("authorization", [None, "Basic bm9ib2R5Og==", "Bearer forged"])
+def test_a_missing_or_wrong_authorization_is_401(
+    strict: EWSFake, authorization: str | None
+) -> None:
+    strict.tokens = {"issued"}
+    status, _ = raw_request(strict, envelope(GET_INBOX), authorization)
+    assert status == 401
+    assert strict.counts == {"401": 1}
+    assert raw_request(strict, envelope(GET_INBOX), "Bearer issued")[0] == 200
+
+
+def test_an_unknown_sync_state_is_invalid(strict: EWSFake) -> None:
+    sync = (
+        "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+        '<m:SyncFolderId><t:DistinguishedFolderId Id="inbox"/></m:SyncFolderId>'
+        "<m:SyncState>bm90IGlzc3VlZA==</m:SyncState>"
+        "<m:MaxChangesReturned>10</m:MaxChangesReturned></m:SyncFolderItems>"
+    )
+    status, body = raw_request(strict, envelope(sync), basic(strict))
+    assert status == 200
+    assert b"ErrorInvalidSyncStateData" in body

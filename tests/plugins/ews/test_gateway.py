@@ -1,0 +1,122 @@
+"""The real ``postroom`` command over the EWS fake: ``run --once`` imports a
+folder exactly once, and ``check --connect`` logs in."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.fakes.ews.server import EWSFake
+from tests.pki import TestCA
+from tests.plugins.ews.conftest import message
+
+POSTROOM = str(Path(sys.executable).with_name("postroom"))
+COUNT = 300
+
+
+@pytest.fixture
+def fake(ews_tls: TestCA) -> Iterator[EWSFake]:
+    with EWSFake(ews_tls) as server:
+        yield server
+    assert server.protocol_errors == [], server.protocol_errors
+
+
+def site(tmp_path: Path, fake: EWSFake, **options: Any) -> Path:
+    mailbox = {
+        "name": "support",
+        "type": "ews",
+        "server": fake.url,
+        "mailbox": fake.user,
+        "password": fake.password,
+        "ca-file": fake.ca_file,
+        "protocol-timeout": "00:00:30",
+    } | {k.replace("_", "-"): v for k, v in options.items()}
+    document = {
+        "store": {"driver": "sqlite", "path": str(tmp_path / "store.db")},
+        "pop-client": [mailbox],
+    }
+    path = tmp_path / "site.yaml"
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def postroom(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [POSTROOM, *args], capture_output=True, text=True, timeout=300, check=False,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+def stored(tmp_path: Path) -> list[tuple[str, str]]:
+    """(source key, Message-ID) of each interaction the store holds for the mailbox."""
+    uri = f"{(tmp_path / 'store.db').resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        rows = conn.execute(
+            "SELECT substr(k.key, length('src:support:') + 1), i.message_id "
+            "FROM interactions i JOIN dedupe_keys k ON k.interaction_id = i.id "
+            "WHERE i.mailbox = 'support' AND k.key LIKE 'src:support:%'"
+        ).fetchall()
+    return [(str(key), str(mid)) for key, mid in rows]
+
+
+def interactions(tmp_path: Path) -> int:
+    uri = f"{(tmp_path / 'store.db').resolve().as_uri()}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True)) as conn:
+        [(count,)] = conn.execute("SELECT COUNT(*) FROM interactions").fetchall()
+    return int(count)
+
+
+def test_run_once_imports_the_folder_exactly_once_and_deletes_it(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    ids = [fake.store.add(message(n)) for n in range(COUNT)]
+    path = site(tmp_path, fake)
+    done = postroom("run", "-c", str(path), "--once")
+    assert done.returncode == 0, done.stderr
+    rows = stored(tmp_path)
+    assert interactions(tmp_path) == COUNT
+    assert sorted(key for key, _ in rows) == sorted(ids)
+    assert sorted(mid for _, mid in rows) == sorted(f"<ews-{n}@example.test>" for n in range(COUNT))
+    assert fake.store.folders["inbox"].items == []
+    # a second run finds nothing new, stores nothing twice
+    fake.store.add(message(COUNT))
+    again = postroom("run", "-c", str(path), "--once")
+    assert again.returncode == 0, again.stderr
+    assert len(stored(tmp_path)) == interactions(tmp_path) == COUNT + 1
+    assert fake.counts["GetItem"] == COUNT + 1
+
+
+def test_run_once_moves_to_the_processed_folder(fake: EWSFake, tmp_path: Path) -> None:
+    processed = fake.store.add_folder(None, fake.store.folders["msgfolderroot"].id, "Processed")
+    for n in range(3):
+        fake.store.add(message(n))
+    path = site(tmp_path, fake, after_processing="move", move_to_folder="Processed")
+    done = postroom("run", "-c", str(path), "--once")
+    assert done.returncode == 0, done.stderr
+    assert len(stored(tmp_path)) == 3
+    assert fake.store.folders["inbox"].items == []
+    assert len(processed.items) == 3
+
+
+def test_check_connect_logs_in(fake: EWSFake, tmp_path: Path) -> None:
+    path = site(tmp_path, fake)
+    done = postroom("check", "--connect", "-c", str(path))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert fake.counts.get("GetFolder", 0) >= 1
+
+
+def test_check_connect_names_a_refused_password(fake: EWSFake, tmp_path: Path) -> None:
+    path = site(tmp_path, fake, password="wrong")
+    done = postroom("check", "--connect", "-c", str(path))
+    assert done.returncode != 0
+    output = done.stdout + done.stderr
+    assert "support" in output and "refused" in output
+    assert "wrong" not in output
