@@ -21,7 +21,9 @@ Against the real Dovecot and Postfix of the test servers
 * **over the contract fakes** (informational, ``--fakes``): the same messages
   imported by ``postroom run --once`` from the Microsoft Graph fake
   (``tests/fakes/graph``: delta pages, ``$value``, ``$batch`` moves; tokens from
-  the test identity provider), beside the IMAP figure. The fake is a thread
+  the test identity provider) and from the EWS fake (``tests/fakes/ews``:
+  SyncFolderItems, GetItem with MimeContent, DeleteItem; basic auth), beside
+  the IMAP figure. The fake is a thread
   in this process, not Exchange: the figure shows postroom's own cost per
   message over that protocol, not what Exchange Online would allow.
 
@@ -323,7 +325,7 @@ def main() -> int:
         "--repeat", type=int, default=3, help="inbound rounds; the median ratio is the figure"
     )
     parser.add_argument(
-        "--fakes", type=int, default=1, help="1: also import over the Graph contract fake"
+        "--fakes", type=int, default=1, help="1: also import over the Graph and EWS fakes"
     )
     args = parser.parse_args()
     servers = start_mail_servers()
@@ -347,6 +349,8 @@ def main() -> int:
     if args.fakes:
         with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
             ok = graph_round(servers, Path(tmp), messages) and ok
+        with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
+            ok = ews_round(Path(tmp), messages) and ok
     with tempfile.TemporaryDirectory(prefix="postroom-bench-") as tmp:
         folder = Path(tmp)
         lat = latency(servers, folder / "lat", args.latency) if args.latency else []
@@ -439,6 +443,39 @@ pop-client:
         problems = list(graph.problems)
     if problems:
         print(f"graph    the fake refused {len(problems)} request(s): {problems[:3]}")
+    return status == 0 and stored == len(messages) and not problems
+
+
+def ews_round(folder: Path, messages: list[bytes]) -> bool:
+    """The messages imported over the EWS contract fake (informational)."""
+    from tests.fakes.ews.server import EWSFake
+
+    with EWSFake(folder / "ews-tls") as ews:
+        for message in messages:
+            ews.store.add(message)
+        config = folder / "site.yaml"
+        config.write_text(f"""\
+store: {{driver: sqlite, path: {folder / "postroom.db"}}}
+email-processing: {{maximum-msg-size: 60MB}}
+pop-client:
+  - name: ews
+    type: ews
+    server: {ews.url}
+    ca-file: {ews.ca_file}
+    mailbox: {ews.user}
+    password: {ews.password}
+""")
+        status, seconds, rss_kib = run_measured([POSTROOM, "run", "-c", str(config), "--once"])
+        stored = stored_count(folder / "postroom.db")
+        size = sum(map(len, messages))
+        print(
+            f"ews      postroom run --once over the fake: {stored / seconds:8.1f} msg/s "
+            f"{size / 1e6 / seconds:7.2f} MB/s  ({stored} in {seconds:.1f} s, exit {status}; "
+            f"peak RSS {rss_kib / 1024:.0f} MiB; informational: a loopback fake, not Exchange)"
+        )
+        problems = list(ews.protocol_errors)
+    if problems:
+        print(f"ews      the fake refused {len(problems)} request(s): {problems[:3]}")
     return status == 0 and stored == len(messages) and not problems
 
 
