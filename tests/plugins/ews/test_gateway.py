@@ -120,3 +120,40 @@ def test_check_connect_names_a_refused_password(fake: EWSFake, tmp_path: Path) -
     output = done.stdout + done.stderr
     assert "support" in output and "refused" in output
     assert "wrong" not in output
+
+
+def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    path = site(tmp_path, fake)
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["smtp-client"] = {
+        "server-type": "ews", "server": fake.url, "user": fake.user,
+        "password": fake.password, "ca-file": fake.ca_file, "enable-authentication": True,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    queued = postroom("send", "-c", str(path), "--from", fake.user,
+                      "--to", "customer@example.test", "--subject", "Your order 4711",
+                      "--text", "It has shipped.")  # fmt: skip
+    assert queued.returncode == 0, queued.stdout + queued.stderr
+    sent = postroom("run", "-c", str(path), "--once")
+    assert sent.returncode == 0, sent.stderr
+    store = (tmp_path / "store.db").resolve().as_uri()
+    with contextlib.closing(sqlite3.connect(f"{store}?mode=ro", uri=True)) as conn:
+        [(outbound, sent_mid, status)] = conn.execute(
+            "SELECT id, message_id, status FROM interactions WHERE type = 'Outbound'"
+        ).fetchall()
+    assert status == "Sent"
+    [(mime, _disposition, _rcpt)] = fake.sent
+    assert f"Message-ID: {sent_mid}".encode() in mime
+    reply = (f"Message-ID: <reply-1@example.test>\r\nFrom: customer@example.test\r\n"
+             f"To: {fake.user}\r\nSubject: Re: Your order 4711\r\nIn-Reply-To: {sent_mid}\r\n"
+             f"References: {sent_mid}\r\n\r\nThanks!\r\n").encode()  # fmt: skip
+    fake.store.add(reply)
+    again = postroom("run", "-c", str(path), "--once")
+    assert again.returncode == 0, again.stderr
+    with contextlib.closing(sqlite3.connect(f"{store}?mode=ro", uri=True)) as conn:
+        [(message_id, parent)] = conn.execute(
+            "SELECT message_id, parent_id FROM interactions WHERE type = 'Inbound'"
+        ).fetchall()
+    assert (message_id, parent) == ("<reply-1@example.test>", outbound)

@@ -166,3 +166,41 @@ def test_throttling_is_honoured_and_a_broken_mailbox_holds_up_no_other(
     assert site.count("broken") == 0
     assert graph.messages_in(USER, "Inbox/Support") == []
     assert "no folder 'Nowhere'" in done.stdout + done.stderr, explain(done)
+
+
+def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    graph = live_graph
+    graph.folder(USER, "Inbox/Support")
+    graph.folder(USER, "Inbox/Done")
+    site = graph_site(tmp_path, oauth_servers, graph)
+    world = oauth_servers.world
+    site.sections["smtp-client"] = {
+        "server-type": "graph", "server": graph.url, "ca-file": graph.ca_file,
+        "enable-authentication": True, "user": USER, "auth": "azure-client-credentials",
+        "token-ca-file": oauth_servers.idp_ca_file, "directory-id": world["tenant"],
+        "client-id": world["daemon_app"], "tenant-authority": oauth_servers.idp_url + "/",
+        "secret": "daemon", "scope": GRAPH_SCOPE,
+    }  # fmt: skip
+    site.write()
+    queued = site.cli("send", "--from", USER, "--to", "customer@example.test",
+                      "--subject", "Your order 4711", "--text", "It has shipped.")  # fmt: skip
+    assert queued.returncode == 0, explain(queued)
+    sent = site.run_once()
+    assert sent.returncode == 0, explain(sent)
+    [outbound] = site.rows("type = 'Outbound'")
+    assert outbound["status"] == "Sent", outbound
+    sent_mid = outbound["message_id"]
+    [mime] = graph.sent(USER)
+    assert f"Message-ID: {sent_mid}".encode() in mime
+    reply = (f"Message-ID: <reply-1@example.test>\r\nFrom: customer@example.test\r\n"
+             f"To: {USER}\r\nSubject: Re: Your order 4711\r\nIn-Reply-To: {sent_mid}\r\n"
+             f"References: {sent_mid}\r\nDate: Sun, 06 Dec 2026 11:00:00 +0000\r\n"
+             f"\r\nThanks!\r\n").encode()  # fmt: skip
+    graph.add_message(USER, "Inbox/Support", reply)
+    again = site.run_once()
+    assert again.returncode == 0, explain(again)
+    [inbound] = site.rows("type = 'Inbound'")
+    assert inbound["message_id"] == "<reply-1@example.test>"
+    assert inbound["parent_id"] == outbound["id"], inbound
