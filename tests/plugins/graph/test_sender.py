@@ -12,7 +12,7 @@ from twisted.internet import task
 from postroom.api import Envelope, SenderAuthenticationFailed, SendError
 from postroom.drivers import DriverContext
 from postroom.testing import result_of
-from postroom_graph.sender import MAX_MIME, GraphSender, with_recipients
+from postroom_graph.sender import MAX_MIME, UPLOAD_CHUNK, GraphSender, with_recipients
 from tests.fakes.graph import GraphFake
 from tests.fakes.graph.client import BlockingHTTP
 from tests.plugins.fake_auth import FakeAuthenticator
@@ -98,11 +98,55 @@ def test_dsn_options_are_refused_permanently_without_a_request(graph: GraphFake)
     assert graph.counts.total() == 0
 
 
-def test_too_large_for_sendmail_is_permanent(graph: GraphFake) -> None:
+def test_too_large_without_attachments_is_permanent(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
     sender = make_sender(graph)
-    with pytest.raises(SendError, match="upload session") as info:
+    with pytest.raises(SendError, match=f"at most {MAX_MIME} bytes") as info:
         result_of(sender.send(outbound(MAX_MIME + 1000), envelope("ann@example.test"), "<x@y>"))
     assert info.value.permanent
+    assert graph.counts.total() == 0
+
+
+def with_attachment(data: bytes) -> bytes:
+    from email.message import EmailMessage
+
+    message = EmailMessage()
+    message["From"] = f"Support <{BOX}>"
+    message["To"] = "Ann <ann@example.test>"
+    message["Subject"] = "the logs"
+    message["Message-ID"] = "<big-1@contoso.test>"
+    message.set_content("The logs are attached.\n")
+    message.add_attachment(data, maintype="application", subtype="gzip",
+                           filename="logs.tar.gz")
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def test_sends_10mb_with_an_attachment_through_an_upload_session(graph: GraphFake) -> None:
+    import random
+
+    graph.mailbox(BOX)
+    data = random.Random(11).randbytes(7 * 1024 * 1024 + 12345)  # ~10 MB once base64
+    sent = with_attachment(data)
+    assert len(sent) > 9 * 1024 * 1024
+    result = result_of(make_sender(graph).send(
+        sent, envelope("ann@example.test", "carol@example.test"), "<big-1@contoso.test>"))
+    assert graph.problems == []
+    assert result.accepted == ["ann@example.test", "carol@example.test"]
+    assert "upload session" in result.detail and "Message-ID kept" in result.detail
+    assert graph.counts["sendMail"] == 0
+    assert graph.counts["createDraft"] == 1 and graph.counts["sendDraft"] == 1
+    assert graph.counts["createUploadSession"] == 1
+    assert graph.counts["uploadRange"] == -(-len(data) // UPLOAD_CHUNK)
+    [mime] = graph.sent(BOX)
+    parsed = message_from_bytes(mime)
+    assert parsed["To"] == "Ann <ann@example.test>"
+    assert parsed["Bcc"] == "carol@example.test"
+    assert parsed["Message-ID"] == "<big-1@contoso.test>"
+    parts = [p for p in parsed.walk() if not p.is_multipart()]
+    assert [p.get_filename() for p in parts] == [None, "logs.tar.gz"]
+    assert "The logs are attached." in parts[0].get_payload(decode=True).decode()
+    assert parts[1].get_payload(decode=True) == data
+    assert graph.messages_in(BOX, "drafts") == []
 
 
 def test_a_refused_token_is_refreshed_then_the_sender_pauses(graph: GraphFake) -> None:
