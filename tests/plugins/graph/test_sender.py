@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +110,6 @@ def test_too_large_without_attachments_is_permanent(graph: GraphFake) -> None:
 
 
 def with_attachment(data: bytes) -> bytes:
-    from email.message import EmailMessage
-
     message = EmailMessage()
     message["From"] = f"Support <{BOX}>"
     message["To"] = "Ann <ann@example.test>"
@@ -196,3 +196,29 @@ def test_the_kernel_sends_1kb_with_bcc_and_suppressed_recipients_left_out(
     assert parsed["Bcc"] == "carol@example.test"
     assert parsed["Message-ID"] == sent.message_id
     assert "z" * 1024 in parsed.get_payload(decode=True).decode()
+
+
+def test_two_large_parts_each_get_a_session_and_a_small_one_stays_in_the_draft(
+    graph: GraphFake,
+) -> None:
+    import random
+
+    graph.mailbox(BOX)
+    rng = random.Random(12)
+    big = [rng.randbytes(3 * 1024 * 1024 + 1), rng.randbytes(4 * 1024 * 1024)]
+    small = rng.randbytes(100_000)
+    message = message_from_bytes(with_attachment(big[0]), _class=EmailMessage,
+                                 policy=default)
+    message.add_attachment(small, maintype="image", subtype="png", filename="small.png")
+    message.add_attachment(big[1], maintype="application", subtype="pdf", filename="big.pdf")
+    result_of(make_sender(graph).send(message.as_bytes(), envelope("ann@example.test"),
+                                      "<big-1@contoso.test>"))
+    assert graph.problems == []
+    assert graph.counts["createUploadSession"] == 2
+    [mime] = graph.sent(BOX)
+    parts = {p.get_filename(): p for p in message_from_bytes(mime).walk()
+             if p.get_filename()}
+    assert parts["logs.tar.gz"].get_payload(decode=True) == big[0]
+    assert parts["big.pdf"].get_payload(decode=True) == big[1]
+    assert parts["big.pdf"].get_content_type() == "application/pdf"
+    assert parts["small.png"].get_payload(decode=True) == small
