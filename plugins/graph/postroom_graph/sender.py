@@ -277,7 +277,9 @@ class GraphSender:
                 raise SendError(
                     f"smtp-client: the upload of {upload.name!r} (bytes {start}-"
                     f"{start + len(chunk) - 1}/{total}) answered {answer.status}",
-                    permanent=400 <= int(answer.status) < 500,
+                    # throttled or timed out: the outbox retries (the whole send)
+                    permanent=400 <= int(answer.status) < 500
+                    and int(answer.status) not in (408, 409, 429),
                 )
 
     async def _read_back(self, sender: str, message_id: str) -> str:
