@@ -25,7 +25,16 @@ keeps it, so after each send (``verify-message-id``) the sender looks for it
 in Sent Items (``internetMessageId``) and warns when it is not there.
 
 Messages over :data:`MAX_MIME` (Graph's 4 MB request limit, base64 included)
-are refused permanently: the draft-and-upload-session path is not written.
+take Microsoft's large-attachment path ("Attach large files to Outlook
+messages", https://learn.microsoft.com/graph/outlook-large-attachments): every
+MIME leaf part over :data:`MAX_INLINE_ATTACHMENT` (3 MB) is taken out, the rest
+becomes a draft ("Create message in MIME format": ``POST /users/{from}/messages``,
+base64 ``text/plain``, 201), each part taken out is uploaded through an upload
+session ("attachment: createUploadSession", then ``PUT`` byte ranges of up to 4 MB
+to the ``uploadUrl``, which carries its own token: no ``Authorization``), and the
+draft is sent ("message: send", 202). When the draft itself stays over the
+request limit (a huge text body, many 3 MB parts) the send fails permanently,
+naming the size and the limit.
 """
 
 from __future__ import annotations
@@ -34,7 +43,13 @@ import base64
 import json
 import logging
 import re
+from dataclasses import dataclass
+from email import message_from_bytes
+from email.generator import BytesGenerator
+from email.message import Message
+from email.policy import compat32
 from email.utils import getaddresses
+from io import BytesIO
 from typing import Any
 from urllib.parse import quote
 
@@ -67,6 +82,13 @@ AUTH_EVENT_NAME = "smtp-client"
 #: the largest MIME sent with sendMail: Graph refuses requests over 4 MB, and
 #: base64 adds a third
 MAX_MIME = 3 * 1024 * 1024 - 64 * 1024
+#: outlook-large-attachments: attachments over 3 MB need an upload session
+MAX_INLINE_ATTACHMENT = 3 * 1024 * 1024
+#: the byte range of one upload PUT: attachment-createuploadsession says "up to 4 MB";
+#: 10 x 320 KiB also keeps to the multiples other Graph upload sessions want
+UPLOAD_CHUNK = 10 * 320 * 1024
+#: outlook-large-attachments: an upload session takes files up to 150 MB
+MAX_UPLOAD = 150 * 1024 * 1024
 #: SMTP DSN parameters (RFC 3461) Graph cannot carry
 DSN_PARAMETERS = ("NOTIFY=", "RET=", "ENVID=", "ORCPT=")
 _RECIPIENT_HEADER = re.compile(rb"^(to|cc|bcc)\s*:", re.IGNORECASE)
@@ -171,18 +193,16 @@ class GraphSender:
             raise SendError("smtp-client: Graph sends as a mailbox; the message has no sender",
                             permanent=True)
         mime = with_recipients(message, envelope.rcpt_to)
-        if len(mime) > MAX_MIME:
-            raise SendError(
-                f"smtp-client: the message is {len(mime)} bytes; Graph's sendMail takes at "
-                f"most {MAX_MIME} (larger messages need an upload session, not supported yet)",
-                permanent=True,
-            )
-        path = f"/users/{quote(envelope.mail_from, safe='@')}/sendMail"
+        user = f"/users/{quote(envelope.mail_from, safe='@')}"
         try:
-            await self.session.request(
-                "POST", path, headers={"Content-Type": "text/plain"},
-                body=base64.b64encode(mime), ok=(202,),
-            )
+            if len(mime) <= MAX_MIME:
+                await self.session.request(
+                    "POST", f"{user}/sendMail", headers={"Content-Type": "text/plain"},
+                    body=base64.b64encode(mime), ok=(202,),
+                )
+                done = "sendMail accepted (202)"
+            else:
+                done = await self._send_large(user, mime)
         except GraphError as exc:
             # a 4xx about this message (a mailbox the app may not send as, bad MIME)
             raise SendError(str(exc), permanent=exc.status not in (408, 409)) from None
@@ -192,10 +212,75 @@ class GraphSender:
             raise SendError(str(exc)) from None
         if self.context.auth_event is not None:
             self.context.auth_event(AUTH_EVENT_NAME, "login-ok", f"bearer token on {self.server}")
-        detail = f"{self.server}: sendMail accepted (202)"
+        detail = f"{self.server}: {done}"
         if self.verify:
             detail += "; " + await self._read_back(envelope.mail_from, message_id)
         return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to), detail=detail)
+
+    async def _send_large(self, user: str, mime: bytes) -> str:
+        """The large-attachment path: draft without the parts over 3 MB, one
+        upload session per such part, then send the draft."""
+        draft, uploads = split_large_parts(mime)
+        if len(draft) > MAX_MIME or not uploads:
+            raise SendError(
+                f"smtp-client: the message is {len(mime)} bytes and without its attachments "
+                f"over 3 MB still {len(draft)}; Graph takes at most {MAX_MIME} bytes of MIME "
+                "in one request (4 MB with base64)", permanent=True,
+            )
+        for upload in uploads:
+            if len(upload.data) > MAX_UPLOAD:
+                raise SendError(
+                    f"smtp-client: attachment {upload.name!r} is {len(upload.data)} bytes; "
+                    f"Graph's upload sessions take at most {MAX_UPLOAD}", permanent=True,
+                )
+        response, _ = await self.session.request(
+            "POST", f"{user}/messages",
+            headers={"Content-Type": "text/plain", "Prefer": IMMUTABLE_ID},
+            body=base64.b64encode(draft), ok=(201,),
+        )
+        item = quote(str(json.loads(response.body)["id"]), safe="")
+        for upload in uploads:
+            await self._upload(f"{user}/messages/{item}", upload)
+        await self.session.request("POST", f"{user}/messages/{item}/send",
+                                   headers={"Prefer": IMMUTABLE_ID}, body=b"", ok=(202,))
+        return (f"draft sent (202) with {len(uploads)} attachment(s) through upload "
+                "sessions")
+
+    async def _upload(self, message: str, upload: LargePart) -> None:
+        """One attachment: createUploadSession, then the byte ranges in order."""
+        item: dict[str, Any] = {"attachmentType": "file", "name": upload.name,
+                                "size": len(upload.data), "contentType": upload.content_type}
+        if upload.content_id:
+            item.update(isInline=upload.inline, contentId=upload.content_id)
+        response, _ = await self.session.request(
+            "POST", f"{message}/attachments/createUploadSession",
+            json_body={"AttachmentItem": item}, ok=(201,),
+        )
+        url = str(json.loads(response.body)["uploadUrl"])
+        if not url.startswith("https://"):
+            raise SendError(f"smtp-client: Graph gave a non-https upload URL for {upload.name!r}",
+                            permanent=True)
+        total = len(upload.data)
+        for start in range(0, total, UPLOAD_CHUNK):
+            chunk = upload.data[start:start + UPLOAD_CHUNK]
+            # the uploadUrl is pre-authenticated: the bearer token must not go with it
+            headers = {"Content-Type": "application/octet-stream",
+                       "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}"}
+            try:
+                answer = await self.session.http.request("PUT", url, headers=headers, body=chunk)
+            except PostroomError:
+                raise
+            except Exception as exc:
+                raise SendError(f"smtp-client: uploading {upload.name!r} failed: {exc}") from None
+            last = start + len(chunk) >= total
+            if int(answer.status) != (201 if last else 200):
+                raise SendError(
+                    f"smtp-client: the upload of {upload.name!r} (bytes {start}-"
+                    f"{start + len(chunk) - 1}/{total}) answered {answer.status}",
+                    # throttled or timed out: the outbox retries (the whole send)
+                    permanent=400 <= int(answer.status) < 500
+                    and int(answer.status) not in (408, 409, 429),
+                )
 
     async def _read_back(self, sender: str, message_id: str) -> str:
         """Look for the sent message's ``internetMessageId`` in Sent Items: what
@@ -270,6 +355,55 @@ def with_recipients(message: bytes, recipients: list[str]) -> bytes:
         out.append(b"Bcc: " + ", ".join(hidden).encode())
     newline = b"\r\n" if b"\r\n" in message[:2000] else b"\n"
     return newline.join(out) + sep + body
+
+
+@dataclass
+class LargePart:
+    """An attachment taken out of the MIME for an upload session."""
+
+    name: str
+    content_type: str
+    data: bytes
+    inline: bool
+    content_id: str | None
+
+
+def split_large_parts(mime: bytes) -> tuple[bytes, list[LargePart]]:
+    """*mime* without its leaf parts whose content is over
+    :data:`MAX_INLINE_ATTACHMENT`, and those parts (decoded)."""
+    message = message_from_bytes(mime)
+    taken: list[LargePart] = []
+
+    def prune(part: Message) -> None:
+        children = part.get_payload()
+        if not part.is_multipart() or not isinstance(children, list):
+            return
+        kept: list[Message | str] = []
+        for child in children:
+            if not isinstance(child, Message):
+                continue
+            data = None if child.is_multipart() else child.get_payload(decode=True)
+            if isinstance(data, bytes) and len(data) > MAX_INLINE_ATTACHMENT:
+                content_id = child.get("Content-ID")
+                taken.append(LargePart(
+                    name=child.get_filename() or f"attachment-{len(taken) + 1}",
+                    content_type=child.get_content_type(), data=data,
+                    inline=child.get_content_disposition() == "inline",
+                    content_id=str(content_id).strip().strip("<>") if content_id else None,
+                ))
+                continue
+            prune(child)
+            kept.append(child)
+        part.set_payload(kept)
+
+    prune(message)
+    if not taken:
+        return mime, []
+    out = BytesIO()
+    linesep = "\r\n" if b"\r\n" in mime[:2000] else "\n"
+    BytesGenerator(out, mangle_from_=False, policy=compat32.clone(linesep=linesep)).flatten(
+        message)
+    return out.getvalue(), taken
 
 
 def _format(name: str, address: str) -> str:

@@ -68,6 +68,17 @@ DEFAULT_PAGE = 10
 #: "JSON batching": at most 20 requests in one batch
 MAX_BATCH = 20
 IMMUTABLE = 'idtype="immutableid"'
+#: "Attach large files to Outlook messages as attachments"
+LARGE_REF = "https://learn.microsoft.com/graph/outlook-large-attachments"
+#: "Microsoft Graph service limits": a request (MIME in base64 included) up to 4 MB
+MAX_REQUEST = 4 * 1024 * 1024
+#: LARGE_REF: upload sessions are for files of 3 MB to 150 MB, each PUT up to 4 MB
+MIN_UPLOAD = 3 * 1024 * 1024
+MAX_UPLOAD = 150 * 1024 * 1024
+MAX_RANGE = 4 * 1024 * 1024
+#: REF + "attachment-createuploadsession": the attachmentItem properties
+ATTACHMENT_ITEM = frozenset({"attachmentType", "name", "size", "contentType", "isInline",
+                             "contentId"})
 
 
 class GraphError(Exception):
@@ -120,6 +131,17 @@ class Mailbox:
     sent: list[bytes] = field(default_factory=list)
 
 
+@dataclass
+class Upload:
+    """An upload session (LARGE_REF) for one attachment of a draft."""
+
+    mailbox: str
+    message_id: str
+    item: dict[str, Any]
+    data: bytearray = field(default_factory=bytearray)
+    done: bool = False
+
+
 class GraphFake:
     """The fake Graph service: ``with GraphFake(tmp_path) as graph: graph.url``.
 
@@ -153,6 +175,9 @@ class GraphFake:
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
+        self._uploads: dict[str, Upload] = {}
+        #: finished attachments by draft id (added to the MIME when it is sent)
+        self._attached: dict[str, list[Upload]] = {}
         #: Exchange gives sent messages a Message-ID of its own (a test control)
         self.rewrite_message_ids = False
         self._expire_after: int | None = None
@@ -494,14 +519,7 @@ class GraphFake:
         """REF + "user-sendmail": with MIME, the body is the base64 MIME text and
         the content type ``text/plain``; 202 Accepted."""
         self.counts["sendMail"] += 1
-        if content_type.split(";")[0].strip().lower() != "text/plain":
-            raise bad("sendMail with MIME content takes Content-Type: text/plain",
-                      "ErrorMimeContentInvalid")
-        try:
-            mime = base64.b64decode(body, validate=True)
-        except ValueError:
-            raise bad("The MIME content is not valid base64.",
-                      "ErrorMimeContentInvalidBase64String") from None
+        mime = self._mime_of(body, content_type, "sendMail")
         box.sent.append(mime)
         # a sent message is saved to Sent Items (sendMail's saveToSentItems defaults
         # to true); the fake keeps the Message-ID the MIME carries
@@ -509,6 +527,107 @@ class GraphFake:
         if self.rewrite_message_ids:
             item = list(box.messages.values())[-1]
             item.internet_message_id = f"<{uuid.uuid4().hex}@exchange.fake>"
+
+    def _mime_of(self, body: bytes, content_type: str, operation: str) -> bytes:
+        """A base64 MIME request body (REF + "user-sendmail", REF + "user-post-messages")."""
+        if len(body) > MAX_REQUEST:
+            # "Microsoft Graph service limits": 4 MB per request
+            raise bad(f"The request is {len(body)} bytes; the limit is {MAX_REQUEST}.",
+                      "ErrorRequestEntityTooLarge", 413)
+        if content_type.split(";")[0].strip().lower() != "text/plain":
+            raise bad(f"{operation} with MIME content takes Content-Type: text/plain",
+                      "ErrorMimeContentInvalid")
+        try:
+            return base64.b64decode(body, validate=True)
+        except ValueError:
+            raise bad("The MIME content is not valid base64.",
+                      "ErrorMimeContentInvalidBase64String") from None
+
+    def create_draft(self, box: Mailbox, body: bytes, content_type: str) -> dict[str, Any]:
+        """REF + "user-post-messages" ("Create message in MIME format"): base64
+        MIME as text/plain; 201 Created with the message, saved in Drafts."""
+        self.counts["createDraft"] += 1
+        mime = self._mime_of(body, content_type, "Create message")
+        item_id = self.add_message(box.name, "drafts", mime)
+        return {"id": item_id, "isDraft": True}
+
+    def create_upload_session(self, box: Mailbox, item_id: str, body: Any) -> dict[str, Any]:
+        """REF + "attachment-createuploadsession": ``{"AttachmentItem": {...}}``
+        with attachmentType ``file``, name and size (LARGE_REF: 3 MB to 150 MB);
+        201 with ``uploadUrl`` and ``nextExpectedRanges``."""
+        self.counts["createUploadSession"] += 1
+        item = self.item(box, item_id)
+        drafts = self._well_known(box, "drafts")
+        if drafts is None or item.folder != drafts.id:
+            raise bad("Attachments are added to a draft.", "ErrorInvalidRequest")
+        if not isinstance(body, dict) or set(body) != {"AttachmentItem"}:
+            raise bad('The body is {"AttachmentItem": {...}}.')
+        attachment = body["AttachmentItem"]
+        if not isinstance(attachment, dict) or set(attachment) - ATTACHMENT_ITEM:
+            raise bad(f"Unknown attachmentItem property in {attachment!r}.")
+        if attachment.get("attachmentType") != "file" or not isinstance(
+                attachment.get("name"), str):
+            raise bad("attachmentItem needs attachmentType 'file' and a name.")
+        size = attachment.get("size")
+        if not isinstance(size, int) or not MIN_UPLOAD <= size <= MAX_UPLOAD:
+            raise bad(f"An upload session takes {MIN_UPLOAD} to {MAX_UPLOAD} bytes, "
+                      f"not {size!r}.")
+        token = uuid.uuid4().hex
+        self._uploads[token] = Upload(box.name, item_id, attachment)
+        return {"uploadUrl": f"{self.url}/upload/{token}",
+                "expirationDateTime": "2099-01-01T00:00:00Z", "nextExpectedRanges": ["0-"]}
+
+    def upload(self, token: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        """LARGE_REF step 2: ``PUT {uploadUrl}`` with ``Content-Range: bytes
+        a-b/total`` and ``Content-Length``, ranges in order, each up to 4 MB,
+        no Authorization header (the URL carries its own token); 200 with
+        ``nextExpectedRanges`` until the last range, which answers 201."""
+        upload = self._uploads.get(token)
+        if upload is None or upload.done:
+            raise GraphError(404, "ErrorItemNotFound", "The upload session is not known.")
+        self.counts["uploadRange"] += 1
+        if headers.get("Authorization"):
+            raise bad("The uploadUrl carries its own token: no Authorization header.")
+        match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", headers.get("Content-Range") or "")
+        if match is None:
+            raise bad(f"Bad Content-Range {headers.get('Content-Range')!r}.")
+        first, last, total = (int(g) for g in match.groups())
+        if total != upload.item["size"]:
+            raise bad(f"Content-Range total {total} is not the session's size "
+                      f"{upload.item['size']}.")
+        if first != len(upload.data):
+            raise bad(f"Range starts at {first}; the next expected is {len(upload.data)}-.")
+        if last < first or last >= total or last - first + 1 != len(body):
+            raise bad(f"Content-Range {first}-{last} does not match {len(body)} bytes.")
+        if len(body) > MAX_RANGE:
+            # REF + "attachment-createuploadsession": "up to 4 MB each time"
+            raise bad(f"A range of {len(body)} bytes; each is up to {MAX_RANGE}.")
+        upload.data.extend(body)
+        if len(upload.data) < total:
+            return 200, {"Content-Type": "application/json"}, _dumps(
+                {"expirationDateTime": "2099-01-01T00:00:00Z",
+                 "nextExpectedRanges": [f"{len(upload.data)}-"]})
+        upload.done = True
+        self._attached.setdefault(upload.message_id, []).append(upload)
+        return 201, {"Location": f"{self.url}/v1.0/attachments/{token}"}, b""
+
+    def send_draft(self, box: Mailbox, item_id: str, body: bytes) -> None:
+        """REF + "message-send": ``POST .../messages/{id}/send``, no body; 202.
+        The message (with its uploaded attachments) goes to Sent Items."""
+        self.counts["sendDraft"] += 1
+        if body:
+            raise bad("Send message takes no request body.")
+        item = self.item(box, item_id)
+        drafts = self._well_known(box, "drafts")
+        if drafts is None or item.folder != drafts.id:
+            raise bad("Only a draft can be sent.", "ErrorInvalidRequest")
+        mime = _with_attachments(item.mime, self._attached.pop(item_id, []))
+        self.remove(box.name, item_id)
+        box.sent.append(mime)
+        self.add_message(box.name, "sentitems", mime)
+        if self.rewrite_message_ids:
+            sent = list(box.messages.values())[-1]
+            sent.internet_message_id = f"<{uuid.uuid4().hex}@exchange.fake>"
 
     def list_messages(self, box: Mailbox, ref: str, query: dict[str, str]) -> dict[str, Any]:
         """REF + "mailfolder-list-messages": ``$filter=internetMessageId eq '<...>'``
@@ -552,6 +671,23 @@ def _tls_files(directory: Path) -> Any:
 def _new_id() -> str:
     """An id shaped like Graph's (base64url of opaque bytes)."""
     return base64.urlsafe_b64encode(uuid.uuid4().bytes * 3).decode().rstrip("=") + "AAA="
+
+
+def _with_attachments(mime: bytes, uploads: list[Upload]) -> bytes:
+    """The draft's MIME with the uploaded files as attachment parts."""
+    if not uploads:
+        return mime
+    from email import message_from_bytes, policy
+    from email.message import EmailMessage
+
+    message = message_from_bytes(mime, policy=policy.SMTP)
+    assert isinstance(message, EmailMessage)
+    for upload in uploads:
+        main, _, sub = str(upload.item.get("contentType") or
+                           "application/octet-stream").partition("/")
+        message.add_attachment(bytes(upload.data), maintype=main, subtype=sub,
+                               filename=upload.item["name"])
+    return message.as_bytes()
 
 
 def _folder_json(folder: Folder) -> dict[str, Any]:
@@ -606,6 +742,12 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         try:
+            if method == "PUT" and self.path.startswith("/upload/"):
+                with graph.lock:
+                    status, headers, payload = graph.upload(self.path[len("/upload/"):],
+                                                            self.headers, body)
+                self._answer(status, headers, payload)
+                return
             throttled = graph._take_throttle()
             if throttled is not None:
                 status, after = throttled
@@ -699,6 +841,29 @@ class _Handler(BaseHTTPRequestHandler):
                 graph.counts["cut"] += 1
                 return 200, {}, _Cut(item.mime)
             return 200, {"Content-Type": "text/plain"}, item.mime
+        if rest == "/messages":
+            _method(method, "POST")
+            _allow(query, set())
+            with graph.lock:
+                answer = graph.create_draft(box, body, headers.get("Content-Type") or "")
+            return 201, json_type, _dumps(answer)
+        if m := re.fullmatch(r"/messages/([^/]+)/attachments/createUploadSession", rest):
+            _method(method, "POST")
+            _allow(query, set())
+            _json_type(headers.get("Content-Type"))
+            try:
+                document = json.loads(body)
+            except ValueError:
+                raise bad("The body is not JSON.") from None
+            with graph.lock:
+                answer = graph.create_upload_session(box, unquote(m.group(1)), document)
+            return 201, json_type, _dumps(answer)
+        if m := re.fullmatch(r"/messages/([^/]+)/send", rest):
+            _method(method, "POST")
+            _allow(query, set())
+            with graph.lock:
+                graph.send_draft(box, unquote(m.group(1)), body)
+            return 202, {}, b""
         if rest == "/sendMail":
             _method(method, "POST")
             _allow(query, set())

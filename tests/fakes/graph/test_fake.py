@@ -173,3 +173,54 @@ def test_nested_folders_are_found_by_display_name(graph: GraphFake) -> None:
     assert [f["id"] for f in json.loads(answer.body)["value"]] == [support.id]
     unknown = call(graph, "GET", "/v1.0/users/nobody@test/mailFolders/inbox")
     assert unknown.status == 404
+
+
+def test_upload_sessions_check_ranges_and_refuse_the_token(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    draft = call(graph, "POST", f"/v1.0/users/{BOX}/messages",
+                 headers={"Content-Type": "text/plain"}, body=base64.b64encode(MIME))
+    assert draft.status == 201
+    item = json.loads(draft.body)["id"]
+    base = f"/v1.0/users/{BOX}/messages/{item}"
+    json_type = {"Content-Type": "application/json"}
+    odd = call(graph, "POST", f"{base}/attachments/createUploadSession", headers=json_type,
+               body=json.dumps({"AttachmentItem": {"attachmentType": "file", "name": "a",
+                                                   "size": 4_000_000, "colour": "red"}}).encode())
+    assert odd.status == 400 and len(graph.problems) == 1
+    session = call(graph, "POST", f"{base}/attachments/createUploadSession", headers=json_type,
+                   body=json.dumps({"AttachmentItem": {"attachmentType": "file", "name": "a",
+                                                       "size": 4_000_000}}).encode())
+    assert session.status == 201
+    url = json.loads(session.body)["uploadUrl"]
+    assert url.startswith(graph.url + "/upload/")
+    path = url[len(graph.url):]
+    data = bytes(range(256)) * 15625  # 4_000_000 bytes
+    answers = [
+        # a bearer token goes nowhere near the pre-authenticated upload URL
+        call(graph, "PUT", path, body=data[:10],
+             headers={"Content-Range": "bytes 0-9/4000000"}).status,
+        # a range that does not start where the last one stopped
+        call(graph, "PUT", path, token=None, body=data[5:15],
+             headers={"Content-Range": "bytes 5-14/4000000"}).status,
+        # a range whose length is not the body's
+        call(graph, "PUT", path, token=None, body=data[:10],
+             headers={"Content-Range": "bytes 0-19/4000000"}).status,
+        # the total is not the session's size
+        call(graph, "PUT", path, token=None, body=data[:10],
+             headers={"Content-Range": "bytes 0-9/5000000"}).status,
+    ]
+    assert answers == [400, 400, 400, 400] and len(graph.problems) == 5
+    first = call(graph, "PUT", path, token=None, body=data[:3_000_000],
+                 headers={"Content-Range": "bytes 0-2999999/4000000"})
+    assert first.status == 200
+    assert json.loads(first.body)["nextExpectedRanges"] == ["3000000-"]
+    last = call(graph, "PUT", path, token=None, body=data[3_000_000:],
+                headers={"Content-Range": "bytes 3000000-3999999/4000000"})
+    assert last.status == 201 and last.headers["location"]
+    sent = call(graph, "POST", f"{base}/send")
+    assert sent.status == 202 and len(graph.problems) == 5
+    [mime] = graph.sent(BOX)
+    from email import message_from_bytes
+
+    parts = [p for p in message_from_bytes(mime).walk() if p.get_filename() == "a"]
+    assert parts[0].get_payload(decode=True) == data

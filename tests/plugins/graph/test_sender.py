@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +14,7 @@ from twisted.internet import task
 from postroom.api import Envelope, SenderAuthenticationFailed, SendError
 from postroom.drivers import DriverContext
 from postroom.testing import result_of
-from postroom_graph.sender import MAX_MIME, GraphSender, with_recipients
+from postroom_graph.sender import MAX_MIME, UPLOAD_CHUNK, GraphSender, with_recipients
 from tests.fakes.graph import GraphFake
 from tests.fakes.graph.client import BlockingHTTP
 from tests.plugins.fake_auth import FakeAuthenticator
@@ -98,11 +100,53 @@ def test_dsn_options_are_refused_permanently_without_a_request(graph: GraphFake)
     assert graph.counts.total() == 0
 
 
-def test_too_large_for_sendmail_is_permanent(graph: GraphFake) -> None:
+def test_too_large_without_attachments_is_permanent(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
     sender = make_sender(graph)
-    with pytest.raises(SendError, match="upload session") as info:
+    with pytest.raises(SendError, match=f"at most {MAX_MIME} bytes") as info:
         result_of(sender.send(outbound(MAX_MIME + 1000), envelope("ann@example.test"), "<x@y>"))
     assert info.value.permanent
+    assert graph.counts.total() == 0
+
+
+def with_attachment(data: bytes) -> bytes:
+    message = EmailMessage()
+    message["From"] = f"Support <{BOX}>"
+    message["To"] = "Ann <ann@example.test>"
+    message["Subject"] = "the logs"
+    message["Message-ID"] = "<big-1@contoso.test>"
+    message.set_content("The logs are attached.\n")
+    message.add_attachment(data, maintype="application", subtype="gzip",
+                           filename="logs.tar.gz")
+    return message.as_bytes(policy=message.policy.clone(linesep="\r\n"))
+
+
+def test_sends_10mb_with_an_attachment_through_an_upload_session(graph: GraphFake) -> None:
+    import random
+
+    graph.mailbox(BOX)
+    data = random.Random(11).randbytes(7 * 1024 * 1024 + 12345)  # ~10 MB once base64
+    sent = with_attachment(data)
+    assert len(sent) > 9 * 1024 * 1024
+    result = result_of(make_sender(graph).send(
+        sent, envelope("ann@example.test", "carol@example.test"), "<big-1@contoso.test>"))
+    assert graph.problems == []
+    assert result.accepted == ["ann@example.test", "carol@example.test"]
+    assert "upload session" in result.detail and "Message-ID kept" in result.detail
+    assert graph.counts["sendMail"] == 0
+    assert graph.counts["createDraft"] == 1 and graph.counts["sendDraft"] == 1
+    assert graph.counts["createUploadSession"] == 1
+    assert graph.counts["uploadRange"] == -(-len(data) // UPLOAD_CHUNK)
+    [mime] = graph.sent(BOX)
+    parsed = message_from_bytes(mime)
+    assert parsed["To"] == "Ann <ann@example.test>"
+    assert parsed["Bcc"] == "carol@example.test"
+    assert parsed["Message-ID"] == "<big-1@contoso.test>"
+    parts = [p for p in parsed.walk() if not p.is_multipart()]
+    assert [p.get_filename() for p in parts] == [None, "logs.tar.gz"]
+    assert "The logs are attached." in parts[0].get_payload(decode=True).decode()
+    assert parts[1].get_payload(decode=True) == data
+    assert graph.messages_in(BOX, "drafts") == []
 
 
 def test_a_refused_token_is_refreshed_then_the_sender_pauses(graph: GraphFake) -> None:
@@ -152,3 +196,29 @@ def test_the_kernel_sends_1kb_with_bcc_and_suppressed_recipients_left_out(
     assert parsed["Bcc"] == "carol@example.test"
     assert parsed["Message-ID"] == sent.message_id
     assert "z" * 1024 in parsed.get_payload(decode=True).decode()
+
+
+def test_two_large_parts_each_get_a_session_and_a_small_one_stays_in_the_draft(
+    graph: GraphFake,
+) -> None:
+    import random
+
+    graph.mailbox(BOX)
+    rng = random.Random(12)
+    big = [rng.randbytes(3 * 1024 * 1024 + 1), rng.randbytes(4 * 1024 * 1024)]
+    small = rng.randbytes(100_000)
+    message = message_from_bytes(with_attachment(big[0]), _class=EmailMessage,
+                                 policy=default)
+    message.add_attachment(small, maintype="image", subtype="png", filename="small.png")
+    message.add_attachment(big[1], maintype="application", subtype="pdf", filename="big.pdf")
+    result_of(make_sender(graph).send(message.as_bytes(), envelope("ann@example.test"),
+                                      "<big-1@contoso.test>"))
+    assert graph.problems == []
+    assert graph.counts["createUploadSession"] == 2
+    [mime] = graph.sent(BOX)
+    parts = {p.get_filename(): p for p in message_from_bytes(mime).walk()
+             if p.get_filename()}
+    assert parts["logs.tar.gz"].get_payload(decode=True) == big[0]
+    assert parts["big.pdf"].get_payload(decode=True) == big[1]
+    assert parts["big.pdf"].get_content_type() == "application/pdf"
+    assert parts["small.png"].get_payload(decode=True) == small
