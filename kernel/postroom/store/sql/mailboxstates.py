@@ -14,6 +14,10 @@ from postroom.model import MailboxStateRecord
 from postroom.store.sql.core import SQLCore
 from postroom.store.sql.tx import Row, Tx
 
+#: the most of a reason kept: a server's words are quoted in it, and a hostile
+#: or broken server may say a great deal
+REASON_LIMIT = 2000
+
 _SELECT = "SELECT mailbox, state, reason, failures, next_attempt, updated_at FROM mailbox_states"
 
 
@@ -28,6 +32,9 @@ class MailboxStateRecords(SQLCore):
         failures: int = 0,
         next_attempt: datetime | None = None,
     ) -> None:
+        if reason is not None and len(reason) > REASON_LIMIT:
+            reason = reason[: REASON_LIMIT - 1] + "…"
+
         def work(tx: Tx) -> None:
             tx.execute(
                 "INSERT INTO mailbox_states (mailbox, state, reason, failures, next_attempt, "
