@@ -18,6 +18,12 @@ How it meets the kernel's contract (``ISource``):
   an item gone since the listing is skipped and logged.
 - **acknowledge**: MoveItem to ``move-to-folder`` or DeleteItem (HardDelete),
   batched, after the commit, before the next listing or disconnect.
+- **wait_for_new**: with ``ews-push: streaming`` (the default), a streaming
+  subscription on the folder (:mod:`postroom_ews.push`), read on a thread of
+  the mailbox's own, wakes the wait as soon as new mail arrives; the listing
+  is SyncFolderItems from the sync state still. Without streaming (refused by
+  the server, lost twice in a row, or ``ews-push: off``): a poll every
+  ``poll-interval`` on the kernel's clock.
 - **throttling**: ``ErrorServerBusy`` waits its back-off hint on the kernel's
   clock (never a sleep in a pool thread) and tries again.
 """
@@ -55,6 +61,7 @@ from postroom.api import (
     proxy_for,
     sleep,
 )
+from postroom_ews import push
 from postroom_ews.client import BATCH, Endpoint, EWSClient, Page
 
 log = logging.getLogger(__name__)
@@ -71,6 +78,7 @@ R = TypeVar("R")
 
 
 class EWSSource(ServerSourceBase):
+    #: True while a streaming subscription is live (set per instance)
     supports_push = False
     protocol = "ews"
     types = TYPES
@@ -178,6 +186,18 @@ class EWSSource(ServerSourceBase):
             description="How a password is sent: `basic` or `ntlm` (on-premises). An OAuth "
             "auth driver always sends a bearer token.",
         )
+        add(
+            "ews-push",
+            "choice",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="streaming",
+            choices=("streaming", "off"),
+            description="`streaming`: subscribe the folder to streaming notifications (on a "
+            "thread of the mailbox's own) so new mail is listed as soon as it arrives; a "
+            "server that does not offer them, or a subscription lost twice in a row, falls "
+            "back to polling every `poll-interval`. `off`: poll only.",
+        )
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
         # Not ServerSourceBase.__init__: `server` is a URL, not host and port.
@@ -215,6 +235,14 @@ class EWSSource(ServerSourceBase):
         self._pending: list[str] = []
         self._resume: tuple[str | None, str] | None = None
         self._first_listing = True
+        self.push_mode = str(mailbox.get("ews-push"))
+        self._credentials: Credentials | None = None
+        self._push: push.Push | None = None
+        #: why push is off for this source (None: try it at the next wait)
+        self._push_off: str | None = None if self.push_mode == "streaming" else "ews-push: off"
+        self._push_refused = False
+        self._new_mail = False
+        self._waker: Deferred[None] | None = None
 
     # ------------------------------------------------------------ calls
 
@@ -312,6 +340,7 @@ class EWSSource(ServerSourceBase):
         except UnauthorizedError as exc:
             raise LoginRefused(str(exc) or "HTTP 401") from None
         self.client = client
+        self._credentials = credentials
         self._first_listing = True
         if self.after == "move":
             assert self.move_to is not None
@@ -470,12 +499,114 @@ class EWSSource(ServerSourceBase):
     # --------------------------------------------------------------- waiting
 
     def wait_for_new(self, timeout: float) -> Deferred[None]:
-        """Polling: SyncFolderItems is cheap; the kernel's poll interval sets the pace."""
+        """Fires when a streaming notification reports new mail, or after
+        *timeout* seconds on the kernel's clock (polling: SyncFolderItems is cheap)."""
         return ensureDeferred(self._wait(float(timeout)))
 
     async def _wait(self, timeout: float) -> None:
         await self._flush()
-        await sleep(self.context.clock, timeout)
+        if self._push is None and self._push_off is None:
+            self._start_push()
+        if self._new_mail:
+            self._new_mail = False
+            return
+        waker: Deferred[None] = Deferred()
+        self._waker = waker
+        call = self.context.clock.callLater(timeout, self._wake)
+        try:
+            await waker
+        finally:
+            if call.active():
+                call.cancel()
+            self._waker = None
+            self._new_mail = False
+
+    def _wake(self) -> None:
+        waker = self._waker
+        if waker is not None and not waker.called:
+            waker.callback(None)
+
+    def _start_push(self) -> None:
+        """Subscribe on a thread of the mailbox's own (never the kernel's pool)."""
+        credentials = self._credentials
+        if credentials is None:
+            return
+
+        def make_client() -> EWSClient:
+            client = EWSClient(
+                self.ews, credentials.username, credentials.secret, credentials.bearer
+            )
+            try:
+                client.open_folder(self.folder_path)
+            except BaseException:
+                client.close()
+                raise
+            return client
+
+        stream: push.Push | None = None
+
+        def report(kind: str, detail: str) -> None:
+            if stream is not None and self._push is stream:
+                self._pushed(stream, kind, detail)
+
+        stream = push.Push(self.name, make_client, self.context.reactor, report)
+        self._push = stream
+        stream.start()
+
+    def _pushed(self, stream: push.Push, kind: str, detail: str) -> None:
+        """A report of the stream's thread, on the reactor."""
+        extra = {"mailbox": self.name}
+        if kind in (push.LIVE, push.RESUBSCRIBED):
+            self.supports_push = True
+            if kind == push.LIVE:
+                log.info(
+                    "mailbox %s: streaming notifications on for %s",
+                    self.name, self.folder_path, extra=extra,
+                )  # fmt: skip
+            else:
+                log.info(
+                    "mailbox %s: streaming subscription renewed after %s",
+                    self.name, detail, extra=extra,
+                )  # fmt: skip
+        elif kind in (push.REFUSED, push.LOST):
+            self.supports_push = False
+            self._push = None
+            self._push_off = detail or kind
+            if kind == push.REFUSED:
+                self._push_refused = True  # not offered: not asked again by this source
+                log.warning(
+                    "mailbox %s: %s does not offer streaming notifications (%s); polling "
+                    "every poll-interval",
+                    self.name, self.where, detail, extra=extra,
+                )  # fmt: skip
+            else:
+                log.warning(
+                    "mailbox %s: streaming notifications lost (%s); polling every "
+                    "poll-interval until the next connection",
+                    self.name, detail, extra=extra,
+                )  # fmt: skip
+        # wake on everything: a listing now costs one SyncFolderItems and
+        # covers what may have arrived while the subscription was being made
+        self._new_mail = True
+        self._wake()
+
+    async def _stop_push(self) -> None:
+        """Stop the stream (not waiting for its thread) and unsubscribe, best effort."""
+        stream, self._push = self._push, None
+        self.supports_push = False
+        if stream is None:
+            return
+        identifier = stream.stop()
+        client = self.client
+        if identifier is None or client is None:
+            return
+        try:
+            await self._call("Unsubscribe", push.unsubscribe, client, identifier)
+        except Exception as exc:
+            log.info(
+                "mailbox %s: Unsubscribe failed (the subscription expires on its own): %s",
+                self.name, exc, extra={"mailbox": self.name},
+            )  # fmt: skip
 
     # ----------------------------------------------------------- disconnect
 
@@ -483,6 +614,9 @@ class EWSSource(ServerSourceBase):
         return ensureDeferred(self._disconnect())
 
     async def _disconnect(self) -> None:
+        await self._stop_push()
+        if self.push_mode == "streaming" and not self._push_refused:
+            self._push_off = None  # the next connection tries streaming again
         client = self.client
         if client is None:
             return

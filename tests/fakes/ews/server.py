@@ -2,13 +2,15 @@
 
 It implements exactly the operations the ``ews`` source sends, following the
 EWS reference (Microsoft Learn, "EWS reference for Exchange") and [MS-OXWSCORE],
-[MS-OXWSFOLD], [MS-OXWSSYNC], [MS-OXWSMSG]. Anything else is refused: an
+[MS-OXWSFOLD], [MS-OXWSSYNC], [MS-OXWSMSG], and streaming notifications of
+[MS-OXWSNTIF] (Subscribe, GetStreamingEvents, Unsubscribe). Anything else is refused: an
 unknown operation, an element the schema does not allow where it stands, a
 missing ``RequestServerVersion`` SOAP header or a missing or wrong
 ``Authorization`` header is answered with a SOAP fault (HTTP 500) and recorded
 in :attr:`EWSFake.protocol_errors`, so a test can assert that the client made
 no protocol error. Tests seed the in-memory :class:`Mailbox` and steer the
-fake with its controls (server busy, invalid sync state, a vanishing item).
+fake with its controls (server busy, invalid sync state, a vanishing item,
+no streaming, an expired subscription, the end of an open stream).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import itertools
 import socket
 import ssl
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -60,6 +63,16 @@ WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems")
 SYNC_ERROR = (
     "<m:SyncState></m:SyncState><m:IncludesLastItemInRange>true</m:IncludesLastItemInRange>"
 )
+#: NotificationEventTypeType values of the EWS schema (Subscribe's t:EventType)
+EVENT_TYPES = {
+    "CopiedEvent",
+    "CreatedEvent",
+    "DeletedEvent",
+    "ModifiedEvent",
+    "MovedEvent",
+    "NewMailEvent",
+    "FreeBusyChangedEvent",
+}
 #: XML parser that never resolves entities nor reads the network (long text
 #: nodes allowed: MimeContent of a large message is one)
 PARSER = etree.XMLParser(resolve_entities=False, no_network=True, huge_tree=True)
@@ -83,6 +96,20 @@ class Folder:
 
 
 @dataclass
+class Subscription:
+    """A streaming subscription ([MS-OXWSNTIF] 3.1.4.3 Subscribe): the folders
+    and event types it watches, and the events not yet streamed (the server
+    keeps them for the next GetStreamingEvents while no stream is open)."""
+
+    id: str
+    folders: set[str]
+    events: set[str]
+    pending: list[str] = field(default_factory=list)
+    #: open GetStreamingEvents connections on it
+    streams: int = 0
+
+
+@dataclass
 class Mailbox:
     """The in-memory store: folders of items (their MIME bytes), and the
     creation order SyncFolderItems walks (its sync state is a position in it)."""
@@ -92,6 +119,9 @@ class Mailbox:
     #: per folder: every item id ever created in it, in order (the sync log)
     log: dict[str, list[str]] = field(default_factory=dict)
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
+    #: called with (folder id, item id) for each message delivered (the fake's
+    #: subscriptions listen)
+    listeners: list[Callable[[str, str], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         top = self.add_folder("root", None, "")
@@ -119,6 +149,8 @@ class Mailbox:
         target = self.folders[folder]
         target.items.append(item)
         self.log[target.id].append(item)
+        for listener in list(self.listeners):
+            listener(target.id, item)
         return item
 
     def remove(self, item: str) -> None:
@@ -172,6 +204,22 @@ class EWSFake:
         self.max_changes_seen: list[int] = []
         #: messages CreateItem sent: (MIME as received, MessageDisposition, recipients)
         self.sent: list[tuple[bytes, str, list[str]]] = []
+        #: streaming notifications: subscriptions by id, guarded by :attr:`streams`
+        self.subscriptions: dict[str, Subscription] = {}
+        self.streams = threading.Condition()
+        #: Subscribe answers this ResponseCode when set (a server without
+        #: streaming notifications, e.g. Exchange 2007 or streaming turned off)
+        self.refuse_streaming: str | None = None
+        #: seconds per minute of GetStreamingEvents' ConnectionTimeout (tests shorten it)
+        self.minute = 60.0
+        #: subscription ids Unsubscribe ended
+        self.unsubscribed: list[str] = []
+        #: GetStreamingEvents connections open now
+        self.open_streams = 0
+        self._end_streams = 0  # bumped to end every open stream now
+        self._closing = False
+        self._subscription_ids = itertools.count(1)
+        self.store.listeners.append(self._delivered)
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -199,6 +247,9 @@ class EWSFake:
 
     def __exit__(self, *exc: Any) -> None:
         assert self.httpd is not None and self.thread is not None
+        with self.streams:
+            self._closing = True
+            self.streams.notify_all()
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(10)
@@ -231,6 +282,11 @@ class EWSFake:
                 return
             envelope = etree.fromstring(body, PARSER)
             operation, op = self._operation(envelope)
+            if operation == "GetStreamingEvents":
+                with self.lock:
+                    self.counts[operation] = self.counts.get(operation, 0) + 1
+                self._stream(request, op)
+                return
             with self.lock:
                 self.counts[operation] = self.counts.get(operation, 0) + 1
                 if self.busy > 0:
@@ -732,6 +788,247 @@ class EWSFake:
                 self.store.log[saved.id].append(copy)
             answers.append(self._ok("CreateItem", "<m:Items/>"))
         return self._messages("CreateItem", answers)
+
+    # --- streaming notifications ([MS-OXWSNTIF]; "Streaming notifications on
+    # Exchange mailbox events")
+
+    def _delivered(self, folder: str, item: str) -> None:
+        """A message arrived in *folder*: queue a NewMailEvent and a
+        CreatedEvent for each subscription watching it (the events it asked for)."""
+        with self.streams:
+            for subscription in self.subscriptions.values():
+                if folder in subscription.folders:
+                    subscription.pending.extend(
+                        self._event(kind, item, folder)
+                        for kind in ("NewMailEvent", "CreatedEvent")
+                        if kind in subscription.events
+                    )
+            self.streams.notify_all()
+
+    def _event(self, kind: str, item: str, folder: str) -> str:
+        # "NewMailEvent" / "CreatedEvent" (BaseObjectChangedEventType): Watermark,
+        # TimeStamp, then the ItemId and its ParentFolderId
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        mark = base64.b64encode(f"watermark:{item}:{kind}".encode()).decode()
+        return (
+            f"<t:{kind}><t:Watermark>{mark}</t:Watermark><t:TimeStamp>{stamp}</t:TimeStamp>"
+            f'<t:ItemId Id="{item}" ChangeKey="ck"/><t:ParentFolderId Id="{folder}" '
+            f'ChangeKey="ck"/></t:{kind}>'
+        )
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float = 10.0) -> bool:
+        """Wait (bounded) until *predicate* holds; it is re-checked whenever a
+        stream, a subscription or a delivery changes. For tests."""
+        with self.streams:
+            return self.streams.wait_for(predicate, timeout)
+
+    def end_streams(self) -> None:
+        """Every open GetStreamingEvents ends now, as at its ConnectionTimeout:
+        ConnectionStatus Closed."""
+        with self.streams:
+            self._end_streams += 1
+            self.streams.notify_all()
+
+    def expire_subscriptions(self) -> None:
+        """Every subscription expires: open streams end (Closed) and the next
+        GetStreamingEvents on them answers ErrorSubscriptionNotFound."""
+        with self.streams:
+            self.subscriptions.clear()
+            self._end_streams += 1
+            self.streams.notify_all()
+
+    def op_Subscribe(self, op: Any) -> str:
+        # "Subscribe operation" / [MS-OXWSNTIF] 3.1.4.3: one of
+        # PullSubscriptionRequest, PushSubscriptionRequest,
+        # StreamingSubscriptionRequest; the fake offers streaming only.
+        parts = self._children(op, {"StreamingSubscriptionRequest": True})
+        request = parts["StreamingSubscriptionRequest"]
+        # "StreamingSubscriptionRequest": FolderIds (or SubscribeToAllFolders), EventTypes
+        if request.get("SubscribeToAllFolders") not in (None, "false"):
+            raise Refused("ErrorInvalidRequest", "SubscribeToAllFolders is not implemented")
+        folders: set[str] = set()
+        events: set[str] = set()
+        seen: set[str] = set()
+        for child in request:
+            local = etree.QName(child).localname
+            if etree.QName(child).namespace != T or local in seen or local not in (
+                "FolderIds",
+                "EventTypes",
+            ):
+                raise Refused(
+                    "ErrorSchemaValidation", f"{child.tag} in StreamingSubscriptionRequest"
+                )
+            seen.add(local)
+            if local == "FolderIds":
+                for ref in child:
+                    folder = self._folder_ref(ref)
+                    if folder is None:
+                        return self._messages(
+                            "Subscribe",
+                            [self._error("Subscribe", "ErrorFolderNotFound", "not found")],
+                        )
+                    folders.add(folder.id)
+            else:
+                for kind in child:
+                    if (
+                        etree.QName(kind).namespace != T
+                        or etree.QName(kind).localname != "EventType"
+                        or kind.text not in EVENT_TYPES
+                    ):
+                        raise Refused("ErrorSchemaValidation", f"EventType {kind.text!r}")
+                    events.add(kind.text)
+        if not folders or not events:
+            raise Refused("ErrorSchemaValidation", "FolderIds and EventTypes must not be empty")
+        if self.refuse_streaming:
+            return self._messages(
+                "Subscribe",
+                [
+                    self._error(
+                        "Subscribe",
+                        self.refuse_streaming,
+                        "Streaming notifications are not available on this server.",
+                    )
+                ],
+            )
+        # "SubscribeResponseMessage": a streaming subscription has a
+        # SubscriptionId and no Watermark
+        identifier = base64.b64encode(
+            f"subscription-{next(self._subscription_ids):06d}".encode()
+        ).decode()
+        with self.streams:
+            self.subscriptions[identifier] = Subscription(identifier, folders, events)
+            self.streams.notify_all()
+        return self._messages(
+            "Subscribe",
+            [self._ok("Subscribe", f"<m:SubscriptionId>{identifier}</m:SubscriptionId>")],
+        )
+
+    def op_Unsubscribe(self, op: Any) -> str:
+        # "Unsubscribe operation" / [MS-OXWSNTIF] 3.1.4.4: SubscriptionId
+        parts = self._children(op, {"SubscriptionId": True})
+        identifier = (parts["SubscriptionId"].text or "").strip()
+        with self.streams:
+            found = self.subscriptions.pop(identifier, None)
+            if found is not None:
+                self.unsubscribed.append(identifier)
+            self.streams.notify_all()
+        if found is None:
+            return self._messages(
+                "Unsubscribe",
+                [self._error("Unsubscribe", "ErrorSubscriptionNotFound", "not found")],
+            )
+        return self._messages("Unsubscribe", [self._ok("Unsubscribe", "")])
+
+    def _stream(self, request: BaseHTTPRequestHandler, op: Any) -> None:
+        """GetStreamingEvents ([MS-OXWSNTIF] 3.1.4.2, "GetStreamingEvents
+        operation"): one chunked HTTP answer of several SOAP envelopes, each a
+        GetStreamingEventsResponse: the Notifications as events happen, and
+        ConnectionStatus Closed once ConnectionTimeout minutes passed."""
+        parts = self._children(op, {"SubscriptionIds": True, "ConnectionTimeout": True})
+        ids = []
+        for child in parts["SubscriptionIds"]:
+            if etree.QName(child).namespace != T or etree.QName(child).localname != (
+                "SubscriptionId"
+            ):
+                raise Refused("ErrorSchemaValidation", f"{child.tag} in SubscriptionIds")
+            ids.append((child.text or "").strip())
+        if not ids:
+            raise Refused("ErrorSchemaValidation", "SubscriptionIds is empty")
+        try:
+            minutes = int(parts["ConnectionTimeout"].text)
+        except (TypeError, ValueError):
+            raise Refused("ErrorSchemaValidation", "ConnectionTimeout is not a number") from None
+        # StreamingSubscriptionConnectionTimeoutType: 1 to 30 minutes
+        if not 1 <= minutes <= 30:
+            raise Refused("ErrorSchemaValidation", "ConnectionTimeout must be 1 to 30")
+        with self.streams:
+            missing = [i for i in ids if i not in self.subscriptions]
+            if missing:
+                # an expired or unknown subscription: ErrorSubscriptionNotFound,
+                # the ids in ErrorSubscriptionIds
+                listed = "".join(f"<m:SubscriptionId>{i}</m:SubscriptionId>" for i in missing)
+                answer = self._messages(
+                    "GetStreamingEvents",
+                    [
+                        self._error(
+                            "GetStreamingEvents",
+                            "ErrorSubscriptionNotFound",
+                            "The specified subscription was not found.",
+                            f"<m:ErrorSubscriptionIds>{listed}</m:ErrorSubscriptionIds>",
+                        )
+                    ],
+                )
+                self._send(request, 200, self._envelope(answer))
+                return
+            subscriptions = [self.subscriptions[i] for i in ids]
+            for subscription in subscriptions:
+                subscription.streams += 1
+            self.open_streams += 1
+            ending = self._end_streams
+            self.streams.notify_all()
+        deadline = time.monotonic() + minutes * self.minute
+        try:
+            # chunked transfer coding needs HTTP/1.1; the connection ends with the stream
+            request.protocol_version = "HTTP/1.1"
+            request.send_response(200)
+            request.send_header("Content-Type", "text/xml; charset=utf-8")
+            request.send_header("Transfer-Encoding", "chunked")
+            request.send_header("Connection", "close")
+            request.end_headers()
+            request.close_connection = True
+            while True:
+                with self.streams:
+                    self.streams.wait_for(
+                        lambda: self._closing
+                        or self._end_streams != ending
+                        or time.monotonic() >= deadline
+                        or any(s.pending for s in subscriptions),
+                        max(0.0, deadline - time.monotonic()),
+                    )
+                    notifications = "".join(
+                        f"<m:Notification><t:SubscriptionId>{s.id}</t:SubscriptionId>"
+                        f"<t:MoreEvents>false</t:MoreEvents>{''.join(s.pending)}</m:Notification>"
+                        for s in subscriptions
+                        if s.pending
+                    )
+                    for subscription in subscriptions:
+                        subscription.pending = []
+                    done = (
+                        self._closing
+                        or self._end_streams != ending
+                        or time.monotonic() >= deadline
+                    )
+                if notifications:
+                    self._chunk(
+                        request,
+                        self._ok(
+                            "GetStreamingEvents",
+                            f"<m:Notifications>{notifications}</m:Notifications>",
+                        ),
+                    )
+                if done:
+                    # "ConnectionStatus": Closed when the ConnectionTimeout has passed
+                    self._chunk(
+                        request,
+                        self._ok("GetStreamingEvents", "<m:ConnectionStatus>Closed</m:ConnectionStatus>"),
+                    )
+                    request.wfile.write(b"0\r\n\r\n")
+                    request.wfile.flush()
+                    return
+        except OSError:
+            return  # the client went away
+        finally:
+            with self.streams:
+                for subscription in subscriptions:
+                    subscription.streams -= 1
+                self.open_streams -= 1
+                self.streams.notify_all()
+
+    def _chunk(self, request: BaseHTTPRequestHandler, message: str) -> None:
+        """One SOAP envelope of a stream as one HTTP chunk (RFC 9112 7.1)."""
+        data = self._envelope(self._messages("GetStreamingEvents", [message]))
+        request.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        request.wfile.flush()
 
 
 def raw_request(fake: EWSFake, body: bytes, authorization: str | None) -> tuple[int, bytes]:

@@ -3,7 +3,9 @@ with an inline runner on a task.Clock (its back-offs wait on that clock)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +64,35 @@ def mailbox_config(fake: EWSFake, **options: Any) -> MailboxConfig:
     return MailboxConfig(name="support", type="ews", auth="basic", options=values, lines=lines)
 
 
+class ThreadCalls:
+    """The reactor's ``callFromThread`` for a test on a task.Clock: calls from
+    other threads are queued and run on the test's thread by :meth:`run`."""
+
+    def __init__(self) -> None:
+        self.calls: queue.Queue[tuple[Callable[..., Any], tuple[Any, ...]]] = queue.Queue()
+        #: the threads callFromThread was called from
+        self.threads: set[str] = set()
+
+    def callFromThread(self, fn: Callable[..., Any], *args: Any) -> None:  # noqa: N802
+        self.threads.add(threading.current_thread().name)
+        self.calls.put((fn, args))
+
+    def run(self, wait: float = 0.0) -> int:
+        """Run the queued calls; with *wait*, first wait (bounded) for one. How many ran."""
+        ran = 0
+        try:
+            fn, args = self.calls.get(timeout=wait) if wait else self.calls.get_nowait()
+        except queue.Empty:
+            return 0
+        while True:
+            fn(*args)
+            ran += 1
+            try:
+                fn, args = self.calls.get_nowait()
+            except queue.Empty:
+                return ran
+
+
 class Harness:
     """An EWSSource on the fake, its clock, and a stand-in for the store's keys."""
 
@@ -70,11 +101,12 @@ class Harness:
     ) -> None:
         self.fake = fake
         self.clock = task.Clock()
+        self.reactor = ThreadCalls()
         self.stored: set[str] = set()
         self.auth = FakeAuthenticator(fake.user, fake.password)
         spool.mkdir(exist_ok=True)
         self.context = DriverContext(
-            reactor=self.clock,
+            reactor=self.reactor,
             clock=self.clock,
             runner=InlineRunner(),
             config=Config(proxy),
