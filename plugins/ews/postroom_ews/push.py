@@ -77,13 +77,18 @@ def unsubscribe(client: EWSClient, subscription_id: str) -> None:
             raise result
 
 
-def _abort(service: Any) -> None:
-    """Shut the socket of a streaming response down: the blocked read ends now."""
-    response = getattr(service, "_streaming_response", None)
+def _abort(response: Any) -> None:
+    """Shut the socket of a (requests) response down: a blocked read ends now.
+
+    The socket is the urllib3 connection's, or (once http.client let go of it,
+    as after ``Connection: close``) the one under the response's file.
+    """
     raw = getattr(response, "raw", None)
-    connection = getattr(raw, "connection", None)
-    sock = getattr(connection, "sock", None)
-    if sock is not None:
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
+    if sock is None:
+        fp = getattr(getattr(raw, "_fp", None), "fp", None)
+        sock = getattr(getattr(fp, "raw", None), "_sock", None)
+    if isinstance(sock, socket.socket):
         with contextlib.suppress(OSError):
             sock.shutdown(socket.SHUT_RDWR)
 
@@ -112,7 +117,9 @@ class Push:
         self.subscription_id: str | None = None
         self._stopping = threading.Event()
         self._lock = threading.Lock()
-        self._service: Any = None
+        #: the last HTTP response of the stream's client (its headers arrived)
+        self._response: Any = None
+        self._streaming = False  # a GetStreamingEvents is under way
         self.thread = threading.Thread(
             target=self._run, name=f"postroom-ews-push-{name}", daemon=True
         )
@@ -125,10 +132,10 @@ class Push:
         to unsubscribe (None: no subscription)."""
         self._stopping.set()
         with self._lock:
-            service, self._service = self._service, None
+            response, self._response = self._response, None
             identifier = self.subscription_id
-        if service is not None:
-            _abort(service)
+        if response is not None:
+            _abort(response)
         return identifier
 
     @property
@@ -146,6 +153,7 @@ class Push:
         try:
             try:
                 client = self.make_client()
+                self._hook(client)
                 identifier = subscribe(client)
             except Exception as exc:
                 self.report(REFUSED, _describe(exc))
@@ -161,6 +169,29 @@ class Push:
             if client is not None:
                 with contextlib.suppress(Exception):
                     client.close()
+
+    def _hook(self, client: EWSClient) -> None:
+        """Have each HTTP response of *client* noted as it arrives (a requests
+        response hook), so that a stop can shut its socket down, even one
+        that comes in just after the stop."""
+        protocol: Any = client.protocol
+        get_session = protocol.get_session
+
+        def hooked() -> Any:
+            session = get_session()
+            if self._on_response not in session.hooks["response"]:
+                session.hooks["response"].append(self._on_response)
+            return session
+
+        protocol.get_session = hooked
+
+    def _on_response(self, response: Any, *args: Any, **kwargs: Any) -> None:
+        with self._lock:
+            if not self._streaming:
+                return  # Subscribe, GetFolder: short calls, let them finish
+            self._response = response
+        if self.stopping:
+            _abort(response)
 
     def _subscribed(self, client: EWSClient, identifier: str) -> bool:
         """Note the new subscription; False (and unsubscribed) when stopped meanwhile."""
@@ -206,8 +237,8 @@ class Push:
 
         with self._lock:
             identifier = self.subscription_id
-            service = GetStreamingEvents(account=client.account)
-            self._service = service
+            self._streaming = True
+        service = GetStreamingEvents(account=client.account)
         try:
             for notification in service.call(
                 subscription_ids=[identifier], connection_timeout=self.connection_timeout
@@ -223,7 +254,8 @@ class Push:
                 raise StreamEnded("the stream ended without ConnectionStatus Closed")
         finally:
             with self._lock:
-                self._service = None
+                self._streaming = False
+                self._response = None
             with contextlib.suppress(Exception):
                 service.stop_streaming()
 

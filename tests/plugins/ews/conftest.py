@@ -97,7 +97,12 @@ class Harness:
     """An EWSSource on the fake, its clock, and a stand-in for the store's keys."""
 
     def __init__(
-        self, fake: EWSFake, spool: Path, proxy: dict[str, Any] | None = None, **options: Any
+        self,
+        fake: EWSFake,
+        spool: Path,
+        proxy: dict[str, Any] | None = None,
+        runner: Any = None,
+        **options: Any,
     ) -> None:
         self.fake = fake
         self.clock = task.Clock()
@@ -108,7 +113,7 @@ class Harness:
         self.context = DriverContext(
             reactor=self.reactor,
             clock=self.clock,
-            runner=InlineRunner(),
+            runner=runner or InlineRunner(),
             config=Config(proxy),
             spool_dir=str(spool),
             authenticator=self.auth,
