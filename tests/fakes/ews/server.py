@@ -309,6 +309,8 @@ class EWSFake:
                 request.connection.shutdown(socket.SHUT_RDWR)
                 return
             self._send(request, 200, reply)
+            with self.streams:
+                self.streams.notify_all()  # wait_until conditions may hold now
         except (Refused, etree.XMLSyntaxError) as exc:
             code = exc.code if isinstance(exc, Refused) else "ErrorSchemaValidation"
             text = exc.text if isinstance(exc, Refused) else str(exc)
@@ -851,9 +853,14 @@ class EWSFake:
         seen: set[str] = set()
         for child in request:
             local = etree.QName(child).localname
-            if etree.QName(child).namespace != T or local in seen or local not in (
-                "FolderIds",
-                "EventTypes",
+            if (
+                etree.QName(child).namespace != T
+                or local in seen
+                or local
+                not in (
+                    "FolderIds",
+                    "EventTypes",
+                )
             ):
                 raise Refused(
                     "ErrorSchemaValidation", f"{child.tag} in StreamingSubscriptionRequest"
@@ -979,10 +986,12 @@ class EWSFake:
             while True:
                 with self.streams:
                     self.streams.wait_for(
-                        lambda: self._closing
-                        or self._end_streams != ending
-                        or time.monotonic() >= deadline
-                        or any(s.pending for s in subscriptions),
+                        lambda: (
+                            self._closing
+                            or self._end_streams != ending
+                            or time.monotonic() >= deadline
+                            or any(s.pending for s in subscriptions)
+                        ),
                         max(0.0, deadline - time.monotonic()),
                     )
                     notifications = "".join(
@@ -994,9 +1003,7 @@ class EWSFake:
                     for subscription in subscriptions:
                         subscription.pending = []
                     done = (
-                        self._closing
-                        or self._end_streams != ending
-                        or time.monotonic() >= deadline
+                        self._closing or self._end_streams != ending or time.monotonic() >= deadline
                     )
                 if notifications:
                     self._chunk(
@@ -1010,7 +1017,9 @@ class EWSFake:
                     # "ConnectionStatus": Closed when the ConnectionTimeout has passed
                     self._chunk(
                         request,
-                        self._ok("GetStreamingEvents", "<m:ConnectionStatus>Closed</m:ConnectionStatus>"),
+                        self._ok(
+                            "GetStreamingEvents", "<m:ConnectionStatus>Closed</m:ConnectionStatus>"
+                        ),
                     )
                     request.wfile.write(b"0\r\n\r\n")
                     request.wfile.flush()

@@ -73,7 +73,7 @@ class ThreadCalls:
         #: the threads callFromThread was called from
         self.threads: set[str] = set()
 
-    def callFromThread(self, fn: Callable[..., Any], *args: Any) -> None:  # noqa: N802
+    def callFromThread(self, fn: Callable[..., Any], *args: Any) -> None:
         self.threads.add(threading.current_thread().name)
         self.calls.put((fn, args))
 

@@ -30,6 +30,22 @@ def envelope(body: str, header: str = '<t:RequestServerVersion Version="Exchange
     ).encode()
 
 
+SUBSCRIBE = (
+    "<m:Subscribe><m:StreamingSubscriptionRequest><t:FolderIds>"
+    '<t:DistinguishedFolderId Id="inbox"/></t:FolderIds><t:EventTypes>'
+    "<t:EventType>NewMailEvent</t:EventType></t:EventTypes></m:StreamingSubscriptionRequest>"
+    "</m:Subscribe>"
+)
+
+
+def streaming(subscription: str, minutes: int = 1) -> str:
+    return (
+        f"<m:GetStreamingEvents><m:SubscriptionIds><t:SubscriptionId>{subscription}"
+        f"</t:SubscriptionId></m:SubscriptionIds><m:ConnectionTimeout>{minutes}"
+        "</m:ConnectionTimeout></m:GetStreamingEvents>"
+    )
+
+
 GET_INBOX = (
     "<m:GetFolder><m:FolderShape><t:BaseShape>IdOnly</t:BaseShape></m:FolderShape>"
     '<m:FolderIds><t:DistinguishedFolderId Id="inbox"/></m:FolderIds></m:GetFolder>'
@@ -67,6 +83,33 @@ def test_a_well_formed_request_is_answered(strict: EWSFake) -> None:
             "ErrorSchemaValidation",
         ),  # MaxChangesReturned over 512
         (b"<not-xml", "ErrorSchemaValidation"),
+        (envelope(SUBSCRIBE.replace("Streaming", "Pull")), "ErrorSchemaValidation"),  # pull
+        (envelope(SUBSCRIBE.replace("NewMailEvent", "NewMail")), "ErrorSchemaValidation"),
+        (
+            envelope(SUBSCRIBE.replace("<t:EventType>NewMailEvent</t:EventType>", "")),
+            "ErrorSchemaValidation",
+        ),  # no event type
+        (
+            envelope(SUBSCRIBE.replace("<t:FolderIds>", "<t:Watermark>x</t:Watermark>"
+                                       "<t:FolderIds>")),
+            "ErrorSchemaValidation",
+        ),  # a streaming subscription has no watermark
+        (envelope(streaming("c3ViLTE=", minutes=31)), "ErrorSchemaValidation"),  # 1..30
+        (envelope(streaming("c3ViLTE=", minutes=0)), "ErrorSchemaValidation"),
+        (
+            envelope("<m:GetStreamingEvents><m:ConnectionTimeout>1</m:ConnectionTimeout>"
+                     "</m:GetStreamingEvents>"),
+            "ErrorSchemaValidation",
+        ),  # no SubscriptionIds
+        (
+            envelope(streaming("c3ViLTE=").replace("t:SubscriptionId", "m:SubscriptionId")),
+            "ErrorSchemaValidation",
+        ),  # SubscriptionIds holds t:SubscriptionId
+        (
+            envelope("<m:Unsubscribe><m:SubscriptionId>x</m:SubscriptionId><m:Extra/>"
+                     "</m:Unsubscribe>"),
+            "ErrorSchemaValidation",
+        ),
     ],
 )  # fmt: skip
 def test_a_malformed_request_is_a_soap_fault_and_recorded(
@@ -99,3 +142,41 @@ def test_an_unknown_sync_state_is_invalid(strict: EWSFake) -> None:
     status, body = raw_request(strict, envelope(sync), basic(strict))
     assert status == 200
     assert b"ErrorInvalidSyncStateData" in body
+
+
+def test_a_stream_is_several_envelopes_notifications_then_closed(strict: EWSFake) -> None:
+    """[MS-OXWSNTIF] 3.1.4.2: the events of the subscription, then ConnectionStatus
+    Closed at the end of ConnectionTimeout (shortened here), in one chunked answer."""
+    status, body = raw_request(strict, envelope(SUBSCRIBE), basic(strict))
+    assert status == 200, body
+    [subscription] = strict.subscriptions
+    assert f"<m:SubscriptionId>{subscription}</m:SubscriptionId>".encode() in body
+    item = strict.store.add(b"Subject: hi\r\n\r\nhi\r\n")  # queued until a stream opens
+    strict.minute = 0.05
+    status, body = raw_request(strict, envelope(streaming(subscription)), basic(strict))
+    assert status == 200
+    documents = body.split(b"<?xml")[1:]
+    assert len(documents) == 2
+    assert b"<t:NewMailEvent>" in documents[0] and item.encode() in documents[0]
+    assert b"<t:CreatedEvent>" not in documents[0]  # not subscribed to
+    assert b"<m:ConnectionStatus>Closed</m:ConnectionStatus>" in documents[1]
+    # Unsubscribe ends the subscription: a stream on it is refused
+    status, body = raw_request(
+        strict,
+        envelope(f"<m:Unsubscribe><m:SubscriptionId>{subscription}</m:SubscriptionId>"
+                 "</m:Unsubscribe>"),
+        basic(strict),
+    )  # fmt: skip
+    assert status == 200 and b'ResponseClass="Success"' in body
+    status, body = raw_request(strict, envelope(streaming(subscription)), basic(strict))
+    assert status == 200 and b"ErrorSubscriptionNotFound" in body
+    assert strict.protocol_errors == []
+
+
+def test_a_server_without_streaming_refuses_subscribe(strict: EWSFake) -> None:
+    strict.refuse_streaming = "ErrorInvalidSubscriptionRequest"
+    status, body = raw_request(strict, envelope(SUBSCRIBE), basic(strict))
+    assert status == 200
+    assert b'ResponseClass="Error"' in body and b"ErrorInvalidSubscriptionRequest" in body
+    assert strict.subscriptions == {}
+    assert strict.protocol_errors == []

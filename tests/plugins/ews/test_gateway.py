@@ -1,13 +1,16 @@
 """The real ``postroom`` command over the EWS fake: ``run --once`` imports a
-folder exactly once, and ``check --connect`` logs in."""
+folder exactly once, ``check --connect`` logs in, and ``run`` picks up new
+mail at once through streaming notifications."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import pytest
 import yaml
 
 from tests.fakes.ews.server import EWSFake
+from tests.integration.sites import free_port
 from tests.pki import TestCA
 from tests.plugins.ews.conftest import message
 
@@ -160,3 +164,49 @@ def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
             "SELECT message_id, parent_id FROM interactions WHERE type = 'Inbound'"
         ).fetchall()
     assert (message_id, parent) == ("<reply-1@example.test>", outbound)
+
+
+def test_run_picks_up_new_mail_at_once_through_streaming_notifications(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    """With an hour's poll interval, a message delivered after the start is
+    stored within seconds: the stream woke the mailbox. SIGTERM stops the
+    gateway promptly with the stream open, and the subscription is ended."""
+    path = site(tmp_path, fake, poll_interval="01:00:00")
+    document = yaml.safe_load(path.read_text(encoding="utf-8"))
+    document["http"] = {"port": free_port()}  # not the default port another gateway may hold
+    path.write_text(yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+    log_path = tmp_path / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [POSTROOM, "-v", "run", "-c", str(path)], stdout=log, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+    try:
+        # the first pass is done and the stream is open (a bounded wait on the fake)
+        assert fake.wait_until(lambda: fake.open_streams == 1, 60), log_path.read_text()
+        assert proc.poll() is None, log_path.read_text()
+        delivered = time.monotonic()
+        item = fake.store.add(message(1))
+        # stored, then deleted from the folder once the store committed it
+        emptied = fake.wait_until(lambda: item not in fake.store.folders["inbox"].items, 30)
+        latency = time.monotonic() - delivered
+        assert emptied, log_path.read_text()
+        assert stored(tmp_path) == [(item, "<ews-1@example.test>")]
+        print(f"\nEWS streaming: delivered to stored in {latency:.2f} s (poll interval 1 h)")
+        assert latency < 20
+        assert fake.counts["Subscribe"] == 1
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    text = log_path.read_text(errors="replace")
+    assert code == 0, text[-5000:]
+    assert time.monotonic() - stopping < 15, "the open stream held up the shutdown"
+    assert "Traceback" not in text, text[-5000:]
+    assert len(fake.unsubscribed) == 1

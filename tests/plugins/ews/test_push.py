@@ -64,9 +64,7 @@ def live(h: Harness) -> None:
     assert h.settle(h.source.list_new(None)) == []
 
 
-def test_new_mail_wakes_the_wait_before_the_poll_interval(
-    fake: EWSFake, tmp_path: Path
-) -> None:
+def test_new_mail_wakes_the_wait_before_the_poll_interval(fake: EWSFake, tmp_path: Path) -> None:
     fake.minute = 60.0  # the stream stays open for the whole test
     h = harness(fake, tmp_path)
     live(h)
