@@ -29,7 +29,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from exchangelib.errors import EWSError
+from exchangelib.errors import ResponseMessageError, SOAPError, UnauthorizedError
 
 from postroom_ews.client import EWSClient
 
@@ -46,6 +46,7 @@ LIVE = "live"  # subscribed: the mailbox is woken once to list after subscribing
 NEW = "new"  # new mail (or events possibly missed): list now
 REFUSED = "refused"  # the server does not offer streaming: poll
 LOST = "lost"  # the stream failed twice in a row (once after resubscribing): poll
+AUTH = "auth"  # the credentials were refused (an expired token): start again with fresh ones
 RESUBSCRIBED = "resubscribed"
 
 
@@ -154,9 +155,15 @@ class Push:
             try:
                 client = self.make_client()
                 self._hook(client)
+            except Exception as exc:
+                self.report(_failed(exc), _describe(exc))
+                return
+            try:
                 identifier = subscribe(client)
             except Exception as exc:
-                self.report(REFUSED, _describe(exc))
+                # an answer of the server's (an error code, a SOAP fault): no streaming here
+                refused = isinstance(exc, ResponseMessageError | SOAPError)
+                self.report(REFUSED if refused else _failed(exc), _describe(exc))
                 return
             if not self._subscribed(client, identifier):
                 return
@@ -217,14 +224,14 @@ class Push:
             except Exception as exc:
                 if self.stopping:
                     return
-                if retried:
-                    self.report(LOST, _describe(exc))
+                if retried or isinstance(exc, UnauthorizedError):
+                    self.report(_failed(exc), _describe(exc))
                     return
                 retried = True
                 try:
                     identifier = subscribe(client)
                 except Exception as again:
-                    self.report(LOST, _describe(again))
+                    self.report(_failed(again), _describe(again))
                     return
                 if not self._subscribed(client, identifier):
                     return
@@ -260,9 +267,11 @@ class Push:
                 service.stop_streaming()
 
 
+def _failed(exc: BaseException) -> str:
+    return AUTH if isinstance(exc, UnauthorizedError) else LOST
+
+
 def _describe(exc: BaseException) -> str:
-    """A reason for the log: the EWS response code or the error's class and text
-    (never credentials: exchangelib's errors carry none)."""
-    if isinstance(exc, EWSError):
-        return f"{type(exc).__name__}: {exc}"
+    """A reason for the log: the EWS error's class (its response code) and text;
+    exchangelib's errors never carry credentials."""
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -241,6 +241,9 @@ class EWSSource(ServerSourceBase):
         #: why push is off for this source (None: try it at the next wait)
         self._push_off: str | None = None if self.push_mode == "streaming" else "ews-push: off"
         self._push_refused = False
+        #: the stream's credentials were refused: start it again with fresh ones (once)
+        self._push_fresh = False
+        self._push_auth_retries = 0
         self._new_mail = False
         self._waker: Deferred[None] | None = None
 
@@ -506,7 +509,14 @@ class EWSSource(ServerSourceBase):
     async def _wait(self, timeout: float) -> None:
         await self._flush()
         if self._push is None and self._push_off is None:
-            self._start_push()
+            if self._push_fresh:
+                self._push_fresh = False
+                try:
+                    self._credentials = await self.credentials()
+                except Exception as exc:
+                    self._push_off = f"no credentials: {exc}"
+            if self._push_off is None:
+                self._start_push()
         if self._new_mail:
             self._new_mail = False
             return
@@ -556,8 +566,21 @@ class EWSSource(ServerSourceBase):
     def _pushed(self, stream: push.Push, kind: str, detail: str) -> None:
         """A report of the stream's thread, on the reactor."""
         extra = {"mailbox": self.name}
-        if kind in (push.LIVE, push.RESUBSCRIBED):
+        if kind == push.AUTH and self._push_auth_retries == 0:
+            # a token that expired under an open stream: the next wait starts
+            # one with the auth driver's current credentials
+            self._push_auth_retries += 1
+            self.supports_push = False
+            self._push = None
+            self._push_fresh = True
+            log.info(
+                "mailbox %s: the stream's credentials were refused (%s); subscribing again "
+                "with fresh ones",
+                self.name, detail, extra=extra,
+            )  # fmt: skip
+        elif kind in (push.LIVE, push.RESUBSCRIBED):
             self.supports_push = True
+            self._push_auth_retries = 0
             if kind == push.LIVE:
                 log.info(
                     "mailbox %s: streaming notifications on for %s",
@@ -568,7 +591,7 @@ class EWSSource(ServerSourceBase):
                     "mailbox %s: streaming subscription renewed after %s",
                     self.name, detail, extra=extra,
                 )  # fmt: skip
-        elif kind in (push.REFUSED, push.LOST):
+        elif kind in (push.REFUSED, push.LOST, push.AUTH):
             self.supports_push = False
             self._push = None
             self._push_off = detail or kind

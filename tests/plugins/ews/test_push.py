@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from postroom.api import Credentials
 from postroom.runner import InlineRunner
 from postroom_ews import push
 from tests.fakes.ews.server import EWSFake
@@ -206,6 +207,33 @@ def test_a_subscription_lost_twice_in_a_row_falls_back_to_polling(
     polled = h.source.wait_for_new(60)
     h.clock.advance(60)
     assert polled.called
+    h.settle(h.source.disconnect())
+
+
+def test_credentials_refused_under_a_stream_start_it_again_with_fresh_ones(
+    fake: EWSFake, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An access token that expires under an open stream: the next
+    GetStreamingEvents gets a 401; the next wait subscribes again with the
+    auth driver's credentials of then."""
+    fake.minute = 60.0
+    h = harness(fake, tmp_path)
+    live(h)
+    waiting = h.source.wait_for_new(POLL)
+    assert fake.wait_until(lambda: fake.open_streams == 1)
+    fake.password = "rotated"
+    with caplog.at_level(logging.INFO, logger="postroom_ews"):
+        fake.end_streams()
+        wake_until(h, waiting, "the refusal")
+    assert "credentials were refused" in caplog.text
+    assert "rotated" not in caplog.text
+    assert not h.source.supports_push
+    assert fake.counts["401"] >= 1
+    h.auth.creds = Credentials(fake.user, "rotated", "PLAIN")  # the auth driver's new secret
+    again = h.source.wait_for_new(POLL)
+    wake_until(h, again, "the new subscription")
+    assert h.source.supports_push
+    assert fake.counts["Subscribe"] == 2
     h.settle(h.source.disconnect())
 
 
