@@ -26,6 +26,7 @@ import contextlib
 import logging
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 #: ConnectionTimeout of each GetStreamingEvents, in minutes (schema: 1 to 30);
 #: one minute bounds how long a stream outlives a stop whose socket shutdown failed
 CONNECTION_TIMEOUT = 1
+#: streams in a row that the server ends within QUICK seconds, without an
+#: event, before push gives up on it (a server that would otherwise be asked
+#: again and again without pause)
+QUICK_ROUNDS = 5
+QUICK = 1.0
 #: the events that mean a message may have arrived in the folder
 EVENT_TYPES = ("NewMailEvent", "CreatedEvent")
 
@@ -169,7 +175,7 @@ class Push:
                 return
             self.report(LIVE)
             self._read(client)
-        except BaseException:  # never let a thread die silently
+        except Exception:  # never let the thread die silently
             log.exception("mailbox %s: streaming notifications failed", self.name)
             self.report(LOST, "unexpected error")
         finally:
@@ -214,13 +220,21 @@ class Push:
         """GetStreamingEvents again and again; a failure resubscribes once, a
         second failure in a row ends push for this connection."""
         retried = False
+        quick = 0
         while not self.stopping:
+            started = time.monotonic()
             try:
                 for events in self._stream(client):
                     retried = False
+                    quick = -1  # an event: the stream works
                     if any(e in EVENT_TYPES for e in events):
                         self.report(NEW)
-                retried = False  # Closed at ConnectionTimeout: open the next stream
+                # Closed at ConnectionTimeout: open the next stream
+                retried = False
+                quick = quick + 1 if time.monotonic() - started < QUICK else 0
+                if quick >= QUICK_ROUNDS:
+                    self.report(LOST, f"{quick} streams in a row closed at once")
+                    return
             except Exception as exc:
                 if self.stopping:
                     return

@@ -323,3 +323,23 @@ def test_the_thread_stops_quietly_when_stopped_while_subscribing(
     assert fake.counts["Subscribe"] == len(fake.unsubscribed) == 1
     assert "GetStreamingEvents" not in fake.counts
     h.settle(h.source.disconnect())
+
+
+def test_a_server_that_closes_every_stream_at_once_is_polled(
+    fake: EWSFake, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No endless GetStreamingEvents loop against a server that ends each stream at once."""
+    fake.minute = 60.0
+    h = harness(fake, tmp_path)
+    live(h)
+    waiting = h.source.wait_for_new(POLL)
+    assert fake.wait_until(lambda: fake.open_streams == 1)
+    fake.minute = 0.0  # from now on, each stream ends as it opens
+    with caplog.at_level(logging.WARNING, logger="postroom_ews"):
+        fake.end_streams()
+        wake_until(h, waiting, "giving up")
+    assert "closed at once" in caplog.text
+    assert not h.source.supports_push
+    # the first stream counts when it too ended within a second of opening
+    assert push.QUICK_ROUNDS <= fake.counts["GetStreamingEvents"] <= push.QUICK_ROUNDS + 1
+    h.settle(h.source.disconnect())
