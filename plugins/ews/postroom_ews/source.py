@@ -624,7 +624,8 @@ class EWSSource(ServerSourceBase):
         if identifier is None or client is None:
             return
         try:
-            await self._call("Unsubscribe", push.unsubscribe, client, identifier)
+            # straight to the pool, no back-off on ErrorServerBusy: never delay a stop
+            await self.context.runner.run(push.unsubscribe, client, identifier)
         except Exception as exc:
             log.info(
                 "mailbox %s: Unsubscribe failed (the subscription expires on its own): %s",
