@@ -167,7 +167,7 @@ class GraphSender:
         self.timeout = float(options.get("protocol-timeout"))
         self.debug = bool(options.get("enable-debug"))
         self.verify = bool(options.get("verify-message-id"))
-        self.save_sent = bool(options.get("save-to-sent-items", True))
+        self.save_sent = bool(options.get("save-to-sent-items"))
         try:
             self.session = _SendSession(self, self.make_http(), self.server)
         except SourceError as exc:
