@@ -38,7 +38,11 @@ false (then Mail.Send alone is enough). Otherwise it goes through a draft
   original message is to be deleted after it is sent") through a
   single-value extended property (``PATCH`` of the draft) before it is sent;
 * a send that fails once the draft exists deletes the draft (best effort,
-  logged when that fails too): a retry makes a new one.
+  logged when that fails too): a retry makes a new one. Unless the send
+  request itself failed without a clear refusal (a lost connection, a 5xx, a
+  408): the message may be out, and a sent draft's immutable id names its
+  Sent Items copy ("Get immutable identifiers for Outlook resources",
+  https://learn.microsoft.com/graph/outlook-immutable-id), so it is left.
 
 Messages over :data:`MAX_MIME` (Graph's 4 MB request limit, base64 included)
 take Microsoft's large-attachment path ("Attach large files to Outlook
@@ -272,6 +276,7 @@ class GraphSender:
         )
         created = json.loads(response.body)
         item = f"{user}/messages/{quote(str(created['id']), safe='')}"
+        sending = False
         try:
             used = await self._message_id_of(item, created, message_id)
             if not self.save_sent:
@@ -283,10 +288,21 @@ class GraphSender:
                 )
             for upload in uploads:
                 await self._upload(item, upload)
+            sending = True
             await self.session.request("POST", f"{item}/send",
                                        headers={"Prefer": IMMUTABLE_ID}, body=b"", ok=(202,))
-        except Exception:
-            await self._discard(item)
+        except Exception as exc:
+            if not sending or _refused(exc):
+                await self._discard(item)
+            else:
+                # the send may have gone through, and a sent draft's immutable id
+                # names its Sent Items copy ("Get immutable identifiers for Outlook
+                # resources"): deleting it could delete that copy
+                log.warning(
+                    "smtp-client: sending the draft of outbound %s got no clear answer "
+                    "(%s); it may have gone out, so the draft is not deleted (if it was "
+                    "not sent, it stays in Drafts)", message_id, exc,
+                )
             raise
         done = "draft sent (202)"
         if uploads:
@@ -377,6 +393,12 @@ class GraphSender:
             "GET", f"/users/{quote(str(user), safe='@')}/mailFolders/sentitems?$select=id"
         )
         return f"{self.server}: token accepted for {user}"
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether Graph clearly refused a request (a 4xx other than 408 Request
+    Timeout): nothing was done."""
+    return isinstance(exc, GraphError) and 400 <= exc.status < 500 and exc.status != 408
 
 
 async def _nothing() -> None:

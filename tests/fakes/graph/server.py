@@ -209,6 +209,7 @@ class GraphFake:
         self.omit_created_message_id = False
         self._fail_upload: tuple[int, int | None] | None = None
         self._refuse_delete = False
+        self._drop_send = False
         self._expire_after: int | None = None
         self._seen_tokens: set[str] = set()
         #: tokens refused from now on, whatever the validator says (expired)
@@ -359,6 +360,12 @@ class GraphFake:
         429 Too Many Requests with Retry-After, 4xx)."""
         with self.lock:
             self._fail_upload = (status, retry_after)
+
+    def drop_next_send(self) -> None:
+        """The next message-send is carried out, then the connection is closed
+        without an answer (the client cannot tell whether it was sent)."""
+        with self.lock:
+            self._drop_send = True
 
     def refuse_next_delete(self) -> None:
         """The next ``DELETE`` of a message answers 403 ErrorAccessDenied
@@ -717,14 +724,21 @@ class GraphFake:
         drafts = self._well_known(box, "drafts")
         if drafts is None or item.folder != drafts.id:
             raise bad("Only a draft can be sent.", "ErrorInvalidRequest")
-        mime = _with_attachments(item.mime, self._attached.pop(item_id, []))
-        self.remove(box.name, item_id)
-        box.sent.append(mime)
+        item.mime = _with_attachments(item.mime, self._attached.pop(item_id, []))
+        box.sent.append(item.mime)
         # [MS-OXOMSG] 2.2.3.8 PidTagDeleteAfterSubmit: a message marked so is
         # deleted once sent, not kept in Sent Items; otherwise message-send
-        # saves it there (REF + "message-send")
-        if item.extended.get(DELETE_AFTER_SUBMIT, "").lower() != "true":
-            self.add_message(box.name, "sentitems", mime)
+        # saves it there (REF + "message-send"), and the Sent Items copy has
+        # the draft's immutable id (IMMUTABLE_REF, "Immutable ID with sending
+        # mail": create the draft, send it, get the message by the same id)
+        if item.extended.get(DELETE_AFTER_SUBMIT, "").lower() == "true":
+            self.remove(box.name, item_id)
+        else:
+            sent_items = self._well_known(box, "sentitems")
+            assert sent_items is not None
+            box.folders[item.folder].changes.append((next(self._seq), item.id, False))
+            item.folder = sent_items.id
+            sent_items.changes.append((next(self._seq), item.id, True))
 
     def list_messages(self, box: Mailbox, ref: str, query: dict[str, str]) -> dict[str, Any]:
         """REF + "mailfolder-list-messages": ``$filter=internetMessageId eq '<...>'``
@@ -884,6 +898,10 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(payload, _Cut):
             self._cut(payload.data)
             return
+        if isinstance(payload, _Drop):
+            self.close_connection = True
+            self.connection.close()
+            return
         self._answer(status, headers, payload)
 
     def _authorize(self) -> None:
@@ -1007,7 +1025,8 @@ class _Handler(BaseHTTPRequestHandler):
             _allow(query, set())
             with graph.lock:
                 graph.send_draft(box, unquote(m.group(1)), body)
-            return 202, {}, b""
+                dropped, graph._drop_send = graph._drop_send, False
+            return 202, {}, _Drop() if dropped else b""
         if rest == "/sendMail":
             _method(method, "POST")
             _allow(query, set())
@@ -1103,6 +1122,11 @@ class _Handler(BaseHTTPRequestHandler):
 @dataclass
 class _Cut:
     data: bytes
+
+
+@dataclass
+class _Drop:
+    """No answer at all: the connection is closed."""
 
 
 def _dumps(value: Any) -> bytes:

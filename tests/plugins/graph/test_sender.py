@@ -367,3 +367,40 @@ def test_a_throttled_upload_is_retried_by_the_outbox_with_a_new_draft(graph: Gra
     [mime] = graph.sent(BOX)
     [part] = [p for p in message_from_bytes(mime).walk() if p.get_filename()]
     assert part.get_payload(decode=True).decode().strip() == html
+
+
+def test_a_send_without_an_answer_leaves_the_draft_which_may_be_the_sent_copy(
+    graph: GraphFake, caplog: pytest.LogCaptureFixture
+) -> None:
+    graph.mailbox(BOX)
+    graph.drop_next_send()  # Exchange sent it, the answer was lost
+    with caplog.at_level("WARNING"), pytest.raises(SendError) as info:
+        result_of(make_sender(graph).send(outbound(), envelope("ann@example.test"),
+                                          "<out-1@contoso.test>"))
+    assert not info.value.permanent  # the outbox tries again (at least once)
+    assert "may have gone out, so the draft is not deleted" in caplog.text
+    assert graph.counts["delete"] == 0
+    # the Sent Items copy has the draft's immutable id: it was not deleted
+    [copy] = graph.messages_in(BOX, "sentitems")
+    assert copy.internet_message_id == "<out-1@contoso.test>"
+    assert len(graph.sent(BOX)) == 1
+
+
+def test_a_refused_send_deletes_the_draft(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    sender = make_sender(graph)
+    # the draft is refused by message: send (another client deleted it first)
+    original = sender.session.request
+
+    async def request(method: str, path: str, **kwargs: Any) -> Any:
+        if path.endswith("/send"):
+            [draft] = graph.messages_in(BOX, "drafts")
+            graph.remove(BOX, draft.id)
+        return await original(method, path, **kwargs)
+
+    sender.session.request = request  # type: ignore[method-assign]
+    with pytest.raises(SendError, match="404 ErrorItemNotFound") as info:
+        result_of(sender.send(outbound(), envelope("ann@example.test"), "<out-1@contoso.test>"))
+    assert info.value.permanent
+    assert graph.counts["delete"] == 1  # tried (404: gone already), logged
+    assert graph.sent(BOX) == []
