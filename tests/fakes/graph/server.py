@@ -187,7 +187,9 @@ class GraphFake:
         #: client protocol errors (a test of a correct client asserts it empty)
         self.problems: list[str] = []
         #: requests by operation: folder, childFolders, delta, value, batch, move,
-        #: delete, sendMail; plus throttled, refused, gone, cut
+        #: delete, sendMail, createDraft, getMessage, updateMessage,
+        #: createUploadSession, uploadRange, sendDraft, listMessages; plus
+        #: throttled, refused, gone, cut, uploadFailed
         self.counts: Counter[str] = Counter()
         self._seq = itertools.count(1)
         self._generation = 1
