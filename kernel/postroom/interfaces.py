@@ -206,12 +206,21 @@ class IStore(Interface):
         ``queued`` (a process died mid-send); returns their ids."""
 
     def mark_outbound(
-        entry_id, state, error=None, next_attempt_at=None, attached=None, count_attempt=True
+        entry_id,
+        state,
+        error=None,
+        next_attempt_at=None,
+        attached=None,
+        count_attempt=True,
+        message_id=None,
     ) -> None:
         """Record a send attempt: sent, failed, or back to queued for a retry.
         Also sets the outbound interaction's status and merges *attached*
         into its attached data. ``count_attempt=False``: back to queued
-        without counting an attempt (the sender's login was refused)."""
+        without counting an attempt (the sender's login was refused). Sent
+        with *message_id*: the Message-ID the server really used (it replaced
+        the one assigned); the interaction records it, the outbox keeps the
+        assigned one."""
 
     def get_outbox(entry_id) -> Any:
         """The OutboxEntry or None."""

@@ -862,6 +862,24 @@ def test_requeue_interrupted_sends_again_what_a_dead_process_left_sending(store)
     assert [e.id for e in store.claim_outbound(later)] == [outbound.id]
 
 
+def test_a_message_id_the_server_replaced_is_recorded_on_the_interaction(
+    store: SQLStore,
+) -> None:
+    entry = store.queue_outbound(Interaction(message_id="<assigned@x>"),
+                                 OutboundRequest(to=["c@example.org"]))
+    store.claim_outbound(datetime(2024, 5, 1, tzinfo=UTC))
+    # a retry is not sent: the Message-ID given with it is ignored
+    store.mark_outbound(entry.id, "queued", "451 later", message_id="<other@x>")
+    assert store.get_interaction(entry.id).message_id == "<assigned@x>"  # type: ignore[union-attr]
+    store.mark_outbound(entry.id, "sent", message_id="<exchange@x>")
+    sent = store.get_interaction(entry.id)
+    assert sent is not None and (sent.status, sent.message_id) == ("Sent", "<exchange@x>")
+    assert [i.id for i in store.find_by_message_id("<exchange@x>")] == [entry.id]
+    assert store.find_by_message_id("<assigned@x>") == []
+    # the outbox keeps the one assigned (a retry would send the same message)
+    assert store.get_outbox(entry.id).message_id == "<assigned@x>"  # type: ignore[union-attr]
+
+
 def test_outbox_counts_by_state(store) -> None:
     from postroom.model import Interaction, InteractionType, OutboundRequest
 

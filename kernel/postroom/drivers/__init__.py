@@ -57,6 +57,11 @@ class SourceItem:
 
 @attrs.frozen
 class SendResult:
+    """What a sender reports: ``message_id`` is the Message-ID the message went
+    out with (a server may replace the one assigned; the outbound interaction
+    records this one, so that replies thread), ``accepted`` and ``refused``
+    recipients, and a ``detail`` for the log."""
+
     message_id: str
     accepted: list[str]
     refused: dict[str, str] = attrs.field(factory=dict)

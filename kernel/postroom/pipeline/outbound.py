@@ -291,7 +291,8 @@ class OutboundPipeline:
 
     async def record_sent(self, entry: OutboxEntry, result: Any) -> None:
         """Sent: the entry and its interaction say so, with the recipients the
-        server refused; those it does not know are suppressed; ``postroom_sent``."""
+        server refused and the Message-ID it used; those it does not know are
+        suppressed; ``postroom_sent``."""
         store = self.ctx.store
         refused = dict(getattr(result, "refused", None) or {})
         attached: dict[str, AttachedValue] = {}
@@ -299,7 +300,19 @@ class OutboundPipeline:
             # some recipients were refused at RCPT TO, the others took it
             attached[REFUSED_KEY] = "; ".join(f"{rcpt}: {why}" for rcpt, why in refused.items())
             log.warning("outbound %s: refused for %s", entry.id, attached[REFUSED_KEY])
-        await store.mark_outbound(entry.id, OutboxState.SENT.value, attached=attached)
+        # the Message-ID the message went out with: a server may replace the one
+        # assigned (Exchange may), and replies quote what was sent
+        used = getattr(result, "message_id", None)
+        replaced = {"message_id": used} if used and used != entry.message_id else {}
+        if replaced:
+            log.warning(
+                "outbound %s went out with Message-ID %s, not %s as assigned; "
+                "the interaction records the one sent",
+                entry.id,
+                used,
+                entry.message_id,
+            )
+        await store.mark_outbound(entry.id, OutboxState.SENT.value, attached=attached, **replaced)
         for rcpt, why in refused.items():
             if is_unknown_address(why):
                 await store.suppress(rcpt, f"refused at RCPT TO: {why}"[:200], entry.id)

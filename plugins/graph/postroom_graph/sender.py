@@ -18,23 +18,42 @@ the message's recipient headers are made to say exactly the envelope:
 
 DSN parameters (``NOTIFY``, ``RET``, ``ENVID``: SMTP extensions) have no
 Graph equivalent: a request carrying them fails at once with a permanent
-SendError saying so. MIME sends are saved to Sent Items (Graph's default;
-``saveToSentItems`` exists only in the JSON form). The Message-ID postroom
-assigned is in the MIME; Microsoft's reference does not promise that Exchange
-keeps it, so after each send (``verify-message-id``) the sender looks for it
-in Sent Items (``internetMessageId``) and warns when it is not there.
+SendError saying so.
+
+**Which request.** The MIME form of sendMail always saves to Sent Items
+(``saveToSentItems`` exists only in the JSON form) and tells nothing of the
+message it made. So a message goes with sendMail only when it fits one request
+(:data:`MAX_MIME`), ``save-to-sent-items`` is true and ``verify-message-id``
+false (then Mail.Send alone is enough). Otherwise it goes through a draft
+("Create message in MIME format": ``POST /users/{from}/messages``, base64
+``text/plain``, 201 with the message), then "message: send" (202):
+
+* the draft's ``internetMessageId`` (PidTagInternetMessageId, [MS-OXPROPS]
+  2.749, where Exchange keeps a MIME Message-ID) is the Message-ID the message
+  goes out with. Microsoft does not promise that Exchange keeps the one postroom
+  wrote, so the sender returns the draft's: the outbound interaction records
+  what recipients see, and their replies thread;
+* without ``save-to-sent-items`` the draft gets PidTagDeleteAfterSubmit
+  (``Boolean 0x0E01`` = true, [MS-OXPROPS] 2.669, [MS-OXOMSG] 2.2.3.8: "the
+  original message is to be deleted after it is sent") through a
+  single-value extended property (``PATCH`` of the draft) before it is sent;
+* a send that fails once the draft exists deletes the draft (best effort,
+  logged when that fails too): a retry makes a new one. Unless the send
+  request itself failed without a clear refusal (a lost connection, a 5xx, a
+  408): the message may be out, and a sent draft's immutable id names its
+  Sent Items copy ("Get immutable identifiers for Outlook resources",
+  https://learn.microsoft.com/graph/outlook-immutable-id), so it is left.
 
 Messages over :data:`MAX_MIME` (Graph's 4 MB request limit, base64 included)
 take Microsoft's large-attachment path ("Attach large files to Outlook
 messages", https://learn.microsoft.com/graph/outlook-large-attachments): every
 MIME leaf part over :data:`MAX_INLINE_ATTACHMENT` (3 MB) is taken out, the rest
-becomes a draft ("Create message in MIME format": ``POST /users/{from}/messages``,
-base64 ``text/plain``, 201), each part taken out is uploaded through an upload
-session ("attachment: createUploadSession", then ``PUT`` byte ranges of up to 4 MB
-to the ``uploadUrl``, which carries its own token: no ``Authorization``), and the
-draft is sent ("message: send", 202). When the draft itself stays over the
-request limit (a huge text body, many 3 MB parts) the send fails permanently,
-naming the size and the limit.
+becomes the draft, and each part taken out is uploaded through an upload
+session ("attachment: createUploadSession", then ``PUT`` byte ranges of up to
+4 MB to the ``uploadUrl``, which carries its own token: no ``Authorization``)
+before the draft is sent. When the draft itself stays over the request limit
+(a huge text body, many 3 MB parts) the send fails permanently, naming the
+size and the limit.
 """
 
 from __future__ import annotations
@@ -71,7 +90,7 @@ from postroom.api import (
     SourceError,
     proxy_for,
 )
-from postroom_graph.session import IMMUTABLE_ID, GraphError, GraphSession
+from postroom_graph.session import IMMUTABLE_ID, GraphError, GraphSession, error_of
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +108,14 @@ MAX_INLINE_ATTACHMENT = 3 * 1024 * 1024
 UPLOAD_CHUNK = 10 * 320 * 1024
 #: outlook-large-attachments: an upload session takes files up to 150 MB
 MAX_UPLOAD = 150 * 1024 * 1024
+#: PidTagDeleteAfterSubmit ([MS-OXPROPS] 2.669) as a Graph single-value extended
+#: property id, proptag form "{type} {tag}" ("Outlook extended properties overview")
+DELETE_AFTER_SUBMIT = "Boolean 0x0E01"
+#: upload range answers the outbox retries: 408 Request Timeout (RFC 9110
+#: 15.5.9), 409 Conflict and 429 Too Many Requests ("Microsoft Graph error
+#: responses", https://learn.microsoft.com/graph/errors: a conflict with the
+#: current state, a throttled client to try again after a while)
+UPLOAD_RETRIED = (408, 409, 429)
 #: SMTP DSN parameters (RFC 3461) Graph cannot carry
 DSN_PARAMETERS = ("NOTIFY=", "RET=", "ENVID=", "ORCPT=")
 _RECIPIENT_HEADER = re.compile(rb"^(to|cc|bcc)\s*:", re.IGNORECASE)
@@ -122,8 +149,16 @@ class GraphSender:
         add("enable-debug", "bool", scope=Scope.SMTP_CLIENT, types=TYPES, default="false",
             description="Log each Graph request and its status (never the token).")
         add("verify-message-id", "bool", scope=Scope.SMTP_CLIENT, types=TYPES, default="true",
-            description="After each send, look for its Message-ID in Sent Items (one more "
-            "request; needs Mail.ReadWrite) and warn when Exchange did not keep it.")
+            description="Send through a draft, whose Message-ID as Exchange keeps it "
+            "(internetMessageId) the outbound interaction records, so that replies thread "
+            "even when Exchange replaced postroom's (needs Mail.ReadWrite). false: messages "
+            "that fit one request go with sendMail (Mail.Send alone) and postroom's "
+            "Message-ID is recorded unchecked.")
+        add("save-to-sent-items", "bool", scope=Scope.SMTP_CLIENT, types=TYPES,
+            default="true",
+            description="Keep a copy of each sent message in the sender's Sent Items. "
+            "false: the message is sent through a draft marked PidTagDeleteAfterSubmit, "
+            "which Exchange deletes once sent (needs Mail.ReadWrite).")
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.options = options
@@ -136,6 +171,7 @@ class GraphSender:
         self.timeout = float(options.get("protocol-timeout"))
         self.debug = bool(options.get("enable-debug"))
         self.verify = bool(options.get("verify-message-id"))
+        self.save_sent = bool(options.get("save-to-sent-items"))
         try:
             self.session = _SendSession(self, self.make_http(), self.server)
         except SourceError as exc:
@@ -194,15 +230,16 @@ class GraphSender:
                             permanent=True)
         mime = with_recipients(message, envelope.rcpt_to)
         user = f"/users/{quote(envelope.mail_from, safe='@')}"
+        used = message_id
         try:
-            if len(mime) <= MAX_MIME:
+            if len(mime) <= MAX_MIME and self.save_sent and not self.verify:
                 await self.session.request(
                     "POST", f"{user}/sendMail", headers={"Content-Type": "text/plain"},
                     body=base64.b64encode(mime), ok=(202,),
                 )
-                done = "sendMail accepted (202)"
+                done = "sendMail accepted (202); Message-ID not checked"
             else:
-                done = await self._send_large(user, mime)
+                done, used = await self._send_draft(user, mime, message_id)
         except GraphError as exc:
             # a 4xx about this message (a mailbox the app may not send as, bad MIME)
             raise SendError(str(exc), permanent=exc.status not in (408, 409)) from None
@@ -212,16 +249,15 @@ class GraphSender:
             raise SendError(str(exc)) from None
         if self.context.auth_event is not None:
             self.context.auth_event(AUTH_EVENT_NAME, "login-ok", f"bearer token on {self.server}")
-        detail = f"{self.server}: {done}"
-        if self.verify:
-            detail += "; " + await self._read_back(envelope.mail_from, message_id)
-        return SendResult(message_id=message_id, accepted=list(envelope.rcpt_to), detail=detail)
+        return SendResult(message_id=used, accepted=list(envelope.rcpt_to),
+                          detail=f"{self.server}: {done}")
 
-    async def _send_large(self, user: str, mime: bytes) -> str:
-        """The large-attachment path: draft without the parts over 3 MB, one
-        upload session per such part, then send the draft."""
-        draft, uploads = split_large_parts(mime)
-        if len(draft) > MAX_MIME or not uploads:
+    async def _send_draft(self, user: str, mime: bytes, message_id: str) -> tuple[str, str]:
+        """Draft, [DeleteAfterSubmit], [upload sessions], send; what was done and
+        the Message-ID the message went out with. A failure once the draft
+        exists deletes it."""
+        draft, uploads = split_large_parts(mime) if len(mime) > MAX_MIME else (mime, [])
+        if len(draft) > MAX_MIME:
             raise SendError(
                 f"smtp-client: the message is {len(mime)} bytes and without its attachments "
                 f"over 3 MB still {len(draft)}; Graph takes at most {MAX_MIME} bytes of MIME "
@@ -238,13 +274,75 @@ class GraphSender:
             headers={"Content-Type": "text/plain", "Prefer": IMMUTABLE_ID},
             body=base64.b64encode(draft), ok=(201,),
         )
-        item = quote(str(json.loads(response.body)["id"]), safe="")
-        for upload in uploads:
-            await self._upload(f"{user}/messages/{item}", upload)
-        await self.session.request("POST", f"{user}/messages/{item}/send",
-                                   headers={"Prefer": IMMUTABLE_ID}, body=b"", ok=(202,))
-        return (f"draft sent (202) with {len(uploads)} attachment(s) through upload "
-                "sessions")
+        created = json.loads(response.body)
+        item = f"{user}/messages/{quote(str(created['id']), safe='')}"
+        sending = False
+        try:
+            used = await self._message_id_of(item, created, message_id)
+            if not self.save_sent:
+                # "Create single-value extended property" (PATCH of an existing message)
+                await self.session.request(
+                    "PATCH", item, headers={"Prefer": IMMUTABLE_ID},
+                    json_body={"singleValueExtendedProperties": [
+                        {"id": DELETE_AFTER_SUBMIT, "value": "true"}]},
+                )
+            for upload in uploads:
+                await self._upload(item, upload)
+            sending = True
+            await self.session.request("POST", f"{item}/send",
+                                       headers={"Prefer": IMMUTABLE_ID}, body=b"", ok=(202,))
+        except Exception as exc:
+            if not sending or _refused(exc):
+                await self._discard(item)
+            else:
+                # the send may have gone through, and a sent draft's immutable id
+                # names its Sent Items copy ("Get immutable identifiers for Outlook
+                # resources"): deleting it could delete that copy
+                log.warning(
+                    "smtp-client: sending the draft of outbound %s got no clear answer "
+                    "(%s); it may have gone out, so the draft is not deleted (if it was "
+                    "not sent, it stays in Drafts)", message_id, exc,
+                )
+            raise
+        done = "draft sent (202)"
+        if uploads:
+            done += f" with {len(uploads)} attachment(s) through upload sessions"
+        if not self.save_sent:
+            done += ", not saved to Sent Items"
+        if used == message_id:
+            done += "; Message-ID kept"
+        else:
+            done += f"; Exchange gave it Message-ID {used}"
+            log.warning(
+                "smtp-client: Exchange gave outbound %s the Message-ID %s; the interaction "
+                "records it (replies quote it)", message_id, used,
+            )
+        return done, used
+
+    async def _message_id_of(self, item: str, created: dict[str, Any], assigned: str) -> str:
+        """The draft's ``internetMessageId``: from the create answer (Graph
+        answers the message), else one GET with ``$select``."""
+        found = created.get("internetMessageId")
+        if not found:
+            response, _ = await self.session.request(
+                "GET", f"{item}?$select=internetMessageId", headers={"Prefer": IMMUTABLE_ID}
+            )
+            found = json.loads(response.body).get("internetMessageId")
+        if isinstance(found, str) and found.strip():
+            return found.strip()
+        log.warning("smtp-client: Graph gave no internetMessageId for outbound %s; "
+                    "recording the Message-ID postroom assigned", assigned)
+        return assigned
+
+    async def _discard(self, item: str) -> None:
+        """Delete a draft whose send failed ("Delete message"): a retry makes a new
+        one, so leftovers would pile up in Drafts. Best effort: logged when it fails."""
+        try:
+            await self.session.request("DELETE", item, headers={"Prefer": IMMUTABLE_ID},
+                                       ok=(204,))
+        except Exception as exc:
+            log.warning("smtp-client: could not delete the draft of a failed send (%s); "
+                        "it stays in Drafts", exc)
 
     async def _upload(self, message: str, upload: LargePart) -> None:
         """One attachment: createUploadSession, then the byte ranges in order."""
@@ -268,45 +366,18 @@ class GraphSender:
                        "Content-Range": f"bytes {start}-{start + len(chunk) - 1}/{total}"}
             try:
                 answer = await self.session.http.request("PUT", url, headers=headers, body=chunk)
-            except PostroomError:
-                raise
-            except Exception as exc:
+            except Exception as exc:  # a lost connection: temporary
                 raise SendError(f"smtp-client: uploading {upload.name!r} failed: {exc}") from None
             last = start + len(chunk) >= total
-            if int(answer.status) != (201 if last else 200):
+            status = int(answer.status)
+            if status != (201 if last else 200):
+                code, detail = error_of(getattr(answer, "body", b"") or b"")
                 raise SendError(
                     f"smtp-client: the upload of {upload.name!r} (bytes {start}-"
-                    f"{start + len(chunk) - 1}/{total}) answered {answer.status}",
-                    # throttled or timed out: the outbox retries (the whole send)
-                    permanent=400 <= int(answer.status) < 500
-                    and int(answer.status) not in (408, 409, 429),
+                    f"{start + len(chunk) - 1}/{total}) answered {status} {code}: {detail}",
+                    # timed out, in conflict, throttled, 5xx: the outbox retries the send
+                    permanent=400 <= status < 500 and status not in UPLOAD_RETRIED,
                 )
-
-    async def _read_back(self, sender: str, message_id: str) -> str:
-        """Look for the sent message's ``internetMessageId`` in Sent Items: what
-        Exchange kept. Never fails the send (it is gone already): a miss or an
-        error is logged and said in the result's detail."""
-        value = message_id.replace("'", "''")
-        wanted = quote(f"internetMessageId eq '{value}'", safe="")
-        path = (f"/users/{quote(sender, safe='@')}/mailFolders/sentitems/messages"
-                f"?$filter={wanted}&$select=internetMessageId&$top=1")
-        try:
-            response, _ = await self.session.request(
-                "GET", path, headers={"Prefer": IMMUTABLE_ID}
-            )
-            found = json.loads(response.body).get("value") or []
-        except Exception as exc:
-            log.warning("smtp-client: could not read %s back from Sent Items of %s: %s",
-                        message_id, sender, exc)
-            return "Message-ID not checked"
-        if found:
-            return "Message-ID kept (read back from Sent Items)"
-        log.warning(
-            "smtp-client: %s is not in Sent Items of %s: Exchange may have given the "
-            "message another Message-ID (replies would not thread to it) or not saved it yet",
-            message_id, sender,
-        )
-        return "Message-ID not found in Sent Items"
 
     def check_connection(self) -> Deferred[str]:
         """A token and one authenticated request, for ``postroom check --connect``:
@@ -322,6 +393,12 @@ class GraphSender:
             "GET", f"/users/{quote(str(user), safe='@')}/mailFolders/sentitems?$select=id"
         )
         return f"{self.server}: token accepted for {user}"
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether Graph clearly refused a request (a 4xx other than 408 Request
+    Timeout): nothing was done."""
+    return isinstance(exc, GraphError) and 400 <= exc.status < 500 and exc.status != 408
 
 
 async def _nothing() -> None:

@@ -17,8 +17,9 @@ answers an error (an HTTP 4xx with an ``{"error": {"code", "message"}}`` body)
 It runs on its own thread (the standard library's ``ThreadingHTTPServer``),
 so the test process's global reactor stays out of it. Test controls:
 :meth:`~GraphFake.throttle`, :meth:`~GraphFake.expire_deltas`,
-:meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`;
-counters in :attr:`~GraphFake.counts`.
+:meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`,
+:meth:`~GraphFake.fail_next_upload`, :attr:`~GraphFake.rewrite_message_ids`,
+:attr:`~GraphFake.omit_created_message_id`; counters in :attr:`~GraphFake.counts`.
 """
 
 from __future__ import annotations
@@ -76,6 +77,24 @@ MAX_REQUEST = 4 * 1024 * 1024
 MIN_UPLOAD = 3 * 1024 * 1024
 MAX_UPLOAD = 150 * 1024 * 1024
 MAX_RANGE = 4 * 1024 * 1024
+#: "Outlook extended properties overview" (REF + "resources/extended-properties-overview"):
+#: a single-value extended property id is "{type} {proptag}" (a property MAPI
+#: defines, identifier 0x0001-0x7FFF: "Do not try to define a custom property
+#: using the proptag format"), "{type} {guid} Name {name}" or "{type} {guid} Id {id}"
+EXTENDED_REF = REF + "resources/extended-properties-overview"
+EXTENDED_TYPES = ("Binary", "Boolean", "CLSID", "Currency", "Double", "Float", "Integer",
+                  "Long", "Short", "String", "SystemTime")
+_TYPE = "(" + "|".join(EXTENDED_TYPES) + ")"
+_GUID = r"\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}"
+PROPTAG_ID = re.compile(_TYPE + r" 0x([0-9A-Fa-f]{4})")
+NAMED_ID = re.compile(_TYPE + " " + _GUID + r" (?:Name \S.*|Id 0x[0-9A-Fa-f]{1,4})")
+#: MAPI properties whose type the fake knows ([MS-OXPROPS]): the proptag's
+#: type must match. 0x0E01 PidTagDeleteAfterSubmit (2.669, PtypBoolean),
+#: 0x0E08 PidTagMessageSize (2.796, PtypInteger32)
+KNOWN_TAGS = {0x0E01: "Boolean", 0x0E08: "Integer"}
+#: PidTagDeleteAfterSubmit ([MS-OXPROPS] 2.669; [MS-OXOMSG] 2.2.3.8: "Indicates
+#: that the original message is to be deleted after it is sent")
+DELETE_AFTER_SUBMIT = (0x0E01, "Boolean")
 #: REF + "attachment-createuploadsession": the attachmentItem properties
 ATTACHMENT_ITEM = frozenset({"attachmentType", "name", "size", "contentType", "isInline",
                              "contentId"})
@@ -111,6 +130,8 @@ class StoredMessage:
     mime: bytes
     folder: str
     internet_message_id: str | None
+    #: single-value extended properties set on it, by (MAPI tag, type)
+    extended: dict[tuple[int, str], str] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,7 +187,9 @@ class GraphFake:
         #: client protocol errors (a test of a correct client asserts it empty)
         self.problems: list[str] = []
         #: requests by operation: folder, childFolders, delta, value, batch, move,
-        #: delete, sendMail; plus throttled, refused, gone, cut
+        #: delete, sendMail, createDraft, getMessage, updateMessage,
+        #: createUploadSession, uploadRange, sendDraft, listMessages; plus
+        #: throttled, refused, gone, cut, uploadFailed
         self.counts: Counter[str] = Counter()
         self._seq = itertools.count(1)
         self._generation = 1
@@ -178,8 +201,17 @@ class GraphFake:
         self._uploads: dict[str, Upload] = {}
         #: finished attachments by draft id (added to the MIME when it is sent)
         self._attached: dict[str, list[Upload]] = {}
-        #: Exchange gives sent messages a Message-ID of its own (a test control)
+        #: Exchange gives each message it takes in (a draft, a sendMail) a
+        #: Message-ID of its own (a test control): PidTagInternetMessageId
+        #: ([MS-OXPROPS] 2.749, "Corresponds to the message-id field") is where
+        #: Exchange keeps a MIME Message-ID, and a MIME writer writes the header
+        #: from it, so the new one is in the MIME that goes out too
         self.rewrite_message_ids = False
+        #: the create-message answer leaves out internetMessageId (a test control)
+        self.omit_created_message_id = False
+        self._fail_upload: tuple[int, int | None] | None = None
+        self._refuse_delete = False
+        self._drop_send = False
         self._expire_after: int | None = None
         self._seen_tokens: set[str] = set()
         #: tokens refused from now on, whatever the validator says (expired)
@@ -322,6 +354,26 @@ class GraphFake:
                     self.expired |= self._seen_tokens
                     self.counts["expired"] += 1
         return True
+
+    def fail_next_upload(self, status: int, retry_after: int | None = None) -> None:
+        """The next upload range ``PUT`` answers *status* (with ``Retry-After``
+        when given), as an upload session may ("Microsoft Graph error
+        responses", https://learn.microsoft.com/graph/errors: 408, 409 Conflict,
+        429 Too Many Requests with Retry-After, 4xx)."""
+        with self.lock:
+            self._fail_upload = (status, retry_after)
+
+    def drop_next_send(self) -> None:
+        """The next message-send is carried out, then the connection is closed
+        without an answer (the client cannot tell whether it was sent)."""
+        with self.lock:
+            self._drop_send = True
+
+    def refuse_next_delete(self) -> None:
+        """The next ``DELETE`` of a message answers 403 ErrorAccessDenied
+        ("Microsoft Graph error responses": 403, access denied)."""
+        with self.lock:
+            self._refuse_delete = True
 
     def cut_next_download(self) -> None:
         """The next ``$value`` answer stops half-way and the connection is closed."""
@@ -519,14 +571,23 @@ class GraphFake:
         """REF + "user-sendmail": with MIME, the body is the base64 MIME text and
         the content type ``text/plain``; 202 Accepted."""
         self.counts["sendMail"] += 1
-        mime = self._mime_of(body, content_type, "sendMail")
+        mime = self._taken_in(self._mime_of(body, content_type, "sendMail"))
         box.sent.append(mime)
-        # a sent message is saved to Sent Items (sendMail's saveToSentItems defaults
-        # to true); the fake keeps the Message-ID the MIME carries
+        # the MIME form always saves to Sent Items (saveToSentItems is a property
+        # of the JSON body only, and defaults to true)
         self.add_message(box.name, "sentitems", mime)
-        if self.rewrite_message_ids:
-            item = list(box.messages.values())[-1]
-            item.internet_message_id = f"<{uuid.uuid4().hex}@exchange.fake>"
+
+    def _taken_in(self, mime: bytes) -> bytes:
+        """*mime* as Exchange keeps it: with ``rewrite_message_ids``, under a
+        Message-ID of Exchange's own (see the attribute)."""
+        if not self.rewrite_message_ids:
+            return mime
+        new = f"<{uuid.uuid4().hex}@exchange.fake>".encode()
+        eol = b"\r\n" if b"\r\n" in mime[:2000] else b"\n"
+        head, sep, rest = mime.partition(eol + eol)
+        lines = [line for line in head.split(eol)
+                 if not line.lower().startswith(b"message-id:")]
+        return eol.join([*lines, b"Message-ID: " + new]) + sep + rest
 
     def _mime_of(self, body: bytes, content_type: str, operation: str) -> bytes:
         """A base64 MIME request body (REF + "user-sendmail", REF + "user-post-messages")."""
@@ -547,9 +608,45 @@ class GraphFake:
         """REF + "user-post-messages" ("Create message in MIME format"): base64
         MIME as text/plain; 201 Created with the message, saved in Drafts."""
         self.counts["createDraft"] += 1
-        mime = self._mime_of(body, content_type, "Create message")
+        mime = self._taken_in(self._mime_of(body, content_type, "Create message"))
         item_id = self.add_message(box.name, "drafts", mime)
-        return {"id": item_id, "isDraft": True}
+        answer: dict[str, Any] = {"@odata.type": "#microsoft.graph.message", "id": item_id,
+                                  "isDraft": True}
+        if not self.omit_created_message_id:
+            answer["internetMessageId"] = box.messages[item_id].internet_message_id
+        return answer
+
+    def get_message(self, box: Mailbox, item_id: str, query: dict[str, str]) -> dict[str, Any]:
+        """REF + "message-get": ``$select`` only (of the properties the fake has)."""
+        _allow(query, {"$select"})
+        self.counts["getMessage"] += 1
+        select, _ = self._first_query({"$select": query.get("$select", "id")})
+        return self._message_json(self.item(box, item_id), select, False)
+
+    def update_message(self, box: Mailbox, item_id: str, body: Any) -> dict[str, Any]:
+        """REF + "singlevaluelegacyextendedproperty-post-singlevalueextendedproperties":
+        ``PATCH .../messages/{id}`` with ``{"singleValueExtendedProperties": [{id,
+        value}]}`` creates them on an existing message; 200 with the message (not
+        the properties). Ids follow EXTENDED_REF; other message properties are
+        refused (postroom sets none)."""
+        self.counts["updateMessage"] += 1
+        if not isinstance(body, dict) or set(body) != {"singleValueExtendedProperties"}:
+            raise bad("postroom only PATCHes singleValueExtendedProperties of a message.")
+        properties = body["singleValueExtendedProperties"]
+        if not isinstance(properties, list) or not properties:
+            raise bad("singleValueExtendedProperties is a non-empty array.")
+        item = self.item(box, item_id)
+        for prop in properties:
+            if not isinstance(prop, dict) or set(prop) != {"id", "value"} or not all(
+                    isinstance(prop[k], str) for k in ("id", "value")):
+                raise bad(f"An extended property is {{\"id\", \"value\"}} strings: {prop!r}")
+            key = _extended_key(prop["id"])
+            if key[1] == "Boolean" and prop["value"].lower() not in ("true", "false"):
+                raise bad(f"A Boolean extended property is 'true' or 'false', not "
+                          f"{prop['value']!r}.")
+            if key[0] >= 0:
+                item.extended[key] = prop["value"]
+        return {"@odata.type": "#microsoft.graph.message", "id": item.id}
 
     def create_upload_session(self, box: Mailbox, item_id: str, body: Any) -> dict[str, Any]:
         """REF + "attachment-createuploadsession": ``{"AttachmentItem": {...}}``
@@ -586,6 +683,14 @@ class GraphFake:
         if upload is None or upload.done:
             raise GraphError(404, "ErrorItemNotFound", "The upload session is not known.")
         self.counts["uploadRange"] += 1
+        failing, self._fail_upload = self._fail_upload, None
+        if failing is not None:
+            status, after = failing
+            self.counts["uploadFailed"] += 1
+            raise GraphError(status, {408: "RequestTimeout", 409: "Conflict",
+                                      429: "TooManyRequests"}.get(status, "BadRequest"),
+                             "The upload range failed (a test control).",
+                             headers={"Retry-After": str(after)} if after is not None else {})
         if headers.get("Authorization"):
             raise bad("The uploadUrl carries its own token: no Authorization header.")
         match = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", headers.get("Content-Range") or "")
@@ -621,13 +726,21 @@ class GraphFake:
         drafts = self._well_known(box, "drafts")
         if drafts is None or item.folder != drafts.id:
             raise bad("Only a draft can be sent.", "ErrorInvalidRequest")
-        mime = _with_attachments(item.mime, self._attached.pop(item_id, []))
-        self.remove(box.name, item_id)
-        box.sent.append(mime)
-        self.add_message(box.name, "sentitems", mime)
-        if self.rewrite_message_ids:
-            sent = list(box.messages.values())[-1]
-            sent.internet_message_id = f"<{uuid.uuid4().hex}@exchange.fake>"
+        item.mime = _with_attachments(item.mime, self._attached.pop(item_id, []))
+        box.sent.append(item.mime)
+        # [MS-OXOMSG] 2.2.3.8 PidTagDeleteAfterSubmit: a message marked so is
+        # deleted once sent, not kept in Sent Items; otherwise message-send
+        # saves it there (REF + "message-send"), and the Sent Items copy has
+        # the draft's immutable id (IMMUTABLE_REF, "Immutable ID with sending
+        # mail": create the draft, send it, get the message by the same id)
+        if item.extended.get(DELETE_AFTER_SUBMIT, "").lower() == "true":
+            self.remove(box.name, item_id)
+        else:
+            sent_items = self._well_known(box, "sentitems")
+            assert sent_items is not None
+            box.folders[item.folder].changes.append((next(self._seq), item.id, False))
+            item.folder = sent_items.id
+            sent_items.changes.append((next(self._seq), item.id, True))
 
     def list_messages(self, box: Mailbox, ref: str, query: dict[str, str]) -> dict[str, Any]:
         """REF + "mailfolder-list-messages": ``$filter=internetMessageId eq '<...>'``
@@ -688,6 +801,26 @@ def _with_attachments(mime: bytes, uploads: list[Upload]) -> bytes:
         message.add_attachment(bytes(upload.data), maintype=main, subtype=sub,
                                filename=upload.item["name"])
     return message.as_bytes()
+
+
+def _extended_key(value: str) -> tuple[int, str]:
+    """(MAPI tag, type) of a single-value extended property id (EXTENDED_REF);
+    a named property is (-1, type). A malformed id is a protocol error."""
+    match = PROPTAG_ID.fullmatch(value)
+    if match is not None:
+        tag = int(match.group(2), 16)
+        if not 0x0001 <= tag <= 0x7FFF:
+            raise bad(f"The proptag form is for properties MAPI defines (0x0001-0x7FFF): "
+                      f"{value!r}.")
+        known = KNOWN_TAGS.get(tag)
+        if known is not None and known != match.group(1):
+            raise bad(f"Property 0x{tag:04X} is a {known}, not a {match.group(1)}.")
+        return tag, match.group(1)
+    match = NAMED_ID.fullmatch(value)
+    if match is not None:
+        return -1, match.group(1)
+    raise bad(f"The extended property id {value!r} has none of the formats of "
+              f"{EXTENDED_REF}.")
 
 
 def _folder_json(folder: Folder) -> dict[str, Any]:
@@ -767,6 +900,10 @@ class _Handler(BaseHTTPRequestHandler):
         if isinstance(payload, _Cut):
             self._cut(payload.data)
             return
+        if isinstance(payload, _Drop):
+            self.close_connection = True
+            self.connection.close()
+            return
         self._answer(status, headers, payload)
 
     def _authorize(self) -> None:
@@ -841,6 +978,33 @@ class _Handler(BaseHTTPRequestHandler):
                 graph.counts["cut"] += 1
                 return 200, {}, _Cut(item.mime)
             return 200, {"Content-Type": "text/plain"}, item.mime
+        if m := re.fullmatch(r"/messages/([^/$]+)", rest):
+            _need_immutable(prefer)
+            item_id = unquote(m.group(1))
+            if method == "GET":
+                with graph.lock:
+                    return 200, json_type, _dumps(graph.get_message(box, item_id, query))
+            if method == "PATCH":
+                _allow(query, set())
+                _json_type(headers.get("Content-Type"))
+                try:
+                    document = json.loads(body)
+                except ValueError:
+                    raise bad("The body is not JSON.") from None
+                with graph.lock:
+                    return 200, json_type, _dumps(graph.update_message(box, item_id, document))
+            _method(method, "DELETE")
+            _allow(query, set())
+            if body:
+                raise bad("Delete message takes no body.")
+            with graph.lock:
+                refused, graph._refuse_delete = graph._refuse_delete, False
+                if refused:
+                    raise GraphError(403, "ErrorAccessDenied",
+                                     "Access is denied (a test control).")
+                # REF + "message-delete": 204 No Content
+                graph.delete(box, item_id)
+            return 204, {}, b""
         if rest == "/messages":
             _method(method, "POST")
             _allow(query, set())
@@ -863,7 +1027,8 @@ class _Handler(BaseHTTPRequestHandler):
             _allow(query, set())
             with graph.lock:
                 graph.send_draft(box, unquote(m.group(1)), body)
-            return 202, {}, b""
+                dropped, graph._drop_send = graph._drop_send, False
+            return 202, {}, _Drop() if dropped else b""
         if rest == "/sendMail":
             _method(method, "POST")
             _allow(query, set())
@@ -959,6 +1124,11 @@ class _Handler(BaseHTTPRequestHandler):
 @dataclass
 class _Cut:
     data: bytes
+
+
+@dataclass
+class _Drop:
+    """No answer at all: the connection is closed."""
 
 
 def _dumps(value: Any) -> bytes:

@@ -224,3 +224,102 @@ def test_upload_sessions_check_ranges_and_refuse_the_token(graph: GraphFake) -> 
 
     parts = [p for p in message_from_bytes(mime).walk() if p.get_filename() == "a"]
     assert parts[0].get_payload(decode=True) == data
+
+
+def draft(graph: GraphFake, mime: bytes = MIME) -> str:
+    answer = call(graph, "POST", f"/v1.0/users/{BOX}/messages",
+                  headers={"Content-Type": "text/plain", **IMMUTABLE},
+                  body=base64.b64encode(mime))
+    assert answer.status == 201, answer.body
+    created = json.loads(answer.body)
+    assert created["internetMessageId"] == "<one@test>"
+    return str(created["id"])
+
+
+def patch(graph: GraphFake, item: str, properties: Any,
+          headers: dict[str, str] | None = None) -> Response:
+    return call(graph, "PATCH", f"/v1.0/users/{BOX}/messages/{item}",
+                headers=headers if headers is not None else {
+                    **IMMUTABLE, "Content-Type": "application/json"},
+                body=json.dumps(properties).encode())
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        ({"singleValueExtendedProperties": [{"id": "Boolean 0xE01", "value": "true"}]}, None),
+        ({"singleValueExtendedProperties": [{"id": "Integer 0x0E01", "value": "1"}]}, None),
+        ({"singleValueExtendedProperties": [{"id": "Boolean 0x8001", "value": "true"}]}, None),
+        ({"singleValueExtendedProperties": [{"id": "Bool 0x0E01", "value": "true"}]}, None),
+        ({"singleValueExtendedProperties": [{"id": "Boolean 0x0E01", "value": "yes"}]}, None),
+        ({"singleValueExtendedProperties": [{"id": "Boolean 0x0E01", "value": True}]}, None),
+        ({"singleValueExtendedProperties": []}, None),
+        ({"subject": "changed"}, None),
+        ({"singleValueExtendedProperties": [{"id": "Boolean 0x0E01", "value": "true"}]},
+         {"Content-Type": "application/json"}),
+    ],
+)
+def test_malformed_extended_properties_are_refused_and_recorded(
+    graph: GraphFake, body: Any, headers: dict[str, str] | None
+) -> None:
+    graph.mailbox(BOX)
+    answer = patch(graph, draft(graph), body, headers)
+    assert answer.status == 400, answer.body
+    assert len(graph.problems) == 1
+
+
+def test_delete_after_submit_keeps_a_sent_draft_out_of_sent_items(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    quiet, saved = draft(graph), draft(graph)
+    named = "String {00020386-0000-0000-C000-000000000046} Name X-Custom"
+    answer = patch(graph, quiet, {"singleValueExtendedProperties": [
+        {"id": "Boolean 0x0E01", "value": "true"}, {"id": named, "value": "x"}]})
+    assert answer.status == 200, answer.body
+    for item in (quiet, saved):
+        assert call(graph, "POST", f"/v1.0/users/{BOX}/messages/{item}/send",
+                    headers=IMMUTABLE).status == 202
+    assert len(graph.sent(BOX)) == 2
+    assert graph.messages_in(BOX, "drafts") == []
+    # only the draft without PidTagDeleteAfterSubmit was saved
+    assert len(graph.messages_in(BOX, "sentitems")) == 1
+    assert graph.problems == []
+
+
+def test_a_message_is_read_and_deleted_by_id(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    graph.rewrite_message_ids = True
+    graph.omit_created_message_id = True
+    created = call(graph, "POST", f"/v1.0/users/{BOX}/messages",
+                   headers={"Content-Type": "text/plain", **IMMUTABLE},
+                   body=base64.b64encode(MIME))
+    assert "internetMessageId" not in json.loads(created.body)
+    item = json.loads(created.body)["id"]
+    path = f"/v1.0/users/{BOX}/messages/{item}"
+    got = call(graph, "GET", path + "?$select=internetMessageId", headers=IMMUTABLE)
+    kept = json.loads(got.body)["internetMessageId"]
+    assert kept.endswith("@exchange.fake>")  # Exchange gave it its own Message-ID
+    [stored] = graph.messages_in(BOX, "drafts")
+    assert f"Message-ID: {kept}".encode() in stored.mime and b"<one@test>" not in stored.mime
+    assert call(graph, "GET", path + "?$select=sizeInBytes", headers=IMMUTABLE).status == 400
+    assert call(graph, "DELETE", path, headers=IMMUTABLE).status == 204
+    assert call(graph, "DELETE", path, headers=IMMUTABLE).status == 404
+    assert call(graph, "DELETE", path).status == 400  # no Prefer: IdType
+    assert len(graph.problems) == 2
+
+
+def test_an_upload_range_can_be_made_to_fail(graph: GraphFake) -> None:
+    graph.mailbox(BOX)
+    item = draft(graph)
+    session = call(graph, "POST", f"/v1.0/users/{BOX}/messages/{item}/attachments/"
+                   "createUploadSession", headers={"Content-Type": "application/json"},
+                   body=json.dumps({"AttachmentItem": {"attachmentType": "file", "name": "a",
+                                                       "size": 4_000_000}}).encode())
+    path = json.loads(session.body)["uploadUrl"][len(graph.url):]
+    graph.fail_next_upload(429, retry_after=9)
+    failed = call(graph, "PUT", path, token=None, body=b"x" * 10,
+                  headers={"Content-Range": "bytes 0-9/4000000"})
+    assert (failed.status, failed.headers["retry-after"]) == (429, "9")
+    again = call(graph, "PUT", path, token=None, body=b"x" * 10,
+                 headers={"Content-Range": "bytes 0-9/4000000"})
+    assert again.status == 200  # only the next range fails
+    assert graph.problems == []

@@ -11,6 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.fakes.graph import GraphFake
 from tests.integration.oauth import OAuthServers
 from tests.integration.sites import Site, explain
@@ -168,10 +170,14 @@ def test_throttling_is_honoured_and_a_broken_mailbox_holds_up_no_other(
     assert "no folder 'Nowhere'" in done.stdout + done.stderr, explain(done)
 
 
+@pytest.mark.parametrize("replaced", [False, True], ids=["kept", "replaced"])
 def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
-    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path, replaced: bool
 ) -> None:
     graph = live_graph
+    # replaced: Exchange gives the message a Message-ID of its own; the
+    # interaction must record that one, which the customer's reply quotes
+    graph.rewrite_message_ids = replaced
     graph.folder(USER, "Inbox/Support")
     graph.folder(USER, "Inbox/Done")
     site = graph_site(tmp_path, oauth_servers, graph)
@@ -194,6 +200,7 @@ def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
     sent_mid = outbound["message_id"]
     [mime] = graph.sent(USER)
     assert f"Message-ID: {sent_mid}".encode() in mime
+    assert sent_mid.endswith("@exchange.fake>") is replaced
     reply = (f"Message-ID: <reply-1@example.test>\r\nFrom: customer@example.test\r\n"
              f"To: {USER}\r\nSubject: Re: Your order 4711\r\nIn-Reply-To: {sent_mid}\r\n"
              f"References: {sent_mid}\r\nDate: Sun, 06 Dec 2026 11:00:00 +0000\r\n"

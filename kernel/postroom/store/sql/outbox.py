@@ -161,11 +161,15 @@ class OutboxRecords(InteractionRecords):
         next_attempt_at: datetime | float | None = None,
         attached: Mapping[str, Any] | None = None,
         count_attempt: bool = True,
+        message_id: str | None = None,
     ) -> None:
         """Move an outbox entry to *state*; its interaction's status follows,
         and *attached* is merged into the interaction's attached data. Back to
         ``queued`` without *count_attempt*: the entry was never tried (the
-        sender's login was refused), its attempts stay as they were."""
+        sender's login was refused), its attempts stay as they were. Sent with
+        a *message_id*: the server gave the message that Message-ID instead of
+        the one assigned (Exchange may); the interaction records it, so that
+        replies find it, and the outbox row keeps the one assigned."""
         new_state = OutboxState(state)
         retry_at = None if next_attempt_at is None else self._dt_param(next_attempt_at)
         counts = count_attempt and new_state in (OutboxState.FAILED, OutboxState.QUEUED)
@@ -193,6 +197,10 @@ class OutboxRecords(InteractionRecords):
                 "UPDATE interactions SET status = ?, attached_data = ? WHERE id = ?",
                 (OUTBOX_STATUS[new_state], to_json(data), entry_id),
             )
+            if message_id and new_state is OutboxState.SENT:
+                tx.execute(
+                    "UPDATE interactions SET message_id = ? WHERE id = ?", (message_id, entry_id)
+                )
 
         self._write(work)
 
