@@ -37,7 +37,7 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
 from postroom.api import (
     AuthenticationFailed,
@@ -55,7 +55,7 @@ from postroom.api import (
     proxy_for,
     sleep,
 )
-from postroom_ews.client import BATCH, Endpoint, EWSClient, Page
+from postroom_ews.client import BATCH, Endpoint, EWSClient, Page, safe_reason
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,12 @@ class EWSSource(ServerSourceBase):
                 raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
             except OSError as exc:
                 raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+            except CancelledError:
+                raise
+            except Exception as exc:  # a malformed answer: its text may quote mail
+                raise SourceError(
+                    f"mailbox {self.name}: {what} on {self.where}: {safe_reason(exc)}"
+                ) from None
         raise AssertionError("unreachable")
 
     async def _session(self, what: str, method: str, *args: Any) -> Any:
@@ -302,6 +308,9 @@ class EWSSource(ServerSourceBase):
             )
             try:
                 _folder, count = client.open_folder(self.folder_path)
+            except UnauthorizedError as exc:
+                client.close()
+                raise UnauthorizedError(client.refusal(exc)) from None
             except BaseException:
                 client.close()
                 raise
