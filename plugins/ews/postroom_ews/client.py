@@ -77,7 +77,8 @@ def safe_reason(exc: BaseException) -> str:
     ("Offending text", "This is not XML: ..."), and a malformed answer is
     quoted whole."""
     name = type(exc).__name__
-    if isinstance(exc, SyntaxError):  # lxml's and exchangelib's ParseError
+    if isinstance(exc, SyntaxError) or str(exc).startswith("Bad SOAP response"):
+        # lxml's and exchangelib's ParseError, and the SOAPError wrapping it
         return f"{name}: the server's answer is not well-formed XML"
     if isinstance(exc, MalformedResponseError):
         return f"{name}: the server's answer is not a valid EWS response"

@@ -247,11 +247,17 @@ class EWSSource(ServerSourceBase):
             except ErrorFolderNotFound as exc:
                 raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
             except TransportError as exc:
-                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+                raise ConnectionDown(
+                    f"mailbox {self.name}: {self.where}: {safe_reason(exc)}"
+                ) from None
             except EWSError as exc:
-                raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
+                raise SourceError(
+                    f"mailbox {self.name}: {what} on {self.where}: {safe_reason(exc)}"
+                ) from None
             except OSError as exc:
-                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+                raise ConnectionDown(
+                    f"mailbox {self.name}: {self.where}: {safe_reason(exc)}"
+                ) from None
             except CancelledError:
                 raise
             except Exception as exc:  # a malformed answer: its text may quote mail
