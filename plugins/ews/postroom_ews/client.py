@@ -68,7 +68,10 @@ MAX_ACCOUNTS = 64
 LIBRARY_LOGGERS = ("exchangelib", "requests_ntlm", "requests_oauthlib", "spnego")
 #: the longest line kept of a library's log record or exception text
 MAX_REASON = 300
-_CREDENTIAL = re.compile(r"(?i)\b(authorization|basic|bearer|ntlm|negotiate)\b[\s:=]+\S+")
+#: an HTTP credential in a text: a scheme and a token of base64 or token68 characters
+_CREDENTIAL = re.compile(
+    r"(?i)\b(basic|bearer|ntlm|negotiate)\s+(?=[\w+/=.~-]*[0-9+/=])[A-Za-z0-9+/=._~-]{12,}"
+)
 
 
 def safe_reason(exc: BaseException) -> str:

@@ -42,7 +42,6 @@ from exchangelib.errors import (
     TransportError,
     UnauthorizedError,
 )
-from lxml.etree import ParseError
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from zope.interface import implementer
 
@@ -265,7 +264,7 @@ class EWSSender:
                 f"{safe_reason(exc)}",
                 permanent=code in PERMANENT_CODES,
             ) from None
-        except (OSError, ParseError) as exc:
+        except OSError as exc:
             raise SendError(f"{self.where}: {safe_reason(exc)}") from None
         except (SendError, SenderAuthenticationFailed):
             raise

@@ -94,3 +94,15 @@ def test_a_broken_answer_to_a_fetch_leaks_nothing(
     assert leaks(fake, str(info.value)) == []
     assert leaks(fake, logs.text) == []
     assert fake.store.mime  # not acknowledged: the message stays on the server
+
+
+def test_safe_reason_keeps_one_line_without_credentials() -> None:
+    from postroom_ews.client import safe_reason
+
+    token = base64.b64encode(b"agent@example.com:s3cret").decode()
+    text = safe_reason(ValueError(f"sent Authorization: Basic {token}\nRequest XML: <m:x/>"))
+    assert text == "ValueError: sent Authorization: Basic <redacted>"
+    assert safe_reason(ValueError("Basic authentication is off")).endswith(
+        "Basic authentication is off"
+    )
+    assert len(safe_reason(ValueError("x" * 5000))) < 400
