@@ -187,13 +187,6 @@ class EWSFake:
         self.cut: dict[str, int] = {}
         #: item ids deleted just before a GetItem asks for them
         self.vanish: set[str] = set()
-        #: states this server issued (an unknown one is invalid)
-        self._states: dict[str, tuple[str, int]] = {}
-        #: impersonated mailboxes seen
-        self.impersonated: list[str] = []
-        self.max_changes_seen: list[int] = []
-        #: messages CreateItem sent: (MIME as received, MessageDisposition, recipients)
-        self.sent: list[tuple[bytes, str, list[str]]] = []
         #: per message sent: (the account acting, the From address it was sent as)
         self.senders: list[tuple[str, str]] = []
         #: rights of the logged-in account (``user``), all denied unless granted:
@@ -218,6 +211,13 @@ class EWSFake:
         self.undecodable: dict[str, int] = {}
         #: per request thread: the mailbox the request acts as
         self._request = threading.local()
+        #: states this server issued (an unknown one is invalid)
+        self._states: dict[str, tuple[str, int]] = {}
+        #: impersonated mailboxes seen
+        self.impersonated: list[str] = []
+        self.max_changes_seen: list[int] = []
+        #: messages CreateItem sent: (MIME as received, MessageDisposition, recipients)
+        self.sent: list[tuple[bytes, str, list[str]]] = []
         self.httpd: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
 
@@ -853,60 +853,6 @@ class EWSFake:
             answers.append(self._ok("DeleteItem", ""))
         return self._messages("DeleteItem", answers)
 
-    def op_CreateItem(self, op: Any) -> str:
-        # "CreateItem operation (email message)" / [MS-OXWSMSG] 3.1.4.2:
-        # MessageDisposition SaveOnly | SendOnly | SendAndSaveCopy;
-        # SavedItemFolderId only with SendAndSaveCopy or SaveOnly (SaveOnly
-        # without it saves to Drafts); Items/t:Message with t:MimeContent
-        # (base64). Exchange delivers to the To, Cc and Bcc of the MIME
-        # ("MimeContent"); a SaveOnly answer carries the new item's ItemId, a
-        # send answers an empty Items.
-        disposition = op.get("MessageDisposition")
-        if disposition not in ("SaveOnly", "SendOnly", "SendAndSaveCopy"):
-            raise Refused("ErrorSchemaValidation", f"MessageDisposition {disposition!r}")
-        parts = self._children(op, {"SavedItemFolderId": False, "Items": True})
-        saved = None
-        if "SavedItemFolderId" in parts:
-            if disposition == "SendOnly":
-                raise Refused("ErrorInvalidRequest", "SavedItemFolderId with SendOnly")
-            refs = list(parts["SavedItemFolderId"])
-            saved = self._folder_ref(refs[0]) if len(refs) == 1 else None
-            if saved is None:
-                raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
-        elif disposition == "SaveOnly":
-            saved = self.store.folders["drafts"]
-        elif disposition == "SendAndSaveCopy":
-            saved = self.store.folders["sentitems"]
-        answers = []
-        for item in parts["Items"]:
-            if etree.QName(item).namespace != T or etree.QName(item).localname != "Message":
-                raise Refused("ErrorSchemaValidation", f"{item.tag} in Items")
-            content = item.find(f"{{{T}}}MimeContent")
-            if content is None or not (content.text or "").strip():
-                raise Refused("ErrorSchemaValidation", "Message without MimeContent")
-            mime = self._internet_message_id(base64.b64decode(content.text, validate=True))
-            if disposition == "SaveOnly":
-                assert saved is not None
-                new = self.store.new_id("item")
-                self.store.mime[new] = mime
-                saved.items.append(new)
-                self.store.log[saved.id].append(new)
-                self.message_ids[new] = self._message_id_of(mime)
-                answers.append(
-                    self._ok(
-                        "CreateItem",
-                        f'<m:Items><t:Message><t:ItemId Id="{new}" ChangeKey="ck"/>'
-                        "</t:Message></m:Items>",
-                    )
-                )
-                continue
-            problem = self._submit(mime, disposition, saved)
-            if problem is not None:
-                answers.append(self._error("CreateItem", *problem))
-                continue
-            answers.append(self._ok("CreateItem", "<m:Items/>"))
-        return self._messages("CreateItem", answers)
-
     def op_SendItem(self, op: Any) -> str:
         # "SendItem operation" / [MS-OXWSMSG] 3.1.4.6: SaveItemToFolder
         # (required): true saves the sent item to SavedItemFolderId, or Sent
@@ -1007,6 +953,60 @@ class EWSFake:
     def _message_id_of(mime: bytes) -> str:
         parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
         return str(parsed.get("Message-ID", "")).strip()
+
+    def op_CreateItem(self, op: Any) -> str:
+        # "CreateItem operation (email message)" / [MS-OXWSMSG] 3.1.4.2:
+        # MessageDisposition SaveOnly | SendOnly | SendAndSaveCopy;
+        # SavedItemFolderId only with SendAndSaveCopy or SaveOnly (SaveOnly
+        # without it saves to Drafts); Items/t:Message with t:MimeContent
+        # (base64). Exchange delivers to the To, Cc and Bcc of the MIME
+        # ("MimeContent"); a SaveOnly answer carries the new item's ItemId, a
+        # send answers an empty Items.
+        disposition = op.get("MessageDisposition")
+        if disposition not in ("SaveOnly", "SendOnly", "SendAndSaveCopy"):
+            raise Refused("ErrorSchemaValidation", f"MessageDisposition {disposition!r}")
+        parts = self._children(op, {"SavedItemFolderId": False, "Items": True})
+        saved = None
+        if "SavedItemFolderId" in parts:
+            if disposition == "SendOnly":
+                raise Refused("ErrorInvalidRequest", "SavedItemFolderId with SendOnly")
+            refs = list(parts["SavedItemFolderId"])
+            saved = self._folder_ref(refs[0]) if len(refs) == 1 else None
+            if saved is None:
+                raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
+        elif disposition == "SaveOnly":
+            saved = self.store.folders["drafts"]
+        elif disposition == "SendAndSaveCopy":
+            saved = self.store.folders["sentitems"]
+        answers = []
+        for item in parts["Items"]:
+            if etree.QName(item).namespace != T or etree.QName(item).localname != "Message":
+                raise Refused("ErrorSchemaValidation", f"{item.tag} in Items")
+            content = item.find(f"{{{T}}}MimeContent")
+            if content is None or not (content.text or "").strip():
+                raise Refused("ErrorSchemaValidation", "Message without MimeContent")
+            mime = self._internet_message_id(base64.b64decode(content.text, validate=True))
+            if disposition == "SaveOnly":
+                assert saved is not None
+                new = self.store.new_id("item")
+                self.store.mime[new] = mime
+                saved.items.append(new)
+                self.store.log[saved.id].append(new)
+                self.message_ids[new] = self._message_id_of(mime)
+                answers.append(
+                    self._ok(
+                        "CreateItem",
+                        f'<m:Items><t:Message><t:ItemId Id="{new}" ChangeKey="ck"/>'
+                        "</t:Message></m:Items>",
+                    )
+                )
+                continue
+            problem = self._submit(mime, disposition, saved)
+            if problem is not None:
+                answers.append(self._error("CreateItem", *problem))
+                continue
+            answers.append(self._ok("CreateItem", "<m:Items/>"))
+        return self._messages("CreateItem", answers)
 
 
 def raw_request(fake: EWSFake, body: bytes, authorization: str | None) -> tuple[int, bytes]:

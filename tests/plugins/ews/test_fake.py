@@ -89,18 +89,6 @@ def test_a_missing_or_wrong_authorization_is_401(
     assert raw_request(strict, envelope(GET_INBOX), "Bearer issued")[0] == 200
 
 
-def test_an_unknown_sync_state_is_invalid(strict: EWSFake) -> None:
-    sync = (
-        "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
-        '<m:SyncFolderId><t:DistinguishedFolderId Id="inbox"/></m:SyncFolderId>'
-        "<m:SyncState>bm90IGlzc3VlZA==</m:SyncState>"
-        "<m:MaxChangesReturned>10</m:MaxChangesReturned></m:SyncFolderItems>"
-    )
-    status, body = raw_request(strict, envelope(sync), basic(strict))
-    assert status == 200
-    assert b"ErrorInvalidSyncStateData" in body
-
-
 SEND_ITEM = '<m:SendItem{attrs}><m:ItemIds><t:ItemId Id="{item}"/></m:ItemIds>{extra}</m:SendItem>'
 
 
@@ -175,3 +163,15 @@ def test_an_ntlm_only_server_refuses_basic(ews_tls: TestCA) -> None:
         assert status == 401
         assert ntlm.denied == [("auth", "401", "Basic to an NTLM-only server")]
         assert ntlm.counts == {"401": 1}
+
+
+def test_an_unknown_sync_state_is_invalid(strict: EWSFake) -> None:
+    sync = (
+        "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"
+        '<m:SyncFolderId><t:DistinguishedFolderId Id="inbox"/></m:SyncFolderId>'
+        "<m:SyncState>bm90IGlzc3VlZA==</m:SyncState>"
+        "<m:MaxChangesReturned>10</m:MaxChangesReturned></m:SyncFolderItems>"
+    )
+    status, body = raw_request(strict, envelope(sync), basic(strict))
+    assert status == 200
+    assert b"ErrorInvalidSyncStateData" in body
