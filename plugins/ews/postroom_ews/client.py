@@ -214,6 +214,9 @@ class Page:
 class EWSClient:
     """One mailbox's exchangelib account. Blocking: run it in a thread."""
 
+    #: what to say of an exception of exchangelib's (:func:`safe_reason`)
+    reason = staticmethod(safe_reason)
+
     def __init__(self, endpoint: Endpoint, username: str, secret: str, bearer: bool) -> None:
         self.endpoint = endpoint
         self.bearer = bearer

@@ -55,7 +55,7 @@ from postroom.api import (
     proxy_for,
     sleep,
 )
-from postroom_ews.client import BATCH, Endpoint, EWSClient, Page, safe_reason
+from postroom_ews.client import BATCH, Endpoint, EWSClient, Page
 
 log = logging.getLogger(__name__)
 
@@ -248,21 +248,21 @@ class EWSSource(ServerSourceBase):
                 raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
             except TransportError as exc:
                 raise ConnectionDown(
-                    f"mailbox {self.name}: {self.where}: {safe_reason(exc)}"
+                    f"mailbox {self.name}: {self.where}: {EWSClient.reason(exc)}"
                 ) from None
             except EWSError as exc:
                 raise SourceError(
-                    f"mailbox {self.name}: {what} on {self.where}: {safe_reason(exc)}"
+                    f"mailbox {self.name}: {what} on {self.where}: {EWSClient.reason(exc)}"
                 ) from None
             except OSError as exc:
                 raise ConnectionDown(
-                    f"mailbox {self.name}: {self.where}: {safe_reason(exc)}"
+                    f"mailbox {self.name}: {self.where}: {EWSClient.reason(exc)}"
                 ) from None
             except CancelledError:
                 raise
             except Exception as exc:  # a malformed answer: its text may quote mail
                 raise SourceError(
-                    f"mailbox {self.name}: {what} on {self.where}: {safe_reason(exc)}"
+                    f"mailbox {self.name}: {what} on {self.where}: {EWSClient.reason(exc)}"
                 ) from None
         raise AssertionError("unreachable")
 
