@@ -36,6 +36,7 @@ import re
 from typing import Any
 
 from exchangelib.errors import (
+    ErrorNonExistentMailbox,
     ErrorServerBusy,
     EWSError,
     ResponseMessageError,
@@ -215,7 +216,17 @@ class EWSSender:
         return ensureDeferred(self._check())
 
     async def _check(self) -> str:
-        await self._with_login(lambda client: client.sent_items())
+        try:
+            await self._with_login(lambda client: client.sent_items())
+        except ErrorNonExistentMailbox:
+            if not self.impersonation:
+                raise
+            # the answer came past authentication: the service account logged
+            # in, it just has no mailbox of its own (it sends impersonating)
+            return (
+                f"connected to {self.where} as {self.endpoint.mailbox} "
+                "(no mailbox of its own; each message is sent impersonating its From address)"
+            )
         return f"connected to {self.where} as {self.endpoint.mailbox}"
 
     # -- sending

@@ -574,10 +574,8 @@ class EWSFake:
             if name not in WELL_KNOWN:
                 return None
             mailbox = element.findtext(f"{{{T}}}Mailbox/{{{T}}}EmailAddress")
-            if mailbox is not None and mailbox.lower() not in self.mailboxes:
-                return None
             if mailbox is not None:
-                self._may_open(mailbox)
+                self._may_open(mailbox)  # ErrorNonExistentMailbox, ErrorAccessDenied
             return self.store.folders[name]
         if local == "FolderId":
             if not element.get("Id"):

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from exchangelib.errors import ErrorNonExistentMailbox
 from twisted.internet import task
 
 from postroom.drivers import SendResult
@@ -235,6 +236,18 @@ def test_check_connection_reads_sent_items(fake: EWSFake, tmp_path: Path) -> Non
     sender = build(tmp_path, fake)
     assert fake.user in run(sender.check_connection())
     assert fake.counts["GetFolder"] >= 1
+
+
+def test_check_connection_of_a_service_account_without_a_mailbox(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    fake.mailboxes.discard(fake.user)
+    assert "no mailbox of its own" in run(
+        build(tmp_path, fake, impersonation=True).check_connection()
+    )
+    with pytest.raises(ErrorNonExistentMailbox):  # without impersonation it cannot send at all
+        run(build(tmp_path, fake).check_connection())
+    assert [code for _op, code, _t in fake.denied] == ["ErrorNonExistentMailbox"] * 2
 
 
 def test_recipient_headers_follow_the_envelope() -> None:
