@@ -43,7 +43,7 @@ from exchangelib.errors import (
     TransportError,
     UnauthorizedError,
 )
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from zope.interface import implementer
 
 from postroom.api import (
@@ -277,7 +277,7 @@ class EWSSender:
             ) from None
         except OSError as exc:
             raise SendError(f"{self.where}: {safe_reason(exc)}") from None
-        except (SendError, SenderAuthenticationFailed):
+        except (SendError, SenderAuthenticationFailed, CancelledError):
             raise
         except Exception as exc:  # exchangelib's own, or a malformed answer
             raise SendError(f"{self.where}: {safe_reason(exc)}") from None
@@ -293,7 +293,7 @@ class EWSSender:
                 detail += "; Exchange reported no Message-ID"
             elif used.strip() != message_id.strip():
                 actual = used.strip()
-                log.warning(
+                log.info(
                     "smtp-client: %s gave outbound %s the Message-ID %s; it is recorded so "
                     "replies thread",
                     self.where,

@@ -97,7 +97,7 @@ def test_a_message_id_exchange_replaced_is_the_one_reported(
 ) -> None:
     fake.replace_message_id = "<AM0PR01MB1234.5678@exchange.example.com>"
     sender = build(tmp_path, fake)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         result = run(sender.send(MESSAGE, envelope("ann@example.test"), "<m1@example.com>"))
     assert result.message_id == "<AM0PR01MB1234.5678@exchange.example.com>"
     assert "replaced" in result.detail
