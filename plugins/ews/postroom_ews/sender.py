@@ -1,5 +1,22 @@
 """The ``ews`` sender driver (``smtp-client: server-type: ews``).
 
+Each message is sent as its From mailbox (the envelope's ``MAIL FROM``), as
+the Graph sender does: through an exchangelib Account for that address,
+impersonated by a service account (``impersonation: true``: the
+ExchangeImpersonation header) or, otherwise, opened as a delegate with Send As
+or Send on Behalf rights (the logged-in ``user``'s own mailbox when From is
+``user``). An address the server refuses (no such mailbox, impersonation or
+Send As denied) fails that message for good, saying why.
+
+With ``verify-message-id`` (the default) the message is saved as a draft
+(CreateItem ``SaveOnly``), its ``InternetMessageId`` read (GetItem), then sent
+(SendItem): the Message-ID Exchange really uses is known before the message
+leaves and goes back to the kernel in the :class:`SendResult`, so replies
+thread to the outbound interaction even when Exchange replaced it. (A FindItem
+in Sent Items after a ``SendAndSaveCopy`` would race the copy being saved,
+could not work without a copy, and could only say "not found", not which ID
+was used.)
+
 Exchange sends a MIME message created with CreateItem (``MimeContent``,
 ``MessageDisposition`` ``SendAndSaveCopy`` or ``SendOnly``) to the addresses
 *in the message*, not to an envelope. So the recipient headers are made to
@@ -19,12 +36,14 @@ import re
 from typing import Any
 
 from exchangelib.errors import (
+    ErrorNonExistentMailbox,
     ErrorServerBusy,
     EWSError,
+    ResponseMessageError,
     TransportError,
     UnauthorizedError,
 )
-from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, succeed
 from zope.interface import implementer
 
 from postroom.api import (
@@ -40,7 +59,7 @@ from postroom.api import (
     parse_addresses,
     proxy_for,
 )
-from postroom_ews.client import Endpoint, EWSClient
+from postroom_ews.client import Endpoint, EWSClient, safe_reason
 from postroom_ews.source import _proxy_url
 
 log = logging.getLogger(__name__)
@@ -56,13 +75,24 @@ PERMANENT_CODES = (
     "ErrorMimeContentConversionFailed",
     "ErrorMimeContentInvalid",
     "ErrorSendAsDenied",
+    "ErrorImpersonateUserDenied",
+    "ErrorNonExistentMailbox",
+    "ErrorAccessDenied",
+    "ErrorInvalidSendItemSaveSettings",
+)
+#: refusals of the From address: the cached Account for it is dropped
+ADDRESS_CODES = (
+    "ErrorSendAsDenied",
+    "ErrorImpersonateUserDenied",
+    "ErrorNonExistentMailbox",
+    "ErrorAccessDenied",
 )
 _RECIPIENT_HEADERS = ("to", "cc", "bcc")
 
 
 @implementer(ISender)
 class EWSSender:
-    """Sends outbound mail with CreateItem over EWS, one account for all sends."""
+    """Sends outbound mail over EWS as each message's From mailbox."""
 
     needs_auth = True
 
@@ -81,7 +111,9 @@ class EWSSender:
             "user",
             scope=scope,
             types=TYPES,
-            description="The sending mailbox's SMTP address (the user logging in).",
+            description="The user logging in (a mailbox's SMTP address, `DOMAIN\\user` "
+            "for NTLM, or a service account). Messages are sent as their From "
+            "address; this mailbox's own when there is none.",
         )
         add(
             "password",
@@ -122,7 +154,26 @@ class EWSSender:
             scope=scope,
             types=TYPES,
             default="true",
-            description="Keep a copy in Sent Items (SendAndSaveCopy); false: SendOnly.",
+            description="Keep a copy in the From mailbox's Sent Items; false: no copy.",
+        )
+        add(
+            "impersonation",
+            "bool",
+            scope=scope,
+            types=TYPES,
+            default="false",
+            description="`user` is a service account that impersonates each From mailbox "
+            "(ExchangeImpersonation); false: it sends as a delegate with Send As rights.",
+        )
+        add(
+            "verify-message-id",
+            "bool",
+            scope=scope,
+            types=TYPES,
+            default="true",
+            description="Read the Message-ID Exchange gives each message before it is "
+            "sent (draft, GetItem, SendItem: two more requests) so the outbound "
+            "interaction records the one used; false: one CreateItem.",
         )
 
     def __init__(self, options: Any, context: DriverContext) -> None:
@@ -143,6 +194,8 @@ class EWSSender:
         )
         self.where = f"server {url}"
         self.save_copy = bool(options.get("save-to-sent-items"))
+        self.impersonation = bool(options.get("impersonation"))
+        self.verify = bool(options.get("verify-message-id"))
         self.client: EWSClient | None = None
         #: a digest of the secret the client was built with (never the secret itself)
         self.secret_digest: str | None = None
@@ -163,7 +216,17 @@ class EWSSender:
         return ensureDeferred(self._check())
 
     async def _check(self) -> str:
-        await self._with_login(lambda client: client.sent_items())
+        try:
+            await self._with_login(lambda client: client.sent_items())
+        except ErrorNonExistentMailbox:
+            if not self.impersonation:
+                raise
+            # the answer came past authentication: the service account logged
+            # in, it just has no mailbox of its own (it sends impersonating)
+            return (
+                f"connected to {self.where} as {self.endpoint.mailbox} "
+                "(no mailbox of its own; each message is sent impersonating its From address)"
+            )
         return f"connected to {self.where} as {self.endpoint.mailbox}"
 
     # -- sending
@@ -182,27 +245,65 @@ class EWSSender:
             )
         if not envelope.rcpt_to:
             raise SendError(f"outbound {message_id}: no recipient", permanent=True)
-        mime = with_recipients(message, envelope.rcpt_to)
-        try:
-            await self._with_login(lambda client: client.send_mime(mime, self.save_copy))
-        except ErrorServerBusy as exc:
-            raise SendError(f"{self.where} is busy: {exc}") from None
-        except TransportError as exc:
-            raise SendError(f"{self.where}: {exc}") from None
-        except EWSError as exc:
-            code = type(exc).__name__
+        sender = envelope.mail_from or self.endpoint.mailbox
+        if not sender:
             raise SendError(
-                f"outbound {message_id} refused by {self.where}: {code}: {exc}",
+                f"outbound {message_id}: no sender address and no user to send as",
+                permanent=True,
+            )
+        mime = with_recipients(message, envelope.rcpt_to)
+
+        def send(client: EWSClient) -> str | None:
+            account = client.account_for(sender, self.impersonation)
+            return client.send_mime(account, mime, self.save_copy, self.verify)
+
+        try:
+            used = await self._with_login(send)
+        except ErrorServerBusy as exc:
+            raise SendError(f"{self.where} is busy: {safe_reason(exc)}") from None
+        except (TransportError, EWSError) as exc:
+            if not isinstance(exc, ResponseMessageError):  # a network error, a bad answer
+                raise SendError(f"{self.where}: {safe_reason(exc)}") from None
+            # an EWS ResponseCode (exchangelib's ResponseMessageError is a TransportError)
+            code = type(exc).__name__
+            if code in ADDRESS_CODES and self.client is not None:
+                self.client.forget(sender)
+            own = sender.lower() == self.endpoint.mailbox.lower()
+            how = "impersonating" if self.impersonation else "as" if own else "as a delegate of"
+            raise SendError(
+                f"outbound {message_id} refused by {self.where} sending {how} {sender}: "
+                f"{safe_reason(exc)}",
                 permanent=code in PERMANENT_CODES,
             ) from None
         except OSError as exc:
-            raise SendError(f"{self.where}: {exc}") from None
-        return SendResult(
-            message_id=message_id,
-            accepted=list(envelope.rcpt_to),
-            detail=f"{self.where}: CreateItem "
-            + ("SendAndSaveCopy" if self.save_copy else "SendOnly"),
+            raise SendError(f"{self.where}: {safe_reason(exc)}") from None
+        except (SendError, SenderAuthenticationFailed, CancelledError):
+            raise
+        except Exception as exc:  # exchangelib's own, or a malformed answer
+            raise SendError(f"{self.where}: {safe_reason(exc)}") from None
+        steps = (
+            "CreateItem SaveOnly, GetItem, SendItem"
+            if self.verify
+            else "CreateItem " + ("SendAndSaveCopy" if self.save_copy else "SendOnly")
         )
+        detail = f"{self.where}: {steps} as {sender}"
+        actual = message_id
+        if used is not None:
+            if not used:
+                detail += "; Exchange reported no Message-ID"
+            elif used.strip() != message_id.strip():
+                actual = used.strip()
+                log.info(
+                    "smtp-client: %s gave outbound %s the Message-ID %s; it is recorded so "
+                    "replies thread",
+                    self.where,
+                    message_id,
+                    actual,
+                )
+                detail += f"; Exchange replaced the Message-ID {message_id} with {actual}"
+            else:
+                detail += "; Message-ID kept (read back before sending)"
+        return SendResult(message_id=actual, accepted=list(envelope.rcpt_to), detail=detail)
 
     async def _with_login(self, call: Any) -> Any:
         """Run ``call(client)`` in the thread pool; a 401 has the auth driver
@@ -222,11 +323,12 @@ class EWSSender:
             try:
                 result = await self.context.runner.run(call, self.client)
             except UnauthorizedError as exc:
-                self._refused(str(exc))
+                reason = self.client.refusal(exc)
+                self._refused(reason)
                 self.client = None
                 if attempt == 2:
                     raise SenderAuthenticationFailed(
-                        f"login refused by {self.where}: {exc}"
+                        f"login refused by {self.where}: {reason}"
                     ) from None
                 continue
             self._auth_event("login-ok", f"logged in to {self.where}")

@@ -43,7 +43,7 @@ from exchangelib.errors import (
     UnauthorizedError,
 )
 from twisted.internet import defer
-from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
 from postroom.api import (
     AuthenticationFailed,
@@ -278,11 +278,23 @@ class EWSSource(ServerSourceBase):
             except ErrorFolderNotFound as exc:
                 raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
             except TransportError as exc:
-                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+                raise ConnectionDown(
+                    f"mailbox {self.name}: {self.where}: {EWSClient.reason(exc)}"
+                ) from None
             except EWSError as exc:
-                raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
+                raise SourceError(
+                    f"mailbox {self.name}: {what} on {self.where}: {EWSClient.reason(exc)}"
+                ) from None
             except OSError as exc:
-                raise ConnectionDown(f"mailbox {self.name}: {self.where}: {exc}") from None
+                raise ConnectionDown(
+                    f"mailbox {self.name}: {self.where}: {EWSClient.reason(exc)}"
+                ) from None
+            except CancelledError:
+                raise
+            except Exception as exc:  # a malformed answer: its text may quote mail
+                raise SourceError(
+                    f"mailbox {self.name}: {what} on {self.where}: {EWSClient.reason(exc)}"
+                ) from None
         raise AssertionError("unreachable")
 
     async def _session(self, what: str, method: str, *args: Any) -> Any:
@@ -333,6 +345,9 @@ class EWSSource(ServerSourceBase):
             )
             try:
                 _folder, count = client.open_folder(self.folder_path)
+            except UnauthorizedError as exc:
+                client.close()
+                raise UnauthorizedError(client.refusal(exc)) from None
             except BaseException:
                 client.close()
                 raise

@@ -21,8 +21,11 @@ import email
 import email.policy
 import email.utils
 import itertools
+import os
+import re
 import socket
 import ssl
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -32,7 +35,9 @@ from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import escape
 
+import spnego
 from lxml import etree
+from spnego.exceptions import SpnegoError
 
 from tests.pki import TestCA, make_tls_files
 
@@ -56,7 +61,7 @@ VERSIONS = {
 #: the SOAP header elements of the EWS schema the fake accepts
 HEADERS = {"RequestServerVersion", "ExchangeImpersonation", "TimeZoneContext", "MailboxCulture"}
 #: DistinguishedFolderIdNameType values the fake holds
-WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems")
+WELL_KNOWN = ("root", "msgfolderroot", "sentitems", "inbox", "deleteditems", "drafts")
 #: what an error SyncFolderItemsResponseMessage still holds (the schema's
 #: SyncFolderItemsResponseMessageType: SyncState and IncludesLastItemInRange;
 #: exchangelib 5.6 reads both before it looks at ResponseClass)
@@ -85,6 +90,12 @@ class Refused(Exception):
         super().__init__(f"{code}: {text}")
         self.code = code
         self.text = text
+
+
+class Denied(Refused):
+    """A well-formed request for something the account has no right to (a
+    mailbox it may not impersonate or open): a SOAP fault, recorded in
+    :attr:`EWSFake.denied`, not among the client's protocol errors."""
 
 
 @dataclass
@@ -129,6 +140,7 @@ class Mailbox:
         self.add_folder("inbox", root.id, "Inbox")
         self.add_folder("deleteditems", root.id, "Deleted Items")
         self.add_folder("sentitems", root.id, "Sent Items")
+        self.add_folder("drafts", root.id, "Drafts")
 
     def new_id(self, prefix: str) -> str:
         # Real ids are long base64 strings; these keep the same character set.
@@ -170,10 +182,20 @@ class EWSFake:
     """The HTTPS server, its store and its controls. Use as a context manager."""
 
     def __init__(
-        self, tls: Path | TestCA, user: str = "agent@example.com", password: str = "s3cret"
+        self,
+        tls: Path | TestCA,
+        user: str = "agent@example.com",
+        password: str = "s3cret",
+        auth: str = "basic",
     ) -> None:
-        """*tls*: the test CA's files, or a folder to make new ones in."""
+        """*tls*: the test CA's files, or a folder to make new ones in; *auth*:
+        ``basic`` (Basic or Bearer) or ``ntlm`` (NTLM only, as an on-premises
+        server with Basic switched off)."""
         self.tls = tls if isinstance(tls, TestCA) else make_tls_files(tls)
+        assert auth in ("basic", "ntlm")
+        self.auth = auth
+        self._ntlm_file: str | None = None
+        self._saved_ntlm_env: str | None = None
         self.user = user
         self.password = password
         #: bearer tokens the fake accepts (tests add and revoke them)
@@ -197,6 +219,30 @@ class EWSFake:
         self.cut: dict[str, int] = {}
         #: item ids deleted just before a GetItem asks for them
         self.vanish: set[str] = set()
+        #: per message sent: (the account acting, the From address it was sent as)
+        self.senders: list[tuple[str, str]] = []
+        #: rights of the logged-in account (``user``), all denied unless granted:
+        #: mailboxes it may impersonate (the ApplicationImpersonation role's scope)
+        self.impersonation_rights: set[str] = set()
+        #: mailboxes whose folders it may open as a delegate (Full Access)
+        self.delegate_rights: set[str] = set()
+        #: addresses it may send as (Send As / Send on Behalf)
+        self.send_as_rights: set[str] = set()
+        #: well-formed requests refused for want of a right: (operation, code, text)
+        self.denied: list[tuple[str, str, str]] = []
+        #: the InternetMessageId Exchange gives the next message it creates,
+        #: instead of the one in its MIME (None: it keeps the MIME's)
+        self.replace_message_id: str | None = None
+        #: InternetMessageId of each item created by CreateItem
+        self.message_ids: dict[str, str] = {}
+        #: operation -> how many of its next answers are not XML (``garbage`` follows)
+        self.malformed: dict[str, int] = {}
+        self.garbage = b"<<not xml"
+        #: operation -> how many of its next answers say Content-Encoding gzip
+        #: and are not (the HTTP client fails while reading them)
+        self.undecodable: dict[str, int] = {}
+        #: per request thread: the mailbox the request acts as
+        self._request = threading.local()
         #: states this server issued (an unknown one is invalid)
         self._states: dict[str, tuple[str, int]] = {}
         #: impersonated mailboxes seen
@@ -235,6 +281,11 @@ class EWSFake:
             def log_message(self, *args: Any) -> None:
                 pass
 
+        if self.auth == "ntlm":
+            # NTLM authenticates a connection (the handshake's three legs and
+            # what follows go over one): keep-alive needs HTTP/1.1
+            Handler.protocol_version = "HTTP/1.1"
+            self._start_ntlm()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.tls.cert_file, self.tls.key_file)
@@ -253,6 +304,25 @@ class EWSFake:
         self.httpd.shutdown()
         self.httpd.server_close()
         self.thread.join(10)
+        if self._ntlm_file is not None:
+            if self._saved_ntlm_env is None:
+                os.environ.pop("NTLM_USER_FILE", None)
+            else:
+                os.environ["NTLM_USER_FILE"] = self._saved_ntlm_env
+            os.unlink(self._ntlm_file)
+            self._ntlm_file = None
+
+    def _start_ntlm(self) -> None:
+        """pyspnego's NTLM acceptor checks the client's answer against the
+        passwords of the file ``NTLM_USER_FILE`` names (``DOMAIN:USER:PASSWORD``
+        lines; an empty domain for a UPN such as ``agent@example.com``). The
+        variable is the process's: one NTLM fake at a time."""
+        handle, path = tempfile.mkstemp(prefix="ews-ntlm-", suffix=".txt")
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(f":{self.user}:{self.password}\n")
+        self._ntlm_file = path
+        self._saved_ntlm_env = os.environ.get("NTLM_USER_FILE")
+        os.environ["NTLM_USER_FILE"] = path
 
     @property
     def url(self) -> str:
@@ -274,7 +344,10 @@ class EWSFake:
         try:
             if request.path != PATH:
                 raise Refused("ErrorInvalidRequest", f"no EWS endpoint at {request.path}")
-            if not self._authorised(request.headers.get("Authorization")):
+            if self.auth == "ntlm":
+                if not self._ntlm(request):
+                    return
+            elif not self._authorised(request.headers.get("Authorization")):
                 # [MS-OXWSCORE] relies on HTTP authentication: 401 before any SOAP
                 with self.lock:
                     self.counts["401"] = self.counts.get("401", 0) + 1
@@ -292,6 +365,14 @@ class EWSFake:
                 if self.busy > 0:
                     self.busy -= 1
                     self._send(request, 500, self._busy_fault())
+                    return
+                if self.malformed.get(operation, 0):
+                    self.malformed[operation] -= 1
+                    self._send(request, 200, b'<?xml version="1.0"?>\n' + self.garbage)
+                    return
+                if self.undecodable.get(operation, 0):
+                    self.undecodable[operation] -= 1
+                    self._send(request, 200, b"not gzip", {"Content-Encoding": "gzip"})
                     return
                 answer = getattr(self, f"op_{operation}")(op)
                 cut = self.cut.get(operation, 0)
@@ -315,7 +396,8 @@ class EWSFake:
             code = exc.code if isinstance(exc, Refused) else "ErrorSchemaValidation"
             text = exc.text if isinstance(exc, Refused) else str(exc)
             with self.lock:
-                self.protocol_errors.append((operation, code, text))
+                errors = self.denied if isinstance(exc, Denied) else self.protocol_errors
+                errors.append((operation, code, text))
             self._send(request, 500, self._fault(code, text))
 
     def _authorised(self, header: str | None) -> bool:
@@ -331,6 +413,43 @@ class EWSFake:
             return user == self.user and password == self.password
         if scheme.lower() == "bearer":
             return value.strip() in self.tokens
+        return False
+
+    def _ntlm(self, request: Any) -> bool:
+        """NTLM over HTTP ([MS-NTHT] 2: ``Authorization: NTLM <base64>``, the
+        server's challenge in ``WWW-Authenticate``); pyspnego's acceptor checks
+        the answer, no crypto here. A connection that completed the handshake
+        stays authenticated (IIS's Windows authentication is per connection).
+        Anything but NTLM is answered 401 offering NTLM only."""
+        header = request.headers.get("Authorization") or ""
+        scheme, _, token = header.partition(" ")
+        if not header and getattr(request, "ntlm_user", None):
+            return True
+        answer: bytes | None = None
+        if scheme.lower() == "ntlm" and token:
+            try:
+                data = base64.b64decode(token, validate=True)
+                context = getattr(request, "ntlm_context", None)
+                if context is None or data[8:12] == b"\x01\x00\x00\x00":  # NEGOTIATE
+                    context = spnego.server(protocol="ntlm")
+                    request.ntlm_context = context
+                answer = context.step(data)
+                if context.complete:
+                    request.ntlm_user = context.client_principal
+                    request.ntlm_context = None
+                    return True
+            except (ValueError, SpnegoError) as exc:
+                request.ntlm_context = None
+                answer = None
+                with self.lock:
+                    self.denied.append(("auth", "401", f"NTLM refused: {type(exc).__name__}"))
+        elif header:
+            with self.lock:
+                self.denied.append(("auth", "401", f"{scheme} to an NTLM-only server"))
+        with self.lock:
+            self.counts["401"] = self.counts.get("401", 0) + 1
+        offer = "NTLM " + base64.b64encode(answer).decode() if answer else "NTLM"
+        self._send(request, 401, b"", {"WWW-Authenticate": offer})
         return False
 
     @staticmethod
@@ -360,6 +479,7 @@ class EWSFake:
         if header is None or body is None:
             raise Refused("ErrorSchemaValidation", "soap:Header and soap:Body are required")
         version = None
+        impersonated = None
         for child in header:
             local = etree.QName(child).localname
             if etree.QName(child).namespace != T or local not in HEADERS:
@@ -370,6 +490,7 @@ class EWSFake:
                 address = child.findtext(f"{{{T}}}ConnectingSID/{{{T}}}PrimarySmtpAddress")
                 if not address:
                     raise Refused("ErrorSchemaValidation", "ExchangeImpersonation without SID")
+                impersonated = address.lower()
                 self.impersonated.append(address)
         # [MS-OXWSCDATA] 2.2.3.9: RequestServerVersion is required by every operation
         if version not in VERSIONS:
@@ -380,7 +501,49 @@ class EWSFake:
         name = etree.QName(ops[0]).localname
         if not hasattr(self, f"op_{name}") and name != "GetStreamingEvents":
             raise Refused("ErrorInvalidRequest", f"operation {name} is not implemented")
+        self._request.impersonating = impersonated is not None
+        self._request.acting = impersonated or self.user.lower()
+        if impersonated is not None:
+            # "ExchangeImpersonation" (EWS reference): the caller needs the
+            # impersonation right on the mailbox, else the request fails with
+            # ErrorImpersonateUserDenied; an address without a mailbox is
+            # ErrorNonExistentMailbox ("The SMTP address has no mailbox
+            # associated with it.")
+            if impersonated not in self.mailboxes:
+                raise Denied(
+                    "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
+                )
+            if impersonated not in self.impersonation_rights:
+                raise Denied(
+                    "ErrorImpersonateUserDenied",
+                    "The account does not have permission to impersonate the requested user.",
+                )
         return name, ops[0]
+
+    def _may_open(self, mailbox: str) -> None:
+        """Folders of *mailbox*: the acting account's own, or, without
+        impersonation, one it is a delegate of ("Delegate access and EWS in
+        Exchange": folder permissions granted to the delegate); else
+        ErrorAccessDenied, or ErrorNonExistentMailbox for no such mailbox."""
+        mailbox = mailbox.lower()
+        if mailbox not in self.mailboxes:
+            raise Denied(
+                "ErrorNonExistentMailbox", "The SMTP address has no mailbox associated with it."
+            )
+        if mailbox == self._request.acting:
+            return
+        if self._request.impersonating or mailbox not in self.delegate_rights:
+            raise Denied("ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+
+    def _may_send_as(self, address: str) -> bool:
+        """Whether the acting account may send with *address* in From: its own,
+        or one it has Send As / Send on Behalf rights on (without impersonation;
+        "Delegate access and EWS in Exchange"); Exchange answers
+        ErrorSendAsDenied otherwise."""
+        address = address.lower()
+        if address == self._request.acting:
+            return True
+        return not self._request.impersonating and address in self.send_as_rights
 
     @staticmethod
     def _envelope(inner: str) -> bytes:
@@ -469,8 +632,8 @@ class EWSFake:
             if name not in WELL_KNOWN:
                 return None
             mailbox = element.findtext(f"{{{T}}}Mailbox/{{{T}}}EmailAddress")
-            if mailbox is not None and mailbox.lower() not in self.mailboxes:
-                return None
+            if mailbox is not None:
+                self._may_open(mailbox)  # ErrorNonExistentMailbox, ErrorAccessDenied
             return self.store.folders[name]
         if local == "FolderId":
             if not element.get("Id"):
@@ -692,6 +855,10 @@ class EWSFake:
                 if "item:MimeContent" in fields
                 else ""
             )
+            # "InternetMessageId" (message:InternetMessageId), after ItemId in MessageType
+            if "message:InternetMessageId" in fields:
+                mid = self.message_ids.get(item) or self._message_id_of(mime)
+                content += f"<t:InternetMessageId>{escape(mid)}</t:InternetMessageId>"
             answers.append(
                 self._ok(
                     "GetItem",
@@ -742,11 +909,115 @@ class EWSFake:
             answers.append(self._ok("DeleteItem", ""))
         return self._messages("DeleteItem", answers)
 
+    def op_SendItem(self, op: Any) -> str:
+        # "SendItem operation" / [MS-OXWSMSG] 3.1.4.6: SaveItemToFolder
+        # (required): true saves the sent item to SavedItemFolderId, or Sent
+        # Items without it; false saves nothing, and with a SavedItemFolderId
+        # is ErrorInvalidSendItemSaveSettings ("SendItem" element). The draft
+        # leaves the folder it was saved in.
+        flag = op.get("SaveItemToFolder")
+        if flag not in ("true", "false", "1", "0"):
+            raise Refused("ErrorSchemaValidation", f"SendItem SaveItemToFolder {flag!r}")
+        save = flag in ("true", "1")
+        parts = self._children(op, {"ItemIds": True, "SavedItemFolderId": False})
+        items = self._item_ids(parts["ItemIds"])
+        if "SavedItemFolderId" in parts and not save:
+            return self._messages(
+                "SendItem",
+                [
+                    self._error(
+                        "SendItem",
+                        "ErrorInvalidSendItemSaveSettings",
+                        "SavedItemFolderId with SaveItemToFolder false.",
+                    )
+                    for _ in items
+                ],
+            )
+        saved = None
+        if save:
+            refs = list(parts["SavedItemFolderId"]) if "SavedItemFolderId" in parts else []
+            if len(refs) > 1:
+                raise Refused("ErrorSchemaValidation", "SavedItemFolderId holds one folder id")
+            saved = self._folder_ref(refs[0]) if refs else self.store.folders["sentitems"]
+            if saved is None:
+                raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
+        answers = []
+        for item in items:
+            mime = self.store.mime.get(item)
+            if mime is None:
+                answers.append(
+                    self._error(
+                        "SendItem",
+                        "ErrorItemNotFound",
+                        "The specified object was not found in the store.",
+                    )
+                )
+                continue
+            problem = self._submit(mime, "SendItem", saved)
+            if problem is not None:
+                answers.append(self._error("SendItem", *problem))
+                continue
+            self.store.remove(item)
+            answers.append(self._ok("SendItem", ""))
+        return self._messages("SendItem", answers)
+
+    def _submit(self, mime: bytes, how: str, saved: Folder | None) -> tuple[str, str] | None:
+        """Send *mime* as the acting account, a copy into *saved*; or the
+        ResponseCode and MessageText refusing it."""
+        parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
+        senders = email.utils.getaddresses(parsed.get_all("From", []))
+        sender = senders[0][1] if senders else self._request.acting
+        if not self._may_send_as(sender):
+            self.denied.append((how, "ErrorSendAsDenied", sender))
+            return (
+                "ErrorSendAsDenied",
+                "The user account which was used to submit this request does not have the "
+                "right to send mail on behalf of the specified sending account.",
+            )
+        recipients = [
+            address
+            for header in ("To", "Cc", "Bcc")
+            for _name, address in email.utils.getaddresses(parsed.get_all(header, []))
+        ]
+        if not recipients:
+            return ("ErrorInvalidRecipients", "At least one recipient is required.")
+        self.sent.append((mime, how, recipients))
+        self.senders.append((self._request.acting, sender.lower()))
+        if saved is not None:
+            copy = self.store.new_id("item")
+            self.store.mime[copy] = mime
+            saved.items.append(copy)
+            self.store.log[saved.id].append(copy)
+            self.message_ids[copy] = self._message_id_of(mime)
+        return None
+
+    def _internet_message_id(self, mime: bytes) -> bytes:
+        """*mime* as Exchange stores it: with :attr:`replace_message_id` (a
+        control) its Message-ID field is replaced; without a Message-ID one is
+        added ("InternetMessageId": the item's RFC 5322 Message-ID)."""
+        new = self.replace_message_id
+        head, sep, body = mime.partition(b"\r\n\r\n")
+        lines = re.split(rb"\r\n(?![ \t])", head)
+        kept = [line for line in lines if not line.lower().startswith(b"message-id:")]
+        if new is None and len(kept) < len(lines):
+            return mime
+        value = new or f"<{self.store.new_id('mid')}@fake.exchange.test>"
+        self.replace_message_id = None
+        return b"\r\n".join([*kept, f"Message-ID: {value}".encode()]) + sep + body
+
+    @staticmethod
+    def _message_id_of(mime: bytes) -> str:
+        parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
+        return str(parsed.get("Message-ID", "")).strip()
+
     def op_CreateItem(self, op: Any) -> str:
-        # "CreateItem operation (email message)": MessageDisposition SaveOnly |
-        # SendOnly | SendAndSaveCopy; SavedItemFolderId only with SendAndSaveCopy
-        # or SaveOnly; Items/t:Message with t:MimeContent (base64). Exchange
-        # delivers to the To, Cc and Bcc of the MIME ("MimeContent").
+        # "CreateItem operation (email message)" / [MS-OXWSMSG] 3.1.4.2:
+        # MessageDisposition SaveOnly | SendOnly | SendAndSaveCopy;
+        # SavedItemFolderId only with SendAndSaveCopy or SaveOnly (SaveOnly
+        # without it saves to Drafts); Items/t:Message with t:MimeContent
+        # (base64). Exchange delivers to the To, Cc and Bcc of the MIME
+        # ("MimeContent"); a SaveOnly answer carries the new item's ItemId, a
+        # send answers an empty Items.
         disposition = op.get("MessageDisposition")
         if disposition not in ("SaveOnly", "SendOnly", "SendAndSaveCopy"):
             raise Refused("ErrorSchemaValidation", f"MessageDisposition {disposition!r}")
@@ -759,6 +1030,10 @@ class EWSFake:
             saved = self._folder_ref(refs[0]) if len(refs) == 1 else None
             if saved is None:
                 raise Refused("ErrorSchemaValidation", "SavedItemFolderId: no such folder")
+        elif disposition == "SaveOnly":
+            saved = self.store.folders["drafts"]
+        elif disposition == "SendAndSaveCopy":
+            saved = self.store.folders["sentitems"]
         answers = []
         for item in parts["Items"]:
             if etree.QName(item).namespace != T or etree.QName(item).localname != "Message":
@@ -766,28 +1041,26 @@ class EWSFake:
             content = item.find(f"{{{T}}}MimeContent")
             if content is None or not (content.text or "").strip():
                 raise Refused("ErrorSchemaValidation", "Message without MimeContent")
-            mime = base64.b64decode(content.text, validate=True)
-            parsed = email.message_from_bytes(mime, policy=email.policy.compat32)
-            recipients = [
-                address
-                for header in ("To", "Cc", "Bcc")
-                for _name, address in email.utils.getaddresses(parsed.get_all(header, []))
-            ]
-            if not recipients and disposition != "SaveOnly":
+            mime = self._internet_message_id(base64.b64decode(content.text, validate=True))
+            if disposition == "SaveOnly":
+                assert saved is not None
+                new = self.store.new_id("item")
+                self.store.mime[new] = mime
+                saved.items.append(new)
+                self.store.log[saved.id].append(new)
+                self.message_ids[new] = self._message_id_of(mime)
                 answers.append(
-                    self._error(
+                    self._ok(
                         "CreateItem",
-                        "ErrorInvalidRecipients",
-                        "At least one recipient is required.",
+                        f'<m:Items><t:Message><t:ItemId Id="{new}" ChangeKey="ck"/>'
+                        "</t:Message></m:Items>",
                     )
                 )
                 continue
-            self.sent.append((mime, disposition, recipients))
-            if saved is not None:
-                copy = self.store.new_id("item")
-                self.store.mime[copy] = mime
-                saved.items.append(copy)
-                self.store.log[saved.id].append(copy)
+            problem = self._submit(mime, disposition, saved)
+            if problem is not None:
+                answers.append(self._error("CreateItem", *problem))
+                continue
             answers.append(self._ok("CreateItem", "<m:Items/>"))
         return self._messages("CreateItem", answers)
 

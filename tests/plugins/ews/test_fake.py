@@ -132,6 +132,82 @@ def test_a_missing_or_wrong_authorization_is_401(
     assert raw_request(strict, envelope(GET_INBOX), "Bearer issued")[0] == 200
 
 
+SEND_ITEM = '<m:SendItem{attrs}><m:ItemIds><t:ItemId Id="{item}"/></m:ItemIds>{extra}</m:SendItem>'
+
+
+@pytest.mark.parametrize(
+    ("attrs", "extra"),
+    [
+        ("", ""),  # SaveItemToFolder is required
+        (' SaveItemToFolder="maybe"', ""),
+        (' SaveItemToFolder="true"', "<m:Unknown/>"),
+    ],
+)
+def test_a_malformed_send_item_is_refused(strict: EWSFake, attrs: str, extra: str) -> None:
+    item = strict.store.add(b"To: a@example.test\r\n\r\nx\r\n", "drafts")
+    body = envelope(SEND_ITEM.format(attrs=attrs, item=item, extra=extra))
+    status, _ = raw_request(strict, body, basic(strict))
+    assert status == 500
+    assert [c for _op, c, _t in strict.protocol_errors] == ["ErrorSchemaValidation"]
+    assert strict.sent == []
+
+
+def test_send_item_with_a_folder_but_no_save_is_refused(strict: EWSFake) -> None:
+    item = strict.store.add(b"To: a@example.test\r\n\r\nx\r\n", "drafts")
+    folder = '<m:SavedItemFolderId><t:DistinguishedFolderId Id="sentitems"/></m:SavedItemFolderId>'
+    body = envelope(SEND_ITEM.format(attrs=' SaveItemToFolder="false"', item=item, extra=folder))
+    status, answer = raw_request(strict, body, basic(strict))
+    assert status == 200 and b"ErrorInvalidSendItemSaveSettings" in answer
+    assert strict.sent == []
+
+
+def impersonating(address: str) -> str:
+    return (
+        '<t:RequestServerVersion Version="Exchange2016"/><t:ExchangeImpersonation>'
+        f"<t:ConnectingSID><t:PrimarySmtpAddress>{address}</t:PrimarySmtpAddress>"
+        "</t:ConnectingSID></t:ExchangeImpersonation>"
+    )
+
+
+def test_impersonation_needs_the_right(strict: EWSFake) -> None:
+    strict.mailboxes.add("support@example.com")
+    request = envelope(GET_INBOX, header=impersonating("support@example.com"))
+    status, body = raw_request(strict, request, basic(strict))
+    assert status == 500 and b"ErrorImpersonateUserDenied" in body
+    strict.impersonation_rights.add("support@example.com")
+    assert raw_request(strict, request, basic(strict))[0] == 200
+    status, body = raw_request(
+        strict, envelope(GET_INBOX, header=impersonating("nobody@example.com")), basic(strict)
+    )
+    assert status == 500 and b"ErrorNonExistentMailbox" in body
+    assert [c for _op, c, _t in strict.denied] == [
+        "ErrorImpersonateUserDenied",
+        "ErrorNonExistentMailbox",
+    ]
+    assert strict.protocol_errors == []
+
+
+def test_another_mailbox_needs_delegate_rights(strict: EWSFake) -> None:
+    strict.mailboxes.add("support@example.com")
+    other = GET_INBOX.replace(
+        '<t:DistinguishedFolderId Id="inbox"/>',
+        '<t:DistinguishedFolderId Id="inbox"><t:Mailbox><t:EmailAddress>support@example.com'
+        "</t:EmailAddress></t:Mailbox></t:DistinguishedFolderId>",
+    )
+    status, body = raw_request(strict, envelope(other), basic(strict))
+    assert status == 500 and b"ErrorAccessDenied" in body
+    strict.delegate_rights.add("support@example.com")
+    assert raw_request(strict, envelope(other), basic(strict))[0] == 200
+
+
+def test_an_ntlm_only_server_refuses_basic(ews_tls: TestCA) -> None:
+    with EWSFake(ews_tls, auth="ntlm") as ntlm:
+        status, _ = raw_request(ntlm, envelope(GET_INBOX), basic(ntlm))
+        assert status == 401
+        assert ntlm.denied == [("auth", "401", "Basic to an NTLM-only server")]
+        assert ntlm.counts == {"401": 1}
+
+
 def test_an_unknown_sync_state_is_invalid(strict: EWSFake) -> None:
     sync = (
         "<m:SyncFolderItems><m:ItemShape><t:BaseShape>IdOnly</t:BaseShape></m:ItemShape>"

@@ -183,6 +183,7 @@ def test_an_expired_token_is_refreshed_by_the_auth_driver_and_tried_again(
 
 def test_impersonation_acts_as_the_smtp_address(fake: EWSFake, tmp_path: Path) -> None:
     fake.mailboxes.add("support@example.com")
+    fake.impersonation_rights.add("support@example.com")
     h = Harness(fake, tmp_path / "spool", impersonation=True, smtp_address="support@example.com")
     h.settle(h.source.connect())
     assert fake.impersonated and set(fake.impersonated) == {"support@example.com"}
