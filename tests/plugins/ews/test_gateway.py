@@ -129,9 +129,12 @@ def test_check_connect_names_a_refused_password(fake: EWSFake, tmp_path: Path) -
     assert "wrong" not in output
 
 
+@pytest.mark.parametrize("replaced", [False, True])
 def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
-    fake: EWSFake, tmp_path: Path
+    fake: EWSFake, tmp_path: Path, replaced: bool
 ) -> None:
+    if replaced:  # Exchange gives the message its own Message-ID: replies quote that one
+        fake.replace_message_id = "<AM0PR01MB0001.4711@exchange.example.com>"
     path = site(tmp_path, fake)
     document = yaml.safe_load(path.read_text(encoding="utf-8"))
     document["smtp-client"] = {
@@ -153,6 +156,7 @@ def test_a_reply_to_a_sent_message_threads_to_its_outbound_interaction(
     assert status == "Sent"
     [(mime, _disposition, _rcpt)] = fake.sent
     assert f"Message-ID: {sent_mid}".encode() in mime
+    assert (sent_mid == "<AM0PR01MB0001.4711@exchange.example.com>") == replaced
     reply = (f"Message-ID: <reply-1@example.test>\r\nFrom: customer@example.test\r\n"
              f"To: {fake.user}\r\nSubject: Re: Your order 4711\r\nIn-Reply-To: {sent_mid}\r\n"
              f"References: {sent_mid}\r\n\r\nThanks!\r\n").encode()  # fmt: skip
