@@ -135,6 +135,7 @@ from postroom.parsing.headers import (
     parse_message_ids,
     strip_comments,
 )
+from postroom.progress import ListingProgress
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
 from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, SourceBase
@@ -235,6 +236,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # source building blocks
     "LOGIN_FAILED",
     "LOGIN_OK",
+    "ListingProgress",
     "LoginRefused",
     "MAILBOX_SECURITY_OPTION",
     "ServerSourceBase",

@@ -31,9 +31,9 @@ from postroom.loginpolicy import (
     NEEDS_REAUTHORISATION,
     LoginPolicy,
 )
+from postroom.progress import THRESHOLD as PROGRESS_THRESHOLD
+from postroom.progress import Progress
 from postroom.services.health import MailboxHealth
-from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
-from postroom.services.progress import Progress
 from postroom.store.errors import StoreError
 from postroom.workers import OverBudget
 
@@ -395,8 +395,13 @@ class MailboxService(service.Service):
             return
         except OverBudget as exc:
             # A retry would cost as much again: quarantine at once, go on.
-            log.error("mailbox %s: message %s is over the analysis budget: %s",
-                      name, item.source_key, exc.reason, extra={"mailbox": name})
+            log.error(
+                "mailbox %s: message %s is over the analysis budget: %s",
+                name,
+                item.source_key,
+                exc.reason,
+                extra={"mailbox": name},
+            )
             await self._count_failure(item, fetched, f"over budget: {exc.reason}", at_once=True)
             return
         except Exception as exc:

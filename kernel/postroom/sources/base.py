@@ -13,6 +13,9 @@ One behaviour for all sources, so no driver grows its own variant:
   ``login-failed`` (and ``invalidate()`` on the auth driver, so OAuth tokens
   are refreshed) when the server refused the credentials. A failing hook never
   fails the login;
+* **listing progress**: a source that lists a large folder page by page
+  reports its count per page (:meth:`SourceBase.listing_progress`), shown the
+  way the kernel shows the import that follows;
 * **spool files** are :class:`~postroom.sources.spool.SpoolFile`\\s in the
   kernel's spool folder, named after the mailbox, hashed while written, and
   measured against ``maximum-msg-size``.
@@ -38,6 +41,7 @@ from postroom.drivers import Credentials, DriverContext
 from postroom.errors import SourceError
 from postroom.interfaces import ISource
 from postroom.model import FetchedMessage
+from postroom.progress import ListingProgress
 from postroom.sources.spool import SpoolFile, remove_spooled
 
 log = logging.getLogger(__name__)
@@ -105,6 +109,16 @@ class SourceBase:  # type: ignore[misc]
             return
         d = defer.maybeDeferred(report, self.name, event, detail)
         d.addErrback(lambda f: log.debug("auth event hook failed: %s", f.getErrorMessage()))
+
+    # -- progress
+
+    def listing_progress(self) -> ListingProgress:
+        """A progress display for a listing done page by page (Graph's delta
+        pages, EWS's SyncFolderItems): ``with self.listing_progress() as p:``
+        and ``p.add(len(page))`` per page. Shown as the kernel's import
+        progress is (every few seconds on the injected clock, one line on a
+        terminal, log lines otherwise); a quick listing shows nothing."""
+        return ListingProgress(self.name, self.context.clock)
 
     # -- spool
 

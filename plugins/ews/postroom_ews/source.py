@@ -380,12 +380,14 @@ class EWSSource(ServerSourceBase):
 
     async def _pages(self, state: str | None) -> list[Page]:
         pages: list[Page] = []
-        while True:
-            page, last = await self._session("SyncFolderItems", "sync_page", state)
-            pages.append(page)
-            state = page.end
-            if last:
-                return pages
+        with self.listing_progress() as progress:
+            while True:
+                page, last = await self._session("SyncFolderItems", "sync_page", state)
+                pages.append(page)
+                progress.add(len(page.items))
+                state = page.end
+                if last:
+                    return pages
 
     async def _unknown(self, items: list[SourceItem]) -> list[SourceItem]:
         """Leave out the items the store already holds (a page listed again),
