@@ -209,6 +209,8 @@ class GraphSource(SourceBase):
         self._pending: list[str] = []
         #: (cursor listed from, delta link) of a listing that found nothing new
         self._idle_link: tuple[str | None, str] | None = None
+        #: the next listing lists the folder whole (the first of a connection)
+        self._whole = True
 
     def make_http(self) -> Any:
         """The kernel's HTTP client: verified TLS (``ca-file``), the site's
@@ -238,6 +240,7 @@ class GraphSource(SourceBase):
         return ensureDeferred(self._connect())
 
     async def _connect(self) -> None:
+        self._whole = True
         self.folder_id = await self._resolve(self.folder_path, "folder-path")
         if self.after == "move":
             assert self.move_to is not None
@@ -318,10 +321,19 @@ class GraphSource(SourceBase):
     async def _list_new(self, cursor: Any) -> list[SourceItem]:
         await self._flush()
         start: str | None = getattr(cursor, "value", cursor) or None
-        link = self._usable(start)
-        idle = self._idle_link
-        if idle is not None and idle[0] == start:
-            link = idle[1]  # nothing new was listed since: carry on from there
+        if self._whole:
+            # The folder holds only what is not processed yet (every stored
+            # message is moved or deleted), plus messages whose download kept
+            # failing (quarantined without bytes, left on the server). Listing
+            # it whole is as long as the backlog, and finds what the delta link
+            # has passed: messages a killed run stored but did not move or
+            # delete yet, and quarantined ones released since.
+            link = None
+        else:
+            link = self._usable(start)
+            idle = self._idle_link
+            if idle is not None and idle[0] == start:
+                link = idle[1]  # nothing new was listed since: carry on from there
         try:
             listed, delta_link = await self._delta(link)
         except DeltaGone:
@@ -333,6 +345,7 @@ class GraphSource(SourceBase):
                 extra={"mailbox": self.name},
             )
             listed, delta_link = await self._delta(None)
+        self._whole = False
         items = await self._not_yet_stored(listed)
         if not items:
             self._idle_link = (start, delta_link)

@@ -17,7 +17,8 @@ answers an error (an HTTP 4xx with an ``{"error": {"code", "message"}}`` body)
 It runs on its own thread (the standard library's ``ThreadingHTTPServer``),
 so the test process's global reactor stays out of it. Test controls:
 :meth:`~GraphFake.throttle`, :meth:`~GraphFake.expire_deltas`,
-:meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`;
+:meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`,
+:meth:`~GraphFake.cut_downloads_of`;
 counters in :attr:`~GraphFake.counts`.
 """
 
@@ -175,6 +176,8 @@ class GraphFake:
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
+        #: item id -> how many more of its downloads are cut
+        self._cut_items: Counter[str] = Counter()
         self._uploads: dict[str, Upload] = {}
         #: finished attachments by draft id (added to the MIME when it is sent)
         self._attached: dict[str, list[Upload]] = {}
@@ -327,6 +330,12 @@ class GraphFake:
         """The next ``$value`` answer stops half-way and the connection is closed."""
         with self.lock:
             self._cut = True
+
+    def cut_downloads_of(self, item_id: str, count: int) -> None:
+        """The next *count* ``$value`` answers of *item_id* are cut so (a message
+        whose download keeps failing)."""
+        with self.lock:
+            self._cut_items[item_id] = count
 
     # ------------------------------------------------------------ helpers
 
@@ -837,6 +846,9 @@ class _Handler(BaseHTTPRequestHandler):
             with graph.lock:
                 item = graph.item(box, unquote(m.group(1)))
                 cut, graph._cut = graph._cut, False
+                if graph._cut_items[item.id] > 0:
+                    graph._cut_items[item.id] -= 1
+                    cut = True
             if cut:
                 graph.counts["cut"] += 1
                 return 200, {}, _Cut(item.mime)

@@ -68,9 +68,47 @@ def test_run_once_imports_a_folder_exactly_once(
     again = site.run_once()
     assert again.returncode == 0, explain(again)
     assert site.count() == COUNT + 5
-    assert graph.counts["gone"] == 1
+    # a new connection lists the folder whole: the expired link is not even used
+    assert graph.counts["gone"] == 0
     assert {m.id for m in graph.messages_in(USER, "Inbox/Done")} == set(ids + more)
     assert graph.counts["refused"] == 0
+
+
+def test_a_released_quarantined_message_is_imported_once_by_the_next_run(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    """A message whose download keeps failing is quarantined without bytes and
+    left on the server; the delta link passes it. Released, it is imported by
+    the next run (which lists the folder whole), once."""
+    graph = live_graph
+    ids = [graph.add_message(USER, "Inbox/Support", message(n)) for n in range(4)]
+    graph.folder(USER, "Inbox/Done")
+    broken = ids[1]
+    graph.cut_downloads_of(broken, 2)
+    site = graph_site(tmp_path, oauth_servers, graph)
+    site.sections["gateway"] = {"max-attempts": 2}
+    for _ in range(2):  # each cut download ends the run's pass: two attempts
+        assert site.run_once().returncode == 1
+    [entry] = site.quarantine()
+    assert broken in entry and "held" in entry
+    done = site.run_once()  # the quarantined message is skipped, the rest imported
+    assert done.returncode == 0, explain(done)
+    assert sorted(r["subject"] for r in site.rows()) == ["graph 0", "graph 2", "graph 3"]
+    assert [m.id for m in graph.messages_in(USER, "Inbox/Support")] == [broken]
+    # a later message moves the stored delta link past the quarantined one
+    ids.append(graph.add_message(USER, "Inbox/Support", message(4)))
+    assert site.run_once().returncode == 0
+    replay = site.cli("quarantine", "replay", entry.split()[0])
+    assert replay.returncode == 0, explain(replay)
+    assert "released" in replay.stdout
+    done = site.run_once()
+    assert done.returncode == 0, explain(done)
+    assert sorted(r["subject"] for r in site.rows()) == [f"graph {n}" for n in range(5)]
+    assert graph.messages_in(USER, "Inbox/Support") == []
+    assert sorted(m.id for m in graph.messages_in(USER, "Inbox/Done")) == sorted(ids)
+    assert site.run_once().returncode == 0
+    assert site.count() == 5
+    assert graph.counts["cut"] == 2
 
 
 def test_check_connect(

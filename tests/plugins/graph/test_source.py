@@ -356,3 +356,25 @@ def test_a_quick_listing_shows_no_progress(
     assert len(result_of(listing)) == 150
     assert caplog.records == []
     assert not clock.getDelayedCalls()
+
+
+def test_the_first_listing_of_a_connection_finds_what_a_killed_run_left(
+    make_source: Make, graph: GraphFake
+) -> None:
+    ids = [graph.add_message(BOX, "inbox", eml(n)) for n in range(3)]
+    stored: set[str] = set()
+
+    def known(_mailbox: str, keys: list[str]) -> defer.Deferred[set[str]]:
+        return defer.succeed(stored & set(keys))
+
+    first = connected(make_source, known=known)
+    link = result_of(first.list_new(None))[-1].cursor
+    # all three committed (the last with the delta link), killed before the deletes
+    stored.update(ids)
+    restarted = connected(make_source, known=known)
+    assert result_of(restarted.list_new(link)) == []
+    assert graph.messages_in(BOX, "inbox") == []  # deleted now, not imported again
+    # the connection's later listings go on from the delta link
+    new = graph.add_message(BOX, "inbox", eml(9))
+    assert [i.source_key for i in result_of(restarted.list_new(link))] == [new]
+    assert graph.counts["gone"] == 0
