@@ -40,7 +40,6 @@ from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom.api import (
-    AuthenticationFailed,
     ConnectionDown,
     Credentials,
     DriverContext,
@@ -53,6 +52,7 @@ from postroom.api import (
     SourceError,
     SourceItem,
     proxy_for,
+    refresh_once,
     sleep,
 )
 from postroom_ews.client import BATCH, Endpoint, EWSClient, Page
@@ -212,6 +212,8 @@ class EWSSource(ServerSourceBase):
         )
         self.debug = bool(mailbox.get("enable-debug"))
         self.client: EWSClient | None = None
+        #: the credentials the client logged in with
+        self._credentials: Credentials | None = None
         self._pending: list[str] = []
         self._resume: tuple[str | None, str] | None = None
         self._first_listing = True
@@ -256,25 +258,26 @@ class EWSSource(ServerSourceBase):
 
     async def _session(self, what: str, method: str, *args: Any) -> Any:
         """``client.<method>(*args)`` on the connected client; a 401 meanwhile
-        (an access token that expired while connected) logs in again with
-        fresh credentials from the auth driver and tries once more."""
-        try:
-            return await self._call(what, getattr(self._connected(), method), *args)
-        except UnauthorizedError as exc:
-            log.info(
-                "mailbox %s: %s refused the credentials during %s (%s); logging in again",
-                self.name, self.where, what, exc, extra={"mailbox": self.name},
-            )  # fmt: skip
-            self.login_refused(str(exc) or "HTTP 401")
-        await self._close_client()
-        await self.log_in(self._try_login, await self.credentials())
-        try:
-            return await self._call(what, getattr(self._connected(), method), *args)
-        except UnauthorizedError as exc:
-            self.login_refused(str(exc) or "HTTP 401")
-            raise AuthenticationFailed(
-                f"login refused for mailbox {self.name} on {self.where}: {exc}"
-            ) from None
+        (an access token that expired while connected) has the auth driver
+        refresh the credentials (the kernel's ``refresh_once``): with fresh
+        ones the client logs in again and the call is tried once more."""
+        self._connected()
+        current = self._credentials
+        assert current is not None  # set by every login that made a client
+
+        async def attempt(credentials: Credentials) -> Any:
+            if credentials is not current:  # fresh ones: a new client logs in with them
+                await self._close_client()
+                self.login_ok(await self._try_login(credentials))
+            try:
+                return await self._call(what, getattr(self._connected(), method), *args)
+            except UnauthorizedError as exc:
+                raise LoginRefused(str(exc) or "HTTP 401") from None
+
+        result, _ = await refresh_once(
+            self, attempt, current, refused=self.authentication_failed, where=self.where
+        )
+        return result
 
     async def _close_client(self) -> None:
         client, self.client = self.client, None
@@ -312,6 +315,7 @@ class EWSSource(ServerSourceBase):
         except UnauthorizedError as exc:
             raise LoginRefused(str(exc) or "HTTP 401") from None
         self.client = client
+        self._credentials = credentials
         self._first_listing = True
         if self.after == "move":
             assert self.move_to is not None
