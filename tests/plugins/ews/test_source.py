@@ -297,19 +297,22 @@ class SlowSyncPages:
         return later
 
 
+def listing_slowly(h: Harness, count: int, delay: float) -> tuple[list[str], Any]:
+    """*count* messages listed in pages of 10 (SYNC_PAGE patched), each page
+    *delay* seconds long: (their ids, the listing's Deferred)."""
+    ids = seed(h.fake, count)
+    h.settle(h.source.connect())
+    h.source.context = attrs.evolve(h.context, runner=SlowSyncPages(h.clock, delay))
+    return ids, h.source.list_new(None)
+
+
 def test_a_long_paged_listing_shows_progress(
-    fake: EWSFake,
-    harness: Harness,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ews_client, "SYNC_PAGE", 10)
-    ids = seed(fake, 25)
-    h = harness
-    h.settle(h.source.connect())
-    h.source.context = attrs.evolve(h.context, runner=SlowSyncPages(h.clock, 4))
     caplog.set_level(logging.INFO, "postroom.progress")
-    listing = h.source.list_new(None)
+    h = harness
+    ids, listing = listing_slowly(h, 25, 4)
     for _ in range(3):  # pages of 10, 10 and 5
         assert not listing.called
         h.clock.advance(4)
@@ -323,18 +326,12 @@ def test_a_long_paged_listing_shows_progress(
 
 
 def test_a_quick_listing_shows_no_progress(
-    fake: EWSFake,
-    harness: Harness,
-    monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(ews_client, "SYNC_PAGE", 10)
-    seed(fake, 15)
-    h = harness
-    h.settle(h.source.connect())
-    h.source.context = attrs.evolve(h.context, runner=SlowSyncPages(h.clock, 2))
     caplog.set_level(logging.INFO, "postroom.progress")
-    listing = h.source.list_new(None)
+    h = harness
+    _, listing = listing_slowly(h, 15, 2)
     h.clock.advance(2)
     h.clock.advance(2)
     assert len(h.settle(listing)) == 15
