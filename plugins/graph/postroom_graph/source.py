@@ -19,6 +19,12 @@ How it meets the kernel's contract (:class:`postroom.api.ISource`):
   from the previous link. A delta link Graph no longer knows (410 Gone) starts
   a full resynchronisation; ids the store already holds are not listed again
   but acknowledged (moved or deleted) at once, so nothing is imported twice.
+  The first listing of each connection lists the folder whole the same way
+  (as the EWS source does): the folder holds only what is not processed yet,
+  and this finds what the delta link has passed: messages a killed run stored
+  but did not move or delete, and a quarantined message (left on the server
+  because its download kept failing) released since.
+  Each page counts towards the listing's progress display.
 - **fetch**: ``GET /messages/{id}/$value`` streamed into a spool file, stored
   byte for byte; ``maximum-msg-size`` is checked against the listed size
   before the download (logged; the message is still downloaded and stored
