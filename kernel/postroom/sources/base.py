@@ -179,6 +179,16 @@ class SourceBase:  # type: ignore[misc]
         d = defer.maybeDeferred(report, self.name, event, detail)
         d.addErrback(lambda f: log.debug("auth event hook failed: %s", f.getErrorMessage()))
 
+    # -- quarantine
+
+    def quarantine_released(self, keys: set[str]) -> None:
+        """The kernel says these messages were released from quarantine since
+        the last pass (``postroom quarantine replay``). One that could not be
+        fetched is still on the server: a source that lists everything the
+        folder holds (IMAP, POP3) finds it again by itself and ignores this; a
+        source whose cursor has passed it (a delta link, a sync state) lists
+        the folder whole at its next listing."""
+
     # -- progress
 
     def listing_progress(self) -> ListingProgress:

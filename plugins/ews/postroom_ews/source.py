@@ -382,6 +382,11 @@ class EWSSource(ServerSourceBase):
         self._resume = (expected, final) if final else None
         return items
 
+    def quarantine_released(self, keys: set[str]) -> None:
+        """Released messages left on the server are behind the sync state: the
+        next listing lists the folder whole (what the store holds is skipped)."""
+        self._first_listing = True
+
     async def _pages(self, state: str | None) -> list[Page]:
         pages: list[Page] = []
         with self.listing_progress() as progress:

@@ -23,7 +23,9 @@ How it meets the kernel's contract (:class:`postroom.api.ISource`):
   (as the EWS source does): the folder holds only what is not processed yet,
   and this finds what the delta link has passed: messages a killed run stored
   but did not move or delete, and a quarantined message (left on the server
-  because its download kept failing) released since.
+  because its download kept failing) released since; a release during the
+  connection (``quarantine_released``, from the kernel) has the next listing
+  list the folder whole too.
   Each page counts towards the listing's progress display.
 - **fetch**: ``GET /messages/{id}/$value`` streamed into a spool file, stored
   byte for byte; ``maximum-msg-size`` is checked against the listed size
@@ -360,6 +362,11 @@ class GraphSource(SourceBase):
         last = items[-1]
         items[-1] = SourceItem(source_key=last.source_key, size=last.size, cursor=delta_link)
         return items
+
+    def quarantine_released(self, keys: set[str]) -> None:
+        """Released messages left on the server are behind the delta link: the
+        next listing lists the folder whole (what the store holds is skipped)."""
+        self._whole = True
 
     def _usable(self, link: str | None) -> str | None:
         """The stored delta link, when it is one of this server and folder; a

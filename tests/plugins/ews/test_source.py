@@ -336,3 +336,15 @@ def test_a_quick_listing_shows_no_progress(
     h.clock.advance(2)
     assert len(h.settle(listing)) == 15
     assert caplog.records == []
+
+
+def test_a_message_released_from_quarantine_is_listed_again(
+    fake: EWSFake, harness: Harness
+) -> None:
+    [stuck] = seed(fake, 1)  # its download kept failing
+    h = harness
+    h.settle(h.source.connect())
+    cursor = Cursor(h.source.name, h.settle(h.source.list_new(None))[-1].cursor)
+    assert h.settle(h.source.list_new(cursor)) == []  # the sync state has passed it
+    h.source.quarantine_released({stuck})  # the kernel: released by `quarantine replay`
+    assert [i.source_key for i in h.settle(h.source.list_new(cursor))] == [stuck]

@@ -378,3 +378,15 @@ def test_the_first_listing_of_a_connection_finds_what_a_killed_run_left(
     new = graph.add_message(BOX, "inbox", eml(9))
     assert [i.source_key for i in result_of(restarted.list_new(link))] == [new]
     assert graph.counts["gone"] == 0
+
+
+def test_a_message_released_from_quarantine_is_listed_again(
+    make_source: Make, graph: GraphFake
+) -> None:
+    stuck = graph.add_message(BOX, "inbox", eml(1))  # its download kept failing
+    source = connected(make_source)
+    link = result_of(source.list_new(None))[-1].cursor
+    assert result_of(source.list_new(link)) == []  # the delta link has passed it
+    source.quarantine_released({stuck})  # the kernel: released by `quarantine replay`
+    assert [i.source_key for i in result_of(source.list_new(link))] == [stuck]
+    assert result_of(source.list_new(link)) == []
