@@ -18,7 +18,7 @@ It runs on its own thread (the standard library's ``ThreadingHTTPServer``),
 so the test process's global reactor stays out of it. Test controls:
 :meth:`~GraphFake.throttle`, :meth:`~GraphFake.expire_deltas`,
 :meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`,
-:meth:`~GraphFake.cut_downloads_of`;
+:meth:`~GraphFake.cut_downloads_of`, :meth:`~GraphFake.throttle_pages`;
 counters in :attr:`~GraphFake.counts`.
 """
 
@@ -174,6 +174,7 @@ class GraphFake:
         self._pages: dict[str, tuple[list[dict[str, Any]], str]] = {}
         self._delta_queries: dict[str, tuple[set[str], bool]] = {}
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
+        self._throttle_pages: list[int] = []  # retry-after per next @odata.nextLink request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
         #: item id -> how many more of its downloads are cut
@@ -294,6 +295,12 @@ class GraphFake:
         with self.lock:
             self._throttle.extend([(status, retry_after)] * count)
 
+    def throttle_pages(self, count: int, retry_after: int) -> None:
+        """The next *count* requests of a delta ``@odata.nextLink`` (a page after
+        the first) are throttled (429 with Retry-After): a slow listing."""
+        with self.lock:
+            self._throttle_pages.extend([retry_after] * count)
+
     def expire_deltas(self) -> None:
         """Every delta link handed out so far answers 410 Gone from now on."""
         with self.lock:
@@ -358,9 +365,13 @@ class GraphFake:
         box.folders[folder.id] = folder
         return folder
 
-    def _take_throttle(self) -> tuple[int, int] | None:
+    def _take_throttle(self, path: str) -> tuple[int, int] | None:
         with self.lock:
-            return self._throttle.pop(0) if self._throttle else None
+            if self._throttle:
+                return self._throttle.pop(0)
+            if self._throttle_pages and "$skiptoken=" in unquote(urlsplit(path).query):
+                return 429, self._throttle_pages.pop(0)
+            return None
 
     def _box(self, user: str) -> Mailbox:
         box = self.mailboxes.get(unquote(user).lower())
@@ -757,7 +768,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                             self.headers, body)
                 self._answer(status, headers, payload)
                 return
-            throttled = graph._take_throttle()
+            throttled = graph._take_throttle(self.path)
             if throttled is not None:
                 status, after = throttled
                 graph.counts["throttled"] += 1

@@ -41,9 +41,11 @@ def graph_site(tmp_path: Path, servers: OAuthServers, graph: GraphFake, **extra:
 
 
 def message(n: int) -> bytes:
-    return (f"Message-ID: <graph-{n}@example.test>\r\nFrom: customer{n}@example.test\r\n"
-            f"To: {USER}\r\nSubject: graph {n}\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n"
-            f"\r\nbody {n}\r\n").encode()
+    return (
+        f"Message-ID: <graph-{n}@example.test>\r\nFrom: customer{n}@example.test\r\n"
+        f"To: {USER}\r\nSubject: graph {n}\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n"
+        f"\r\nbody {n}\r\n"
+    ).encode()
 
 
 def test_run_once_imports_a_folder_exactly_once(
@@ -111,9 +113,26 @@ def test_a_released_quarantined_message_is_imported_once_by_the_next_run(
     assert graph.counts["cut"] == 2
 
 
-def test_check_connect(
+def test_the_first_import_of_a_large_folder_shows_listing_and_import_progress(
     oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
 ) -> None:
+    graph = live_graph
+    for n in range(500):
+        graph.add_message(USER, "Inbox/Support", message(n))
+    graph.folder(USER, "Inbox/Done")
+    graph.throttle_pages(2, retry_after=3)  # a slow listing: 6 s after the first page
+    site = graph_site(tmp_path, oauth_servers, graph)
+    done = site.run_once("-v")  # progress is logged at info (not a terminal here)
+    assert done.returncode == 0, explain(done)
+    output = done.stdout + done.stderr
+    assert "mailbox graph: listing… 100 message(s) so far" in output, output
+    assert "mailbox graph: listed 500 message(s) in" in output, output
+    assert "mailbox graph: 500 of 500 in" in output, output  # the import's
+    assert site.count() == 500
+    assert graph.counts["throttled"] == 2
+
+
+def test_check_connect(oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path) -> None:
     live_graph.folder(USER, "Inbox/Support")
     live_graph.folder(USER, "Inbox/Done")
     site = graph_site(tmp_path, oauth_servers, live_graph)
