@@ -135,10 +135,11 @@ from postroom.parsing.headers import (
     parse_message_ids,
     strip_comments,
 )
+from postroom.progress import ListingProgress
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
 from postroom.services.gateway import Gateway
-from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, SourceBase
-from postroom.sources.server import MAILBOX_SECURITY_OPTION, LoginRefused, ServerSourceBase
+from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, LoginRefused, SourceBase, refresh_once
+from postroom.sources.server import MAILBOX_SECURITY_OPTION, ServerSourceBase
 from postroom.sources.spool import SpoolFile, remove_spooled
 from postroom.store.errors import DatabaseError, RawIntegrityError, StoreError
 from postroom.store.lock import GatewayLock, GatewayLocked, GatewayLockLost
@@ -235,11 +236,13 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # source building blocks
     "LOGIN_FAILED",
     "LOGIN_OK",
+    "ListingProgress",
     "LoginRefused",
     "MAILBOX_SECURITY_OPTION",
     "ServerSourceBase",
     "SourceBase",
     "SpoolFile",
+    "refresh_once",
     "remove_spooled",
     # network
     "Backoff",

@@ -66,6 +66,10 @@ class ISource(Interface):
     def disconnect() -> Any:
         """Deferred firing None once the connection is closed."""
 
+    # Optional, not verified: ``quarantine_released(keys)``, called before a
+    # pass with the source keys released from quarantine since the previous
+    # one (``postroom.api.SourceBase`` has a default that does nothing).
+
 
 class ISender(Interface):
     """Where outbound mail goes (the *send* stage). Built as ``cls(options, context)``."""

@@ -1,4 +1,4 @@
-"""The progress display of long passes, driven by task.Clock."""
+"""The progress display of long passes and of long listings, driven by task.Clock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from twisted.internet import task
 
-from postroom.services.progress import Progress
+from postroom.api import ListingProgress
+from postroom.progress import Progress
 from tests.kernel.test_gateway import make_kernel, once
 
 
@@ -20,7 +21,7 @@ class Terminal(io.StringIO):
 
 
 def test_progress_reports_count_rate_and_time_left(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "postroom.services.progress")
+    caplog.set_level(logging.INFO, "postroom.progress")
     clock = task.Clock()
     progress = Progress("support", 6000, clock, interval=5, stream=io.StringIO())
     progress.step(500)
@@ -47,10 +48,55 @@ def test_on_a_terminal_one_line_is_rewritten() -> None:
     assert "40 of 200 (10.0 msg/s, about 16 s left)" in text
 
 
+def test_a_paged_listing_reports_its_count_then_a_summary(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, "postroom.progress")
+    clock = task.Clock()
+    with ListingProgress("support", clock, interval=5, stream=io.StringIO()) as listing:
+        for _ in range(4):  # a page of 512 every 3 s
+            clock.advance(3)
+            listing.add(512)
+    assert [r.getMessage() for r in caplog.records] == [
+        "mailbox support: listing… 512 message(s) so far (85.3 msg/s)",
+        "mailbox support: listing… 1,536 message(s) so far (128.0 msg/s)",
+        "mailbox support: listed 2,048 message(s) in 12 s",
+    ]
+    assert not clock.getDelayedCalls()
+
+
+def test_a_quick_listing_shows_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, "postroom.progress")
+    clock = task.Clock()
+    screen = Terminal()
+    with ListingProgress("support", clock, interval=5, stream=screen) as listing:
+        clock.advance(4.9)
+        listing.add(80)
+    clock.advance(60)
+    assert screen.getvalue() == "" and caplog.records == []
+    assert not clock.getDelayedCalls()
+
+
+def test_a_failed_listing_says_where_it_stopped_on_the_terminal_line() -> None:
+    clock = task.Clock()
+    screen = Terminal()
+    with (
+        pytest.raises(ConnectionError),
+        ListingProgress("support", clock, interval=2, stream=screen) as listing,
+    ):
+        listing.add(100)
+        clock.advance(2)
+        raise ConnectionError("cut")
+    text = screen.getvalue()
+    assert "\rmailbox support: listing… 100 message(s) so far (50.0 msg/s)" in text
+    assert text.endswith("\rmailbox support: listing stopped after 100 message(s) in 2 s\x1b[K\n")
+    assert not clock.getDelayedCalls()
+
+
 def test_a_long_first_import_shows_progress(
     quickstart: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, "postroom.services.progress")
+    caplog.set_level(logging.INFO, "postroom.progress")
     new = quickstart.parent / "maildir" / "new"
     template = new / "1762071300.M1P1.quickstart"
     for n in range(150):

@@ -31,9 +31,9 @@ from postroom.loginpolicy import (
     NEEDS_REAUTHORISATION,
     LoginPolicy,
 )
+from postroom.progress import THRESHOLD as PROGRESS_THRESHOLD
+from postroom.progress import Progress
 from postroom.services.health import MailboxHealth
-from postroom.services.progress import THRESHOLD as PROGRESS_THRESHOLD
-from postroom.services.progress import Progress
 from postroom.store.errors import StoreError
 from postroom.workers import OverBudget
 
@@ -99,6 +99,8 @@ class MailboxService(service.Service):
         self._abandoned: BaseException | None = None
         self._cursor_held = False
         self._quarantined: set[str] = set()
+        #: the quarantined keys of the previous pass (None: no pass yet)
+        self._held: set[str] | None = None
         #: parses/analyses in flight: cancelled on stop (their workers are killed)
         self._analysing: set[Deferred[Any]] = set()
         #: state writes in flight (``mailbox_states``): a stop waits for them
@@ -305,12 +307,13 @@ class MailboxService(service.Service):
         """Process everything the mailbox holds now, with bounded concurrency."""
         store = self.kernel.store
         cursor = await store.get_cursor(self.mailbox.name)
+        self._quarantined = await store.quarantined_source_keys(self.mailbox.name)
+        self._tell_released()
         items: list[SourceItem] = await self.source.list_new(cursor)
         if not items:
             return
         self._abandoned = None
         self._cursor_held = False
-        self._quarantined = await store.quarantined_source_keys(self.mailbox.name)
         log.info("mailbox %s: %d new message(s)", self.mailbox.name, len(items))
         limit = DeferredSemaphore(int(self.kernel.config.get("gateway", "concurrency")))
         # Fetch and parse run `concurrency` at a time; classify..commit runs
@@ -335,6 +338,23 @@ class MailboxService(service.Service):
                 progress.finish()
         if self._abandoned is not None:
             raise ConnectionDown(f"pass abandoned: {self._abandoned}")
+
+    def _tell_released(self) -> None:
+        """Tell the source which of its messages were released from quarantine
+        (``postroom quarantine replay``) since the previous pass: one that could
+        not be fetched is still on the server, and a source whose cursor has
+        passed it (Graph, EWS) lists it again (``quarantine_released``)."""
+        held, self._held = self._held, set(self._quarantined)
+        released = held - self._quarantined if held is not None else set()
+        tell = getattr(self.source, "quarantine_released", None)
+        if released and tell is not None:
+            log.info(
+                "mailbox %s: %d message(s) released from quarantine",
+                self.mailbox.name,
+                len(released),
+                extra={"mailbox": self.mailbox.name},
+            )
+            tell(released)
 
     async def process_item(
         self,
@@ -395,8 +415,13 @@ class MailboxService(service.Service):
             return
         except OverBudget as exc:
             # A retry would cost as much again: quarantine at once, go on.
-            log.error("mailbox %s: message %s is over the analysis budget: %s",
-                      name, item.source_key, exc.reason, extra={"mailbox": name})
+            log.error(
+                "mailbox %s: message %s is over the analysis budget: %s",
+                name,
+                item.source_key,
+                exc.reason,
+                extra={"mailbox": name},
+            )
             await self._count_failure(item, fetched, f"over budget: {exc.reason}", at_once=True)
             return
         except Exception as exc:

@@ -8,11 +8,18 @@ One behaviour for all sources, so no driver grows its own variant:
   that gave none) fails to connect with a :class:`~postroom.errors.SourceError`
   naming the missing driver; there is no fall-back to the mailbox's own
   ``password``, which would bypass token refresh for OAuth mailboxes;
+* **a refused token is refreshed once** (:func:`refresh_once`): the login of
+  a line-protocol source (:meth:`ServerSourceBase.log_in`) and each request
+  of an HTTP one (Graph, EWS) that the server answers "refused" report it, take
+  fresh credentials from the auth driver and try once more, one way for all;
 * **auth events** go to the ``postroom_auth_event`` hook through
   ``DriverContext.auth_event`` the same way: ``login-ok`` after a login,
   ``login-failed`` (and ``invalidate()`` on the auth driver, so OAuth tokens
   are refreshed) when the server refused the credentials. A failing hook never
   fails the login;
+* **listing progress**: a source that lists a large folder page by page
+  reports its count per page (:meth:`SourceBase.listing_progress`), shown the
+  way the kernel shows the import that follows;
 * **spool files** are :class:`~postroom.sources.spool.SpoolFile`\\s in the
   kernel's spool folder, named after the mailbox, hashed while written, and
   measured against ``maximum-msg-size``.
@@ -29,7 +36,8 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, ClassVar
+from collections.abc import Awaitable, Callable
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from twisted.internet import defer
 from zope.interface import implementer
@@ -38,12 +46,77 @@ from postroom.drivers import Credentials, DriverContext
 from postroom.errors import SourceError
 from postroom.interfaces import ISource
 from postroom.model import FetchedMessage
+from postroom.progress import ListingProgress
 from postroom.sources.spool import SpoolFile, remove_spooled
 
 log = logging.getLogger(__name__)
 
 LOGIN_OK = "login-ok"
 LOGIN_FAILED = "login-failed"
+
+T = TypeVar("T")
+
+
+class LoginRefused(Exception):
+    """The server refused the credentials (a wrong password, an expired or
+    revoked token); ``detail`` is what it said. Not for temporary failures
+    (``NO [UNAVAILABLE]``, ``-ERR [SYS/TEMP]``): those are connection errors."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.detail = detail
+
+
+class CredentialsOwner(Protocol):
+    """What :func:`refresh_once` asks for credentials and tells of refusals:
+    a :class:`SourceBase`, or a sender with the same two methods."""
+
+    name: str
+
+    async def credentials(self) -> Credentials: ...
+
+    def login_refused(self, detail: str) -> None: ...
+
+
+async def refresh_once(
+    owner: CredentialsOwner,
+    attempt: Callable[[Credentials], Awaitable[T]],
+    credentials: Credentials,
+    *,
+    refused: Callable[[str], Exception],
+    where: str,
+    who: str | None = None,
+) -> tuple[T, Credentials]:
+    """``attempt(credentials)``, and once more with fresh credentials when the
+    server refused them; ``(its result, the credentials that worked)``.
+
+    *attempt* raises :class:`LoginRefused` when the server refused the
+    credentials (a login, or a request answered 401). The refusal is reported
+    (``owner.login_refused``: the auth driver drops its token) and *owner* is
+    asked again: a different secret (an expired token, refreshed) is tried at
+    once, without waiting for the login back-off. The same secret again, or a
+    second refusal, raises ``refused(detail)`` (an
+    :class:`~postroom.errors.AuthenticationFailed` or the sender's kind).
+    """
+    try:
+        return await attempt(credentials), credentials
+    except LoginRefused as first:
+        owner.login_refused(first.detail)
+        detail = first.detail
+    fresh = await owner.credentials()
+    if fresh.secret == credentials.secret:
+        raise refused(detail)
+    log.info(
+        "%s: credentials refused by %s; trying once more with fresh ones",
+        who or f"mailbox {owner.name}",
+        where,
+        extra={"mailbox": owner.name},
+    )
+    try:
+        return await attempt(fresh), fresh
+    except LoginRefused as again:
+        owner.login_refused(again.detail)
+        raise refused(again.detail) from None
 
 
 # the ISource methods are the subclasses'; the kernel verifies each concrete class
@@ -105,6 +178,26 @@ class SourceBase:  # type: ignore[misc]
             return
         d = defer.maybeDeferred(report, self.name, event, detail)
         d.addErrback(lambda f: log.debug("auth event hook failed: %s", f.getErrorMessage()))
+
+    # -- quarantine
+
+    def quarantine_released(self, keys: set[str]) -> None:
+        """The kernel says these messages were released from quarantine since
+        the last pass (``postroom quarantine replay``). One that could not be
+        fetched is still on the server: a source that lists everything the
+        folder holds (IMAP, POP3) finds it again by itself and ignores this; a
+        source whose cursor has passed it (a delta link, a sync state) lists
+        the folder whole at its next listing."""
+
+    # -- progress
+
+    def listing_progress(self) -> ListingProgress:
+        """A progress display for a listing done page by page (Graph's delta
+        pages, EWS's SyncFolderItems): ``with self.listing_progress() as p:``
+        and ``p.add(len(page))`` per page. Shown as the kernel's import
+        progress is (every few seconds on the injected clock, one line on a
+        terminal, log lines otherwise); a quick listing shows nothing."""
+        return ListingProgress(self.name, self.context.clock)
 
     # -- spool
 

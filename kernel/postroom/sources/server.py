@@ -6,12 +6,12 @@ a driver only adds what is its own (folders, after-processing...). It also
 connects the same way (:meth:`ServerSourceBase.endpoint`: directly or through
 the proxy, TLS end to end) and logs in the same way
 (:meth:`ServerSourceBase.log_in`: a refused token is refreshed and tried once
-more before the login counts as failed).
+more before the login counts as failed, by :func:`~postroom.sources.base.refresh_once`;
+:class:`~postroom.sources.base.LoginRefused` is what an attempt raises).
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, ClassVar
 
@@ -22,23 +22,11 @@ from postroom.net.options import add_connection_options
 from postroom.net.proxy import ProxySettings
 from postroom.net.proxyconfig import proxy_for
 from postroom.net.server import ServerSettings
-from postroom.sources.base import SourceBase
-
-log = logging.getLogger(__name__)
+from postroom.sources.base import SourceBase, refresh_once
 
 #: the mailbox option naming the connection security (the commercial product's name,
 #: shared by IMAP and POP3 mailboxes)
 MAILBOX_SECURITY_OPTION = "pop-connection-security"
-
-
-class LoginRefused(Exception):
-    """The server refused the credentials (a wrong password, an expired or
-    revoked token); ``detail`` is what it said. Not for temporary failures
-    (``NO [UNAVAILABLE]``, ``-ERR [SYS/TEMP]``): those are connection errors."""
-
-    def __init__(self, detail: str) -> None:
-        super().__init__(detail)
-        self.detail = detail
 
 
 class ServerSourceBase(SourceBase):
@@ -116,27 +104,18 @@ class ServerSourceBase(SourceBase):
         refusal, or the same secret again, raises
         :class:`~postroom.errors.AuthenticationFailed`.
         """
-        try:
-            self.login_ok(await attempt(credentials))
-            return credentials
-        except LoginRefused as refused:
-            self.login_refused(refused.detail)
-            detail = refused.detail
-        fresh = await self.credentials()
-        if fresh.secret == credentials.secret:
-            raise AuthenticationFailed(self._refused(detail))
-        log.info(
-            "mailbox %s: login refused on %s; trying once more with fresh credentials",
-            self.name,
-            self.where,
-            extra={"mailbox": self.name},
+
+        async def logged_in(given: Credentials) -> None:
+            self.login_ok(await attempt(given))
+
+        _, used = await refresh_once(
+            self, logged_in, credentials, refused=self.authentication_failed, where=self.where
         )
-        try:
-            self.login_ok(await attempt(fresh))
-        except LoginRefused as again:
-            self.login_refused(again.detail)
-            raise AuthenticationFailed(self._refused(again.detail)) from None
-        return fresh
+        return used
+
+    def authentication_failed(self, detail: str) -> AuthenticationFailed:
+        """The error of a refused login, naming the mailbox and the server."""
+        return AuthenticationFailed(self._refused(detail))
 
     def _refused(self, detail: str) -> str:
         return f"login refused for mailbox {self.name} on {self.where}: {detail}"

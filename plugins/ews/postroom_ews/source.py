@@ -46,7 +46,6 @@ from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred
 
 from postroom.api import (
-    AuthenticationFailed,
     ConnectionDown,
     Credentials,
     DriverContext,
@@ -59,6 +58,7 @@ from postroom.api import (
     SourceError,
     SourceItem,
     proxy_for,
+    refresh_once,
     sleep,
 )
 from postroom_ews import push
@@ -232,6 +232,8 @@ class EWSSource(ServerSourceBase):
         )
         self.debug = bool(mailbox.get("enable-debug"))
         self.client: EWSClient | None = None
+        #: the credentials the client logged in with
+        self._credentials: Credentials | None = None
         self._pending: list[str] = []
         self._resume: tuple[str | None, str] | None = None
         self._first_listing = True
@@ -299,25 +301,26 @@ class EWSSource(ServerSourceBase):
 
     async def _session(self, what: str, method: str, *args: Any) -> Any:
         """``client.<method>(*args)`` on the connected client; a 401 meanwhile
-        (an access token that expired while connected) logs in again with
-        fresh credentials from the auth driver and tries once more."""
-        try:
-            return await self._call(what, getattr(self._connected(), method), *args)
-        except UnauthorizedError as exc:
-            log.info(
-                "mailbox %s: %s refused the credentials during %s (%s); logging in again",
-                self.name, self.where, what, exc, extra={"mailbox": self.name},
-            )  # fmt: skip
-            self.login_refused(str(exc) or "HTTP 401")
-        await self._close_client()
-        await self.log_in(self._try_login, await self.credentials())
-        try:
-            return await self._call(what, getattr(self._connected(), method), *args)
-        except UnauthorizedError as exc:
-            self.login_refused(str(exc) or "HTTP 401")
-            raise AuthenticationFailed(
-                f"login refused for mailbox {self.name} on {self.where}: {exc}"
-            ) from None
+        (an access token that expired while connected) has the auth driver
+        refresh the credentials (the kernel's ``refresh_once``): with fresh
+        ones the client logs in again and the call is tried once more."""
+        self._connected()
+        current = self._credentials
+        assert current is not None  # set by every login that made a client
+
+        async def attempt(credentials: Credentials) -> Any:
+            if credentials is not current:  # fresh ones: a new client logs in with them
+                await self._close_client()
+                self.login_ok(await self._try_login(credentials))
+            try:
+                return await self._call(what, getattr(self._connected(), method), *args)
+            except UnauthorizedError as exc:
+                raise LoginRefused(str(exc) or "HTTP 401") from None
+
+        result, _ = await refresh_once(
+            self, attempt, current, refused=self.authentication_failed, where=self.where
+        )
+        return result
 
     async def _close_client(self) -> None:
         client, self.client = self.client, None
@@ -425,14 +428,21 @@ class EWSSource(ServerSourceBase):
         self._resume = (expected, final) if final else None
         return items
 
+    def quarantine_released(self, keys: set[str]) -> None:
+        """Released messages left on the server are behind the sync state: the
+        next listing lists the folder whole (what the store holds is skipped)."""
+        self._first_listing = True
+
     async def _pages(self, state: str | None) -> list[Page]:
         pages: list[Page] = []
-        while True:
-            page, last = await self._session("SyncFolderItems", "sync_page", state)
-            pages.append(page)
-            state = page.end
-            if last:
-                return pages
+        with self.listing_progress() as progress:
+            while True:
+                page, last = await self._session("SyncFolderItems", "sync_page", state)
+                pages.append(page)
+                progress.add(len(page.items))
+                state = page.end
+                if last:
+                    return pages
 
     async def _unknown(self, items: list[SourceItem]) -> list[SourceItem]:
         """Leave out the items the store already holds (a page listed again),

@@ -4,7 +4,8 @@
   driver's access token. A 401 means the token was refused (expired,
   revoked): the source reports it (``login_refused``: the auth driver drops
   it), asks for a fresh one and repeats the request once; a second 401, or
-  the same token again, is :class:`AuthenticationFailed`.
+  the same token again, is :class:`AuthenticationFailed` (the kernel's
+  ``refresh_once``, as for every source's login).
 * **Throttling** ("Microsoft Graph throttling guidance",
   https://learn.microsoft.com/graph/throttling): a 429 or 503 carries
   ``Retry-After`` (seconds); this mailbox waits that long on the injected
@@ -32,8 +33,10 @@ from postroom.api import (
     AuthenticationFailed,
     ConnectionDown,
     Credentials,
+    LoginRefused,
     PostroomError,
     SourceError,
+    refresh_once,
     sleep,
 )
 
@@ -155,14 +158,17 @@ class GraphSession:
 
     async def token(self) -> Credentials:
         if self.credentials is None:
-            self.credentials = await self.source.credentials()
-            if not self.credentials.bearer:
-                raise SourceError(
-                    f"{self.source.who}: Graph needs an OAuth access token; the auth "
-                    f"driver gave a {self.credentials.mechanism} password (use an OAuth auth "
-                    "driver such as azure-client-credentials)"
-                )
+            self.credentials = self._bearer(await self.source.credentials())
         return self.credentials
+
+    def _bearer(self, credentials: Credentials) -> Credentials:
+        if not credentials.bearer:
+            raise SourceError(
+                f"{self.source.who}: Graph needs an OAuth access token; the auth "
+                f"driver gave a {credentials.mechanism} password (use an OAuth auth "
+                "driver such as azure-client-credentials)"
+            )
+        return credentials
 
     async def request(
         self,
@@ -185,14 +191,34 @@ class GraphSession:
         if json_body is not None:
             body = json.dumps(json_body).encode()
             sent["Content-Type"] = "application/json"
-        refreshed = False
+
+        async def attempt(credentials: Credentials) -> tuple[Any, Any]:
+            self.credentials = self._bearer(credentials)
+            try:
+                return await self._throttled(method, url, sent, body, sink, max_body, ok,
+                                             credentials)
+            except LoginRefused:
+                self.credentials = None  # refused: the next request asks again
+                raise
+
+        result, _ = await refresh_once(
+            self.source, attempt, await self.token(),
+            refused=lambda detail: self.auth_failed(self._refused(detail)),
+            where=self.server, who=self.source.who,
+        )
+        return result
+
+    async def _throttled(self, method: str, url: str, sent: dict[str, str],
+                         body: bytes | None, sink: Callable[[], Any] | None, max_body: int,
+                         ok: tuple[int, ...], credentials: Credentials) -> tuple[Any, Any]:
+        """The request with *credentials*, repeated after throttling; a 401
+        raises :class:`LoginRefused` (``request`` refreshes the token)."""
         throttled = 0
         clock = self.source.context.clock
         while True:
             wait = self.throttled_until - clock.seconds()
             if wait > 0:
                 await sleep(clock, wait)
-            credentials = await self.token()
             writer = sink() if sink is not None else None
             try:
                 response = await self._send(method, url, sent, body, max_body, writer,
@@ -208,12 +234,7 @@ class GraphSession:
                 writer.discard()
             code, detail = error_of(getattr(response, "body", b"") or b"")
             if status == 401:
-                if refreshed:
-                    self.source.login_refused(detail)
-                    raise self.auth_failed(self._refused(detail))
-                refreshed = True
-                await self._refresh(credentials, detail)
-                continue
+                raise LoginRefused(detail)
             if status in THROTTLED:
                 throttled += 1
                 delay = retry_after(response)
@@ -236,19 +257,6 @@ class GraphSession:
             if status >= 500:
                 raise self.unavailable(message)
             raise GraphError(message, status, code, detail)
-
-    async def _refresh(self, refused: Credentials, detail: str) -> None:
-        """The token was refused: report it (the auth driver drops it) and take
-        a fresh one; the same token again fails at once."""
-        self.source.login_refused(detail)
-        self.credentials = None
-        fresh = await self.token()
-        if fresh.secret == refused.secret:
-            raise self.auth_failed(self._refused(detail))
-        log.info(
-            "mailbox %s: %s refused the access token; trying once more with a fresh one",
-            self.source.name, self.server, extra={"mailbox": self.source.name},
-        )
 
     def _refused(self, detail: str) -> str:
         return f"login refused for {self.source.who} on {self.server}: {detail}"

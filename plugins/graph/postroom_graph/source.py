@@ -19,6 +19,14 @@ How it meets the kernel's contract (:class:`postroom.api.ISource`):
   from the previous link. A delta link Graph no longer knows (410 Gone) starts
   a full resynchronisation; ids the store already holds are not listed again
   but acknowledged (moved or deleted) at once, so nothing is imported twice.
+  The first listing of each connection lists the folder whole the same way
+  (as the EWS source does): the folder holds only what is not processed yet,
+  and this finds what the delta link has passed: messages a killed run stored
+  but did not move or delete, and a quarantined message (left on the server
+  because its download kept failing) released since; a release during the
+  connection (``quarantine_released``, from the kernel) has the next listing
+  list the folder whole too.
+  Each page counts towards the listing's progress display.
 - **fetch**: ``GET /messages/{id}/$value`` streamed into a spool file, stored
   byte for byte; ``maximum-msg-size`` is checked against the listed size
   before the download (logged; the message is still downloaded and stored
@@ -82,11 +90,27 @@ BATCH_SIZE = 20
 #: ids asked of the store's known_source_keys at once
 KNOWN_CHUNK = 500
 #: Graph's well-known folder names ("mailFolder resource type")
-WELL_KNOWN_FOLDERS = frozenset({
-    "archive", "clutter", "conflicts", "conversationhistory", "deleteditems", "drafts",
-    "inbox", "junkemail", "localfailures", "msgfolderroot", "outbox", "recoverableitemsdeletions",
-    "scheduled", "searchfolders", "sentitems", "serverfailures", "syncissues",
-})
+WELL_KNOWN_FOLDERS = frozenset(
+    {
+        "archive",
+        "clutter",
+        "conflicts",
+        "conversationhistory",
+        "deleteditems",
+        "drafts",
+        "inbox",
+        "junkemail",
+        "localfailures",
+        "msgfolderroot",
+        "outbox",
+        "recoverableitemsdeletions",
+        "scheduled",
+        "searchfolders",
+        "sentitems",
+        "serverfailures",
+        "syncissues",
+    }
+)
 
 
 class DeltaGone(Exception):
@@ -103,29 +127,72 @@ class GraphSource(SourceBase):
     @classmethod
     def postroom_add_options(cls, schema: OptionSchema) -> None:
         add = schema.add
-        add("server", scope=Scope.MAILBOX, types=TYPES, default=DEFAULT_SERVER,
+        add(
+            "server",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default=DEFAULT_SERVER,
             description="The Graph service (`https://graph.microsoft.com`; a national "
-            "cloud's endpoint such as `https://graph.microsoft.us`). https only.")
-        add("mailbox", scope=Scope.MAILBOX, types=TYPES, required=True,
-            description="The mailbox read: a user or shared mailbox's address (UPN) or id.")
-        add("folder-path", scope=Scope.MAILBOX, types=TYPES, default="inbox",
+            "cloud's endpoint such as `https://graph.microsoft.us`). https only.",
+        )
+        add(
+            "mailbox",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            required=True,
+            description="The mailbox read: a user or shared mailbox's address (UPN) or id.",
+        )
+        add(
+            "folder-path",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="inbox",
             description="The folder read: a well-known name (`inbox`) or a path of display "
-            "names from it or from the top of the mailbox (`Inbox/Support`, `Support`).")
-        add("after-processing", "choice", scope=Scope.MAILBOX, types=TYPES,
-            default="delete", choices=("delete", "move"),
+            "names from it or from the top of the mailbox (`Inbox/Support`, `Support`).",
+        )
+        add(
+            "after-processing",
+            "choice",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="delete",
+            choices=("delete", "move"),
             description="What is done to a message once stored: `delete` it (Graph's "
-            "delete moves it to Deleted Items) or `move` it to `move-to-folder`.")
-        add("move-to-folder", scope=Scope.MAILBOX, types=TYPES,
+            "delete moves it to Deleted Items) or `move` it to `move-to-folder`.",
+        )
+        add(
+            "move-to-folder",
+            scope=Scope.MAILBOX,
+            types=TYPES,
             description="Folder processed messages are moved to with `after-processing: "
-            "move` (a path as for `folder-path`; it must exist).")
-        add("ca-file", "path", scope=Scope.MAILBOX, types=TYPES,
+            "move` (a path as for `folder-path`; it must exist).",
+        )
+        add(
+            "ca-file",
+            "path",
+            scope=Scope.MAILBOX,
+            types=TYPES,
             description="PEM file of the certificate authorities to trust instead of the "
-            "system's (a private CA, or a TLS-inspecting proxy).")
-        add("protocol-timeout", "duration", scope=Scope.MAILBOX, types=TYPES,
-            default="00:02:00", minimum=1, maximum=3600,
-            description="Time allowed for one Graph request, connection included.")
-        add("enable-debug", "bool", scope=Scope.MAILBOX, types=TYPES, default="false",
-            description="Log each Graph request and its status (never the token).")
+            "system's (a private CA, or a TLS-inspecting proxy).",
+        )
+        add(
+            "protocol-timeout",
+            "duration",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="00:02:00",
+            minimum=1,
+            maximum=3600,
+            description="Time allowed for one Graph request, connection included.",
+        )
+        add(
+            "enable-debug",
+            "bool",
+            scope=Scope.MAILBOX,
+            types=TYPES,
+            default="false",
+            description="Log each Graph request and its status (never the token).",
+        )
 
     def __init__(self, mailbox: Any, context: DriverContext) -> None:
         super().__init__(mailbox, context)
@@ -150,6 +217,8 @@ class GraphSource(SourceBase):
         self._pending: list[str] = []
         #: (cursor listed from, delta link) of a listing that found nothing new
         self._idle_link: tuple[str | None, str] | None = None
+        #: the next listing lists the folder whole (the first of a connection)
+        self._whole = True
 
     def make_http(self) -> Any:
         """The kernel's HTTP client: verified TLS (``ca-file``), the site's
@@ -179,13 +248,20 @@ class GraphSource(SourceBase):
         return ensureDeferred(self._connect())
 
     async def _connect(self) -> None:
+        self._whole = True
         self.folder_id = await self._resolve(self.folder_path, "folder-path")
         if self.after == "move":
             assert self.move_to is not None
             self.move_to_id = await self._resolve(self.move_to, "move-to-folder")
         self.login_ok(f"bearer token on {self.where}")
-        log.info("mailbox %s: reading %s of %s on %s", self.name, self.folder_path, self.user,
-                 self.where, extra={"mailbox": self.name})
+        log.info(
+            "mailbox %s: reading %s of %s on %s",
+            self.name,
+            self.folder_path,
+            self.user,
+            self.where,
+            extra={"mailbox": self.name},
+        )
 
     async def _resolve(self, path: str, option: str) -> str:
         """The id of the folder at *path*: a well-known name first, else from the
@@ -226,7 +302,8 @@ class GraphSource(SourceBase):
         except GraphError as exc:
             if exc.status == 404:
                 missing = (
-                    f"no mailbox {self.user}" if exc.code == "ErrorInvalidUser"
+                    f"no mailbox {self.user}"
+                    if exc.code == "ErrorInvalidUser"
                     else f"{self.user} has no folder {path!r}"
                 )
                 raise SourceError(
@@ -252,19 +329,31 @@ class GraphSource(SourceBase):
     async def _list_new(self, cursor: Any) -> list[SourceItem]:
         await self._flush()
         start: str | None = getattr(cursor, "value", cursor) or None
-        link = self._usable(start)
-        idle = self._idle_link
-        if idle is not None and idle[0] == start:
-            link = idle[1]  # nothing new was listed since: carry on from there
+        if self._whole:
+            # The folder holds only what is not processed yet (every stored
+            # message is moved or deleted), plus messages whose download kept
+            # failing (quarantined without bytes, left on the server). Listing
+            # it whole is as long as the backlog, and finds what the delta link
+            # has passed: messages a killed run stored but did not move or
+            # delete yet, and quarantined ones released since.
+            link = None
+        else:
+            link = self._usable(start)
+            idle = self._idle_link
+            if idle is not None and idle[0] == start:
+                link = idle[1]  # nothing new was listed since: carry on from there
         try:
             listed, delta_link = await self._delta(link)
         except DeltaGone:
             log.info(
                 "mailbox %s: the delta link of %s is no longer valid (410 Gone): listing the "
                 "whole folder again; messages already stored are not imported twice",
-                self.name, self.folder_path, extra={"mailbox": self.name},
+                self.name,
+                self.folder_path,
+                extra={"mailbox": self.name},
             )
             listed, delta_link = await self._delta(None)
+        self._whole = False
         items = await self._not_yet_stored(listed)
         if not items:
             self._idle_link = (start, delta_link)
@@ -273,6 +362,11 @@ class GraphSource(SourceBase):
         last = items[-1]
         items[-1] = SourceItem(source_key=last.source_key, size=last.size, cursor=delta_link)
         return items
+
+    def quarantine_released(self, keys: set[str]) -> None:
+        """Released messages left on the server are behind the delta link: the
+        next listing lists the folder whole (what the store holds is skipped)."""
+        self._whole = True
 
     def _usable(self, link: str | None) -> str | None:
         """The stored delta link, when it is one of this server and folder; a
@@ -291,8 +385,11 @@ class GraphSource(SourceBase):
         if not ours:
             log.info(
                 "mailbox %s: the stored cursor is not a delta link of %s on %s (the site "
-                "file changed?): listing the whole folder", self.name, self.folder_path,
-                self.where, extra={"mailbox": self.name},
+                "file changed?): listing the whole folder",
+                self.name,
+                self.folder_path,
+                self.where,
+                extra={"mailbox": self.name},
             )
             return None
         return link
@@ -307,32 +404,35 @@ class GraphSource(SourceBase):
         )
         headers = {"Prefer": f"{IMMUTABLE_ID}, odata.maxpagesize={PAGE_SIZE}"}
         found: dict[str, int | None] = {}
-        while True:
-            try:
-                page = await self._json("GET", url, headers=headers)
-            except GraphError as exc:
-                if exc.status == 410 and link is not None:
-                    raise DeltaGone() from None
-                raise
-            for entry in page.get("value", []):
-                if not isinstance(entry, dict) or "id" not in entry:
+        with self.listing_progress() as progress:
+            while True:
+                try:
+                    page = await self._json("GET", url, headers=headers)
+                except GraphError as exc:
+                    if exc.status == 410 and link is not None:
+                        raise DeltaGone() from None
+                    raise
+                before = len(found)
+                for entry in page.get("value", []):
+                    if not isinstance(entry, dict) or "id" not in entry:
+                        continue
+                    if "@removed" in entry:
+                        found.pop(str(entry["id"]), None)
+                        continue
+                    found[str(entry["id"])] = _size_of(entry)
+                progress.add(len(found) - before)
+                next_link = page.get("@odata.nextLink")
+                if isinstance(next_link, str):
+                    url = next_link
                     continue
-                if "@removed" in entry:
-                    found.pop(str(entry["id"]), None)
-                    continue
-                found[str(entry["id"])] = _size_of(entry)
-            next_link = page.get("@odata.nextLink")
-            if isinstance(next_link, str):
-                url = next_link
-                continue
-            delta_link = page.get("@odata.deltaLink")
-            if not isinstance(delta_link, str):
-                raise SourceError(
-                    f"mailbox {self.name}: {self.where} answered a delta page with neither "
-                    "@odata.nextLink nor @odata.deltaLink"
-                )
-            self.session.url(delta_link)  # same origin, or refused now
-            return found, delta_link
+                delta_link = page.get("@odata.deltaLink")
+                if not isinstance(delta_link, str):
+                    raise SourceError(
+                        f"mailbox {self.name}: {self.where} answered a delta page with neither "
+                        "@odata.nextLink nor @odata.deltaLink"
+                    )
+                self.session.url(delta_link)  # same origin, or refused now
+                return found, delta_link
 
     async def _not_yet_stored(self, listed: dict[str, int | None]) -> list[SourceItem]:
         """The listed items the store does not hold; those it holds (stored by
@@ -346,7 +446,9 @@ class GraphSource(SourceBase):
         if known:
             log.info(
                 "mailbox %s: %d listed message(s) are stored already: %s them without "
-                "importing them again", self.name, len(known),
+                "importing them again",
+                self.name,
+                len(known),
                 "moving" if self.after == "move" else "deleting",
                 extra={"mailbox": self.name},
             )
@@ -375,7 +477,10 @@ class GraphSource(SourceBase):
             if exc.status == 404:
                 log.warning(
                     "mailbox %s: message %s was deleted from %s after it was listed: skipped",
-                    self.name, item.source_key, self.folder_path, extra={"mailbox": self.name},
+                    self.name,
+                    item.source_key,
+                    self.folder_path,
+                    extra={"mailbox": self.name},
                 )
                 raise SourceError(
                     f"mailbox {self.name}: message {item.source_key} is no longer in "
@@ -383,7 +488,9 @@ class GraphSource(SourceBase):
                 ) from None
             raise
         return FetchedMessage(
-            mailbox=self.name, source_key=item.source_key, raw=writer.raw(),
+            mailbox=self.name,
+            source_key=item.source_key,
+            raw=writer.raw(),
             server_size=item.size,
         )
 
@@ -427,8 +534,9 @@ class GraphSource(SourceBase):
             url = f"{self._user_path()}/messages/{quote(item_id, safe='')}"
             request: dict[str, Any] = {"id": str(n), "headers": {"Prefer": IMMUTABLE_ID}}
             if self.after == "move":
-                request.update(method="POST", url=url + "/move",
-                               body={"destinationId": self.move_to_id})
+                request.update(
+                    method="POST", url=url + "/move", body={"destinationId": self.move_to_id}
+                )
                 request["headers"]["Content-Type"] = "application/json"
             else:
                 request.update(method="DELETE", url=url)
@@ -459,8 +567,7 @@ class GraphSource(SourceBase):
             )
         if again:
             clock = self.context.clock
-            self.session.throttled_until = max(self.session.throttled_until,
-                                               clock.seconds() + wait)
+            self.session.throttled_until = max(self.session.throttled_until, clock.seconds() + wait)
         return again
 
     # --------------------------------------------------------------- waiting
@@ -483,7 +590,9 @@ class GraphSource(SourceBase):
             log.warning(
                 "mailbox %s: processed messages not moved or deleted before disconnecting "
                 "(they are listed again, recognised as stored and acknowledged then): %s",
-                self.name, exc, extra={"mailbox": self.name},
+                self.name,
+                exc,
+                extra={"mailbox": self.name},
             )
         self._pending = []
         await self.session.http.close()  # the connections kept open between requests

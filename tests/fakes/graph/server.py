@@ -19,7 +19,8 @@ so the test process's global reactor stays out of it. Test controls:
 :meth:`~GraphFake.throttle`, :meth:`~GraphFake.expire_deltas`,
 :meth:`~GraphFake.delete_on_fetch`, :meth:`~GraphFake.cut_next_download`,
 :meth:`~GraphFake.fail_next_upload`, :attr:`~GraphFake.rewrite_message_ids`,
-:attr:`~GraphFake.omit_created_message_id`; counters in :attr:`~GraphFake.counts`.
+:attr:`~GraphFake.omit_created_message_id`, :meth:`~GraphFake.cut_downloads_of`,
+:meth:`~GraphFake.throttle_pages`; counters in :attr:`~GraphFake.counts`.
 """
 
 from __future__ import annotations
@@ -196,8 +197,11 @@ class GraphFake:
         self._pages: dict[str, tuple[list[dict[str, Any]], str]] = {}
         self._delta_queries: dict[str, tuple[set[str], bool]] = {}
         self._throttle: list[tuple[int, int]] = []  # (status, retry-after) per next request
+        self._throttle_pages: list[int] = []  # retry-after per next @odata.nextLink request
         self._delete_on_fetch: set[str] = set()
         self._cut = False
+        #: item id -> how many more of its downloads are cut
+        self._cut_items: Counter[str] = Counter()
         self._uploads: dict[str, Upload] = {}
         #: finished attachments by draft id (added to the MIME when it is sent)
         self._attached: dict[str, list[Upload]] = {}
@@ -323,6 +327,12 @@ class GraphFake:
         with self.lock:
             self._throttle.extend([(status, retry_after)] * count)
 
+    def throttle_pages(self, count: int, retry_after: int) -> None:
+        """The next *count* requests of a delta ``@odata.nextLink`` (a page after
+        the first) are throttled (429 with Retry-After): a slow listing."""
+        with self.lock:
+            self._throttle_pages.extend([retry_after] * count)
+
     def expire_deltas(self) -> None:
         """Every delta link handed out so far answers 410 Gone from now on."""
         with self.lock:
@@ -380,6 +390,12 @@ class GraphFake:
         with self.lock:
             self._cut = True
 
+    def cut_downloads_of(self, item_id: str, count: int) -> None:
+        """The next *count* ``$value`` answers of *item_id* are cut so (a message
+        whose download keeps failing)."""
+        with self.lock:
+            self._cut_items[item_id] = count
+
     # ------------------------------------------------------------ helpers
 
     @staticmethod
@@ -401,9 +417,13 @@ class GraphFake:
         box.folders[folder.id] = folder
         return folder
 
-    def _take_throttle(self) -> tuple[int, int] | None:
+    def _take_throttle(self, path: str) -> tuple[int, int] | None:
         with self.lock:
-            return self._throttle.pop(0) if self._throttle else None
+            if self._throttle:
+                return self._throttle.pop(0)
+            if self._throttle_pages and "$skiptoken=" in unquote(urlsplit(path).query):
+                return 429, self._throttle_pages.pop(0)
+            return None
 
     def _box(self, user: str) -> Mailbox:
         box = self.mailboxes.get(unquote(user).lower())
@@ -881,7 +901,7 @@ class _Handler(BaseHTTPRequestHandler):
                                                             self.headers, body)
                 self._answer(status, headers, payload)
                 return
-            throttled = graph._take_throttle()
+            throttled = graph._take_throttle(self.path)
             if throttled is not None:
                 status, after = throttled
                 graph.counts["throttled"] += 1
@@ -974,6 +994,9 @@ class _Handler(BaseHTTPRequestHandler):
             with graph.lock:
                 item = graph.item(box, unquote(m.group(1)))
                 cut, graph._cut = graph._cut, False
+                if graph._cut_items[item.id] > 0:
+                    graph._cut_items[item.id] -= 1
+                    cut = True
             if cut:
                 graph.counts["cut"] += 1
                 return 200, {}, _Cut(item.mime)

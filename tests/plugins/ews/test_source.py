@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pytest
+from twisted.internet import defer
 from zope.interface.verify import verifyClass
 
 from postroom.drivers import SourceItem, load_driver
 from postroom.errors import AuthenticationFailed, SourceError
 from postroom.interfaces import SOURCES_GROUP, ISource
 from postroom.model import Cursor
+from postroom.runner import InlineRunner
 from postroom_ews import client as ews_client
 from postroom_ews.source import EWSSource
 from tests.fakes.ews.server import EWSFake
@@ -275,3 +278,74 @@ def test_a_50_mb_message_is_stored_byte_for_byte(fake: EWSFake, harness: Harness
     fetched = h.settle(h.source.fetch(item))
     assert fetched.raw.size == len(big)
     assert Path(fetched.raw.path).read_bytes() == big
+
+
+class SlowSyncPages:
+    """The inline runner, with each SyncFolderItems page answered *delay*
+    seconds later on the test's clock (a large folder over a slow link)."""
+
+    def __init__(self, clock: Any, delay: float) -> None:
+        self.runner = InlineRunner()
+        self.clock = clock
+        self.delay = delay
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        answer = self.runner.run(fn, *args)
+        if getattr(fn, "__name__", "") != "sync_page":
+            return answer
+        later: defer.Deferred[Any] = defer.Deferred()
+        answer.addBoth(lambda result: self.clock.callLater(self.delay, later.callback, result))
+        return later
+
+
+def listing_slowly(h: Harness, count: int, delay: float) -> tuple[list[str], Any]:
+    """*count* messages listed in pages of 10 (SYNC_PAGE patched), each page
+    *delay* seconds long: (their ids, the listing's Deferred)."""
+    ids = seed(h.fake, count)
+    h.settle(h.source.connect())
+    h.source.context = attrs.evolve(h.context, runner=SlowSyncPages(h.clock, delay))
+    return ids, h.source.list_new(None)
+
+
+def test_a_long_paged_listing_shows_progress(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ews_client, "SYNC_PAGE", 10)
+    caplog.set_level(logging.INFO, "postroom.progress")
+    h = harness
+    ids, listing = listing_slowly(h, 25, 4)
+    for _ in range(3):  # pages of 10, 10 and 5
+        assert not listing.called
+        h.clock.advance(4)
+    assert [i.source_key for i in h.settle(listing)] == ids
+    assert [r.getMessage() for r in caplog.records] == [
+        "mailbox support: listing… 10 message(s) so far (1.2 msg/s)",
+        "mailbox support: listing… 20 message(s) so far (1.7 msg/s)",
+        "mailbox support: listed 25 message(s) in 12 s",
+    ]
+    assert not h.clock.getDelayedCalls()
+
+
+def test_a_quick_listing_shows_no_progress(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(ews_client, "SYNC_PAGE", 10)
+    caplog.set_level(logging.INFO, "postroom.progress")
+    h = harness
+    _, listing = listing_slowly(h, 15, 2)
+    h.clock.advance(2)
+    h.clock.advance(2)
+    assert len(h.settle(listing)) == 15
+    assert caplog.records == []
+
+
+def test_a_message_released_from_quarantine_is_listed_again(
+    fake: EWSFake, harness: Harness
+) -> None:
+    [stuck] = seed(fake, 1)  # its download kept failing
+    h = harness
+    h.settle(h.source.connect())
+    cursor = Cursor(h.source.name, h.settle(h.source.list_new(None))[-1].cursor)
+    assert h.settle(h.source.list_new(cursor)) == []  # the sync state has passed it
+    h.source.quarantine_released({stuck})  # the kernel: released by `quarantine replay`
+    assert [i.source_key for i in h.settle(h.source.list_new(cursor))] == [stuck]

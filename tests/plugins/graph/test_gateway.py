@@ -43,9 +43,11 @@ def graph_site(tmp_path: Path, servers: OAuthServers, graph: GraphFake, **extra:
 
 
 def message(n: int) -> bytes:
-    return (f"Message-ID: <graph-{n}@example.test>\r\nFrom: customer{n}@example.test\r\n"
-            f"To: {USER}\r\nSubject: graph {n}\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n"
-            f"\r\nbody {n}\r\n").encode()
+    return (
+        f"Message-ID: <graph-{n}@example.test>\r\nFrom: customer{n}@example.test\r\n"
+        f"To: {USER}\r\nSubject: graph {n}\r\nDate: Sun, 06 Dec 2026 10:00:00 +0000\r\n"
+        f"\r\nbody {n}\r\n"
+    ).encode()
 
 
 def test_run_once_imports_a_folder_exactly_once(
@@ -70,14 +72,69 @@ def test_run_once_imports_a_folder_exactly_once(
     again = site.run_once()
     assert again.returncode == 0, explain(again)
     assert site.count() == COUNT + 5
-    assert graph.counts["gone"] == 1
+    # a new connection lists the folder whole: the expired link is not even used
+    assert graph.counts["gone"] == 0
     assert {m.id for m in graph.messages_in(USER, "Inbox/Done")} == set(ids + more)
     assert graph.counts["refused"] == 0
 
 
-def test_check_connect(
+def test_a_released_quarantined_message_is_imported_once_by_the_next_run(
     oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
 ) -> None:
+    """A message whose download keeps failing is quarantined without bytes and
+    left on the server; the delta link passes it. Released, it is imported by
+    the next run (which lists the folder whole), once."""
+    graph = live_graph
+    ids = [graph.add_message(USER, "Inbox/Support", message(n)) for n in range(4)]
+    graph.folder(USER, "Inbox/Done")
+    broken = ids[1]
+    graph.cut_downloads_of(broken, 2)
+    site = graph_site(tmp_path, oauth_servers, graph)
+    site.sections["gateway"] = {"max-attempts": 2}
+    for _ in range(2):  # each cut download ends the run's pass: two attempts
+        assert site.run_once().returncode == 1
+    [entry] = site.quarantine()
+    assert broken in entry and "held" in entry
+    done = site.run_once()  # the quarantined message is skipped, the rest imported
+    assert done.returncode == 0, explain(done)
+    assert sorted(r["subject"] for r in site.rows()) == ["graph 0", "graph 2", "graph 3"]
+    assert [m.id for m in graph.messages_in(USER, "Inbox/Support")] == [broken]
+    # a later message moves the stored delta link past the quarantined one
+    ids.append(graph.add_message(USER, "Inbox/Support", message(4)))
+    assert site.run_once().returncode == 0
+    replay = site.cli("quarantine", "replay", entry.split()[0])
+    assert replay.returncode == 0, explain(replay)
+    assert "released" in replay.stdout
+    done = site.run_once()
+    assert done.returncode == 0, explain(done)
+    assert sorted(r["subject"] for r in site.rows()) == [f"graph {n}" for n in range(5)]
+    assert graph.messages_in(USER, "Inbox/Support") == []
+    assert sorted(m.id for m in graph.messages_in(USER, "Inbox/Done")) == sorted(ids)
+    assert site.run_once().returncode == 0
+    assert site.count() == 5
+    assert graph.counts["cut"] == 2
+
+
+def test_the_first_import_of_a_large_folder_shows_listing_and_import_progress(
+    oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path
+) -> None:
+    graph = live_graph
+    for n in range(500):
+        graph.add_message(USER, "Inbox/Support", message(n))
+    graph.folder(USER, "Inbox/Done")
+    graph.throttle_pages(2, retry_after=3)  # a slow listing: 6 s after the first page
+    site = graph_site(tmp_path, oauth_servers, graph)
+    done = site.run_once("-v")  # progress is logged at info (not a terminal here)
+    assert done.returncode == 0, explain(done)
+    output = done.stdout + done.stderr
+    assert "mailbox graph: listing… 100 message(s) so far" in output, output
+    assert "mailbox graph: listed 500 message(s) in" in output, output
+    assert "mailbox graph: 500 of 500 in" in output, output  # the import's
+    assert site.count() == 500
+    assert graph.counts["throttled"] == 2
+
+
+def test_check_connect(oauth_servers: OAuthServers, live_graph: GraphFake, tmp_path: Path) -> None:
     live_graph.folder(USER, "Inbox/Support")
     live_graph.folder(USER, "Inbox/Done")
     site = graph_site(tmp_path, oauth_servers, live_graph)

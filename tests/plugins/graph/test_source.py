@@ -25,8 +25,10 @@ from tests.plugins.graph.conftest import BOX, TOKEN, FakeGraphSource, Make, grap
 
 def eml(n: int, size: int = 0) -> bytes:
     body = b"x" * size
-    return (f"Message-ID: <m{n}@contoso.test>\r\nFrom: a{n}@example.test\r\n"
-            f"To: {BOX}\r\nSubject: message {n}\r\n\r\nbody {n}\r\n").encode() + body
+    return (
+        f"Message-ID: <m{n}@contoso.test>\r\nFrom: a{n}@example.test\r\n"
+        f"To: {BOX}\r\nSubject: message {n}\r\n\r\nbody {n}\r\n"
+    ).encode() + body
 
 
 def connected(make_source: Make, **options: Any) -> FakeGraphSource:
@@ -39,8 +41,15 @@ def test_entry_point_and_options_are_graph_only() -> None:
     found = entry_points(group="postroom.sources", name="graph")
     assert [e.load() for e in found] == [GraphSource]
     options = [o for o in graph_schema() if o.declared_by == "postroom-graph"]
-    assert {o.name for o in options} >= {"server", "mailbox", "folder-path", "after-processing",
-                                         "move-to-folder", "ca-file", "enable-debug"}
+    assert {o.name for o in options} >= {
+        "server",
+        "mailbox",
+        "folder-path",
+        "after-processing",
+        "move-to-folder",
+        "ca-file",
+        "enable-debug",
+    }
     assert all(o.types == ("graph",) for o in options)
 
 
@@ -54,8 +63,12 @@ def test_connect_resolves_nested_folders_and_reports_the_login(
 ) -> None:
     support = graph.folder(BOX, "Inbox/Support")
     done = graph.folder(BOX, "Processed/2026")
-    source = connected(make_source, folder_path="Inbox/Support", after_processing="move",
-                       move_to_folder="Processed/2026")
+    source = connected(
+        make_source,
+        folder_path="Inbox/Support",
+        after_processing="move",
+        move_to_folder="Processed/2026",
+    )
     assert (source.folder_id, source.move_to_id) == (support.id, done.id)
     assert [e[1] for e in source.events] == ["login-ok"]  # type: ignore[attr-defined]
     assert "delta" in source.capabilities
@@ -282,6 +295,98 @@ def test_delta_links_in_either_folder_syntax_are_used(make_source: Make, graph: 
     source = connected(make_source)
     folder = source.folder_id
     base = f"{graph.url}/v1.0/users/{BOX}/mailFolders"
-    for link in (f"{base}('{folder}')/messages/delta?$deltatoken=a",
-                 f"{base}/{folder}/messages/delta?$deltatoken=b"):
+    for link in (
+        f"{base}('{folder}')/messages/delta?$deltatoken=a",
+        f"{base}/{folder}/messages/delta?$deltatoken=b",
+    ):
         assert source._usable(link) == link
+
+
+class SlowDeltaPages:
+    """The HTTP client, with each delta page answered *delay* seconds later on
+    the test's clock (a large folder listed over a slow link)."""
+
+    def __init__(self, http: Any, clock: task.Clock, delay: float) -> None:
+        self.http = http
+        self.clock = clock
+        self.delay = delay
+
+    def request(self, method: str, url: str, **kwargs: Any) -> defer.Deferred[Any]:
+        answer = self.http.request(method, url, **kwargs)
+        if "/messages/delta" not in url:
+            return answer
+        later: defer.Deferred[Any] = defer.Deferred()
+        answer.addBoth(lambda result: self.clock.callLater(self.delay, later.callback, result))
+        return later
+
+    def close(self) -> defer.Deferred[None]:
+        return self.http.close()
+
+
+def test_a_long_paged_listing_shows_progress(
+    make_source: Make, graph: GraphFake, clock: task.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = [graph.add_message(BOX, "inbox", eml(n)) for n in range(250)]
+    source = connected(make_source)
+    source.session.http = SlowDeltaPages(source.session.http, clock, 3)
+    caplog.set_level(logging.INFO, "postroom.progress")
+    listing = source.list_new(None)
+    for _ in range(3):  # three pages of 100, 100 and 50
+        assert not listing.called
+        clock.advance(3)
+    assert [i.source_key for i in result_of(listing)] == ids
+    assert [r.getMessage() for r in caplog.records] == [
+        "mailbox support: listing… 100 message(s) so far (16.7 msg/s)",
+        "mailbox support: listed 250 message(s) in 9 s",
+    ]
+    assert not clock.getDelayedCalls()
+
+
+def test_a_quick_listing_shows_no_progress(
+    make_source: Make, graph: GraphFake, clock: task.Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    for n in range(150):
+        graph.add_message(BOX, "inbox", eml(n))
+    source = connected(make_source)
+    source.session.http = SlowDeltaPages(source.session.http, clock, 2)
+    caplog.set_level(logging.INFO, "postroom.progress")
+    listing = source.list_new(None)
+    clock.advance(2)
+    clock.advance(2)
+    assert len(result_of(listing)) == 150
+    assert caplog.records == []
+    assert not clock.getDelayedCalls()
+
+
+def test_the_first_listing_of_a_connection_finds_what_a_killed_run_left(
+    make_source: Make, graph: GraphFake
+) -> None:
+    ids = [graph.add_message(BOX, "inbox", eml(n)) for n in range(3)]
+    stored: set[str] = set()
+
+    def known(_mailbox: str, keys: list[str]) -> defer.Deferred[set[str]]:
+        return defer.succeed(stored & set(keys))
+
+    first = connected(make_source, known=known)
+    link = result_of(first.list_new(None))[-1].cursor
+    # all three committed (the last with the delta link), killed before the deletes
+    stored.update(ids)
+    restarted = connected(make_source, known=known)
+    assert result_of(restarted.list_new(link)) == []
+    assert graph.messages_in(BOX, "inbox") == []  # deleted now, not imported again
+    # the connection's later listings go on from the delta link
+    new = graph.add_message(BOX, "inbox", eml(9))
+    assert [i.source_key for i in result_of(restarted.list_new(link))] == [new]
+    assert graph.counts["gone"] == 0
+
+
+def test_a_message_released_from_quarantine_is_listed_again(
+    make_source: Make, graph: GraphFake
+) -> None:
+    stuck = graph.add_message(BOX, "inbox", eml(1))  # its download kept failing
+    source = connected(make_source)
+    link = result_of(source.list_new(None))[-1].cursor
+    assert result_of(source.list_new(link)) == []  # the delta link has passed it
+    source.quarantine_released({stuck})  # the kernel: released by `quarantine replay`
+    assert [i.source_key for i in result_of(source.list_new(link))] == [stuck]
+    assert result_of(source.list_new(link)) == []
