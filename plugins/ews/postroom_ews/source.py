@@ -39,6 +39,7 @@ from exchangelib.errors import (
     ErrorInvalidSyncStateData,
     ErrorServerBusy,
     EWSError,
+    ResponseMessageError,
     TransportError,
     UnauthorizedError,
 )
@@ -73,6 +74,20 @@ BUSY_RETRIES = 5
 DEFAULT_BACK_OFF = 10.0
 #: the longest back-off hint obeyed within a call (longer: fail, the kernel backs off)
 MAX_BACK_OFF = 300.0
+#: EWS ResponseCodes ([MS-OXWSCDATA] ResponseCodeType) that say the server
+#: cannot serve now, not that the request is wrong: the mailbox backs off
+TRANSIENT_CODES = frozenset(
+    {
+        "ErrorConnectionFailed",
+        "ErrorInternalServerTransientError",
+        "ErrorMailboxMoveInProgress",
+        "ErrorMailboxStoreUnavailable",
+        "ErrorNoRespondingCASInDestinationSite",
+        "ErrorProxyRequestProcessingFailed",
+        "ErrorTimeoutExpired",
+        "ErrorTooManyObjectsOpened",
+    }
+)
 
 R = TypeVar("R")
 
@@ -238,7 +253,6 @@ class EWSSource(ServerSourceBase):
         self._resume: tuple[str | None, str] | None = None
         self._first_listing = True
         self.push_mode = str(mailbox.get("ews-push"))
-        self._credentials: Credentials | None = None
         self._push: push.Push | None = None
         #: why push is off for this source (None: try it at the next wait)
         self._push_off: str | None = None if self.push_mode == "streaming" else "ews-push: off"
@@ -279,6 +293,15 @@ class EWSSource(ServerSourceBase):
                 raise
             except ErrorFolderNotFound as exc:
                 raise SourceError(f"mailbox {self.name}: {what} on {self.where}: {exc}") from None
+            except ResponseMessageError as exc:
+                # exchangelib makes every EWS ResponseCode a TransportError: only
+                # the server-side ones that pass are a connection failure (back
+                # off, reconnect); the rest concern this call (access denied,
+                # a corrupt item) and fail it, so its message counts a failure
+                text = f"{what} on {self.where}: {EWSClient.reason(exc)}"
+                if type(exc).__name__ in TRANSIENT_CODES:
+                    raise ConnectionDown(f"mailbox {self.name}: {text}") from None
+                raise SourceError(f"mailbox {self.name}: {text}") from None
             except TransportError as exc:
                 raise ConnectionDown(
                     f"mailbox {self.name}: {self.where}: {EWSClient.reason(exc)}"

@@ -219,6 +219,9 @@ class EWSFake:
         self.cut: dict[str, int] = {}
         #: item ids deleted just before a GetItem asks for them
         self.vanish: set[str] = set()
+        #: item id -> the ResponseCode the next GetItem of it answers with
+        #: ([MS-OXWSCDATA] ResponseCodeType), e.g. ErrorAccessDenied
+        self.item_errors: dict[str, str] = {}
         #: per message sent: (the account acting, the From address it was sent as)
         self.senders: list[tuple[str, str]] = []
         #: rights of the logged-in account (``user``), all denied unless granted:
@@ -838,6 +841,10 @@ class EWSFake:
             if item in self.vanish:
                 self.vanish.discard(item)
                 self.store.remove(item)
+            code = self.item_errors.pop(item, None)
+            if code is not None:
+                answers.append(self._error("GetItem", code, f"{code} (a test control)"))
+                continue
             mime = self.store.mime.get(item)
             if mime is None:
                 answers.append(

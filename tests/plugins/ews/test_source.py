@@ -13,7 +13,7 @@ from twisted.internet import defer
 from zope.interface.verify import verifyClass
 
 from postroom.drivers import SourceItem, load_driver
-from postroom.errors import AuthenticationFailed, SourceError
+from postroom.errors import AuthenticationFailed, ConnectionDown, SourceError
 from postroom.interfaces import SOURCES_GROUP, ISource
 from postroom.model import Cursor
 from postroom.runner import InlineRunner
@@ -158,6 +158,34 @@ def test_an_item_deleted_between_listing_and_fetching_is_skipped(
     with caplog.at_level(logging.WARNING), pytest.raises(SourceError, match="no longer in"):
         h.settle(h.source.fetch(items[0]))
     assert "deleted from inbox after it was listed" in caplog.text
+    assert process(h, items[1:]) == [message(1)]
+
+
+@pytest.mark.parametrize(
+    ("code", "error"),
+    [
+        ("ErrorAccessDenied", SourceError),  # about this item: it counts a failure
+        ("ErrorCorruptData", SourceError),
+        ("ErrorMailboxStoreUnavailable", ConnectionDown),  # the server, now: back off
+        ("ErrorTimeoutExpired", ConnectionDown),
+    ],
+)
+def test_a_response_code_fails_the_call_or_the_connection_by_its_meaning(
+    fake: EWSFake, harness: Harness, code: str, error: type[Exception]
+) -> None:
+    """exchangelib makes every ResponseCode a TransportError; only the codes of
+    a server that cannot serve now may take the connection down (a refusal
+    about one item must count against that item, or it would be retried as a
+    connection failure forever)."""
+    ids = seed(fake, 2)
+    h = harness
+    h.settle(h.source.connect())
+    items = h.settle(h.source.list_new(None))
+    fake.item_errors[ids[0]] = code
+    with pytest.raises(error, match=code) as raised:
+        h.settle(h.source.fetch(items[0]))
+    if error is SourceError:
+        assert not isinstance(raised.value, ConnectionDown)
     assert process(h, items[1:]) == [message(1)]
 
 
