@@ -32,7 +32,7 @@ from typing import Any
 
 from exchangelib.errors import ResponseMessageError, SOAPError, UnauthorizedError
 
-from postroom_ews.client import EWSClient
+from postroom_ews.client import EWSClient, safe_reason
 
 log = logging.getLogger(__name__)
 
@@ -286,6 +286,6 @@ def _failed(exc: BaseException) -> str:
 
 
 def _describe(exc: BaseException) -> str:
-    """A reason for the log: the EWS error's class (its response code) and text;
-    exchangelib's errors never carry credentials."""
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    """A reason for the log: the EWS error's class (its response code) and one
+    bounded line of text, never quoted XML nor credentials (:func:`safe_reason`)."""
+    return safe_reason(exc)
