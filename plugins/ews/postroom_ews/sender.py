@@ -51,6 +51,7 @@ from postroom.api import (
     DriverContext,
     Envelope,
     ISender,
+    LoginRefused,
     OptionSchema,
     Scope,
     SenderAuthenticationFailed,
@@ -58,6 +59,7 @@ from postroom.api import (
     SendResult,
     parse_addresses,
     proxy_for,
+    refresh_once,
 )
 from postroom_ews.client import Endpoint, EWSClient, safe_reason
 from postroom_ews.source import _proxy_url
@@ -178,6 +180,8 @@ class EWSSender:
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.context = context
+        #: who refresh_once names in its log line
+        self.name = AUTH_EVENT_NAME
         url = str(options.get("server"))
         if not url.lower().startswith("https://"):
             raise options.error("server must be an https:// EWS URL", "server")
@@ -307,35 +311,47 @@ class EWSSender:
 
     async def _with_login(self, call: Any) -> Any:
         """Run ``call(client)`` in the thread pool; a 401 has the auth driver
-        refresh and is tried once more, then it is SenderAuthenticationFailed."""
-        for attempt in (1, 2):
-            credentials = await self._credentials()
-            digest = hashlib.sha256(credentials.secret.encode()).hexdigest()
-            if self.client is None or self.secret_digest != digest:
-                self.client = await self.context.runner.run(
-                    EWSClient,
-                    self.endpoint,
-                    credentials.username,
-                    credentials.secret,
-                    credentials.bearer,
-                )
-                self.secret_digest = digest
-            try:
-                result = await self.context.runner.run(call, self.client)
-            except UnauthorizedError as exc:
-                reason = self.client.refusal(exc)
-                self._refused(reason)
-                self.client = None
-                if attempt == 2:
-                    raise SenderAuthenticationFailed(
-                        f"login refused by {self.where}: {reason}"
-                    ) from None
-                continue
-            self._auth_event("login-ok", f"logged in to {self.where}")
-            return result
-        raise AssertionError("unreachable")
+        refresh and is tried once more (the kernel's ``refresh_once``), then it
+        is SenderAuthenticationFailed."""
 
-    async def _credentials(self) -> Credentials:
+        async def attempt(credentials: Credentials) -> Any:
+            client = await self._client_for(credentials)
+            try:
+                return await self.context.runner.run(call, client)
+            except UnauthorizedError as exc:
+                self.client = None
+                raise LoginRefused(client.refusal(exc)) from None
+
+        result, _ = await refresh_once(
+            self,
+            attempt,
+            await self.credentials(),
+            refused=lambda detail: SenderAuthenticationFailed(
+                f"login refused by {self.where}: {detail}"
+            ),
+            where=self.where,
+            who="smtp-client",
+        )
+        self._auth_event("login-ok", f"logged in to {self.where}")
+        return result
+
+    async def _client_for(self, credentials: Credentials) -> EWSClient:
+        """The client logged in with *credentials* (a new one when they changed)."""
+        digest = hashlib.sha256(credentials.secret.encode()).hexdigest()
+        if self.client is None or self.secret_digest != digest:
+            self.client = await self.context.runner.run(
+                EWSClient,
+                self.endpoint,
+                credentials.username,
+                credentials.secret,
+                credentials.bearer,
+            )
+            self.secret_digest = digest
+        return self.client
+
+    # -- what refresh_once asks of its owner
+
+    async def credentials(self) -> Credentials:
         authenticator = self.context.authenticator
         if authenticator is None:
             raise SendError(
@@ -344,7 +360,8 @@ class EWSSender:
         credentials: Credentials = await authenticator.credentials("ews")
         return credentials
 
-    def _refused(self, detail: str) -> None:
+    def login_refused(self, detail: str) -> None:
+        """The server refused the credentials: the auth driver drops its token."""
         if self.context.authenticator is not None:
             self.context.authenticator.invalidate()
         self._auth_event("login-failed", detail)

@@ -27,12 +27,14 @@ from postroom.api import (
     DriverContext,
     Envelope,
     ISender,
+    LoginRefused,
     OptionSchema,
     ProxySettings,
     Scope,
     SendResult,
     add_connection_options,
     proxy_for,
+    refresh_once,
 )
 from postroom_smtp.connection import (
     ConnectionSettings,
@@ -125,6 +127,8 @@ class SMTPSender:
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.context = context
+        #: who refresh_once names in its log line
+        self.name = AUTH_EVENT_NAME
         self.settings = ConnectionSettings.from_options(
             options,
             security_option="smtp-connection-security",
@@ -249,33 +253,31 @@ class SMTPSender:
         return ensureDeferred(self._open())
 
     async def _open(self) -> SMTPConnection:
-        authenticator = self.context.authenticator
-        credentials: Credentials | None = None
-        if authenticator is not None:
-            credentials = await authenticator.credentials("smtp")
-        try:
-            conn = await self._open_with(credentials)
-        except SMTPSendError as exc:
-            if not (exc.auth_failed and authenticator is not None and credentials is not None):
-                raise
-            # The auth driver drops the refused token; a new one (an expired
-            # token, refreshed) is tried once at once, not after the back-off.
-            self._refused(authenticator, exc)
-            fresh: Credentials = await authenticator.credentials("smtp")
-            if fresh.secret == credentials.secret:
-                raise
-            log.info(
-                "smtp-client: login refused by %s; trying once more with fresh credentials",
-                self.settings.where,
-            )
+        if self.context.authenticator is None:
+            return await self._open_with(None)
+        refusals: list[SMTPSendError] = []
+
+        async def attempt(credentials: Credentials) -> SMTPConnection:
             try:
-                conn = await self._open_with(fresh)
-            except SMTPSendError as again:
-                if again.auth_failed:
-                    self._refused(authenticator, again)
-                raise
-            credentials = fresh
-        if credentials is not None and self._login_ok is not True:
+                return await self._open_with(credentials)
+            except SMTPSendError as exc:
+                if not exc.auth_failed:
+                    raise
+                refusals.append(exc)
+                raise LoginRefused(str(exc)) from None
+
+        # The auth driver drops a refused token; a new one (an expired token,
+        # refreshed) is tried once at once, not after the back-off; a second
+        # refusal is the server's own error (its code says what the outbox does).
+        conn, credentials = await refresh_once(
+            self,
+            attempt,
+            await self.credentials(),
+            refused=lambda _detail: refusals[-1],
+            where=self.settings.where,
+            who="smtp-client",
+        )
+        if self._login_ok is not True:
             self._login_ok = True
             self._auth_event(
                 "login-ok", f"logged in to {self.settings.where} as {credentials.username}"
@@ -294,11 +296,20 @@ class SMTPSender:
         log.debug("opened SMTP connection #%d to %s", number, self.settings.where)
         return conn
 
-    def _refused(self, authenticator: Any, exc: SMTPSendError) -> None:
+    # -- what refresh_once asks of its owner
+
+    async def credentials(self) -> Credentials:
+        authenticator = self.context.authenticator
+        assert authenticator is not None
+        credentials: Credentials = await authenticator.credentials("smtp")
+        return credentials
+
+    def login_refused(self, detail: str) -> None:
         """The server refused the login: the auth driver refreshes, the hook hears it."""
-        authenticator.invalidate()
+        if self.context.authenticator is not None:
+            self.context.authenticator.invalidate()
         self._login_ok = False
-        self._auth_event("login-failed", str(exc))
+        self._auth_event("login-failed", detail)
 
     def _check_connection(self, conn: SMTPConnection) -> Deferred[bool]:
         return self.context.runner.run(conn.noop)

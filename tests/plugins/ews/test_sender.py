@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import attrs
 import pytest
 import yaml
 from exchangelib.errors import ErrorNonExistentMailbox
@@ -20,6 +21,7 @@ from postroom_ews import client as ews_client
 from postroom_ews.sender import EWSSender, with_recipients
 from tests.conftest import run
 from tests.fakes.ews.server import EWSFake
+from tests.plugins.fake_auth import FakeAuthenticator
 
 MESSAGE = (
     b"From: Agent <agent@example.com>\r\nTo: Ann <ann@example.test>, bob@example.test\r\n"
@@ -230,6 +232,21 @@ def test_refused_credentials_pause_the_outbox(fake: EWSFake, tmp_path: Path) -> 
         run(sender.send(MESSAGE, envelope("ann@example.test"), "<m1@example.com>"))
     assert fake.sent == []
     assert "wrong" not in repr(sender.__dict__)
+    assert fake.counts["401"] == 1  # the same password is not tried twice
+
+
+def test_an_expired_token_is_refreshed_and_the_send_tried_once_more(
+    fake: EWSFake, tmp_path: Path
+) -> None:
+    fake.tokens = {"fresh-token"}
+    sender = build(tmp_path, fake)
+    auth = FakeAuthenticator(fake.user, "expired-token", "BEARER", refreshed=("fresh-token",))
+    sender.context = attrs.evolve(sender.context, authenticator=auth)
+    result = run(sender.send(MESSAGE, envelope("ann@example.test"), "<m1@example.com>"))
+    assert result.message_id == "<m1@example.com>"
+    assert auth.invalidated == 1
+    assert fake.counts["401"] == 1
+    assert len(fake.sent) == 1
 
 
 def test_check_connection_reads_sent_items(fake: EWSFake, tmp_path: Path) -> None:
