@@ -219,6 +219,27 @@ async def _load(ctx: Context, directory: Path, response_id: str, max_size: int) 
     return await ctx.runner.run(load_response, directory, response_id, max_size)
 
 
+async def _render(
+    ctx: Context, response: Any, spec: Spec, parent: Interaction | None, limit: int
+) -> Rendered:
+    """Render in the kernel's budgeted worker processes when it has them (the
+    per-message CPU and memory budget, on top of this plugin's own size budget)."""
+    runner = ctx.cpu_runner or ctx.runner
+    if runner is None:
+        return render_response(response, spec, parent, limit)
+    try:
+        rendered: Rendered = await runner.run(render_response, response, spec, parent, limit)
+    except RenderError:
+        raise
+    except Exception as exc:
+        # the kernel's OverBudget is not part of postroom.api: known by name;
+        # the same template would exceed it again, so it is a reason, not a retry
+        if type(exc).__name__ == "OverBudget":
+            raise RenderError(f"{response.id}: {exc}") from None
+        raise
+    return rendered
+
+
 @hookimpl
 async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
     value = request.options.get(OPTION)
@@ -235,7 +256,7 @@ async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
             ctx, Path(directory), spec.id, ctx.option(SECTION, MAX_TEMPLATE_SIZE)
         )
         parent = await _parent(request, ctx)  # a store failure raises: retried
-        rendered = render_response(response, spec, parent, ctx.option(SECTION, MAX_OUTPUT_SIZE))
+        rendered = await _render(ctx, response, spec, parent, ctx.option(SECTION, MAX_OUTPUT_SIZE))
     except (TemplateError, RenderError) as exc:
         log.warning("standard response refused: %s", exc)
         request.options[OPTION] = {

@@ -7,16 +7,19 @@ the real outbox (render, veto, build) to the kernel's fake sender.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import yaml
+from twisted.internet import defer
 
 from postroom.api import ConfigError, Interaction, OutboundRequest, ParsedMessage, hookimpl
-from postroom.testing import TestKernel
+from postroom.testing import TestKernel, result_of
 from postroom_render import plugin
 from postroom_render.library import TemplateError, list_responses, load_response
 from postroom_render.sandbox import Budget, Fields, RenderError, render_template
@@ -530,3 +533,59 @@ def test_a_parsed_message_is_not_touched(kernel: TestKernel) -> None:
     """The plugin has no inbound hooks: an inbound interaction gets no keys of its."""
     interaction = kernel.enrich(ParsedMessage(from_addr="a@b.example", subject="s"))
     assert "_PluginErrors" not in interaction.attached_data
+
+
+# ------------------------------------------------------------------ worker processes
+
+
+class OverBudget(Exception):
+    """Named as the kernel's worker-pool error (not part of postroom.api)."""
+
+
+class PickledRunner:
+    """A cpu_runner that sends the call's arguments and result through pickle, as
+    the kernel's worker processes do, or fails as a killed worker does."""
+
+    def __init__(self, failure: Exception | None = None) -> None:
+        self.calls: list[str] = []
+        self.failure = failure
+
+    def run(self, fn: Any, *args: Any) -> defer.Deferred[Any]:
+        self.calls.append(fn.__name__)
+        if self.failure is not None:
+            return defer.fail(self.failure)
+        result = fn(*pickle.loads(pickle.dumps(args)))
+        return defer.succeed(pickle.loads(pickle.dumps(result)))
+
+
+def render_with(kernel: TestKernel, runner: PickledRunner, req: OutboundRequest) -> str | None:
+    ctx = attrs.evolve(kernel.ctx, cpu_runner=runner)
+    result_of(defer.ensureDeferred(plugin.postroom_render(req, ctx)))
+    return plugin.postroom_veto(req)
+
+
+def test_rendering_runs_in_the_budgeted_workers_when_there_are_some(
+    kernel: TestKernel, library: Path
+) -> None:
+    write_response(library, "w", text="Hi <$ Contact.FirstName $> <$ Contact.Nope $>")
+    [parent] = kernel.ingest(INBOUND)
+    runner = PickledRunner()
+    req = request("w", in_reply_to=parent.id)
+    assert render_with(kernel, runner, req) is None
+    assert runner.calls == ["render_response"]
+    assert req.text == "Hi Ann "
+
+
+def test_a_worker_killed_for_its_budget_vetoes_the_request(
+    kernel: TestKernel, library: Path
+) -> None:
+    write_response(library, "w", text="x")
+    runner = PickledRunner(OverBudget("analysis used more than 30 s of CPU time"))
+    reason = render_with(kernel, runner, request("w"))
+    assert reason == "standard response: w: analysis used more than 30 s of CPU time"
+
+
+def test_another_worker_failure_is_retried_not_vetoed(kernel: TestKernel, library: Path) -> None:
+    write_response(library, "w", text="x")
+    with pytest.raises(RuntimeError, match="pool is stopped"):
+        render_with(kernel, PickledRunner(RuntimeError("the worker pool is stopped")), request("w"))
