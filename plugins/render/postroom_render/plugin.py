@@ -66,6 +66,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         scope=Scope.GLOBAL,
         section=SECTION,
         default="256KB",
+        minimum=1,
+        maximum=16 << 20,
         description="Largest template file (`response.yaml`, `body.txt`, `body.html`) read.",
     )
     schema.add(
@@ -74,6 +76,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         scope=Scope.GLOBAL,
         section=SECTION,
         default="1MB",
+        minimum=1024,
+        maximum=25 << 20,  # a send request's body limit
         description="Characters the field codes of one rendering may produce, intermediate "
         'values included (`"ab" * 50000000` is refused before it is made); a request '
         "whose template needs more is refused.",

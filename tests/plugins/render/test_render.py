@@ -589,3 +589,13 @@ def test_another_worker_failure_is_retried_not_vetoed(kernel: TestKernel, librar
     write_response(library, "w", text="x")
     with pytest.raises(RuntimeError, match="pool is stopped"):
         render_with(kernel, PickledRunner(RuntimeError("the worker pool is stopped")), request("w"))
+
+
+def test_ext_agent_reply_without_the_text_renders_empty_and_is_logged(
+    kernel: TestKernel, library: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    write_response(library, "bot", text="[[ExtAgentReply]]")
+    with caplog.at_level(logging.WARNING, logger="postroom_render.plugin"):
+        assert send(kernel, request("bot")).status == "Sent"
+    assert sent_parts(kernel)[1] == "[]\n"
+    assert any("ExtAgentReply" in r.getMessage() for r in caplog.records)
