@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
-from jinja2 import TemplateSyntaxError, Undefined
+from jinja2 import TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateRuntimeError, UndefinedError
 from jinja2.filters import FILTERS
 from jinja2.sandbox import SandboxedEnvironment
@@ -51,6 +51,8 @@ SAFE_TESTS = (
     "eq", "equalto", "ne", "lt", "gt", "le", "ge", "in", "odd", "even", "lower", "upper",
 )  # fmt: skip
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+#: what a recorded missing name may look like (built from names in the template)
+_LOGGED = re.compile(r"[A-Za-z_(][A-Za-z0-9_.()\[\]?-]{0,199}")
 
 
 class BudgetExceeded(SecurityError):
@@ -115,7 +117,7 @@ class FieldUndefined(Undefined):
                  exc: type[TemplateRuntimeError] = UndefinedError) -> None:  # fmt: skip
         super().__init__(hint, obj, name, exc)
         if name is not None:
-            self.missing.append(str(name) if _NAME.fullmatch(str(name)) else "[?]")
+            self.missing.append(str(name) if _LOGGED.fullmatch(str(name)) else "[?]")
 
     def _same(self, *args: Any, **kwargs: Any) -> Any:
         return self
@@ -190,6 +192,8 @@ class FieldSandbox(SandboxedEnvironment):
             finalize=self._finalize,
         )
         self.budget = budget
+        #: the string keys the template writes as literals (``x["OrderId"]``)
+        self.literal_keys: frozenset[str] = frozenset()
         self.globals.clear()
         self.filters = {name: self._charged(FILTERS[name]) for name in SAFE_FILTERS}
         self.tests = {name: TESTS[name] for name in SAFE_TESTS}
@@ -236,7 +240,10 @@ class FieldSandbox(SandboxedEnvironment):
             found, value = obj.lookup(argument)
             if found:
                 return self._charge_value(value)
-            name = argument if _NAME.fullmatch(argument) else "?"
+            # a key written in the template is a name; a key computed from a value
+            # (``AttachedData[Contact.FirstName]``) would put that value in the log
+            literal = argument in self.literal_keys and _NAME.fullmatch(argument)
+            name = argument if literal else "?"
             return self.undefined(name=f"{obj.path}[{name}]")
         if (
             isinstance(obj, str)
@@ -340,7 +347,13 @@ def render_template(
     env = FieldSandbox(budget, missing, html)
     source = source.replace(EXT_REPLY_TAG, f"<$ {EXT_REPLY_NAME} $>")
     try:
-        template = env.from_string(source)
+        tree = env.parse(source)
+        env.literal_keys = frozenset(
+            node.arg.value
+            for node in tree.find_all(nodes.Getitem)
+            if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str)
+        )
+        template = env.from_string(tree)
         output = str(template.render(dict(variables)))
     except TemplateSyntaxError as exc:
         raise RenderError(f"{where}:{exc.lineno}: {exc.message}") from None

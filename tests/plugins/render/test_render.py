@@ -599,3 +599,19 @@ def test_ext_agent_reply_without_the_text_renders_empty_and_is_logged(
         assert send(kernel, request("bot")).status == "Sent"
     assert sent_parts(kernel)[1] == "[]\n"
     assert any("ExtAgentReply" in r.getMessage() for r in caplog.records)
+
+
+def test_a_missing_key_computed_from_a_value_is_not_logged_by_that_value() -> None:
+    values = {
+        "Contact": Fields("Contact", CONTACT),
+        "Interaction": Fields(
+            "Interaction", {"AttachedData": Fields("Interaction.AttachedData", {})}
+        ),
+    }
+    out, _, missing = render(
+        '<$ Interaction.AttachedData["OrderId"] $>'
+        "<$ Interaction.AttachedData[Contact.FirstName] $>",
+        values,
+    )
+    assert out == ""
+    assert missing == ["Interaction.AttachedData[OrderId]", "Interaction.AttachedData[?]"]
