@@ -158,7 +158,8 @@ def test_the_sample_renders_into_an_html_and_a_text_part() -> None:
         "",
     ]
     assert lines[at + 4 :] == [
-        "[2026/11/20, 03:03:09 PM] Jürgen Müller: Hallo, meine Rechnung enthält einen Posten doppelt.",
+        "[2026/11/20, 03:03:09 PM] Jürgen Müller: "
+        "Hallo, meine Rechnung enthält einen Posten doppelt.",
         "[2026/11/20, 03:03:16 PM] Anna Weber joined the chat",
         "[2026/11/20, 03:03:38 PM] Anna Weber: Guten Tag Herr Müller, ich sehe es mir an. "
         "<b>Einen Moment</b> bitte.",
@@ -195,7 +196,10 @@ def test_without_a_subject_there_is_no_subject_line() -> None:
 
 
 def test_an_invalid_pattern_falls_back_and_logs_30001(caplog: pytest.LogCaptureFixture) -> None:
-    html = "<p>Your chat:</p><Genesys_Chat_Transcript><Timestamp>yyyy-MM-dd bb</Timestamp></Genesys_Chat_Transcript>"
+    html = (
+        "<p>Your chat:</p><Genesys_Chat_Transcript><Timestamp>yyyy-MM-dd bb</Timestamp>"
+        "</Genesys_Chat_Transcript>"
+    )
     with caplog.at_level(logging.ERROR), TestKernel([EP]) as kernel:
         outbound = kernel.send(request(html=html))
         parts = sent_parts(kernel)
@@ -221,10 +225,8 @@ def test_the_legacy_tag_in_the_text_part() -> None:
     assert set(parts) == {"text/plain"}
     lines = parts["text/plain"].splitlines()
     assert lines[:2] == ["Hello,", ""]
-    assert (
-        lines[2]
-        == "[2026-11-20T15:03:09] Jürgen Müller: Hallo, meine Rechnung enthält einen Posten doppelt."
-    )
+    first = "Hallo, meine Rechnung enthält einen Posten doppelt."
+    assert lines[2] == f"[2026-11-20T15:03:09] Jürgen Müller: {first}"
     assert lines[-1] == "Regards"
     assert "Chat started" not in parts["text/plain"]  # only the new tag adds the summary
     assert "[ChatTranscript]" not in parts["text/plain"]
@@ -267,26 +269,29 @@ def test_inline_css_copies_the_rules_into_style_attributes() -> None:
 # ------------------------------------------------------- unreadable XML: 30002
 
 
+T = '<chatTranscript startAt="2026-11-20T14:03:07Z">'
+BOMB = (
+    '<!DOCTYPE b [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
+    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]>'
+)
 UNREADABLE = {
     "not XML": "this is not XML",
-    "truncated": samples.SAMPLES.joinpath("chat-transcript.xml").read_text(encoding="utf-8")[:400],
+    "truncated": samples.sample("chat-transcript.xml")[:400],
     "wrong root": '<chatLog startAt="2026-11-20T14:03:07Z"/>',
     "no startAt": '<chatTranscript sessionId="x"/>',
     "bad startAt": '<chatTranscript startAt="yesterday"/>',
-    "no timeShift": '<chatTranscript startAt="2026-11-20T14:03:07Z"><message userId="a"/></chatTranscript>',
-    "bad timeShift": '<chatTranscript startAt="2026-11-20T14:03:07Z"><message userId="a" timeShift="x"/></chatTranscript>',
-    "no userId": '<chatTranscript startAt="2026-11-20T14:03:07Z"><message timeShift="1"/></chatTranscript>',
-    "no userInfo": '<chatTranscript startAt="2026-11-20T14:03:07Z"><newParty userId="a" timeShift="0"/></chatTranscript>',
-    "no userType": '<chatTranscript startAt="2026-11-20T14:03:07Z"><newParty userId="a" timeShift="0"><userInfo userNick="x"/></newParty></chatTranscript>',
-    "DTD": '<!DOCTYPE chatTranscript [<!ELEMENT chatTranscript ANY>]><chatTranscript startAt="2026-11-20T14:03:07Z"/>',
-    "entity bomb": '<!DOCTYPE b [<!ENTITY a "aaaaaaaaaa"><!ENTITY b "&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;">'
-    '<!ENTITY c "&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;">]><chatTranscript startAt="2026-11-20T14:03:07Z">'
-    '<message userId="a" timeShift="1"><msgText>&c;</msgText></message></chatTranscript>',
+    "no timeShift": f'{T}<message userId="a"/></chatTranscript>',
+    "bad timeShift": f'{T}<message userId="a" timeShift="x"/></chatTranscript>',
+    "no userId": f'{T}<message timeShift="1"/></chatTranscript>',
+    "no userInfo": f'{T}<newParty userId="a" timeShift="0"/></chatTranscript>',
+    "no userType": f'{T}<newParty userId="a" timeShift="0"><userInfo/></newParty></chatTranscript>',
+    "DTD": f"<!DOCTYPE chatTranscript [<!ELEMENT chatTranscript ANY>]>{T}</chatTranscript>",
+    "entity bomb": f'{BOMB}{T}<message userId="a" timeShift="1"><msgText>&c;</msgText>'
+    "</message></chatTranscript>",
     "external entity": '<!DOCTYPE t [<!ENTITY x SYSTEM "file:///etc/passwd">]>'
-    '<chatTranscript startAt="2026-11-20T14:03:07Z"><message userId="a" timeShift="1">'
-    "<msgText>&x;</msgText></message></chatTranscript>",
+    f'{T}<message userId="a" timeShift="1"><msgText>&x;</msgText></message></chatTranscript>',
     "empty": "",
-}  # fmt: skip
+}
 
 
 @pytest.mark.parametrize("xml", UNREADABLE.values(), ids=UNREADABLE.keys())
