@@ -100,23 +100,40 @@ def _locale(ctx: Context) -> str:
     return str(value) if value else DEFAULT_LOCALE
 
 
-def date_format(pattern: str, locale: str) -> JavaDateFormat:
-    """*pattern* compiled, or the fallback with error 30001 logged."""
-    try:
-        return JavaDateFormat(pattern, locale)
-    except PatternError as exc:
-        log.error("%s: pattern %r: %s; using %r", DATE_FORMAT_ERROR, pattern, exc, FALLBACK_PATTERN)
-        return JavaDateFormat(FALLBACK_PATTERN, locale)
+class _Formats:
+    """The patterns of one request, each compiled (and an invalid one logged) once,
+    whether the HTML part, the text part or both use it."""
+
+    def __init__(self, locale: str) -> None:
+        self.locale = locale
+        self.default = JavaDateFormat(FALLBACK_PATTERN, locale)
+        self._found: dict[str, JavaDateFormat] = {}
+
+    def get(self, pattern: str) -> JavaDateFormat:
+        """*pattern* compiled, or the fallback with error 30001 logged."""
+        if pattern not in self._found:
+            try:
+                self._found[pattern] = JavaDateFormat(pattern, self.locale)
+            except PatternError as exc:
+                log.error(
+                    "%s: pattern %r: %s; using %r",
+                    DATE_FORMAT_ERROR,
+                    pattern,
+                    exc,
+                    FALLBACK_PATTERN,
+                )
+                self._found[pattern] = self.default
+        return self._found[pattern]
 
 
 class _Renderer:
     """Replaces the tags of one part (HTML or text) by the transcript."""
 
-    def __init__(self, transcript: Transcript, locale: str, in_html: bool) -> None:
+    def __init__(self, transcript: Transcript, formats: _Formats, in_html: bool) -> None:
         self.transcript = transcript
-        self.locale = locale
+        self.formats = formats
         self.in_html = in_html
-        self.default = JavaDateFormat(FALLBACK_PATTERN, locale)
+        self.default = formats.default
 
     def _render(self, fmt: JavaDateFormat, with_summary: bool) -> str:
         make = render.to_html if self.in_html else render.to_text
@@ -130,7 +147,7 @@ class _Renderer:
 
         def new(match: re.Match[str]) -> str:
             pattern = render.pattern_of(match.group(1), self.in_html)
-            return self._render(date_format(pattern, self.locale), True)
+            return self._render(self.formats.get(pattern), True)
 
         body = render.NEW_TAG.sub(new, body)
         if render.LEGACY_TAG in body:
@@ -151,11 +168,11 @@ class _Renderer:
         return f"{body.rstrip()}\n\n{fragment}" if body.strip() else fragment
 
 
-def _text_beside(html_body: str, transcript: Transcript, locale: str) -> str:
+def _text_beside(html_body: str, transcript: Transcript, formats: _Formats) -> str:
     """The text part made from the HTML template: its tags' places kept."""
-    text_renderer = _Renderer(transcript, locale, in_html=False)
-    html_renderer = _Renderer(transcript, locale, in_html=True)
-    patterns: list[str | None] = []
+    text_renderer = _Renderer(transcript, formats, in_html=False)
+    html_renderer = _Renderer(transcript, formats, in_html=True)
+    patterns: list[str] = []
 
     def mark(match: re.Match[str]) -> str:
         patterns.append(render.pattern_of(match.group(1), True))
@@ -172,7 +189,7 @@ def _text_beside(html_body: str, transcript: Transcript, locale: str) -> str:
         if pieces[i] == "L":
             out.append(text_renderer._render(text_renderer.default, False))
         else:
-            out.append(text_renderer._render(date_format(next(found) or "", locale), True))
+            out.append(text_renderer._render(formats.get(next(found)), True))
         out.append(pieces[i + 1])
     return "\n".join(p.strip("\n") for p in out if p.strip())
 
@@ -190,16 +207,16 @@ def postroom_render(request: OutboundRequest, ctx: Context) -> None:
         return  # postroom_veto stops it
     if transcript is None:
         return
-    locale = _locale(ctx)
+    formats = _Formats(_locale(ctx))
     html_body, text_body = request.html, request.text
     if text_body is not None:
-        request.text = _Renderer(transcript, locale, in_html=False).place(text_body)
+        request.text = _Renderer(transcript, formats, in_html=False).place(text_body)
     elif html_body is not None:
-        request.text = _text_beside(html_body, transcript, locale)
+        request.text = _text_beside(html_body, transcript, formats)
     else:
-        request.text = _Renderer(transcript, locale, in_html=False).place("")
+        request.text = _Renderer(transcript, formats, in_html=False).place("")
     if html_body is not None:
-        request.html = _Renderer(transcript, locale, in_html=True).place(html_body)
+        request.html = _Renderer(transcript, formats, in_html=True).place(html_body)
         if ctx.option(SECTION, INLINE_CSS):
             request.html = _inline(request.html)
 

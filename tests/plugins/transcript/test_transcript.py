@@ -14,7 +14,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from postroom.api import ConfigError, OutboundRequest
+from postroom.api import ConfigError, OutboundRequest, SendError
 from postroom.testing import TestKernel
 from postroom_transcript import plugin
 from postroom_transcript.transcript import TranscriptError, parse
@@ -211,11 +211,24 @@ def test_an_invalid_pattern_falls_back_and_logs_30001(caplog: pytest.LogCaptureF
     errors = [
         r for r in caplog.records if "30001|STANDARD|CHAT_DATE_FORMAT_PARSE_ERROR" in r.getMessage()
     ]
-    assert errors and all(r.levelno == logging.ERROR for r in errors)
+    assert len(errors) == 1 and errors[0].levelno == logging.ERROR  # once, for both parts
     assert "'yyyy-MM-dd bb'" in errors[0].getMessage()
 
 
 # -------------------------------------------------------- legacy and no tag
+
+
+def test_a_retried_send_renders_once() -> None:
+    """Each attempt renders the request as queued: a retry after a temporary failure
+    sends one transcript, not two."""
+    with TestKernel([EP]) as kernel:
+        kernel.sender.fail_next(SendError("421 4.3.2 try again later"))
+        assert kernel.send(request(html=samples.template())).status == "Queued"
+        kernel.clock.advance(30)
+        assert kernel.run_outbox() == 1
+        parts = sent_parts(kernel)
+    assert parts["text/html"].count('<div class="transcript cx-theme">') == 1
+    assert parts["text/plain"].count("Chat started:") == 1
 
 
 def test_the_legacy_tag_in_the_text_part() -> None:
