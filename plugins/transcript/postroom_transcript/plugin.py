@@ -39,7 +39,8 @@ INLINE_CSS = "inline-css"
 DEFAULT_LOCALE = "en_US"
 DATE_FORMAT_ERROR = "30001|STANDARD|CHAT_DATE_FORMAT_PARSE_ERROR"
 UNMARSHALL_ERROR = "30002|STANDARD|CHAT_UNMARSHALL_ERROR"
-_PLACEHOLDER = "\x00postroom-transcript\x00"
+_NEW_MARK = "\x00postroom-transcript-new\x00"  # where a tag was, in the HTML read as text
+_LEGACY_MARK = "\x00postroom-transcript-legacy\x00"
 _BODY_END = re.compile(r"</body\s*>", re.IGNORECASE)
 
 
@@ -176,17 +177,17 @@ def _text_beside(html_body: str, transcript: Transcript, formats: _Formats) -> s
 
     def mark(match: re.Match[str]) -> str:
         patterns.append(render.pattern_of(match.group(1), True))
-        return _PLACEHOLDER
+        return _NEW_MARK
 
-    marked = render.NEW_TAG.sub(mark, html_body).replace(render.LEGACY_TAG, f"{_PLACEHOLDER}L")
+    marked = render.NEW_TAG.sub(mark, html_body).replace(render.LEGACY_TAG, _LEGACY_MARK)
     text = render.html_to_text(marked)
     if not html_renderer.has_tag(html_body):
         return text_renderer.place(text)
-    pieces = re.split(f"{_PLACEHOLDER}(L?)", text)
+    pieces = re.split(f"({_NEW_MARK}|{_LEGACY_MARK})", text)
     out = [pieces[0]]
     found = iter(patterns)
     for i in range(1, len(pieces), 2):
-        if pieces[i] == "L":
+        if pieces[i] == _LEGACY_MARK:
             out.append(text_renderer._render(text_renderer.default, False))
         else:
             out.append(text_renderer._render(formats.get(next(found)), True))

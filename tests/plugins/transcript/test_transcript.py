@@ -231,6 +231,24 @@ def test_a_retried_send_renders_once() -> None:
     assert parts["text/plain"].count("Chat started:") == 1
 
 
+def test_both_tags_in_an_html_part_make_the_text_part_in_their_places() -> None:
+    html = (
+        "<p>Summary:</p><Genesys_Chat_Transcript><Timestamp>HH:mm</Timestamp>"
+        "</Genesys_Chat_Transcript><p>Legacy:</p>[ChatTranscript]<p>Lisa</p>"
+    )
+    with TestKernel([EP]) as kernel:
+        kernel.send(request(html=html))
+        parts = sent_parts(kernel)
+    text = parts["text/plain"].splitlines()
+    assert text[0:2] == ["Summary:", "Chat started: 15:03"]
+    assert text[2:5] == [f"Duration: {DURATION}", f"Subject: {SUBJECT}", ""]
+    assert text[5].startswith("[15:03] Jürgen Müller: Hallo")
+    legacy = text.index("Legacy:")
+    assert text[legacy + 1].startswith("[2026-11-20T15:03:09] Jürgen Müller: Hallo")
+    assert text[-1] == "Lisa"  # the text after the legacy tag, its first letter kept
+    assert parts["text/html"].count('<div class="transcript cx-theme">') == 2
+
+
 def test_the_legacy_tag_in_the_text_part() -> None:
     with TestKernel([EP]) as kernel:
         kernel.send(request(text="Hello,\n\n[ChatTranscript]\n\nRegards"))
