@@ -136,7 +136,8 @@ class _Renderer:
         self.in_html = in_html
         self.default = formats.default
 
-    def _render(self, fmt: JavaDateFormat, with_summary: bool) -> str:
+        """The transcript in this part's form (HTML or text), times in *fmt*."""
+    def fragment(self, fmt: JavaDateFormat, with_summary: bool) -> str:
         make = render.to_html if self.in_html else render.to_text
         return make(self.transcript, fmt, with_summary)
 
@@ -148,18 +149,18 @@ class _Renderer:
 
         def new(match: re.Match[str]) -> str:
             pattern = render.pattern_of(match.group(1), self.in_html)
-            return self._render(self.formats.get(pattern), True)
+            return self.fragment(self.formats.get(pattern), True)
 
         body = render.NEW_TAG.sub(new, body)
         if render.LEGACY_TAG in body:
-            body = body.replace(render.LEGACY_TAG, self._render(self.default, False))
+            body = body.replace(render.LEGACY_TAG, self.fragment(self.default, False))
         return body
 
     def place(self, body: str) -> str:
         """Tags replaced, or the transcript appended (in HTML before ``</body>``)."""
         if self.has_tag(body):
             return self.replace(body)
-        fragment = self._render(self.default, False)
+        fragment = self.fragment(self.default, False)
         if self.in_html:
             ends = list(_BODY_END.finditer(body))
             if ends:
@@ -188,9 +189,9 @@ def _text_beside(html_body: str, transcript: Transcript, formats: _Formats) -> s
     found = iter(patterns)
     for i in range(1, len(pieces), 2):
         if pieces[i] == _LEGACY_MARK:
-            out.append(text_renderer._render(text_renderer.default, False))
+            out.append(text_renderer.fragment(text_renderer.default, False))
         else:
-            out.append(text_renderer._render(formats.get(next(found)), True))
+            out.append(text_renderer.fragment(formats.get(next(found)), True))
         out.append(pieces[i + 1])
     return "\n".join(p.strip("\n") for p in out if p.strip())
 
