@@ -136,8 +136,8 @@ class _Renderer:
         self.in_html = in_html
         self.default = formats.default
 
-        """The transcript in this part's form (HTML or text), times in *fmt*."""
     def fragment(self, fmt: JavaDateFormat, with_summary: bool) -> str:
+        """The transcript in this part's form (HTML or text), times in *fmt*."""
         make = render.to_html if self.in_html else render.to_text
         return make(self.transcript, fmt, with_summary)
 
