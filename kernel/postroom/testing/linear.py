@@ -88,7 +88,8 @@ def measure_growth(
     """Double *n* from *start* until ``run(make(n))`` takes *min_seconds*, then time 2N.
 
     The search runs each size once; the comparison at N and 2N takes the best
-    of *repeat* runs each, with both inputs made before either is timed.
+    of *repeat* runs each, with both inputs made before either is timed and
+    the runs at N and 2N taking turns.
     """
     n = start
     while True:
@@ -97,8 +98,12 @@ def measure_growth(
             break
         n *= 2
     small, large = make(n), make(2 * n)
-    seconds_n = best_time(run, small, repeat)
-    seconds_2n = best_time(run, large, repeat)
+    # interleaved, not N's runs then 2N's: a burst of load on the machine
+    # (cache and memory bandwidth count in CPU time too) then slows both alike
+    seconds_n = seconds_2n = float("inf")
+    for _ in range(repeat):
+        seconds_n = min(seconds_n, timed(run, small))
+        seconds_2n = min(seconds_2n, timed(run, large))
     return Growth(n=n, seconds_n=seconds_n, seconds_2n=seconds_2n)
 
 
