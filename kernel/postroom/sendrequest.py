@@ -178,6 +178,8 @@ def _refusal(error: Any) -> RequestError:
         )
     if validator == "required":
         missing = next(k for k in error.validator_value if k not in instance)
+        if missing == "to":
+            return RequestError(missing, "is required unless in_reply_to names the mail answered")
         return RequestError(missing, "is required")
     if validator == "additionalProperties":
         unknown = sorted(k for k in instance if k not in schema.get("properties", {}))
@@ -435,7 +437,7 @@ def request_from_json(
         raise RequestError("to", f"{total} recipients; at most {MAX_RECIPIENTS} per request")
     sender = data.get("from")
     return OutboundRequest(
-        to=[str(m) for m in recipients["to"]],
+        to=[str(m) for m in recipients.get("to", [])],
         cc=[str(m) for m in recipients.get("cc", [])],
         bcc=[str(m) for m in recipients.get("bcc", [])],
         subject=subject,
@@ -452,7 +454,7 @@ def request_from_json(
 
 def request_data(request: OutboundRequest) -> dict[str, Any]:
     """*request* in the JSON shape of the schema, to validate a request made in Python."""
-    return {
+    data: dict[str, Any] = {
         "to": request.to,
         "cc": request.cc,
         "bcc": request.bcc,
@@ -466,6 +468,9 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
         "automatic": request.automatic,
         "options": request.options,
     }
+    if not request.to and request.in_reply_to is not None:
+        del data["to"]  # filled from the parent at queueing
+    return data
 
 
 def validate_request(

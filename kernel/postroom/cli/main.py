@@ -505,8 +505,9 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
     """
     from postroom.sendrequest import RequestError, parse_json
 
-    data: dict[str, Any] = {"to": args.to, "automatic": args.automatic}
+    data: dict[str, Any] = {"automatic": args.automatic}
     optional = {
+        "to": args.to,
         "cc": args.cc,
         "bcc": args.bcc,
         "from": args.sender,
@@ -897,8 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to",
         action="append",
-        required=True,
-        help="recipients: an address list ('a@x.example, Anna <b@y.example>'), repeatable",
+        help="recipients: an address list ('a@x.example, Anna <b@y.example>'), repeatable; "
+        "required unless --in-reply-to names the mail answered (then its Reply-To or From)",
     )
     p.add_argument("--cc", action="append", help="Cc recipients (address list, repeatable)")
     p.add_argument("--bcc", action="append", help="Bcc recipients (address list, repeatable)")
@@ -906,7 +907,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", help="subject")
     p.add_argument("--text", help="plain-text body, or @FILE")
     p.add_argument("--html", help="HTML body, or @FILE")
-    p.add_argument("--in-reply-to", help="id of the interaction this answers (threading)")
+    p.add_argument(
+        "--in-reply-to",
+        help="id of the interaction this answers (threading; fills --to and --subject "
+        "when they are not given)",
+    )
     p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
     p.add_argument(
         "--option",

@@ -95,6 +95,14 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "(absent: `postroom@<default-domain>`).",
     )
     add(
+        "subject-reply-prefix",
+        section=ep,
+        default="Re:",
+        description="Put before the answered interaction's subject when a send request with "
+        "`in_reply_to` gives none (followed by one space; put there once: `Re:`, `RE :` and "
+        "this prefix already leading the subject are replaced, in any case).",
+    )
+    add(
         "enable-message-id-check",
         "bool",
         section=ep,
