@@ -438,6 +438,8 @@ class OutboundRequest:
     bcc: list[str] = attrs.field(factory=list)
     headers: dict[str, str] = attrs.field(factory=dict)
     in_reply_to: str | None = None  # interaction id of the inbound being answered
+    #: quote the answered interaction below the text (the site's ``quote-*`` options)
+    quote: bool = False
     attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
     automatic: bool = False  # sent by automation (never to suppressed addresses)
     options: dict[str, Any] = attrs.field(factory=dict)  # e.g. dsn/mdn requests

@@ -435,6 +435,9 @@ def request_from_json(
     total = sum(map(len, recipients.values()))
     if total > MAX_RECIPIENTS:
         raise RequestError("to", f"{total} recipients; at most {MAX_RECIPIENTS} per request")
+    quote = data.get("quote", False)
+    if quote and data.get("in_reply_to") is None:
+        raise RequestError("quote", "needs in_reply_to: the interaction to quote")
     sender = data.get("from")
     return OutboundRequest(
         to=[str(m) for m in recipients.get("to", [])],
@@ -446,6 +449,7 @@ def request_from_json(
         from_addr=None if sender is None else str(_one_mailbox("from", sender)),
         headers=headers,
         in_reply_to=data.get("in_reply_to"),
+        quote=quote,
         attached_data=dict(data.get("attached_data", {})),
         automatic=data.get("automatic", False),
         options=dict(data.get("options", {})),
@@ -464,6 +468,7 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
         "html": request.html,
         "headers": request.headers,
         "in_reply_to": request.in_reply_to,
+        "quote": request.quote,
         "attached_data": request.attached_data,
         "automatic": request.automatic,
         "options": request.options,

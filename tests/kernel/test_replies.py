@@ -22,7 +22,13 @@ from postroom.model import (
     OutboundRequest,
     bounded_references,
 )
-from postroom.replies import reply_recipients, reply_references, reply_subject
+from postroom.replies import (
+    QuoteStyle,
+    quote_text,
+    reply_recipients,
+    reply_references,
+    reply_subject,
+)
 from postroom.sendrequest import RequestError, request_from_json, validate_request
 from postroom.services.gateway import Gateway
 from postroom.views import interaction_json
@@ -323,3 +329,83 @@ def test_the_chain_is_bounded_when_the_parents_is_long(
     assert len(chain) == MAX_REFERENCES
     assert chain[0] == "<ref-0@x.example>" and chain[-1] == "<p@x.example>"
     assert chain[-2] == "<ref-299@x.example>"
+
+
+# ------------------------------------------------------------------ quoting
+
+
+def test_a_quoted_reply_carries_the_parent_below_its_text(
+    gateway: Gateway, quickstart: Path, tmp_path: Path
+) -> None:
+    parent = ingest(gateway.kernel, tmp_path, CUSTOMER)
+    request = OutboundRequest(text="We are sorry.", in_reply_to=parent.id, quote=True)
+    reply = run(gateway.send(request))
+    expected = (
+        "We are sorry.\n"
+        "\n"
+        "-----Original Message-----\n"
+        "From: anna@customer.example\n"
+        "Sent: Fri, 13 Feb 2026 22:38:16 +0100\n"
+        "To: support@centre.example\n"
+        "Subject: RE: Re : order 4711 arrived damaged\n"
+        "\n"
+        "> The parcel was crushed.\n"
+    )
+    assert reply.text == expected
+    message = sent(quickstart, reply.message_id)
+    assert message.get_content().replace("\r\n", "\n") == expected
+
+
+def test_html_quoting_escapes_every_value_from_the_parent(
+    gateway: Gateway, quickstart: Path, tmp_path: Path
+) -> None:
+    raw = mail(
+        b"Cc: <x@y.example>\r\n",
+        body=b"<script>alert(1)</script> & <b>bold</b>\r\nline two\r\n",
+        subject=b"<img src=x onerror=alert(2)>",
+    )
+    parent = ingest(gateway.kernel, tmp_path, raw)
+    request = OutboundRequest(
+        html="<html><body><p>Sorry</p></body></html>", in_reply_to=parent.id, quote=True
+    )
+    reply = run(gateway.send(request))
+    message = sent(quickstart, reply.message_id)
+    html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert html.startswith("<html><body><p>Sorry</p>") and html.rstrip().endswith("</html>")
+    assert '<blockquote type="cite">' in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt; &amp; &lt;b&gt;bold&lt;/b&gt;<br>" in html
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html and "<img" not in html
+    assert "<script>" not in html and "<b>bold" not in html
+    assert "<b>Cc:</b> x@y.example<br>" in html
+    assert "<b>Subject:</b> Re:" not in html  # the quoted subject is the parent's own
+    assert message.get_body(("plain",)) is None  # only what the request asked for
+
+
+def test_the_quote_options_shape_the_quote() -> None:
+    parent = Interaction(
+        from_addr="a@x.example",
+        to=["s@c.example"],
+        subject="Frage",
+        text="eins\r\nzwei",
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+    )
+    style = QuoteStyle(prefix="| ", separator="", from_label="Von:", sent_label="",
+                       to_label="An:", subject_label="Betreff:")  # fmt: skip
+    assert quote_text("Antwort", parent, style) == (
+        "Antwort\n\nVon: a@x.example\nAn: s@c.example\nBetreff: Frage\n\n| eins\n| zwei\n"
+    )
+    # no Date header: the time it was stored; an HTML-only parent is quoted as text
+    html_only = Interaction(from_addr="a@x.example", html="<p>Hi<br>there</p><style>x</style>",
+                            created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
+    quoted = quote_text(None, html_only, QuoteStyle())
+    assert "Sent: Fri, 02 Jan 2026 03:04:05 +0000\n" in quoted
+    assert quoted.endswith("> Hi\n> there\n") and "> x" not in quoted
+
+
+def test_quote_without_in_reply_to_is_refused_naming_quote() -> None:
+    with pytest.raises(RequestError, match="needs in_reply_to") as refused:
+        request_from_json({"to": "a@x.example", "text": "x", "quote": True})
+    assert refused.value.field == "quote"
+    with pytest.raises(RequestError) as refused:
+        request_from_json({"text": "x", "in_reply_to": "p-1", "quote": "yes"})
+    assert refused.value.field == "quote"

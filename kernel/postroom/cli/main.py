@@ -492,6 +492,7 @@ _SEND_OPTIONS = {
     "html": "--html",
     "headers": "--header",
     "in_reply_to": "--in-reply-to",
+    "quote": "--quote",
     "options": "--option",
     "automatic": "--automatic",
 }
@@ -506,6 +507,8 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
     from postroom.sendrequest import RequestError, parse_json
 
     data: dict[str, Any] = {"automatic": args.automatic}
+    if args.quote:
+        data["quote"] = True
     optional = {
         "to": args.to,
         "cc": args.cc,
@@ -911,6 +914,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--in-reply-to",
         help="id of the interaction this answers (threading; fills --to and --subject "
         "when they are not given)",
+    )
+    p.add_argument(
+        "--quote",
+        action="store_true",
+        help="quote the --in-reply-to interaction below the text (the site's quote-* options)",
     )
     p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
     p.add_argument(

@@ -48,7 +48,15 @@ from postroom.model import (
     Subtype,
 )
 from postroom.pipeline.outbound import OutboundPipeline, failure_text, is_permanent
-from postroom.replies import DEFAULT_REPLY_PREFIX, reply_recipients, reply_references, reply_subject
+from postroom.replies import (
+    DEFAULT_REPLY_PREFIX,
+    QuoteStyle,
+    quote_html,
+    quote_text,
+    reply_recipients,
+    reply_references,
+    reply_subject,
+)
 from postroom.sendrequest import (
     BUILTIN_FORBIDDEN_HEADERS,
     RequestError,
@@ -414,8 +422,9 @@ def _filled_reply(
     forbidden: frozenset[str] | None,
 ) -> OutboundRequest:
     """*request* with what it left out taken from *parent* (:mod:`postroom.replies`),
-    validated again: the parent's addresses come from a stored mail."""
-    if request.to and request.subject:
+    and *parent* quoted when it asks; validated again: what was added comes from a
+    stored mail."""
+    if request.to and request.subject and not request.quote:
         return request
     if not request.to:
         request.to = reply_recipients(parent)
@@ -430,6 +439,12 @@ def _filled_reply(
         request.subject = reply_subject(
             parent.subject, DEFAULT_REPLY_PREFIX if prefix is None else str(prefix)
         )
+    if request.quote:
+        style = quote_style(kernel)
+        if request.html is not None:
+            request.html = quote_html(request.html, parent, style)
+        if request.text is not None or request.html is None:
+            request.text = quote_text(request.text, parent, style)
     try:
         return validate_request(
             request, site_forbidden_headers(kernel) if forbidden is None else forbidden
@@ -438,3 +453,21 @@ def _filled_reply(
         raise RequestError(
             exc.field, f"as filled from interaction {parent.id!r} (in_reply_to): {exc.message}"
         ) from None
+
+
+def quote_style(kernel: Kernel) -> QuoteStyle:
+    """The site's ``quote-*`` options (``email-processing``)."""
+
+    def option(name: str) -> str:
+        value = kernel.config.get("email-processing", name)
+        return "" if value is None else str(value)
+
+    return QuoteStyle(
+        prefix=option("quote-prefix"),
+        separator=option("quote-separator"),
+        from_label=option("quote-from"),
+        to_label=option("quote-to"),
+        cc_label=option("quote-cc"),
+        sent_label=option("quote-sent"),
+        subject_label=option("quote-subject"),
+    )
