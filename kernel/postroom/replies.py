@@ -44,11 +44,21 @@ def _prefix_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(rf"^\s*(?:(?:{alternatives})\s*(?:\[\d{{1,4}}\])?\s*:\s*)+", re.IGNORECASE)
 
 
+#: what a request's subject may not hold (see :mod:`postroom.sendrequest`): control
+#: characters, made blanks here, since the parent's subject is the sender's text
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
+#: a request's subject is at most this long (the send-request schema)
+_MAX_SUBJECT = 998
+
+
 def reply_subject(subject: str, prefix: str = DEFAULT_REPLY_PREFIX) -> str:
     """*subject* with *prefix* before it once: markers already there are replaced,
-    so a reply to ``RE: Re: order`` is ``Re: order``, never ``Re: Re: ...``."""
+    so a reply to ``RE: Re: order`` is ``Re: order``, never ``Re: Re: ...``. Control
+    characters become blanks and the result is cut to what a request may hold, so
+    any stored subject can be answered."""
     marker = prefix.strip()
-    rest = _prefix_pattern(prefix).sub("", subject, count=1)
+    rest = _prefix_pattern(prefix).sub("", _CONTROL.sub(" ", subject), count=1)
+    rest = rest[: max(0, _MAX_SUBJECT - len(marker) - 1)]
     if not marker:
         return rest
     return f"{marker} {rest}" if rest else marker
@@ -115,7 +125,8 @@ def _parent_text(parent: Interaction) -> str:
         text = re.sub(r"\n{3,}", "\n\n", "".join(reader.parts)).strip()[:MAX_QUOTED_CHARS]
     else:
         text = ""
-    return text.replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
+    return text.rstrip("\n")
 
 
 def _header_lines(parent: Interaction, style: QuoteStyle) -> list[tuple[str, str]]:

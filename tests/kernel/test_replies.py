@@ -186,10 +186,17 @@ def test_bounded_references_keeps_the_first_and_the_latest() -> None:
         ("Reorder", "Re:", "Re: Reorder"),
         ("", "Re:", "Re:"),
         ("order", "", "order"),
+        ("line\r\nbreak\x00and\u2028more", "Re:", "Re: line break and more"),
     ],
 )
 def test_the_reply_prefix_is_put_there_once(subject: str, prefix: str, expected: str) -> None:
     assert reply_subject(subject, prefix) == expected
+
+
+def test_a_huge_subject_is_cut_to_what_a_request_may_hold() -> None:
+    made = reply_subject("x" * 5000, "Re:")
+    assert made.startswith("Re: xxx") and len(made) == 998
+    validate_request(OutboundRequest(to=["a@x.example"], subject=made))
 
 
 def test_recipients_are_reply_to_else_from_and_to_for_our_own_mail() -> None:
