@@ -283,6 +283,25 @@ class Verdict:
 
 # --------------------------------------------------------------- interactions
 
+#: at most this many Message-IDs of a References chain are kept (hostile input)
+MAX_REFERENCES = 100
+#: a longer Message-ID in a chain is dropped: no real one comes near it
+MAX_MESSAGE_ID_CHARS = 500
+#: at most this many Reply-To addresses are kept
+MAX_REPLY_TO = 100
+#: a longer address is dropped (RFC 5321: 64 for the local part, 255 for the domain)
+MAX_ADDRESS_CHARS = 320
+
+
+def bounded_references(ids: list[str]) -> list[str]:
+    """A References chain kept bounded: overlong ids dropped, and of a long chain
+    the first id and the most recent ones (RFC 5322, section 3.6.4, lets a
+    client trim the chain so)."""
+    kept = [mid for mid in ids if len(mid) <= MAX_MESSAGE_ID_CHARS]
+    if len(kept) <= MAX_REFERENCES:
+        return kept
+    return [kept[0], *kept[len(kept) - (MAX_REFERENCES - 1) :]]
+
 
 @attrs.define
 class Interaction:
@@ -300,6 +319,12 @@ class Interaction:
     from_addr: str | None = None
     to: list[str] = attrs.field(factory=list)
     cc: list[str] = attrs.field(factory=list)
+    #: where answers go (the Reply-To header), when the sender named it
+    reply_to: list[str] = attrs.field(factory=list)
+    #: the References chain, oldest first, bounded (see :func:`bounded_references`)
+    references: list[str] = attrs.field(factory=list)
+    #: the Date header, with the sender's offset; None when absent or unreadable
+    date: datetime | None = None
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = attrs.field(factory=list)
@@ -403,7 +428,8 @@ class GrantRecord:
 class OutboundRequest:
     """A request to send an e-mail, as the stack or an agent makes it."""
 
-    to: list[str]
+    #: may be empty when ``in_reply_to`` is given: filled from the parent at queueing
+    to: list[str] = attrs.field(factory=list)
     subject: str = ""
     text: str | None = None
     html: str | None = None
@@ -412,6 +438,8 @@ class OutboundRequest:
     bcc: list[str] = attrs.field(factory=list)
     headers: dict[str, str] = attrs.field(factory=dict)
     in_reply_to: str | None = None  # interaction id of the inbound being answered
+    #: quote the answered interaction below the text (the site's ``quote-*`` options)
+    quote: bool = False
     attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
     automatic: bool = False  # sent by automation (never to suppressed addresses)
     options: dict[str, Any] = attrs.field(factory=dict)  # e.g. dsn/mdn requests

@@ -178,6 +178,8 @@ def _refusal(error: Any) -> RequestError:
         )
     if validator == "required":
         missing = next(k for k in error.validator_value if k not in instance)
+        if missing == "to":
+            return RequestError(missing, "is required unless in_reply_to names the mail answered")
         return RequestError(missing, "is required")
     if validator == "additionalProperties":
         unknown = sorted(k for k in instance if k not in schema.get("properties", {}))
@@ -433,9 +435,12 @@ def request_from_json(
     total = sum(map(len, recipients.values()))
     if total > MAX_RECIPIENTS:
         raise RequestError("to", f"{total} recipients; at most {MAX_RECIPIENTS} per request")
+    quote = data.get("quote", False)
+    if quote and data.get("in_reply_to") is None:
+        raise RequestError("quote", "needs in_reply_to: the interaction to quote")
     sender = data.get("from")
     return OutboundRequest(
-        to=[str(m) for m in recipients["to"]],
+        to=[str(m) for m in recipients.get("to", [])],
         cc=[str(m) for m in recipients.get("cc", [])],
         bcc=[str(m) for m in recipients.get("bcc", [])],
         subject=subject,
@@ -444,6 +449,7 @@ def request_from_json(
         from_addr=None if sender is None else str(_one_mailbox("from", sender)),
         headers=headers,
         in_reply_to=data.get("in_reply_to"),
+        quote=quote,
         attached_data=dict(data.get("attached_data", {})),
         automatic=data.get("automatic", False),
         options=dict(data.get("options", {})),
@@ -452,7 +458,7 @@ def request_from_json(
 
 def request_data(request: OutboundRequest) -> dict[str, Any]:
     """*request* in the JSON shape of the schema, to validate a request made in Python."""
-    return {
+    data: dict[str, Any] = {
         "to": request.to,
         "cc": request.cc,
         "bcc": request.bcc,
@@ -462,10 +468,14 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
         "html": request.html,
         "headers": request.headers,
         "in_reply_to": request.in_reply_to,
+        "quote": request.quote,
         "attached_data": request.attached_data,
         "automatic": request.automatic,
         "options": request.options,
     }
+    if not request.to and request.in_reply_to is not None:
+        del data["to"]  # filled from the parent at queueing
+    return data
 
 
 def validate_request(

@@ -26,6 +26,9 @@ def interaction_json(interaction: Interaction, source: str | None = None) -> dic
         "from": interaction.from_addr,
         "to": list(interaction.to),
         "cc": list(interaction.cc),
+        "reply_to": list(interaction.reply_to),
+        "references": list(interaction.references),
+        "date": interaction.date.isoformat() if interaction.date is not None else None,
         "attachments": [
             {
                 "filename": a.filename,

@@ -408,7 +408,10 @@ def test_run_serves_the_http_api_and_stops_cleanly_on_sigterm(quickstart: Path) 
         assert any(b"X-Ticket: 4711" in p.read_bytes() for p in eml)
 
         code, raw = http("POST", f"{base}/send", token, {"subject": "no recipient"})
-        assert code == 400 and json.loads(raw) == {"error": "to: is required", "field": "to"}
+        assert code == 400 and json.loads(raw) == {
+            "error": "to: is required unless in_reply_to names the mail answered",
+            "field": "to",
+        }
         code, raw = http(
             "POST", f"{base}/send", token, {"to": ["a@b.c"], "headers": {"X": "a\r\nBcc: x"}}
         )

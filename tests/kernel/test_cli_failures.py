@@ -154,7 +154,9 @@ def cases_for(command: tuple[str, ...], parser: argparse.ArgumentParser, site: S
     """Bad inputs for one command, derived from its arguments."""
     actions = [a for a in parser._actions if not isinstance(a, argparse._HelpAction)]
     config = next((a for a in actions if "--config" in a.option_strings), None)
-    required = [a for a in actions if a.required and a.option_strings and a is not config]
+    # send's --to is needed unless --in-reply-to is given: the request is refused first
+    needed = [a for a in actions if a.required or (command == ("send",) and a.dest == "to")]
+    required = [a for a in needed if a.option_strings and a is not config]
     positionals = [a for a in actions if not a.option_strings]
 
     def argv(

@@ -66,3 +66,27 @@ def test_a_refused_request_exits_2_naming_the_option(
     assert outbox(quickstart) == []
     listed = postroom("interactions", "list", "-c", str(quickstart), "--json")
     assert listed.returncode == 0 and listed.stdout == ""
+
+
+def test_no_to_without_in_reply_to_exits_2_naming_to(quickstart: Path) -> None:
+    result = postroom("send", "-c", str(quickstart), "--text", "Hi")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: --to: is required unless in_reply_to"), result.stderr
+    assert outbox(quickstart) == []
+
+
+def test_in_reply_to_alone_answers_the_parent(quickstart: Path) -> None:
+    first = postroom(
+        "send", "-c", str(quickstart), "--to", "a@x.example", "--subject", "Order",
+        "--text", "1", "--now",
+    )  # fmt: skip
+    assert first.returncode == 0, first.stderr
+    parent_id, parent_mid, _status = first.stdout.split()
+    result = postroom(
+        "send", "-c", str(quickstart), "--in-reply-to", parent_id, "--text", "2", "--now"
+    )
+    assert result.returncode == 0, result.stderr
+    emls = [p.read_bytes() for p in outbox(quickstart) if p.suffix == ".eml"]
+    [reply] = [eml for eml in emls if b"In-Reply-To:" in eml]
+    assert b"To: a@x.example\r\n" in reply and b"Subject: Re: Order\r\n" in reply
+    assert f"References: {parent_mid}\r\n".encode() in reply

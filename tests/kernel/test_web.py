@@ -290,6 +290,22 @@ def test_malformed_json_is_a_400_never_a_500(
     assert server.queued() == 0
 
 
+def test_no_to_and_no_in_reply_to_is_a_400_naming_to(server: Server) -> None:
+    code, body = server.send({"subject": "x", "text": "y"})
+    assert code == 400 and body["field"] == "to", body
+    assert "required unless in_reply_to" in body["error"]
+    assert server.queued() == 0
+
+
+def test_in_reply_to_alone_fills_the_recipients_of_a_follow_up(server: Server) -> None:
+    code, first = server.send({"to": ["a@example.com"], "subject": "Order", "text": "1"})
+    assert code == 202, first
+    code, reply = server.send({"text": "2", "in_reply_to": first["id"]})
+    assert code == 202, reply
+    assert reply["to"] == ["a@example.com"] and reply["subject"] == "Re: Order"
+    assert reply["references"] == [first["message_id"]]
+
+
 def test_in_reply_to_an_unknown_interaction_is_a_400(server: Server) -> None:
     code, body = server.send({"to": ["a@example.com"], "in_reply_to": "no-such-id"})
     assert code == 400 and body["field"] == "in_reply_to"

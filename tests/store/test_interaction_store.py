@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -57,6 +57,25 @@ def read_back(store: SQLStore, interaction_id: str) -> bytes:
 
 def inbound(**fields: Any) -> Interaction:
     return Interaction(mailbox="support", subject="hi", **fields)
+
+
+def write_as_before_0008(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    """*store* (opened at an older schema) writes interactions with the columns
+    they had before migration 0008, as an older postroom did."""
+
+    def insert(tx: Any, item: Interaction, raw_id: str | None, now: datetime) -> None:
+        tx.execute(
+            "INSERT INTO interactions (id, tenant_id, type, subtype, status, mailbox, "
+            "message_id, subject, from_addr, to_addrs, cc_addrs, attachments, attached_data, "
+            "created_at, raw_id, stored_at) "
+            f"VALUES ({', '.join(['?'] * 16)})",
+            (item.id, item.tenant_id, item.type, item.subtype, item.status, item.mailbox,
+             item.message_id, item.subject, item.from_addr, json.dumps(item.to),
+             json.dumps(item.cc), "[]", "{}", store._dt_param(item.created_at), raw_id,
+             store._dt_param(now)),
+        )  # fmt: skip
+
+    monkeypatch.setattr(store, "_insert_interaction", insert)
 
 
 # ------------------------------------------------------------------ contract
@@ -203,6 +222,10 @@ def test_commit_of_a_new_message_stores_every_field(store: SQLStore, raw_of: Raw
         from_addr="a@example.org",
         to=["b@example.org", "c@example.org"],
         cc=["d@example.org"],
+        reply_to=["orders@example.org", "team@example.org"],
+        references=["<r1@example.org>", "<r2@example.org>", "<m0@example.org>"],
+        # the sender's offset is kept, not turned into UTC
+        date=datetime(2024, 3, 1, 13, 29, 58, tzinfo=timezone(timedelta(hours=-5, minutes=-30))),
         text="body\n",
         html="<p>body</p>",
         attachments=[Attachment("a.pdf", "application/pdf", 1234, False, "attachment", None, "2")],
@@ -219,6 +242,7 @@ def test_commit_of_a_new_message_stores_every_field(store: SQLStore, raw_of: Raw
     assert got == attrs.evolve(item, raw_sha256=raw.sha256)
     assert got is not None and got.created_at.tzinfo is not None
     assert got.created_at.utcoffset() == timedelta(0)
+    assert got.date is not None and got.date.utcoffset() == timedelta(hours=-5, minutes=-30)
     assert store.get_cursor("support") == Cursor("support", "4711:1")
     assert store.get_cursor("other") is None
     assert store.handoff_status(item.id) == ("pending", 0, None)
@@ -667,6 +691,7 @@ def test_migration_5_leaves_the_side_effects_of_handed_off_interactions_done(
     """Before it, side effects ran in postroom_submit: those handed off had theirs."""
     old = make_store(open=False)
     monkeypatch.setattr(old, "migrations", lambda real=old.migrations: real()[:3])
+    write_as_before_0008(old, monkeypatch)
     old.open()
     assert old.schema_version() == 3
     handed, waiting = Interaction(), Interaction()
@@ -679,6 +704,33 @@ def test_migration_5_leaves_the_side_effects_of_handed_off_interactions_done(
     assert upgraded.after_commit_status(handed.id) == ("done", 0, None)
     assert upgraded.after_commit_status(waiting.id) == ("pending", 0, None)
     assert [i.id for i in upgraded.pending_after_commit()] == [waiting.id]
+
+
+def test_migration_8_gives_older_rows_no_reply_to_references_nor_date(
+    make_store: MakeStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = make_store(open=False)
+    monkeypatch.setattr(old, "migrations", lambda real=old.migrations: real()[:7])
+    write_as_before_0008(old, monkeypatch)
+    old.open()
+    assert old.schema_version() == 7
+    before = inbound(message_id="<old@example.org>", from_addr="a@example.org")
+    old.commit_fetched("mb", "1", raw_of(MAIL), [before])
+    old.close()
+    upgraded = make_store()
+    assert upgraded.schema_version() == upgraded.migrations()[-1].version >= 8
+    got = upgraded.get_interaction(before.id)
+    assert got is not None and got.message_id == "<old@example.org>"
+    assert (got.reply_to, got.references, got.date) == ([], [], None)
+    # and a new row on the upgraded store keeps them
+    after = inbound(reply_to=["r@example.org"], references=["<old@example.org>"],
+                    date=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC))  # fmt: skip
+    upgraded.commit_fetched("mb", "2", raw_of(BINARY), [after])
+    again = upgraded.get_interaction(after.id)
+    assert again is not None
+    assert (again.reply_to, again.references, again.date) == (
+        ["r@example.org"], ["<old@example.org>"], datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    )
 
 
 # ------------------------------------------------------------------- outbox

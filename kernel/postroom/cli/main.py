@@ -492,6 +492,7 @@ _SEND_OPTIONS = {
     "html": "--html",
     "headers": "--header",
     "in_reply_to": "--in-reply-to",
+    "quote": "--quote",
     "options": "--option",
     "automatic": "--automatic",
 }
@@ -505,8 +506,11 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
     """
     from postroom.sendrequest import RequestError, parse_json
 
-    data: dict[str, Any] = {"to": args.to, "automatic": args.automatic}
+    data: dict[str, Any] = {"automatic": args.automatic}
+    if args.quote:
+        data["quote"] = True
     optional = {
+        "to": args.to,
         "cc": args.cc,
         "bcc": args.bcc,
         "from": args.sender,
@@ -897,8 +901,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--to",
         action="append",
-        required=True,
-        help="recipients: an address list ('a@x.example, Anna <b@y.example>'), repeatable",
+        help="recipients: an address list ('a@x.example, Anna <b@y.example>'), repeatable; "
+        "required unless --in-reply-to names the mail answered (then its Reply-To or From)",
     )
     p.add_argument("--cc", action="append", help="Cc recipients (address list, repeatable)")
     p.add_argument("--bcc", action="append", help="Bcc recipients (address list, repeatable)")
@@ -906,7 +910,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", help="subject")
     p.add_argument("--text", help="plain-text body, or @FILE")
     p.add_argument("--html", help="HTML body, or @FILE")
-    p.add_argument("--in-reply-to", help="id of the interaction this answers (threading)")
+    p.add_argument(
+        "--in-reply-to",
+        help="id of the interaction this answers (threading; fills --to and --subject "
+        "when they are not given)",
+    )
+    p.add_argument(
+        "--quote",
+        action="store_true",
+        help="quote the --in-reply-to interaction below the text (the site's quote-* options)",
+    )
     p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
     p.add_argument(
         "--option",

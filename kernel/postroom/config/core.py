@@ -95,6 +95,44 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "(absent: `postroom@<default-domain>`).",
     )
     add(
+        "subject-reply-prefix",
+        section=ep,
+        default="Re:",
+        description="Put before the answered interaction's subject when a send request with "
+        "`in_reply_to` gives none (followed by one space; put there once: `Re:`, `RE :` and "
+        "this prefix already leading the subject are replaced, in any case).",
+    )
+    for option, default, what in (
+        ("quote-prefix", "> ", "Put before every line of the quoted text (plain text)."),
+        (
+            "quote-separator",
+            "-----Original Message-----",
+            "The line between the reply's own text and the quoted mail (empty: none).",
+        ),
+        ("quote-from", "From:", "Label of the quoted mail's sender line (empty: no line)."),
+        ("quote-to", "To:", "Label of the quoted mail's recipients line (empty: no line)."),
+        (
+            "quote-cc",
+            "Cc:",
+            "Label of the quoted mail's Cc line (empty: no line; none when it had no Cc).",
+        ),
+        (
+            "quote-sent",
+            "Sent:",
+            "Label of the quoted mail's date line: its Date header as the sender wrote it, "
+            "else when it was stored (empty: no line).",
+        ),
+        ("quote-subject", "Subject:", "Label of the quoted mail's subject line (empty: no line)."),
+    ):
+        add(
+            option,
+            section=ep,
+            default=default,
+            description=what + " Used when a send request with `in_reply_to` asks for "
+            '`"quote": true`: the answered mail is quoted below the reply\'s text (and in '
+            "a `<blockquote>` below its HTML, every value escaped); see docs/outbound.md.",
+        )
+    add(
         "enable-message-id-check",
         "bool",
         section=ep,

@@ -14,12 +14,15 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 from postroom.model import (
+    MAX_ADDRESS_CHARS,
+    MAX_REPLY_TO,
     CommitResult,
     Cursor,
     FetchedMessage,
     Interaction,
     InteractionType,
     ParsedMessage,
+    bounded_references,
 )
 from postroom.parsing.default import DefaultParser
 from postroom.parsing.limits import ParseLimits
@@ -44,6 +47,14 @@ def limits_from(ctx: Context) -> ParseLimits:
     )
 
 
+def _chain(message: ParsedMessage) -> list[str]:
+    """The thread's chain: References, else a single In-Reply-To id (RFC 5322,
+    section 3.6.4, builds a reply's References from it then)."""
+    if message.references:
+        return list(message.references)
+    return list(message.in_reply_to) if len(message.in_reply_to) == 1 else []
+
+
 def interaction_from(message: ParsedMessage, *, tenant_id: int, mailbox: str) -> Interaction:
     return Interaction(
         tenant_id=tenant_id,
@@ -54,6 +65,9 @@ def interaction_from(message: ParsedMessage, *, tenant_id: int, mailbox: str) ->
         from_addr=message.from_addr,
         to=list(message.to),
         cc=list(message.cc),
+        reply_to=[a for a in message.reply_to if len(a) <= MAX_ADDRESS_CHARS][:MAX_REPLY_TO],
+        references=bounded_references(_chain(message)),
+        date=message.date,
         text=message.text,
         html=message.html,
         attachments=list(message.attachments),

@@ -32,6 +32,7 @@ from postroom.model import (
     OutboxState,
     SuppressionEntry,
 )
+from postroom.replies import reply_references
 from postroom.sendrequest import (
     BUILTIN_FORBIDDEN_HEADERS,
     RequestError,
@@ -108,8 +109,12 @@ def build_message(
     extra_headers: dict[str, str],
     now: datetime,
     forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
+    references: list[str] | None = None,
 ) -> bytes:
     """The RFC 5322 message for a validated request (CRLF line ends).
+
+    A reply's *references* is the whole chain (:func:`postroom.replies.reply_references`);
+    without it a reply refers to *parent_message_id* alone.
 
     The plugins' *extra_headers* are checked (:class:`HeaderInjection`, permanent)
     and those on the site's *forbidden* list dropped. A request naming a UTF-8
@@ -133,7 +138,7 @@ def build_message(
     msg["Message-ID"] = message_id
     if parent_message_id:
         msg["In-Reply-To"] = parent_message_id
-        msg["References"] = parent_message_id
+        msg["References"] = " ".join(references or [parent_message_id])
     if request.automatic:
         msg["Auto-Submitted"] = "auto-replied"
     for name, value in [*request.headers.items(), *extra_headers.items()]:
@@ -269,10 +274,13 @@ class OutboundPipeline:
         """The message's bytes; one that cannot be built fails for good."""
         store = self.ctx.store
         parent_mid = None
+        references: list[str] = []
         interaction: Interaction | None = await store.get_interaction(entry.id)
         if interaction is not None and interaction.parent_id:
             parent = await store.get_interaction(interaction.parent_id)
-            parent_mid = parent.message_id if parent is not None else None
+            if parent is not None:
+                # read now: a parent we sent may have gone out with another Message-ID
+                parent_mid, references = parent.message_id, reply_references(parent)
         try:
             return build_message(
                 request,
@@ -281,6 +289,7 @@ class OutboundPipeline:
                 envelope.extra_headers,
                 self.now(),
                 self.forbidden,
+                references,
             )
         except SendError:
             raise

@@ -48,6 +48,15 @@ from postroom.model import (
     Subtype,
 )
 from postroom.pipeline.outbound import OutboundPipeline, failure_text, is_permanent
+from postroom.replies import (
+    DEFAULT_REPLY_PREFIX,
+    QuoteStyle,
+    quote_html,
+    quote_text,
+    reply_recipients,
+    reply_references,
+    reply_subject,
+)
 from postroom.sendrequest import (
     BUILTIN_FORBIDDEN_HEADERS,
     RequestError,
@@ -357,14 +366,21 @@ async def queue_send(
 
     Raises :class:`~postroom.sendrequest.RequestError` (nothing stored) for a
     request that can never be sent: see :mod:`postroom.sendrequest`; also when
-    ``in_reply_to`` names no stored interaction. *forbidden* is the site's list
-    of forbidden headers (read from its configuration when not given).
+    ``in_reply_to`` names no stored interaction. A reply's missing ``to`` and
+    ``subject`` are filled from its parent (:mod:`postroom.replies`). *forbidden*
+    is the site's list of forbidden headers (read from its configuration when not given).
     """
     config = kernel.config
     domain = str(config.get("email-processing", "default-domain"))
     request = validate_request(
         request, site_forbidden_headers(kernel) if forbidden is None else forbidden
     )
+    parent = None
+    if request.in_reply_to is not None:
+        parent = await kernel.store.get_interaction(request.in_reply_to)
+        if parent is None:
+            raise RequestError("in_reply_to", f"no interaction {request.in_reply_to!r} is stored")
+        request = _filled_reply(kernel, request, parent, forbidden)
     if request.from_addr is None:
         default_from = config.get("email-processing", "default-from-address")
         text = str(default_from) if default_from else f"postroom@{domain}"
@@ -376,9 +392,6 @@ async def queue_send(
                 f"none given, and the site's default From {text!r} (email-processing: "
                 f"default-from-address, else postroom@<default-domain>) is not valid: {exc}",
             ) from None
-    parent = request.in_reply_to
-    if parent is not None and await kernel.store.get_interaction(parent) is None:
-        raise RequestError("in_reply_to", f"no interaction {parent!r} is stored")
     interaction = Interaction(
         tenant_id=int(config.tenant_id),
         type=InteractionType.OUTBOUND.value,
@@ -390,6 +403,7 @@ async def queue_send(
         from_addr=parse_mailbox(request.from_addr).addr_spec,
         to=[m.addr_spec for m in mailboxes_of(request.to)],
         cc=[m.addr_spec for m in mailboxes_of(request.cc)],
+        references=reply_references(parent) if parent is not None else [],
         text=request.text,
         html=request.html,
         attached_data=dict(request.attached_data),
@@ -399,3 +413,61 @@ async def queue_send(
         interaction.attached_data[keys.AUTOMATIC] = True
     await kernel.store.queue_outbound(interaction, request)
     return interaction
+
+
+def _filled_reply(
+    kernel: Kernel,
+    request: OutboundRequest,
+    parent: Interaction,
+    forbidden: frozenset[str] | None,
+) -> OutboundRequest:
+    """*request* with what it left out taken from *parent* (:mod:`postroom.replies`),
+    and *parent* quoted when it asks; validated again: what was added comes from a
+    stored mail."""
+    if request.to and request.subject and not request.quote:
+        return request
+    if not request.to:
+        request.to = reply_recipients(parent)
+        if not request.to:
+            raise RequestError(
+                "to",
+                f"none given, and interaction {parent.id!r} (in_reply_to) has no "
+                "Reply-To or From to answer",
+            )
+    if not request.subject:
+        prefix = kernel.config.get("email-processing", "subject-reply-prefix")
+        request.subject = reply_subject(
+            parent.subject, DEFAULT_REPLY_PREFIX if prefix is None else str(prefix)
+        )
+    if request.quote:
+        style = quote_style(kernel)
+        if request.html is not None:
+            request.html = quote_html(request.html, parent, style)
+        if request.text is not None or request.html is None:
+            request.text = quote_text(request.text, parent, style)
+    try:
+        return validate_request(
+            request, site_forbidden_headers(kernel) if forbidden is None else forbidden
+        )
+    except RequestError as exc:
+        raise RequestError(
+            exc.field, f"as filled from interaction {parent.id!r} (in_reply_to): {exc.message}"
+        ) from None
+
+
+def quote_style(kernel: Kernel) -> QuoteStyle:
+    """The site's ``quote-*`` options (``email-processing``)."""
+
+    def option(name: str) -> str:
+        value = kernel.config.get("email-processing", name)
+        return "" if value is None else str(value)
+
+    return QuoteStyle(
+        prefix=option("quote-prefix"),
+        separator=option("quote-separator"),
+        from_label=option("quote-from"),
+        to_label=option("quote-to"),
+        cc_label=option("quote-cc"),
+        sent_label=option("quote-sent"),
+        subject_label=option("quote-subject"),
+    )
