@@ -443,6 +443,10 @@ class OutboundRequest:
     attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)
     automatic: bool = False  # sent by automation (never to suppressed addresses)
     options: dict[str, Any] = attrs.field(factory=dict)  # e.g. dsn/mdn requests
+    #: the fields the kernel filled from the parent (``in_reply_to``) because the
+    #: request left them out: a renderer may replace them (a standard response's
+    #: subject wins over ``Re: <parent's subject>``, not over the request's own)
+    filled: list[str] = attrs.field(factory=list)
 
 
 @attrs.define

@@ -416,3 +416,13 @@ def test_quote_without_in_reply_to_is_refused_naming_quote() -> None:
     with pytest.raises(RequestError) as refused:
         request_from_json({"text": "x", "in_reply_to": "p-1", "quote": "yes"})
     assert refused.value.field == "quote"
+
+
+def test_what_the_kernel_filled_is_kept_with_the_queued_request() -> None:
+    """A renderer runs at send time, maybe after a restart: ``filled`` must
+    survive the outbox's JSON, or a template's subject would never apply."""
+    from postroom.model import OutboundRequest
+    from postroom.store.sql.values import request_from_json, request_to_json
+
+    queued = OutboundRequest(to=["ann@example.com"], subject="Re: x", filled=["to", "subject"])
+    assert request_from_json(request_to_json(queued)).filled == ["to", "subject"]

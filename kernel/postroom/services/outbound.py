@@ -426,7 +426,9 @@ def _filled_reply(
     stored mail."""
     if request.to and request.subject and not request.quote:
         return request
+    filled: list[str] = []
     if not request.to:
+        filled.append("to")
         request.to = reply_recipients(parent)
         if not request.to:
             raise RequestError(
@@ -435,6 +437,7 @@ def _filled_reply(
                 "Reply-To or From to answer",
             )
     if not request.subject:
+        filled.append("subject")
         prefix = kernel.config.get("email-processing", "subject-reply-prefix")
         request.subject = reply_subject(
             parent.subject, DEFAULT_REPLY_PREFIX if prefix is None else str(prefix)
@@ -446,13 +449,15 @@ def _filled_reply(
         if request.text is not None or request.html is None:
             request.text = quote_text(request.text, parent, style)
     try:
-        return validate_request(
+        validated = validate_request(
             request, site_forbidden_headers(kernel) if forbidden is None else forbidden
         )
     except RequestError as exc:
         raise RequestError(
             exc.field, f"as filled from interaction {parent.id!r} (in_reply_to): {exc.message}"
         ) from None
+    validated.filled = filled
+    return validated
 
 
 def quote_style(kernel: Kernel) -> QuoteStyle:

@@ -4,7 +4,7 @@
   ``standard-responses`` (the library's folder, the template and render limits);
   a library that cannot be read is a configuration error naming the file.
 * ``postroom_render``: a request with ``options.standard_response`` gets its
-  subject (when empty), text and HTML from the template, field codes filled in
+  subject (unless the request gave one), text and HTML from the template, field codes filled in
   from the request's ``fields``, the parent interaction (``in_reply_to``) and its
   attached data. A template that cannot be used is *not* an exception here (that
   would be retried): the reason is kept in the request's options for the veto.
@@ -275,7 +275,9 @@ async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
             spec.id,
             ", ".join(rendered.missing),
         )
-    if not request.subject:
+    # the template's subject, unless the request gave its own (one the kernel
+    # filled for a reply, ``Re: <parent's subject>``, gives way to the template's)
+    if rendered.subject and (not request.subject or "subject" in request.filled):
         request.subject = rendered.subject
     if rendered.text is not None:
         request.text = rendered.text

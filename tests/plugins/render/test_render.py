@@ -156,6 +156,26 @@ def test_the_entry_point_is_the_plugin_with_its_hooks(library: Path) -> None:
 # ------------------------------------------------------------------ rendering
 
 
+def test_a_subject_the_request_gives_wins_over_the_templates(
+    kernel: TestKernel, library: Path
+) -> None:
+    """The template's subject replaces only what the kernel filled in for a
+    reply (``Re: <parent's subject>``), never a subject the agent wrote."""
+    write_response(library, "short", subject="From the template", text="Hello\n")
+    [parent] = kernel.ingest(INBOUND)
+    result = send(kernel, request("short", in_reply_to=parent.id, subject="Written by the agent"))
+    assert result.status == "Sent", result.attached_data
+    assert sent_parts(kernel)[0] == "Written by the agent"
+
+
+def test_a_template_without_a_subject_keeps_the_replys(kernel: TestKernel, library: Path) -> None:
+    write_response(library, "no-subject", subject=None, text="Hello\n")
+    [parent] = kernel.ingest(INBOUND)
+    result = send(kernel, request("no-subject", in_reply_to=parent.id))
+    assert result.status == "Sent", result.attached_data
+    assert sent_parts(kernel)[0] == "Re: Where is my order?"
+
+
 def test_contact_agent_interaction_and_attached_data_fill_both_parts(
     kernel: TestKernel, library: Path
 ) -> None:
