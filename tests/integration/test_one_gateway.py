@@ -112,7 +112,16 @@ class Site:
     def stop(self, proc: subprocess.Popen[str]) -> str:
         """SIGTERM; it must stop cleanly. Returns its standard error."""
         proc.send_signal(signal.SIGTERM)
-        _out, err = proc.communicate(timeout=PATIENCE)
+        try:
+            _out, err = proc.communicate(timeout=PATIENCE)
+        except subprocess.TimeoutExpired:
+            # what is it waiting for? its threads' stacks (SIGUSR1), then kill it
+            proc.send_signal(signal.SIGUSR1)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=5)
+            proc.kill()
+            _out, err = proc.communicate()
+            raise AssertionError(f"the gateway did not stop on SIGTERM:\n{err}") from None
         assert proc.returncode == 0, err
         return err
 

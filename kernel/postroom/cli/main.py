@@ -10,10 +10,12 @@ store or the file system failed, 70 internal error, 128 + N stopped by signal N
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable, Coroutine, Sequence
@@ -141,6 +143,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     from twisted.internet import defer
 
     from postroom.services.gateway import Gateway
+
+    # `kill -USR1 <pid>`: every thread's stack to standard error, to see what a
+    # gateway that does not stop is waiting for (it goes on running)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
 
     async def main(reactor: Any) -> int:
         kernel = _kernel(args, reactor)
