@@ -9,7 +9,6 @@ sharing the file queue up on the busy timeout instead of failing half-way
 
 from __future__ import annotations
 
-import logging
 import os
 import sqlite3
 import threading
@@ -25,8 +24,6 @@ from postroom.store.sql.core import Now
 from postroom.store.sql.dialect import SQLDialect
 from postroom.store.sql.store import SQLStore
 from postroom.store.sql.tx import Tx
-
-log = logging.getLogger(__name__)
 
 #: RETURNING and partial indexes need SQLite 3.35.
 MIN_SQLITE = (3, 35, 0)
@@ -109,24 +106,10 @@ class SQLiteDialect(SQLDialect):
             raise StoreError(f"{self.path}: cannot switch to WAL mode (got {mode!r})")
 
     def disconnect(self) -> None:
-        """Close the connection, waiting for a transaction under way, but not
-        forever: a shutdown once hung here in CI on a lock no thread held (a
-        leak not yet found; the stacks showed no transaction running), so
-        after the busy timeout the connection is closed anyway, with a warning."""
-        held = self._lock.acquire(timeout=max(self.busy_timeout, 1.0))
-        try:
-            if not held:
-                log.warning(
-                    "%s: closing although its connection lock is still held after %g s",
-                    self.describe(),
-                    max(self.busy_timeout, 1.0),
-                )
+        with self._lock:
             if self.conn is not None:
                 self.conn.close()
                 self.conn = None
-        finally:
-            if held:
-                self._lock.release()
 
     @contextmanager
     def transaction(self, write: bool) -> Iterator[Tx]:
