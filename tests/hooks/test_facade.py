@@ -785,6 +785,7 @@ class OutboxStore(FakeStore):
         super().__init__([interaction])
         self.marks: list[tuple[str, str, str | None, datetime | None]] = []
         self.attached: dict[str, Any] = {}
+        self.message_ids: dict[str, str] = {}
         self.suppressed: list[tuple[str, str, str | None]] = []
         self.queued: list[OutboxEntry] = []
 
@@ -803,9 +804,12 @@ class OutboxStore(FakeStore):
 
     async def mark_outbound(self, entry_id: str, state: str, error: str | None = None,
                             next_attempt_at: datetime | None = None,
-                            attached: dict[str, Any] | None = None) -> None:
+                            attached: dict[str, Any] | None = None,
+                            message_id: str | None = None) -> None:
         self.marks.append((entry_id, state, error, next_attempt_at))
         self.attached.update(attached or {})
+        if message_id is not None:
+            self.message_ids[entry_id] = message_id
 
     async def suppress(self, address: str, reason: str, interaction_id: str | None = None
                        ) -> None:
@@ -813,15 +817,23 @@ class OutboxStore(FakeStore):
 
 
 class RecordingSender:
-    def __init__(self, refused: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, refused: dict[str, str] | None = None, reported: str | None = None
+    ) -> None:
         self.sent: list[tuple[bytes, Envelope, str]] = []
         self.refused = dict(refused or {})
+        #: the Message-ID the server says it used (None: the one assigned)
+        self.reported = reported
 
     def send(self, message: bytes, envelope: Envelope, message_id: str) -> Deferred[SendResult]:
         self.sent.append((message, envelope, message_id))
         accepted = [r for r in envelope.rcpt_to if r not in self.refused]
         return defer.succeed(
-            SendResult(message_id=message_id, accepted=accepted, refused=dict(self.refused))
+            SendResult(
+                message_id=self.reported or message_id,
+                accepted=accepted,
+                refused=dict(self.refused),
+            )
         )
 
     def close(self) -> Deferred[None]:
@@ -884,6 +896,26 @@ def test_render_in_order_then_envelope_then_send_then_sent() -> None:
     assert message_id == "<m1@example.com>"
     assert store.marks == [(entry.id, "sent", None, None)]
     assert observer.seen == [entry.id]
+
+
+@pytest.mark.parametrize(
+    ("reported", "recorded"),
+    [
+        ("<AM0PR01MB1234@eurprd01.prod.exchangelabs.com>", True),  # a server's own
+        ("<" + "a" * 2000 + "@example.com>", False),  # longer than a header line
+        ("<a@b>\r\nBcc: x@example.com", False),  # a header injection
+        ("not a message id", False),
+        ("", False),
+    ],
+)
+def test_the_message_id_a_sender_reports_is_recorded_only_when_it_is_one(
+    reported: str, recorded: bool
+) -> None:
+    service, store, _sender, entry = outbox()
+    service.sender = RecordingSender(reported=reported)
+    run(service.send_entry(entry))
+    assert store.marks == [(entry.id, "sent", None, None)]
+    assert store.message_ids == ({entry.id: reported} if recorded else {})
 
 
 def test_recipients_refused_at_rcpt_are_recorded_and_unknown_ones_suppressed() -> None:

@@ -312,6 +312,17 @@ class OutboundPipeline:
         # the Message-ID the message went out with: a server may replace the one
         # assigned (Exchange may), and replies quote what was sent
         used = getattr(result, "message_id", None)
+        if used and used != entry.message_id and not _usable_message_id(used):
+            # a server's answer: a broken or hostile one must not put a
+            # megabyte or a header injection into the interaction
+            log.warning(
+                "outbound %s: the sender reported a Message-ID that is not one "
+                "(%d characters); the interaction keeps %s",
+                entry.id,
+                len(str(used)),
+                entry.message_id,
+            )
+            used = None
         replaced = {"message_id": used} if used and used != entry.message_id else {}
         if replaced:
             log.warning(
@@ -345,3 +356,13 @@ def is_permanent(exc: BaseException) -> bool:
     """Whether a failed attempt can never succeed (a PluginFailure: its cause decides)."""
     cause = getattr(exc, "cause", exc)
     return isinstance(cause, RequestError) or bool(getattr(cause, "permanent", False))
+
+
+#: a msg-id as RFC 5322 section 3.6.4 writes it, printable ASCII without
+#: blanks or angle brackets inside, within one header line (998 characters)
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[!-;=?-~]+>")
+
+
+def _usable_message_id(value: object) -> bool:
+    """Whether a Message-ID a sender reports can stand for the message sent."""
+    return isinstance(value, str) and len(value) <= 998 and bool(_MESSAGE_ID.fullmatch(value))
