@@ -48,6 +48,25 @@ def pg_dsn() -> Iterator[str]:
     pg.drop_database(admin, name)
 
 
+def kernel_waits(pid: int) -> str:
+    """Each thread's state, wait channel, system call and kernel stack (root only),
+    and the machine's I/O pressure: tells a thread stuck on a disk from one on a lock."""
+    lines = []
+    for name in ("/proc/pressure/io", "/proc/loadavg"):
+        with contextlib.suppress(OSError):
+            lines.append(f"{name}: {Path(name).read_text().strip()}")
+    tasks = Path(f"/proc/{pid}/task")
+    for task in sorted(tasks.iterdir()) if tasks.exists() else []:
+        facts = []
+        for name in ("comm", "wchan", "syscall", "stack"):
+            try:
+                facts.append(f"{name}={(task / name).read_text().strip()}")
+            except OSError as exc:
+                facts.append(f"{name}=<{exc.strerror}>")
+        lines.append(f"thread {task.name}: " + " | ".join(facts))
+    return "\n".join(lines)
+
+
 class Site:
     """The quickstart on SQLite or PostgreSQL, with the HTTP API on a free port."""
 
@@ -115,13 +134,17 @@ class Site:
         try:
             _out, err = proc.communicate(timeout=PATIENCE)
         except subprocess.TimeoutExpired:
-            # what is it waiting for? its threads' stacks (SIGUSR1), then kill it
+            # what is it waiting for? where each thread is in the kernel, its
+            # Python stacks (SIGUSR1), then kill it
+            waits = kernel_waits(proc.pid)
             proc.send_signal(signal.SIGUSR1)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=5)
             proc.kill()
             _out, err = proc.communicate()
-            raise AssertionError(f"the gateway did not stop on SIGTERM:\n{err}") from None
+            raise AssertionError(
+                f"the gateway did not stop on SIGTERM:\n{waits}\n{err}"
+            ) from None
         assert proc.returncode == 0, err
         return err
 
