@@ -50,7 +50,6 @@ class Context(_SiteView):
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
 
 
-
 @attrs.frozen
 class AnalysisContext(_SiteView):
     """What ``postroom_analyze`` can reach: configuration, the mailbox, a logger.
@@ -62,4 +61,3 @@ class AnalysisContext(_SiteView):
     config: SiteConfig
     mailbox: MailboxConfig | None = None
     log: logging.Logger = attrs.field(factory=lambda: logging.getLogger("postroom"))
-

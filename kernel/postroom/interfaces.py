@@ -196,8 +196,8 @@ class IStore(Interface):
 
     def queue_outbound(interaction, request) -> Any:
         """Store the outbound interaction and its outbox entry (state
-        ``queued``, Message-ID as on the interaction) in one transaction;
-        returns the OutboxEntry."""
+        ``queued``, Message-ID as on the interaction) and the bytes of the
+        request's files, in one transaction; returns the OutboxEntry."""
 
     def claim_outbound(now, limit: int = 10) -> Any:
         """Move due ``queued`` entries to ``sending``; return them."""
@@ -225,6 +225,12 @@ class IStore(Interface):
         with *message_id*: the Message-ID the server really used (it replaced
         the one assigned); the interaction records it, the outbox keeps the
         assigned one."""
+
+    def read_outbound_files(entry_id) -> Any:
+        """The files queued with an outbox entry, in order, each an
+        :class:`~postroom.model.OutboundAttachment` with its bytes;
+        :class:`~postroom.store.errors.RawIntegrityError` when they do not match
+        the size and SHA-256 kept with them."""
 
     def get_outbox(entry_id) -> Any:
         """The OutboxEntry or None."""

@@ -311,9 +311,7 @@ MIN_TOKEN_LENGTH = 16
 
 def token_problem(token: str | None) -> str | None:
     """Why *token* protects nothing (short, or with blanks or control characters), or None."""
-    if token is None or (
-        len(token) >= MIN_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)
-    ):
+    if token is None or (len(token) >= MIN_TOKEN_LENGTH and all("!" <= c <= "~" for c in token)):
         return None
     return (
         f"the token must be at least {MIN_TOKEN_LENGTH} printable ASCII characters "

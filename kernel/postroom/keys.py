@@ -22,10 +22,17 @@ REFUSED_RECIPIENTS = "_RefusedRecipients"
 #: on an outbound interaction: the mail was sent automatically (auto-reply,
 #: receipt), so loop protection counts it
 AUTOMATIC = "_Automatic"
+#: on an outbound interaction: the id of the interaction it forwards
+FORWARD_OF = "_ForwardOf"
+
+#: separator of the lists written into one attached value (file names rarely hold it)
+LIST_SEPARATOR = "; "
 
 __all__ = [
     "ATTACHMENT_FILE_NAMES",
     "AUTOMATIC",
+    "FORWARD_OF",
+    "LIST_SEPARATOR",
     "PARSE_DEFECTS",
     "PLUGIN_ERRORS",
     "REFUSED_RECIPIENTS",

@@ -53,8 +53,7 @@ class Metrics:
         )
         self.state = Enum(
             "postroom_mailbox_state",
-            "Mailbox (or smtp-client) state: auth-failed when the server refuses the "
-            "credentials",
+            "Mailbox (or smtp-client) state: auth-failed when the server refuses the credentials",
             ["mailbox"],
             states=list(STATES),
             registry=r,
@@ -90,8 +89,7 @@ class Metrics:
         )
         self.token_requests = Counter(
             "postroom_token_requests",
-            "OAuth token requests to identity providers, by outcome (ok, grant, client, "
-            "temporary)",
+            "OAuth token requests to identity providers, by outcome (ok, grant, client, temporary)",
             ["outcome"],
             registry=r,
         )

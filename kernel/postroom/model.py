@@ -425,6 +425,31 @@ class GrantRecord:
 
 
 @attrs.define
+class OutboundAttachment:
+    """A file sent with an outbound message.
+
+    Given with the request (``data``), or taken from a stored interaction's
+    attachments (``interaction`` and ``index``: the position in that
+    interaction's ``attachments``), whose bytes the kernel reads from the raw
+    message when it queues the request. The outbox keeps the bytes apart from
+    the request (``size`` and ``sha256`` say which), so ``data`` is None in a
+    request read back from the store.
+    """
+
+    filename: str = ""
+    content_type: str = "application/octet-stream"
+    data: bytes | None = attrs.field(default=None, repr=False)
+    interaction: str | None = None
+    index: int | None = None
+    size: int = 0
+    sha256: str = ""
+
+    @property
+    def by_reference(self) -> bool:
+        return self.interaction is not None
+
+
+@attrs.define
 class OutboundRequest:
     """A request to send an e-mail, as the stack or an agent makes it."""
 
@@ -438,6 +463,9 @@ class OutboundRequest:
     bcc: list[str] = attrs.field(factory=list)
     headers: dict[str, str] = attrs.field(factory=dict)
     in_reply_to: str | None = None  # interaction id of the inbound being answered
+    #: interaction id of the mail forwarded: its text quoted, its attachments carried
+    forward_of: str | None = None
+    attachments: list[OutboundAttachment] = attrs.field(factory=list)
     #: quote the answered interaction below the text (the site's ``quote-*`` options)
     quote: bool = False
     attached_data: dict[str, AttachedValue] = attrs.field(factory=dict)

@@ -22,6 +22,8 @@ from postroom.model import Interaction, InteractionType, bounded_references
 
 #: the reply prefix when the site sets none
 DEFAULT_REPLY_PREFIX = "Re:"
+#: the forward prefix when the site sets none
+DEFAULT_FORWARD_PREFIX = "Fwd:"
 
 
 def reply_recipients(parent: Interaction) -> list[str]:
@@ -33,10 +35,10 @@ def reply_recipients(parent: Interaction) -> list[str]:
     return [parent.from_addr] if parent.from_addr else []
 
 
-def _prefix_pattern(prefix: str) -> re.Pattern[str]:
-    """Leading reply markers: ``Re:``, ``RE :``, ``Re[2]:`` and the site's own
-    prefix, any number of them, in any case."""
-    words = {"re"}
+def _prefix_pattern(prefix: str, markers: tuple[str, ...] = ("re",)) -> re.Pattern[str]:
+    """Leading *markers* (reply markers: ``Re:``, ``RE :``, ``Re[2]:``) and the
+    site's own prefix, any number of them, in any case."""
+    words = set(markers)
     word = prefix.strip().rstrip(":").strip()
     if word:
         words.add(re.escape(word.lower()))
@@ -51,17 +53,25 @@ _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+")
 _MAX_SUBJECT = 998
 
 
-def reply_subject(subject: str, prefix: str = DEFAULT_REPLY_PREFIX) -> str:
+def reply_subject(
+    subject: str, prefix: str = DEFAULT_REPLY_PREFIX, markers: tuple[str, ...] = ("re",)
+) -> str:
     """*subject* with *prefix* before it once: markers already there are replaced,
     so a reply to ``RE: Re: order`` is ``Re: order``, never ``Re: Re: ...``. Control
     characters become blanks and the result is cut to what a request may hold, so
     any stored subject can be answered."""
     marker = prefix.strip()
-    rest = _prefix_pattern(prefix).sub("", _CONTROL.sub(" ", subject), count=1)
+    rest = _prefix_pattern(prefix, markers).sub("", _CONTROL.sub(" ", subject), count=1)
     rest = rest[: max(0, _MAX_SUBJECT - len(marker) - 1)]
     if not marker:
         return rest
     return f"{marker} {rest}" if rest else marker
+
+
+def forward_subject(subject: str, prefix: str = DEFAULT_FORWARD_PREFIX) -> str:
+    """*subject* with the forward *prefix* once (``Fwd: Fw: x`` forwarded is
+    ``Fwd: x``); reply markers stay: ``Fwd: Re: order`` says what it is."""
+    return reply_subject(subject, prefix, markers=("fw", "fwd"))
 
 
 def reply_references(parent: Interaction) -> list[str]:

@@ -32,6 +32,8 @@ import jsonschema
 from postroom.addresses import AddressError, Mailbox, parse_address_list, parse_mailbox
 from postroom.errors import PostroomError
 from postroom.model import OutboundRequest
+from postroom.outbound_files import FIELD as FILES_FIELD
+from postroom.outbound_files import FileError, checked, files_from_json
 
 #: JSON nested deeper than this is refused (a request needs four levels)
 MAX_DEPTH = 16
@@ -180,6 +182,8 @@ def _refusal(error: Any) -> RequestError:
         missing = next(k for k in error.validator_value if k not in instance)
         if missing == "to":
             return RequestError(missing, "is required unless in_reply_to names the mail answered")
+        if path:  # a key of a value inside a field (a file's content)
+            return RequestError(_field(path), f"{_where([*path, missing])}is required")
         return RequestError(missing, "is required")
     if validator == "additionalProperties":
         unknown = sorted(k for k in instance if k not in schema.get("properties", {}))
@@ -438,6 +442,12 @@ def request_from_json(
     quote = data.get("quote", False)
     if quote and data.get("in_reply_to") is None:
         raise RequestError("quote", "needs in_reply_to: the interaction to quote")
+    if data.get("forward_of") is not None and data.get("in_reply_to") is not None:
+        raise RequestError("forward_of", "a request answers (in_reply_to) or forwards, not both")
+    try:
+        files = files_from_json(data.get("attachments", []))
+    except FileError as exc:
+        raise RequestError(FILES_FIELD, exc.message if not exc.where else str(exc)) from None
     sender = data.get("from")
     return OutboundRequest(
         to=[str(m) for m in recipients.get("to", [])],
@@ -449,6 +459,8 @@ def request_from_json(
         from_addr=None if sender is None else str(_one_mailbox("from", sender)),
         headers=headers,
         in_reply_to=data.get("in_reply_to"),
+        forward_of=data.get("forward_of"),
+        attachments=files,
         quote=quote,
         attached_data=dict(data.get("attached_data", {})),
         automatic=data.get("automatic", False),
@@ -468,6 +480,7 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
         "html": request.html,
         "headers": request.headers,
         "in_reply_to": request.in_reply_to,
+        "forward_of": request.forward_of,
         "quote": request.quote,
         "attached_data": request.attached_data,
         "automatic": request.automatic,
@@ -481,5 +494,14 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
 def validate_request(
     request: OutboundRequest, forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS
 ) -> OutboundRequest:
-    """The same validation for a request made in Python (an embedding application, a plugin)."""
-    return request_from_json(request_data(request), forbidden)
+    """The same validation for a request made in Python (an embedding application, a plugin).
+
+    Its files are checked as they are (:func:`postroom.outbound_files.checked`),
+    not turned into base64 and back.
+    """
+    validated = request_from_json(request_data(request), forbidden)
+    try:
+        validated.attachments = checked(request.attachments)
+    except FileError as exc:
+        raise RequestError(FILES_FIELD, str(exc) if exc.where else exc.message) from None
+    return validated

@@ -142,8 +142,6 @@ def _awaited(result: Any) -> Any:
     return result
 
 
-
-
 # --------------------------------------------------------- token endpoint errors
 
 

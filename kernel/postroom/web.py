@@ -8,8 +8,10 @@
                           else 503
 ``GET /metrics``          Prometheus text format
 ``POST /send``            queue an outbound e-mail (JSON body, the schema
-                          ``postroom/schemas/send-request.json``); 202 with the outbound
-                          interaction, 400 ``{"error": ..., "field": ...}`` when refused
+                          ``postroom/schemas/send-request.json``, or a
+                          ``multipart/form-data`` upload: :mod:`postroom.uploads`); 202
+                          with the outbound interaction, 400 ``{"error": ..., "field":
+                          ...}`` when refused
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
                           hand-off and outbox state
 ========================  ==============================================================
@@ -46,6 +48,7 @@ from postroom.errors import ConfigError
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
 from postroom.sendrequest import RequestError, parse_json, request_from_json
+from postroom.uploads import is_form, request_from_form
 from postroom.views import interaction_json
 
 if TYPE_CHECKING:
@@ -53,7 +56,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body
+MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body (files: see max_body)
 
 
 class HTTPError(Exception):
@@ -147,6 +150,10 @@ class ApiSite(server.Site):
     def __init__(
         self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY, **kwargs: Any
     ) -> None:
+        # Twisted would parse a form body itself (the whole body, nested
+        # multiparts too, with the email package) before the resource sees it:
+        # forms are read by postroom.uploads, in one bounded pass.
+        kwargs.setdefault("parsePOSTFormSubmission", False)
         super().__init__(Api(gateway, token, max_body), **kwargs)
         self.token = token.encode("utf-8") if token else None
         self.max_body = max_body
@@ -220,7 +227,12 @@ class Api(resource.Resource):
             raw = request.content.read(self.max_body + 1)
             if len(raw) > self.max_body:
                 raise HTTPError(413, f"request body over {self.max_body} bytes")
-            send = request_from_json(parse_json(raw), self.gateway.outbound.forbidden)
+            forbidden = self.gateway.outbound.forbidden
+            content_type = request.getHeader(b"content-type")
+            if is_form(content_type):
+                send = request_from_form(content_type, raw, forbidden)
+            else:
+                send = request_from_json(parse_json(raw), forbidden)
             interaction = await self.gateway.send(send)
             return 202, _json(interaction_json(interaction)), "application/json"
         if len(parts) == 2 and parts[0] == "interactions" and method == "GET":
@@ -259,6 +271,13 @@ def _default(value: Any) -> Any:
     if attrs.has(type(value)):
         return attrs.asdict(value)
     return str(value)
+
+
+def max_body(gateway: Gateway) -> int:
+    """The largest request body the site takes: a send request with its HTML,
+    and the site's largest total of files in base64."""
+    files = int(gateway.kernel.config.get("email-processing", "outbound-attachments-max-total"))
+    return MAX_BODY + -(-files * 4 // 3) + 64 * 1024
 
 
 def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSite:
@@ -308,7 +327,7 @@ class ApiService(service.Service):
 
     def startService(self) -> None:
         reactor = self.gateway.kernel.reactor
-        site = site_for(self.gateway, self.token, reactor=reactor)
+        site = site_for(self.gateway, self.token, reactor=reactor, max_body=max_body(self.gateway))
         self.port = reactor.listenTCP(self.port_number, site, interface=self.bind)
         super().startService()
 

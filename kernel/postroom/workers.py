@@ -87,8 +87,9 @@ class WorkerDied(Exception):
 _budget: Budget | None = None
 
 
-def _initialise(parent: int, budget: Budget, setup: Callable[..., None] | None,
-                setup_args: tuple[Any, ...]) -> None:
+def _initialise(
+    parent: int, budget: Budget, setup: Callable[..., None] | None, setup_args: tuple[Any, ...]
+) -> None:
     """Worker initializer: limits, exit-with-parent, then the caller's own set-up."""
     global _budget
     _budget = budget
@@ -225,10 +226,12 @@ class BudgetPool:
         except (FutureCancelled, CancelledError):
             d.errback(CancelledError())
         except TimeoutError:
-            d.errback(OverBudget(
-                f"analysis took more than {self.budget.wall_seconds:g} s of wall-clock time "
-                "(the worker was killed)"
-            ))
+            d.errback(
+                OverBudget(
+                    f"analysis took more than {self.budget.wall_seconds:g} s of wall-clock time "
+                    "(the worker was killed)"
+                )
+            )
         except ProcessExpired as exc:
             d.errback(self._expired(exc.exitcode))
         except BaseException as exc:  # the call's own exception, or a broken pool

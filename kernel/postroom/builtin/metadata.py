@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from postroom import hookimpl
-from postroom.keys import ATTACHMENT_FILE_NAMES, PARSE_DEFECTS, WRAPPING_MESSAGE_REASON
+from postroom.keys import (
+    ATTACHMENT_FILE_NAMES,
+    LIST_SEPARATOR,
+    PARSE_DEFECTS,
+    WRAPPING_MESSAGE_REASON,
+)
 from postroom.model import Interaction, ParsedMessage
 from postroom.parsing.attachments import attachment_file_names
-
-#: separator of the lists written into one attached value (file names rarely hold it)
-LIST_SEPARATOR = "; "
 
 
 @hookimpl(tryfirst=True)

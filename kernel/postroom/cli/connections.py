@@ -90,8 +90,7 @@ async def connection_rows(kernel: Any) -> list[ConnectionRow]:
     kept = {record.mailbox: record for record in await kernel.store.list_mailbox_states()}
     config = kernel.config
     wanted: list[tuple[str, str, str, Any]] = [
-        (m.name, m.type, m.auth if _logs_in(kernel, m.type) else "-", m)
-        for m in config.mailboxes
+        (m.name, m.type, m.auth if _logs_in(kernel, m.type) else "-", m) for m in config.mailboxes
     ]
     smtp = config.smtp
     if smtp is not None:
@@ -181,9 +180,7 @@ async def check_mailbox(kernel: Any, mailbox: Any) -> ConnectionCheck:
         )
         if capabilities:
             detail += "; capabilities: " + " ".join(capabilities)
-        return ConnectionCheck(
-            f"mailbox {mailbox.name}", True, time.monotonic() - started, detail
-        )
+        return ConnectionCheck(f"mailbox {mailbox.name}", True, time.monotonic() - started, detail)
     except Exception as exc:
         return ConnectionCheck(
             f"mailbox {mailbox.name}", False, time.monotonic() - started, _one_line(exc)

@@ -498,6 +498,8 @@ _SEND_OPTIONS = {
     "html": "--html",
     "headers": "--header",
     "in_reply_to": "--in-reply-to",
+    "forward_of": "--forward-of",
+    "attachments": "--attach",
     "quote": "--quote",
     "options": "--option",
     "automatic": "--automatic",
@@ -522,6 +524,7 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
         "from": args.sender,
         "subject": args.subject,
         "in_reply_to": args.in_reply_to,
+        "forward_of": args.forward_of,
     }
     data.update({key: value for key, value in optional.items() if value is not None})
     for key in ("text", "html"):
@@ -554,7 +557,40 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
             raise RequestError("options", f"{item!r}: {exc.message}") from None
     if options:
         data["options"] = options
+    stored = []
+    for item in args.attach_stored or []:
+        interaction, colon, index = item.rpartition(":")
+        if not colon or not interaction or not index.isdigit():
+            raise RequestError("attachments", f"--attach-stored {item!r}: expected ID:INDEX")
+        stored.append({"interaction": interaction, "index": int(index)})
+    if stored:
+        data["attachments"] = stored
     return data
+
+
+def _attached_files(args: argparse.Namespace, max_size: int) -> list[Any]:
+    """The files of ``--attach``, read (none larger than the site's per-file limit:
+    a huge file is refused before it is read)."""
+    from postroom.outbound_files import FileError, uploaded
+    from postroom.sendrequest import RequestError
+
+    files = []
+    for name in args.attach or []:
+        path = Path(name)
+        try:
+            size = path.stat().st_size
+            if size > max_size:
+                raise RequestError(
+                    "attachments",
+                    f"{name!r} is {size} bytes; the site allows {max_size} per file "
+                    "(email-processing: outbound-attachment-max-size)",
+                )
+            files.append(uploaded(path.name, path.read_bytes()))
+        except OSError as exc:
+            raise RequestError("attachments", f"cannot read {name!r}: {exc.strerror}") from None
+        except FileError as exc:
+            raise RequestError("attachments", f"{name!r}: {exc.message}") from None
+    return files
 
 
 def _report_refused(exc: Any) -> int:
@@ -581,6 +617,8 @@ def cmd_send(args: argparse.Namespace) -> int:
             return EXIT_CONFIG
         try:
             request = request_from_json(_send_data(args), forbidden)
+            max_size = int(kernel.config.get("email-processing", "outbound-attachment-max-size"))
+            request.attachments += _attached_files(args, max_size)
         except RequestError as exc:
             return _report_refused(exc)
         if args.now:
@@ -830,9 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         _site_argument(q)
         q.add_argument("--json", action="store_true", help="one JSON object per line")
         if action == "list":
-            q.add_argument(
-                "--limit", type=_count, default=100, help="at most this many (newest)"
-            )
+            q.add_argument("--limit", type=_count, default=100, help="at most this many (newest)")
             q.add_argument("--mailbox", help="only this mailbox")
         else:
             q.add_argument("id", help="interaction id")
@@ -878,9 +914,7 @@ def build_parser() -> argparse.ArgumentParser:
         "add", help="suppress an address by hand", description="Suppress an address by hand."
     )
     _site_argument(q)
-    q.add_argument(
-        "address", type=_address, help="e-mail address (compared case-insensitively)"
-    )
+    q.add_argument("address", type=_address, help="e-mail address (compared case-insensitively)")
     q.add_argument("--reason", help="why (shown by list)")
     q.set_defaults(func=cmd_suppression)
     q = ssub.add_parser(
@@ -926,12 +960,31 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="quote the --in-reply-to interaction below the text (the site's quote-* options)",
     )
+    p.add_argument(
+        "--forward-of",
+        metavar="ID",
+        help="id of an interaction to forward: quoted below the text with its files "
+        "attached; the subject, when not given, is its subject with subject-forward-prefix",
+    )
+    p.add_argument(
+        "--attach",
+        action="append",
+        metavar="FILE",
+        help="attach a file (repeatable; its type guessed from its name)",
+    )
+    p.add_argument(
+        "--attach-stored",
+        action="append",
+        metavar="ID:INDEX",
+        help="attach a stored interaction's file: its id and the file's position in "
+        "its attachments, 0 first (repeatable)",
+    )
     p.add_argument("--header", action="append", help="extra header 'Name: value' (repeatable)")
     p.add_argument(
         "--option",
         action="append",
         metavar="NAME=JSON",
-        help="a request option for plugins, e.g. 'dsn={\"notify\": [\"FAILURE\"]}' "
+        help='a request option for plugins, e.g. \'dsn={"notify": ["FAILURE"]}\' '
         "or 'mdn=true' (repeatable)",
     )
     p.add_argument(

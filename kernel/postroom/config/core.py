@@ -30,6 +30,16 @@ MAX_TENANT_ID = 2**31 - 1
 #: parsing holds a few times the message in memory, and PostgreSQL keeps at
 #: most 1 GB in one text value (a body)
 MAX_MESSAGE_SIZE = 512 * 1024**2
+#: the files of one outbound message are held in memory while it is built
+MAX_OUTBOUND_FILES = 100 * 1024**2
+#: charsets outbound text may be written in (``outbound-msg-charset``): those
+#: mail clients read everywhere; others would risk unreadable mail
+OUTBOUND_CHARSETS = (
+    "UTF-8", "US-ASCII", "ISO-8859-1", "ISO-8859-2", "ISO-8859-5", "ISO-8859-7",
+    "ISO-8859-9", "ISO-8859-15", "Windows-1250", "Windows-1251", "Windows-1252",
+    "Windows-1253", "Windows-1254", "Windows-1257", "KOI8-R", "KOI8-U", "ISO-2022-JP",
+    "Shift_JIS", "EUC-JP", "EUC-KR", "GB2312", "GBK", "GB18030", "Big5",
+)  # fmt: skip
 HOUR = 3600
 DAY = 24 * HOUR
 
@@ -101,6 +111,67 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Put before the answered interaction's subject when a send request with "
         "`in_reply_to` gives none (followed by one space; put there once: `Re:`, `RE :` and "
         "this prefix already leading the subject are replaced, in any case).",
+    )
+    add(
+        "subject-forward-prefix",
+        section=ep,
+        default="Fwd:",
+        description="Put before the forwarded interaction's subject when a send request with "
+        "`forward_of` gives none (followed by one space; put there once, like "
+        "`subject-reply-prefix`).",
+    )
+    add(
+        "forward-separator",
+        section=ep,
+        default="---------- Forwarded message ----------",
+        description="The line between a forward's own text and the forwarded mail, which "
+        "follows with the `quote-*` labels' header lines, unprefixed (empty: no line).",
+    )
+    add(
+        "bcc-address",
+        "email",
+        section=ep,
+        default=None,
+        description="An address every outbound message is also sent to, in the envelope "
+        "only (an archive or a supervisor): no header shows it.",
+    )
+    add(
+        "outbound-msg-charset",
+        "choice",
+        section=ep,
+        default="UTF-8",
+        choices=OUTBOUND_CHARSETS,
+        description="Charset of outbound text and HTML parts. A part with a character the "
+        "charset cannot write goes out in UTF-8 instead (logged): no text is lost.",
+    )
+    add(
+        "outbound-attachment-max-size",
+        "size",
+        section=ep,
+        default="10MB",
+        minimum=1,
+        maximum=MAX_OUTBOUND_FILES,
+        description="Largest file sent with one outbound message (uploaded, or taken from a "
+        "stored interaction); a request with a larger one is refused (HTTP 400, exit 2).",
+    )
+    add(
+        "outbound-attachments-max-total",
+        "size",
+        section=ep,
+        default="20MB",
+        minimum=1,
+        maximum=MAX_OUTBOUND_FILES,
+        description="Largest total of the files of one outbound message (base64 makes the "
+        "message about a third larger; most servers refuse mail over 25 to 50 MB).",
+    )
+    add(
+        "outbound-attachment-max-count",
+        "int",
+        section=ep,
+        default=20,
+        minimum=0,
+        maximum=100,
+        description="Most files one outbound message may carry (0: none).",
     )
     for option, default, what in (
         ("quote-prefix", "> ", "Put before every line of the quoted text (plain text)."),

@@ -163,8 +163,7 @@ class OAuthAuthenticator:
                 log.error("%s: %s", where, reason, extra={"mailbox": self.mailbox_name})
             return marked
         reason = (
-            f"the identity provider refused the grant of {where}: {error.detail} "
-            f"({self.advice()})"
+            f"the identity provider refused the grant of {where}: {error.detail} ({self.advice()})"
         )
         return await self.oauth.mark(self.grant_key(), self.configured(), reason)
 

@@ -375,6 +375,25 @@ def _raw_text(item: Message) -> Any:
     return body
 
 
+def _leaf_bytes(node: _Node) -> bytes:
+    """The content of a leaf, transfer encoding undone (what its size counts)."""
+    payload = node.msg.get_payload()
+    if isinstance(payload, list):
+        text = _reconstruct(payload, blocks=node.ctype == "message/delivery-status")
+        return _transfer_decode(text.encode("ascii", "surrogateescape"), _cte(node.msg))
+    try:
+        decoded = node.msg.get_payload(decode=True)
+    except MemoryError:
+        raise  # the worker's memory budget: quarantined, never wrapped
+    except Exception:
+        decoded = None
+    if isinstance(decoded, bytes):
+        return decoded
+    if isinstance(payload, str):
+        return payload.encode("ascii", "surrogateescape")
+    return b""
+
+
 def _reconstruct(payload: list[Any], blocks: bool) -> str:
     """The text of a ``message/*`` report part the email package parsed into
     header blocks (``blocks``: delivery-status) or one headers-only message.
@@ -556,22 +575,7 @@ class _Parse:
         if self.large and isinstance(payload, str) and payload in self.large:
             self._large_content(node, self.large.pop(payload))
             return
-        if isinstance(payload, list):
-            text = _reconstruct(payload, blocks=node.ctype == "message/delivery-status")
-            data = _transfer_decode(text.encode("ascii", "surrogateescape"), _cte(node.msg))
-        else:
-            try:
-                decoded = node.msg.get_payload(decode=True)
-            except MemoryError:
-                raise  # the worker's memory budget: quarantined, never wrapped
-            except Exception:
-                decoded = None
-            if isinstance(decoded, bytes):
-                data = decoded
-            elif isinstance(payload, str):
-                data = payload.encode("ascii", "surrogateescape")
-            else:
-                data = b""
+        data = _leaf_bytes(node)
         node.size = len(data)
         if node.ctype.startswith("text/") or node.ctype in TEXTUAL_TYPES:
             node.text = self._text(node, data)
@@ -1070,6 +1074,36 @@ def parse_message(
     except Exception as exc:
         head = _first_bytes(raw, limits.max_header_bytes + 2)
         return _parse_error(exc, _error_head(head, limits), limits, raw.size, raw.sha256)
+
+
+class PartNotFound(LookupError):
+    """The message has no part at that path (or cannot be parsed into parts)."""
+
+
+def part_bytes(raw: RawRef, path: str, limits: ParseLimits) -> bytes:
+    """The content of the part at *path* (an :class:`~postroom.model.Attachment`'s
+    ``part_path``) of the stored message *raw*: its bytes with the transfer
+    encoding undone, or an attached message as it is written.
+
+    The message is parsed exactly as when it was taken in (same limits, same
+    part numbering), so an attachment listed then is found now: a forward or a
+    reply sends the file the agent saw. Runs in a worker under the budget, like
+    any parse of mail from outside. :class:`PartNotFound` when there is no such part.
+    """
+    prep = _prepare(raw.read(), limits, None)
+    if prep.problem is not None:
+        raise PartNotFound(f"the message has no readable parts: {prep.problem}")
+    state = _Parse(prep.skeleton, limits, {}, None, prep.hints)
+    try:
+        nodes = state.build(BytesParser(policy=TOLERANT).parsebytes(prep.skeleton))
+    except _Unparsable as exc:
+        raise PartNotFound(f"the message has no readable parts: {exc.reason}") from None
+    for node in nodes:
+        if node.path == path and node.kind != "multipart":
+            if node.kind == "message":
+                return _flatten(node.inner) if node.inner is not None else b""
+            return _leaf_bytes(node)
+    raise PartNotFound(f"the message has no part {path!r}")
 
 
 def _first_bytes(raw: RawRef, size: int) -> bytes:

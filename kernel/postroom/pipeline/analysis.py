@@ -128,9 +128,7 @@ def analyzing_plugins(plugins: PluginSet) -> list[str]:
 
 def worker_spec(plugins: PluginSet, config: SiteConfig) -> tuple[WorkerSpec, list[str]]:
     """The spec for worker processes, and the analysing plugins they cannot load."""
-    installed = tuple(
-        info.name for info in plugins.infos if info.kind == "hook" and info.enabled
-    )
+    installed = tuple(info.name for info in plugins.infos if info.kind == "hook" and info.enabled)
     modules: list[tuple[str, str]] = []
     local: list[str] = []
     analysing = set(analyzing_plugins(plugins))
@@ -187,17 +185,13 @@ class Analysis:
                 self.in_process.parse_and_analyze, fetched, limits, mailbox
             )
             return await d
-        outbound: Outbound = await self.pool.run(
-            worker_parse_and_analyze, fetched, limits, mailbox
-        )
+        outbound: Outbound = await self.pool.run(worker_parse_and_analyze, fetched, limits, mailbox)
         return await self._local(outbound.receive(), mailbox)
 
     async def analyze(self, message: ParsedMessage, mailbox: MailboxConfig | None) -> ParsedMessage:
         """Analysis of a message a plugin's own parser made."""
         if self.pool is None:
-            d: Deferred[ParsedMessage] = self.runner.run(
-                self.in_process.analyze, message, mailbox
-            )
+            d: Deferred[ParsedMessage] = self.runner.run(self.in_process.analyze, message, mailbox)
             return await d
         outbound: Outbound = await self.pool.run(worker_analyze, message, mailbox)
         return await self._local(outbound.receive(), mailbox)
@@ -205,8 +199,6 @@ class Analysis:
     async def _local(self, message: ParsedMessage, mailbox: MailboxConfig | None) -> ParsedMessage:
         if not self.local:
             return message
-        d: Deferred[Any] = self.runner.run(
-            self.in_process.analyze, message, mailbox, self.local
-        )
+        d: Deferred[Any] = self.runner.run(self.in_process.analyze, message, mailbox, self.local)
         result: ParsedMessage = await d
         return result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from email import policy
 from email.message import EmailMessage
@@ -27,11 +27,13 @@ from postroom.model import (
     AttachedValue,
     Envelope,
     Interaction,
+    OutboundAttachment,
     OutboundRequest,
     OutboxEntry,
     OutboxState,
     SuppressionEntry,
 )
+from postroom.outbound_files import add_to_message
 from postroom.replies import reply_references
 from postroom.sendrequest import (
     BUILTIN_FORBIDDEN_HEADERS,
@@ -44,6 +46,7 @@ from postroom.sendrequest import (
     request_header_refusal,
     validate_request,
 )
+from postroom.store.errors import RawIntegrityError
 
 if TYPE_CHECKING:
     from postroom.context import Context
@@ -110,11 +113,15 @@ def build_message(
     now: datetime,
     forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
     references: list[str] | None = None,
+    files: Sequence[OutboundAttachment] = (),
+    charset: str = "utf-8",
 ) -> bytes:
     """The RFC 5322 message for a validated request (CRLF line ends).
 
     A reply's *references* is the whole chain (:func:`postroom.replies.reply_references`);
-    without it a reply refers to *parent_message_id* alone.
+    without it a reply refers to *parent_message_id* alone. *files* (with their
+    bytes) follow the body as attachments; text and HTML are written in
+    *charset* (``outbound-msg-charset``), or in UTF-8 when it cannot write them.
 
     The plugins' *extra_headers* are checked (:class:`HeaderInjection`, permanent)
     and those on the site's *forbidden* list dropped. A request naming a UTF-8
@@ -148,13 +155,38 @@ def build_message(
         del msg[name]
         msg[name] = value
     if request.text is not None or request.html is None:
-        msg.set_content(request.text or "")
+        _set_text(msg, request.text or "", "plain", charset, message_id)
     if request.html is not None:
         if request.text is None:
-            msg.set_content(request.html, subtype="html")
+            _set_text(msg, request.html, "html", charset, message_id)
         else:
-            msg.add_alternative(request.html, subtype="html")
+            _set_text(msg, request.html, "html", charset, message_id, alternative=True)
+    add_to_message(msg, files)
     return msg.as_bytes(policy=policy.SMTPUTF8 if needs_smtputf8(request) else policy.SMTP)
+
+
+def _set_text(
+    msg: EmailMessage,
+    text: str,
+    subtype: str,
+    charset: str,
+    message_id: str,
+    alternative: bool = False,
+) -> None:
+    """Set (or add as an alternative) a text part in *charset*, else in UTF-8."""
+    put = msg.add_alternative if alternative else msg.set_content
+    if charset.lower() not in ("utf-8", "utf8"):
+        try:
+            text.encode(charset)
+        except (UnicodeEncodeError, LookupError):
+            log.warning(
+                "outbound %s: its %s part has characters %s cannot write; sent in UTF-8",
+                message_id, subtype, charset,
+            )  # fmt: skip
+        else:
+            put(text, subtype=subtype, charset=charset)
+            return
+    put(text, subtype=subtype)
 
 
 def _envelope_problem(envelope: Envelope) -> str | None:
@@ -232,6 +264,9 @@ class OutboundPipeline:
             rcpt_to=[m.addr_spec for m in recipients],
             message_id=entry.message_id,
         )
+        bcc = self.ctx.option("email-processing", "bcc-address")
+        if bcc and str(bcc).lower() not in {r.lower() for r in envelope.rcpt_to}:
+            envelope.rcpt_to.append(str(bcc))  # the site's copy: envelope only
         await self.hooks.envelope(request, envelope, self.ctx)
         problem = _envelope_problem(envelope)
         if problem is not None:
@@ -282,6 +317,18 @@ class OutboundPipeline:
                 # read now: a parent we sent may have gone out with another Message-ID
                 parent_mid, references = parent.message_id, reply_references(parent)
         try:
+            files = await store.read_outbound_files(entry.id) if request.attachments else []
+        except RawIntegrityError as exc:  # the stored bytes are not what was queued
+            raise SendError(f"a file of the message is damaged in the store: {exc}",
+                            permanent=True) from exc  # fmt: skip
+        if len(files) != len(request.attachments):
+            raise SendError(
+                f"the request has {len(request.attachments)} files, the outbox holds "
+                f"{len(files)}: the store lost some",
+                permanent=True,
+            )
+        charset = str(self.ctx.option("email-processing", "outbound-msg-charset") or "utf-8")
+        try:
             return build_message(
                 request,
                 entry.message_id,
@@ -290,6 +337,8 @@ class OutboundPipeline:
                 self.now(),
                 self.forbidden,
                 references,
+                files,
+                charset,
             )
         except SendError:
             raise

@@ -28,6 +28,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import make_msgid
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from twisted.application import service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -47,10 +48,13 @@ from postroom.model import (
     OutboxState,
     Subtype,
 )
+from postroom.pipeline.files import forwarded_files, load_files
 from postroom.pipeline.outbound import OutboundPipeline, failure_text, is_permanent
 from postroom.replies import (
+    DEFAULT_FORWARD_PREFIX,
     DEFAULT_REPLY_PREFIX,
     QuoteStyle,
+    forward_subject,
     quote_html,
     quote_text,
     reply_recipients,
@@ -381,6 +385,14 @@ async def queue_send(
         if parent is None:
             raise RequestError("in_reply_to", f"no interaction {request.in_reply_to!r} is stored")
         request = _filled_reply(kernel, request, parent, forbidden)
+    forwarded = 0
+    if request.forward_of is not None:
+        original = await kernel.store.get_interaction(request.forward_of)
+        if original is None:
+            raise RequestError("forward_of", f"no interaction {request.forward_of!r} is stored")
+        request, forwarded = _filled_forward(kernel, request, original, forbidden)
+    if request.attachments:
+        request.attachments = await load_files(kernel, request.attachments, forwarded)
     if request.from_addr is None:
         default_from = config.get("email-processing", "default-from-address")
         text = str(default_from) if default_from else f"postroom@{domain}"
@@ -411,6 +423,12 @@ async def queue_send(
     if request.automatic:
         # so observers (postroom_sent) and routing can tell automatic mail apart
         interaction.attached_data[keys.AUTOMATIC] = True
+    if request.forward_of is not None:
+        interaction.attached_data[keys.FORWARD_OF] = request.forward_of
+    if request.attachments:
+        interaction.attached_data[keys.ATTACHMENT_FILE_NAMES] = keys.LIST_SEPARATOR.join(
+            f.filename for f in request.attachments
+        )
     await kernel.store.queue_outbound(interaction, request)
     return interaction
 
@@ -458,6 +476,44 @@ def _filled_reply(
         ) from None
     validated.filled = filled
     return validated
+
+
+def _filled_forward(
+    kernel: Kernel,
+    request: OutboundRequest,
+    original: Interaction,
+    forbidden: frozenset[str] | None,
+) -> tuple[OutboundRequest, int]:
+    """*request* forwarding *original*: the subject (when absent) with the site's
+    ``subject-forward-prefix``, *original* below the text (and html) under the
+    ``forward-separator`` with the ``quote-*`` header lines, and references to
+    *original*'s files before the request's own. Returns it with how many
+    files the forward added."""
+    filled: list[str] = []
+    if not request.subject:
+        filled.append("subject")
+        prefix = kernel.config.get("email-processing", "subject-forward-prefix")
+        request.subject = forward_subject(
+            original.subject, DEFAULT_FORWARD_PREFIX if prefix is None else str(prefix)
+        )
+    separator = kernel.config.get("email-processing", "forward-separator")
+    style = attrs.evolve(quote_style(kernel), prefix="", separator=str(separator or ""))
+    if request.html is not None:
+        request.html = quote_html(request.html, original, style)
+    if request.text is not None or request.html is None:
+        request.text = quote_text(request.text, original, style)
+    carried = forwarded_files(original, len(request.attachments))
+    request.attachments = [*carried, *request.attachments]
+    try:
+        validated = validate_request(
+            request, site_forbidden_headers(kernel) if forbidden is None else forbidden
+        )
+    except RequestError as exc:
+        raise RequestError(
+            exc.field, f"as filled from interaction {original.id!r} (forward_of): {exc.message}"
+        ) from None
+    validated.filled = filled
+    return validated, len(carried)
 
 
 def quote_style(kernel: Kernel) -> QuoteStyle:

@@ -210,8 +210,10 @@ class FakeSource:
         self.acknowledged: list[str] = []
         self.released: list[str] = []
         self.problems: list[str] = []
-        items = messages.items() if isinstance(messages, Mapping) else (
-            (None, data) for data in messages
+        items = (
+            messages.items()
+            if isinstance(messages, Mapping)
+            else ((None, data) for data in messages)
         )
         for key, data in items:
             self.add(data, key)
@@ -256,7 +258,9 @@ class FakeSource:
         self.fetched.append(key)
         return defer.succeed(
             FetchedMessage(
-                mailbox=self.mailbox, source_key=key, raw=RawRef.from_path(path),
+                mailbox=self.mailbox,
+                source_key=key,
+                raw=RawRef.from_path(path),
                 server_size=item.size,
             )
         )

@@ -363,7 +363,9 @@ class TestKernel:
         health = service.health
         stored = [self.interaction(i.id) for i in handoff.submitted]
         return PollResult(
-            interactions=[i for i in stored if i is not None], ok=ok, failed=health.failed,
+            interactions=[i for i in stored if i is not None],
+            ok=ok,
+            failed=health.failed,
             quarantined=health.quarantined,
         )
 

@@ -49,8 +49,9 @@ class BlockingTokenHTTP:
     many logins wait for one token request (single flight).
     """
 
-    def __init__(self, ca_file: str | os.PathLike[str] | None = None, *,
-                 timeout: float = 10.0) -> None:
+    def __init__(
+        self, ca_file: str | os.PathLike[str] | None = None, *, timeout: float = 10.0
+    ) -> None:
         self.ca_file = os.fspath(ca_file) if ca_file is not None else None
         self.timeout = timeout
         #: requests sent (as :class:`~postroom.api.TokenHTTP` counts them)
@@ -76,8 +77,12 @@ class BlockingTokenHTTP:
         except TokenError as exc:
             return defer.fail(exc)
         trusted = os.fspath(ca_file) if ca_file is not None else self.ca_file
-        form = PostedForm(url, dict(parse_qsl(body, keep_blank_values=True)),
-                          {**FORM_HEADERS, **(headers or {})}, trusted)
+        form = PostedForm(
+            url,
+            dict(parse_qsl(body, keep_blank_values=True)),
+            {**FORM_HEADERS, **(headers or {})},
+            trusted,
+        )
         if self._held is not None:
             waiting: defer.Deferred[TokenAnswer] = defer.Deferred()
             self._held.append((form, body, waiting))

@@ -6,6 +6,8 @@ the same transaction.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from collections.abc import Mapping
 from datetime import datetime
@@ -17,6 +19,7 @@ from postroom import keys
 from postroom.model import (
     Interaction,
     InteractionType,
+    OutboundAttachment,
     OutboundRequest,
     OutboxEntry,
     OutboxState,
@@ -63,6 +66,9 @@ class OutboxRecords(InteractionRecords):
             type=InteractionType.OUTBOUND.value,
             status=OUTBOX_STATUS[OutboxState.QUEUED],
         )
+        for n, file in enumerate(request.attachments):
+            if file.data is None:
+                raise ValueError(f"file {n} ({file.filename!r}) of the request has no bytes")
         request_json = request_to_json(request)
 
         def work(tx: Tx) -> OutboxEntry:
@@ -75,6 +81,15 @@ class OutboxRecords(InteractionRecords):
                 (item.id, item.message_id, OutboxState.QUEUED.value, request_json,
                  self._dt_param(now), self._dt_param(now)),
             )  # fmt: skip
+            for seq, file in enumerate(request.attachments):
+                assert file.data is not None
+                what = f"file {seq} ({file.filename!r}) of outbound {item.id}"
+                raw_id = self._store_bytes(tx, file.data, file.sha256, now, what)
+                tx.execute(
+                    "INSERT INTO outbox_files (outbox_id, seq, filename, content_type, raw_id) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (item.id, seq, file.filename, file.content_type, raw_id),
+                )
             return OutboxEntry(
                 id=item.id,
                 message_id=str(item.message_id),
@@ -216,6 +231,32 @@ class OutboxRecords(InteractionRecords):
             )
         )
         return [self._outbox_entry(row) for row in rows]
+
+    def read_outbound_files(self, entry_id: str) -> list[OutboundAttachment]:
+        """The files of an outbox entry, in order, with their bytes (checked against
+        the size and SHA-256 kept with them: :class:`RawIntegrityError` when not)."""
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT seq, filename, content_type, raw_id FROM outbox_files "
+                "WHERE outbox_id = ? ORDER BY seq",
+                (entry_id,),
+            )
+        )
+        files = []
+        for seq, filename, content_type, raw_id in rows:
+            buffer = io.BytesIO()
+            self._copy_raw(raw_id, buffer, f"file {seq} of outbound {entry_id}")
+            data = buffer.getvalue()
+            files.append(
+                OutboundAttachment(
+                    filename=filename,
+                    content_type=content_type,
+                    data=data,
+                    size=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+        return files
 
     def _outbox_entry(self, row: Row) -> OutboxEntry:
         eid, message_id, state, attempts, next_at, last_error, request, created = row

@@ -10,6 +10,7 @@ the message.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
 from datetime import datetime
 
 from postroom.model import RawRef, new_id
@@ -26,24 +27,43 @@ class RawRecords(SQLCore):
 
     def _store_raw(self, tx: Tx, raw: RawRef, now: datetime) -> str:
         """Copy *raw* into ``raw_chunks`` piece by piece; check it is what the ref says."""
+        return self._store_pieces(
+            tx, raw.sha256, raw.size, raw.chunks(CHUNK_SIZE), now, f"raw file {raw.path}"
+        )
+
+    def _store_bytes(self, tx: Tx, data: bytes, sha256: str, now: datetime, what: str) -> str:
+        """Keep bytes held in memory (a file sent with outbound mail) like a raw message."""
+        view = memoryview(data)
+        pieces = (bytes(view[at : at + CHUNK_SIZE]) for at in range(0, len(data), CHUNK_SIZE))
+        return self._store_pieces(tx, sha256, len(data), pieces, now, what)
+
+    def _store_pieces(
+        self,
+        tx: Tx,
+        sha256: str,
+        expected_size: int,
+        pieces: Iterable[bytes],
+        now: datetime,
+        what: str,
+    ) -> str:
         raw_id = new_id()
         tx.execute(
             "INSERT INTO raw_messages (id, sha256, size, created_at) VALUES (?, ?, ?, ?)",
-            (raw_id, raw.sha256, raw.size, self._dt_param(now)),
+            (raw_id, sha256, expected_size, self._dt_param(now)),
         )
         digest = hashlib.sha256()
         size = 0
-        for seq, chunk in enumerate(raw.chunks(CHUNK_SIZE)):
+        for seq, chunk in enumerate(pieces):
             digest.update(chunk)
             size += len(chunk)
             tx.execute(
                 "INSERT INTO raw_chunks (raw_id, seq, data) VALUES (?, ?, ?)",
                 (raw_id, seq, chunk),
             )
-        if size != raw.size or digest.hexdigest() != raw.sha256:
-            # The spool file changed under us: storing it would break "byte-identical".
+        if size != expected_size or digest.hexdigest() != sha256:
+            # The bytes changed under us: storing them would break "byte-identical".
             raise StoreError(
-                f"raw file {raw.path} changed: expected {raw.size} bytes sha256 {raw.sha256}, "
+                f"{what} changed: expected {expected_size} bytes sha256 {sha256}, "
                 f"read {size} bytes sha256 {digest.hexdigest()}"
             )
         return raw_id

@@ -8,7 +8,7 @@ from typing import Any
 
 import attrs
 
-from postroom.model import OutboundRequest
+from postroom.model import OutboundAttachment, OutboundRequest
 
 
 def to_json(value: Any) -> str:
@@ -23,8 +23,14 @@ def known_fields(cls: type, data: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def request_to_json(request: OutboundRequest) -> str:
-    return to_json(attrs.asdict(request))
+    """The request as JSON, its files without their bytes (the outbox keeps those apart)."""
+    return to_json(attrs.asdict(request, filter=lambda field, _value: field.name != "data"))
 
 
 def request_from_json(text: str) -> OutboundRequest:
-    return OutboundRequest(**known_fields(OutboundRequest, json.loads(text)))
+    fields = known_fields(OutboundRequest, json.loads(text))
+    fields["attachments"] = [
+        OutboundAttachment(**known_fields(OutboundAttachment, item))
+        for item in fields.get("attachments", [])
+    ]
+    return OutboundRequest(**fields)
