@@ -61,6 +61,17 @@ class FileLimits:
     max_count: int = 20
 
 
+def file_limits(site: Any) -> FileLimits:
+    """The site's ``outbound-attachment-*`` options (*site*: a context or a
+    configuration: anything with ``option(section, name)`` or ``get(section, name)``)."""
+    get = getattr(site, "option", None) or site.get
+    return FileLimits(
+        max_size=int(get("email-processing", "outbound-attachment-max-size")),
+        max_total=int(get("email-processing", "outbound-attachments-max-total")),
+        max_count=int(get("email-processing", "outbound-attachment-max-count")),
+    )
+
+
 def guess_type(filename: str) -> str:
     """The media type of a file name's extension; ``application/octet-stream`` when unknown."""
     guessed, _encoding = mimetypes.guess_type(filename, strict=False)

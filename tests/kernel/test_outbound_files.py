@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 
+from postroom import hookimpl
 from postroom.model import Interaction, OutboundAttachment, OutboundRequest
 from postroom.outbound_files import FileError, FileLimits, check_limits, files_from_json, uploaded
 from postroom.sendrequest import RequestError, request_from_json
@@ -468,3 +469,45 @@ def test_postroom_send_attaches_files_and_refuses_a_missing_one(
                        "--forward-of", "no-such-id")  # fmt: skip
     assert forward.returncode == 2 and "--forward-of: no interaction" in forward.stderr
     assert len([p for p in outbox_files(quickstart) if p.suffix == ".eml"]) == 1
+
+
+class AddsBrochure:
+    """A renderer that adds a file of its own (as a standard response does)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    @hookimpl
+    def postroom_render(self, request: OutboundRequest) -> None:
+        request.attachments.append(uploaded("brochure.pdf", b"B" * self.size))
+
+
+def test_a_renderers_file_follows_the_queued_ones(site: Path) -> None:
+    gateway = Gateway(make_kernel(site, plugins=[("brochure", AddsBrochure(100))]),
+                      mailboxes=False)  # fmt: skip
+    gateway.startService()
+    try:
+        request = OutboundRequest(to=["a@x.example"], subject="s", attachments=[
+            uploaded("mine.pdf", PDF)])  # fmt: skip
+        out = run(gateway.send(request))
+        assert [n for n, _t, _d in files_of(sent(site, out.message_id))] == [
+            "mine.pdf", "brochure.pdf",
+        ]  # fmt: skip
+    finally:
+        run(gateway.stopService())
+
+
+def test_a_renderers_file_over_the_limits_fails_the_message_for_good(site: Path) -> None:
+    limit = "email-processing:\n  outbound-attachment-max-size: 1KB\n"
+    site.write_text(site.read_text().replace("email-processing:\n", limit))
+    gateway = Gateway(make_kernel(site, plugins=[("brochure", AddsBrochure(2048))]),
+                      mailboxes=False)  # fmt: skip
+    gateway.startService()
+    try:
+        out = run(gateway.send(OutboundRequest(to=["a@x.example"], subject="s")))
+        stored = run(gateway.kernel.store.get_interaction(out.id))
+        assert stored.status == "Failed"
+        assert "brochure.pdf" in stored.attached_data["_SendError"]
+        assert "outbound-attachment-max-size" in stored.attached_data["_SendError"]
+    finally:
+        run(gateway.stopService())

@@ -22,7 +22,14 @@ from typing import TYPE_CHECKING
 import attrs
 
 from postroom.model import Interaction, OutboundAttachment, RawRef
-from postroom.outbound_files import FALLBACK_TYPE, FIELD, FileError, FileLimits, check_limits
+from postroom.outbound_files import (
+    FALLBACK_TYPE,
+    FIELD,
+    FileError,
+    FileLimits,
+    check_limits,
+    file_limits,
+)
 from postroom.parsing.parser import PartNotFound, part_bytes
 from postroom.pipeline.inbound import limits_from
 from postroom.sendrequest import RequestError
@@ -32,16 +39,6 @@ if TYPE_CHECKING:
     from postroom.kernel import Kernel
 
 FORWARD_FIELD = "forward_of"
-
-
-def file_limits(kernel: Kernel) -> FileLimits:
-    """The site's ``outbound-attachment-*`` options."""
-    option = kernel.config.get
-    return FileLimits(
-        max_size=int(option("email-processing", "outbound-attachment-max-size")),
-        max_total=int(option("email-processing", "outbound-attachments-max-total")),
-        max_count=int(option("email-processing", "outbound-attachment-max-count")),
-    )
 
 
 def forwarded_files(original: Interaction, start: int) -> list[OutboundAttachment]:
@@ -58,7 +55,7 @@ async def load_files(
     """*files* with the bytes of those given by reference read in, all within the
     site's limits. The first *forwarded* files are a forward's (refusals name
     ``forward_of``); the others are the request's own (``attachments``)."""
-    limits = file_limits(kernel)
+    limits = file_limits(kernel.config)
     loaded: list[OutboundAttachment] = []
     for n, item in enumerate(files):
         field, where = (

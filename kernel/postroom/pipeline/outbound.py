@@ -33,7 +33,7 @@ from postroom.model import (
     OutboxState,
     SuppressionEntry,
 )
-from postroom.outbound_files import add_to_message
+from postroom.outbound_files import FileError, add_to_message, check_limits, file_limits
 from postroom.replies import reply_references
 from postroom.sendrequest import (
     BUILTIN_FORBIDDEN_HEADERS,
@@ -316,17 +316,7 @@ class OutboundPipeline:
             if parent is not None:
                 # read now: a parent we sent may have gone out with another Message-ID
                 parent_mid, references = parent.message_id, reply_references(parent)
-        try:
-            files = await store.read_outbound_files(entry.id) if request.attachments else []
-        except RawIntegrityError as exc:  # the stored bytes are not what was queued
-            raise SendError(f"a file of the message is damaged in the store: {exc}",
-                            permanent=True) from exc  # fmt: skip
-        if len(files) != len(request.attachments):
-            raise SendError(
-                f"the request has {len(request.attachments)} files, the outbox holds "
-                f"{len(files)}: the store lost some",
-                permanent=True,
-            )
+        files = await self.files(entry, request)
         charset = str(self.ctx.option("email-processing", "outbound-msg-charset") or "utf-8")
         try:
             return build_message(
@@ -346,6 +336,29 @@ class OutboundPipeline:
             raise SendError(
                 f"the message cannot be built: {type(exc).__name__}: {exc}", permanent=True
             ) from exc
+
+    async def files(self, entry: OutboxEntry, request: OutboundRequest) -> list[OutboundAttachment]:
+        """The message's files in order: those queued with it, read from the outbox,
+        and those a renderer added (a standard response's own), within the site's limits."""
+        queued = [f for f in request.attachments if f.data is None]
+        try:
+            stored = await self.ctx.store.read_outbound_files(entry.id) if queued else []
+        except RawIntegrityError as exc:  # the stored bytes are not what was queued
+            raise SendError(f"a file of the message is damaged in the store: {exc}",
+                            permanent=True) from exc  # fmt: skip
+        if len(stored) != len(queued):
+            raise SendError(
+                f"the request has {len(queued)} queued files, the outbox holds "
+                f"{len(stored)}: the store lost some",
+                permanent=True,
+            )
+        reading = iter(stored)
+        files = [f if f.data is not None else next(reading) for f in request.attachments]
+        try:
+            check_limits(files, file_limits(self.ctx))
+        except FileError as exc:  # a renderer's files made it too large
+            raise SendError(f"the message's files: {exc}", permanent=True) from None
+        return files
 
     async def record_sent(self, entry: OutboxEntry, result: Any) -> None:
         """Sent: the entry and its interaction say so, with the recipients the
