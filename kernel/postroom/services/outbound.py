@@ -461,18 +461,36 @@ def _filled_reply(
             parent.subject, DEFAULT_REPLY_PREFIX if prefix is None else str(prefix)
         )
     if request.quote:
-        style = quote_style(kernel)
-        if request.html is not None:
-            request.html = quote_html(request.html, parent, style)
-        if request.text is not None or request.html is None:
-            request.text = quote_text(request.text, parent, style)
+        _quote(request, parent, quote_style(kernel))
+    return _revalidated(kernel, request, parent, "in_reply_to", filled, forbidden)
+
+
+def _quote(request: OutboundRequest, parent: Interaction, style: QuoteStyle) -> None:
+    """*parent* below the request's html (when it has one) and text (when it has
+    one, or no html)."""
+    if request.html is not None:
+        request.html = quote_html(request.html, parent, style)
+    if request.text is not None or request.html is None:
+        request.text = quote_text(request.text, parent, style)
+
+
+def _revalidated(
+    kernel: Kernel,
+    request: OutboundRequest,
+    source: Interaction,
+    field: str,
+    filled: list[str],
+    forbidden: frozenset[str] | None,
+) -> OutboundRequest:
+    """*request* checked again after *source* (named by *field*) filled it: what
+    was added comes from a stored mail, so it obeys the request rules too."""
     try:
         validated = validate_request(
             request, site_forbidden_headers(kernel) if forbidden is None else forbidden
         )
     except RequestError as exc:
         raise RequestError(
-            exc.field, f"as filled from interaction {parent.id!r} (in_reply_to): {exc.message}"
+            exc.field, f"as filled from interaction {source.id!r} ({field}): {exc.message}"
         ) from None
     validated.filled = filled
     return validated
@@ -497,22 +515,11 @@ def _filled_forward(
             original.subject, DEFAULT_FORWARD_PREFIX if prefix is None else str(prefix)
         )
     separator = kernel.config.get("email-processing", "forward-separator")
-    style = attrs.evolve(quote_style(kernel), prefix="", separator=str(separator or ""))
-    if request.html is not None:
-        request.html = quote_html(request.html, original, style)
-    if request.text is not None or request.html is None:
-        request.text = quote_text(request.text, original, style)
+    _quote(request, original, attrs.evolve(quote_style(kernel), prefix="",
+                                           separator=str(separator or "")))  # fmt: skip
     carried = forwarded_files(original, len(request.attachments))
     request.attachments = [*carried, *request.attachments]
-    try:
-        validated = validate_request(
-            request, site_forbidden_headers(kernel) if forbidden is None else forbidden
-        )
-    except RequestError as exc:
-        raise RequestError(
-            exc.field, f"as filled from interaction {original.id!r} (forward_of): {exc.message}"
-        ) from None
-    validated.filled = filled
+    validated = _revalidated(kernel, request, original, "forward_of", filled, forbidden)
     return validated, len(carried)
 
 
