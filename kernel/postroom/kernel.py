@@ -40,6 +40,8 @@ from postroom.config.site import SiteConfig
 from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
+from postroom.errors import ConfigError
+from postroom.identity import MailboxIdentity, account_section, identity_warnings, load_identities
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
 from postroom.net.proxyconfig import check_proxies, section_proxy
@@ -130,6 +132,10 @@ class Kernel:
         self.hooks.configure(self.config)
         _check_http(self.config)
         check_proxies(self.config)
+        #: each mailbox's address, display name, signature and own SMTP login
+        self.identities: dict[str, MailboxIdentity] = load_identities(self.config)
+        self.config.warnings.extend(identity_warnings(self.config, self.identities))
+        self.config.warnings.extend(self._unused_accounts())
         #: blocking calls (store, file and network libraries), never on the reactor thread
         self.runner: Runner = (
             runner
@@ -268,6 +274,46 @@ class Kernel:
             auth_cls = self.drivers[(AUTH_GROUP, str(smtp.get("auth")))]
             authenticator = auth_cls(smtp, self.driver_context())
         return cls(smtp, self.driver_context(authenticator))
+
+    def build_mailbox_senders(self) -> dict[str, Any]:
+        """One sender of its own for each mailbox that logs in as its own user
+        (``smtp-user``), by mailbox name: the ``smtp-client``'s driver, server and
+        settings, the mailbox's login, its own connections. Empty without an
+        ``smtp-client`` or when its driver does not log in."""
+        smtp = self.config.smtp
+        if smtp is None:
+            return {}
+        cls = self.drivers[(SENDERS_GROUP, str(smtp.server_type))]
+        if not needs_auth(cls):
+            return {}
+        senders = {}
+        for name, identity in self.identities.items():
+            if not identity.own_account:
+                continue
+            section = account_section(smtp, self.config.mailbox(name))
+            auth_cls = self.drivers.get((AUTH_GROUP, str(section.get("auth"))))
+            if auth_cls is None:
+                raise section.error(f"auth driver {section.get('auth')!r} is not loaded", "auth")
+            authenticator = auth_cls(section, self.driver_context())
+            senders[name] = cls(section, self.driver_context(authenticator))
+        return senders
+
+    def _unused_accounts(self) -> list[ConfigError]:
+        """Mailboxes whose ``smtp-user`` the sender cannot use (it does not log in)."""
+        smtp = self.config.smtp
+        if smtp is None:
+            return []
+        cls = self.drivers.get((SENDERS_GROUP, str(smtp.server_type)))
+        if cls is None or needs_auth(cls):
+            return []
+        return [
+            self.config.mailbox(name).error(
+                f"ignored: the smtp-client's server-type {smtp.server_type!r} does not log in",
+                "smtp-user",
+            )
+            for name, identity in self.identities.items()
+            if identity.own_account
+        ]
 
     # -- lifecycle
 

@@ -459,6 +459,9 @@ class OutboundRequest:
     text: str | None = None
     html: str | None = None
     from_addr: str | None = None
+    #: the mailbox (``pop-client`` name) it goes out from: its identity and account;
+    #: a reply without one gets its parent's at queueing (:mod:`postroom.identity`)
+    mailbox: str | None = None
     cc: list[str] = attrs.field(factory=list)
     bcc: list[str] = attrs.field(factory=list)
     headers: dict[str, str] = attrs.field(factory=dict)

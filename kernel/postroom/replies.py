@@ -125,14 +125,27 @@ class _Text(HTMLParser):
             self.parts.append(data)
 
 
+def html_text(html_body: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """The text of an HTML body (scripts and styles left out), at most *limit* characters."""
+    reader = _Text()
+    reader.feed(html_body[: limit * 4])
+    reader.close()
+    return re.sub(r"\n{3,}", "\n\n", "".join(reader.parts)).strip()[:limit]
+
+
+def before_body_end(html_body: str, block: str) -> str:
+    """*html_body* with *block* put before ``</body>``, else at its end."""
+    closing = re.search(r"</body\s*>", html_body, re.IGNORECASE)
+    if closing is None:
+        return f"{html_body}\n{block}"
+    return html_body[: closing.start()] + block + html_body[closing.start() :]
+
+
 def _parent_text(parent: Interaction) -> str:
     if parent.text is not None:
         text = parent.text[:MAX_QUOTED_CHARS]
     elif parent.html is not None:
-        reader = _Text()
-        reader.feed(parent.html[: MAX_QUOTED_CHARS * 4])
-        reader.close()
-        text = re.sub(r"\n{3,}", "\n\n", "".join(reader.parts)).strip()[:MAX_QUOTED_CHARS]
+        text = html_text(parent.html)
     else:
         text = ""
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
@@ -177,7 +190,4 @@ def quote_html(html_body: str, parent: Interaction, style: QuoteStyle) -> str:
         f'<div class="postroom-quote">\n<hr>\n{separator}<p>{rows}</p>\n'
         f'<blockquote type="cite">\n{quoted}\n</blockquote>\n</div>\n'
     )
-    closing = re.search(r"</body\s*>", html_body, re.IGNORECASE)
-    if closing is None:
-        return f"{html_body}\n{block}"
-    return html_body[: closing.start()] + block + html_body[closing.start() :]
+    return before_body_end(html_body, block)

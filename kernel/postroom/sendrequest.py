@@ -12,8 +12,9 @@ with status 2, and nothing is queued. The result is a normalised
 address entry, domains in ASCII, ``Reply-To`` and ``Sender`` rewritten from
 the mailboxes they name.
 
-Whether ``in_reply_to`` names a stored interaction needs the store: the outbox
-checks it when it queues the request.
+Whether ``in_reply_to`` names a stored interaction needs the store, and whether
+``mailbox`` names a configured mailbox needs the site: the outbox checks both when it
+queues the request.
 """
 
 from __future__ import annotations
@@ -457,6 +458,7 @@ def request_from_json(
         text=data.get("text"),
         html=data.get("html"),
         from_addr=None if sender is None else str(_one_mailbox("from", sender)),
+        mailbox=data.get("mailbox"),
         headers=headers,
         in_reply_to=data.get("in_reply_to"),
         forward_of=data.get("forward_of"),
@@ -475,6 +477,7 @@ def request_data(request: OutboundRequest) -> dict[str, Any]:
         "cc": request.cc,
         "bcc": request.bcc,
         "from": request.from_addr,
+        "mailbox": request.mailbox,
         "subject": request.subject,
         "text": request.text,
         "html": request.html,

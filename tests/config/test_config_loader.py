@@ -29,6 +29,11 @@ OAUTH_DEFAULTS = {
     "token-expiry-margin-time": 300.0, "secret": None, "client-certificate-file": None,
     "service-account-file": None, "token-endpoint": None, "token-ca-file": None,
 }
+#: the identity options of every mailbox (docs/outbound.md, "Mailbox identity")
+IDENTITY_DEFAULTS = {
+    "address": None, "display-name": None, "signature-text-file": None,
+    "signature-html-file": None, "smtp-user": None, "smtp-password": None,
+}
 
 
 def errors_of(path: Path, schema: OptionSchema, **kwargs: object) -> list[ConfigError]:
@@ -70,7 +75,7 @@ def test_example_loads_as_written(write: Write, schema: OptionSchema, example: s
     assert mailbox.options == {
         "name": "support", "type": "maildir", "auth": "basic", "enabled": True,
         "poll-interval": 60.0, "folder-path": base / "examples/quickstart/maildir",
-        **OAUTH_DEFAULTS,
+        **OAUTH_DEFAULTS, **IDENTITY_DEFAULTS,
     }
     assert mailbox.passthrough == {}
     assert (mailbox.file, mailbox.line) == (str(path), 9)
@@ -664,7 +669,7 @@ pop-client:
 def test_defaults_of_a_place(schema: OptionSchema, tmp_path: Path) -> None:
     mailbox = defaults(schema, Scope.MAILBOX)
     assert mailbox == {"name": None, "type": None, "auth": "basic", "enabled": True,
-                       "poll-interval": 60.0, **OAUTH_DEFAULTS}
+                       "poll-interval": 60.0, **OAUTH_DEFAULTS, **IDENTITY_DEFAULTS}
     imap = defaults(schema, Scope.MAILBOX, driver="imap")
     assert imap["connect-timeout"] == 30.0 and "folder-path" not in imap
     store = defaults(schema, Scope.STORE, driver="sqlite", base_dir=tmp_path)

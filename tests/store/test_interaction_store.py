@@ -750,6 +750,21 @@ def test_an_entry_requeued_without_counting_keeps_its_attempts(store: SQLStore) 
     assert store.claim_outbound(now) == []
 
 
+def test_an_outbound_interaction_keeps_its_mailbox(store: SQLStore) -> None:
+    """The mailbox it goes out from (docs/outbound.md, "Mailbox identity"), in its row
+    and in the queued request."""
+    request = OutboundRequest(to=["c@x"], from_addr="Care <care@c.example>", mailbox="support")
+    entry = store.queue_outbound(Interaction(message_id="<m@x>", mailbox="support"), request)
+    other = store.queue_outbound(Interaction(message_id="<n@x>"), OutboundRequest(to=["c@x"]))
+    assert entry.request.mailbox == "support"
+    stored = store.get_interaction(entry.id)
+    assert stored is not None and stored.mailbox == "support"
+    assert [i.id for i in store.list_interactions(mailbox="support")] == [entry.id]
+    assert store.get_interaction(other.id).mailbox is None  # type: ignore[union-attr]
+    [claimed, _] = store.claim_outbound(datetime(2024, 5, 1, 9, 0, tzinfo=UTC))
+    assert claimed.request.mailbox == "support"
+
+
 def test_outbox_lifecycle(store: SQLStore) -> None:
     now = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
     request = OutboundRequest(

@@ -193,23 +193,26 @@ async def check_mailbox(kernel: Any, mailbox: Any) -> ConnectionCheck:
                 log.debug("disconnect after the check failed: %s", exc)
 
 
-async def check_sender(kernel: Any) -> ConnectionCheck | None:
-    """The SMTP client's connection, TLS and login (no message sent)."""
+async def check_sender(
+    kernel: Any, name: str = SMTP_CLIENT, built: Any = None
+) -> ConnectionCheck | None:
+    """The SMTP client's connection, TLS and login (no message sent); *built* is
+    another sender of it (a mailbox's own account, *name* ``smtp-client[<mailbox>]``)."""
     if kernel.config.smtp is None:
         return None
     started = time.monotonic()
     sender = None
     try:
-        sender = kernel.build_sender()
+        sender = built if built is not None else kernel.build_sender()
         probe = getattr(sender, "check_connection", None)
         if probe is None:
             return ConnectionCheck(
-                SMTP_CLIENT, True, 0.0, f"{kernel.config.smtp.server_type}: nothing to connect to"
+                name, True, 0.0, f"{kernel.config.smtp.server_type}: nothing to connect to"
             )
         detail = await probe()
-        return ConnectionCheck(SMTP_CLIENT, True, time.monotonic() - started, str(detail))
+        return ConnectionCheck(name, True, time.monotonic() - started, str(detail))
     except Exception as exc:
-        return ConnectionCheck(SMTP_CLIENT, False, time.monotonic() - started, _one_line(exc))
+        return ConnectionCheck(name, False, time.monotonic() - started, _one_line(exc))
     finally:
         if sender is not None:
             try:
@@ -226,7 +229,8 @@ def _capabilities(source: Any) -> list[str]:
 
 
 async def check_connections(kernel: Any) -> list[ConnectionCheck]:
-    """Every enabled mailbox, then the SMTP client, one after another."""
+    """Every enabled mailbox, then the SMTP client, then the mailboxes' own SMTP
+    logins (``smtp-user``), one after another."""
     results = []
     for mailbox in kernel.config.mailboxes:
         if mailbox.get("enabled"):
@@ -234,6 +238,10 @@ async def check_connections(kernel: Any) -> list[ConnectionCheck]:
     sender = await check_sender(kernel)
     if sender is not None:
         results.append(sender)
+    for name, own in kernel.build_mailbox_senders().items():
+        checked = await check_sender(kernel, f"{SMTP_CLIENT}[{name}]", own)
+        if checked is not None:
+            results.append(checked)
     return results
 
 

@@ -493,6 +493,7 @@ _SEND_OPTIONS = {
     "cc": "--cc",
     "bcc": "--bcc",
     "from": "--from",
+    "mailbox": "--mailbox",
     "subject": "--subject",
     "text": "--text",
     "html": "--html",
@@ -522,6 +523,7 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
         "cc": args.cc,
         "bcc": args.bcc,
         "from": args.sender,
+        "mailbox": args.mailbox,
         "subject": args.subject,
         "in_reply_to": args.in_reply_to,
         "forward_of": args.forward_of,
@@ -947,6 +949,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cc", action="append", help="Cc recipients (address list, repeatable)")
     p.add_argument("--bcc", action="append", help="Bcc recipients (address list, repeatable)")
     p.add_argument("--from", dest="sender", help="From address (one mailbox)")
+    p.add_argument(
+        "--mailbox",
+        help="the site's mailbox (pop-client name) it goes out from: its address, display "
+        "name and signature, its own SMTP login if it has one (default: the mailbox the "
+        "--in-reply-to interaction came in on)",
+    )
     p.add_argument("--subject", help="subject")
     p.add_argument("--text", help="plain-text body, or @FILE")
     p.add_argument("--html", help="HTML body, or @FILE")

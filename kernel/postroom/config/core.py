@@ -379,6 +379,7 @@ def postroom_add_options(schema: OptionSchema) -> None:
         maximum=DAY,
         description="Time between checks for new mail when the server cannot push it.",
     )
+    add_identity_options(schema)
 
     # smtp-client
     add(
@@ -460,6 +461,50 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "secret",
         section="http",
         description="Bearer token clients of the HTTP API must present.",
+    )
+
+
+def add_identity_options(schema: OptionSchema) -> None:
+    """A mailbox's identity: who mail from it is, and how it is sent (docs/outbound.md,
+    "Mailbox identity"); read by :mod:`postroom.identity`."""
+    add = functools.partial(schema.add, scope=Scope.MAILBOX, declared_by=KERNEL)
+    add(
+        "address",
+        "email",
+        description="The mailbox's own e-mail address (`support@centre.example`): the From "
+        "of replies to mail that came in here, and of send requests naming this mailbox "
+        "(`mailbox`). Absent: such mail goes out from `email-processing: default-from-address`.",
+    )
+    add(
+        "display-name",
+        description="Display name written before `address` in the From "
+        "(`Customer Care <support@centre.example>`); needs `address`.",
+    )
+    add(
+        "signature-text-file",
+        "path",
+        description="UTF-8 file appended, after a blank line, to the plain-text part of mail "
+        "sent from this mailbox (before a reply's quote); also put into the HTML part, escaped, "
+        "when `signature-html-file` is absent. At most 64 KB.",
+    )
+    add(
+        "signature-html-file",
+        "path",
+        description="UTF-8 HTML fragment appended to the HTML part of mail sent from this "
+        "mailbox (before `</body>` and before a reply's quote); its text goes into the "
+        "plain-text part when `signature-text-file` is absent. At most 64 KB.",
+    )
+    add(
+        "smtp-user",
+        description="Send this mailbox's mail through the `smtp-client` server logged in as "
+        "this user (its own connections) instead of the `smtp-client` account; give "
+        "`smtp-password` too. Absent: the `smtp-client` account sends it, and needs the right "
+        "to send as `address` (send-as).",
+    )
+    add(
+        "smtp-password",
+        "secret",
+        description="Password of `smtp-user`. Use `${ENV_VAR}` or `${file:path}`; never printed.",
     )
 
 

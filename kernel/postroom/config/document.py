@@ -78,8 +78,8 @@ class DriverNames:
     senders: list[str] = attrs.field(factory=list)
     #: ``(group, driver, auth)``: the auth driver each source or sender driver
     #: would use (a mailbox's ``auth``, default ``basic``; ``smtp-client``'s when
-    #: ``enable-authentication``); the kernel loads it only for a driver that
-    #: declares ``needs_auth``
+    #: ``enable-authentication`` or a mailbox's ``smtp-user``); the kernel loads
+    #: it only for a driver that declares ``needs_auth``
     auth: list[tuple[str, str, str]] = attrs.field(factory=list)
     #: None when the ``plugins:`` key is absent (every installed plugin)
     plugins: list[str] | None = None
@@ -120,10 +120,12 @@ class Document:
                 DEFAULT_STORE
             )
         pop = top.get(MAILBOX_SECTION)
+        own_accounts = False  # a mailbox logs in to the smtp-client's server itself
         for item in sequence_of(pop.value) if pop is not None else []:
             if not isinstance(item, yaml.MappingNode):
                 continue
             entries = quiet_items(item)
+            own_accounts = own_accounts or "smtp-user" in entries
             kind = text(entries.get("type", NO_ENTRY).value)
             add(names.sources, kind)
             if kind is not None:
@@ -137,7 +139,7 @@ class Document:
             enabled = (
                 text(smtp_entries.get("enable-authentication", NO_ENTRY).value) or ""
             ).lower()
-            if sender is not None and enabled in ("true", "yes", "on", "1"):
+            if sender is not None and (enabled in ("true", "yes", "on", "1") or own_accounts):
                 auth = implied_auth({k: text(e.value) for k, e in smtp_entries.items()})
                 add(names.auth, (SENDERS_GROUP, sender, auth))
         plugins = top.get("plugins")

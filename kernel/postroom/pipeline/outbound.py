@@ -219,13 +219,16 @@ class OutboundPipeline:
         sender: Any,
         forbidden: frozenset[str] = BUILTIN_FORBIDDEN_HEADERS,
         now: Callable[[], datetime] | None = None,
+        mailbox_senders: dict[str, Any] | None = None,
     ) -> None:
         """*sender* is the sender driver (None: no ``smtp-client``, every send fails
         for good); *forbidden* the site's forbidden headers; *now* the clock the
-        Date header is written from."""
+        Date header is written from; *mailbox_senders* the senders of the mailboxes
+        that log in as their own user, by mailbox name."""
         self.hooks = hooks
         self.ctx = ctx
         self.sender = sender
+        self.mailbox_senders = dict(mailbox_senders or {})
         self.forbidden = forbidden
         self.now = now or (lambda: datetime.fromtimestamp(ctx.clock.seconds(), UTC))
 
@@ -240,7 +243,13 @@ class OutboundPipeline:
         await self.veto(request)
         envelope = await self.envelope(entry, request)
         data = await self.build(entry, request, envelope)
-        return await self.sender.send(data, envelope, entry.message_id)
+        return await self.sender_for(request).send(data, envelope, entry.message_id)
+
+    def sender_for(self, request: OutboundRequest) -> Any:
+        """The sender of *request*: its mailbox's own (``smtp-user``), else the
+        ``smtp-client`` account's."""
+        own = self.mailbox_senders.get(request.mailbox) if request.mailbox is not None else None
+        return own if own is not None else self.sender
 
     async def render(self, request: OutboundRequest) -> OutboundRequest:
         """``postroom_render``, then the request is checked again: what rendering

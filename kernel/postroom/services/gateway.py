@@ -58,7 +58,12 @@ class Gateway(service.MultiService):
             svc = MailboxService(kernel, mailbox, self.pipeline, self.handoff, once=once)
             svc.setServiceParent(self)
             self.mailboxes.append(svc)
-        self.outbound = OutboundService(kernel, kernel.build_sender(), once=once)
+        self.outbound = OutboundService(
+            kernel,
+            kernel.build_sender(),
+            once=once,
+            mailbox_senders=kernel.build_mailbox_senders(),
+        )
         self.outbound.setServiceParent(self)
         self.api: ApiService | None = None if once else api_service(self)
         if self.api is not None:

@@ -16,7 +16,9 @@ A refused login of the sender (:class:`~postroom.errors.SenderAuthenticationFail
 a wrong password) is nothing wrong with the message: the whole outbox pauses by
 the login policy (:mod:`postroom.loginpolicy`), the entries stay queued with
 their attempts uncounted, and one login is tried per back-off step, not one
-per queued entry.
+per queued entry. A mailbox that logs in as its own user (``smtp-user``:
+:mod:`postroom.identity`) sends through a sender of its own with a login
+policy of its own: its refused login holds only that mailbox's mail.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
 from postroom.errors import SenderAuthenticationFailed
 from postroom.grants import NeedsReauthorisation
+from postroom.identity import MailboxIdentity, default_from, outbound_mailbox, sign
 from postroom.loginpolicy import AUTH_FAILED, CONNECTED, NEEDS_REAUTHORISATION, LoginPolicy
 from postroom.metrics import SMTP_CLIENT
 from postroom.model import (
@@ -105,7 +108,10 @@ class OutboundService(service.Service):
         poll_interval: float = 1.0,
         backoff: Backoff | None = None,
         login_policy: LoginPolicy | None = None,
+        mailbox_senders: dict[str, Any] | None = None,
     ) -> None:
+        """*mailbox_senders*: the senders of mailboxes that log in as their own user
+        (:meth:`~postroom.kernel.Kernel.build_mailbox_senders`), by mailbox name."""
         self.kernel = kernel
         self.once = once
         self.poll_interval = poll_interval
@@ -114,8 +120,18 @@ class OutboundService(service.Service):
         self.login_policy = login_policy or LoginPolicy.from_config(kernel.config, kernel.clock)
         self.finished: Deferred[bool] = Deferred()
         self.pipeline = OutboundPipeline(
-            kernel.hooks, kernel.ctx, sender, site_forbidden_headers(kernel), self._now
+            kernel.hooks,
+            kernel.ctx,
+            sender,
+            site_forbidden_headers(kernel),
+            self._now,
+            mailbox_senders,
         )
+        #: the refused logins of each mailbox's own account: only its mail waits
+        self.account_policies = {
+            name: LoginPolicy.from_config(kernel.config, kernel.clock)
+            for name in self.pipeline.mailbox_senders
+        }
         self._loop: Deferred[None] | None = None
         self._pause: Deferred[Any] | None = None
         self._ok = True
@@ -153,8 +169,9 @@ class OutboundService(service.Service):
 
         async def stop() -> None:
             await loop
-            if self.sender is not None:
-                await self.sender.close()
+            for sender in [self.sender, *self.pipeline.mailbox_senders.values()]:
+                if sender is not None:
+                    await sender.close()
 
         return ensureDeferred(stop())
 
@@ -224,6 +241,11 @@ class OutboundService(service.Service):
                 # the login was just refused: the rest of the batch waits untried
                 await self._requeue_untried(entries[done:])
                 break
+            account = self._account_policy(entry)
+            if account is not None and account.refusing and account.remaining() > 0:
+                # its mailbox's own login was refused: only that mailbox's mail waits
+                await self._requeue_untried([entry], account)
+                continue
             await self.send_entry(entry)
         if entries or not self._counted:
             await self._count()
@@ -242,7 +264,10 @@ class OutboundService(service.Service):
         try:
             result = await self.pipeline.send(entry)
         except (SenderAuthenticationFailed, NeedsReauthorisation) as exc:
-            await self._login_refused(entry, exc)
+            if self._account_policy(entry) is not None:
+                await self._account_refused(entry, exc)
+            else:
+                await self._login_refused(entry, exc)
             return
         except Exception as exc:
             attempts = entry.attempts + 1
@@ -267,8 +292,52 @@ class OutboundService(service.Service):
                     error,
                 )
             return
-        self._logged_in()
+        if self._account_policy(entry) is not None:
+            self._account_logged_in(entry)
+        else:
+            self._logged_in()
         await self.pipeline.record_sent(entry, result)
+
+    def _account_policy(self, entry: OutboxEntry) -> LoginPolicy | None:
+        """The login policy of the mailbox account *entry* is sent through, or None
+        (the ``smtp-client`` account's, :attr:`login_policy`)."""
+        mailbox = entry.request.mailbox
+        return self.account_policies.get(mailbox) if mailbox is not None else None
+
+    async def _account_refused(
+        self, entry: OutboxEntry, exc: SenderAuthenticationFailed | NeedsReauthorisation
+    ) -> None:
+        """A mailbox's own login was refused: its mail waits by its own policy, the
+        other mailboxes' goes on; *entry* goes back to queued, uncounted."""
+        policy = self._account_policy(entry)
+        assert policy is not None
+        if isinstance(exc, NeedsReauthorisation):
+            policy.hold(exc.reason)
+        else:
+            policy.refused(str(exc))
+        assert policy.next_attempt is not None
+        retry_at = datetime.fromtimestamp(policy.next_attempt, UTC)
+        self._ok = False
+        await self.kernel.store.mark_outbound(
+            entry.id, OutboxState.QUEUED.value, failure_text(exc), retry_at, count_attempt=False
+        )
+        log.error(
+            "smtp-client[%s]: login refused (%d in a row), this mailbox's mail waits "
+            "until %s: %s",
+            entry.request.mailbox,
+            policy.failures,
+            retry_at.isoformat(),
+            exc,
+        )
+
+    def _account_logged_in(self, entry: OutboxEntry) -> None:
+        """A send through a mailbox's own account went through."""
+        policy = self._account_policy(entry)
+        if policy is not None and policy.refusing:
+            log.info(
+                "smtp-client[%s]: login accepted again; sending resumed", entry.request.mailbox
+            )
+            policy.succeeded()
 
     async def _login_refused(
         self, entry: OutboxEntry, exc: SenderAuthenticationFailed | NeedsReauthorisation
@@ -319,10 +388,14 @@ class OutboundService(service.Service):
         except Exception as exc:
             log.warning("smtp-client: cannot keep its state: %s", exc)
 
-    async def _requeue_untried(self, entries: list[OutboxEntry]) -> None:
-        """Claimed entries not tried because the sender's login is refused."""
-        assert self.login_policy.next_attempt is not None
-        retry_at = datetime.fromtimestamp(self.login_policy.next_attempt, UTC)
+    async def _requeue_untried(
+        self, entries: list[OutboxEntry], policy: LoginPolicy | None = None
+    ) -> None:
+        """Claimed entries not tried because the login of their account (*policy*,
+        else the ``smtp-client``'s) is refused."""
+        policy = policy or self.login_policy
+        assert policy.next_attempt is not None
+        retry_at = datetime.fromtimestamp(policy.next_attempt, UTC)
         for entry in entries:
             await self.kernel.store.mark_outbound(
                 entry.id, OutboxState.QUEUED.value, None, retry_at, count_attempt=False
@@ -370,7 +443,9 @@ async def queue_send(
 
     Raises :class:`~postroom.sendrequest.RequestError` (nothing stored) for a
     request that can never be sent: see :mod:`postroom.sendrequest`; also when
-    ``in_reply_to`` names no stored interaction. A reply's missing ``to`` and
+    ``in_reply_to`` names no stored interaction or ``mailbox`` no configured
+    mailbox. The mailbox it goes out from (named, else the parent's) gives its
+    From and signature (:mod:`postroom.identity`); a reply's missing ``to`` and
     ``subject`` are filled from its parent (:mod:`postroom.replies`). *forbidden*
     is the site's list of forbidden headers (read from its configuration when not given).
     """
@@ -384,18 +459,24 @@ async def queue_send(
         parent = await kernel.store.get_interaction(request.in_reply_to)
         if parent is None:
             raise RequestError("in_reply_to", f"no interaction {request.in_reply_to!r} is stored")
-        request = _filled_reply(kernel, request, parent, forbidden)
-    forwarded = 0
+    original = None
     if request.forward_of is not None:
         original = await kernel.store.get_interaction(request.forward_of)
         if original is None:
             raise RequestError("forward_of", f"no interaction {request.forward_of!r} is stored")
+    # a reply, and a forward, go out from the mailbox the mail came in on
+    identity = outbound_mailbox(kernel.identities, request, parent or original)
+    if identity is not None:
+        request = _from_mailbox(kernel, request, identity, forbidden)
+    if parent is not None:
+        request = _filled_reply(kernel, request, parent, forbidden)
+    forwarded = 0
+    if original is not None:
         request, forwarded = _filled_forward(kernel, request, original, forbidden)
     if request.attachments:
         request.attachments = await load_files(kernel, request.attachments, forwarded)
     if request.from_addr is None:
-        default_from = config.get("email-processing", "default-from-address")
-        text = str(default_from) if default_from else f"postroom@{domain}"
+        text = default_from(config)
         try:
             request.from_addr = str(parse_mailbox(text))
         except AddressError as exc:
@@ -410,6 +491,7 @@ async def queue_send(
         subtype=(Subtype.OUTBOUND_REPLY if request.in_reply_to else Subtype.OUTBOUND_NEW).value,
         status="Queued",
         parent_id=request.in_reply_to,
+        mailbox=request.mailbox,
         message_id=make_msgid(domain=domain),
         subject=request.subject,
         from_addr=parse_mailbox(request.from_addr).addr_spec,
@@ -431,6 +513,31 @@ async def queue_send(
         )
     await kernel.store.queue_outbound(interaction, request)
     return interaction
+
+
+def _from_mailbox(
+    kernel: Kernel,
+    request: OutboundRequest,
+    identity: MailboxIdentity,
+    forbidden: frozenset[str] | None,
+) -> OutboundRequest:
+    """*request* going out from *identity*'s mailbox: recorded on it, its From
+    when the request gives none, its signature appended; validated again (the
+    signature may take a body over its limit)."""
+    request.mailbox = identity.mailbox
+    if request.from_addr is None:
+        request.from_addr = identity.from_header
+    if not identity.signed:
+        return request
+    sign(request, identity)
+    try:
+        return validate_request(
+            request, site_forbidden_headers(kernel) if forbidden is None else forbidden
+        )
+    except RequestError as exc:
+        raise RequestError(
+            exc.field, f"with the signature of mailbox {identity.mailbox!r}: {exc.message}"
+        ) from None
 
 
 def _filled_reply(

@@ -40,8 +40,9 @@ class BasicAuthenticator:
 
     @property
     def _where(self) -> str:
-        name = getattr(self.config, "name", "?")
-        return "smtp-client" if name == "smtp-client" else f"mailbox {name!r}"
+        name = str(getattr(self.config, "name", "?"))
+        # smtp-client, or smtp-client[<mailbox>] for a mailbox's own account
+        return name if name.startswith("smtp-client") else f"mailbox {name!r}"
 
     def _option(self, names: tuple[str, ...]) -> tuple[str, Any]:
         """The first of *names* declared where this driver is used, and its value."""

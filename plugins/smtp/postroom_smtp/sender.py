@@ -47,7 +47,8 @@ from postroom_smtp.pool import ConnectionPool, PoolStats
 
 log = logging.getLogger(__name__)
 
-#: the ``mailbox`` argument of ``postroom_auth_event`` for the sender's logins
+#: the ``mailbox`` argument of ``postroom_auth_event`` for the sender's logins (a
+#: mailbox's own account, ``smtp-user``, is ``smtp-client[<mailbox>]``: its section's name)
 AUTH_EVENT_NAME = "smtp-client"
 TYPES = ("smtp",)
 
@@ -127,8 +128,8 @@ class SMTPSender:
 
     def __init__(self, options: Any, context: DriverContext) -> None:
         self.context = context
-        #: who refresh_once names in its log line
-        self.name = AUTH_EVENT_NAME
+        #: who refresh_once and the auth events name
+        self.name = str(getattr(options, "name", None) or AUTH_EVENT_NAME)
         self.settings = ConnectionSettings.from_options(
             options,
             security_option="smtp-connection-security",
@@ -275,7 +276,7 @@ class SMTPSender:
             await self.credentials(),
             refused=lambda _detail: refusals[-1],
             where=self.settings.where,
-            who="smtp-client",
+            who=self.name,
         )
         if self._login_ok is not True:
             self._login_ok = True
@@ -319,4 +320,4 @@ class SMTPSender:
 
     def _auth_event(self, event: str, detail: str) -> None:
         if self.context.auth_event is not None:
-            self.context.auth_event(AUTH_EVENT_NAME, event, detail)
+            self.context.auth_event(self.name, event, detail)
