@@ -539,7 +539,7 @@ def handoff_service(
     once: bool = False,
 ) -> tuple[HandoffService, HandoffStore, FakeKernel]:
     store = HandoffStore(list(pending or []), unfinished)
-    kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig({("gateway", "max-attempts"): 3}))
+    kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig(OUTBOX_OPTIONS))
     service = HandoffService(cast(Any, kernel), once=once,
                              backoff=Backoff(initial=5, maximum=5, jitter=0))  # fmt: skip
     return service, store, kernel
@@ -726,7 +726,7 @@ def test_submit_failure_is_retried_by_the_handoff_service() -> None:
     interaction = Interaction()
     store = HandoffStore([interaction])
     kernel = FakeKernel(hooks_with(("recorder", Recorder()), ("flaky", Flaky())), store,
-                        FakeConfig({("gateway", "max-attempts"): 3}))
+                        FakeConfig(OUTBOX_OPTIONS))
     service = HandoffService(cast(Any, kernel), backoff=Backoff(initial=5, maximum=5, jitter=0))
     service.startService()
     assert [m[:2] for m in store.marks] == [(interaction.id, "failed")]
@@ -759,7 +759,7 @@ def test_recovery_hands_off_every_pending_interaction_a_page_at_a_time(
     pending = [Interaction() for _ in range(7)]
     store = HandoffStore(pending)
     kernel = FakeKernel(hooks_with(("router", SlowRouter())), store,
-                        FakeConfig({("gateway", "max-attempts"): 3}))  # fmt: skip
+                        FakeConfig(OUTBOX_OPTIONS))  # fmt: skip
     service = HandoffService(cast(Any, kernel), backoff=Backoff(initial=5, maximum=5, jitter=0))
     service.startService()
     # one page in flight: the next is read only when its attempts have ended
@@ -814,6 +814,14 @@ class OutboxStore(FakeStore):
     async def suppress(self, address: str, reason: str, interaction_id: str | None = None
                        ) -> None:
         self.suppressed.append((address, reason, interaction_id))
+
+
+#: the site options the outbox service and pipeline read
+OUTBOX_OPTIONS: dict[tuple[str | None, str], Any] = {
+    ("gateway", "max-attempts"): 3,
+    ("email-processing", "bcc-address"): None,
+    ("email-processing", "outbound-msg-charset"): "UTF-8",
+}
 
 
 class RecordingSender:
@@ -872,7 +880,7 @@ def outbox(*plugins: tuple[str, object], attempts: int = 0
     interaction = Interaction(type=InteractionType.OUTBOUND.value)
     store = OutboxStore(interaction)
     sender = RecordingSender()
-    kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig({("gateway", "max-attempts"): 3}))
+    kernel = FakeKernel(hooks_with(*plugins), store, FakeConfig(OUTBOX_OPTIONS))
     service = OutboundService(cast(Any, kernel), sender,
                               backoff=Backoff(initial=30, maximum=30, jitter=0),
                               login_policy=LoginPolicy(kernel.clock))

@@ -349,6 +349,8 @@ class OutboundPipeline:
     async def files(self, entry: OutboxEntry, request: OutboundRequest) -> list[OutboundAttachment]:
         """The message's files in order: those queued with it, read from the outbox,
         and those a renderer added (a standard response's own), within the site's limits."""
+        if not request.attachments:
+            return []
         queued = [f for f in request.attachments if f.data is None]
         try:
             stored = await self.ctx.store.read_outbound_files(entry.id) if queued else []
