@@ -10,9 +10,15 @@
 ``POST /send``            queue an outbound e-mail (JSON body, the schema
                           ``postroom/schemas/send-request.json``); 202 with the outbound
                           interaction, 400 ``{"error": ..., "field": ...}`` when refused
+``POST /render``          the same body, nothing queued or sent: 200 with what would be
+                          sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
+                          same 400s
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
                           hand-off and outbox state
 ========================  ==============================================================
+
+Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
+are served after the kernel's, behind the same token and body limit.
 
 :class:`ApiService` serves it as a child service of the gateway, started and
 stopped with it, bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
@@ -37,7 +43,6 @@ import json
 import logging
 from typing import TYPE_CHECKING, Any
 
-import attrs
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
 from twisted.web import http, resource, server
@@ -45,6 +50,16 @@ from twisted.web import http, resource, server
 from postroom.errors import ConfigError
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
+from postroom.plugins.facade import PluginFailure, resolve
+from postroom.routes import (
+    HTTPError,
+    Response,
+    Route,
+    RouteError,
+    RouteRequest,
+    RouteTable,
+    json_bytes,
+)
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 from postroom.views import interaction_json
 
@@ -54,12 +69,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body
-
-
-class HTTPError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 def bearer_matches(values: list[bytes] | None, token: bytes) -> bool:
@@ -145,9 +154,14 @@ class ApiSite(server.Site):
     displayTracebacks = False
 
     def __init__(
-        self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY, **kwargs: Any
+        self,
+        gateway: Gateway,
+        token: str | None,
+        max_body: int = MAX_BODY,
+        routes: RouteTable | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(Api(gateway, token, max_body), **kwargs)
+        super().__init__(Api(gateway, token, max_body, routes), **kwargs)
         self.token = token.encode("utf-8") if token else None
         self.max_body = max_body
 
@@ -157,16 +171,38 @@ class ApiSite(server.Site):
         )
 
 
+def route_table(gateway: Gateway) -> RouteTable:
+    """The kernel's routes and the plugins' (``postroom_register_routes``).
+
+    Raises ConfigError naming the plugin for a route that is malformed or
+    clashes with another: the API would serve it wrongly, so nothing starts.
+    """
+    kernel = gateway.kernel
+    try:
+        return RouteTable.build(KERNEL_ROUTES, kernel.hooks.register_routes(kernel.ctx))
+    except PluginFailure as exc:
+        raise ConfigError(str(exc)) from exc
+    except RouteError as exc:
+        raise ConfigError(f"HTTP API routes: {exc}") from None
+
+
 class Api(resource.Resource):
-    """One resource for the whole API: routing is a handful of paths."""
+    """One resource for the whole API: a route table picks the handler."""
 
     isLeaf = True
 
-    def __init__(self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        token: str | None,
+        max_body: int = MAX_BODY,
+        routes: RouteTable | None = None,
+    ) -> None:
         super().__init__()
         self.gateway = gateway
         self.token = token.encode("utf-8") if token else None
         self.max_body = max_body
+        self.routes = routes if routes is not None else route_table(gateway)
 
     def render(self, request: Any) -> Any:
         d = ensureDeferred(self._handle(request))
@@ -183,7 +219,8 @@ class Api(resource.Resource):
         try:
             if not self._authorised(request):
                 raise HTTPError(401, "a valid bearer token is required")
-            code, body, content_type = await self._route(request)
+            answer = await self._route(request)
+            code, body, content_type = answer.status, answer.body, answer.content_type
         except HTTPError as exc:
             code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
         except RequestError as exc:  # a send request refused: nothing was queued
@@ -201,68 +238,107 @@ class Api(resource.Resource):
         request.write(body)
         request.finish()
 
-    async def _route(self, request: Any) -> tuple[int, bytes, str]:
+    async def _route(self, request: Any) -> Response:
         method = request.method.decode("latin-1")
-        parts = [p for p in request.path.decode("utf-8", "replace").split("/") if p]
-        if parts == ["health"] and method == "GET":
-            mailboxes = self.gateway.health()
-            smtp_client = self.gateway.outbound.health()
-            ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
-            if smtp_client is not None and smtp_client["state"] in REFUSED_STATES:
-                ok = False  # nothing is sent until the password is fixed
-            body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
-            if smtp_client is not None:
-                body["smtp_client"] = smtp_client
-            return (200 if ok else 503), _json(body), "application/json"
-        if parts == ["metrics"] and method == "GET":
-            return 200, self.gateway.kernel.metrics.render(), "text/plain; version=0.0.4"
-        if parts == ["send"] and method == "POST":
-            raw = request.content.read(self.max_body + 1)
-            if len(raw) > self.max_body:
-                raise HTTPError(413, f"request body over {self.max_body} bytes")
-            send = request_from_json(parse_json(raw), self.gateway.outbound.forbidden)
-            interaction = await self.gateway.send(send)
-            return 202, _json(interaction_json(interaction)), "application/json"
-        if len(parts) == 2 and parts[0] == "interactions" and method == "GET":
-            return 200, _json(await self._interaction(parts[1])), "application/json"
-        raise HTTPError(404 if method in ("GET", "POST") else 405, "no such endpoint")
+        path = request.path.decode("utf-8", "replace")
+        route, url_vars = self.routes.find(method, path)
+        raw = request.content.read(self.max_body + 1) if request.content is not None else b""
+        if len(raw) > self.max_body:
+            raise HTTPError(413, f"request body over {self.max_body} bytes")
+        query = {
+            key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
+            for key, values in (request.args or {}).items()
+        }
+        route_request = RouteRequest(
+            method=method,
+            path=path,
+            url_vars=url_vars,
+            query=query,
+            body=raw,
+            ctx=self.gateway.kernel.ctx,
+            gateway=self.gateway,
+        )
+        answer = await resolve(route.handler(route_request))
+        return answer if isinstance(answer, Response) else Response.json(answer)
 
-    async def _interaction(self, interaction_id: str) -> dict[str, Any]:
-        store = self.gateway.kernel.store
-        # The outbox entry first: a send changes it and the interaction's status
-        # together, so the status read after it is never older than its state.
-        entry = await store.get_outbox(interaction_id)
-        interaction = await store.get_interaction(interaction_id)
-        if interaction is None:
-            raise HTTPError(404, f"no interaction {interaction_id}")
-        status = await store.handoff_status(interaction_id)
-        if status is not None:
-            interaction.handoff_state = status[0]
-        data = interaction_json(interaction)
-        if entry is not None:
-            data["outbox"] = {
-                "state": entry.state,
-                "attempts": entry.attempts,
-                "last_error": entry.last_error,
-                "next_attempt_at": entry.next_attempt_at.isoformat()
-                if entry.next_attempt_at
-                else None,
-            }
-        return data
+
+# -- the kernel's routes
+
+
+def _health(request: RouteRequest) -> Response:
+    gateway = request.gateway
+    mailboxes = gateway.health()
+    smtp_client = gateway.outbound.health()
+    ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
+    if smtp_client is not None and smtp_client["state"] in REFUSED_STATES:
+        ok = False  # nothing is sent until the password is fixed
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
+    if smtp_client is not None:
+        body["smtp_client"] = smtp_client
+    return Response.json(body, 200 if ok else 503)
+
+
+def _metrics(request: RouteRequest) -> Response:
+    return Response(200, request.gateway.kernel.metrics.render(), "text/plain; version=0.0.4")
+
+
+async def _send(request: RouteRequest) -> Response:
+    gateway = request.gateway
+    send = request_from_json(parse_json(request.body), gateway.outbound.forbidden)
+    interaction = await gateway.send(send)
+    return Response.json(interaction_json(interaction), 202)
+
+
+async def _render(request: RouteRequest) -> Response:
+    """What ``POST /send`` would queue and send, nothing queued or sent."""
+    gateway = request.gateway
+    send = request_from_json(parse_json(request.body), gateway.outbound.forbidden)
+    preview = await gateway.preview(send)
+    return Response.json(preview.as_json())
+
+
+async def _interaction(request: RouteRequest) -> dict[str, Any]:
+    interaction_id = request.url_vars["id"]
+    store = request.gateway.kernel.store
+    # The outbox entry first: a send changes it and the interaction's status
+    # together, so the status read after it is never older than its state.
+    entry = await store.get_outbox(interaction_id)
+    interaction = await store.get_interaction(interaction_id)
+    if interaction is None:
+        raise HTTPError(404, f"no interaction {interaction_id}")
+    status = await store.handoff_status(interaction_id)
+    if status is not None:
+        interaction.handoff_state = status[0]
+    data = interaction_json(interaction)
+    if entry is not None:
+        data["outbox"] = {
+            "state": entry.state,
+            "attempts": entry.attempts,
+            "last_error": entry.last_error,
+            "next_attempt_at": entry.next_attempt_at.isoformat()
+            if entry.next_attempt_at
+            else None,
+        }
+    return data
+
+
+#: the kernel's own routes; plugins' may not clash with them
+KERNEL_ROUTES = (
+    Route("GET", "/health", _health),
+    Route("GET", "/metrics", _metrics),
+    Route("POST", "/send", _send),
+    Route("POST", "/render", _render),
+    Route("GET", "/interactions/{id}", _interaction),
+)
 
 
 def _json(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, default=_default).encode()
-
-
-def _default(value: Any) -> Any:
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    return str(value)
+    return json_bytes(data)
 
 
 def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSite:
-    """The API's site (keywords: ``max_body``, and Twisted's, e.g. ``reactor``)."""
+    """The API's site (keywords: ``max_body``, ``routes`` (a :class:`RouteTable`;
+    default: the kernel's and the plugins'), and Twisted's, e.g. ``reactor``)."""
     return ApiSite(gateway, token, **kwargs)
 
 
@@ -299,6 +375,8 @@ class ApiService(service.Service):
     def __init__(self, gateway: Gateway, bind: str, port: int, token: str | None) -> None:
         check_token(token)
         check_exposure(bind, token)
+        #: the routes, collected (and checked) before anything starts
+        self.routes = route_table(gateway)
         self.gateway = gateway
         self.bind = bind
         self.port_number = port
@@ -308,7 +386,7 @@ class ApiService(service.Service):
 
     def startService(self) -> None:
         reactor = self.gateway.kernel.reactor
-        site = site_for(self.gateway, self.token, reactor=reactor)
+        site = site_for(self.gateway, self.token, reactor=reactor, routes=self.routes)
         self.port = reactor.listenTCP(self.port_number, site, interface=self.bind)
         super().startService()
 

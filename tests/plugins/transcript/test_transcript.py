@@ -100,6 +100,7 @@ def test_the_entry_point_is_the_plugin_with_its_hooks() -> None:
             "postroom_add_options",
             "postroom_configure",
             "postroom_render",
+            "postroom_validate_request",
             "postroom_veto",
         }
 
