@@ -227,7 +227,11 @@ class Api(resource.Resource):
             code, content_type = 400, "application/json"
             body = _json({"error": str(exc), "field": exc.field})
         except Exception as exc:
-            log.exception("HTTP %s %s failed", request.method, request.path)
+            log.exception(
+                "HTTP %s %s failed",
+                request.method.decode("latin-1"),
+                request.path.decode("utf-8", "replace"),
+            )
             code, body = 500, _json({"error": f"{type(exc).__name__}: {exc}"})
             content_type = "application/json"
         if request.finished or getattr(request, "_disconnected", False):

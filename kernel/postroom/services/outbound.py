@@ -463,6 +463,7 @@ async def preview_send(
         pipeline = OutboundPipeline(kernel.hooks, kernel.ctx, None, site_forbidden_headers(kernel))
     prepared = await prepare_send(kernel, request, pipeline.forbidden)
     interaction = prepared.interaction
+    assert interaction.message_id is not None  # fixed by prepare_send
     try:
         composed = await pipeline.compose(
             prepared.request, interaction.message_id, interaction.parent_id, "preview"

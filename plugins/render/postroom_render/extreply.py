@@ -85,6 +85,7 @@ def request_of(data: Any) -> OutboundRequest:
 def renamed(exc: RequestError) -> RequestError:
     """A refusal of the send request, naming this call's field instead."""
     message = exc.message
+    field: str | None
     if exc.field == "options":
         field = _FIELD_OF_KEY.get(getattr(exc, "key", None) or "", "standard_response")
         message = message.removeprefix(f"{OPTION}: ").removeprefix(f"{OPTION}.")

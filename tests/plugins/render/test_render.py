@@ -389,7 +389,8 @@ def test_a_planted_render_error_is_refused_and_never_sticks(
     write_response(library, "fine", text="ok")
     error = refused_at_queue(kernel, request("fine", spec={"_render_error": "planted"}))
     assert "unknown key(s) '_render_error'" in str(error)
-    assert render_with(kernel, PickledRunner(), request("fine", spec={"_render_error": "x"})) is None
+    planted = request("fine", spec={"_render_error": "x"})
+    assert render_with(kernel, PickledRunner(), planted) is None
 
 
 @pytest.mark.parametrize(
