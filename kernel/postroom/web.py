@@ -42,6 +42,7 @@ import ipaddress
 import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
@@ -249,10 +250,8 @@ class Api(resource.Resource):
         raw = request.content.read(self.max_body + 1) if request.content is not None else b""
         if len(raw) > self.max_body:
             raise HTTPError(413, f"request body over {self.max_body} bytes")
-        query = {
-            key.decode("utf-8", "replace"): [v.decode("utf-8", "replace") for v in values]
-            for key, values in (request.args or {}).items()
-        }
+        # from the URI alone: Twisted's request.args also holds a form-encoded body
+        query = parse_qs(urlsplit(request.uri.decode("utf-8", "replace")).query)
         route_request = RouteRequest(
             method=method,
             path=path,

@@ -140,9 +140,15 @@ def test_a_plugin_route_answers_with_its_json_values(api: Server, notes: Notes) 
 
 
 def test_a_plugin_route_reads_the_body_strictly_and_refuses_naming_the_field(
-    api: Server,
+    api: Server, notes: Notes
 ) -> None:
     assert api.send({"note": "call back"}, path="/notes") == (201, {"stored": "call back"})
+    # curl -d sends JSON as a form: the body stays the body, never query values
+    body = json.dumps({"note": "x"}).encode()
+    form = {"Authorization": f"Bearer {TOKEN}",
+            "Content-Type": "application/x-www-form-urlencoded"}  # fmt: skip
+    assert api.request("POST", "/notes?a=1", body, form)[0] == 201
+    assert notes.seen[-1].query == {"a": ["1"]} and notes.seen[-1].body == body
     code, body = api.send({"note": 3}, path="/notes")
     assert (code, body) == (400, {"error": "note: must be a string", "field": "note"})
     code, body = api.send(b'{"note": "a", "note": "b"}', path="/notes")

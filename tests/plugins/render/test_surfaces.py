@@ -148,6 +148,41 @@ def test_postroom_responses_failures(site: Path, quickstart: Path) -> None:
     assert bare.stderr == f"error: no standard-responses.directory is configured in {site}\n"
 
 
+# -------------------------------------------------- refusals when queued (CLI)
+
+
+@pytest.mark.parametrize(
+    ("spec", "error"),
+    [
+        ({"id": "nope"}, "--option: standard_response: no standard response 'nope'"),
+        ({"id": "bot-answer"}, "--option: standard_response: standard response 'bot-answer' "
+                               "requires ExtAgentReply (required in its response.yaml): missing"),
+        ({"id": "thanks", "fields": {"Contact": {"Title": " "}}},
+         "--option: standard_response: standard response 'thanks' requires Contact.Title"),
+        ({"id": "thanks", "fields": {"Contact": {"Title": {}}}},
+         "--option: standard_response.fields.Contact.Title must be a string"),
+    ],
+)  # fmt: skip
+def test_postroom_send_and_render_refuse_what_the_library_cannot_send_with_exit_2(
+    site: Path, spec: dict[str, Any], error: str
+) -> None:
+    """An unknown standard response, a missing field value, a value of the wrong type."""
+    (site.parent / "responses" / "thanks" / "response.yaml").write_text(
+        "subject: Thanks\nrequired: [Contact.Title]\n"
+    )
+    option = f"standard_response={json.dumps(spec)}"
+    result = postroom("send", "-c", str(site), "--to", "a@x.example", "--option", option)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith(f"error: {error}"), result.stderr
+    assert not (site.parent / "outbox").exists()
+    listed = postroom("interactions", "list", "-c", str(site), "--json")
+    assert listed.returncode == 0 and listed.stdout == ""
+    request = {"to": "a@x.example", "options": {"standard_response": spec}}
+    rendered = postroom("render", "-c", str(site), stdin=json.dumps(request))
+    assert rendered.returncode == 2
+    assert rendered.stderr.startswith("error: " + error.replace("--option", "options", 1))
+
+
 # ------------------------------------------------- refusals when queued (HTTP)
 
 
