@@ -20,6 +20,7 @@ from __future__ import annotations
 from postroom import hookimpl
 from postroom._apiversion import VERSION, api_compatible
 from postroom.backoff import Backoff, sleep
+from postroom.cli.commands import PluginCommands
 from postroom.config.options import (
     MAILBOX_SECTION,
     SECRET_PREFIX,
@@ -128,6 +129,7 @@ from postroom.oauth import (
     TokenHTTP,
     read_token_answer,
 )
+from postroom.outbound_files import FileError, FileLimits, check_limits, file_limits, outbound_file
 from postroom.parsing.headers import (
     Address,
     normalize_message_id,
@@ -136,8 +138,11 @@ from postroom.parsing.headers import (
     parse_message_ids,
     strip_comments,
 )
+from postroom.pipeline.outbound import Preview
 from postroom.progress import ListingProgress
+from postroom.routes import HTTPError, Response, Route, RouteRequest
 from postroom.runner import InlineRunner, Runner, ThreadPoolRunner
+from postroom.sendrequest import RequestError
 from postroom.services.gateway import Gateway
 from postroom.sources.base import LOGIN_FAILED, LOGIN_OK, LoginRefused, SourceBase, refresh_once
 from postroom.sources.server import MAILBOX_SECURITY_OPTION, ServerSourceBase
@@ -151,6 +156,7 @@ from postroom.store.sql.store import SQLStore
 from postroom.store.sql.tx import Tx
 from postroom.storeaccess import StoreAccess
 from postroom.tokens import Token, TokenCache, TokenError, TokenFailure, classify_token_error
+from postroom.views import interaction_json
 
 __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # version
@@ -169,6 +175,11 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "Interaction",
     "InteractionType",
     "OutboundAttachment",
+    "outbound_file",
+    "FileError",
+    "FileLimits",
+    "file_limits",
+    "check_limits",
     "OutboundRequest",
     "OutboxEntry",
     "OutboxState",
@@ -180,6 +191,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "Subtype",
     "Verdict",
     "new_id",
+    "interaction_json",
     # contexts
     "AnalysisContext",
     "Context",
@@ -191,6 +203,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "NotAnalysed",
     "PluginLoadError",
     "PostroomError",
+    "RequestError",
     "SendError",
     "SenderAuthenticationFailed",
     "SourceError",
@@ -313,8 +326,15 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "MailboxStateRecord",
     "GrantState",
     "NeedsReauthorisation",
+    # HTTP routes and commands of plugins
+    "HTTPError",
+    "PluginCommands",
+    "Response",
+    "Route",
+    "RouteRequest",
     # embedding
     "Gateway",
+    "Preview",
     "InlineRunner",
     "Kernel",
     "Runner",

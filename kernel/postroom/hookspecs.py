@@ -29,6 +29,7 @@ enrich   :func:`postroom_enrich`
 expand   :func:`postroom_expand` (fan-out: one interaction in, several out)
 commit   the store; then :func:`postroom_committed` (side effects, once)
 submit   :func:`postroom_submit` (the hand-off to routing, only that)
+queue    :func:`postroom_validate_request` (a send request refused before it is stored)
 render   :func:`postroom_render` (only rendering), then :func:`postroom_veto`
 send     sender driver (``postroom.senders``) + :func:`postroom_envelope`,
          :func:`postroom_sent`
@@ -40,6 +41,12 @@ nothing else.
 
 Drivers are resolved by the kernel from the configuration (stevedore); hooks
 never duplicate that choice.
+
+Two hooks extend the gateway's surfaces rather than a stage (datasette's
+``register_commands`` and ``register_routes`` are the model):
+:func:`postroom_register_commands` adds ``postroom`` commands and
+:func:`postroom_register_routes` adds HTTP API routes, so a plugin brings its
+own commands and routes without the kernel knowing them.
 
 Plugin order: with a ``plugins:`` list in the site configuration, that list's
 order; without one, the kernel's built-in plugins first, then installed
@@ -55,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 from postroom import hookspec
 
 if TYPE_CHECKING:
+    from postroom.cli.commands import PluginCommands
     from postroom.config.options import OptionSchema
     from postroom.context import AnalysisContext, Context
     from postroom.interfaces import IParser
@@ -66,6 +74,7 @@ if TYPE_CHECKING:
         ParsedMessage,
         Verdict,
     )
+    from postroom.routes import Route
     from postroom.store.sql.migrations import PluginMigrations
 
 
@@ -121,6 +130,40 @@ def postroom_store_migrations(dialect: str) -> PluginMigrations | None:
     reads ``sql/<dialect>/NNNN_name.sql`` from a package). The plugin then
     queries its tables with ``ctx.store.run_in_transaction(work)``. Feature
     data a single plugin needs lives there, never in the kernel's schema.
+    """
+
+
+# ---------------------------------------------------------- extension points
+
+
+@hookspec
+def postroom_register_commands(commands: PluginCommands) -> None:
+    """Add ``postroom`` commands (collect-all, synchronous).
+
+    *commands* is a :class:`postroom.api.PluginCommands`: ``commands.add(name,
+    help=...)`` gives an ``argparse`` parser for a new top-level command;
+    ``commands.site_command(parser, run)`` makes it (or one of its sub-commands)
+    take ``-c SITE`` and run ``await run(args, kernel)`` with the site's kernel,
+    its store open; *run* returns the exit status. Called when the ``postroom``
+    command line is built, with every installed hook plugin (the site is not read
+    yet); a site command of a plugin the site does not enable exits 2. A failing
+    implementation is a warning; the other commands still work.
+    """
+
+
+@hookspec
+def postroom_register_routes(ctx: Context) -> list[Route] | None:
+    """Give HTTP API routes (collect-all, synchronous): a list of
+    :class:`postroom.api.Route`, or None.
+
+    Called once when the gateway's API is built, with the site's *ctx*. A route
+    is a method, a path template (``/responses/{id}``: a ``{name}`` segment
+    matches one path segment, given to the handler as ``request.url_vars``) and
+    a handler: ``handler(request)`` with a :class:`postroom.api.RouteRequest`,
+    returning a :class:`postroom.api.Response` or a JSON value (200), plain, as
+    a Deferred or ``async def``. Routes sit behind the API's bearer token and
+    body limit. A route that clashes with the kernel's or another plugin's, or
+    is malformed, stops the gateway from starting, naming the plugin.
     """
 
 
@@ -261,6 +304,24 @@ def postroom_submit(interaction: Interaction, ctx: Context) -> Any:
     the idempotency key, and keep side effects out of it (they belong in
     :func:`postroom_committed`). The hand-off state is visible with
     ``postroom interactions show``.
+    """
+
+
+# ---------------------------------------------------------------------- queue
+
+
+@hookspec
+def postroom_validate_request(request: OutboundRequest, ctx: Context) -> Any:
+    """Refuse a send request before it is stored (collect-all; may be async).
+
+    Called for every ``POST /send``, ``POST /render``, ``postroom send``,
+    ``postroom render`` and ``Gateway.send``, after the kernel's own validation,
+    the reply fill (``in_reply_to``) and the default From, before anything is
+    stored. Raise :class:`postroom.api.RequestError` (``field``: the request's
+    key, e.g. ``options``) to refuse it: the HTTP API answers 400 naming the
+    field, ``postroom send`` exits 2, nothing is queued; later plugins are not
+    asked. Check only; do not change *request* (rendering does, at send time).
+    Any other exception fails the call as well (HTTP 500), nothing queued.
     """
 
 

@@ -89,8 +89,11 @@ def name_problem(filename: str) -> str | None:
     return None
 
 
-def uploaded(filename: str, data: bytes, content_type: str | None = None) -> OutboundAttachment:
-    """A file given with the request, checked (:class:`FileError`)."""
+def outbound_file(
+    filename: str, data: bytes, content_type: str | None = None
+) -> OutboundAttachment:
+    """A file given with a request (or added by a renderer), checked: its name and
+    media type (guessed from the name when not given); :class:`FileError` when not."""
     problem = name_problem(filename)
     if problem is not None:
         raise FileError("", problem)
@@ -126,7 +129,7 @@ def files_from_json(items: Sequence[Any]) -> list[OutboundAttachment]:
                 data = base64.b64decode(_BASE64_BLANKS.sub("", item["content"]), validate=True)
             except (binascii.Error, ValueError):
                 raise FileError("", "content is not valid base64") from None
-            files.append(uploaded(item["filename"], data, item.get("content_type")))
+            files.append(outbound_file(item["filename"], data, item.get("content_type")))
         except FileError as exc:
             raise FileError(f"{where}", exc.message) from None
     return files
@@ -153,7 +156,7 @@ def checked(files: Iterable[OutboundAttachment]) -> list[OutboundAttachment]:
             result.append(attrs.evolve(item))
             continue
         try:
-            result.append(uploaded(item.filename, item.data, item.content_type or None))
+            result.append(outbound_file(item.filename, item.data, item.content_type or None))
         except FileError as exc:
             raise FileError(where, exc.message) from None
     if len(result) > MAX_FILES:

@@ -24,7 +24,7 @@ from typing import Any
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from postroom.model import OutboundAttachment, OutboundRequest
-from postroom.outbound_files import FIELD, FileError, uploaded
+from postroom.outbound_files import FIELD, FileError, outbound_file
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 
 #: the form field that holds the JSON send request
@@ -126,7 +126,7 @@ def request_from_form(
             request_json = data
             continue
         try:
-            files.append(uploaded(filename, data, _media_type(part)))
+            files.append(outbound_file(filename, data, _media_type(part)))
         except FileError as exc:
             raise RequestError(FIELD, f"uploaded file {filename[:80]!r}: {exc.message}") from None
     if request_json is None:

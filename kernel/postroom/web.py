@@ -12,9 +12,15 @@
                           ``multipart/form-data`` upload: :mod:`postroom.uploads`); 202
                           with the outbound interaction, 400 ``{"error": ..., "field":
                           ...}`` when refused
+``POST /render``          the same body, nothing queued or sent: 200 with what would be
+                          sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
+                          same 400s
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
                           hand-off and outbox state
 ========================  ==============================================================
+
+Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
+are served after the kernel's, behind the same token and body limit.
 
 :class:`ApiService` serves it as a child service of the gateway, started and
 stopped with it, bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
@@ -38,8 +44,8 @@ import ipaddress
 import json
 import logging
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, urlsplit
 
-import attrs
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
 from twisted.web import http, resource, server
@@ -47,6 +53,16 @@ from twisted.web import http, resource, server
 from postroom.errors import ConfigError
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
+from postroom.plugins.facade import PluginFailure, resolve
+from postroom.routes import (
+    HTTPError,
+    Response,
+    Route,
+    RouteError,
+    RouteRequest,
+    RouteTable,
+    json_bytes,
+)
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 from postroom.uploads import is_form, request_from_form
 from postroom.views import interaction_json
@@ -57,12 +73,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body (files: see max_body)
-
-
-class HTTPError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        self.code = code
-        super().__init__(message)
 
 
 def bearer_matches(values: list[bytes] | None, token: bytes) -> bool:
@@ -148,13 +158,18 @@ class ApiSite(server.Site):
     displayTracebacks = False
 
     def __init__(
-        self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY, **kwargs: Any
+        self,
+        gateway: Gateway,
+        token: str | None,
+        max_body: int = MAX_BODY,
+        routes: RouteTable | None = None,
+        **kwargs: Any,
     ) -> None:
         # Twisted would parse a form body itself (the whole body, nested
         # multiparts too, with the email package) before the resource sees it:
         # forms are read by postroom.uploads, in one bounded pass.
         kwargs.setdefault("parsePOSTFormSubmission", False)
-        super().__init__(Api(gateway, token, max_body), **kwargs)
+        super().__init__(Api(gateway, token, max_body, routes), **kwargs)
         self.token = token.encode("utf-8") if token else None
         self.max_body = max_body
 
@@ -164,16 +179,38 @@ class ApiSite(server.Site):
         )
 
 
+def route_table(gateway: Gateway) -> RouteTable:
+    """The kernel's routes and the plugins' (``postroom_register_routes``).
+
+    Raises ConfigError naming the plugin for a route that is malformed or
+    clashes with another: the API would serve it wrongly, so nothing starts.
+    """
+    kernel = gateway.kernel
+    try:
+        return RouteTable.build(KERNEL_ROUTES, kernel.hooks.register_routes(kernel.ctx))
+    except PluginFailure as exc:
+        raise ConfigError(str(exc)) from exc
+    except RouteError as exc:
+        raise ConfigError(f"HTTP API routes: {exc}") from None
+
+
 class Api(resource.Resource):
-    """One resource for the whole API: routing is a handful of paths."""
+    """One resource for the whole API: a route table picks the handler."""
 
     isLeaf = True
 
-    def __init__(self, gateway: Gateway, token: str | None, max_body: int = MAX_BODY) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        token: str | None,
+        max_body: int = MAX_BODY,
+        routes: RouteTable | None = None,
+    ) -> None:
         super().__init__()
         self.gateway = gateway
         self.token = token.encode("utf-8") if token else None
         self.max_body = max_body
+        self.routes = routes if routes is not None else route_table(gateway)
 
     def render(self, request: Any) -> Any:
         d = ensureDeferred(self._handle(request))
@@ -190,14 +227,19 @@ class Api(resource.Resource):
         try:
             if not self._authorised(request):
                 raise HTTPError(401, "a valid bearer token is required")
-            code, body, content_type = await self._route(request)
+            answer = await self._route(request)
+            code, body, content_type = answer.status, answer.body, answer.content_type
         except HTTPError as exc:
             code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
         except RequestError as exc:  # a send request refused: nothing was queued
             code, content_type = 400, "application/json"
             body = _json({"error": str(exc), "field": exc.field})
         except Exception as exc:
-            log.exception("HTTP %s %s failed", request.method, request.path)
+            log.exception(
+                "HTTP %s %s failed",
+                request.method.decode("latin-1"),
+                request.path.decode("utf-8", "replace"),
+            )
             code, body = 500, _json({"error": f"{type(exc).__name__}: {exc}"})
             content_type = "application/json"
         if request.finished or getattr(request, "_disconnected", False):
@@ -208,69 +250,106 @@ class Api(resource.Resource):
         request.write(body)
         request.finish()
 
-    async def _route(self, request: Any) -> tuple[int, bytes, str]:
+    async def _route(self, request: Any) -> Response:
         method = request.method.decode("latin-1")
-        parts = [p for p in request.path.decode("utf-8", "replace").split("/") if p]
-        if parts == ["health"] and method == "GET":
-            mailboxes = self.gateway.health()
-            smtp_client = self.gateway.outbound.health()
-            ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
-            if smtp_client is not None and smtp_client["state"] in REFUSED_STATES:
-                ok = False  # nothing is sent until the password is fixed
-            body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
-            if smtp_client is not None:
-                body["smtp_client"] = smtp_client
-            return (200 if ok else 503), _json(body), "application/json"
-        if parts == ["metrics"] and method == "GET":
-            return 200, self.gateway.kernel.metrics.render(), "text/plain; version=0.0.4"
-        if parts == ["send"] and method == "POST":
-            raw = request.content.read(self.max_body + 1)
-            if len(raw) > self.max_body:
-                raise HTTPError(413, f"request body over {self.max_body} bytes")
-            forbidden = self.gateway.outbound.forbidden
-            content_type = request.getHeader(b"content-type")
-            if is_form(content_type):
-                send = request_from_form(content_type, raw, forbidden)
-            else:
-                send = request_from_json(parse_json(raw), forbidden)
-            interaction = await self.gateway.send(send)
-            return 202, _json(interaction_json(interaction)), "application/json"
-        if len(parts) == 2 and parts[0] == "interactions" and method == "GET":
-            return 200, _json(await self._interaction(parts[1])), "application/json"
-        raise HTTPError(404 if method in ("GET", "POST") else 405, "no such endpoint")
+        path = request.path.decode("utf-8", "replace")
+        route, url_vars = self.routes.find(method, path)
+        raw = request.content.read(self.max_body + 1) if request.content is not None else b""
+        if len(raw) > self.max_body:
+            raise HTTPError(413, f"request body over {self.max_body} bytes")
+        # from the URI alone: Twisted's request.args also holds a form-encoded body
+        query = parse_qs(urlsplit(request.uri.decode("utf-8", "replace")).query)
+        route_request = RouteRequest(
+            method=method,
+            path=path,
+            url_vars=url_vars,
+            query=query,
+            body=raw,
+            ctx=self.gateway.kernel.ctx,
+            gateway=self.gateway,
+            content_type=request.getHeader(b"content-type"),
+        )
+        answer = await resolve(route.handler(route_request))
+        return answer if isinstance(answer, Response) else Response.json(answer)
 
-    async def _interaction(self, interaction_id: str) -> dict[str, Any]:
-        store = self.gateway.kernel.store
-        # The outbox entry first: a send changes it and the interaction's status
-        # together, so the status read after it is never older than its state.
-        entry = await store.get_outbox(interaction_id)
-        interaction = await store.get_interaction(interaction_id)
-        if interaction is None:
-            raise HTTPError(404, f"no interaction {interaction_id}")
-        status = await store.handoff_status(interaction_id)
-        if status is not None:
-            interaction.handoff_state = status[0]
-        data = interaction_json(interaction)
-        if entry is not None:
-            data["outbox"] = {
-                "state": entry.state,
-                "attempts": entry.attempts,
-                "last_error": entry.last_error,
-                "next_attempt_at": entry.next_attempt_at.isoformat()
-                if entry.next_attempt_at
-                else None,
-            }
-        return data
+
+# -- the kernel's routes
+
+
+def _health(request: RouteRequest) -> Response:
+    gateway = request.gateway
+    mailboxes = gateway.health()
+    smtp_client = gateway.outbound.health()
+    ok = all(m["connected"] and not m.get("stuck") for m in mailboxes.values())
+    if smtp_client is not None and smtp_client["state"] in REFUSED_STATES:
+        ok = False  # nothing is sent until the password is fixed
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded", "mailboxes": mailboxes}
+    if smtp_client is not None:
+        body["smtp_client"] = smtp_client
+    return Response.json(body, 200 if ok else 503)
+
+
+def _metrics(request: RouteRequest) -> Response:
+    return Response(200, request.gateway.kernel.metrics.render(), "text/plain; version=0.0.4")
+
+
+def _send_request(request: RouteRequest) -> Any:
+    """The send request of a ``POST /send`` or ``/render`` body: JSON, or a form with files."""
+    forbidden = request.gateway.outbound.forbidden
+    if is_form(request.content_type):
+        assert request.content_type is not None
+        return request_from_form(request.content_type, request.body, forbidden)
+    return request_from_json(parse_json(request.body), forbidden)
+
+
+async def _send(request: RouteRequest) -> Response:
+    interaction = await request.gateway.send(_send_request(request))
+    return Response.json(interaction_json(interaction), 202)
+
+
+async def _render(request: RouteRequest) -> Response:
+    """What ``POST /send`` would queue and send, nothing queued or sent."""
+    preview = await request.gateway.preview(_send_request(request))
+    return Response.json(preview.as_json())
+
+
+async def _interaction(request: RouteRequest) -> dict[str, Any]:
+    interaction_id = request.url_vars["id"]
+    store = request.gateway.kernel.store
+    # The outbox entry first: a send changes it and the interaction's status
+    # together, so the status read after it is never older than its state.
+    entry = await store.get_outbox(interaction_id)
+    interaction = await store.get_interaction(interaction_id)
+    if interaction is None:
+        raise HTTPError(404, f"no interaction {interaction_id}")
+    status = await store.handoff_status(interaction_id)
+    if status is not None:
+        interaction.handoff_state = status[0]
+    data = interaction_json(interaction)
+    if entry is not None:
+        data["outbox"] = {
+            "state": entry.state,
+            "attempts": entry.attempts,
+            "last_error": entry.last_error,
+            "next_attempt_at": entry.next_attempt_at.isoformat()
+            if entry.next_attempt_at
+            else None,
+        }
+    return data
+
+
+#: the kernel's own routes; plugins' may not clash with them
+KERNEL_ROUTES = (
+    Route("GET", "/health", _health),
+    Route("GET", "/metrics", _metrics),
+    Route("POST", "/send", _send),
+    Route("POST", "/render", _render),
+    Route("GET", "/interactions/{id}", _interaction),
+)
 
 
 def _json(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False, default=_default).encode()
-
-
-def _default(value: Any) -> Any:
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    return str(value)
+    return json_bytes(data)
 
 
 def max_body(gateway: Gateway) -> int:
@@ -281,7 +360,8 @@ def max_body(gateway: Gateway) -> int:
 
 
 def site_for(gateway: Gateway, token: str | None = None, **kwargs: Any) -> ApiSite:
-    """The API's site (keywords: ``max_body``, and Twisted's, e.g. ``reactor``)."""
+    """The API's site (keywords: ``max_body``, ``routes`` (a :class:`RouteTable`;
+    default: the kernel's and the plugins'), and Twisted's, e.g. ``reactor``)."""
     return ApiSite(gateway, token, **kwargs)
 
 
@@ -318,6 +398,8 @@ class ApiService(service.Service):
     def __init__(self, gateway: Gateway, bind: str, port: int, token: str | None) -> None:
         check_token(token)
         check_exposure(bind, token)
+        #: the routes, collected (and checked) before anything starts
+        self.routes = route_table(gateway)
         self.gateway = gateway
         self.bind = bind
         self.port_number = port
@@ -327,7 +409,10 @@ class ApiService(service.Service):
 
     def startService(self) -> None:
         reactor = self.gateway.kernel.reactor
-        site = site_for(self.gateway, self.token, reactor=reactor, max_body=max_body(self.gateway))
+        site = site_for(
+            self.gateway, self.token, reactor=reactor, routes=self.routes,
+            max_body=max_body(self.gateway),
+        )  # fmt: skip
         self.port = reactor.listenTCP(self.port_number, site, interface=self.bind)
         super().startService()
 

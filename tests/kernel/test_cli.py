@@ -24,11 +24,13 @@ def postroom(
     *args: str,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
+    stdin: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     full_env = {**os.environ, **(env or {})}
     return subprocess.run(
-        [POSTROOM, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600
-    )
+        [POSTROOM, *args], capture_output=True, text=True, env=full_env, cwd=cwd, timeout=600,
+        input=stdin if stdin is not None else "",
+    )  # fmt: skip
 
 
 def json_lines(stdout: str) -> list[dict]:

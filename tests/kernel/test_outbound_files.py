@@ -20,7 +20,13 @@ import pytest
 
 from postroom import hookimpl
 from postroom.model import Interaction, OutboundAttachment, OutboundRequest
-from postroom.outbound_files import FileError, FileLimits, check_limits, files_from_json, uploaded
+from postroom.outbound_files import (
+    FileError,
+    FileLimits,
+    check_limits,
+    files_from_json,
+    outbound_file,
+)
 from postroom.sendrequest import RequestError, request_from_json
 from postroom.services.gateway import Gateway
 from postroom.store.sql.values import request_to_json
@@ -161,7 +167,7 @@ def test_forward_and_reply_at_once_are_refused() -> None:
 
 
 def test_the_stored_request_holds_no_bytes() -> None:
-    request = OutboundRequest(to=["a@x.example"], attachments=[uploaded("a.pdf", PDF)])
+    request = OutboundRequest(to=["a@x.example"], attachments=[outbound_file("a.pdf", PDF)])
     text = request_to_json(request)
     assert "JVBER" not in text and len(text) < 1000
     assert json.loads(text)["attachments"][0]["sha256"] == hashlib.sha256(PDF).hexdigest()
@@ -169,13 +175,13 @@ def test_the_stored_request_holds_no_bytes() -> None:
 
 def test_limits_name_the_file_at_fault() -> None:
     small = FileLimits(max_size=10, max_total=15, max_count=2)
-    check_limits([uploaded("a", b"x" * 10), uploaded("b", b"y" * 5)], small)
+    check_limits([outbound_file("a", b"x" * 10), outbound_file("b", b"y" * 5)], small)
     with pytest.raises(FileError, match=r"'big' is 11 bytes.*outbound-attachment-max-size"):
-        check_limits([uploaded("a", b""), uploaded("big", b"x" * 11)], small)
+        check_limits([outbound_file("a", b""), outbound_file("big", b"x" * 11)], small)
     with pytest.raises(FileError, match="add up to 16 bytes"):
-        check_limits([uploaded("a", b"x" * 8), uploaded("b", b"y" * 8)], small)
+        check_limits([outbound_file("a", b"x" * 8), outbound_file("b", b"y" * 8)], small)
     with pytest.raises(FileError, match="3 files; the site allows 2"):
-        check_limits([uploaded(n, b"") for n in "abc"], small)
+        check_limits([outbound_file(n, b"") for n in "abc"], small)
 
 
 def test_files_from_json_is_linear_in_the_number_of_files() -> None:
@@ -191,7 +197,7 @@ def test_an_uploaded_file_is_sent_byte_for_byte_with_an_rfc2231_name(
 ) -> None:
     request = OutboundRequest(
         to=["anna@customer.example"], subject="Your invoice", text="Attached.",
-        attachments=[uploaded("Rechnung März.pdf", PDF), uploaded("notes.txt", NOTES)],
+        attachments=[outbound_file("Rechnung März.pdf", PDF), outbound_file("notes.txt", NOTES)],
     )  # fmt: skip
     out = run(gateway.send(request))
     assert out.attached_data["_AttachmentFileNames"] == "Rechnung März.pdf; notes.txt"
@@ -236,7 +242,7 @@ def test_a_forward_carries_the_text_and_every_file(
     original = ingest(gateway.kernel, tmp_path, CUSTOMER)
     request = OutboundRequest(
         to=["billing@centre.example"], text="Please check this invoice.",
-        forward_of=original.id, attachments=[uploaded("note.txt", b"mine")],
+        forward_of=original.id, attachments=[outbound_file("note.txt", b"mine")],
     )  # fmt: skip
     out = run(gateway.send(request))
     assert out.subject == "Fwd: Invoice 77" and out.subtype == "OutboundNew"
@@ -268,10 +274,10 @@ def test_forwarding_a_forward_does_not_stack_prefixes(gateway: Gateway, tmp_path
             OutboundAttachment(interaction="nope", index=0)]),
          "attachments", "[0]: no interaction 'nope'"),
         (lambda p: OutboundRequest(to=["b@x.example"], attachments=[
-            uploaded("a", b""), OutboundAttachment(interaction=p.id, index=3)]),
+            outbound_file("a", b""), OutboundAttachment(interaction=p.id, index=3)]),
          "attachments", "[1]: interaction"),
         (lambda p: OutboundRequest(to=["b@x.example"], attachments=[
-            uploaded("big.bin", b"x" * 2048)]),
+            outbound_file("big.bin", b"x" * 2048)]),
          "attachments", "outbound-attachment-max-size"),
         (lambda p: OutboundRequest(to=["b@x.example"], forward_of=p.id),
          "forward_of", "file 0 of the forwarded mail"),
@@ -299,7 +305,7 @@ def test_queued_files_survive_a_restart(site: Path) -> None:
     from postroom.services.outbound import queue_send
 
     out = run(queue_send(kernel, OutboundRequest(
-        to=["a@x.example"], subject="s", attachments=[uploaded("a.pdf", PDF)])))  # fmt: skip
+        to=["a@x.example"], subject="s", attachments=[outbound_file("a.pdf", PDF)])))  # fmt: skip
     run(kernel.close())
     assert not outbox_files(site)
     later = start(site)  # a new process on the same store sends it
@@ -479,7 +485,7 @@ class AddsBrochure:
 
     @hookimpl
     def postroom_render(self, request: OutboundRequest) -> None:
-        request.attachments.append(uploaded("brochure.pdf", b"B" * self.size))
+        request.attachments.append(outbound_file("brochure.pdf", b"B" * self.size))
 
 
 def test_a_renderers_file_follows_the_queued_ones(site: Path) -> None:
@@ -488,7 +494,7 @@ def test_a_renderers_file_follows_the_queued_ones(site: Path) -> None:
     gateway.startService()
     try:
         request = OutboundRequest(to=["a@x.example"], subject="s", attachments=[
-            uploaded("mine.pdf", PDF)])  # fmt: skip
+            outbound_file("mine.pdf", PDF)])  # fmt: skip
         out = run(gateway.send(request))
         assert [n for n, _t, _d in files_of(sent(site, out.message_id))] == [
             "mine.pdf", "brochure.pdf",

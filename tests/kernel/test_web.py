@@ -8,6 +8,7 @@ decides exactly which bytes are sent, and when.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import socket
@@ -36,9 +37,14 @@ PATIENCE = 15.0
 class Server:
     """The API of a quickstart gateway on 127.0.0.1, and a raw client for it."""
 
-    def __init__(self, quickstart: Path) -> None:
+    def __init__(
+        self,
+        quickstart: Path,
+        plugins: list[tuple[str, object]] = (),  # type: ignore[assignment]
+        enabled: list[str] | None = None,
+    ) -> None:
         self.reactor = selectreactor.SelectReactor()
-        self.kernel = make_kernel(quickstart)
+        self.kernel = make_kernel(quickstart, list(plugins), enabled=enabled or [])
         self.gateway = Gateway(self.kernel, mailboxes=False)
         self.gateway.startService()
         site = site_for(self.gateway, TOKEN, max_body=LIMIT, reactor=self.reactor)
@@ -95,9 +101,13 @@ class Server:
         answer, _ = self.exchange(raw + b"\r\n" + body)
         return parse_answer(answer)
 
-    def send(self, data: Any, token: str = TOKEN) -> tuple[int, Any]:
+    def send(self, data: Any, token: str = TOKEN, path: str = "/send") -> tuple[int, Any]:
         body = json.dumps(data).encode() if not isinstance(data, bytes) else data
-        code, _, raw = self.request("POST", "/send", body, {"Authorization": f"Bearer {token}"})
+        code, _, raw = self.request("POST", path, body, {"Authorization": f"Bearer {token}"})
+        return code, json.loads(raw)
+
+    def get(self, path: str, token: str = TOKEN) -> tuple[int, Any]:
+        code, _, raw = self.request("GET", path, headers={"Authorization": f"Bearer {token}"})
         return code, json.loads(raw)
 
     def queued(self) -> int:
@@ -111,8 +121,10 @@ def parse_answer(answer: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
 
 
-@pytest.fixture
-def server(quickstart: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Server]:
+@contextlib.contextmanager
+def serving(
+    caplog: pytest.LogCaptureFixture, quickstart: Path, **kwargs: Any
+) -> Iterator[Server]:
     """The API; afterwards, no traceback may have been logged (Twisted's log or ours)."""
     failures: list[dict[str, Any]] = []
 
@@ -121,7 +133,7 @@ def server(quickstart: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Serve
             failures.append(event)
 
     globalLogPublisher.addObserver(observe)
-    api = Server(quickstart)
+    api = Server(quickstart, **kwargs)
     try:
         yield api
     finally:
@@ -129,6 +141,12 @@ def server(quickstart: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Serve
         globalLogPublisher.removeObserver(observe)
     assert failures == [], "a traceback was logged"
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.fixture
+def server(quickstart: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Server]:
+    with serving(caplog, quickstart) as api:
+        yield api
 
 
 def head_only(path: str = "/send", **headers: str) -> bytes:

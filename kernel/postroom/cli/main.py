@@ -573,7 +573,7 @@ def _send_data(args: argparse.Namespace) -> dict[str, Any]:
 def _attached_files(args: argparse.Namespace, max_size: int) -> list[Any]:
     """The files of ``--attach``, read (none larger than the site's per-file limit:
     a huge file is refused before it is read)."""
-    from postroom.outbound_files import FileError, uploaded
+    from postroom.outbound_files import FileError, outbound_file
     from postroom.sendrequest import RequestError
 
     files = []
@@ -587,7 +587,7 @@ def _attached_files(args: argparse.Namespace, max_size: int) -> list[Any]:
                     f"{name!r} is {size} bytes; the site allows {max_size} per file "
                     "(email-processing: outbound-attachment-max-size)",
                 )
-            files.append(uploaded(path.name, path.read_bytes()))
+            files.append(outbound_file(path.name, path.read_bytes()))
         except OSError as exc:
             raise RequestError("attachments", f"cannot read {name!r}: {exc.strerror}") from None
         except FileError as exc:
@@ -685,6 +685,68 @@ async def _send_now(kernel: Any, request: Any) -> int:
     return EXIT_OK
 
 
+def _read_request(name: str, limit: int) -> bytes:
+    """``postroom render``'s REQUEST: a file, or ``-`` for standard input; at most
+    *limit* bytes (the HTTP API's body limit). RequestError when it cannot be read."""
+    from postroom.sendrequest import RequestError
+
+    try:
+        if name == "-":
+            data = sys.stdin.buffer.read(limit + 1)
+        else:
+            with open(name, "rb") as fh:
+                data = fh.read(limit + 1)
+    except OSError as exc:
+        raise RequestError(None, f"cannot read {name!r}: {exc.strerror or exc}") from None
+    if len(data) > limit:
+        raise RequestError(None, f"{name!r}: over {limit} bytes")
+    return data
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """What a send request would become, nothing queued or sent: the message on
+    standard output (``--json``: its parts, envelope and veto); exit 0 when it
+    would be sent, 1 when a plugin vetoes it or it would fail, 2 when refused."""
+    from postroom.sendrequest import RequestError, parse_json, request_from_json
+    from postroom.services.outbound import preview_send, site_forbidden_headers
+    from postroom.web import MAX_BODY
+
+    async def main(reactor: Any) -> int:
+        try:
+            kernel = _kernel(args, reactor)
+            forbidden = site_forbidden_headers(kernel)
+        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+            return _report_config_error(exc)
+        except OSError as exc:  # the forbidden-headers-file
+            print(f"error: smtp-client: forbidden-headers-file: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        await kernel.open()
+        try:
+            request = request_from_json(
+                parse_json(_read_request(args.request, MAX_BODY)), forbidden
+            )
+            preview = await preview_send(kernel, request)
+        except RequestError as exc:  # refused as POST /send refuses it: nothing queued
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        finally:
+            await kernel.close()
+        data = preview.as_json()
+        if args.json:
+            print(json.dumps(data, indent=2, ensure_ascii=False))
+        elif preview.sendable:
+            assert preview.composed is not None and preview.composed.data is not None
+            sys.stdout.flush()
+            sys.stdout.buffer.write(preview.composed.data)
+            sys.stdout.buffer.flush()
+        if preview.sendable:
+            return EXIT_OK
+        print(f"error: would not be sent: {data['veto'] or data['error']}", file=sys.stderr)
+        return EXIT_FAILED
+
+    return _react(main)
+
+
 def installed_schema(warn: Callable[[str], None] | None = None) -> Any:
     """Every option of every installed plugin and driver (the whole reference).
 
@@ -757,7 +819,8 @@ def _site_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", required=True, help="site configuration (YAML)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
+    """The command line; with *plugin_commands*, the installed plugins' commands too."""
     parser = argparse.ArgumentParser(
         prog="postroom",
         description="postroom: the e-mail gateway for contact centres.",
@@ -1010,6 +1073,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_send)
 
     p = sub.add_parser(
+        "render",
+        help="preview what a send request would send",
+        description="What a send request (the JSON of POST /send) would become, nothing "
+        "queued or sent: checked as 'postroom send' checks it, the reply filled from "
+        "in_reply_to, rendered, vetoed, enveloped and built as the outbox does. Prints the "
+        "RFC 5322 message; --json prints its headers, text, html, envelope and veto. Exit 0 "
+        "when it would be sent, 1 when a plugin vetoes it or it would fail (the reason on "
+        "stderr), 2 when the request is refused (the error names the field).",
+    )
+    _site_argument(p)
+    p.add_argument(
+        "request",
+        nargs="?",
+        default="-",
+        metavar="REQUEST.json",
+        help="the send request as JSON ('-', the default: standard input)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="a JSON object: sendable, veto, error, message_id, subject, text, html, "
+        "headers, envelope, message",
+    )
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser(
         "config-reference",
         help="print the configuration reference",
         description="Markdown reference of every declared option "
@@ -1017,15 +1106,51 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="write to this file")
     p.set_defaults(func=cmd_config_reference)
+    if plugin_commands:
+        _add_plugin_commands(sub)
     return parser
+
+
+#: the kernel's own commands: running one loads no plugin to build the command line
+KERNEL_COMMANDS = frozenset(
+    {
+        "run", "check", "mailboxes", "plugins", "ingest", "interactions", "quarantine",
+        "suppression", "send", "render", "config-reference",
+    }
+)  # fmt: skip
+
+
+def _add_plugin_commands(sub: Any) -> None:
+    """The commands of every installed hook plugin (``postroom_register_commands``);
+    a plugin that fails there is a warning, the other commands still work."""
+    from postroom.cli.commands import PluginCommands
+    from postroom.plugins.facade import Hooks
+    from postroom.plugins.manager import load_plugins
+
+    plugins = load_plugins(None)
+    commands = PluginCommands(sub, set(sub.choices), _with_kernel)
+    for warning in Hooks(plugins).register_commands(commands):
+        print(f"warning: {warning}", file=sys.stderr)
+
+
+def _command_of(argv: Sequence[str]) -> str | None:
+    """The command word of *argv* (None: none given), without parsing it."""
+    values = iter(argv)
+    for token in values:
+        if token == "--log-format":
+            next(values, None)
+        elif not token.startswith("-"):
+            return token
+    return None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; every failure ends as one ``error:`` line and a
     documented exit status (:mod:`postroom.cli.failures`), never a traceback."""
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)  # bad arguments: usage and exit status 2
+        words = list(sys.argv[1:] if argv is None else argv)
+        parser = build_parser(plugin_commands=_command_of(words) not in KERNEL_COMMANDS)
+        args = parser.parse_args(words)  # bad arguments: usage and exit status 2
         _setup_logging(args.verbose, args.log_format)
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         result: int = args.func(args)

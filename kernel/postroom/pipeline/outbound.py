@@ -1,7 +1,10 @@
 """The outbound pipeline: one claimed outbox entry in, a sent message (or an error) out.
 
 render -> veto -> envelope -> build -> send, then record. Each step is a
-method; :class:`postroom.services.outbound.OutboundService` claims the entries,
+method; :meth:`OutboundPipeline.compose` runs the steps before sending, for a
+send attempt and for a preview alike (``postroom render``, ``POST /render``), so
+a preview shows exactly what an attempt would send.
+:class:`postroom.services.outbound.OutboundService` claims the entries,
 calls :meth:`OutboundPipeline.send` and decides what a failure costs (back-off
 or the end), and records the outcome here. A failure is an exception: a
 :class:`~postroom.errors.SendError` that is ``permanent`` (an invalid rendered
@@ -15,10 +18,12 @@ import logging
 import re
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
-from email import policy
+from email import message_from_bytes, policy
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from postroom import keys
 from postroom.addresses import AddressError, parse_mailbox
@@ -209,6 +214,74 @@ def _envelope_problem(envelope: Envelope) -> str | None:
     return None
 
 
+@attrs.frozen
+class Composed:
+    """What the steps before sending made of one request: the rendered request and
+    either a plugin's veto, or the envelope and the message's bytes."""
+
+    request: OutboundRequest
+    veto: Veto | None = None
+    envelope: Envelope | None = None
+    data: bytes | None = None
+
+
+@attrs.frozen
+class Preview:
+    """What a send request would become, nothing queued or sent (``postroom render``,
+    ``POST /render``): the outbound interaction it would make (never stored), what
+    the steps before sending made of it, or the error that stops it for good."""
+
+    interaction: Interaction
+    composed: Composed | None
+    error: str | None = None
+
+    @property
+    def sendable(self) -> bool:
+        return self.error is None and self.composed is not None and self.composed.veto is None
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON of ``POST /render`` and ``postroom render --json``."""
+        composed = self.composed
+        request = composed.request if composed is not None else None
+        envelope = composed.envelope if composed is not None else None
+        data = composed.data if composed is not None else None
+        headers = files = None
+        if data is not None:
+            parsed: Any = message_from_bytes(data, policy=policy.default)
+            headers = [[name, str(value)] for name, value in parsed.items()]
+            files = [
+                {
+                    "filename": part.get_filename(),
+                    "content_type": part.get_content_type(),
+                    "size": len(part.get_payload(decode=True) or b""),
+                }
+                for part in parsed.iter_attachments()
+            ]
+        return {
+            "sendable": self.sendable,
+            "veto": str(composed.veto) if composed is not None and composed.veto else None,
+            "error": self.error,
+            "id": self.interaction.id,
+            "subtype": self.interaction.subtype,
+            "parent_id": self.interaction.parent_id,
+            "message_id": self.interaction.message_id,
+            "subject": request.subject if request is not None else self.interaction.subject,
+            "text": request.text if request is not None else None,
+            "html": request.html if request is not None else None,
+            "headers": headers,
+            "attachments": files,
+            "envelope": None
+            if envelope is None
+            else {
+                "mail_from": envelope.mail_from,
+                "rcpt_to": list(envelope.rcpt_to),
+                "mail_options": list(envelope.mail_options),
+                "rcpt_options": list(envelope.rcpt_options),
+            },
+            "message": None if data is None else data.decode("utf-8", "replace"),
+        }
+
+
 class OutboundPipeline:
     """The steps of sending one outbox entry, for one kernel's hooks and sender."""
 
@@ -239,17 +312,38 @@ class OutboundPipeline:
         """
         if self.sender is None:
             raise SendError("no smtp-client is configured", permanent=True)
-        request = await self.render(entry.request)
-        await self.veto(request)
-        envelope = await self.envelope(entry, request)
-        data = await self.build(entry, request, envelope)
-        return await self.sender_for(request).send(data, envelope, entry.message_id)
+        # the parent is fixed at queueing (the outbound interaction's parent_id)
+        parent_id = entry.request.in_reply_to
+        composed = await self.compose(entry.request, entry.message_id, parent_id, entry.id)
+        if composed.veto is not None:
+            raise Vetoed(composed.veto)
+        assert composed.data is not None and composed.envelope is not None
+        sender = self.sender_for(composed.request)
+        return await sender.send(composed.data, composed.envelope, entry.message_id)
 
     def sender_for(self, request: OutboundRequest) -> Any:
         """The sender of *request*: its mailbox's own (``smtp-user``), else the
         ``smtp-client`` account's."""
         own = self.mailbox_senders.get(request.mailbox) if request.mailbox is not None else None
         return own if own is not None else self.sender
+
+    async def compose(
+        self, request: OutboundRequest, message_id: str, parent_id: str | None, label: str
+    ) -> Composed:
+        """render -> veto -> envelope -> build: what a send attempt hands the sender,
+        or the veto that stops it. The one code path of a send attempt and a preview.
+
+        *request* is rendered in place; *label* names the request in log lines (the
+        outbox entry's id). Raises what makes the request unsendable (see the
+        module's docstring): a veto is returned, not raised.
+        """
+        request = await self.render(request)
+        veto = await self.hooks.veto(request, self.ctx)
+        if veto is not None:
+            return Composed(request, veto=veto)
+        envelope = await self.envelope(request, message_id, label)
+        data = await self.build(request, message_id, parent_id, envelope, label)
+        return Composed(request, envelope=envelope, data=data)
 
     async def render(self, request: OutboundRequest) -> OutboundRequest:
         """``postroom_render``, then the request is checked again: what rendering
@@ -258,20 +352,14 @@ class OutboundPipeline:
         await self.hooks.render(request, self.ctx)
         return validate_request(request, self.forbidden)
 
-    async def veto(self, request: OutboundRequest) -> None:
-        """``postroom_veto``: :class:`Vetoed` when a plugin says it must not be sent."""
-        veto = await self.hooks.veto(request, self.ctx)
-        if veto is not None:
-            raise Vetoed(veto)
-
-    async def envelope(self, entry: OutboxEntry, request: OutboundRequest) -> Envelope:
+    async def envelope(self, request: OutboundRequest, message_id: str, label: str) -> Envelope:
         """The SMTP envelope: the request's addresses, then ``postroom_envelope``;
         automatic mail loses its suppressed recipients."""
         recipients = mailboxes_of([*request.to, *request.cc, *request.bcc])
         envelope = Envelope(
             mail_from=parse_mailbox(request.from_addr).addr_spec if request.from_addr else "",
             rcpt_to=[m.addr_spec for m in recipients],
-            message_id=entry.message_id,
+            message_id=message_id,
         )
         bcc = self.ctx.option("email-processing", "bcc-address")
         if bcc and str(bcc).lower() not in {r.lower() for r in envelope.rcpt_to}:
@@ -281,10 +369,10 @@ class OutboundPipeline:
         if problem is not None:
             raise SendError(problem, permanent=True)
         if request.automatic:
-            await self._drop_suppressed(entry, envelope)
+            await self._drop_suppressed(label, envelope)
         return envelope
 
-    async def _drop_suppressed(self, entry: OutboxEntry, envelope: Envelope) -> None:
+    async def _drop_suppressed(self, label: str, envelope: Envelope) -> None:
         """Automatic mail never goes to a hard-bounced address (specification, section 6).
 
         Suppressed recipients leave the envelope (an auto-acknowledgement still
@@ -299,7 +387,7 @@ class OutboundPipeline:
         for rcpt, found in dropped:
             log.warning(
                 "outbound %s: not sent to %s: on the suppression list (%s)",
-                entry.id,
+                label,
                 rcpt,
                 found.reason if found is not None else "",
             )
@@ -313,24 +401,28 @@ class OutboundPipeline:
         envelope.rcpt_to = [rcpt for rcpt, _ in kept]
 
     async def build(
-        self, entry: OutboxEntry, request: OutboundRequest, envelope: Envelope
+        self,
+        request: OutboundRequest,
+        message_id: str,
+        parent_id: str | None,
+        envelope: Envelope,
+        outbox_id: str,
     ) -> bytes:
-        """The message's bytes; one that cannot be built fails for good."""
-        store = self.ctx.store
+        """The message's bytes (its queued files read from outbox entry *outbox_id*);
+        one that cannot be built fails for good."""
         parent_mid = None
         references: list[str] = []
-        interaction: Interaction | None = await store.get_interaction(entry.id)
-        if interaction is not None and interaction.parent_id:
-            parent = await store.get_interaction(interaction.parent_id)
+        if parent_id:
+            parent = await self.ctx.store.get_interaction(parent_id)
             if parent is not None:
                 # read now: a parent we sent may have gone out with another Message-ID
                 parent_mid, references = parent.message_id, reply_references(parent)
-        files = await self.files(entry, request)
+        files = await self.files(outbox_id, request)
         charset = str(self.ctx.option("email-processing", "outbound-msg-charset") or "utf-8")
         try:
             return build_message(
                 request,
-                entry.message_id,
+                message_id,
                 parent_mid,
                 envelope.extra_headers,
                 self.now(),
@@ -346,14 +438,14 @@ class OutboundPipeline:
                 f"the message cannot be built: {type(exc).__name__}: {exc}", permanent=True
             ) from exc
 
-    async def files(self, entry: OutboxEntry, request: OutboundRequest) -> list[OutboundAttachment]:
+    async def files(self, outbox_id: str, request: OutboundRequest) -> list[OutboundAttachment]:
         """The message's files in order: those queued with it, read from the outbox,
         and those a renderer added (a standard response's own), within the site's limits."""
         if not request.attachments:
             return []
         queued = [f for f in request.attachments if f.data is None]
         try:
-            stored = await self.ctx.store.read_outbound_files(entry.id) if queued else []
+            stored = await self.ctx.store.read_outbound_files(outbox_id) if queued else []
         except RawIntegrityError as exc:  # the stored bytes are not what was queued
             raise SendError(f"a file of the message is damaged in the store: {exc}",
                             permanent=True) from exc  # fmt: skip

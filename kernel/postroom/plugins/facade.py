@@ -19,6 +19,8 @@ from postroom import keys
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
 from postroom.interfaces import PLUGINS_GROUP
 from postroom.model import Subtype, Verdict
+from postroom.routes import Route
+from postroom.sendrequest import RequestError
 
 if TYPE_CHECKING:
     from postroom.config.options import OptionSchema
@@ -177,6 +179,42 @@ class Hooks:
         found = self._call_sync("postroom_store_migrations", dialect=dialect)
         return [migrations for _plugin, migrations in found if migrations is not None]
 
+    def register_commands(self, commands: Any) -> list[str]:
+        """Every plugin's ``postroom`` commands; the warnings of those that failed
+        (the command line still works without them). *commands* is told which
+        plugin is adding (``commands.plugin``)."""
+        warnings = []
+        for impl in self._impls("postroom_register_commands"):
+            commands.plugin = impl.plugin_name
+            try:
+                result = impl.function(**{name: commands for name in impl.argnames})
+                _refuse_awaitable(result, impl.plugin_name, "postroom_register_commands")
+            except Exception as exc:
+                if isinstance(exc, PluginFailure):
+                    exc = exc.cause  # type: ignore[assignment]
+                warnings.append(
+                    f"plugin {impl.plugin_name!r} failed in postroom_register_commands: "
+                    f"{type(exc).__name__}: {exc}; its commands are missing"
+                )
+            finally:
+                commands.plugin = None
+        return warnings
+
+    def register_routes(self, ctx: Context) -> list[tuple[str, Route]]:
+        """Every plugin's HTTP routes, in plugin order, each with its plugin's name."""
+        routes: list[tuple[str, Route]] = []
+        for plugin, found in self._call_sync("postroom_register_routes", ctx=ctx):
+            if found is None:
+                continue
+            if isinstance(found, Route) or not isinstance(found, list | tuple):
+                raise PluginFailure(
+                    plugin,
+                    "postroom_register_routes",
+                    TypeError(f"returned {type(found).__name__}, not a list of Route or None"),
+                )
+            routes += [(plugin, route) for route in found]
+        return routes
+
     def startup(self, kernel: Any) -> Deferred[Any]:
         return ensureDeferred(self._call_all("postroom_startup", kernel=kernel))
 
@@ -303,6 +341,18 @@ class Hooks:
         await self._call_all("postroom_submit", interaction=interaction, ctx=ctx)
 
     # -- outbound
+
+    async def validate_request(self, request: OutboundRequest, ctx: Context) -> None:
+        """Every ``postroom_validate_request``: a plugin's RequestError passes through
+        as it is (a refused request: 400, exit 2); anything else is a PluginFailure."""
+        for impl in self._impls("postroom_validate_request"):
+            args = {name: {"request": request, "ctx": ctx}[name] for name in impl.argnames}
+            try:
+                await resolve(impl.function(**args))
+            except RequestError:
+                raise
+            except Exception as exc:
+                raise PluginFailure(impl.plugin_name, "postroom_validate_request", exc) from exc
 
     async def render(self, request: OutboundRequest, ctx: Context) -> None:
         await self._call_all("postroom_render", request=request, ctx=ctx)

@@ -24,9 +24,10 @@ from twisted.python.failure import Failure
 from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
 from postroom.pipeline.inbound import InboundPipeline
+from postroom.pipeline.outbound import Preview
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
-from postroom.services.outbound import OutboundService, queue_send
+from postroom.services.outbound import OutboundService, preview_send, queue_send
 from postroom.store.lock import ACQUIRE_METHOD, GatewayLock, GatewayLockLost
 from postroom.web import ApiService, api_service
 
@@ -184,6 +185,12 @@ class Gateway(service.MultiService):
                 self.outbound.arrived()
 
         return ensureDeferred(go())
+
+    def preview(self, request: OutboundRequest) -> Deferred[Preview]:
+        """What :meth:`send` would queue and the outbox send, nothing queued or sent
+        (``POST /render``): validated as a send is (a refused request raises
+        RequestError), then rendered, vetoed, enveloped and built as an attempt is."""
+        return ensureDeferred(preview_send(self.kernel, request, self.outbound.pipeline))
 
     def health(self) -> dict[str, Any]:
         """Per mailbox: counters, last error, and the messages stuck in analysis

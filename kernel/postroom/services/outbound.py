@@ -1,8 +1,11 @@
 """The outbox worker: queued send requests become sent (or failed) messages.
 
-A request is validated (:mod:`postroom.sendrequest`: nothing is stored for a
-refused one) and stored (``queued``, its Message-ID fixed then, so a
-later NDR or reply finds its parent even if sending is retried). The worker
+A request is prepared (:func:`prepare_send`: validated by :mod:`postroom.sendrequest`
+and the plugins' ``postroom_validate_request``, a reply filled from its parent;
+nothing is stored for a refused one) and stored (:func:`queue_send`: ``queued``,
+its Message-ID fixed then, so a later NDR or reply finds its parent even if
+sending is retried). :func:`preview_send` prepares a request the same way and
+runs the steps of a send attempt up to the sender, storing nothing. The worker
 claims due entries (``sending``), has the outbound pipeline
 (:mod:`postroom.pipeline.outbound`: render, veto, envelope, build, send, record)
 try each, and owns the scheduling: a temporary failure goes back to ``queued``
@@ -38,7 +41,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from postroom import keys
 from postroom.addresses import AddressError, parse_mailbox
 from postroom.backoff import Backoff, sleep
-from postroom.errors import SenderAuthenticationFailed
+from postroom.errors import SenderAuthenticationFailed, SendError
 from postroom.grants import NeedsReauthorisation
 from postroom.identity import MailboxIdentity, default_from, outbound_mailbox, sign
 from postroom.loginpolicy import AUTH_FAILED, CONNECTED, NEEDS_REAUTHORISATION, LoginPolicy
@@ -52,7 +55,8 @@ from postroom.model import (
     Subtype,
 )
 from postroom.pipeline.files import forwarded_files, load_files
-from postroom.pipeline.outbound import OutboundPipeline, failure_text, is_permanent
+from postroom.pipeline.outbound import OutboundPipeline, Preview, failure_text, is_permanent
+from postroom.plugins.facade import PluginFailure
 from postroom.replies import (
     DEFAULT_FORWARD_PREFIX,
     DEFAULT_REPLY_PREFIX,
@@ -436,18 +440,32 @@ class OutboundService(service.Service):
         }
 
 
-async def queue_send(
-    kernel: Kernel, request: OutboundRequest, forbidden: frozenset[str] | None = None
-) -> Interaction:
-    """Validate a send request and store it in the outbox; the Message-ID is fixed here.
+@attrs.frozen
+class PreparedSend:
+    """A send request as it will be queued, and the outbound interaction it makes
+    (its Message-ID fixed), neither stored yet."""
 
-    Raises :class:`~postroom.sendrequest.RequestError` (nothing stored) for a
-    request that can never be sent: see :mod:`postroom.sendrequest`; also when
-    ``in_reply_to`` names no stored interaction or ``mailbox`` no configured
-    mailbox. The mailbox it goes out from (named, else the parent's) gives its
-    From and signature (:mod:`postroom.identity`); a reply's missing ``to`` and
-    ``subject`` are filled from its parent (:mod:`postroom.replies`). *forbidden*
-    is the site's list of forbidden headers (read from its configuration when not given).
+    request: OutboundRequest
+    interaction: Interaction
+    parent: Interaction | None
+
+
+async def prepare_send(
+    kernel: Kernel, request: OutboundRequest, forbidden: frozenset[str] | None = None
+) -> PreparedSend:
+    """Validate a send request and make its outbound interaction; nothing is stored.
+
+    Raises :class:`~postroom.sendrequest.RequestError` for a request that can
+    never be sent: see :mod:`postroom.sendrequest`; also when ``in_reply_to`` or
+    ``forward_of`` names no stored interaction, ``mailbox`` no configured
+    mailbox, a file cannot be read or passes the site's limits, and when a
+    plugin refuses it (``postroom_validate_request``). The mailbox it goes out
+    from (named, else the parent's or the forwarded mail's) gives its From and
+    signature (:mod:`postroom.identity`); a reply's missing ``to`` and
+    ``subject`` are filled from its parent (:mod:`postroom.replies`), a
+    forward's subject, quote and files from the original; files named by
+    reference are read (:mod:`postroom.pipeline.files`). *forbidden* is the
+    site's list of forbidden headers (read from its configuration when not given).
     """
     config = kernel.config
     domain = str(config.get("email-processing", "default-domain"))
@@ -485,6 +503,9 @@ async def queue_send(
                 f"none given, and the site's default From {text!r} (email-processing: "
                 f"default-from-address, else postroom@<default-domain>) is not valid: {exc}",
             ) from None
+    # the plugins' own rules (a standard response that exists...): refused before
+    # anything is stored, as the kernel's are
+    await kernel.hooks.validate_request(request, kernel.ctx)
     interaction = Interaction(
         tenant_id=int(config.tenant_id),
         type=InteractionType.OUTBOUND.value,
@@ -511,8 +532,47 @@ async def queue_send(
         interaction.attached_data[keys.ATTACHMENT_FILE_NAMES] = keys.LIST_SEPARATOR.join(
             f.filename for f in request.attachments
         )
-    await kernel.store.queue_outbound(interaction, request)
-    return interaction
+    return PreparedSend(request, interaction, parent)
+
+
+async def queue_send(
+    kernel: Kernel, request: OutboundRequest, forbidden: frozenset[str] | None = None
+) -> Interaction:
+    """Validate a send request and store it in the outbox; the Message-ID is fixed here.
+
+    :func:`prepare_send`, then the store: a refused request
+    (:class:`~postroom.sendrequest.RequestError`) stores nothing.
+    """
+    prepared = await prepare_send(kernel, request, forbidden)
+    await kernel.store.queue_outbound(prepared.interaction, prepared.request)
+    return prepared.interaction
+
+
+async def preview_send(
+    kernel: Kernel, request: OutboundRequest, pipeline: OutboundPipeline | None = None
+) -> Preview:
+    """What *request* would become, nothing stored, queued or sent.
+
+    :func:`prepare_send` (a refused request raises
+    :class:`~postroom.sendrequest.RequestError`, as for :func:`queue_send`),
+    then the steps of a send attempt before the sender
+    (:meth:`OutboundPipeline.compose`: render, veto, envelope, build). A veto, or
+    an error that would fail the attempt (an invalid rendered request, a plugin
+    that raises, a message that cannot be built), is in the preview, not raised.
+    *pipeline* is the outbox's (its forbidden headers and clock).
+    """
+    if pipeline is None:
+        pipeline = OutboundPipeline(kernel.hooks, kernel.ctx, None, site_forbidden_headers(kernel))
+    prepared = await prepare_send(kernel, request, pipeline.forbidden)
+    interaction = prepared.interaction
+    assert interaction.message_id is not None  # fixed by prepare_send
+    try:
+        composed = await pipeline.compose(
+            prepared.request, interaction.message_id, interaction.parent_id, "preview"
+        )
+    except (SendError, RequestError, PluginFailure) as exc:
+        return Preview(interaction, None, failure_text(exc))
+    return Preview(interaction, composed)
 
 
 def _from_mailbox(

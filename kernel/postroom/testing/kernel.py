@@ -48,11 +48,12 @@ from postroom.model import (
 )
 from postroom.parsing import parse_bytes
 from postroom.pipeline.inbound import InboundPipeline, interaction_from, limits_from
+from postroom.pipeline.outbound import Preview
 from postroom.plugins.facade import PLUGIN_ERRORS_KEY, PluginFailure
 from postroom.runner import InlineRunner
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
-from postroom.services.outbound import OutboundService, queue_send
+from postroom.services.outbound import OutboundService, preview_send, queue_send
 from postroom.testing.fakes import FakeSender, FakeSource
 
 T = TypeVar("T")
@@ -483,6 +484,15 @@ class TestKernel:
         self.run_outbox()
         stored: Interaction = result_of(self.kernel.store.get_interaction(interaction.id))
         return stored
+
+    def preview(self, request: OutboundRequest) -> Preview:
+        """What :meth:`send` would send, nothing stored, queued or sent (``postroom
+        render``): *request* validated (a refused one raises
+        :class:`~postroom.api.RequestError`), rendered, vetoed, enveloped and built
+        as the outbox does. ``preview.sendable``, ``preview.as_json()``; the veto
+        or error is in the preview, not raised."""
+        preview: Preview = result_of(preview_send(self.kernel, request, self._outbound.pipeline))
+        return preview
 
     def run_outbox(self) -> int:
         """One pass of the outbox worker: send what is due now; how many it tried."""

@@ -4,7 +4,9 @@ Layout (documented in the README)::
 
     <standard-responses.directory>/
       <id>/                    id: letters, digits, ".", "_", "-" (max 128), not starting with "."
-        response.yaml          subject: ..., description: ... (both optional strings)
+        response.yaml          subject: ..., description: ... (optional strings),
+                               required: [Contact.FirstName, ...] (optional: the field
+                               values a request must give, else it is refused)
         body.txt               plain-text part (optional)
         body.html              HTML part (optional; at least one of the two)
         attachments/           files attached to every mail made from it (optional)
@@ -23,11 +25,28 @@ from pathlib import Path
 import attrs
 import yaml
 
+from postroom_render.sandbox import EXT_REPLY_NAME, field_codes
+
 RESPONSE_FILE = "response.yaml"
 TEXT_FILE = "body.txt"
 HTML_FILE = "body.html"
 ATTACHMENTS_DIR = "attachments"
-KNOWN_KEYS = ("subject", "description")
+KNOWN_KEYS = ("subject", "description", "required")
+#: the names ``Interaction.<Name>`` has (postroom_render.plugin.interaction_fields)
+INTERACTION_NAMES = (
+    "Id", "ParentId", "Type", "SubtypeId", "Status", "Mailbox", "MessageId", "Subject",
+    "FromAddress", "ToAddresses", "CcAddresses", "DateCreated", "Text",
+)  # fmt: skip
+ATTACHED_PREFIX = "Interaction.AttachedData."
+#: a required field: Contact.<Name>, Agent.<Name>, Interaction.<Name>,
+#: Interaction.AttachedData.<key> or ExtAgentReply
+_REQUIRED = re.compile(
+    r"(?:(?:Contact|Agent)\.[A-Za-z_][A-Za-z0-9_.-]{0,63}"
+    r"|Interaction\.(?:" + "|".join(INTERACTION_NAMES) + r")"
+    r"|Interaction\.AttachedData\.[^\x00-\x1f\x7f]{1,255}"
+    r"|" + EXT_REPLY_NAME + r")"
+)
+MAX_REQUIRED = 100
 
 #: an id names a folder: no separator, no "..", nothing hidden
 ID_PATTERN = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}")
@@ -58,10 +77,20 @@ class StandardResponse:
     text: str | None
     html: str | None
     attachments: tuple[AttachmentFile, ...]
+    #: the field values a request must give (``required`` in response.yaml)
+    required: tuple[str, ...] = ()
 
     @property
     def parts(self) -> tuple[str, ...]:
         return tuple(name for name, body in (("text", self.text), ("html", self.html)) if body)
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        """The fields its subject and bodies read, in order of first use."""
+        found: list[str] = []
+        for source in (self.subject, self.text, self.html):
+            found += field_codes(source or "")
+        return tuple(dict.fromkeys(found))
 
 
 @attrs.frozen
@@ -73,6 +102,32 @@ class ResponseSummary:
     description: str
     parts: tuple[str, ...]
     attachments: tuple[tuple[str, int], ...]  # (file name, size in bytes)
+    fields: tuple[str, ...] = ()  # the field codes it reads
+    required: tuple[str, ...] = ()  # the field values a request must give
+
+    @classmethod
+    def of(cls, response: StandardResponse) -> ResponseSummary:
+        return cls(
+            id=response.id,
+            subject=response.subject,
+            description=response.description,
+            parts=response.parts,
+            attachments=tuple((a.name, a.size) for a in response.attachments),
+            fields=response.fields,
+            required=response.required,
+        )
+
+    def as_json(self) -> dict[str, object]:
+        """What ``GET /responses`` and ``postroom responses list --json`` show of it."""
+        return {
+            "id": self.id,
+            "subject": self.subject,
+            "description": self.description,
+            "parts": list(self.parts),
+            "fields": list(self.fields),
+            "required": list(self.required),
+            "attachments": [{"name": name, "size": size} for name, size in self.attachments],
+        }
 
 
 def valid_id(response_id: object) -> bool:
@@ -105,7 +160,7 @@ def _read_text(path: Path, max_size: int) -> str:
     return text
 
 
-def _read_meta(path: Path, max_size: int) -> dict[str, str]:
+def _read_meta(path: Path, max_size: int) -> dict[str, str | tuple[str, ...]]:
     text = _read_text(path, max_size)
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -118,7 +173,7 @@ def _read_meta(path: Path, max_size: int) -> dict[str, str]:
         return {}
     if not isinstance(node, yaml.MappingNode):
         raise TemplateError(f"{path}:{node.start_mark.line + 1}: expected a mapping of keys")
-    meta: dict[str, str] = {}
+    meta: dict[str, str | tuple[str, ...]] = {}
     for key, value in node.value:
         line = key.start_mark.line + 1
         name = key.value if isinstance(key, yaml.ScalarNode) else None
@@ -126,12 +181,40 @@ def _read_meta(path: Path, max_size: int) -> dict[str, str]:
             raise TemplateError(
                 f"{path}:{line}: unknown key {name!r} (known: {', '.join(KNOWN_KEYS)})"
             )
-        if not isinstance(value, yaml.ScalarNode) or value.tag != "tag:yaml.org,2002:str":
-            raise TemplateError(f"{path}:{value.start_mark.line + 1}: {name} must be a string")
         if name in meta:
             raise TemplateError(f"{path}:{line}: {name} given twice")
+        if name == "required":
+            meta[name] = _required(path, value)
+            continue
+        if not _is_string(value):
+            raise TemplateError(f"{path}:{value.start_mark.line + 1}: {name} must be a string")
         meta[name] = value.value
     return meta
+
+
+def _is_string(node: yaml.Node) -> bool:
+    return isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:str"
+
+
+def _required(path: Path, node: yaml.Node) -> tuple[str, ...]:
+    """``required``: a list of field names (``Contact.FirstName``, ``ExtAgentReply``...)."""
+    if not isinstance(node, yaml.SequenceNode):
+        raise TemplateError(f"{path}:{node.start_mark.line + 1}: required must be a list")
+    if len(node.value) > MAX_REQUIRED:
+        raise TemplateError(
+            f"{path}:{node.start_mark.line + 1}: required lists more than {MAX_REQUIRED} fields"
+        )
+    names: list[str] = []
+    for item in node.value:
+        line = item.start_mark.line + 1
+        if not _is_string(item) or not _REQUIRED.fullmatch(item.value):
+            shown = item.value if isinstance(item, yaml.ScalarNode) else "(not a name)"
+            raise TemplateError(
+                f"{path}:{line}: required: {shown!r} is not a field (Contact.<Name>, "
+                f"Agent.<Name>, Interaction.<Name>, {ATTACHED_PREFIX}<key>, {EXT_REPLY_NAME})"
+            )
+        names.append(item.value)
+    return tuple(dict.fromkeys(names))
 
 
 def _attachments(folder: Path) -> tuple[AttachmentFile, ...]:
@@ -168,13 +251,18 @@ def load_response(directory: Path, response_id: str, max_size: int) -> StandardR
     html = _read_text(html_path, max_size) if html_path.exists() else None
     if text is None and html is None:
         raise TemplateError(f"{folder}: has neither {TEXT_FILE} nor {HTML_FILE}")
+    required = meta.get("required", ())
+    subject, description = meta.get("subject", ""), meta.get("description", "")
+    assert isinstance(subject, str) and isinstance(description, str)
+    assert isinstance(required, tuple)
     return StandardResponse(
         id=response_id,
-        subject=meta.get("subject", ""),
-        description=meta.get("description", ""),
+        subject=subject,
+        description=description,
         text=text,
         html=html,
         attachments=_attachments(folder / ATTACHMENTS_DIR),
+        required=required,
     )
 
 
@@ -200,20 +288,18 @@ def load_library(directory: Path, max_size: int) -> tuple[list[StandardResponse]
 
 
 def list_responses(directory: Path, max_size: int) -> list[ResponseSummary]:
-    """The library as a listing shows it (for a later ``postroom`` CLI or HTTP listing).
+    """The library as a listing shows it.
 
     Raises :class:`TemplateError` with every problem when a response cannot be read.
     """
     responses, problems = load_library(directory, max_size)
     if problems:
         raise TemplateError("; ".join(problems))
-    return [
-        ResponseSummary(
-            id=r.id,
-            subject=r.subject,
-            description=r.description,
-            parts=r.parts,
-            attachments=tuple((a.name, a.size) for a in r.attachments),
-        )
-        for r in responses
-    ]
+    return [ResponseSummary.of(r) for r in responses]
+
+
+def read_listing(directory: Path, max_size: int) -> tuple[list[ResponseSummary], list[str]]:
+    """The responses that can be read, and the problems of those that cannot
+    (a listing shows both: one broken response hides no other)."""
+    responses, problems = load_library(directory, max_size)
+    return [ResponseSummary.of(r) for r in responses], problems

@@ -3,12 +3,22 @@
 * ``postroom_add_options`` / ``postroom_configure``: the section
   ``standard-responses`` (the library's folder, the template and render limits);
   a library that cannot be read is a configuration error naming the file.
+* ``postroom_validate_request``: when a request is queued (or previewed), its
+  ``options.standard_response`` is checked, the response read, its required field
+  values looked for and the template rendered once: what cannot be sent is refused
+  with a :class:`~postroom.api.RequestError` naming ``options`` (HTTP 400,
+  ``postroom send`` exit 2), nothing queued.
 * ``postroom_render``: a request with ``options.standard_response`` gets its
   subject (unless the request gave one), text and HTML from the template, field codes filled in
   from the request's ``fields``, the parent interaction (``in_reply_to``) and its
-  attached data. A template that cannot be used is *not* an exception here (that
-  would be retried): the reason is kept in the request's options for the veto.
+  attached data. A template that cannot be used (removed or broken after the
+  request was queued) is *not* an exception here (that would be retried): the
+  reason is kept in the request's options for the veto.
 * ``postroom_veto``: refuses such a request with that reason, for good.
+* ``postroom_register_commands`` / ``postroom_register_routes``: ``postroom
+  responses list|show``, ``GET /responses``, ``GET /responses/{id}``
+  (:mod:`postroom_render.listing`) and ``POST /ext-reply``, the product's
+  ``ReplyFromExtResource`` (:mod:`postroom_render.extreply`).
 """
 
 from __future__ import annotations
@@ -20,8 +30,42 @@ from typing import Any
 
 import attrs
 
-from postroom.api import Context, Interaction, OptionSchema, OutboundRequest, Scope, hookimpl
-from postroom_render.library import TemplateError, load_library, load_response
+from postroom.api import (
+    Context,
+    FileError,
+    Interaction,
+    OptionSchema,
+    OutboundAttachment,
+    OutboundRequest,
+    PluginCommands,
+    RequestError,
+    Route,
+    Scope,
+    check_limits,
+    file_limits,
+    hookimpl,
+    outbound_file,
+)
+from postroom_render import extreply, listing
+from postroom_render.library import (
+    ATTACHED_PREFIX,
+    AttachmentFile,
+    StandardResponse,
+    TemplateError,
+    UnknownResponse,
+    load_library,
+    load_response,
+)
+from postroom_render.options import (
+    DIRECTORY,
+    MAX_OUTPUT_SIZE,
+    MAX_TEMPLATE_SIZE,
+    OPTION,
+    SECTION,
+    library_directory,
+    max_output_size,
+    max_template_size,
+)
 from postroom_render.sandbox import (
     EXT_REPLY_NAME,
     Budget,
@@ -33,17 +77,16 @@ from postroom_render.sandbox import (
 
 log = logging.getLogger(__name__)
 
-SECTION = "standard-responses"
-DIRECTORY = "directory"
-MAX_TEMPLATE_SIZE = "max-template-size"
-MAX_OUTPUT_SIZE = "max-output-size"
-
-#: the request option this plugin reads
-OPTION = "standard_response"
 #: where render leaves its reason for the veto (render runs first on every attempt,
-#: and always replaces it, so a caller cannot plant one that sticks)
+#: and always replaces it, so a caller cannot plant one that sticks; a request
+#: naming it is refused when queued)
 ERROR_KEY = "_render_error"
 FIELD_GROUPS = ("Contact", "Agent")
+#: a field's name (``Contact.<name>``): what a field code can reach by attribute
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+#: at most this many fields per group, each value at most this many characters
+MAX_FIELDS = 200
+MAX_FIELD_VALUE = 65535
 _SUBJECT_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 SUBJECT_MAX = 998
 
@@ -107,37 +150,74 @@ class Spec:
     ext_reply_text: str | None
 
 
-def read_spec(value: Any) -> Spec:
-    """The request's option, or :class:`TemplateError` saying what is wrong with it."""
+class SpecError(TemplateError):
+    """What is wrong with a request's option; *key* is the part it concerns
+    (``id``, ``fields``, ``ext_reply_text``, ``in_reply_to``), None for the whole."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _shown(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def read_spec(value: Any, max_text: int | None = None) -> Spec:
+    """The request's option, or :class:`SpecError` saying what is wrong with it.
+
+    *max_text*: the longest ``ext_reply_text`` (the site's output budget).
+    """
+    where = f"options.{OPTION}"
     if not isinstance(value, dict):
-        raise TemplateError(f"options.{OPTION} must be an object")
-    unknown = sorted(set(value) - {"id", "fields", "ext_reply_text", ERROR_KEY})
+        raise SpecError(f"{where} must be an object")
+    unknown = sorted(set(value) - {"id", "fields", "ext_reply_text"})
     if unknown:
-        raise TemplateError(f"options.{OPTION}: unknown key(s) {', '.join(unknown)}")
+        raise SpecError(f"{where}: unknown key(s) {', '.join(map(_shown, unknown))}")
     response_id = value.get("id")
     if not isinstance(response_id, str) or not response_id:
-        raise TemplateError(f"options.{OPTION}.id must be a non-empty string")
+        raise SpecError(f"{where}.id must be a non-empty string", "id")
     fields = value.get("fields") or {}
     if not isinstance(fields, dict):
-        raise TemplateError(f"options.{OPTION}.fields must be an object")
+        raise SpecError(f"{where}.fields must be an object", "fields")
     groups: dict[str, dict[str, Any]] = {}
     for group, values in fields.items():
         if group not in FIELD_GROUPS:
-            raise TemplateError(
-                f"options.{OPTION}.fields: unknown group {group!r} "
-                f"(known: {', '.join(FIELD_GROUPS)})"
+            raise SpecError(
+                f"{where}.fields: unknown group {_shown(group)} (known: {', '.join(FIELD_GROUPS)})",
+                "fields",
             )
         if not isinstance(values, dict):
-            raise TemplateError(f"options.{OPTION}.fields.{group} must be an object")
+            raise SpecError(f"{where}.fields.{group} must be an object", "fields")
+        if len(values) > MAX_FIELDS:
+            raise SpecError(f"{where}.fields.{group}: more than {MAX_FIELDS} fields", "fields")
         for name, field in values.items():
+            if not FIELD_NAME.fullmatch(name):
+                raise SpecError(
+                    f"{where}.fields.{group}: {_shown(name)} is not a field name (letters, "
+                    "digits, '_', '.', '-', a letter or '_' first, at most 64)",
+                    "fields",
+                )
             if not isinstance(field, str | int | float | bool) or field is None:
-                raise TemplateError(
-                    f"options.{OPTION}.fields.{group}.{name} must be a string, number or boolean"
+                raise SpecError(
+                    f"{where}.fields.{group}.{name} must be a string, number or boolean",
+                    "fields",
+                )
+            if isinstance(field, str) and len(field) > MAX_FIELD_VALUE:
+                raise SpecError(
+                    f"{where}.fields.{group}.{name}: longer than {MAX_FIELD_VALUE} characters",
+                    "fields",
                 )
         groups[group] = dict(values)
     ext = value.get("ext_reply_text")
     if ext is not None and not isinstance(ext, str):
-        raise TemplateError(f"options.{OPTION}.ext_reply_text must be a string")
+        raise SpecError(f"{where}.ext_reply_text must be a string", "ext_reply_text")
+    if ext is not None and max_text is not None and len(ext) > max_text:
+        raise SpecError(
+            f"{where}.ext_reply_text: longer than {max_text} characters "
+            f"({SECTION}.{MAX_OUTPUT_SIZE})",
+            "ext_reply_text",
+        )
     return Spec(response_id, groups, ext)
 
 
@@ -178,6 +258,8 @@ class Rendered:
     html: str | None
     missing: tuple[str, ...]
     budget: Budget
+    #: the response's own files (its ``attachments/`` folder), not read yet
+    files: tuple[AttachmentFile, ...] = ()
 
 
 def clean_subject(subject: str) -> str:
@@ -208,6 +290,38 @@ def render_response(response: Any, spec: Spec, parent: Interaction | None, limit
     text = render(response.text, "body.txt", False) if response.text is not None else None
     html = render(response.html, "body.html", True) if response.html is not None else None
     return Rendered(subject, text, html, tuple(dict.fromkeys(missing)), budget)
+
+
+def missing_required(
+    response: StandardResponse, spec: Spec, parent: Interaction | None
+) -> list[str]:
+    """The fields *response* requires (``required`` in its response.yaml) that
+    have no value, or an empty one, for this request."""
+    missing = []
+    interaction = interaction_fields(parent)
+    for name in response.required:
+        value: Any
+        if name == EXT_REPLY_NAME:
+            value = spec.ext_reply_text
+        elif name.startswith(ATTACHED_PREFIX):
+            key = name[len(ATTACHED_PREFIX) :]
+            value = parent.attached_data.get(key) if parent is not None else None
+        else:
+            group, _, field = name.partition(".")
+            if group == "Interaction":
+                _, value = interaction.lookup(field)
+            else:
+                value = spec.fields.get(group, {}).get(field)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            missing.append(name)
+    return missing
+
+
+def _missing_key(missing: list[str]) -> str:
+    """Which part of the request leaves *missing* out (for the error's field)."""
+    if any(name.split(".", 1)[0] in FIELD_GROUPS for name in missing):
+        return "fields"
+    return "ext_reply_text" if EXT_REPLY_NAME in missing else "in_reply_to"
 
 
 async def _parent(request: OutboundRequest, ctx: Context) -> Interaction | None:
@@ -244,6 +358,88 @@ async def _render(
     return rendered
 
 
+async def render_request(request: OutboundRequest, ctx: Context, value: Any) -> Rendered:
+    """*request*'s standard response (*value*: its option) rendered, or the
+    :class:`TemplateError` (an unusable option or response, a required field
+    without value) or :class:`RenderError` saying why it cannot be. The one path
+    of the queue-time check and the rendering."""
+    spec = read_spec(value, max_output_size(ctx))
+    directory = library_directory(ctx)
+    try:
+        response = await _load(ctx, directory, spec.id, max_template_size(ctx))
+    except UnknownResponse as exc:
+        raise SpecError(str(exc), "id") from None
+    parent = await _parent(request, ctx)  # a store failure raises: retried
+    missing = missing_required(response, spec, parent)
+    if missing:
+        raise SpecError(
+            f"standard response {spec.id!r} requires {', '.join(missing)} "
+            "(required in its response.yaml): missing or empty",
+            _missing_key(missing),
+        )
+    rendered = await _render(ctx, response, spec, parent, max_output_size(ctx))
+    _check_files(request, response.attachments, ctx)
+    return attrs.evolve(rendered, files=response.attachments)
+
+
+def _check_files(
+    request: OutboundRequest, files: tuple[AttachmentFile, ...], ctx: Context
+) -> None:
+    """The response's files after the request's own must keep within the site's
+    limits (:class:`TemplateError` naming the file and the option)."""
+    if not files:
+        return
+    sized = [*request.attachments, *(OutboundAttachment(f.name, size=f.size) for f in files)]
+    try:
+        check_limits(sized, file_limits(ctx))
+    except FileError as exc:
+        raise TemplateError(f"its attachments: {exc}") from None
+
+
+async def _read_files(ctx: Context, files: tuple[AttachmentFile, ...]) -> list[OutboundAttachment]:
+    """The response's files with their bytes (blocking reads, in the thread pool)."""
+
+    def read() -> list[OutboundAttachment]:
+        return [outbound_file(f.name, f.path.read_bytes()) for f in files]
+
+    try:
+        return await ctx.runner.run(read) if ctx.runner is not None else read()
+    except (OSError, FileError) as exc:
+        raise TemplateError(f"its attachments cannot be read: {exc}") from None
+
+
+class OptionError(RequestError):
+    """A request whose ``options.standard_response`` cannot be sent; *key* is the
+    part concerned (:class:`SpecError`), for callers that name it their way."""
+
+    def __init__(self, message: str, key: str | None) -> None:
+        super().__init__("options", message)
+        self.key = key
+
+
+def refusal(exc: TemplateError | RenderError) -> OptionError:
+    """The queue-time refusal for what :func:`render_request` raised."""
+    text = str(exc)
+    prefix = f"options.{OPTION}"
+    text = text.removeprefix("options.") if text.startswith(prefix) else f"{OPTION}: {text}"
+    return OptionError(text, getattr(exc, "key", None))
+
+
+@hookimpl
+async def postroom_validate_request(request: OutboundRequest, ctx: Context) -> None:
+    """Refuse, before it is queued, a request whose standard response cannot be
+    sent: a malformed option, an unknown id, a required field without value, a
+    template that does not render with these values. The template is rendered
+    once here; the send renders it again (a parent or template changed since)."""
+    value = request.options.get(OPTION)
+    if value is None:
+        return
+    try:
+        await render_request(request, ctx, value)
+    except (TemplateError, RenderError) as exc:
+        raise refusal(exc) from None
+
+
 @hookimpl
 async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
     value = request.options.get(OPTION)
@@ -252,15 +448,8 @@ async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k != ERROR_KEY}
     try:
-        spec = read_spec(value)
-        directory = ctx.option(SECTION, DIRECTORY)
-        if directory is None:
-            raise TemplateError(f"no {SECTION}.{DIRECTORY} is configured")
-        response = await _load(
-            ctx, Path(directory), spec.id, ctx.option(SECTION, MAX_TEMPLATE_SIZE)
-        )
-        parent = await _parent(request, ctx)  # a store failure raises: retried
-        rendered = await _render(ctx, response, spec, parent, ctx.option(SECTION, MAX_OUTPUT_SIZE))
+        rendered = await render_request(request, ctx, value)
+        files = await _read_files(ctx, rendered.files)
     except (TemplateError, RenderError) as exc:
         log.warning("standard response refused: %s", exc)
         request.options[OPTION] = {
@@ -272,7 +461,7 @@ async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
     if rendered.missing:
         log.warning(
             "standard response %r: missing field(s) rendered empty: %s",
-            spec.id,
+            value["id"],
             ", ".join(rendered.missing),
         )
     # the template's subject, unless the request gave its own (one the kernel
@@ -283,8 +472,9 @@ async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
         request.text = rendered.text
     if rendered.html is not None:
         request.html = rendered.html
-    # TODO(kernel): the response's own attachments (response.attachments) once
-    # OutboundRequest can carry attachments (issue 12, item 4).
+    # the response's own files follow the request's (the kernel reads the
+    # queued ones from the outbox, and checks the whole against the site's limits)
+    request.attachments.extend(files)
 
 
 @hookimpl
@@ -293,3 +483,13 @@ def postroom_veto(request: OutboundRequest) -> str | None:
     if isinstance(value, dict) and value.get(ERROR_KEY):
         return f"standard response: {value[ERROR_KEY]}"
     return None
+
+
+@hookimpl
+def postroom_register_commands(commands: PluginCommands) -> None:
+    listing.add_commands(commands)
+
+
+@hookimpl
+def postroom_register_routes() -> list[Route]:
+    return [*listing.routes(), extreply.route()]

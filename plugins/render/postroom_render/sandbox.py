@@ -21,6 +21,7 @@ So here:
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -373,3 +374,44 @@ def render_template(
         ) from None
     budget.charge(0)
     return output
+
+
+def field_codes(source: str) -> list[str]:
+    """The fields a template reads, in order of first use, as it writes them:
+    ``Contact.FirstName``, ``Interaction.AttachedData["OrderId"]``, ``ExtAgentReply``
+    (for ``[ExtAgentReply]``). Nothing is evaluated; a template that does not
+    parse reads none (rendering it names its error)."""
+    env = FieldSandbox(Budget(0), [], html=False)
+    try:
+        tree = env.parse(source.replace(EXT_REPLY_TAG, f"<$ {EXT_REPLY_NAME} $>"))
+    except (TemplateSyntaxError, RecursionError):
+        return []
+    found: list[str] = []
+
+    def path(node: nodes.Node) -> str | None:
+        """``A.b["c"]`` of a chain of names, attributes and literal keys, else None."""
+        if isinstance(node, nodes.Name):
+            return node.name
+        if isinstance(node, nodes.Getattr):
+            base = path(node.node)
+            return None if base is None else f"{base}.{node.attr}"
+        if isinstance(node, nodes.Getitem):
+            key = node.arg.value if isinstance(node.arg, nodes.Const) else None
+            base = path(node.node) if isinstance(key, str) else None
+            return None if base is None else f"{base}[{json.dumps(key, ensure_ascii=False)}]"
+        return None
+
+    def visit(node: nodes.Node) -> None:
+        if isinstance(node, nodes.Name | nodes.Getattr | nodes.Getitem):
+            name = path(node)
+            if name is not None:
+                found.append(name)
+                return
+        for child in node.iter_child_nodes():
+            visit(child)
+
+    try:
+        visit(tree)
+    except RecursionError:
+        return []
+    return list(dict.fromkeys(found))

@@ -12,6 +12,11 @@ without them is left alone.
   legacy tag and the default use ``yyyy-MM-dd'T'HH:mm:ss``. Times are the
   customer's local times. A text part is made beside the HTML when the request
   has none. An invalid PATTERN falls back and logs 30001.
+* ``postroom_validate_request``: the option's shape is checked when the request
+  is queued (an object whose ``xml`` is a non-empty string, no other key): a
+  malformed option is refused there (HTTP 400, exit 2). The XML itself is not read
+  then: a transcript that cannot be read is the product's error 30002, which fails
+  that e-mail's outbound interaction (kept, with the reason), not the request.
 * ``postroom_veto``: a transcript whose XML cannot be read logs 30002 and
   stops that e-mail (never retried); rendering leaves such a request alone.
 """
@@ -25,7 +30,15 @@ from typing import Any
 import css_inline
 from babel import Locale, UnknownLocaleError
 
-from postroom.api import ConfigError, Context, OptionSchema, OutboundRequest, Scope, hookimpl
+from postroom.api import (
+    ConfigError,
+    Context,
+    OptionSchema,
+    OutboundRequest,
+    RequestError,
+    Scope,
+    hookimpl,
+)
 from postroom_transcript import render
 from postroom_transcript.javadate import FALLBACK_PATTERN, JavaDateFormat, PatternError
 from postroom_transcript.transcript import Transcript, TranscriptError, parse
@@ -75,6 +88,26 @@ def postroom_configure(config: Any) -> None:
         Locale.parse(name)
     except (UnknownLocaleError, ValueError) as exc:
         raise ConfigError(f"{SECTION}.{LOCALE}: unknown locale {name!r} ({exc})") from exc
+
+
+@hookimpl
+def postroom_validate_request(request: OutboundRequest) -> None:
+    """Refuse a malformed ``options.transcript`` before it is queued (its XML is read
+    when the e-mail is rendered: 30002 fails that e-mail, see the module's docstring)."""
+    found = request.options.get(OPTION)
+    if found is None:
+        return
+    if not isinstance(found, dict):
+        raise RequestError(
+            "options", f'{OPTION} must be an object: {{"xml": "<chatTranscript ..."}}'
+        )
+    unknown = sorted(key for key in found if key != "xml")
+    if unknown:
+        shown = unknown[0] if len(unknown[0]) <= 60 else unknown[0][:60] + "..."
+        raise RequestError("options", f"{OPTION}: unknown key {shown!r} (known: xml)")
+    xml = found.get("xml")
+    if not isinstance(xml, str) or not xml.strip():
+        raise RequestError("options", f"{OPTION}.xml must be the chat's XML (a non-empty string)")
 
 
 def _xml(request: OutboundRequest) -> str | None:

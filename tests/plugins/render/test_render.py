@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import shutil
 from collections.abc import Iterator
 from importlib.metadata import EntryPoint
 from pathlib import Path
@@ -18,7 +19,15 @@ import pytest
 import yaml
 from twisted.internet import defer
 
-from postroom.api import ConfigError, Interaction, OutboundRequest, ParsedMessage, hookimpl
+from postroom.api import (
+    ConfigError,
+    Interaction,
+    OutboundRequest,
+    ParsedMessage,
+    RequestError,
+    SendError,
+    hookimpl,
+)
 from postroom.testing import TestKernel, result_of
 from postroom_render import plugin
 from postroom_render.library import TemplateError, list_responses, load_response
@@ -110,6 +119,34 @@ def send(kernel: TestKernel, req: OutboundRequest) -> Interaction:
     return kernel.send(req)
 
 
+def outbound(kernel: TestKernel) -> list[Interaction]:
+    return [i for i in kernel.interactions() if i.type == "Outbound"]
+
+
+def refused_at_queue(kernel: TestKernel, req: OutboundRequest) -> RequestError:
+    """*req* is refused when queued (a 400 / exit 2, field ``options``): nothing stored."""
+    with pytest.raises(RequestError) as info:
+        kernel.send(req)
+    assert info.value.field == "options"
+    assert kernel.outbox() == [] and outbound(kernel) == [] and kernel.sender.sent == []
+    return info.value
+
+
+def queued_then(kernel: TestKernel, req: OutboundRequest, change: Any) -> Interaction:
+    """*req* queued while its response is fine (its first attempt fails for a
+    reason of the sender's), then *change* (the site edits its library), then the
+    retry: the outbound interaction as stored after it."""
+    kernel.sender.fail_next(SendError("421 try again later"))
+    first = kernel.send(req)
+    assert first.status == "Queued", first.attached_data
+    change()
+    kernel.clock.advance(30)
+    assert kernel.run_outbox() == 1
+    found = kernel.interaction(first.id)
+    assert found is not None
+    return found
+
+
 def sent_parts(kernel: TestKernel) -> tuple[str, str | None, str | None]:
     [sent] = kernel.sender.sent
     message = sent.message
@@ -148,7 +185,10 @@ def test_the_entry_point_is_the_plugin_with_its_hooks(library: Path) -> None:
         assert kernel.hooks_of("render") == [
             "postroom_add_options",
             "postroom_configure",
+            "postroom_register_commands",
+            "postroom_register_routes",
             "postroom_render",
+            "postroom_validate_request",
             "postroom_veto",
         ]
 
@@ -285,15 +325,23 @@ def test_ext_agent_reply_is_replaced_escaped_with_line_breaks_kept(
     assert html == "<p>Try &lt;this&gt;:<br>\nrestart &amp; retry &lt;$ Agent $&gt;</p>\n"
 
 
-# ------------------------------------------------------------------ veto
+# ------------------------------------------------------------------ refusals
 
 
-def test_an_unknown_id_is_vetoed_and_nothing_is_sent(kernel: TestKernel) -> None:
-    result = send(kernel, request("no-such-response"))
+def test_an_unknown_id_is_refused_when_queued_and_nothing_is_queued(kernel: TestKernel) -> None:
+    error = refused_at_queue(kernel, request("no-such-response"))
+    assert str(error) == "options: standard_response: no standard response 'no-such-response'"
+
+
+def test_a_response_removed_after_queueing_is_vetoed_and_nothing_is_sent(
+    kernel: TestKernel, library: Path
+) -> None:
+    """The send-time veto stays the safety net for a library edited meanwhile."""
+    folder = write_response(library, "gone", text="Hello")
+    result = queued_then(kernel, request("gone"), lambda: shutil.rmtree(folder))
     assert result.status == "Failed"
     error = str(result.attached_data["_SendError"])
-    assert error.startswith("vetoed by render: standard response:")
-    assert "no standard response 'no-such-response'" in error
+    assert error == "vetoed by render: standard response: no standard response 'gone'"
     assert kernel.sender.sent == []
     assert [e.state for e in kernel.outbox()] == ["failed"]
 
@@ -305,53 +353,140 @@ def test_an_id_that_is_a_path_opens_nothing_outside_the_library(
     secret = library.parent / "secret"
     secret.mkdir()
     (secret / "body.txt").write_text("TOP SECRET", encoding="utf-8")
-    result = send(kernel, request(bad_id))
-    assert result.status == "Failed"
-    assert "TOP SECRET" not in str(result.attached_data["_SendError"])
-    assert kernel.sender.sent == []
+    error = refused_at_queue(kernel, request(bad_id))
+    assert "TOP SECRET" not in str(error)
+    req = request(bad_id)  # rendered all the same (a request queued before): vetoed
+    assert "TOP SECRET" not in str(render_with(kernel, PickledRunner(), req))
 
 
-def test_a_template_that_cannot_be_rendered_is_vetoed_with_its_file_and_line(
+def test_a_template_that_cannot_be_rendered_is_refused_with_its_file_and_line(
     kernel: TestKernel, library: Path
 ) -> None:
     write_response(library, "broken", text="line one\nHello <$ Contact.FirstName $\n")
-    result = send(kernel, request("broken"))
+    error = refused_at_queue(kernel, request("broken"))
+    assert str(error).startswith("options: standard_response: broken/body.txt:2: ")
+
+
+def test_a_template_broken_after_queueing_is_vetoed_with_its_file_and_line(
+    kernel: TestKernel, library: Path
+) -> None:
+    folder = write_response(library, "later", text="fine")
+
+    def break_it() -> None:
+        (folder / "body.txt").write_text("line one\nHello <$ Contact.FirstName $\n")
+
+    result = queued_then(kernel, request("later"), break_it)
     assert result.status == "Failed"
-    assert "broken/body.txt:2:" in str(result.attached_data["_SendError"])
+    assert "later/body.txt:2:" in str(result.attached_data["_SendError"])
     assert kernel.sender.sent == []
 
 
-def test_a_planted_render_error_does_not_stick(kernel: TestKernel, library: Path) -> None:
-    """Render always replaces the key the veto reads: a caller cannot veto by hand,
-    and a fixed request is not refused for an old reason."""
+def test_a_planted_render_error_is_refused_and_never_sticks(
+    kernel: TestKernel, library: Path
+) -> None:
+    """A caller cannot veto by hand: the key is refused when queued, and render always
+    replaces it (a fixed request is not refused for an old reason)."""
     write_response(library, "fine", text="ok")
-    result = send(kernel, request("fine", spec={"_render_error": "planted"}))
-    assert result.status == "Sent"
+    error = refused_at_queue(kernel, request("fine", spec={"_render_error": "planted"}))
+    assert "unknown key(s) '_render_error'" in str(error)
+    planted = request("fine", spec={"_render_error": "x"})
+    assert render_with(kernel, PickledRunner(), planted) is None
 
 
 @pytest.mark.parametrize(
     ("spec", "reason"),
     [
-        ({"id": 7}, "id must be a non-empty string"),
+        ("order-status", "options: standard_response must be an object"),
+        ({"id": 7}, "options: standard_response.id must be a non-empty string"),
         ({"id": "x", "fields": {"Customer": {}}}, "unknown group 'Customer'"),
         ({"id": "x", "fields": {"Contact": {"A": [1]}}}, "Contact.A must be a string"),
-        ({"id": "x", "colour": "red"}, "unknown key(s) colour"),
+        ({"id": "x", "fields": {"Contact": {"A": None}}}, "Contact.A must be a string"),
+        ({"id": "x", "fields": {"Contact": {"A b": "1"}}}, "'A b' is not a field name"),
+        ({"id": "x", "fields": {"Contact": {"A": "x" * 65536}}}, "longer than 65535"),
+        ({"id": "x", "fields": {"Contact": {f"F{n}": 1 for n in range(201)}}}, "more than 200"),
+        ({"id": "x", "colour": "red"}, "unknown key(s) 'colour'"),
         ({"id": "x", "ext_reply_text": 3}, "ext_reply_text must be a string"),
+        ({"id": "x", "ext_reply_text": "x" * 1_048_577}, "ext_reply_text: longer than 1048576"),
     ],
 )
-def test_a_malformed_option_is_vetoed(kernel: TestKernel, spec: Any, reason: str) -> None:
+def test_a_malformed_option_is_refused_when_queued(
+    kernel: TestKernel, spec: Any, reason: str
+) -> None:
     req = OutboundRequest(to=["ann@client.example"], options={"standard_response": spec})
-    result = send(kernel, req)
-    assert result.status == "Failed"
-    assert reason in str(result.attached_data["_SendError"])
+    assert reason in str(refused_at_queue(kernel, req))
+    # a request queued before (by an older version) is still vetoed when sent
+    req = OutboundRequest(to=["ann@client.example"], options={"standard_response": spec})
+    veto = render_with(kernel, PickledRunner(), req)
+    assert veto is not None and reason.removeprefix("options: ") in veto
 
 
-def test_without_a_library_a_standard_response_is_vetoed() -> None:
+def test_without_a_library_a_standard_response_is_refused() -> None:
     with TestKernel([("render", plugin)]) as kernel:
-        result = kernel.send(request("x"))
-    assert "no standard-responses.directory is configured" in str(
-        result.attached_data["_SendError"]
+        error = refused_at_queue(kernel, request("x"))
+    assert str(error) == (
+        "options: standard_response: no standard-responses.directory is configured"
     )
+
+
+def test_a_required_field_without_value_is_refused_and_others_render_empty(
+    kernel: TestKernel, library: Path
+) -> None:
+    """A missing field renders empty unless the response requires it (response.yaml)."""
+    write_response(
+        library,
+        "strict",
+        meta="subject: Hi\nrequired: [Contact.FirstName, Agent.Signature]\n",
+        text="<$ Contact.FirstName $> <$ Contact.Title $>\n<$ Agent.Signature $>",
+    )
+    for fields in ({"Contact": {"LastName": "Lee"}, "Agent": dict(AGENT)},
+                   {"Contact": {"FirstName": "  "}, "Agent": dict(AGENT)},
+                   {"Contact": dict(CONTACT)}):  # fmt: skip
+        error = refused_at_queue(kernel, request("strict", spec={"fields": fields}))
+        assert "requires" in str(error) and "(required in its response.yaml)" in str(error)
+        assert getattr(error, "key", None) == "fields"
+    error = refused_at_queue(kernel, request("strict", spec={"fields": {}}))
+    assert "requires Contact.FirstName, Agent.Signature" in str(error)
+    assert send(kernel, request("strict")).status == "Sent"  # Contact.Title: empty
+    assert sent_parts(kernel)[1] == "Ann \nBob, support\n"
+
+
+def test_required_interaction_values_and_the_external_text(
+    kernel: TestKernel, library: Path
+) -> None:
+    write_response(
+        library,
+        "bot",
+        meta="required: [Interaction.AttachedData.OrderId, Interaction.Subject, ExtAgentReply]\n",
+        text="[ExtAgentReply] <$ Interaction.AttachedData.OrderId $>",
+    )
+    error = refused_at_queue(kernel, request("bot", spec={"ext_reply_text": "Done."}))
+    assert "requires Interaction.AttachedData.OrderId, Interaction.Subject " in str(error)
+    assert getattr(error, "key", None) == "in_reply_to"  # no parent: nothing to read
+    [parent] = kernel.ingest(INBOUND)
+    error = refused_at_queue(kernel, request("bot", in_reply_to=parent.id))
+    assert "requires ExtAgentReply " in str(error)
+    assert getattr(error, "key", None) == "ext_reply_text"
+    result = send(kernel, request("bot", in_reply_to=parent.id, spec={"ext_reply_text": "Done."}))
+    assert result.status == "Sent"
+    assert sent_parts(kernel)[1] == "Done. 4711\n"
+
+
+@pytest.mark.parametrize(
+    ("meta", "where"),
+    [
+        ("required: Contact.FirstName\n", "response.yaml:1: required must be a list"),
+        ("required: [Customer.Name]\n", "response.yaml:1: required: 'Customer.Name' is not a"),
+        ("required: [Interaction.Colour]\n", "response.yaml:1: required: 'Interaction.Colour'"),
+        ("required:\n  - [a]\n", "response.yaml:2: required: '(not a name)' is not a field"),
+    ],
+)
+def test_a_bad_required_list_names_the_file_and_line(
+    library: Path, meta: str, where: str
+) -> None:
+    write_response(library, "bad", meta=meta, text="x")
+    with pytest.raises(TemplateError) as info:
+        load_response(library, "bad", 1000)
+    assert f"{library / 'bad'}/{where}" in str(info.value)
 
 
 def test_a_request_without_the_option_is_left_alone(kernel: TestKernel) -> None:
@@ -479,18 +614,17 @@ def test_a_template_with_a_nul_is_refused_at_load(library: Path) -> None:
 
 
 def test_a_template_over_the_size_limit_is_refused(kernel: TestKernel, library: Path) -> None:
-    write_response(library, "big", text="x" * 300_000)
-    result = send(kernel, request("big"))
-    assert "larger than the template limit of 262144 bytes" in str(
-        result.attached_data["_SendError"]
-    )
+    folder = write_response(library, "big", text="x")
+    (folder / "body.txt").write_text("x" * 300_000)  # after start-up read the library
+    error = refused_at_queue(kernel, request("big"))
+    assert "larger than the template limit of 262144 bytes" in str(error)
 
 
 def test_the_output_limit_is_the_sites(library: Path) -> None:
     write_response(library, "rep", text="<$ 'x' * 2000 $>")
     with make_kernel(library, "  max-output-size: 1KB\n") as kernel:
-        result = kernel.send(request("rep"))
-    assert "budget of 1024 characters" in str(result.attached_data["_SendError"])
+        error = refused_at_queue(kernel, request("rep"))
+    assert "budget of 1024 characters" in str(error)
 
 
 def test_strings_and_numbers_concatenate_and_slices_work() -> None:

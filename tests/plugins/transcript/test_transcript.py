@@ -14,7 +14,7 @@ from importlib.metadata import EntryPoint
 
 import pytest
 
-from postroom.api import ConfigError, OutboundRequest, SendError
+from postroom.api import ConfigError, OutboundRequest, RequestError, SendError
 from postroom.testing import TestKernel
 from postroom_transcript import plugin
 from postroom_transcript.transcript import TranscriptError, parse
@@ -100,6 +100,7 @@ def test_the_entry_point_is_the_plugin_with_its_hooks() -> None:
             "postroom_add_options",
             "postroom_configure",
             "postroom_render",
+            "postroom_validate_request",
             "postroom_veto",
         }
 
@@ -351,7 +352,32 @@ def test_unreadable_xml_is_vetoed_with_30002_and_nothing_is_sent(
     assert "Müller" not in caplog.text and "Rechnung" not in caplog.text  # no chat content
 
 
+@pytest.mark.parametrize(
+    ("option", "error"),
+    [
+        ("<chatTranscript/>", 'options: transcript must be an object: {"xml": "<chatTranscript'),
+        ({"format": "x"}, "options: transcript: unknown key 'format' (known: xml)"),
+        ({}, "options: transcript.xml must be the chat's XML (a non-empty string)"),
+        ({"xml": " "}, "options: transcript.xml must be the chat's XML"),
+        ({"xml": ["<chatTranscript/>"]}, "options: transcript.xml must be the chat's XML"),
+    ],
+)
+def test_a_malformed_option_is_refused_when_queued(option: object, error: str) -> None:
+    """The option's shape is the request's business (400 / exit 2, nothing queued);
+    the XML in it is read when the e-mail is rendered (30002 fails that e-mail)."""
+    with TestKernel([EP]) as kernel:
+        bad = OutboundRequest(to=[CUSTOMER], text="x", options={"transcript": option})
+        with pytest.raises(RequestError) as info:
+            kernel.send(bad)
+        assert info.value.field == "options" and str(info.value).startswith(error)
+        assert kernel.outbox() == [] and kernel.interactions() == []
+        # well-formed or not, XML in the right shape is queued: rendering reads it
+        broken = kernel.send(request(text="x", xml="<chatTranscript"))
+        assert broken.status == "Failed" and [e.state for e in kernel.outbox()] == ["failed"]
+
+
 def test_options_without_xml_are_vetoed() -> None:
+    """A request queued before the shape was checked (an older version) is still stopped."""
     bare = OutboundRequest(to=[CUSTOMER], text="x", options={"transcript": {"format": "x"}})
     reason = plugin.postroom_veto(bare)
     assert reason is not None and reason.startswith("30002|STANDARD|CHAT_UNMARSHALL_ERROR")
