@@ -6,8 +6,11 @@ IDLE and sends through Postfix's submission port as agent3: the shared
 ``smtp-client`` account, which the test Postfix lets send as agent4@ (send-as
 rights, ``SEND_AS`` in contrib/scripts/mail-test-servers) and as nobody else.
 
-* A customer's mail to the desk is answered with ``in_reply_to`` and a text
-  only: the reply read back over IMAP comes from the desk's identity, signed.
+* A customer's mail (with a photo) to the desk is answered with ``in_reply_to``,
+  a text and two files (the customer's photo by reference, a label uploaded):
+  the reply read back over IMAP comes from the desk's identity, signed, with the
+  whole References chain and both files byte for byte; the customer's answer to
+  it threads to it.
 * Mail from the mailbox "sales" (agent6@, for which agent3 has no right) fails
   for good, the error saying plainly that the server refused the From.
 * Mail from the mailbox "own" (agent7@, with its own login ``smtp-user``)
@@ -17,6 +20,7 @@ rights, ``SEND_AS`` in contrib/scripts/mail-test-servers) and as nobody else.
 
 from __future__ import annotations
 
+import base64
 import email
 import imaplib
 from email import policy
@@ -30,6 +34,19 @@ from tests.integration.sites import Site, http, running_gateway
 #: generous: the path takes about a second (Postfix queue, LMTP, IDLE, commit)
 GUARD = 60.0
 SIGNATURE = "Anna Weber\nCustomer Care, Centre"
+
+
+#: the customer's photo (every byte value) and the return label the reply adds
+PHOTO = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 64 + b"\xff\xd9"
+LABEL = b"%PDF-1.4\n" + bytes(range(255, -1, -1)) * 32 + b"\n%%EOF\n"
+
+
+def with_photo(message: bytes) -> bytes:
+    """*message* (text/plain) made multipart/mixed with :data:`PHOTO` attached."""
+    parsed = email.message_from_bytes(message, policy=policy.SMTP)
+    parsed.make_mixed()
+    parsed.add_attachment(PHOTO, maintype="image", subtype="jpeg", filename="parcel.jpg")
+    return parsed.as_bytes(policy=policy.SMTP)
 
 
 def read_one(ms: MailServers, user: str, message_id: str) -> EmailMessage:
@@ -77,13 +94,18 @@ def test_replies_go_out_from_the_mailbox_identity_with_send_as_rights(
     )
     site.smtp_client("agent3")
     site.sections["email-processing"] = {"default-domain": ms.domain}
-    customer = make_message(
-        subject="order 4711 arrived damaged",
+    customer = with_photo(make_message(
+        subject="RE: order 4711 arrived damaged",
         sender=f"Anna <{ms.address('agent2')}>",
         to=ms.address("agent4"),
         body="The parcel was crushed.\r\n",
-    )
+        headers={
+            "In-Reply-To": "<ack-1@centre.example>",
+            "References": "<first-1@shop.example> <ack-1@centre.example>",
+        },
+    ))  # fmt: skip
     customer_mid = email.message_from_bytes(customer, policy=policy.default)["Message-ID"]
+    chain = ["<first-1@shop.example>", "<ack-1@centre.example>", customer_mid]
 
     with running_gateway(site, "desk") as running:
 
@@ -100,8 +122,15 @@ def test_replies_go_out_from_the_mailbox_identity_with_send_as_rights(
         )
         assert parent["mailbox"] == "desk"
 
-        # the reply: from the desk's identity, through agent3's send-as right
-        status, reply = http(port, "/send", {"in_reply_to": parent["id"], "text": "We are sorry."})
+        # the reply: from the desk's identity, through agent3's send-as right, with
+        # the customer's photo back (by reference) and a label of ours (uploaded)
+        status, reply = http(port, "/send", {
+            "in_reply_to": parent["id"], "text": "We are sorry.",
+            "attachments": [
+                {"interaction": parent["id"], "index": 0},
+                {"filename": "Rücksendeetikett.pdf", "content": base64.b64encode(LABEL).decode()},
+            ],
+        })  # fmt: skip
         assert status == 202, reply
         assert reply["mailbox"] == "desk" and reply["from"] == ms.address("agent4")
         ms.wait_for(
@@ -114,10 +143,35 @@ def test_replies_go_out_from_the_mailbox_identity_with_send_as_rights(
         assert got["Return-Path"] == f"<{ms.address('agent4')}>"  # the envelope sender too
         assert [a.addr_spec for a in got["To"].addresses] == [ms.address("agent2")]
         assert got["In-Reply-To"] == customer_mid
-        body = got.get_content().replace("\r\n", "\n")
+        assert got["References"].split() == chain
+        assert got["Subject"] == "Re: order 4711 arrived damaged"
+        body = got.get_body(("plain",)).get_content().replace("\r\n", "\n")
         assert body == f"We are sorry.\n\n{SIGNATURE}\n"
+        files = [
+            (part.get_filename(), part.get_content_type(), part.get_payload(decode=True))
+            for part in got.iter_attachments()
+        ]
+        assert files == [
+            ("parcel.jpg", "image/jpeg", PHOTO),
+            ("Rücksendeetikett.pdf", "application/pdf", LABEL),
+        ]
         status, shown = http(port, f"/interactions/{reply['id']}")
         assert status == 200 and shown["mailbox"] == "desk", shown
+
+        # the customer's answer to the reply threads to the outbound interaction
+        answer = make_message(
+            subject=str(got["Subject"]), sender=ms.address("agent2"), to=ms.address("agent4"),
+            body="Thank you.\r\n",
+            headers={"In-Reply-To": reply["message_id"],
+                     "References": " ".join([*chain, reply["message_id"]])},
+        )  # fmt: skip
+        ms.submit("agent2", [ms.address("agent4")], answer)
+        [child] = ms.wait_for(
+            lambda: rows("type = 'Inbound' AND parent_id = ?", reply["id"]),
+            GUARD,
+            "the answer, threaded to the reply",
+        )
+        assert child["mailbox"] == "desk"
 
         # no send-as right for agent6@: failed for good, the server's refusal said plainly
         status, refused = http(port, "/send", {
