@@ -517,3 +517,30 @@ def test_a_renderers_file_over_the_limits_fails_the_message_for_good(site: Path)
         assert "outbound-attachment-max-size" in stored.attached_data["_SendError"]
     finally:
         run(gateway.stopService())
+
+
+@pytest.mark.parametrize(
+    ("extra", "field", "says"),
+    [
+        ({"attachments": [{"filename": "a.bin", "content": base64.b64encode(
+            b"x" * 120_000).decode()}]}, "attachments", "outbound-attachment-max-size"),
+        ({"attachments": [{"filename": "a.bin", "content": "not base64!"}]},
+         "attachments", "base64"),
+        ({"attachments": [{"interaction": "gone", "index": 0}]},
+         "attachments", "no interaction 'gone' is stored"),
+        ({"forward_of": "gone"}, "forward_of", "no interaction 'gone' is stored"),
+    ],
+)  # fmt: skip
+def test_bad_files_and_forwards_are_a_400_over_http_and_queue_nothing(
+    quickstart: Path, extra: dict[str, Any], field: str, says: str
+) -> None:
+    limit = "email-processing:\n  outbound-attachment-max-size: 100KB\n"
+    quickstart.write_text(quickstart.read_text().replace("email-processing:\n", limit))
+    api = Server(quickstart)
+    try:
+        code, out = api.send({"to": "a@x.example", "subject": "s", **extra})
+        assert (code, out["field"]) == (400, field), out
+        assert says in out["error"], out
+        assert api.queued() == 0
+    finally:
+        api.close()
