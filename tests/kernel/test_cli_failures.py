@@ -269,6 +269,10 @@ def test_ctrl_c_while_reading_the_configuration(tmp_path: Path, command: list[st
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal, even when this run was started in the
+        # background (a shell starts those with SIGINT ignored, and Python
+        # then installs no handler: the command would rightly ignore it)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         writer = None
