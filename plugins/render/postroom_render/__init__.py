@@ -8,4 +8,4 @@ listed by ``postroom responses`` and ``GET /responses`` (:mod:`postroom_render.l
 """
 
 #: the postroom.api version this distribution is written against (docs/api.md)
-POSTROOM_API = "1.0"
+POSTROOM_API = "1.1"

@@ -7,4 +7,4 @@ patterns, :mod:`postroom_transcript.render` writes the HTML and text.
 """
 
 #: the postroom.api version this distribution is written against (docs/api.md)
-POSTROOM_API = "1.0"
+POSTROOM_API = "1.1"
