@@ -544,3 +544,42 @@ def test_bad_files_and_forwards_are_a_400_over_http_and_queue_nothing(
         assert api.queued() == 0
     finally:
         api.close()
+
+
+# -------------------------------------------------------------- hostile forms
+
+FORM_TYPE = b"multipart/form-data; boundary=postroom-test-7c1e"
+
+
+def _form_request(body: bytes) -> Any:
+    from postroom.sendrequest import BUILTIN_FORBIDDEN_HEADERS
+    from postroom.uploads import request_from_form
+
+    return request_from_form(FORM_TYPE, body, BUILTIN_FORBIDDEN_HEADERS)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        b"\r\n--postroom-test-7c1\r\n",  # almost the boundary, over and over
+        b"\r\n--",
+        b"\r",
+    ],
+)
+def test_reading_a_form_is_linear_in_its_size(lines: bytes) -> None:
+    from postroom.testing.linear import assert_linear
+
+    def make(n: int) -> bytes:
+        body, _ = form({"to": "a@x.example"}, ("f", "x.bin", lines * n, None))
+        return body
+
+    growth = assert_linear(make, _form_request, start=20_000)
+    assert growth.n >= 20_000
+
+
+def test_a_huge_part_header_is_a_400_not_a_crash() -> None:
+    body = (b"--postroom-test-7c1e\r\nContent-Disposition: form-data; name=\"request\"; x=\""
+            + b"a" * 100_000 + b"\"\r\n\r\n{}\r\n--postroom-test-7c1e--\r\n")  # fmt: skip
+    with pytest.raises(RequestError) as refused:
+        _form_request(body)
+    assert "form cannot be read" in str(refused.value)
