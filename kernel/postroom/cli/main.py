@@ -602,21 +602,32 @@ def _report_refused(exc: Any) -> int:
     return EXIT_CONFIG
 
 
+def _outbound_kernel(args: argparse.Namespace, reactor: Any) -> tuple[Any, frozenset[str]] | int:
+    """The kernel and the site's forbidden headers for ``send`` and ``render``, or
+    the exit status of a configuration that cannot be used (reported)."""
+    from postroom.services.outbound import site_forbidden_headers
+
+    try:
+        kernel = _kernel(args, reactor)
+        return kernel, site_forbidden_headers(kernel)
+    except (ConfigError, ConfigErrors, PluginLoadError) as exc:
+        return _report_config_error(exc)
+    except OSError as exc:  # the forbidden-headers-file
+        print(f"error: smtp-client: forbidden-headers-file: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
 def cmd_send(args: argparse.Namespace) -> int:
     """Queue an e-mail for the gateway that owns the store; ``--now``: be that
     gateway for one outbox pass (only when none runs)."""
     from postroom.sendrequest import RequestError, request_from_json
-    from postroom.services.outbound import queue_send, site_forbidden_headers
+    from postroom.services.outbound import queue_send
 
     async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor)
-            forbidden = site_forbidden_headers(kernel)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
-        except OSError as exc:  # the forbidden-headers-file
-            print(f"error: smtp-client: forbidden-headers-file: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+        made = _outbound_kernel(args, reactor)
+        if isinstance(made, int):
+            return made
+        kernel, forbidden = made
         try:
             request = request_from_json(_send_data(args), forbidden)
             max_size = int(kernel.config.get("email-processing", "outbound-attachment-max-size"))
@@ -708,18 +719,14 @@ def cmd_render(args: argparse.Namespace) -> int:
     standard output (``--json``: its parts, envelope and veto); exit 0 when it
     would be sent, 1 when a plugin vetoes it or it would fail, 2 when refused."""
     from postroom.sendrequest import RequestError, parse_json, request_from_json
-    from postroom.services.outbound import preview_send, site_forbidden_headers
+    from postroom.services.outbound import preview_send
     from postroom.web import MAX_BODY
 
     async def main(reactor: Any) -> int:
-        try:
-            kernel = _kernel(args, reactor)
-            forbidden = site_forbidden_headers(kernel)
-        except (ConfigError, ConfigErrors, PluginLoadError) as exc:
-            return _report_config_error(exc)
-        except OSError as exc:  # the forbidden-headers-file
-            print(f"error: smtp-client: forbidden-headers-file: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
+        made = _outbound_kernel(args, reactor)
+        if isinstance(made, int):
+            return made
+        kernel, forbidden = made
         await kernel.open()
         try:
             request = request_from_json(
