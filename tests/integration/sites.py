@@ -294,7 +294,9 @@ def running_gateway(site: Site, mailbox: str, *global_args: str) -> Iterator[Cal
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         try:
-            code = proc.wait(timeout=30)
+            # minutes: the store's last disk sync has been seen to take over a
+            # minute on CI machines (tests/integration/test_one_gateway.py)
+            code = proc.wait(timeout=300)
         except subprocess.TimeoutExpired:
             proc.kill()
             raise
