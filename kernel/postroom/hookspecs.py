@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from postroom.context import AnalysisContext, Context
     from postroom.interfaces import IParser
     from postroom.model import (
+        AttachedValue,
         Envelope,
         FetchedMessage,
         Interaction,
@@ -311,7 +312,26 @@ def postroom_submit(interaction: Interaction, ctx: Context) -> Any:
 
 
 @hookspec
-def postroom_validate_request(request: OutboundRequest, ctx: Context) -> Any:
+def postroom_field_values(
+    request: OutboundRequest, ctx: Context
+) -> Mapping[str, Mapping[str, AttachedValue]] | None:
+    """Values a renderer's field codes may read, from what this plugin knows of
+    *request* (collect-all; may be async).
+
+    Return groups of named values, e.g. ``{"Contact": {"FirstName": "Jürgen"}}``
+    (the chat transcript's ``userData``; a directory look-up), or ``None``.
+    The kernel merges every plugin's in plugin order (the first to give a name
+    wins) and passes the result as ``fields`` to :func:`postroom_validate_request`
+    and :func:`postroom_render`; a renderer lets the request's own values win
+    over them. Values are strings, numbers or booleans. Read only: do not
+    change *request*; a value that cannot be found is simply left out.
+    """
+
+
+@hookspec
+def postroom_validate_request(
+    request: OutboundRequest, ctx: Context, fields: Mapping[str, Mapping[str, AttachedValue]]
+) -> Any:
     """Refuse a send request before it is stored (collect-all; may be async).
 
     Called for every ``POST /send``, ``POST /render``, ``postroom send``,
@@ -322,6 +342,7 @@ def postroom_validate_request(request: OutboundRequest, ctx: Context) -> Any:
     field, ``postroom send`` exits 2, nothing is queued; later plugins are not
     asked. Check only; do not change *request* (rendering does, at send time).
     Any other exception fails the call as well (HTTP 500), nothing queued.
+    *fields*: the values other plugins offer (:func:`postroom_field_values`).
     """
 
 
@@ -329,13 +350,16 @@ def postroom_validate_request(request: OutboundRequest, ctx: Context) -> Any:
 
 
 @hookspec
-def postroom_render(request: OutboundRequest, ctx: Context) -> Any:
+def postroom_render(
+    request: OutboundRequest, ctx: Context, fields: Mapping[str, Mapping[str, AttachedValue]]
+) -> Any:
     """Render an outbound request's body in place (collect-all; may be async).
 
     Called in plugin order before the message is built, so a later plugin sees
     an earlier one's work (templates first, then transcripts, then CSS). Only
     rendering: a request that must not be sent is refused by
-    :func:`postroom_veto`.
+    :func:`postroom_veto`. *fields*: the values other plugins offer for field
+    codes (:func:`postroom_field_values`), read before any renderer ran.
     """
 
 

@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from postroom import keys
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
 from postroom.interfaces import PLUGINS_GROUP
-from postroom.model import Subtype, Verdict
+from postroom.model import AttachedValue, Subtype, Verdict
 from postroom.routes import Route
 from postroom.sendrequest import RequestError
 
@@ -342,11 +342,33 @@ class Hooks:
 
     # -- outbound
 
+    async def field_values(self, request: OutboundRequest, ctx: Context) -> FieldValues:
+        """Every ``postroom_field_values``, merged: groups of named values, the first
+        plugin to give a name winning. A plugin giving something else than groups
+        of strings, numbers and booleans is a PluginFailure."""
+        merged: dict[str, dict[str, AttachedValue]] = {}
+        for plugin, offered in await self._call_all(
+            "postroom_field_values", request=request, ctx=ctx
+        ):
+            if offered is None:
+                continue
+            problem = _field_values_problem(offered)
+            if problem is not None:
+                raise PluginFailure(plugin, "postroom_field_values", TypeError(problem))
+            for group, values in offered.items():
+                into = merged.setdefault(group, {})
+                for name, value in values.items():
+                    into.setdefault(name, value)
+        return merged
+
     async def validate_request(self, request: OutboundRequest, ctx: Context) -> None:
         """Every ``postroom_validate_request``: a plugin's RequestError passes through
         as it is (a refused request: 400, exit 2); anything else is a PluginFailure."""
-        for impl in self._impls("postroom_validate_request"):
-            args = {name: {"request": request, "ctx": ctx}[name] for name in impl.argnames}
+        impls = self._impls("postroom_validate_request")
+        fields = await self.field_values(request, ctx) if impls else {}
+        for impl in impls:
+            given = {"request": request, "ctx": ctx, "fields": fields}
+            args = {name: given[name] for name in impl.argnames}
             try:
                 await resolve(impl.function(**args))
             except RequestError:
@@ -355,7 +377,11 @@ class Hooks:
                 raise PluginFailure(impl.plugin_name, "postroom_validate_request", exc) from exc
 
     async def render(self, request: OutboundRequest, ctx: Context) -> None:
-        await self._call_all("postroom_render", request=request, ctx=ctx)
+        """Every ``postroom_render``, with the field values plugins offer, read first."""
+        if not self._impls("postroom_render"):
+            return
+        fields = await self.field_values(request, ctx)
+        await self._call_all("postroom_render", request=request, ctx=ctx, fields=fields)
 
     async def veto(self, request: OutboundRequest, ctx: Context) -> Veto | None:
         """The first plugin's reason why *request* must not be sent, or None."""
@@ -376,6 +402,29 @@ class Hooks:
 
     async def sent(self, interaction: Interaction, ctx: Context) -> None:
         await self._call_tolerant("postroom_sent", None, interaction=interaction, ctx=ctx)
+
+
+#: what ``postroom_field_values`` gives: group -> name -> value
+FieldValues = Mapping[str, Mapping[str, AttachedValue]]
+#: bounds on what one plugin offers (field codes read names, not documents)
+MAX_FIELD_GROUPS = 20
+MAX_FIELD_NAMES = 500
+
+
+def _field_values_problem(offered: Any) -> str | None:
+    """Why *offered* is not groups of named strings, numbers and booleans, or None."""
+    if not isinstance(offered, Mapping) or len(offered) > MAX_FIELD_GROUPS:
+        return f"returned {type(offered).__name__}, not a mapping of at most " \
+            f"{MAX_FIELD_GROUPS} groups"  # fmt: skip
+    for group, values in offered.items():
+        if not isinstance(group, str) or not isinstance(values, Mapping):
+            return f"group {group!r}: expected a name and a mapping of values"
+        if len(values) > MAX_FIELD_NAMES:
+            return f"group {group!r}: more than {MAX_FIELD_NAMES} values"
+        for name, value in values.items():
+            if not isinstance(name, str) or not isinstance(value, str | int | float | bool):
+                return f"{group}.{name!r}: not a string, number or boolean"
+    return None
 
 
 def _refuse_awaitable(result: Any, plugin: str, hook: str) -> None:

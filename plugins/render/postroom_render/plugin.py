@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -358,12 +359,34 @@ async def _render(
     return rendered
 
 
-async def render_request(request: OutboundRequest, ctx: Context, value: Any) -> Rendered:
+def with_offered(spec: Spec, offered: Mapping[str, Mapping[str, Any]]) -> Spec:
+    """*spec* with the values other plugins offer (``postroom_field_values``: a
+    chat transcript's ``userData``, a directory) where the request gives none:
+    the request's own values win. Offered names or values a request could not
+    give (a bad name, a value over the length limit) are left out."""
+    groups = {group: dict(values) for group, values in spec.fields.items()}
+    for group in FIELD_GROUPS:
+        for name, value in (offered.get(group) or {}).items():
+            usable = FIELD_NAME.fullmatch(name) and not (
+                isinstance(value, str) and len(value) > MAX_FIELD_VALUE
+            )
+            if usable and len(groups.get(group, {})) < MAX_FIELDS:
+                groups.setdefault(group, {}).setdefault(name, value)
+    return attrs.evolve(spec, fields=groups)
+
+
+async def render_request(
+    request: OutboundRequest,
+    ctx: Context,
+    value: Any,
+    offered: Mapping[str, Mapping[str, Any]] | None = None,
+) -> Rendered:
     """*request*'s standard response (*value*: its option) rendered, or the
     :class:`TemplateError` (an unusable option or response, a required field
     without value) or :class:`RenderError` saying why it cannot be. The one path
-    of the queue-time check and the rendering."""
-    spec = read_spec(value, max_output_size(ctx))
+    of the queue-time check and the rendering. *offered*: the field values
+    other plugins give (``postroom_field_values``)."""
+    spec = with_offered(read_spec(value, max_output_size(ctx)), offered or {})
     directory = library_directory(ctx)
     try:
         response = await _load(ctx, directory, spec.id, max_template_size(ctx))
@@ -426,7 +449,9 @@ def refusal(exc: TemplateError | RenderError) -> OptionError:
 
 
 @hookimpl
-async def postroom_validate_request(request: OutboundRequest, ctx: Context) -> None:
+async def postroom_validate_request(
+    request: OutboundRequest, ctx: Context, fields: Mapping[str, Mapping[str, Any]]
+) -> None:
     """Refuse, before it is queued, a request whose standard response cannot be
     sent: a malformed option, an unknown id, a required field without value, a
     template that does not render with these values. The template is rendered
@@ -435,20 +460,22 @@ async def postroom_validate_request(request: OutboundRequest, ctx: Context) -> N
     if value is None:
         return
     try:
-        await render_request(request, ctx, value)
+        await render_request(request, ctx, value, fields)
     except (TemplateError, RenderError) as exc:
         raise refusal(exc) from None
 
 
 @hookimpl
-async def postroom_render(request: OutboundRequest, ctx: Context) -> None:
+async def postroom_render(
+    request: OutboundRequest, ctx: Context, fields: Mapping[str, Mapping[str, Any]]
+) -> None:
     value = request.options.get(OPTION)
     if value is None:
         return
     if isinstance(value, dict):
         value = {k: v for k, v in value.items() if k != ERROR_KEY}
     try:
-        rendered = await render_request(request, ctx, value)
+        rendered = await render_request(request, ctx, value, fields)
         files = await _read_files(ctx, rendered.files)
     except (TemplateError, RenderError) as exc:
         log.warning("standard response refused: %s", exc)

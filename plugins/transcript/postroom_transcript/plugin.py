@@ -229,6 +229,22 @@ def _text_beside(html_body: str, transcript: Transcript, formats: _Formats) -> s
     return "\n".join(p.strip("\n") for p in out if p.strip())
 
 
+@hookimpl
+def postroom_field_values(request: OutboundRequest) -> dict[str, dict[str, str]] | None:
+    """The customer's ``userData`` in the transcript (``FirstName``, ``LastName``,
+    ``EmailAddress``...) as ``Contact`` values for a standard response's field
+    codes, where the request gives none. A transcript that cannot be read offers
+    nothing (the veto says why the e-mail is not sent)."""
+    try:
+        transcript = _read(request)
+    except TranscriptError:
+        return None
+    customer = transcript.customer if transcript is not None else None
+    if customer is None or not customer.user_data:
+        return None
+    return {"Contact": dict(customer.user_data)}
+
+
 def _inline(markup: str) -> str:
     inliner = css_inline.CSSInliner(keep_style_tags=True, load_remote_stylesheets=False)
     return str(inliner.inline(markup))

@@ -714,7 +714,7 @@ class PickledRunner:
 
 def render_with(kernel: TestKernel, runner: PickledRunner, req: OutboundRequest) -> str | None:
     ctx = attrs.evolve(kernel.ctx, cpu_runner=runner)
-    result_of(defer.ensureDeferred(plugin.postroom_render(req, ctx)))
+    result_of(defer.ensureDeferred(plugin.postroom_render(req, ctx, {})))
     return plugin.postroom_veto(req)
 
 

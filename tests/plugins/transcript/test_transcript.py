@@ -99,6 +99,7 @@ def test_the_entry_point_is_the_plugin_with_its_hooks() -> None:
         assert set(kernel.hooks_of("transcript")) == {
             "postroom_add_options",
             "postroom_configure",
+            "postroom_field_values",
             "postroom_render",
             "postroom_validate_request",
             "postroom_veto",
