@@ -78,6 +78,12 @@ def guess_type(filename: str) -> str:
     return guessed if guessed and _MEDIA_TYPE.fullmatch(guessed) else FALLBACK_TYPE
 
 
+def sendable_type(media: str) -> str:
+    """*media* when a file may be sent with it, else ``application/octet-stream``."""
+    ok = _MEDIA_TYPE.fullmatch(media) and not media.lower().startswith("multipart/")
+    return media.lower() if ok else FALLBACK_TYPE
+
+
 def name_problem(filename: str) -> str | None:
     """What makes *filename* unfit to send, or None."""
     if not filename or not filename.strip():

@@ -583,3 +583,29 @@ def test_a_huge_part_header_is_a_400_not_a_crash() -> None:
     with pytest.raises(RequestError) as refused:
         _form_request(body)
     assert "form cannot be read" in str(refused.value)
+
+
+#: a customer's file whose name is a path with a control character, of an odd type
+HOSTILE_NAME = (
+    b"From: x@customer.example\r\nTo: support@centre.example\r\nSubject: odd\r\n"
+    b"Message-ID: <odd-1@customer.example>\r\nMIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+    b"Content-Type: text/plain\r\n\r\nsee file\r\n--b\r\n"
+    b"Content-Type: application/x{odd}\r\nContent-Transfer-Encoding: base64\r\n"
+    b'Content-Disposition: attachment; filename="../../etc/pass\\twd"\r\n\r\n'
+    b"AAECAw==\r\n--b--\r\n"
+)
+
+
+def test_a_stored_file_with_a_hostile_name_goes_out_under_its_safe_name(
+    gateway: Gateway, site: Path, tmp_path: Path
+) -> None:
+    parent = ingest(gateway.kernel, tmp_path, HOSTILE_NAME)
+    [listed] = parent.attachments
+    out = run(gateway.send(OutboundRequest(
+        to=["a@x.example"], subject="s",
+        attachments=[OutboundAttachment(interaction=parent.id, index=0)])))  # fmt: skip
+    assert out.status in ("Queued", "Sent")
+    [(name, media, data)] = files_of(sent(site, out.message_id))
+    assert name == listed.safe_filename and "/" not in name and "\t" not in name
+    assert (media, data) == ("application/octet-stream", b"\x00\x01\x02\x03")

@@ -23,12 +23,13 @@ import attrs
 
 from postroom.model import Interaction, OutboundAttachment, RawRef
 from postroom.outbound_files import (
-    FALLBACK_TYPE,
     FIELD,
     FileError,
     FileLimits,
     check_limits,
     file_limits,
+    name_problem,
+    sendable_type,
 )
 from postroom.parsing.parser import PartNotFound, part_bytes
 from postroom.pipeline.inbound import limits_from
@@ -105,10 +106,15 @@ async def _read_file(
             f"allows {limits.max_size} per file (email-processing: outbound-attachment-max-size)",
         )
     data = await _part(kernel, source, listed.part_path)
+    # the sender's name and type, unless they could not be sent (a path, a
+    # control character): then the safe name made of it, a generic type
+    name = listed.filename
+    if not name or name_problem(name) is not None:
+        name = listed.safe_filename
     return attrs.evolve(
         item,
-        filename=item.filename or listed.filename or listed.safe_filename,
-        content_type=listed.content_type if "/" in listed.content_type else FALLBACK_TYPE,
+        filename=item.filename or name,
+        content_type=sendable_type(listed.content_type),
         data=data,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
