@@ -121,6 +121,25 @@ def test_a_malformed_request_is_a_soap_fault_and_recorded(
     assert [c for _op, c, _text in strict.protocol_errors] == [code]
 
 
+def test_a_request_cut_off_by_its_client_is_no_protocol_error(strict: EWSFake) -> None:
+    """A client killed mid-request (the SIGKILL tests) sends part of its body: the
+    fake answers nothing and records no fault of the client's."""
+    import socket
+    import ssl
+
+    assert strict.httpd is not None
+    context = ssl.create_default_context(cafile=strict.ca_file)
+    with socket.create_connection(("127.0.0.1", strict.httpd.server_address[1])) as raw, \
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls:  # fmt: skip
+        tls.sendall(
+            f"POST /EWS/Exchange.asmx HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: {basic(strict)}\r\nContent-Type: text/xml\r\n"
+            "Content-Length: 1000\r\n\r\n<s:Envelope".encode()
+        )
+    assert strict.wait_until(lambda: strict.counts.get("cut") == 1)
+    assert strict.protocol_errors == []
+
+
 @pytest.mark.parametrize("authorization", [None, "Basic bm9ib2R5Og==", "Bearer forged"])
 def test_a_missing_or_wrong_authorization_is_401(
     strict: EWSFake, authorization: str | None
