@@ -5,9 +5,7 @@ unanswerable From."""
 
 from __future__ import annotations
 
-import email
 from collections.abc import Callable
-from email import policy
 from pathlib import Path
 
 import pytest
@@ -28,6 +26,7 @@ from postroom.services.gateway import Gateway
 from tests.conftest import run
 from tests.kernel.test_cli import postroom
 from tests.kernel.test_gateway import make_kernel
+from tests.kernel.test_replies import sent, started
 from tests.kernel.test_send_request import outbox_files
 from tests.kernel.test_web import Server, server  # noqa: F401
 
@@ -97,14 +96,6 @@ def site(quickstart: Path) -> Site:
     return write
 
 
-def started(config: Path) -> Gateway:
-    gateway = Gateway(make_kernel(config), mailboxes=False)
-    gateway.startService()
-    assert gateway.opened is not None
-    run(gateway.opened)
-    return gateway
-
-
 @pytest.fixture
 def gateway_of() -> Callable[[Path], Gateway]:
     made: list[Gateway] = []
@@ -133,16 +124,6 @@ def came_in_on(kernel: Kernel, tmp_path: Path, mailbox: str, raw: bytes = CUSTOM
     made = run(go())
     assert made.mailbox == mailbox
     return made
-
-
-def sent(config: Path, message_id: str) -> email.message.EmailMessage:
-    """The message the file sender wrote with *message_id*."""
-    for path in outbox_files(config):
-        if path.suffix == ".eml":
-            found = email.message_from_bytes(path.read_bytes(), policy=policy.default)
-            if found["Message-ID"] == message_id:
-                return found  # type: ignore[return-value]
-    raise AssertionError(f"no message {message_id} was sent")
 
 
 def config_errors(config: Path) -> list[ConfigError]:

@@ -33,7 +33,7 @@ from postroom.store.sql.values import request_to_json
 from tests.conftest import run
 from tests.kernel.test_cli import postroom
 from tests.kernel.test_gateway import make_kernel
-from tests.kernel.test_replies import ingest, sent
+from tests.kernel.test_replies import ingest, sent, started
 from tests.kernel.test_send_request import outbox_files
 from tests.kernel.test_web import TOKEN, Server
 
@@ -85,11 +85,7 @@ def start(config: Path, processing: str = "") -> Gateway:
         text = config.read_text().replace("email-processing:\n", f"email-processing:\n{processing}")
         assert processing in text
         config.write_text(text)
-    gateway = Gateway(make_kernel(config), mailboxes=False)
-    gateway.startService()
-    assert gateway.opened is not None
-    run(gateway.opened)
-    return gateway
+    return started(config)
 
 
 @pytest.fixture

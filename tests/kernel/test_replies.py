@@ -82,12 +82,18 @@ def ingest(kernel: Kernel, tmp_path: Path, raw: bytes, name: str = "in.eml") -> 
     return stored
 
 
-@pytest.fixture
-def gateway(quickstart: Path) -> Gateway:
-    gateway = Gateway(make_kernel(quickstart), mailboxes=False)
+def started(config: Path) -> Gateway:
+    """A gateway on *config* (no mailboxes), its store open."""
+    gateway = Gateway(make_kernel(config), mailboxes=False)
     gateway.startService()
     assert gateway.opened is not None
     run(gateway.opened)
+    return gateway
+
+
+@pytest.fixture
+def gateway(quickstart: Path) -> Gateway:
+    gateway = started(quickstart)
     yield gateway  # type: ignore[misc]
     run(gateway.stopService())
 
