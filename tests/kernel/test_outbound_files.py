@@ -605,3 +605,33 @@ def test_a_stored_file_with_a_hostile_name_goes_out_under_its_safe_name(
     [(name, media, data)] = files_of(sent(site, out.message_id))
     assert name == listed.safe_filename and "/" not in name and "\t" not in name
     assert (media, data) == ("application/octet-stream", b"\x00\x01\x02\x03")
+
+
+def test_a_forward_of_more_files_than_allowed_is_refused_before_any_is_read(
+    site: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A customer's mail with many parts, forwarded: refused on the count alone,
+    without parsing the message once per file."""
+    from postroom.pipeline import files as pipeline_files
+
+    parts = b"".join(
+        b"--b\r\nContent-Type: application/octet-stream\r\n"
+        b'Content-Disposition: attachment; filename="f%d.bin"\r\n\r\nx\r\n' % n
+        for n in range(30)
+    )
+    many = (b"From: x@customer.example\r\nTo: support@centre.example\r\nSubject: many\r\n"
+            b'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n'
+            + parts + b"--b--\r\n")  # fmt: skip
+    gateway = start(site)
+    try:
+        original = ingest(gateway.kernel, tmp_path, many)
+        assert len(original.attachments) == 30
+        reads: list[str] = []
+        monkeypatch.setattr(pipeline_files, "_part", lambda *a: reads.append("read"))
+        with pytest.raises(RequestError) as refused:
+            run(gateway.send(OutboundRequest(to=["b@x.example"], forward_of=original.id)))
+        assert refused.value.field == "forward_of"
+        assert "30 files; the site allows 20" in str(refused.value)
+        assert reads == [] and queued_count(gateway) == 0
+    finally:
+        run(gateway.stopService())

@@ -57,6 +57,14 @@ async def load_files(
     site's limits. The first *forwarded* files are a forward's (refusals name
     ``forward_of``); the others are the request's own (``attachments``)."""
     limits = file_limits(kernel.config)
+    if len(files) > limits.max_count:
+        # before any is read: each stored file costs a parse of its message
+        field = FORWARD_FIELD if forwarded > limits.max_count else FIELD
+        raise RequestError(
+            field,
+            f"{len(files)} files; the site allows {limits.max_count} "
+            "(email-processing: outbound-attachment-max-count)",
+        )
     loaded: list[OutboundAttachment] = []
     for n, item in enumerate(files):
         field, where = (
