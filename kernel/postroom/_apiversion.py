@@ -13,7 +13,7 @@ from types import ModuleType
 from postroom.errors import PluginLoadError
 
 #: the version of :mod:`postroom.api` (semantic versioning, ``MAJOR.MINOR.PATCH``)
-VERSION = "1.1.0"
+VERSION = "1.2.0"
 
 _DECLARED = re.compile(r"^\s*(\d+)(?:\.(\d+))?(?:\.\d+)?\s*$")
 

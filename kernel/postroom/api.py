@@ -37,6 +37,7 @@ from postroom.errors import (
     AuthenticationFailed,
     ConfigError,
     ConnectionDown,
+    HandoffError,
     NotAnalysed,
     PluginLoadError,
     PostroomError,
@@ -156,7 +157,7 @@ from postroom.store.sql.store import SQLStore
 from postroom.store.sql.tx import Tx
 from postroom.storeaccess import StoreAccess
 from postroom.tokens import Token, TokenCache, TokenError, TokenFailure, classify_token_error
-from postroom.views import interaction_json
+from postroom.views import handoff_json, interaction_json
 
 __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     # version
@@ -192,6 +193,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "Verdict",
     "new_id",
     "interaction_json",
+    "handoff_json",
     # contexts
     "AnalysisContext",
     "Context",
@@ -200,6 +202,7 @@ __all__ = [  # noqa: RUF022 (grouped as docs/api.md is)
     "AuthenticationFailed",
     "ConfigError",
     "ConnectionDown",
+    "HandoffError",
     "NotAnalysed",
     "PluginLoadError",
     "PostroomError",

@@ -99,6 +99,22 @@ class SenderAuthenticationFailed(SendError):
     """
 
 
+class HandoffError(PostroomError):
+    """A hand-off target (``postroom_submit``) did not take an interaction.
+
+    Raised plain, or ``permanent=False``, it means "not now": the kernel retries
+    that target later with back-off. ``permanent=True`` means the target refused
+    the interaction for good (a webhook's 410): the kernel marks that target
+    ``failed`` and stops retrying it until someone asks for a retry
+    (``postroom interactions retry-handoff``). Any other exception counts as
+    "not now".
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        super().__init__(message)
+
+
 class FencingError(PostroomError):
     """A write carried a stale lease fencing token: another process owns the mailbox."""
 

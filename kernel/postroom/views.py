@@ -6,9 +6,12 @@ It is documented as a JSON Schema in ``kernel/postroom/schemas/interaction.json`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from postroom.model import Interaction, InteractionType
+
+if TYPE_CHECKING:
+    from postroom.config.site import SiteConfig
 
 
 def interaction_json(interaction: Interaction, source: str | None = None) -> dict[str, Any]:
@@ -45,3 +48,27 @@ def interaction_json(interaction: Interaction, source: str | None = None) -> dic
         else None,
         "created_at": interaction.created_at.isoformat(),
     }
+
+
+def api_base_url(config: SiteConfig) -> str | None:
+    """Where other systems reach this gateway's HTTP API (``http.public-url``, or
+    ``http://<bind>:<port>`` for a single bind address), or None."""
+    public = config.get("http", "public-url")
+    if public:
+        return str(public).rstrip("/")
+    port = int(config.get("http", "port"))
+    bind = str(config.get("http", "bind"))
+    if port == 0 or bind in ("", "0.0.0.0", "::"):
+        return None
+    host = f"[{bind}]" if ":" in bind else bind
+    return f"http://{host}:{port}"
+
+
+def handoff_json(interaction: Interaction, config: SiteConfig) -> dict[str, Any]:
+    """What a hand-off target sends on: the interaction's JSON and ``raw_url``,
+    the raw message by reference (``GET /interactions/{id}/raw``, behind the
+    API's token), so a large message never travels through the broker."""
+    data = interaction_json(interaction)
+    base = api_base_url(config)
+    data["raw_url"] = f"{base}/interactions/{interaction.id}/raw" if base else None
+    return data

@@ -462,6 +462,14 @@ def postroom_add_options(schema: OptionSchema) -> None:
         section="http",
         description="Bearer token clients of the HTTP API must present.",
     )
+    add(
+        "public-url",
+        section="http",
+        description="The API's address as other systems reach it "
+        "(`https://postroom.centre.example`), for the links hand-off messages carry "
+        "(`raw_url`). Absent: `http://<bind>:<port>` when "
+        "`bind` is one address; none when it is a wildcard or the API is off.",
+    )
 
 
 def add_identity_options(schema: OptionSchema) -> None:
