@@ -1,0 +1,209 @@
+"""One connection and one confirming channel to the broker, shared by every hand-off.
+
+The kernel hands many interactions off at once: each publish goes out on the
+same channel at once and waits for its own confirm (:mod:`postroom_amqp.confirms`),
+at most ``confirm-timeout``. The connection is opened on the first publish
+(commands that open a kernel for a moment never touch the broker) and, when it
+is lost, again on the next one: every publish waiting then fails with
+:class:`~postroom.api.HandoffError` and the kernel retries it with its
+back-off, so a broker outage costs retries, never a message. Concurrent
+publishes share one connection attempt.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pika
+from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
+from twisted.python.failure import Failure
+
+from postroom.api import HandoffError, twisted_client_tls
+from postroom_amqp.confirms import Returns, describe
+from postroom_amqp.options import Settings
+
+log = logging.getLogger(__name__)
+
+#: how long closing the connection at shutdown may take
+CLOSE_TIMEOUT = 5.0
+
+
+class Publisher:
+    """Publishes to the broker of *settings*; one per kernel."""
+
+    def __init__(self, settings: Settings, reactor: Any, clock: Any) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.clock = clock
+        self._connection: TwistedProtocolConnection | None = None
+        self._channel: TwistedChannel | None = None
+        self._returns = Returns()
+        self._opening: defer.Deferred[None] | None = None
+        self._waiters: list[defer.Deferred[None]] = []
+        self._closed = False
+        #: messages the broker confirmed, and connections opened (for logs and tests)
+        self.confirmed = 0
+        self.connections = 0
+
+    # -- publishing
+
+    async def publish(self, message_id: str, body: bytes, properties: pika.BasicProperties) -> None:
+        """Return once the broker confirmed the message; HandoffError otherwise."""
+        channel, returns = await self._ready()
+        settings = self.settings
+        d = channel.basic_publish(
+            settings.exchange, settings.routing_key, body, properties, mandatory=True
+        )
+        d.addTimeout(settings.confirm_timeout, self.clock)
+        error: BaseException | None = None
+        try:
+            await d
+        except defer.TimeoutError:
+            raise HandoffError(
+                f"no confirm from {settings.address} within {settings.confirm_timeout:g}s"
+            ) from None
+        except Exception as exc:
+            error = exc
+        returns.settle(message_id, error, settings.destination)
+        self.confirmed += 1
+
+    async def _ready(self) -> tuple[TwistedChannel, Returns]:
+        channel = self._channel
+        if channel is not None and channel.is_open:
+            return channel, self._returns
+        if self._closed:
+            raise HandoffError("the amqp plugin is shutting down")
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._waiters.append(waiter)
+        if self._opening is None:
+            self._opening = defer.ensureDeferred(self._open())
+            self._opening.addBoth(self._opened)
+        await waiter
+        channel = self._channel
+        if channel is None:  # lost again before this publish got its turn
+            raise HandoffError(f"the connection to {self.settings.address} was lost")
+        return channel, self._returns
+
+    def _opened(self, result: Any) -> None:
+        self._opening = None
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if isinstance(result, Failure):
+                waiter.errback(result)
+            else:
+                waiter.callback(None)
+
+    # -- the connection
+
+    def _parameters(self) -> pika.ConnectionParameters:
+        settings = self.settings
+        return pika.ConnectionParameters(
+            virtual_host=settings.vhost,
+            credentials=pika.PlainCredentials(
+                settings.username, settings.password.reveal(), erase_on_connect=True
+            ),
+            heartbeat=settings.heartbeat,
+            client_properties={"connection_name": "postroom hand-off"},
+        )
+
+    async def _open(self) -> None:
+        settings = self.settings
+        endpoint: Any = HostnameEndpoint(
+            self.reactor, settings.host, settings.port, timeout=settings.connect_timeout
+        )
+        if settings.tls:
+            endpoint = wrapClientTLS(twisted_client_tls(settings.host, settings.ca_file), endpoint)
+        connection = TwistedProtocolConnection(self._parameters(), custom_reactor=self.reactor)
+        try:
+            await self._timed(connectProtocol(endpoint, connection))
+            ready = connection.ready
+            assert ready is not None
+            await self._timed(ready)
+            channel: TwistedChannel = await self._timed(connection.channel())
+            await self._timed(channel.confirm_delivery())
+            returns = Returns()
+            channel.add_on_return_callback(returns.returned)
+            if settings.declare:
+                await self._declare(channel)
+        except Exception as exc:
+            transport = connection.transport
+            if transport is not None:
+                transport.abortConnection()
+            raise HandoffError(f"cannot publish to {settings.address}: {_why(exc)}") from None
+        self._connection, self._channel, self._returns = connection, channel, returns
+        self.connections += 1
+        closed = connection.closed
+        assert closed is not None
+        closed.addBoth(self._connection_lost, connection)
+        channel.on_closed.addBoth(self._channel_closed, channel)
+        log.info("amqp: connected to %s, publishing to %s", settings.address, settings.destination)
+
+    def _timed(self, d: Any) -> Any:
+        d.addTimeout(self.settings.connect_timeout, self.clock)
+        return d
+
+    async def _declare(self, channel: TwistedChannel) -> None:
+        settings = self.settings
+        if settings.exchange:
+            await self._timed(channel.exchange_declare(exchange=settings.exchange, passive=True))
+        if settings.queue:
+            await self._timed(channel.queue_declare(queue=settings.queue, durable=True))
+            if settings.exchange:
+                await self._timed(
+                    channel.queue_bind(
+                        queue=settings.queue,
+                        exchange=settings.exchange,
+                        routing_key=settings.routing_key,
+                    )
+                )
+
+    def _connection_lost(self, reason: Any, connection: TwistedProtocolConnection) -> None:
+        if connection is not self._connection:
+            return
+        self._connection = self._channel = None
+        if not self._closed:
+            log.warning(
+                "amqp: connection to %s lost (%s); the next hand-off reconnects",
+                self.settings.address,
+                _why(reason),
+            )
+
+    def _channel_closed(self, reason: Any, channel: TwistedChannel) -> None:
+        """The broker closed the channel (e.g. 404, no such exchange): start
+        afresh on a new connection at the next hand-off."""
+        if channel is not self._channel:
+            return
+        self._channel = None
+        connection, self._connection = self._connection, None
+        if not self._closed:
+            log.warning("amqp: channel to %s closed (%s)", self.settings.address, _why(reason))
+        if connection is not None and connection.is_open:
+            connection.close()
+
+    async def close(self) -> None:
+        """Close the connection (shutdown); publishes still waiting fail."""
+        self._closed = True
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is None or not connection.is_open:
+            return
+        closed = connection.close()
+        if closed is None:
+            return
+        closed.addTimeout(CLOSE_TIMEOUT, self.clock)
+        try:
+            await closed
+        except Exception as exc:
+            log.warning("amqp: closing the connection to %s: %s", self.settings.address, _why(exc))
+
+
+def _why(reason: Any) -> str:
+    if isinstance(reason, Failure):
+        reason = reason.value
+    if isinstance(reason, defer.TimeoutError | defer.CancelledError):
+        return "no answer in time (connect-timeout)"
+    if isinstance(reason, BaseException):
+        return describe(reason)
+    return str(reason)
