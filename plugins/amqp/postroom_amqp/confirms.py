@@ -76,8 +76,11 @@ def _returned_ids(error: UnroutableError) -> set[str]:
 def describe(error: BaseException) -> str:
     """A broker or connection failure in words, without credentials (pika's
     errors carry reply codes and texts, never the connection parameters)."""
-    from postroom.api import describe_connection_error
+    from postroom.api import describe_connection_error, tls_reasons
 
+    tls = tls_reasons(error)
+    if tls is not None:
+        return f"TLS: {', '.join(tls)}"
     known = describe_connection_error(error)
     if known is not None:
         return known

@@ -13,11 +13,13 @@ publishes share one connection attempt.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pika
 from pika.adapters.twisted_connection import TwistedChannel, TwistedProtocolConnection
-from twisted.internet import defer
+from pika.exceptions import AMQPConnectionError
+from twisted.internet import defer, error, protocol
 from twisted.internet.endpoints import HostnameEndpoint, connectProtocol, wrapClientTLS
 from twisted.python.failure import Failure
 
@@ -31,14 +33,42 @@ log = logging.getLogger(__name__)
 CLOSE_TIMEOUT = 5.0
 
 
+class _Connection(TwistedProtocolConnection):
+    """pika's protocol, remembering why a connection attempt failed: pika fails
+    ``ready`` with ``AMQPConnectionError(attempts)`` and drops the cause (a
+    refused login, a certificate that does not verify)."""
+
+    cause: BaseException | None = None
+
+    def connectionLost(self, reason: Failure = protocol.connectionDone) -> None:
+        if self.cause is None and not isinstance(reason.value, error.ConnectionDone):
+            self.cause = reason.value
+        super().connectionLost(reason)
+
+    def _on_connection_failed(self, connection: Any, cause: Any = None) -> None:
+        # pika's callback for a failed handshake (a private name, kept since pika 1.0)
+        if isinstance(cause, BaseException):
+            self.cause = cause  # pika's words for it beat the socket's
+        super()._on_connection_failed(connection, cause)
+
+
 class Publisher:
     """Publishes to the broker of *settings*; one per kernel."""
 
-    def __init__(self, settings: Settings, reactor: Any, clock: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        reactor: Any,
+        clock: Any,
+        connect: Callable[[], Awaitable[Any]] | None = None,
+    ) -> None:
+        """*connect*: makes a connection that finished its handshake (default:
+        TCP or TLS to the settings' broker; tests give one over a fake wire)."""
         self.settings = settings
+        self._connect_to = connect or self._connect
         self.reactor = reactor
         self.clock = clock
-        self._connection: TwistedProtocolConnection | None = None
+        self._connection: _Connection | None = None
         self._channel: TwistedChannel | None = None
         self._returns = Returns()
         self._opening: defer.Deferred[None] | None = None
@@ -109,19 +139,40 @@ class Publisher:
             client_properties={"connection_name": "postroom hand-off"},
         )
 
-    async def _open(self) -> None:
+    async def _connect(self) -> _Connection:
+        """A TCP (or TLS) connection that finished the AMQP handshake."""
         settings = self.settings
         endpoint: Any = HostnameEndpoint(
             self.reactor, settings.host, settings.port, timeout=settings.connect_timeout
         )
         if settings.tls:
             endpoint = wrapClientTLS(twisted_client_tls(settings.host, settings.ca_file), endpoint)
-        connection = TwistedProtocolConnection(self._parameters(), custom_reactor=self.reactor)
+        connection = _Connection(self._parameters(), custom_reactor=self.reactor)
+        handshake = False
         try:
             await self._timed(connectProtocol(endpoint, connection))
             ready = connection.ready
             assert ready is not None
+            handshake = True
             await self._timed(ready)
+        except Exception as exc:
+            _abort(connection)
+            cause = connection.cause if isinstance(exc, AMQPConnectionError) else None
+            reason = _why(cause or exc)
+            if handshake and isinstance(cause or exc, error.ConnectionClosed | AMQPConnectionError):
+                # RabbitMQ closes the connection on a refused login or vhost
+                reason = (
+                    "the broker closed the connection during the AMQP handshake (wrong "
+                    "username or password, unknown vhost, or no permission on it?)"
+                )
+            raise HandoffError(f"cannot publish to {settings.address}: {reason}") from None
+        return connection
+
+    async def _open(self) -> None:
+        """Connect, open the channel in confirm mode, declare what the options say."""
+        settings = self.settings
+        connection = await self._connect_to()
+        try:
             channel: TwistedChannel = await self._timed(connection.channel())
             await self._timed(channel.confirm_delivery())
             returns = Returns()
@@ -129,9 +180,7 @@ class Publisher:
             if settings.declare:
                 await self._declare(channel)
         except Exception as exc:
-            transport = connection.transport
-            if transport is not None:
-                transport.abortConnection()
+            _abort(connection)
             raise HandoffError(f"cannot publish to {settings.address}: {_why(exc)}") from None
         self._connection, self._channel, self._returns = connection, channel, returns
         self.connections += 1
@@ -160,7 +209,7 @@ class Publisher:
                     )
                 )
 
-    def _connection_lost(self, reason: Any, connection: TwistedProtocolConnection) -> None:
+    def _connection_lost(self, reason: Any, connection: _Connection) -> None:
         if connection is not self._connection:
             return
         self._connection = self._channel = None
@@ -197,6 +246,12 @@ class Publisher:
             await closed
         except Exception as exc:
             log.warning("amqp: closing the connection to %s: %s", self.settings.address, _why(exc))
+
+
+def _abort(connection: Any) -> None:
+    transport = connection.transport
+    if transport is not None:
+        transport.abortConnection()
 
 
 def _why(reason: Any) -> str:

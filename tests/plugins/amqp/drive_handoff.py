@@ -20,8 +20,10 @@ command runs (it stops the broker) while ingestion goes on a message every
 every message is committed and the broker is down, the ``resume`` command
 starts it again. The driver then waits until the hand-off service is idle.
 
-Stdout: one JSON object: ``{"ids": [...], "handed_off": n, "failures": n,
-"confirmed": n, "connections": n, "during_pause": n, "seconds": {...}}``.
+Stdout: one JSON object: ``{"ids": [...], "finished": bool, "pending": [...],
+"errors": {id: last error}, "failures": n, "failures_while_down": n,
+"confirmed": n, "connections": n, "during_pause": n, "seconds": {...}}``
+(``seconds``: when each phase ended, from the start).
 """
 
 from __future__ import annotations
@@ -131,6 +133,7 @@ async def drive(reactor: Any, job: dict[str, Any]) -> dict[str, Any]:
                 deadline.addErrback(lambda f: f.trap(defer.CancelledError))
                 deadline.cancel()
             pending = await kernel.store.pending_handoffs(10_000)
+            errors = {i.id: (await kernel.store.handoff_status(i.id))[2] for i in pending}
         finally:
             await handoff.stopService()
             await kernel.close()
@@ -138,6 +141,7 @@ async def drive(reactor: Any, job: dict[str, Any]) -> dict[str, Any]:
         "ids": ids,
         "finished": finished,
         "pending": [i.id for i in pending],
+        "errors": errors,
         "failures": handoff_failures(kernel),
         "failures_while_down": failures_down,
         "confirmed": publisher.confirmed,
