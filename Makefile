@@ -37,6 +37,7 @@ test: venv
 	POSTROOM_TEST_PG="$$(contrib/scripts/pg-test-server)" && export POSTROOM_TEST_PG && \
 	  mail_env="$$(contrib/scripts/mail-test-servers start)" && eval "$$mail_env" && \
 	  proxy_env="$$(contrib/scripts/proxy-test-servers start)" && eval "$$proxy_env" && \
+	  amqp_env="$$(contrib/scripts/amqp-test-server start)" && eval "$$amqp_env" && \
 	  $(BIN)/python -m pytest -q
 	$(MAKE) lint
 

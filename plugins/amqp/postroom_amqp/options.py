@@ -61,7 +61,11 @@ def add_options(schema: OptionSchema) -> None:
         "`password`). Unset: the plugin hands nothing off.",
     )
     add("username", "str", "User to log in as.", default="guest")
-    add("password", "secret", "Password of `username` (best as `${NAME}` or `${file:path}`).")
+    add(
+        "password",
+        "secret",
+        "Password of `username` (best as `${NAME}` or `${file:path}`); unset: `guest`.",
+    )
     add(
         "vhost",
         "str",
