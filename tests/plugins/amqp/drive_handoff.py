@@ -66,7 +66,7 @@ def handoff_failures(kernel: Kernel) -> int:
 
 
 async def run_command(reactor: Any, argv: list[str]) -> None:
-    out, err, code = await utils.getProcessOutputAndValue(argv[0], argv[1:], env=None)
+    _out, err, code = await utils.getProcessOutputAndValue(argv[0], argv[1:], env=None)
     if code != 0:
         raise RuntimeError(f"{argv} failed ({code}): {err.decode(errors='replace')}")
 

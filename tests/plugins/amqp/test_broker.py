@@ -90,8 +90,11 @@ def test_1000_hand_offs_survive_the_broker_stopped_halfway_and_restarted(
     job = {
         "config": amqp_broker.site(queue),
         "count": 1000,
-        "outage": {"at": 500, "pause": amqp_broker.command("pause"),
-                   "resume": amqp_broker.command("resume")},  # fmt: skip
+        "outage": {
+            "at": 500,
+            "pause": amqp_broker.command("pause"),
+            "resume": amqp_broker.command("resume"),
+        },
         "deadline": 60,
     }
     began = time.monotonic()
