@@ -45,8 +45,8 @@ class Settings:
 
     @property
     def destination(self) -> str:
-        exchange = self.exchange or "(default exchange)"
-        return f"exchange {exchange}, routing key {self.routing_key!r}"
+        exchange = f"exchange {self.exchange!r}" if self.exchange else "the default exchange"
+        return f"{exchange}, routing key {self.routing_key!r}"
 
 
 def add_options(schema: OptionSchema) -> None:

@@ -1,4 +1,5 @@
-"""The ``amqp`` hook plugin: options, one publisher per kernel, ``postroom_submit``.
+"""The ``amqp`` hook plugin: options, one publisher per kernel, ``postroom_submit``,
+and the command ``postroom amqp check``.
 
 The object the entry point names is shared by every kernel of the process
 (tests build many), so the publishers are kept per kernel, found again from
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from postroom.api import HandoffError, Interaction, OptionSchema, hookimpl
+from postroom.api import HandoffError, Interaction, OptionSchema, PluginCommands, hookimpl
+from postroom_amqp.commands import add_commands
 from postroom_amqp.message import body_of, properties_of
 from postroom_amqp.options import SECTION, add_options, read_settings
 from postroom_amqp.publisher import Publisher
@@ -32,6 +34,10 @@ class AMQPHandoff:
     @hookimpl
     def postroom_add_options(self, schema: OptionSchema) -> None:
         add_options(schema)
+
+    @hookimpl
+    def postroom_register_commands(self, commands: PluginCommands) -> None:
+        add_commands(commands, self)
 
     @hookimpl
     def postroom_configure(self, config: Any) -> None:

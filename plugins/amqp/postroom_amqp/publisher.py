@@ -100,6 +100,11 @@ class Publisher:
         returns.settle(message_id, error, settings.destination)
         self.confirmed += 1
 
+    async def check(self) -> None:
+        """Open the connection and channel (declaring what the options say) as the
+        first hand-off would; HandoffError with the reason when that fails."""
+        await self._ready()
+
     async def _ready(self) -> tuple[TwistedChannel, Returns]:
         channel = self._channel
         if channel is not None and channel.is_open:

@@ -8,6 +8,8 @@ blocking client.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -118,3 +120,29 @@ def test_1000_hand_offs_survive_the_broker_stopped_halfway_and_restarted(
         f"{sum(delivered.values()) - 1000} duplicates, {answer['failures']} failed attempts, "
         f"phases {answer['seconds']}"
     )
+
+
+def check(site: dict[str, object], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    config = tmp_path / "site.yaml"
+    config.write_text(json.dumps({**site, "store": {"driver": "memory"}}), encoding="utf-8")
+    postroom = Path(sys.executable).with_name("postroom")
+    return subprocess.run(
+        [str(postroom), "amqp", "check", "-c", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_amqp_check_connects_and_declares_as_the_gateway_would(
+    amqp_broker: Broker, queue: str, tmp_path: Path
+) -> None:
+    done = check(amqp_broker.site(queue), tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"connected, publishing to the default exchange, routing key '{queue}'" in done.stdout
+    with amqp_broker.blocking() as connection:  # declared, durable, empty
+        declared = connection.channel().queue_declare(queue, passive=True)
+        assert declared.method.message_count == 0
+
+    done = check(amqp_broker.site(queue, password="wrong-pw-99"), tmp_path)
+    assert done.returncode == 1
+    assert "wrong username or password" in done.stdout
+    assert "wrong-pw-99" not in done.stdout + done.stderr

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,8 +98,6 @@ def test_the_message_is_the_handoff_json_with_its_id_as_message_id() -> None:
         body = body_of(interaction, kernel.config)
         properties = properties_of(interaction, 1_796_000_000.7)
     assert body.decode("utf-8").count("Straße") == 1  # UTF-8, not \u escapes
-    import json
-
     data = json.loads(body)
     assert data["id"] == interaction.id
     assert data["raw_url"] == f"https://gw.example/api/interactions/{interaction.id}/raw"
@@ -103,3 +105,15 @@ def test_the_message_is_the_handoff_json_with_its_id_as_message_id() -> None:
     assert properties.delivery_mode == 2
     assert properties.content_type == "application/json"
     assert properties.timestamp == 1_796_000_000
+
+
+def test_amqp_check_without_a_broker_configured_says_so(tmp_path: Path) -> None:
+    config = tmp_path / "site.yaml"
+    config.write_text("store: {driver: memory}\n", encoding="utf-8")
+    postroom = Path(sys.executable).with_name("postroom")
+    done = subprocess.run(
+        [str(postroom), "amqp", "check", "-c", str(config)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "sets no amqp.url" in done.stdout
