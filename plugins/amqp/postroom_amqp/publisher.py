@@ -88,7 +88,7 @@ class Publisher:
             settings.exchange, settings.routing_key, body, properties, mandatory=True
         )
         d.addTimeout(settings.confirm_timeout, self.clock)
-        error: BaseException | None = None
+        refused: BaseException | None = None
         try:
             await d
         except defer.TimeoutError:
@@ -96,8 +96,8 @@ class Publisher:
                 f"no confirm from {settings.address} within {settings.confirm_timeout:g}s"
             ) from None
         except Exception as exc:
-            error = exc
-        returns.settle(message_id, error, settings.destination)
+            refused = exc
+        returns.settle(message_id, refused, settings.destination)
         self.confirmed += 1
 
     async def check(self) -> None:
