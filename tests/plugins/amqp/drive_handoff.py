@@ -6,19 +6,22 @@ Twisted reactor cannot be restarted inside one pytest process. The tests run::
     python tests/plugins/amqp/drive_handoff.py JOB.json
 
 The job: ``{"config": {...site...}, "count": n, "outage": {"at": k, "pause":
-[argv], "resume": [argv]} or null, "deadline": seconds}``. The kernel is built
-from the configuration as ``postroom run`` builds it (option validation,
-plugin loading, start-up hooks), with a memory store and calls inline. *count*
-small messages go through the inbound pipeline (parse, classify, commit) and
-each committed interaction to the kernel's hand-off service, which calls
+[argv], "resume": [argv], "block": [argv] or absent} or null, "deadline":
+seconds}``. The kernel is built from the configuration as ``postroom run``
+builds it (option validation, plugin loading, start-up hooks), with a memory
+store and calls inline. *count* small messages go through the inbound
+pipeline (parse, classify, commit) and each committed interaction to the
+kernel's hand-off service, which calls
 ``postroom_submit`` and retries a failure with the site's back-off, as in the
 gateway.
 
-With an ``outage``: once *at* interactions are committed, the ``pause``
-command runs (it stops the broker) while ingestion goes on a message every
-10 ms, so hand-offs are published before, during and after the stop; once
-every message is committed and the broker is down, the ``resume`` command
-starts it again. The driver then waits until the hand-off service is idle.
+With an ``outage``: once *at* interactions are committed, the ``block``
+command runs if given (the broker stops confirming: publishes pile up in
+flight), then the ``pause`` command (it stops the broker), while ingestion
+goes on a message every 10 ms, so hand-offs are published before, during and
+after the stop; once every message is committed and the broker is down, the
+``resume`` command starts it again. The driver then waits until the
+hand-off service is idle.
 
 Stdout: one JSON object: ``{"ids": [...], "finished": bool, "pending": [...],
 "errors": {id: last error}, "failures": n, "failures_while_down": n,
@@ -71,6 +74,17 @@ async def run_command(reactor: Any, argv: list[str]) -> None:
         raise RuntimeError(f"{argv} failed ({code}): {err.decode(errors='replace')}")
 
 
+async def stop_broker(reactor: Any, outage: dict[str, Any], mark: Any) -> None:
+    """``block`` (when given: what is published from then on waits unconfirmed),
+    then ``pause``."""
+    if outage.get("block"):
+        mark("block_started")
+        await run_command(reactor, outage["block"])
+    mark("pause_started")
+    await run_command(reactor, outage["pause"])
+    mark("pause_done")
+
+
 async def drive(reactor: Any, job: dict[str, Any]) -> dict[str, Any]:
     began = time.monotonic()
     seconds: dict[str, float] = {}
@@ -98,9 +112,7 @@ async def drive(reactor: Any, job: dict[str, Any]) -> dict[str, Any]:
         try:
             for number in range(job["count"]):
                 if outage and number == outage["at"]:
-                    mark("pause_started")
-                    pause = defer.ensureDeferred(run_command(reactor, outage["pause"]))
-                    pause.addCallback(lambda _: mark("pause_done"))
+                    pause = defer.ensureDeferred(stop_broker(reactor, outage, mark))
                 path = Path(tmp) / f"{number}.eml"
                 path.write_bytes(message(number, Path(tmp).name))
                 fetched = FetchedMessage(
