@@ -96,7 +96,8 @@ def add_options(schema: OptionSchema) -> None:
         "confirm-timeout",
         "duration",
         "How long a message may wait for the broker's confirm before the hand-off counts as "
-        "failed (and is retried).",
+        "failed (and is retried) and the connection as lost (a broker blocking publishers "
+        "confirms nothing).",
         default="00:00:30",
         minimum=1,
     )

@@ -92,6 +92,7 @@ class Publisher:
         try:
             await d
         except defer.TimeoutError:
+            self._give_up(channel)
             raise HandoffError(
                 f"no confirm from {settings.address} within {settings.confirm_timeout:g}s"
             ) from None
@@ -234,6 +235,23 @@ class Publisher:
         connection, self._connection = self._connection, None
         if not self._closed:
             log.warning("amqp: channel to %s closed (%s)", self.settings.address, _why(reason))
+        if connection is not None and connection.is_open:
+            connection.close()
+
+    def _give_up(self, channel: TwistedChannel) -> None:
+        """A confirm did not come in time: treat the connection as lost. A broker
+        that blocks publishers (a resource alarm) reads nothing more, and every
+        retry would add its message to the connection's send buffer; a new
+        connection starts empty."""
+        if channel is not self._channel:
+            return
+        connection = self._connection
+        self._channel = self._connection = None
+        log.warning(
+            "amqp: no confirm from %s within %gs; reconnecting at the next hand-off",
+            self.settings.address,
+            self.settings.confirm_timeout,
+        )
         if connection is not None and connection.is_open:
             connection.close()
 

@@ -207,16 +207,26 @@ def test_a_lost_channel_fails_every_publish_waiting_and_the_next_reconnects() ->
     assert outcome(c) == "ok"
 
 
-def test_a_confirm_that_does_not_come_in_time_fails_the_hand_off() -> None:
+def test_a_confirm_that_does_not_come_in_time_fails_the_hand_off_and_the_connection() -> None:
     harness = Harness(confirm_timeout=5.0)
     a = harness.publish("a")
-    harness.clock.advance(4.9)
+    harness.clock.advance(3)
+    b = harness.publish("b")
+    harness.clock.advance(1.9)
     assert outcome(a) == "waiting"
     harness.clock.advance(0.2)
     assert outcome(a) == "no confirm from amqp://mq.example:5672// within 5s"
-    harness.wire.ack(1)  # too late: changes nothing, raises nothing
+    # a broker that confirms nothing (e.g. blocking publishers) is given up: the
+    # other publishes fail now, and the next one starts on a new connection
+    assert outcome(b).startswith("no confirm from the broker:")
+    first = harness.wire
+    c = harness.publish("c")
+    assert len(harness.wires) == 2
+    first.ack(2, multiple=True)  # too late: changes nothing, raises nothing
     assert outcome(a).startswith("no confirm")
-    assert harness.publisher.confirmed == 0
+    harness.wire.ack(1)
+    assert outcome(c) == "ok"
+    assert harness.publisher.confirmed == 1
 
 
 def test_returns_settle_rules() -> None:
