@@ -33,6 +33,7 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
+from postroom.events import EventHub
 from postroom.config.document import Document, read_document
 from postroom.config.loader import default_site
 from postroom.config.options import OptionSchema
@@ -154,6 +155,8 @@ class Kernel:
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
         self.metrics = Metrics()
+        #: the event stream's recorder and subscribers (``GET /events``)
+        self.events = EventHub(self)
         token_secret = self.config.get("gateway", "token-encryption-secret")
         #: what every OAuth auth driver shares (one token request per grant and expiry)
         try:

@@ -25,6 +25,7 @@ from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
 from postroom.pipeline.inbound import InboundPipeline
 from postroom.pipeline.outbound import Preview
+from postroom.events import EventService
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
 from postroom.services.outbound import OutboundService, preview_send, queue_send
@@ -52,6 +53,8 @@ class Gateway(service.MultiService):
         self.pipeline = InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
         self.handoff = HandoffService(kernel, once=once)
         self.handoff.setServiceParent(self)
+        self.events = EventService(kernel)
+        self.events.setServiceParent(self)
         self.mailboxes: list[MailboxService] = []
         for mailbox in kernel.config.mailboxes if mailboxes else []:
             if not mailbox.get("enabled"):
