@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
 from twisted.application import service

@@ -33,7 +33,6 @@ from typing import Any
 import attrs
 from twisted.internet.defer import Deferred, ensureDeferred
 
-from postroom.events import EventHub
 from postroom.config.document import Document, read_document
 from postroom.config.loader import default_site
 from postroom.config.options import OptionSchema
@@ -42,6 +41,7 @@ from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
 from postroom.errors import ConfigError
+from postroom.events import EventHub
 from postroom.identity import MailboxIdentity, account_section, identity_warnings, load_identities
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics

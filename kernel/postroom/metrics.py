@@ -4,7 +4,8 @@ Served at ``GET /metrics``. Per mailbox: messages ingested, duplicates,
 errors, quarantine depth, connection state, last success, lag (arrival in the
 mailbox to commit); per mailbox and for the ``smtp-client``: state (``auth-failed``
 among them), consecutive refused logins, next attempt; outbox depth by state
-and send failures; hand-off failures (per target too); event stream clients; OAuth token requests by outcome and each mailbox's token expiry.
+and send failures; hand-off failures (per target too); event stream clients;
+OAuth token requests by outcome and each mailbox's token expiry.
 """
 
 from __future__ import annotations

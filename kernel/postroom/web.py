@@ -51,13 +51,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, resource, server
 from zope.interface import implementer
-from twisted.internet.interfaces import IPushProducer
 
 from postroom.errors import ConfigError
+from postroom.events import events_route
+from postroom.handoffs import handoff_detail, retry_handoff_route
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
+from postroom.model import InteractionType
 from postroom.plugins.facade import PluginFailure, resolve
 from postroom.routes import (
     HTTPError,
@@ -73,9 +76,6 @@ from postroom.routes import (
 from postroom.sendrequest import RequestError, parse_json, request_from_json
 from postroom.uploads import is_form, request_from_form
 from postroom.views import interaction_json
-from postroom.handoffs import handoff_detail, retry_handoff_route
-from postroom.events import events_route
-from postroom.model import InteractionType
 
 if TYPE_CHECKING:
     from postroom.services.gateway import Gateway

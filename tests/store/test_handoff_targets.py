@@ -36,14 +36,20 @@ def test_each_target_keeps_its_own_state_and_attempts(store: SQLStore, raw_of: R
     store.record_handoffs([HandoffOutcome(item.id, "failed", {
         "amqp": ("done", None), "webhook": ("failed", "HTTP 503"),
     })])  # fmt: skip
-    assert states(store, item.id) == {"amqp": ("done", 1, None), "webhook": ("failed", 1, "HTTP 503")}
+    assert states(store, item.id) == {
+        "amqp": ("done", 1, None), "webhook": ("failed", 1, "HTTP 503"),
+    }
     assert store.handoff_status(item.id) == ("failed", 1, "webhook: HTTP 503")
     assert [i.id for i in store.pending_handoffs()] == [item.id]  # still owed
     assert store.pending_handoff_ids() == []  # failed: being retried, not to sweep
 
     # the retry tried the webhook alone: amqp's row is untouched
-    store.record_handoffs([HandoffOutcome(item.id, "refused", {"webhook": ("refused", "HTTP 410")})])
-    assert states(store, item.id) == {"amqp": ("done", 1, None), "webhook": ("refused", 2, "HTTP 410")}
+    store.record_handoffs(
+        [HandoffOutcome(item.id, "refused", {"webhook": ("refused", "HTTP 410")})]
+    )
+    assert states(store, item.id) == {
+        "amqp": ("done", 1, None), "webhook": ("refused", 2, "HTTP 410"),
+    }
     assert store.handoff_status(item.id) == ("refused", 2, "webhook: HTTP 410")
     assert store.pending_handoffs() == []  # refused for good: not recovered
     got = store.get_interaction(item.id)

@@ -21,11 +21,11 @@ from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from postroom.events import EventService
 from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
 from postroom.pipeline.inbound import InboundPipeline
 from postroom.pipeline.outbound import Preview
-from postroom.events import EventService
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
 from postroom.services.outbound import OutboundService, preview_send, queue_send

@@ -172,7 +172,7 @@ class HandoffService(service.Service):
         return True
 
     def _may_start(self, key: tuple[Step, str]) -> bool:
-        return self.running and key not in self._in_flight and key[1] not in self._recording
+        return bool(self.running) and key not in self._in_flight and key[1] not in self._recording
 
     def _sweep_now(self) -> Deferred[None]:
         d = ensureDeferred(self._sweep())
@@ -284,7 +284,9 @@ class HandoffService(service.Service):
                 for row in await kernel.store.handoff_targets(interaction.id):
                     job.known[row.target] = row.state
         owed = [target for target in targets if job.known.get(target) not in _SETTLED]
-        outcomes = await kernel.hooks.submit_each(interaction, kernel.ctx, only=owed) if owed else {}
+        outcomes = {}
+        if owed:
+            outcomes = await kernel.hooks.submit_each(interaction, kernel.ctx, only=owed)
         results: dict[str, tuple[str, str | None]] = {}
         for target, exc in outcomes.items():
             if exc is None:
@@ -300,15 +302,16 @@ class HandoffService(service.Service):
         )
         outcome = HandoffOutcome(interaction.id, overall, results)
         if overall == HandoffState.DONE.value:
+            self.refused.discard(interaction.id)  # a retry asked for went through
             self._handed_off.append(outcome)
             self._recording.add(interaction.id)
             return None
         failures = []
-        for target, (state, error) in results.items():
-            if state == HandoffState.DONE.value:
+        for target, (outcome_state, error) in results.items():
+            if outcome_state == HandoffState.DONE.value:
                 continue
-            kernel.metrics.handoff_target_failures.labels(target, state).inc()
-            if state == HandoffState.REFUSED.value:
+            kernel.metrics.handoff_target_failures.labels(target, outcome_state).inc()
+            if outcome_state == HandoffState.REFUSED.value:
                 log.error("hand-off of %s refused for good by %s: %s", interaction.id, target,
                           error)  # fmt: skip
             else:

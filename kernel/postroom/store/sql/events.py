@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from postroom.model import Event
 from postroom.store.sql.core import SQLCore
@@ -51,7 +52,8 @@ class EventRecords(SQLCore):
         self, seq: int, limit: int = 500, types: Collection[str] | None = None
     ) -> list[Event]:
         """Up to *limit* events after *seq*, oldest first; only *types* when given."""
-        where, params = "seq > ?", [seq]
+        where = "seq > ?"
+        params: list[Any] = [seq]
         if types:
             where += f" AND type IN ({', '.join('?' * len(types))})"
             params.extend(types)

@@ -19,7 +19,7 @@ from postroom.model import (
     HandoffTarget,
     Interaction,
 )
-from postroom.store.sql.events import EventRow, EventRecords, insert_events
+from postroom.store.sql.events import EventRecords, EventRow, insert_events
 from postroom.store.sql.interactions import INTERACTION_SELECT, InteractionRecords
 from postroom.store.sql.tx import Tx
 
@@ -222,7 +222,7 @@ class HandoffRecords(InteractionRecords, EventRecords):
             )
             if overall is None:
                 raise KeyError(interaction_id)
-            states = dict(
+            states: dict[str, str] = dict(
                 tx.all(
                     "SELECT target, state FROM handoff_targets WHERE interaction_id = ?",
                     (interaction_id,),
