@@ -1100,6 +1100,9 @@ def test_a_vetoed_request_fails_for_good_with_the_reason_and_is_not_sent() -> No
     assert sender.sent == []
     assert store.marks == [(entry.id, "failed", "vetoed by policy: the subject says 'order'", None)]
     assert observer.seen == [entry.id]  # failed for good: observed
+    assert service.kernel.events.emitted == [  # and on the event stream
+        ("interaction.send_failed", entry.id, None, "vetoed by policy: the subject says 'order'")
+    ]
 
 
 def test_a_veto_that_raises_fails_only_that_send_attempt() -> None:
@@ -1114,6 +1117,7 @@ def test_a_veto_that_raises_fails_only_that_send_attempt() -> None:
     [(_id, state, error, retry_at)] = store.marks
     assert state == "queued" and retry_at is not None
     assert error is not None and "'policy' failed in postroom_veto" in error
+    assert service.kernel.events.emitted == []  # retried: no failure on the stream yet
 
 
 def test_render_and_envelope_failures_propagate_from_the_facade() -> None:

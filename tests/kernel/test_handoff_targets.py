@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+import jsonschema
 import pytest
 from twisted.internet import task
 
@@ -20,7 +21,7 @@ from postroom.api import HandoffError, hookimpl
 from postroom.model import HandoffState, Interaction, RawRef, overall_handoff_state
 from postroom.services.gateway import Gateway
 from tests.conftest import run
-from tests.kernel.test_cli import postroom
+from tests.kernel.test_cli import SCHEMA, postroom
 from tests.kernel.test_gateway import make_kernel
 
 MAIL = b"From: a@example.org\r\nTo: support@example.com\r\nSubject: hi\r\n\r\nbody\r\n"
@@ -140,6 +141,7 @@ def test_a_retry_asked_for_by_the_cli_is_picked_up_by_the_running_gateway(
     shown = postroom("interactions", "show", item.id, "-c", str(quickstart))
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout[: shown.stdout.index("\n}") + 2])
+    jsonschema.validate(data, SCHEMA)  # the documented shape, handoff included
     assert data["handoff_state"] == "refused"
     [target] = data["handoff"]["targets"]
     assert (target["target"], target["state"], target["attempts"], target["last_error"]) == (

@@ -12,10 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from postroom.model import EventType
 from tests.conftest import run
+from tests.kernel.test_cli import SCHEMA
 from tests.kernel.test_handoff_targets import Target, commit
 from tests.kernel.test_web import PATIENCE, TOKEN, Server
 
@@ -226,6 +228,7 @@ def test_a_hand_off_is_retried_over_http_at_once(server: Server, tmp_path: Path)
     item = commit(server.gateway, tmp_path, 1)  # refused by the webhook
     code, shown = server.get(f"/interactions/{item.id}")
     assert code == 200 and shown["handoff_state"] == "refused"
+    jsonschema.validate({k: v for k, v in shown.items() if k != "outbox"}, SCHEMA)
     [target] = shown["handoff"]["targets"]
     assert (target["target"], target["state"], target["last_error"]) == (
         "webhook", "refused", "HTTP 410 Gone")  # fmt: skip
