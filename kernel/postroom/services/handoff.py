@@ -182,6 +182,8 @@ class HandoffService(service.Service):
     async def _sweep(self) -> None:
         """Start the hand-offs the store has ``pending`` that this process is not
         working on: retries asked for by another process (the CLI)."""
+        if _RECOVERY in self._in_flight:
+            return  # recovery is starting them a page at a time
         after: str | None = None
         while self.running:
             ids = await self.kernel.store.pending_handoff_ids(RECOVERY_PAGE, after=after)
