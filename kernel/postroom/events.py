@@ -13,9 +13,10 @@ after a change (and a poll on every heartbeat, for changes other processes
 made) reads the events after the lowest subscriber's cursor, a page at a time,
 and gives each subscriber those after its own. A subscriber whose client reads
 too slowly is paused by its connection (the web layer's producer): while it
-catches up on old events, nothing more is read for it; while it is live, what
-it is given is held, up to ``events: client-buffer`` bytes, past which it is
-dropped (it resumes with ``Last-Event-ID``). Twisted's web stays out of here
+catches up on old events, nothing more is read for it (what it holds is at most
+the rest of one page); while it is live, what it is given is held, up to
+``events: client-buffer`` bytes, past which it is dropped (it resumes with
+``Last-Event-ID``). Twisted's web stays out of here
 (:mod:`postroom.web` serves the stream).
 """
 
@@ -78,22 +79,25 @@ class Subscriber:
         self.sink = sink
         self.cursor = cursor
         self.types = types
-        self.paused = False
+        #: paused until its connection is ready (its first resume)
+        self.paused = True
         self.closed = False
         self._held: list[bytes] = []
         self._held_bytes = 0
 
-    def give(self, event: Event) -> None:
+    def give(self, event: Event, catching_up: bool = False) -> None:
+        """*event*, unless filtered out; *catching_up*: an old one (read from the
+        store for this subscriber, a page at a time: never a reason to drop it)."""
         self.cursor = event.seq
         if self.types is not None and event.type not in self.types:
             return
-        self._send(sse(event))
+        self._send(sse(event), catching_up)
 
     def heartbeat(self) -> None:
         if not self.paused:
             self._send(HEARTBEAT)
 
-    def _send(self, data: bytes) -> None:
+    def _send(self, data: bytes, catching_up: bool = False) -> None:
         if self.closed:
             return
         if not self.paused:
@@ -101,7 +105,7 @@ class Subscriber:
             return
         self._held.append(data)
         self._held_bytes += len(data)
-        if self._held_bytes > self.hub.client_buffer:
+        if not catching_up and self._held_bytes > self.hub.client_buffer:
             log.warning(
                 "event stream client dropped: over %d bytes behind", self.hub.client_buffer
             )
@@ -185,13 +189,12 @@ class EventHub:
         HTTPError 503 past ``events: max-subscribers``."""
         if len(self.subscribers) >= self.max_subscribers:
             raise HTTPError(503, "too many event stream clients; try again later")
-        if after is None:
-            after = int(await self.kernel.store.last_event_seq())
-        subscriber = Subscriber(self, sink, after, types)
+        newest = int(await self.kernel.store.last_event_seq())
+        self.head = max(self.head, newest)  # so a resuming subscriber is seen catching up
+        subscriber = Subscriber(self, sink, newest if after is None else after, types)
         self.subscribers.append(subscriber)
         self.kernel.metrics.event_clients.set(len(self.subscribers))
-        self.poke()
-        return subscriber
+        return subscriber  # given events from its first resume
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         if subscriber in self.subscribers:
@@ -223,15 +226,17 @@ class EventHub:
         while True:
             head = self.head
             # paused subscribers still catching up wait: their events stay in the store
-            taking = [s for s in self.subscribers if not s.paused or s.cursor >= head]
+            taking = [
+                (s, s.cursor < head) for s in self.subscribers if not s.paused or s.cursor >= head
+            ]
             if not taking:
                 return
-            start = min(s.cursor for s in taking)
+            start = min(s.cursor for s, _catching_up in taking)
             page = await self.kernel.store.events_after(start, PAGE)
             for event in page:
-                for subscriber in taking:
+                for subscriber, catching_up in taking:
                     if subscriber.cursor < event.seq and not subscriber.closed:
-                        subscriber.give(event)
+                        subscriber.give(event, catching_up)
             if page:
                 self.head = max(self.head, page[-1].seq)
             if len(page) < PAGE:

@@ -81,7 +81,8 @@ class Stream:
     stream writes. ``await start(sink)`` begins it (an HTTPError raised there is
     answered as usual, nothing streamed); *sink* has ``write(bytes)`` and
     ``drop()`` (end the answer now). The result's ``pause``, ``resume`` and
-    ``close`` follow the connection."""
+    ``close`` follow the connection; ``resume`` is first called when the answer
+    is ready for data (its headers sent, flow control in place)."""
 
     content_type: str
     start: Callable[[Any], Awaitable[StreamHandle]] = attrs.field(repr=False)

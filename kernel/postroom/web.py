@@ -347,6 +347,8 @@ async def _stream(request: Any, answer: Stream) -> None:
     request.registerProducer(sink, True)
     request.write(b": stream open\n\n")  # the headers go now
     request.notifyFinish().addBoth(sink._gone)
+    if not sink.ended:
+        sink.handle.resume()  # ready: the stream may write
 
 
 # -- the kernel's routes

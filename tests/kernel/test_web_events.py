@@ -224,6 +224,24 @@ def test_a_client_too_slow_to_keep_up_is_dropped(quickstart: Path) -> None:
         server.close()
 
 
+def test_a_client_resuming_far_behind_catches_up_at_its_own_pace(quickstart: Path) -> None:
+    with quickstart.open("a") as site:
+        site.write("events: {client-buffer: 4096}\n")
+    server = Server(quickstart)
+    try:
+        backlog = [(EventType.SENT.value, f"id-{n}", None, "x" * 400) for n in range(3000)]
+        run(server.kernel.store.add_events(backlog))  # ~1.5 MB missed while away
+        client = EventClient(server, "/events?after=0", receive_buffer=4096)
+        client.read_until(b"data: ", 3000)
+        assert not client.closed and len(server.kernel.events.subscribers) == 1
+        assert [e["interaction_id"] for e in client.events()] == [f"id-{n}" for n in range(3000)]
+        dropped = "postroom_event_clients_dropped_total 0.0"
+        assert dropped in server.kernel.metrics.render().decode()
+        client.close()
+    finally:
+        server.close()
+
+
 def test_a_hand_off_is_retried_over_http_at_once(server: Server, tmp_path: Path) -> None:
     item = commit(server.gateway, tmp_path, 1)  # refused by the webhook
     code, shown = server.get(f"/interactions/{item.id}")
