@@ -15,6 +15,7 @@ from typing import Any
 import jsonschema
 import pytest
 
+from postroom.events import PRUNE_INTERVAL
 from postroom.model import EventType
 from tests.conftest import run
 from tests.kernel.test_cli import SCHEMA
@@ -265,3 +266,19 @@ def test_a_hand_off_is_retried_over_http_at_once(server: Server, tmp_path: Path)
     assert body["handoff"]["targets"][0]["attempts"] == 2
     code, shown = server.get(f"/interactions/{item.id}")
     assert shown["handoff_state"] == "done" and shown["handoff"]["targets"][0]["state"] == "done"
+
+
+def test_old_events_are_pruned_hourly_on_the_gateway_clock(quickstart: Path) -> None:
+    with quickstart.open("a") as site:
+        site.write("events: {keep-count: 100}\n")
+    server = Server(quickstart)
+    try:
+        store = server.kernel.store
+        run(store.add_events([(EventType.SENT.value, f"id-{n}", None, None) for n in range(150)]))
+        server.kernel.clock.advance(PRUNE_INTERVAL - 1)  # type: ignore[attr-defined]
+        assert len(run(store.events_after(0, 1000))) == 150
+        server.kernel.clock.advance(1)  # type: ignore[attr-defined]
+        kept = run(store.events_after(0, 1000))
+        assert [e.interaction_id for e in kept] == [f"id-{n}" for n in range(50, 150)]
+    finally:
+        server.close()
