@@ -105,7 +105,7 @@ class HandoffError(PostroomError):
     Raised plain, or ``permanent=False``, it means "not now": the kernel retries
     that target later with back-off. ``permanent=True`` means the target refused
     the interaction for good (a webhook's 410): the kernel marks that target
-    ``failed`` and stops retrying it until someone asks for a retry
+    ``refused`` and stops retrying it until someone asks for a retry
     (``postroom interactions retry-handoff``). Any other exception counts as
     "not now".
     """

@@ -299,12 +299,27 @@ def postroom_submit(interaction: Interaction, ctx: Context) -> Any:
     """Hand a committed interaction to routing, and only that (collect-all; may
     be async).
 
-    Called after the store committed it and the source was acknowledged.
-    Raise (or fail the Deferred) to have the kernel retry later with back-off;
-    every implementation is called again on retry, so use ``interaction.id`` as
-    the idempotency key, and keep side effects out of it (they belong in
-    :func:`postroom_committed`). The hand-off state is visible with
-    ``postroom interactions show``.
+    Called after the store committed it and the source was acknowledged. Each
+    plugin implementing this hook is a *target* with its own hand-off state per
+    interaction (``pending``, ``done``, ``failed``, ``refused``): a target that
+    returns has taken it and is never called for it again; one that raises (or
+    fails the Deferred) is retried later with back-off, and only it: the
+    targets that took it are not called again. Raise
+    :class:`~postroom.api.HandoffError` with a message saying why (no secrets:
+    it is stored, logged and shown); ``HandoffError(msg, permanent=True)``
+    refuses the interaction for good (a webhook's 410): the target is marked
+    ``refused`` and not retried until someone asks (``postroom interactions
+    retry-handoff``, ``POST /interactions/{id}/retry-handoff``). Any other
+    exception means "not now".
+
+    A target may still be called more than once for an interaction (a crash
+    between its success and the record of it, a retry asked for): use
+    ``interaction.id`` as the idempotency key, and keep side effects out of it
+    (they belong in :func:`postroom_committed`). Hand-off never waits for an
+    enrichment being retried: enrichment runs before commit; a plugin that
+    enriches late adds data after hand-off, which goes with what is known.
+    Each target's state, attempts and last error show in ``postroom
+    interactions show`` and ``GET /interactions/{id}``.
     """
 
 

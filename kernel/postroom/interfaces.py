@@ -194,6 +194,32 @@ class IStore(Interface):
     def handoff_status(interaction_id: str) -> Any:
         """``(state, attempts, last_error)`` or None."""
 
+    def handoff_targets(interaction_id: str) -> Any:
+        """Each target's hand-off of the interaction (HandoffTarget), by name."""
+
+    def record_handoffs(outcomes: Any, after_commit: Any = ()) -> None:
+        """Record hand-off attempts (HandoffOutcome: each target tried, the
+        overall state) with their events, and side effects done, in one transaction."""
+
+    def retry_handoff(interaction_id: str, target=None) -> Any:
+        """Put refused and failed targets (or *target*) back to pending; the
+        targets put back. KeyError: unknown; ValueError: not a target, or done."""
+
+    def pending_handoff_ids(limit: int = 500, after=None) -> Any:
+        """Ids of interactions whose overall hand-off is pending, in commit order."""
+
+    def add_events(events: Any) -> None:
+        """Record events: (type, interaction id, target, reason) tuples."""
+
+    def events_after(seq: int, limit: int = 500, types=None) -> Any:
+        """Up to *limit* Events after *seq*, oldest first (only *types*)."""
+
+    def last_event_seq() -> int:
+        """The newest event's seq (0: none)."""
+
+    def prune_events(keep: int, days: float) -> int:
+        """Keep the newest *keep* events, none older than *days* (0: any age)."""
+
     def queue_outbound(interaction, request) -> Any:
         """Store the outbound interaction and its outbox entry (state
         ``queued``, Message-ID as on the interaction) and the bytes of the

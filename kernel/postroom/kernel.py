@@ -41,6 +41,7 @@ from postroom.config.validator import validate
 from postroom.context import Context
 from postroom.drivers import DriverContext, installed_drivers, load_driver, needs_auth
 from postroom.errors import ConfigError
+from postroom.events import EventHub
 from postroom.identity import MailboxIdentity, account_section, identity_warnings, load_identities
 from postroom.interfaces import AUTH_GROUP, SENDERS_GROUP, SOURCES_GROUP, STORES_GROUP
 from postroom.metrics import Metrics
@@ -154,6 +155,8 @@ class Kernel:
         self.store = AsyncStore(self.store_driver, self.runner)
         self._spool_dir: str | None = None
         self.metrics = Metrics()
+        #: the event stream's recorder and subscribers (``GET /events``)
+        self.events = EventHub(self)
         token_secret = self.config.get("gateway", "token-encryption-secret")
         #: what every OAuth auth driver shares (one token request per grant and expiry)
         try:

@@ -4,7 +4,8 @@ Served at ``GET /metrics``. Per mailbox: messages ingested, duplicates,
 errors, quarantine depth, connection state, last success, lag (arrival in the
 mailbox to commit); per mailbox and for the ``smtp-client``: state (``auth-failed``
 among them), consecutive refused logins, next attempt; outbox depth by state
-and send failures; OAuth token requests by outcome and each mailbox's token expiry.
+and send failures; hand-off failures (per target too); event stream clients;
+OAuth token requests by outcome and each mailbox's token expiry.
 """
 
 from __future__ import annotations
@@ -86,6 +87,21 @@ class Metrics:
         )
         self.handoff_failures = Counter(
             "postroom_handoff_failures", "Hand-off (submit) attempts that failed", registry=r
+        )
+        self.handoff_target_failures = Counter(
+            "postroom_handoff_target_failures",
+            "Hand-off attempts a target failed (outcome failed: retried) or refused for good "
+            "(outcome refused), by target",
+            ["target", "outcome"],
+            registry=r,
+        )
+        self.event_clients = Gauge(
+            "postroom_event_clients", "Clients reading the event stream (GET /events)", registry=r
+        )
+        self.event_clients_dropped = Counter(
+            "postroom_event_clients_dropped",
+            "Event stream clients dropped for reading too slowly",
+            registry=r,
         )
         self.token_requests = Counter(
             "postroom_token_requests",

@@ -11,7 +11,7 @@ import enum
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import IO, Any, TypeVar
 
@@ -43,11 +43,74 @@ class Subtype(enum.StrEnum):
 
 
 class HandoffState(enum.StrEnum):
-    """Where an interaction stands in the hand-off to routing (the submit stage)."""
+    """Where an interaction stands in the hand-off to routing (the submit stage),
+    for one target (a plugin implementing ``postroom_submit``) or overall
+    (:func:`overall_handoff_state`)."""
 
     PENDING = "pending"
     DONE = "done"
     FAILED = "failed"  # failed so far; still retried
+    REFUSED = "refused"  # refused for good (HandoffError(permanent=True)); not retried
+
+
+def overall_handoff_state(targets: Iterable[str]) -> str:
+    """An interaction's hand-off state from its targets' states.
+
+    ``failed`` when a target failed (it is being retried); else ``pending`` when
+    a target has not been tried yet; else ``refused`` when a target refused it
+    for good; else ``done`` (every target took it, or there is none).
+    """
+    states = set(targets)
+    for state in (HandoffState.FAILED, HandoffState.PENDING, HandoffState.REFUSED):
+        if state.value in states:
+            return state.value
+    return HandoffState.DONE.value
+
+
+@attrs.frozen
+class HandoffTarget:
+    """One target's hand-off of one interaction: its state and attempts."""
+
+    target: str
+    state: str
+    attempts: int = 0
+    last_error: str | None = None
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class HandoffOutcome:
+    """One hand-off attempt at an interaction, to record: each target tried
+    (its state, and its error when not done) and the overall state after it."""
+
+    interaction_id: str
+    overall: str
+    #: target -> (state, error or None)
+    targets: dict[str, tuple[str, str | None]] = attrs.field(factory=dict)
+
+
+class EventType(enum.StrEnum):
+    """The kinds of event on the stream (``GET /events``)."""
+
+    CREATED = "interaction.created"
+    HANDED_OFF = "interaction.handed_off"
+    HANDOFF_FAILED = "interaction.handoff_failed"
+    HANDOFF_REFUSED = "interaction.handoff_refused"
+    SENT = "interaction.sent"
+    SEND_FAILED = "interaction.send_failed"
+
+
+@attrs.frozen
+class Event:
+    """One entry of the event stream (``GET /events``): what happened to an
+    interaction, never its content. *seq* grows with every event recorded."""
+
+    seq: int
+    type: str
+    time: datetime
+    interaction_id: str | None = None
+    target: str | None = None
+    reason: str | None = None
 
 
 class OutboxState(enum.StrEnum):

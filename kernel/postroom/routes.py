@@ -8,7 +8,8 @@ templates can match the same path with the same method clash; the kernel's
 routes are refused to plugins.
 
 The handler gets a :class:`RouteRequest` and returns a :class:`Response`, or a
-JSON value (200), plainly, as a Deferred or as a coroutine. It refuses with
+JSON value (200), plainly, as a Deferred or as a coroutine; or a :class:`Stream`
+for an answer that goes on (server-sent events, :mod:`postroom.events`). It refuses with
 :class:`HTTPError` (its status, ``{"error": ...}``) or
 :class:`~postroom.sendrequest.RequestError` (400, ``{"error": ..., "field": ...}``).
 Twisted stays out of this module: :mod:`postroom.web` serves the routes.
@@ -18,8 +19,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import unquote
 
 import attrs
@@ -63,6 +64,30 @@ class Response:
         return cls(status, json_bytes(data))
 
 
+class StreamHandle(Protocol):
+    """What a stream's *start* gives back: told when its connection cannot take
+    more for now (pause), can again (resume), or has ended (close)."""
+
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@attrs.frozen
+class Stream:
+    """An answer that goes on: status 200 and *content_type*, then whatever the
+    stream writes. ``await start(sink)`` begins it (an HTTPError raised there is
+    answered as usual, nothing streamed); *sink* has ``write(bytes)`` and
+    ``drop()`` (end the answer now). The result's ``pause``, ``resume`` and
+    ``close`` follow the connection; ``resume`` is first called when the answer
+    is ready for data (its headers sent, flow control in place)."""
+
+    content_type: str
+    start: Callable[[Any], Awaitable[StreamHandle]] = attrs.field(repr=False)
+
+
 def json_bytes(data: Any) -> bytes:
     return json.dumps(data, ensure_ascii=False, default=_default).encode()
 
@@ -95,6 +120,8 @@ class RouteRequest:
     gateway: Any
     #: the request's ``Content-Type`` header, as sent (None: none)
     content_type: bytes | None = None
+    #: the request's headers by lower-case name (the last value of each, as text)
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
     def json(self) -> Any:
         """The body as JSON, strictly (duplicate keys, ``NaN``, deep nesting refused):

@@ -16,7 +16,10 @@
                           sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
                           same 400s
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
-                          hand-off and outbox state
+                          hand-off (``handoff``: overall and per target) and outbox state
+``POST /interactions/ID/  put its refused and failed hand-off targets (or the one named,
+retry-handoff``           ``{"target": ...}``) back to pending and retry them at once
+``GET /events``           server-sent events (:mod:`postroom.events`, docs/events.md)
 ========================  ==============================================================
 
 Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
@@ -48,11 +51,16 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, resource, server
+from zope.interface import implementer
 
 from postroom.errors import ConfigError
+from postroom.events import events_route
+from postroom.handoffs import handoff_detail, retry_handoff_route
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
+from postroom.model import InteractionType
 from postroom.plugins.facade import PluginFailure, resolve
 from postroom.routes import (
     HTTPError,
@@ -61,6 +69,8 @@ from postroom.routes import (
     RouteError,
     RouteRequest,
     RouteTable,
+    Stream,
+    StreamHandle,
     json_bytes,
 )
 from postroom.sendrequest import RequestError, parse_json, request_from_json
@@ -228,6 +238,9 @@ class Api(resource.Resource):
             if not self._authorised(request):
                 raise HTTPError(401, "a valid bearer token is required")
             answer = await self._route(request)
+            if isinstance(answer, Stream):
+                await _stream(request, answer)
+                return
             code, body, content_type = answer.status, answer.body, answer.content_type
         except HTTPError as exc:
             code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
@@ -250,7 +263,7 @@ class Api(resource.Resource):
         request.write(body)
         request.finish()
 
-    async def _route(self, request: Any) -> Response:
+    async def _route(self, request: Any) -> Response | Stream:
         method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
         route, url_vars = self.routes.find(method, path)
@@ -268,9 +281,74 @@ class Api(resource.Resource):
             ctx=self.gateway.kernel.ctx,
             gateway=self.gateway,
             content_type=request.getHeader(b"content-type"),
+            headers={
+                name.decode("latin-1").lower(): values[-1].decode("latin-1")
+                for name, values in request.requestHeaders.getAllRawHeaders()
+            },
         )
         answer = await resolve(route.handler(route_request))
-        return answer if isinstance(answer, Response) else Response.json(answer)
+        return answer if isinstance(answer, Response | Stream) else Response.json(answer)
+
+
+@implementer(IPushProducer)
+class _StreamAnswer:
+    """A :class:`Stream` on a Twisted request: the sink it writes to, and the
+    producer the connection pauses when the client reads too slowly."""
+
+    def __init__(self, request: Any) -> None:
+        self.request = request
+        self.handle: StreamHandle | None = None
+        self.ended = False
+
+    def write(self, data: bytes) -> None:
+        if not self.ended:
+            self.request.write(data)
+
+    def drop(self) -> None:
+        """End the answer now, unsent bytes and all (a client too slow to keep up)."""
+        if self.ended:
+            return
+        self.ended = True
+        transport = self.request.channel.transport if self.request.channel else None
+        abort = getattr(transport, "abortConnection", None)
+        if abort is not None:
+            abort()
+        elif transport is not None:
+            transport.loseConnection()
+
+    def pauseProducing(self) -> None:
+        if self.handle is not None:
+            self.handle.pause()
+
+    def resumeProducing(self) -> None:
+        if self.handle is not None:
+            self.handle.resume()
+
+    def stopProducing(self) -> None:
+        self._gone(None)
+
+    def _gone(self, _: Any) -> None:
+        self.ended = True
+        if self.handle is not None:
+            self.handle.close()
+
+
+async def _stream(request: Any, answer: Stream) -> None:
+    """Serve a :class:`Stream`: the headers, then what it writes until either side ends."""
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", answer.content_type.encode())
+    request.setHeader(b"cache-control", b"no-store")
+    request.setHeader(b"x-accel-buffering", b"no")  # proxies: pass each event on at once
+    sink = _StreamAnswer(request)
+    sink.handle = await answer.start(sink)  # HTTPError: answered as usual by the caller
+    if request.finished or getattr(request, "_disconnected", False):
+        sink.handle.close()
+        return
+    request.registerProducer(sink, True)
+    request.write(b": stream open\n\n")  # the headers go now
+    request.notifyFinish().addBoth(sink._gone)
+    if not sink.ended:
+        sink.handle.resume()  # ready: the stream may write
 
 
 # -- the kernel's routes
@@ -326,6 +404,8 @@ async def _interaction(request: RouteRequest) -> dict[str, Any]:
     if status is not None:
         interaction.handoff_state = status[0]
     data = interaction_json(interaction)
+    if interaction.type == InteractionType.INBOUND.value:
+        data["handoff"] = await handoff_detail(store, interaction_id, status)
     if entry is not None:
         data["outbox"] = {
             "state": entry.state,
@@ -345,6 +425,8 @@ KERNEL_ROUTES = (
     Route("POST", "/send", _send),
     Route("POST", "/render", _render),
     Route("GET", "/interactions/{id}", _interaction),
+    Route("POST", "/interactions/{id}/retry-handoff", retry_handoff_route),
+    Route("GET", "/events", events_route),
 )
 
 

@@ -32,6 +32,8 @@ from postroom.metrics import Metrics
 from postroom.model import (
     Envelope,
     FetchedMessage,
+    HandoffOutcome,
+    HandoffTarget,
     Interaction,
     InteractionType,
     OutboundRequest,
@@ -663,6 +665,8 @@ class HandoffStore(FakeStore):
         self.marks: list[tuple[str, str, str | None]] = []
         self.effect_marks: list[tuple[str, str, str | None]] = []
         self.pages: list[tuple[int, int]] = []
+        #: (interaction id, target) -> state
+        self.targets: dict[tuple[str, str], str] = {}
 
     async def pending_handoffs(
         self, limit: int = 100, after: str | None = None
@@ -693,6 +697,25 @@ class HandoffStore(FakeStore):
         self.marks.extend((i, "done", None) for i in interaction_ids)
         self.effect_marks.extend((i, "done", None) for i in after_commit)
 
+    async def handoff_targets(self, interaction_id: str) -> list[HandoffTarget]:
+        return [
+            HandoffTarget(target, state)
+            for (iid, target), state in sorted(self.targets.items()) if iid == interaction_id
+        ]
+
+    async def record_handoffs(
+        self, outcomes: list[HandoffOutcome], after_commit: list[str] | tuple[str, ...] = ()
+    ) -> None:
+        """As the SQL store: the targets' states, and the overall state as a mark."""
+        for outcome in outcomes:
+            errors = []
+            for target, (state, error) in sorted(outcome.targets.items()):
+                self.targets[(outcome.interaction_id, target)] = state
+                if error:
+                    errors.append(f"{target}: {error}")
+            self.marks.append((outcome.interaction_id, outcome.overall, "; ".join(errors) or None))
+        self.effect_marks.extend((i, "done", None) for i in after_commit)
+
 
 class FakeKernel:
     """What the hand-off and outbox services use of a Kernel."""
@@ -704,6 +727,26 @@ class FakeKernel:
         self.clock = task.Clock()
         self.ctx = make_ctx(config=config, store=store, clock=self.clock)
         self.metrics = Metrics()
+        self.events = EventRecorder()
+
+
+class EventRecorder:
+    """The event hub as the services use it: events to record (kept here), and
+    pokes when the store recorded some itself."""
+
+    def __init__(self) -> None:
+        self.pokes = 0
+        self.emitted: list[tuple[str, str | None, str | None, str | None]] = []
+
+    def poke(self) -> None:
+        self.pokes += 1
+
+    def emit(
+        self, kind: str, interaction_id: str | None, target: str | None = None,
+        reason: str | None = None,
+    ) -> Deferred[None]:
+        self.emitted.append((str(kind), interaction_id, target, reason))
+        return defer.succeed(None)
 
 
 def test_submit_failure_is_retried_by_the_handoff_service() -> None:
@@ -731,10 +774,14 @@ def test_submit_failure_is_retried_by_the_handoff_service() -> None:
     service.startService()
     assert [m[:2] for m in store.marks] == [(interaction.id, "failed")]
     error = store.marks[0][2] or ""
-    assert "'flaky'" in error and "routing is down" in error
+    assert "flaky: ConnectionError: routing is down" in error
+    assert store.targets == {(interaction.id, "recorder"): "done",
+                             (interaction.id, "flaky"): "failed"}  # fmt: skip
     kernel.clock.advance(5)
     assert store.marks[-1] == (interaction.id, "done", None)
-    assert calls == [interaction.id, interaction.id]  # called again: be idempotent
+    assert store.targets[(interaction.id, "flaky")] == "done"
+    # the retry called only the target that failed: the other took it already
+    assert calls == [interaction.id]
     assert run(service.wait_idle()) is None
     run(service.stopService())
 
@@ -819,6 +866,7 @@ class OutboxStore(FakeStore):
 #: the site options the outbox service and pipeline read
 OUTBOX_OPTIONS: dict[tuple[str | None, str], Any] = {
     ("gateway", "max-attempts"): 3,
+    ("gateway", "handoff-sweep-interval"): 0,
     ("email-processing", "bcc-address"): None,
     ("email-processing", "outbound-msg-charset"): "UTF-8",
 }
@@ -1052,6 +1100,9 @@ def test_a_vetoed_request_fails_for_good_with_the_reason_and_is_not_sent() -> No
     assert sender.sent == []
     assert store.marks == [(entry.id, "failed", "vetoed by policy: the subject says 'order'", None)]
     assert observer.seen == [entry.id]  # failed for good: observed
+    assert service.kernel.events.emitted == [  # and on the event stream
+        ("interaction.send_failed", entry.id, None, "vetoed by policy: the subject says 'order'")
+    ]
 
 
 def test_a_veto_that_raises_fails_only_that_send_attempt() -> None:
@@ -1066,6 +1117,7 @@ def test_a_veto_that_raises_fails_only_that_send_attempt() -> None:
     [(_id, state, error, retry_at)] = store.marks
     assert state == "queued" and retry_at is not None
     assert error is not None and "'policy' failed in postroom_veto" in error
+    assert service.kernel.events.emitted == []  # retried: no failure on the stream yet
 
 
 def test_render_and_envelope_failures_propagate_from_the_facade() -> None:

@@ -51,8 +51,8 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
         options = {"dsn": dsn, "schema": f"t_{uuid.uuid4().hex[:16]}"}
     made: list[SQLStore] = []
 
-    def make(open: bool = True) -> SQLStore:
-        store = cls(options)
+    def make(open: bool = True, now: Callable[[], Any] | None = None) -> SQLStore:
+        store = cls(options, now=now)
         made.append(store)
         if open:
             store.open()

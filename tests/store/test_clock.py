@@ -9,7 +9,14 @@ from typing import Any
 from twisted.internet.testing import MemoryReactorClock
 
 from postroom.kernel import Kernel
-from postroom.model import Cursor, Interaction, OutboundRequest, OutboxState, RawRef
+from postroom.model import (
+    Cursor,
+    HandoffOutcome,
+    Interaction,
+    OutboundRequest,
+    OutboxState,
+    RawRef,
+)
 from postroom.runner import InlineRunner
 from postroom.store.sql.store import SQLStore
 from postroom.store.sqlite import SQLiteStore
@@ -25,6 +32,8 @@ STAMPS = [
     ("interactions", "stored_at"),
     ("dedupe_keys", "created_at"),
     ("handoffs", "updated_at"),
+    ("handoff_targets", "updated_at"),
+    ("events", "at"),
     ("cursors", "updated_at"),
     ("outbox", "created_at"),
     ("outbox", "updated_at"),
@@ -53,6 +62,7 @@ def test_every_write_is_stamped_by_the_injected_clock(tmp_path: Path) -> None:
     [item] = store.commit_fetched("mb", "1", raw, [Interaction(subject="hi")],
                                   cursor=Cursor("mb", "1")).new  # fmt: skip
     store.mark_handoff(item.id, "done")
+    store.record_handoffs([HandoffOutcome(item.id, "done", {"routing": ("done", None)})])
     out = Interaction(subject="re", message_id="<o@example.org>")
     store.queue_outbound(out, OutboundRequest(to=["a@example.org"], subject="re", text="x"))
     store.claim_outbound(FAKE_NOW + timedelta(days=1))

@@ -61,7 +61,7 @@ def inbound(**fields: Any) -> Interaction:
 
 def write_as_before_0008(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> None:
     """*store* (opened at an older schema) writes interactions with the columns
-    they had before migration 0008, as an older postroom did."""
+    they had before migration 0008 (and no events), as an older postroom did."""
 
     def insert(tx: Any, item: Interaction, raw_id: str | None, now: datetime) -> None:
         tx.execute(
@@ -76,6 +76,8 @@ def write_as_before_0008(store: SQLStore, monkeypatch: pytest.MonkeyPatch) -> No
         )  # fmt: skip
 
     monkeypatch.setattr(store, "_insert_interaction", insert)
+    # nor did it record events (migration 0010)
+    monkeypatch.setattr(interactions_module, "insert_events", lambda tx, at, events: None)
 
 
 # ------------------------------------------------------------------ contract

@@ -359,6 +359,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 def cmd_interactions(args: argparse.Namespace) -> int:
 
     from postroom.cli.output import dumps, table
+    from postroom.handoffs import handoff_detail
     from postroom.views import interaction_json
 
     async def body(kernel: Any) -> int:
@@ -380,11 +381,41 @@ def cmd_interactions(args: argparse.Namespace) -> int:
             for interaction in found:
                 print(dumps(interaction_json(interaction)))
         elif args.action == "show":
-            print(json.dumps(interaction_json(found[0]), indent=2, ensure_ascii=False))
+            data = interaction_json(found[0])
+            if data["handoff_state"] is not None:
+                data["handoff"] = await handoff_detail(kernel.store, found[0].id)
+            print(json.dumps(data, indent=2, ensure_ascii=False))
             if found[0].text:
                 print("\n" + found[0].text)
         else:
             print(table(found))
+        return EXIT_OK
+
+    return _with_kernel(args, body)
+
+
+def cmd_retry_handoff(args: argparse.Namespace) -> int:
+    """Put an interaction's refused and failed hand-off targets back to pending;
+    a running gateway retries them at its next sweep."""
+    from postroom.cli.failures import UsageError
+    from postroom.handoffs import handoff_detail, retry_handoff
+
+    async def body(kernel: Any) -> int:
+        try:
+            again = await retry_handoff(kernel.store, args.id, args.target)
+        except KeyError:
+            raise NotFound(f"no interaction {args.id} with a hand-off") from None
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        detail = await handoff_detail(kernel.store, args.id)
+        if args.json:
+            print(json.dumps({"id": args.id, "retried": again, "handoff": detail}))
+        elif again:
+            print(f"{args.id}: {', '.join(again)} back to pending; a running gateway "
+                  "retries within gateway.handoff-sweep-interval")  # fmt: skip
+        else:
+            state = detail["state"] if detail else "unknown"
+            print(f"{args.id}: no refused or failed target to retry (hand-off {state})")
         return EXIT_OK
 
     return _with_kernel(args, body)
@@ -950,6 +981,18 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
                 help="write the message's raw bytes, exactly as received, to standard output",
             )
         q.set_defaults(func=cmd_interactions)
+    q = isub.add_parser(
+        "retry-handoff",
+        help="retry a refused or failed hand-off",
+        description="Put the interaction's refused and failed hand-off targets (or only "
+        "--target) back to pending, keeping their attempts; a running gateway retries them "
+        "within gateway.handoff-sweep-interval.",
+    )
+    _site_argument(q)
+    q.add_argument("id", help="interaction id")
+    q.add_argument("--target", help="only this target (the plugin's name)")
+    q.add_argument("--json", action="store_true", help="the outcome as one JSON object")
+    q.set_defaults(func=cmd_retry_handoff)
 
     p = sub.add_parser(
         "quarantine",

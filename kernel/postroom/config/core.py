@@ -11,6 +11,7 @@ having been loaded.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from postroom import hookimpl
 from postroom.config.connections import add_shared_connection_options
@@ -469,6 +470,72 @@ def postroom_add_options(schema: OptionSchema) -> None:
         "(`https://postroom.centre.example`), for the links hand-off messages carry "
         "(`raw_url`). Absent: `http://<bind>:<port>` when "
         "`bind` is one address; none when it is a wildcard or the API is off.",
+    )
+    add_handoff_event_options(add)
+
+
+def add_handoff_event_options(add: Any) -> None:
+    """Hand-off sweeping (:mod:`postroom.services.handoff`) and the event stream
+    (``GET /events``, :mod:`postroom.events`)."""
+    add(
+        "handoff-sweep-interval",
+        "duration",
+        section="gateway",
+        default="00:00:30",
+        minimum=0,
+        maximum=HOUR,
+        description="How often a running gateway looks in the store for hand-offs put back "
+        "to pending by `postroom interactions retry-handoff` in another process; 0 turns "
+        "it off (`POST /interactions/{id}/retry-handoff` starts its retry at once anyway).",
+    )
+    ev = "events"
+    add(
+        "keep-count",
+        "int",
+        section=ev,
+        default=100_000,
+        minimum=100,
+        maximum=100_000_000,
+        description="Most events kept for `GET /events` (older ones are deleted; a client "
+        "resuming from a deleted event gets what is left).",
+    )
+    add(
+        "keep-days",
+        "int",
+        section=ev,
+        default=7,
+        minimum=0,
+        maximum=3650,
+        description="Events older than this many days are deleted; 0: kept by count only.",
+    )
+    add(
+        "max-subscribers",
+        "int",
+        section=ev,
+        default=20,
+        minimum=1,
+        maximum=1000,
+        description="Most clients reading `GET /events` at once; one more is answered 503.",
+    )
+    add(
+        "heartbeat",
+        "duration",
+        section=ev,
+        default="00:00:15",
+        minimum=1,
+        maximum=HOUR,
+        description="Quiet time after which `GET /events` sends a comment line, so proxies "
+        "and clients see the stream is alive.",
+    )
+    add(
+        "client-buffer",
+        "int",
+        section=ev,
+        default=1024 * 1024,
+        minimum=4096,
+        maximum=256 * 1024 * 1024,
+        description="Bytes of events held for one client that reads too slowly; past it "
+        "the client is disconnected (it resumes with `Last-Event-ID`).",
     )
 
 

@@ -338,7 +338,31 @@ class Hooks:
         return failures
 
     async def submit(self, interaction: Interaction, ctx: Context) -> None:
+        """Every target in order, stopping at the first failure (a PluginFailure)."""
         await self._call_all("postroom_submit", interaction=interaction, ctx=ctx)
+
+    def submit_targets(self) -> list[str]:
+        """The hand-off targets: the plugins implementing ``postroom_submit``, in order."""
+        return [impl.plugin_name for impl in self._impls("postroom_submit")]
+
+    async def submit_each(
+        self, interaction: Interaction, ctx: Context, only: Collection[str] | None = None
+    ) -> dict[str, Exception | None]:
+        """Hand *interaction* to each target (or those named in *only*: the ones
+        still owed it), one after the other: each target's exception, or None
+        when it took it. Tolerant: a failing target does not stop the others."""
+        outcomes: dict[str, Exception | None] = {}
+        for impl in self._impls("postroom_submit"):
+            if only is not None and impl.plugin_name not in only:
+                continue
+            args = {name: {"interaction": interaction, "ctx": ctx}[name] for name in impl.argnames}
+            try:
+                await resolve(impl.function(**args))
+            except Exception as exc:
+                outcomes[impl.plugin_name] = exc
+            else:
+                outcomes[impl.plugin_name] = None
+        return outcomes
 
     # -- outbound
 

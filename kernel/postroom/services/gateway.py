@@ -21,6 +21,7 @@ from twisted.internet import defer, task
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.python.failure import Failure
 
+from postroom.events import EventService
 from postroom.kernel import Kernel
 from postroom.model import Interaction, OutboundRequest
 from postroom.pipeline.inbound import InboundPipeline
@@ -52,6 +53,8 @@ class Gateway(service.MultiService):
         self.pipeline = InboundPipeline(kernel.hooks, kernel.ctx, kernel.analysis)
         self.handoff = HandoffService(kernel, once=once)
         self.handoff.setServiceParent(self)
+        self.events = EventService(kernel)
+        self.events.setServiceParent(self)
         self.mailboxes: list[MailboxService] = []
         for mailbox in kernel.config.mailboxes if mailboxes else []:
             if not mailbox.get("enabled"):

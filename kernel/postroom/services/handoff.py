@@ -3,17 +3,29 @@
 Two steps, each at least once and each on its own:
 
 * the side effects (``postroom_committed``: a suppression, an exchange counted);
-* the hand-off (``postroom_submit``), and only that.
+* the hand-off (``postroom_submit``), and only that, to each target (each plugin
+  implementing the hook) on its own.
 
 Every committed interaction has a row in the store's hand-off table holding the
 state of each step (``pending`` at first). This service runs both for it; a step
 that fails is marked ``failed`` and tried again with back-off, forever (or, in a
 ``--once`` run, up to ``max-attempts``), while the other goes its own way: a
 routing outage never repeats a side effect, and a failing side effect never holds
-up the hand-off. A side-effect retry calls only the plugins that failed. At start
-the service picks up what an earlier process left unfinished, so a crash after
-the commit only delays it (and may run a step again: both hooks are idempotent by
-contract).
+up the hand-off. A side-effect retry calls only the plugins that failed.
+
+The hand-off has a state per target (``handoff_targets``): a retry calls only
+the targets still owed (not ``done``, not ``refused``), so a failing webhook
+never makes a broker publish again. A target raising
+``HandoffError(permanent=True)`` is marked ``refused`` and not retried until
+someone asks (:meth:`HandoffService.retry_now`, after the store's
+``retry_handoff``); the interaction's overall state is derived from its
+targets' (:func:`~postroom.model.overall_handoff_state`).
+
+At start the service picks up what an earlier process left unfinished, so a
+crash after the commit only delays it (and may run a step again: both hooks are
+idempotent by contract); while it runs it sweeps the store every
+``handoff-sweep-interval`` for hand-offs put back to ``pending`` by a retry
+another process asked for (``postroom interactions retry-handoff``).
 """
 
 from __future__ import annotations
@@ -25,10 +37,12 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from twisted.application import service
+from twisted.internet import task
 from twisted.internet.defer import Deferred, ensureDeferred, gatherResults
 
 from postroom.backoff import Backoff
-from postroom.model import HandoffState, Interaction
+from postroom.errors import HandoffError
+from postroom.model import HandoffOutcome, HandoffState, Interaction, overall_handoff_state
 
 if TYPE_CHECKING:
     from postroom.kernel import Kernel
@@ -43,6 +57,8 @@ _FLUSH = "(recording finished steps)"
 DONE_BATCH = 100
 #: unfinished interactions read at a time when recovering after a restart
 RECOVERY_PAGE = 500
+#: a target in one of these states is owed nothing more
+_SETTLED = frozenset({HandoffState.DONE.value, HandoffState.REFUSED.value})
 
 
 class Step(enum.Enum):
@@ -61,6 +77,10 @@ class _Job:
     attempt: int = 1
     #: side effects: the plugins still owed a successful call (None: every plugin)
     owed: frozenset[str] | None = None
+    #: hand-off: each target's state as far as known (None: read it from the store)
+    known: dict[str, str] | None = None
+    #: hand-off: just committed, so no target has been tried yet
+    fresh: bool = False
 
     @property
     def key(self) -> tuple[Step, str]:
@@ -84,13 +104,21 @@ class HandoffService(service.Service):
         self._idle_waiters: list[Deferred[None]] = []
         #: interactions whose step failed for the last time in a ``--once`` run
         self._failed: dict[Step, set[str]] = {step: set() for step in Step}
-        #: steps done but not yet recorded (written in batches)
+        #: side effects done but not yet recorded (written in batches)
         self._done: dict[Step, list[str]] = {step: [] for step in Step}
+        #: hand-offs done (every target owed took it) but not yet recorded
+        self._handed_off: list[HandoffOutcome] = []
+        #: ids of those, and of those being recorded (a sweep leaves them alone)
+        self._recording: set[str] = set()
+        #: interactions a target refused for good in this run
+        self.refused: set[str] = set()
+        self._sweeper: task.LoopingCall | None = None
 
     @property
     def failed(self) -> set[str]:
-        """Interactions left unfinished by a ``--once`` run (either step)."""
-        return self._failed[Step.SIDE_EFFECTS] | self._failed[Step.HANDOFF]
+        """Interactions left unfinished by a ``--once`` run (either step), or
+        refused for good by a hand-off target."""
+        return self._failed[Step.SIDE_EFFECTS] | self._failed[Step.HANDOFF] | self.refused
 
     def startService(self) -> None:
         super().startService()
@@ -98,9 +126,17 @@ class HandoffService(service.Service):
         d = ensureDeferred(self._recover())
         d.addErrback(lambda f: log.error("after-commit recovery failed: %s", f.getTraceback()))
         d.addBoth(lambda _: self._end(_RECOVERY))
+        interval = float(self.kernel.config.get("gateway", "handoff-sweep-interval"))
+        if not self.once and interval > 0:
+            self._sweeper = task.LoopingCall(self._sweep_now)
+            self._sweeper.clock = self.kernel.clock
+            self._sweeper.start(interval, now=False)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
+        if self._sweeper is not None and self._sweeper.running:
+            self._sweeper.stop()
+        self._sweeper = None
         for timer in self._timers.values():
             if timer.active():
                 timer.cancel()
@@ -112,8 +148,50 @@ class HandoffService(service.Service):
     def submit(self, interactions: list[Interaction]) -> None:
         """Run both steps for newly committed *interactions*."""
         for interaction in interactions:
-            for step in Step:
-                self._start_new(_Job(step, interaction))
+            self._start_new(_Job(Step.SIDE_EFFECTS, interaction))
+            self._start_new(_Job(Step.HANDOFF, interaction, fresh=True))
+        if interactions:
+            self.kernel.events.poke()  # their commit recorded interaction.created
+
+    async def retry_now(self, interaction_id: str) -> bool:
+        """Start the hand-off of *interaction_id* now when the store has it
+        ``pending`` (a retry was asked for) and no attempt is under way: a timer
+        waiting to retry it is cancelled. Whether an attempt was started."""
+        key = (Step.HANDOFF, interaction_id)
+        if not self._may_start(key):
+            return False
+        interaction = await self.kernel.store.get_interaction(interaction_id)
+        if interaction is None or interaction.handoff_state != HandoffState.PENDING.value:
+            return False
+        if not self._may_start(key):  # started while we read
+            return False
+        timer = self._timers.pop(key, None)
+        if timer is not None and timer.active():
+            timer.cancel()
+        self._start(_Job(Step.HANDOFF, interaction))
+        return True
+
+    def _may_start(self, key: tuple[Step, str]) -> bool:
+        return bool(self.running) and key not in self._in_flight and key[1] not in self._recording
+
+    def _sweep_now(self) -> Deferred[None]:
+        d = ensureDeferred(self._sweep())
+        d.addErrback(lambda f: log.error("hand-off sweep failed: %s", f.getErrorMessage()))
+        return d
+
+    async def _sweep(self) -> None:
+        """Start the hand-offs the store has ``pending`` that this process is not
+        working on: retries asked for by another process (the CLI)."""
+        if _RECOVERY in self._in_flight:
+            return  # recovery is starting them a page at a time
+        after: str | None = None
+        while self.running:
+            ids = await self.kernel.store.pending_handoff_ids(RECOVERY_PAGE, after=after)
+            for interaction_id in ids:
+                await self.retry_now(interaction_id)
+            if len(ids) < RECOVERY_PAGE:
+                return
+            after = ids[-1]
 
     def _start_new(self, job: _Job) -> None:
         if job.key in self._in_flight or job.key in self._timers:
@@ -136,7 +214,7 @@ class HandoffService(service.Service):
             page = await unfinished(RECOVERY_PAGE, after=after)
             if not page:
                 return
-            jobs = [_Job(step, interaction) for interaction in page]
+            jobs = [_Job(step, interaction) for interaction in page]  # targets from the store
             for job in jobs:
                 self._start_new(job)
             after = page[-1].id
@@ -167,16 +245,21 @@ class HandoffService(service.Service):
         self._check_idle()
 
     async def _attempt(self, job: _Job) -> None:
-        error = await (
-            self._side_effects(job) if job.step is Step.SIDE_EFFECTS else self._hand_off(job)
-        )
+        if job.step is Step.SIDE_EFFECTS:
+            error = await self._side_effects(job)
+            if error is None:
+                self._done[job.step].append(job.interaction.id)
+        else:
+            error = await self._hand_off(job)
         if error is None:
             self._failed[job.step].discard(job.interaction.id)
-            self._done[job.step].append(job.interaction.id)
-            if sum(map(len, self._done.values())) >= DONE_BATCH:
+            if self._unrecorded() >= DONE_BATCH:
                 await self._flush_done()
             return
-        self._retry_later(job, error)
+        self._retry_later(job, error, logged=job.step is Step.HANDOFF)
+
+    def _unrecorded(self) -> int:
+        return len(self._handed_off) + sum(map(len, self._done.values()))
 
     async def _side_effects(self, job: _Job) -> str | None:
         """Run the plugins still owed; the error of those that failed, or None."""
@@ -190,17 +273,65 @@ class HandoffService(service.Service):
         return error
 
     async def _hand_off(self, job: _Job) -> str | None:
+        """Hand the interaction to the targets still owed it. All took it: the
+        outcome joins the batch of successes. Otherwise it is recorded at once,
+        each failure logged and counted; the error to retry on, or None when
+        nothing is left to retry (the rest refused it for good)."""
         kernel = self.kernel
-        try:
-            await kernel.hooks.submit(job.interaction, kernel.ctx)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
+        interaction = job.interaction
+        targets = kernel.hooks.submit_targets()
+        if job.known is None:
+            job.known = {}
+            if not job.fresh:
+                for row in await kernel.store.handoff_targets(interaction.id):
+                    job.known[row.target] = row.state
+        owed = [target for target in targets if job.known.get(target) not in _SETTLED]
+        outcomes = {}
+        if owed:
+            outcomes = await kernel.hooks.submit_each(interaction, kernel.ctx, only=owed)
+        results: dict[str, tuple[str, str | None]] = {}
+        for target, exc in outcomes.items():
+            if exc is None:
+                results[target] = (HandoffState.DONE.value, None)
+            elif isinstance(exc, HandoffError):
+                state = HandoffState.REFUSED if exc.permanent else HandoffState.FAILED
+                results[target] = (state.value, str(exc) or type(exc).__name__)
+            else:
+                results[target] = (HandoffState.FAILED.value, f"{type(exc).__name__}: {exc}")
+        job.known.update((target, state) for target, (state, _error) in results.items())
+        overall = overall_handoff_state(
+            job.known.get(target, HandoffState.PENDING.value) for target in targets
+        )
+        outcome = HandoffOutcome(interaction.id, overall, results)
+        if overall == HandoffState.DONE.value:
+            self.refused.discard(interaction.id)  # a retry asked for went through
+            self._handed_off.append(outcome)
+            self._recording.add(interaction.id)
+            return None
+        failures = []
+        for target, (outcome_state, error) in results.items():
+            if outcome_state == HandoffState.DONE.value:
+                continue
+            kernel.metrics.handoff_target_failures.labels(target, outcome_state).inc()
+            if outcome_state == HandoffState.REFUSED.value:
+                log.error("hand-off of %s refused for good by %s: %s", interaction.id, target,
+                          error)  # fmt: skip
+            else:
+                failures.append(f"{target}: {error}")
+                log.warning("hand-off of %s to %s failed (attempt %d): %s", interaction.id,
+                            target, job.attempt, error)  # fmt: skip
+        if failures:
             kernel.metrics.handoff_failures.inc()
-            await kernel.store.mark_handoff(job.interaction.id, HandoffState.FAILED.value, error)
-            return error
-        return None
+        await kernel.store.record_handoffs([outcome])
+        kernel.events.poke()
+        if overall == HandoffState.REFUSED.value:
+            self.refused.add(interaction.id)
+            self._failed[Step.HANDOFF].discard(interaction.id)
+            return None
+        return "; ".join(failures) or f"hand-off {overall}"
 
-    def _retry_later(self, job: _Job, error: str) -> None:
+    def _retry_later(self, job: _Job, error: str, *, logged: bool = False) -> None:
+        """Try *job* again after back-off; *logged*: each failure was logged already."""
         what = f"{job.step.value} of {job.interaction.id}"
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
         if self.once and job.attempt >= max_attempts:
@@ -210,9 +341,12 @@ class HandoffService(service.Service):
         if not self.running and not self.once:
             return
         delay = self.backoff.delay(job.attempt)
-        log.warning(
-            "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error
-        )
+        if logged:
+            log.info("%s retried in %.0fs", what, delay)
+        else:
+            log.warning(
+                "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error
+            )
         job.attempt += 1
         self._timers[job.key] = self.kernel.clock.callLater(delay, self._start, job)
 
@@ -220,18 +354,21 @@ class HandoffService(service.Service):
 
     async def _flush_done(self) -> None:
         """Record the successes gathered so far in one transaction."""
-        handed_off, self._done[Step.HANDOFF] = self._done[Step.HANDOFF], []
+        handed_off, self._handed_off = self._handed_off, []
         effects, self._done[Step.SIDE_EFFECTS] = self._done[Step.SIDE_EFFECTS], []
         if handed_off or effects:
             try:
-                await self.kernel.store.mark_handoffs_done(handed_off, after_commit=effects)
+                await self.kernel.store.record_handoffs(handed_off, after_commit=effects)
             except Exception:
                 # Not recorded: they stay pending and run again after a restart
                 # (both hooks are idempotent by contract).
                 log.exception("recording %d finished steps failed", len(handed_off) + len(effects))
+            finally:
+                self._recording.difference_update(o.interaction_id for o in handed_off)
+            self.kernel.events.poke()
 
     def _check_idle(self) -> None:
-        if any(self._done.values()) and _FLUSH not in self._in_flight:
+        if self._unrecorded() and _FLUSH not in self._in_flight:
             # Falling idle: record the successes before anyone waits on us.
             self._in_flight.add(_FLUSH)
             d = ensureDeferred(self._flush_done())

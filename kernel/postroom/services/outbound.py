@@ -47,6 +47,7 @@ from postroom.identity import MailboxIdentity, default_from, outbound_mailbox, s
 from postroom.loginpolicy import AUTH_FAILED, CONNECTED, NEEDS_REAUTHORISATION, LoginPolicy
 from postroom.metrics import SMTP_CLIENT
 from postroom.model import (
+    EventType,
     Interaction,
     InteractionType,
     OutboundRequest,
@@ -283,6 +284,7 @@ class OutboundService(service.Service):
                 self._ok = False
                 log.error("outbound %s failed for good: %s", entry.id, error)
                 await self.pipeline.record_failed(entry, error)
+                await self.kernel.events.emit(EventType.SEND_FAILED, entry.id, reason=error)
             else:
                 retry_at = self._now() + timedelta(seconds=self.backoff.delay(attempts))
                 await self.kernel.store.mark_outbound(
@@ -301,6 +303,7 @@ class OutboundService(service.Service):
         else:
             self._logged_in()
         await self.pipeline.record_sent(entry, result)
+        await self.kernel.events.emit(EventType.SENT, entry.id)
 
     def _account_policy(self, entry: OutboxEntry) -> LoginPolicy | None:
         """The login policy of the mailbox account *entry* is sent through, or None
@@ -545,6 +548,7 @@ async def queue_send(
     """
     prepared = await prepare_send(kernel, request, forbidden)
     await kernel.store.queue_outbound(prepared.interaction, prepared.request)
+    await kernel.events.emit(EventType.CREATED, prepared.interaction.id)
     return prepared.interaction
 
 

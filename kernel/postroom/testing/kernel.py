@@ -39,6 +39,7 @@ from postroom.kernel import Kernel
 from postroom.model import (
     Envelope,
     FetchedMessage,
+    HandoffTarget,
     Interaction,
     OutboundRequest,
     OutboxEntry,
@@ -513,9 +514,15 @@ class TestKernel:
         return found
 
     def handoff_state(self, interaction_id: str) -> str | None:
-        """``pending``, ``done`` or ``failed``; None for an unknown interaction."""
+        """``pending``, ``done``, ``failed`` or ``refused`` (overall); None for an
+        unknown interaction."""
         status = result_of(self.kernel.store.handoff_status(interaction_id))
         return None if status is None else str(status[0])
+
+    def handoff_targets(self, interaction_id: str) -> dict[str, HandoffTarget]:
+        """Each hand-off target's state of the interaction, by target (plugin) name."""
+        rows: list[HandoffTarget] = result_of(self.kernel.store.handoff_targets(interaction_id))
+        return {row.target: row for row in rows}
 
     def outbox(self, state: str | None = None) -> list[OutboxEntry]:
         """Outbox entries (in *state*), oldest first."""

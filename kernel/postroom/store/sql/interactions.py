@@ -26,6 +26,7 @@ from postroom.model import (
     Attachment,
     CommitResult,
     Cursor,
+    EventType,
     HandoffState,
     Interaction,
     RawRef,
@@ -33,6 +34,7 @@ from postroom.model import (
 from postroom.safe_names import unique_safe_names
 from postroom.store.errors import FencingError, StoreError
 from postroom.store.sql.core import Writable
+from postroom.store.sql.events import insert_events
 from postroom.store.sql.raw import RawRecords
 from postroom.store.sql.tx import Row, Tx
 from postroom.store.sql.values import known_fields, to_json
@@ -263,6 +265,7 @@ class InteractionRecords(RawRecords):
                         "VALUES (?, ?, ?)",
                         (key, stored.id, self._dt_param(now)),
                     )
+            insert_events(tx, now, [(EventType.CREATED.value, s.id, None, None) for s, _k in new])
             copies = [stored for stored, _keys in new if stored.copy_key is not None]
             if copies:
                 tx.execute(
