@@ -3,8 +3,12 @@
 * ``postroom_add_options`` / ``postroom_configure``: the ``webhook`` section
   (:mod:`postroom_webhook.options`); a mistake stops start-up.
 * ``postroom_startup``: the kernel's HTTP client for this kernel (its
-  reactor, its clock, verified TLS, the site's proxy, the timeout),
-  persistent connections; ``postroom_shutdown`` closes them.
+  reactor, its clock, verified TLS, the site's proxy, the timeout); one
+  connection per delivery: a kept connection that the receiver closed while
+  idle (HTTP/1.0 servers close after each answer) would fail the next POST,
+  which HTTP clients rightly do not resend by themselves, and hand-offs are
+  few enough that a TLS handshake each costs nothing that matters.
+  ``postroom_shutdown`` forgets the kernel.
 * ``postroom_submit``: POST ``handoff_json`` as compact JSON with the
   Standard Webhooks headers (:mod:`postroom_webhook.signing`); the answer
   decides (:mod:`postroom_webhook.answer`): a 2xx is done, anything else a
@@ -121,7 +125,6 @@ class WebhookPlugin:
             proxy=proxy,
             ca_file=settings.ca_file,
             timeout=settings.timeout,
-            persistent=True,
         )
         slots = DeferredSemaphore(settings.max_connections)
         self.targets[id(kernel.config)] = Target(kernel.config, settings, client, slots)
@@ -130,12 +133,7 @@ class WebhookPlugin:
 
     @hookimpl
     def postroom_shutdown(self, kernel: Any) -> None:
-        target = self.targets.pop(id(kernel.config), None)
-        if target is None:
-            return
-        # idle kept connections only: nothing waits on them, so shutdown does not either
-        closing = target.client.close()
-        closing.addErrback(lambda f: log.warning("webhook: closing connections: %s", f.value))
+        self.targets.pop(id(kernel.config), None)
 
     @hookimpl
     async def postroom_submit(self, interaction: Interaction, ctx: Context) -> None:
