@@ -84,3 +84,9 @@ def test_the_example_receiver_refuses_another_secret_for_good(
     assert state == "failed" and error is not None
     assert "HTTP 401 Unauthorized (refused for good): no valid signature" in error
     assert list(example.out.iterdir()) == []
+
+
+def test_the_verification_docs_integration_md_shows_is_the_examples() -> None:
+    page = (ROOT / "docs" / "integration.md").read_text(encoding="utf-8")
+    shown = page.split("def verify(", 1)[1].split("```", 1)[0]
+    assert "def verify(" + shown in EXAMPLE.read_text(encoding="utf-8")
