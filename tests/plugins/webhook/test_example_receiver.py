@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import os
-import select
+import queue
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -33,15 +34,23 @@ class Example:
             env={**os.environ, "POSTROOM_WEBHOOK_SECRET": secret},
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
+        self.lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
         first = self.line()
         assert first.startswith("listening on https://"), first
         self.url = first.removeprefix("listening on ").strip() + "/postroom"
 
-    def line(self) -> str:
+    def _read(self) -> None:
         assert self.process.stdout is not None
-        ready, _, _ = select.select([self.process.stdout], [], [], PATIENCE)
-        assert ready, "the example printed nothing"
-        return self.process.stdout.readline()
+        for line in self.process.stdout:
+            self.lines.put(line)
+
+    def line(self) -> str:
+        """Its next line of output, waited for up to PATIENCE."""
+        try:
+            return self.lines.get(timeout=PATIENCE)
+        except queue.Empty:
+            raise AssertionError("the example printed nothing more") from None
 
     def close(self) -> str:
         self.process.terminate()
@@ -84,6 +93,31 @@ def test_the_example_receiver_refuses_another_secret_for_good(
     assert state == "failed" and error is not None
     assert "HTTP 401 Unauthorized (refused for good): no valid signature" in error
     assert list(example.out.iterdir()) == []
+
+
+def test_a_gateway_run_hands_every_interaction_to_the_example(
+    example: Example, tls: TestCA, secret: str, quickstart: Path
+) -> None:
+    """The production wiring: ``postroom run --once`` (the global reactor, the
+    gateway's hand-off service) over the quickstart's mail."""
+    site = quickstart.read_text() + (
+        f"webhook:\n  url: {example.url}\n  secret: ${{WEBHOOK_SECRET}}\n"
+        f"  ca-file: {tls.ca_file}\n"
+    )
+    quickstart.write_text(site)
+    postroom = str(Path(sys.executable).with_name("postroom"))
+    env = {**os.environ, "WEBHOOK_SECRET": secret}
+    done = subprocess.run([postroom, "run", "-c", str(quickstart), "--once"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    command = [postroom, "interactions", "list", "-c", str(quickstart), "--json"]
+    listed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120,
+                            check=True)  # fmt: skip
+    ids = {json.loads(line)["id"] for line in listed.stdout.splitlines()}
+    assert len(ids) >= 3
+    assert {p.stem for p in example.out.iterdir()} == ids
+    took = {example.line().split()[1] for _ in ids}
+    assert took == ids
 
 
 def test_the_verification_docs_integration_md_shows_is_the_examples() -> None:
