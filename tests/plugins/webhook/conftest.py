@@ -61,11 +61,11 @@ def make_kernel(net: Net, tls: TestCA, secret: str) -> Iterator[MakeKernel]:
     """TestKernels with the webhook plugin on *net*, trusting the test CA."""
     made: list[TestKernel] = []
 
-    def make(url: str, **webhook: Any) -> TestKernel:
+    def make(url: str, *, sections: dict[str, Any] | None = None, **webhook: Any) -> TestKernel:
         options: dict[str, Any] = {"url": url, "secret": secret, "ca-file": str(tls.ca_file)}
         options.update({k.replace("_", "-"): v for k, v in webhook.items()})
         options = {k: v for k, v in options.items() if v is not None}
-        site = {"webhook": options}
+        site = {**(sections or {}), "webhook": options}
         kernel = TestKernel(["webhook"], site, clock=now_clock(), reactor=net.reactor)
         made.append(kernel)
         return kernel

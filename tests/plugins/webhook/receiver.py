@@ -84,6 +84,8 @@ class Received:
     #: what ``standardwebhooks`` said: None when verified, else its error
     refusal: str | None
     payload: Any = None
+    #: the address the request came from (a proxy connects from its own)
+    peer: str = ""
 
     @property
     def verified(self) -> bool:
@@ -164,7 +166,8 @@ class Receiver(resource.Resource):
             payload, refusal = self.webhook.verify(body, headers), None
         except WebhookVerificationError as exc:
             payload, refusal = None, str(exc)
-        self.received.append(Received(body, headers, refusal, payload))
+        peer = getattr(request.getClientAddress(), "host", "")
+        self.received.append(Received(body, headers, refusal, payload, peer))
         answer = self.answers.pop(0) if self.answers else Answer()
         if answer.hang:
             self.hanging.append(request)
