@@ -89,8 +89,8 @@ class Target:
                 truncate=True,
             )
         except HTTPUnavailable as exc:
-            # names the host (or proxy) and the reason, never a header or the body
-            raise HandoffError(f"webhook {settings.where}: {exc} (will retry)") from None
+            # it names the host (or the proxy) and the reason, never a header or the body
+            raise HandoffError(f"webhook: {exc} (will retry)") from None
         macs = [s.partition(",")[2] for s in signed[SIGNATURE_HEADER].split(" ")]
         hidden = (*settings.hidden, *macs)
         error = outcome(response, settings.where, hidden)

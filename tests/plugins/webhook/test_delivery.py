@@ -183,7 +183,8 @@ def test_a_receiver_that_never_answers_times_out_on_the_clock(
     [interaction] = result_of(d)
     state, _, error = status(kernel, interaction.id)
     assert state == "failed" and error is not None
-    assert "no complete answer within 10 s (will retry)" in error
+    where = f"127.0.0.1:{receiver.port.getHost().port}"
+    assert f"webhook: {where}: no complete answer within 10 s (will retry)" in error
 
 
 def test_a_certificate_of_another_ca_is_refused(
