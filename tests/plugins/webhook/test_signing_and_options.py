@@ -100,6 +100,16 @@ def test_without_a_url_the_plugin_hands_nothing_off_and_fails_nothing() -> None:
         assert plugin.targets == {}
 
 
+def test_each_kernel_has_its_own_receiver_until_it_closes() -> None:
+    one = TestKernel(["webhook"], site(url="https://one.example/hook", secret=new_secret()))
+    two = TestKernel(["webhook"], site(url="https://two.example:8443/h", secret=new_secret()))
+    assert plugin.targets[id(one.config)].settings.where == "https://one.example"
+    assert plugin.targets[id(two.config)].settings.where == "https://two.example:8443"
+    one.close()
+    two.close()
+    assert plugin.targets == {}
+
+
 def answer(status: int, body: bytes = b"", truncated: bool = False) -> HTTPResponse:
     return HTTPResponse(status, {}, body, len(body), truncated)
 
