@@ -2,7 +2,7 @@
 
 ``python -m tests.net.http_client '<json>'`` with ``url``, optional
 ``method``, ``headers``, ``body`` (text), ``proxy`` (ProxySettings fields),
-``ca_file``, ``timeout``, ``max_body``, ``sink`` (a file path: the body is
+``ca_file``, ``timeout``, ``max_body``, ``truncate``, ``sink`` (a file path: the body is
 streamed there), ``persistent`` and ``repeat`` (the request made that many
 times: ``bodies`` lists every answer's body). Prints one JSON object:
 ``{"ok": true, "status", "headers", "body", "size", "bodies"}`` or
@@ -39,8 +39,9 @@ async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
                 body=body.encode() if body is not None else None,
                 sink=sink,
                 max_body=spec.get("max_body", 1024 * 1024),
+                truncate=spec.get("truncate", False),
             )
-            bodies.append(answer.body.decode("utf-8", "replace"))
+            bodies.append(answer.body.decode("latin-1"))
     except Exception as exc:
         return {"ok": False, "error": type(exc).__name__, "message": str(exc)}
     finally:
@@ -51,8 +52,9 @@ async def attempt(reactor: Any, spec: dict[str, Any]) -> dict[str, Any]:
         "ok": True,
         "status": answer.status,
         "headers": dict(answer.headers),
-        "body": answer.body.decode("utf-8", "replace"),
+        "body": answer.body.decode("latin-1"),
         "size": answer.size,
+        "truncated": answer.truncated,
         "bodies": bodies,
     }
 

@@ -153,6 +153,19 @@ def test_an_answer_over_the_cap_is_refused(server: HTTPSServer, tls: TestCA) -> 
     assert "answer longer than 100000 bytes" in result["message"]
 
 
+def test_an_answer_over_the_cap_can_be_cut_instead(server: HTTPSServer, tls: TestCA) -> None:
+    # 5 MiB answered: only the first 100000 bytes are kept, the status with them
+    result = request(url=server.url(f"/big?n={BIG}"), ca_file=str(tls.ca_file), max_body=100000,
+                     truncate=True)  # fmt: skip
+    assert result["ok"] and result["status"] == 200 and result["truncated"]
+    assert len(result["body"].encode("latin-1")) == 100000
+    # the rest was not read: what arrived is the cap and at most a few socket reads more
+    assert 100000 < result["size"] < BIG
+    whole = request(url=server.url("/big?n=1000"), ca_file=str(tls.ca_file), max_body=1000,
+                    truncate=True)  # fmt: skip
+    assert whole["ok"] and not whole["truncated"] and whole["size"] == 1000
+
+
 def test_the_certificate_is_verified(server: HTTPSServer) -> None:
     result = request(url=server.url("/peer"))  # the system's CAs do not know the test CA
     assert result["error"] == "HTTPUnavailable"

@@ -17,7 +17,8 @@ same four things, so they share :class:`HTTPClient`:
   included, so a server that stops talking cannot hang a mailbox;
 * **a cap** on an answer kept in memory; a large body (a message's MIME) is
   streamed into a *sink* (e.g. a :class:`~postroom.sources.spool.SpoolFile`)
-  instead.
+  instead, or, with ``truncate``, only its beginning is read (a webhook's
+  answer matters for its status, not its body).
 
 A request that got no answer fails with :class:`HTTPUnavailable` (a
 :class:`~postroom.errors.ConnectionDown`) naming the host or the proxy and
@@ -27,9 +28,9 @@ is returned for the caller to read.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
-from io import BytesIO
 from typing import Any
 from typing import Protocol as TypingProtocol
 from urllib.parse import urlsplit
@@ -39,10 +40,10 @@ from twisted.internet import defer
 from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
 from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, ResponseDone
+from twisted.web.client import Agent, HTTPConnectionPool, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory
+from twisted.web.iweb import IAgentEndpointFactory, IBodyProducer
 from zope.interface import implementer
 
 from postroom.errors import ConnectionDown
@@ -50,6 +51,8 @@ from postroom.net.errors import describe_connection_error
 from postroom.net.proxy import ProxyError, ProxySettings, proxied_endpoint
 from postroom.net.tls import twisted_client_tls
 
+#: whether this Twisted's TLS wrapper takes the reactor whose timers it uses
+_TLS_TAKES_CLOCK = "clock" in inspect.signature(wrapClientTLS).parameters
 #: the most an answer kept in memory may hold
 MAX_BODY = 1024 * 1024
 #: seconds for one request, connection and answer together
@@ -77,12 +80,14 @@ class Sink(TypingProtocol):
 class HTTPResponse:
     """An answer: status, headers (names in lower case, the last value of
     each) and the body (``b""`` when it was streamed into a sink; ``size``
-    counts it either way)."""
+    counts it either way). ``truncated``: the body is only the first
+    ``max_body`` bytes of a longer one (``request(truncate=True)``)."""
 
     status: int
     headers: Mapping[str, str] = attrs.field(factory=dict)
     body: bytes = attrs.field(default=b"", repr=False)
     size: int = 0
+    truncated: bool = False
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
@@ -97,12 +102,20 @@ def https_host(url: str) -> str:
 
 
 class _Receive(Protocol):
-    """Takes a body into memory (up to a cap) or into a sink."""
+    """Takes a body into memory (up to a cap) or into a sink; with *truncate*,
+    a body over the cap ends at the cap (the rest is not read)."""
 
-    def __init__(self, done: defer.Deferred[tuple[bytes, int]], cap: int, sink: Any) -> None:
+    def __init__(
+        self,
+        done: defer.Deferred[tuple[bytes, int, bool]],
+        cap: int,
+        sink: Any,
+        truncate: bool = False,
+    ) -> None:
         self.done = done
         self.cap = cap
         self.sink = sink
+        self.truncate = truncate
         self.parts: list[bytes] = []
         self.size = 0
 
@@ -114,22 +127,56 @@ class _Receive(Protocol):
             if self.sink is not None:
                 self.sink.write(data)
                 return
+            if self.size > self.cap and self.truncate:
+                self.parts.append(data[: len(data) - (self.size - self.cap)])
+                self.done.callback((b"".join(self.parts), self.size, True))
+                self._stop()
+                return
             if self.size > self.cap:
                 raise ValueError(f"answer longer than {self.cap} bytes")
         except Exception as exc:  # the sink refused (full disk, over its limit), or too long
             self.done.errback(exc)
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]
+            self._stop()
             return
         self.parts.append(data)
+
+    def _stop(self) -> None:
+        """Read no more: the connection is dropped (never reused)."""
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         if self.done.called or reason is None:
             return
         if reason.check(ResponseDone) or reason.check(PotentialDataLoss):
-            self.done.callback((b"".join(self.parts), self.size))
+            self.done.callback((b"".join(self.parts), self.size, False))
         else:
             self.done.errback(reason)
+
+
+@implementer(IBodyProducer)
+class _Body:
+    """A request body already in memory, written at once. Twisted's
+    ``FileBodyProducer`` would feed it through the *global* reactor's
+    cooperator, which a client on another reactor (an embedding
+    application's, a test's) never runs."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.length = len(data)
+
+    def startProducing(self, consumer: Any) -> defer.Deferred[None]:
+        consumer.write(self.data)
+        return defer.succeed(None)
+
+    def pauseProducing(self) -> None:
+        """Nothing left to pause: the body was written at once."""
+
+    def resumeProducing(self) -> None:
+        """Nothing left to resume."""
+
+    def stopProducing(self) -> None:
+        """Nothing left to stop."""
 
 
 @implementer(IAgentEndpointFactory)
@@ -160,7 +207,12 @@ class _Endpoints:
             )
         else:
             inner = HostnameEndpoint(self.reactor, host.encode("idna"), port, timeout=self.timeout)
-        return wrapClientTLS(twisted_client_tls(host, self.ca_file), inner)
+        creator = twisted_client_tls(host, self.ca_file)
+        if _TLS_TAKES_CLOCK:
+            # TLS batches small writes on a timer: on this reactor, not the global
+            # one (which an embedding application's or a test's reactor is not)
+            return wrapClientTLS(creator, inner, clock=self.reactor)
+        return wrapClientTLS(creator, inner)
 
 
 class HTTPClient:
@@ -223,19 +275,23 @@ class HTTPClient:
         max_body: int = MAX_BODY,
         ca_file: str | os.PathLike[str] | None = None,
         timeout: float | None = None,
+        truncate: bool = False,
     ) -> defer.Deferred[HTTPResponse]:
         """*method* *url* (https only) with *headers* and *body*.
 
         The answer's body is kept (up to *max_body* bytes) or, with a *sink*,
-        written into it as it arrives. *ca_file* replaces the client's for
-        this request; *timeout* its deadline. Fails with
+        written into it as it arrives. A longer body fails the request, or,
+        with *truncate*, is cut at *max_body* bytes (``truncated``; the rest
+        is not read and the connection is dropped). *ca_file* replaces the
+        client's for this request; *timeout* its deadline. Fails with
         :class:`HTTPUnavailable` when no usable answer came, with ValueError
         for a URL that is not ``https://``."""
         where = https_host(url)
         deadline = timeout if timeout is not None else self.timeout
         return defer.ensureDeferred(
             self._request(
-                method, url, where, headers or {}, body, sink, max_body, ca_file, deadline
+                method, url, where, headers or {}, body, sink, max_body, ca_file, deadline,
+                truncate,
             )
         )
 
@@ -250,13 +306,14 @@ class HTTPClient:
         max_body: int,
         ca_file: Any,
         timeout: float,
+        truncate: bool = False,
     ) -> HTTPResponse:
         raw = Headers({b"User-Agent": [USER_AGENT.encode()]})
         for name, value in headers.items():
             raw.setRawHeaders(name.encode("ascii"), [value.encode("latin-1")])
         trust = os.fspath(ca_file) if ca_file else self.ca_file
         agent = self._agent(trust, timeout)
-        producer = FileBodyProducer(BytesIO(body)) if body is not None else None
+        producer = _Body(body) if body is not None else None
         self.requests += 1
         pending = agent.request(method.encode("ascii"), url.encode("ascii"), raw, producer)
         timed_out = False
@@ -268,19 +325,19 @@ class HTTPClient:
             if receiving is not None and not receiving.called:
                 receiving.cancel()
 
-        receiving: defer.Deferred[tuple[bytes, int]] | None = None
+        receiving: defer.Deferred[tuple[bytes, int, bool]] | None = None
         call = self.clock.callLater(timeout, expire)
         try:
             response = await pending
             receiving = defer.Deferred()
-            response.deliverBody(_Receive(receiving, max_body, sink))
-            data, size = await receiving
+            response.deliverBody(_Receive(receiving, max_body, sink, truncate))
+            data, size, truncated = await receiving
             answer_headers = {
                 name.decode("latin-1").lower(): values[-1].decode("latin-1")
                 for name, values in response.headers.getAllRawHeaders()
                 if values
             }
-            return HTTPResponse(int(response.code), answer_headers, data, size)
+            return HTTPResponse(int(response.code), answer_headers, data, size, truncated)
         except Exception as exc:
             if timed_out:
                 reason = f"no complete answer within {timeout:g} s"

@@ -159,7 +159,12 @@ class TestKernel:
     a :class:`FakeSender`, :attr:`sender`). OAuth auth drivers send token
     requests with *token_http* (default: the kernel's ``TokenHTTP``, which
     needs a running reactor: give a :class:`BlockingTokenHTTP`);
-    :meth:`authenticator` builds a mailbox's auth driver.
+    :meth:`authenticator` builds a mailbox's auth driver. *reactor* is the
+    kernel's reactor (``kernel.reactor``: what plugins open network
+    connections with, e.g. a hand-off target's HTTPS client); by default the
+    clock, which connects nowhere. A test giving a real one (a private
+    ``SelectReactor``) drives it itself and uses :meth:`ingest_deferred`;
+    time stays the clock's.
 
     Use it as a context manager, or call :meth:`close`: the store is opened
     and the ``postroom_startup`` hooks run when it is built.
@@ -177,6 +182,7 @@ class TestKernel:
         store: Mapping[str, Any] | None = None,
         base_dir: str | os.PathLike[str] | None = None,
         token_http: Any = None,
+        reactor: Any = None,
     ) -> None:
         installed, in_process = _split_plugins(plugins)
         self.clock: task.Clock = clock if clock is not None else task.Clock()
@@ -189,7 +195,7 @@ class TestKernel:
             #: the :class:`~postroom.api.Kernel` under test
             self.kernel = Kernel(
                 document,
-                reactor=self.clock,
+                reactor=reactor if reactor is not None else self.clock,
                 clock=self.clock,
                 runner=InlineRunner(),
                 plugins=in_process,
