@@ -37,6 +37,7 @@ test: venv
 	POSTROOM_TEST_PG="$$(contrib/scripts/pg-test-server)" && export POSTROOM_TEST_PG && \
 	  mail_env="$$(contrib/scripts/mail-test-servers start)" && eval "$$mail_env" && \
 	  proxy_env="$$(contrib/scripts/proxy-test-servers start)" && eval "$$proxy_env" && \
+	  ldap_env="$$(contrib/scripts/ldap-test-server start)" && eval "$$ldap_env" && \
 	  $(BIN)/python -m pytest -q
 	$(MAKE) lint
 

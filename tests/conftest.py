@@ -51,8 +51,8 @@ def quickstart(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the mail servers or the proxies carry the ``servers`` marker, so
-    ``make test-unit`` can leave them out (``-m "not servers"``)."""
+    """Tests that use the mail servers, the proxies or slapd carry the ``servers``
+    marker, so ``make test-unit`` can leave them out (``-m "not servers"``)."""
     for item in items:
-        if {"mail_servers", "proxy_servers"} & set(getattr(item, "fixturenames", ())):
+        if {"mail_servers", "proxy_servers", "ldap_server"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.servers)
