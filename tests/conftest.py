@@ -54,5 +54,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Tests that use the mail servers, the proxies or slapd carry the ``servers``
     marker, so ``make test-unit`` can leave them out (``-m "not servers"``)."""
     for item in items:
-        if {"mail_servers", "proxy_servers", "ldap_server"} & set(getattr(item, "fixturenames", ())):
+        used = set(getattr(item, "fixturenames", ()))
+        if {"mail_servers", "proxy_servers", "ldap_server"} & used:
             item.add_marker(pytest.mark.servers)

@@ -32,7 +32,7 @@ class ContactCache:
 
         self._entries: TLRUCache[str, Any] = TLRUCache(maxsize=size, ttu=expires, timer=now)
 
-    def get(self, address: str) -> Contact | None | object:
+    def get(self, address: str) -> Contact | object | None:
         """The contact, None (known to be unknown) or :data:`MISS`."""
         found = self._entries.get(address, MISS)
         return None if found == _UNKNOWN else found

@@ -114,7 +114,7 @@ class Directory:
         self.in_flight += 1
         answer: Deferred[Contact | None] = Deferred()
 
-        def thread_done(result: Contact | None | Failure) -> None:
+        def thread_done(result: Contact | Failure | None) -> None:
             self.in_flight -= 1
             if not answer.called:  # else given up (timed out): the answer is dropped
                 answer.callback(result)  # a Failure errbacks

@@ -162,7 +162,8 @@ def test_a_stopped_directory_delays_nothing_and_the_lookup_is_made_later(
                 data = pending(kernel, interaction.id)
                 assert "ContactId" not in data and PENDING_KEY in data
                 assert kernel.handoff_state(interaction.id) == "done"  # went with what was known
-                state, _attempts, error = result_of(kernel.store.after_commit_status(interaction.id))
+                status = result_of(kernel.store.after_commit_status(interaction.id))
+                state, error = status[0], status[2]
                 assert state == "failed" and "is down" in error
             # the gateway's hand-off service retries the owed side effects
             service = HandoffService(kernel.kernel, backoff=Backoff(60.0, 60.0, jitter=0.0))
