@@ -12,6 +12,8 @@
   (``ctx.store.update_attached_data``) and loses ``ldap.LookupPending``.
 * ``postroom_field_values``: the ``Contact`` group (``ContactId`` and each
   mapped name) of the request's first To recipient, for templates.
+* ``postroom_register_commands``: ``postroom ldap-lookup -c SITE ADDRESS``, the
+  directory's connection check (:mod:`postroom_ldap.command`).
 
 State (cache, circuit) is per kernel: the plugin object is shared by every
 kernel of the process, so it keeps one :class:`Directory` per site
@@ -32,9 +34,11 @@ from postroom.api import (
     OptionSchema,
     OutboundRequest,
     ParsedMessage,
+    PluginCommands,
     hookimpl,
 )
 from postroom_ldap import settings as settings_module
+from postroom_ldap.command import add_command
 from postroom_ldap.contacts import FIELD_GROUP, PENDING_KEY, Contact
 from postroom_ldap.directory import Directory, DirectoryUnavailable
 
@@ -83,6 +87,10 @@ class LdapContacts:
     @hookimpl
     def postroom_shutdown(self, kernel: Any) -> None:
         self._sites.pop(id(kernel.config), None)
+
+    @hookimpl
+    def postroom_register_commands(self, commands: PluginCommands) -> None:
+        add_command(commands, self.directory)
 
     # -- inbound
 
