@@ -82,12 +82,14 @@ class Directory:
             raise DirectoryUnavailable(self._down())
         try:
             contact = await self._ask(key)
-        except (LookupFailed, TimeoutError) as exc:
-            reason = (
-                f"no answer within {self.settings.timeout:g}s"
-                if isinstance(exc, TimeoutError)
-                else str(exc)
-            )
+        except Exception as exc:  # every failure ends the trial: the circuit never sticks
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer within {self.settings.timeout:g}s"
+            elif isinstance(exc, LookupFailed):
+                reason = str(exc)
+            else:
+                log.error("ldap-contacts: the look-up failed unexpectedly", exc_info=True)
+                reason = f"{type(exc).__name__}: {exc}"
             delay = self.circuit.failed(reason)
             log.warning(
                 "ldap-contacts: %s did not answer (%s); look-ups are skipped for %.0fs and "
@@ -119,7 +121,13 @@ class Directory:
             if not answer.called:  # else given up (timed out): the answer is dropped
                 answer.callback(result)  # a Failure errbacks
 
-        running: Deferred[Contact | None] = self.runner.run(self.search, self.settings, address)
+        try:
+            running: Deferred[Contact | None] = self.runner.run(
+                self.search, self.settings, address
+            )
+        except Exception:
+            self.in_flight -= 1
+            raise
         running.addBoth(thread_done)
         if not answer.called:
             answer.addTimeout(self.settings.timeout, self.clock)

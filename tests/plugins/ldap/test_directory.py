@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, ensureDeferred
 
 from postroom.api import Backoff
 from postroom.services.handoff import HandoffService
@@ -253,3 +253,44 @@ def test_an_unresponsive_directory_holds_an_email_at_most_the_timeout(
         assert "LDAP" in type(late).__name__ or "Lookup" in type(late).__name__
         assert directory.in_flight == 0
         assert PENDING_KEY in pending(kernel, interaction.id)
+
+
+def test_a_hanging_directory_never_takes_more_than_four_threads(
+    ldap_server: dict[str, Any], silent_server: int
+) -> None:
+    config = site(ldap_server, url=f"ldap://127.0.0.1:{silent_server}", timeout=1)
+    with TestKernel([LDAP], config) as kernel:
+        directory = directory_of(kernel)
+        runner = _ThreadedRunner()
+        directory.runner = runner
+        waiting = [ensureDeferred(directory.lookup(f"n{n}@customer.example")) for n in range(4)]
+        assert directory.in_flight == 4
+        with pytest.raises(DirectoryUnavailable) as refused:
+            result_of(directory.lookup("n5@customer.example"))
+        assert "4 look-ups are still waiting" in str(refused.value)
+        assert directory.attempts == 4 and len(runner.calls) == 4
+        kernel.clock.advance(1)
+        for one in waiting:
+            with pytest.raises(DirectoryUnavailable):
+                result_of(one)
+        runner.deliver(timeout=30)
+        assert directory.in_flight == 0
+
+
+def test_an_unexpected_error_counts_as_a_failure_and_never_sticks_the_circuit(
+    ldap_server: dict[str, Any],
+) -> None:
+    def broken(settings: Any, address: str) -> None:
+        raise ValueError("a bug in the look-up")
+
+    config = site(ldap_server, **{"retry-initial": 10, "retry-max": 10})
+    with TestKernel([LDAP], config) as kernel:
+        directory = directory_of(kernel)
+        directory.search = broken
+        with pytest.raises(DirectoryUnavailable, match="ValueError: a bug in the look-up"):
+            result_of(directory.lookup("juergen.mueller@customer.example"))
+        assert directory.circuit.state == "open"
+        kernel.clock.advance(12)
+        with pytest.raises(DirectoryUnavailable):  # the trial ran (and failed): not stuck
+            result_of(directory.lookup("juergen.mueller@customer.example"))
+        assert directory.in_flight == 0
