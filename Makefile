@@ -38,6 +38,7 @@ test: venv
 	  mail_env="$$(contrib/scripts/mail-test-servers start)" && eval "$$mail_env" && \
 	  proxy_env="$$(contrib/scripts/proxy-test-servers start)" && eval "$$proxy_env" && \
 	  amqp_env="$$(contrib/scripts/amqp-test-server start)" && eval "$$amqp_env" && \
+	  ldap_env="$$(contrib/scripts/ldap-test-server start)" && eval "$$ldap_env" && \
 	  $(BIN)/python -m pytest -q
 	$(MAKE) lint
 

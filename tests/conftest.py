@@ -51,10 +51,10 @@ def quickstart(tmp_path: Path) -> Path:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Tests that use the mail servers, the proxies or the private RabbitMQ node carry
-    the ``servers`` marker, so ``make test-unit`` can leave them out (``-m "not servers"``)."""
+    """Tests that use the mail servers, the proxies, the private RabbitMQ node or slapd
+    carry the ``servers`` marker, so ``make test-unit`` can leave them out
+    (``-m "not servers"``)."""
     for item in items:
-        if {"mail_servers", "proxy_servers", "amqp_broker"} & set(
-            getattr(item, "fixturenames", ())
-        ):
+        used = set(getattr(item, "fixturenames", ()))
+        if {"mail_servers", "proxy_servers", "amqp_broker", "ldap_server"} & used:
             item.add_marker(pytest.mark.servers)

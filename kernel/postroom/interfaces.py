@@ -157,6 +157,10 @@ class IStore(Interface):
         """Interactions with this Message-ID (with angle brackets), oldest
         first; only of *type* (``Inbound``/``Outbound``) when given."""
 
+    def update_attached_data(interaction_id: str, values: Any, remove: Any = ()) -> None:
+        """Merge *values* into a stored interaction's attached data and drop the
+        keys in *remove*, in one transaction. KeyError when unknown."""
+
     def read_raw(interaction_id: str, fileobj: Any) -> int:
         """Write the raw bytes of the interaction's message to *fileobj* in
         chunks; return the number of bytes. KeyError when unknown;

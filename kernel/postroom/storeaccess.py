@@ -8,17 +8,18 @@ kernel's thread pool: ``await ctx.store.find_by_message_id(mid)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from postroom.model import Interaction, SuppressionEntry
+from postroom.model import AttachedValue, Interaction, SuppressionEntry
 
 
 @runtime_checkable
 class StoreAccess(Protocol):
-    """The store as plugins see it: lookups for threading, the suppression list."""
+    """The store as plugins see it: lookups for threading, the suppression list,
+    attached data added after the commit."""
 
     def get_interaction(self, interaction_id: str) -> Deferred[Interaction | None]:
         """The interaction, or None."""
@@ -27,6 +28,18 @@ class StoreAccess(Protocol):
     def find_by_message_id(self, message_id: str, type: Any = None) -> Deferred[list[Interaction]]:
         """Interactions with this Message-ID (angle brackets included), oldest
         first; only of *type* (``Inbound``/``Outbound``) when given."""
+        ...
+
+    def update_attached_data(
+        self,
+        interaction_id: str,
+        values: Mapping[str, AttachedValue],
+        remove: Iterable[str] = (),
+    ) -> Deferred[None]:
+        """Merge *values* into a stored interaction's attached data and drop the
+        keys in *remove* (one transaction): an enrichment finished after the
+        commit, e.g. from ``postroom_committed``. Fails with KeyError when the
+        interaction is unknown. (API 1.2)"""
         ...
 
     def suppress(

@@ -252,6 +252,24 @@ def test_commit_of_a_new_message_stores_every_field(store: SQLStore, raw_of: Raw
     assert read_back(store, item.id) == MAIL
 
 
+def test_attached_data_is_added_after_the_commit(store: SQLStore, raw_of: RawOf) -> None:
+    """An enrichment that finished late (a directory that was down) merges its keys
+    and drops its own marker; the rest of the interaction is untouched."""
+    item = Interaction(mailbox="support", attached_data={"keep": 1, "ldap.LookupPending": "down"})
+    store.commit_fetched("support", "late-1", raw_of(MAIL), [item])
+    before = store.get_interaction(item.id)
+    store.update_attached_data(
+        item.id, {"ContactId": "C-1001", "Contact.FirstName": "Jürgen"},
+        remove=["ldap.LookupPending", "never-there"],
+    )  # fmt: skip
+    after = store.get_interaction(item.id)
+    assert after is not None and before is not None
+    assert after.attached_data == {"keep": 1, "ContactId": "C-1001", "Contact.FirstName": "Jürgen"}
+    assert attrs.evolve(after, attached_data=before.attached_data) == before
+    with pytest.raises(KeyError):
+        store.update_attached_data("unknown", {"x": 1})
+
+
 def test_commit_fills_in_mailbox_and_digest(store: SQLStore, raw_of: RawOf) -> None:
     raw = raw_of(MAIL)
     result = store.commit_fetched("sales", "7", raw, [Interaction()])

@@ -359,6 +359,36 @@ class InteractionRecords(RawRecords):
             )
         )
 
+    def update_attached_data(
+        self,
+        interaction_id: str,
+        values: Mapping[str, Any],
+        remove: Iterable[str] = (),
+    ) -> None:
+        """Merge *values* into a stored interaction's attached data and drop the
+        keys in *remove*, in one transaction (an enrichment that finished after
+        the commit: a directory that was down). KeyError when unknown."""
+        dropped = list(remove)
+        # SQLite serialises writers up front; others lock the row until the commit
+        lock = " FOR UPDATE" if self.dialect.concurrent_writers else ""
+
+        def work(tx: Tx) -> None:
+            text = tx.scalar(
+                f"SELECT attached_data FROM interactions WHERE id = ?{lock}", (interaction_id,)
+            )
+            if text is None:
+                raise KeyError(interaction_id)
+            data = json.loads(text)
+            for key in dropped:
+                data.pop(key, None)
+            data.update(values)
+            tx.execute(
+                "UPDATE interactions SET attached_data = ? WHERE id = ?",
+                (to_json(data), interaction_id),
+            )
+
+        self._write(work)
+
     def read_raw(self, interaction_id: str, fileobj: Writable) -> int:
         row = self._read(
             lambda tx: tx.one("SELECT raw_id FROM interactions WHERE id = ?", (interaction_id,))
