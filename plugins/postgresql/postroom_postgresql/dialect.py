@@ -135,6 +135,17 @@ class PostgreSQLDialect(SQLDialect):
     def run_script(self, tx: Tx, sql: str) -> None:
         tx.script(sql)
 
+    def text_columns(self, tx: Tx) -> list[tuple[str, str]]:
+        rows = tx.all(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t ON t.table_schema = c.table_schema "
+            "AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' "
+            "WHERE c.table_schema = current_schema() AND c.data_type IN "
+            "('text', 'character varying', 'character', 'json', 'jsonb') "
+            "ORDER BY c.table_name, c.ordinal_position"
+        )
+        return [(str(table), str(column)) for table, column in rows]
+
     # ------------------------------------------------------------- values
 
     def datetime_param(self, value: datetime) -> Any:

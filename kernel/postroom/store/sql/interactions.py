@@ -31,9 +31,10 @@ from postroom.model import (
     RawRef,
 )
 from postroom.safe_names import unique_safe_names
-from postroom.store.errors import FencingError, StoreError
+from postroom.store.errors import FencingError, RawPurgedError, StoreError
 from postroom.store.sql.core import Writable
 from postroom.store.sql.raw import RawRecords
+from postroom.store.sql.tombstones import ERASED, TombstoneRecords
 from postroom.store.sql.tx import Row, Tx
 from postroom.store.sql.values import known_fields, to_json
 
@@ -92,7 +93,7 @@ INTERACTION_SELECT = (
 )
 
 
-class InteractionRecords(RawRecords):
+class InteractionRecords(RawRecords, TombstoneRecords):
     """``interactions``, their dedupe keys, body pieces and cursors."""
 
     def _interaction_params(self, item: Interaction, raw_id: str | None, now: datetime) -> tuple:
@@ -233,6 +234,8 @@ class InteractionRecords(RawRecords):
             for item in items:
                 keys = dedupe_keys(mailbox, source_key, raw.sha256, item, message_id_check)
                 owner = self._owner_of(tx, keys, claimed)
+                if owner is None and self._tombstoned(tx, keys):
+                    owner = ERASED  # erased or purged: the same mail is not imported again
                 if owner is not None:
                     duplicates.append(attrs.evolve(item, duplicate_of=owner))
                     continue
@@ -246,10 +249,13 @@ class InteractionRecords(RawRecords):
                 claimed.update(dict.fromkeys(keys, stored.id))
                 new.append((stored, keys))
 
+            owners = [d.duplicate_of for d in duplicates if d.duplicate_of != ERASED]
             if new:
                 raw_id = self._store_raw(tx, raw, now)
+            elif owners:
+                raw_id = self._existing_raw(tx, raw, owners[0], now)
             else:
-                raw_id = self._existing_raw(tx, raw, duplicates[0].duplicate_of, now)
+                raw_id = ""  # only tombstones: the bytes of erased mail are not kept again
             for stored, keys in new:
                 self._insert_interaction(tx, stored, raw_id, now)
                 tx.execute(
@@ -358,8 +364,13 @@ class InteractionRecords(RawRecords):
 
     def read_raw(self, interaction_id: str, fileobj: Writable) -> int:
         row = self._read(
-            lambda tx: tx.one("SELECT raw_id FROM interactions WHERE id = ?", (interaction_id,))
+            lambda tx: tx.one(
+                "SELECT raw_id, raw_purged_at, raw_purged_reason FROM interactions WHERE id = ?",
+                (interaction_id,),
+            )
         )
+        if row is not None and row[0] is None and row[1] is not None:
+            raise RawPurgedError(interaction_id, self._dt_value(row[1]), str(row[2]))
         if row is None or row[0] is None:
             raise KeyError(interaction_id)
         return self._copy_raw(row[0], fileobj, f"interaction {interaction_id}")
@@ -376,9 +387,15 @@ class InteractionRecords(RawRecords):
             sql = f"SELECT key FROM dedupe_keys WHERE key IN ({marks})"
             return lambda tx: list(tx.all(sql, tuple(batch)))
 
+        def buried(batch: list[str]) -> Callable[[Tx], set[str]]:
+            return lambda tx: self._tombstoned(tx, batch)
+
         for start in range(0, len(names), 500):
-            rows = self._read(lookup(names[start : start + 500]))
+            batch = names[start : start + 500]
+            rows = self._read(lookup(batch))
             found.update(wanted[row[0]] for row in rows)
+            # erased or purged interactions' source keys: still on the server, not new
+            found.update(wanted[key] for key in self._read(buried(batch)))
         return found
 
     def get_cursor(self, mailbox: str) -> Cursor | None:
