@@ -37,7 +37,7 @@ def add_retention_options(schema: OptionSchema) -> None:
         default="0",
         minimum=0,
         maximum=MAX_AGE,
-        description="Whole interactions created longer ago than this are purged, with "
+        description="Whole interactions stored longer ago than this are purged, with "
         "their raw message, text pieces, hand-off row, outbox entry and files; their "
         "dedupe keys stay as hashed tombstones so mail left on a server is not imported "
         "again (0: kept forever). Interactions whose hand-off is not done or whose outbox "

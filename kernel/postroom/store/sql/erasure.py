@@ -31,6 +31,8 @@ from typing import Any
 
 import attrs
 
+from postroom.store.sql import interactions
+from postroom.store.sql.interactions import INTERACTION_SELECT, more_pieces
 from postroom.store.sql.purge import PurgeRecords, _add, marks
 from postroom.store.sql.tx import Tx
 
@@ -89,8 +91,6 @@ class ErasurePlan:
     interactions: list[str] = attrs.field(factory=list)
     #: kept interactions that name the address
     scrub_interactions: list[str] = attrs.field(factory=list)
-    #: (interaction id, field, seq) of text pieces that name it
-    scrub_pieces: list[tuple[str, str, int]] = attrs.field(factory=list)
     #: table -> keys of rows of other tables that name it
     scrub_rows: dict[str, list[tuple[Any, ...]]] = attrs.field(factory=dict)
     #: raw messages whose bytes name it
@@ -109,7 +109,7 @@ class ErasureRecords(PurgeRecords):
         words = text_pattern(address)
         like = like_pattern(address)
         plan = ErasurePlan()
-        where = " OR ".join(f"lower({c}) LIKE ? ESCAPE '\\'" for c in _INTERACTION_TEXT)
+        where = " OR ".join(f"lower(i.{c}) LIKE ? ESCAPE '\\'" for c in _INTERACTION_TEXT)
         rows = self._read(
             lambda tx: tx.all(
                 "SELECT i.id, i.from_addr, i.to_addrs, i.cc_addrs, o.request, "
@@ -130,18 +130,20 @@ class ErasureRecords(PurgeRecords):
                 plan.interactions.append(str(iid))
             elif any(t is not None and words.search(str(t)) for t in texts):
                 plan.scrub_interactions.append(str(iid))
-        pieces = self._read(
+        gone = set(plan.interactions)
+        # texts in pieces: the address may straddle two pieces, so read them whole
+        pieced = self._read(
             lambda tx: tx.all(
-                "SELECT interaction_id, field, seq, data FROM interaction_bodies "
-                "WHERE lower(data) LIKE ? ESCAPE '\\'",
-                (like,),
+                "SELECT id FROM interactions WHERE text_more > 0 OR html_more > 0 ORDER BY seq"
             )
         )
-        gone = set(plan.interactions)
-        plan.scrub_pieces = [
-            (str(i), str(f), int(s)) for i, f, s, data in pieces
-            if i not in gone and words.search(data)
-        ]  # fmt: skip
+        known = gone | set(plan.scrub_interactions)
+        for (iid,) in pieced:
+            if iid in known:
+                continue
+            whole = self.get_interaction(str(iid))
+            if whole is not None and any(words.search(t or "") for t in (whole.text, whole.html)):
+                plan.scrub_interactions.append(str(iid))
         for table, key, columns in _OTHER_TEXT:
             found = self._read(
                 partial(
@@ -244,7 +246,6 @@ class ErasureRecords(PurgeRecords):
         counts = self._read(work)
         extra = {
             "interactions.rewritten": len(plan.scrub_interactions),
-            "interaction_bodies.rewritten": len(plan.scrub_pieces),
             "raw_messages": len(plan.raws),
             "suppressions": int(plan.suppressed),
         }
@@ -275,8 +276,6 @@ class ErasureRecords(PurgeRecords):
             _add(counts, self._write(partial(self._remove_erased, ids=ids)))
         for iid in plan.scrub_interactions:
             _add(counts, self._write(partial(self._scrub_interaction, iid=iid, words=words)))
-        for piece in plan.scrub_pieces:
-            _add(counts, self._write(partial(self._scrub_piece, piece=piece, words=words)))
         for table, keys in plan.scrub_rows.items():
             spec = next(s for s in _OTHER_TEXT if s[0] == table)
             for key in keys:
@@ -304,30 +303,34 @@ class ErasureRecords(PurgeRecords):
         return self._remove_interactions(tx, ids)
 
     def _scrub_interaction(self, tx: Tx, iid: str, words: re.Pattern[str]) -> dict[str, int]:
+        """Replace the address in a kept interaction's columns and whole texts."""
         columns = ", ".join(_INTERACTION_TEXT)
         row = tx.one(f"SELECT {columns} FROM interactions WHERE id = ?", (iid,))
         if row is None:
             return {}
         values = [None if v is None else words.sub(PLACEHOLDER, str(v)) for v in row]
         sets = ", ".join(f"{c} = ?" for c in _INTERACTION_TEXT)
-        return {
-            "interactions.rewritten": tx.execute(
-                f"UPDATE interactions SET {sets} WHERE id = ?", (*values, iid)
-            )
-        }
-
-    def _scrub_piece(
-        self, tx: Tx, piece: tuple[str, str, int], words: re.Pattern[str]
-    ) -> dict[str, int]:
-        where = "interaction_id = ? AND field = ? AND seq = ?"
-        data = tx.scalar(f"SELECT data FROM interaction_bodies WHERE {where}", piece)
-        if data is None:
-            return {}
-        changed = tx.execute(
-            f"UPDATE interaction_bodies SET data = ? WHERE {where}",
-            (words.sub(PLACEHOLDER, str(data)), *piece),
+        changed = tx.execute(f"UPDATE interactions SET {sets} WHERE id = ?", (*values, iid))
+        found = tx.all(f"{INTERACTION_SELECT} WHERE i.id = ?", (iid,))
+        whole = self._interactions(tx, found)[0]
+        if whole.text is None and whole.html is None:
+            return {"interactions.rewritten": changed}
+        pieces = tx.execute("DELETE FROM interaction_bodies WHERE interaction_id = ?", (iid,))
+        text = None if whole.text is None else words.sub(PLACEHOLDER, whole.text)
+        html = None if whole.html is None else words.sub(PLACEHOLDER, whole.html)
+        tx.execute(
+            "UPDATE interactions SET body_text = ?, body_html = ?, text_more = ?, "
+            "html_more = ? WHERE id = ?",
+            (
+                None if text is None else text[: interactions.TEXT_PIECE],
+                None if html is None else html[: interactions.TEXT_PIECE],
+                more_pieces(text),
+                more_pieces(html),
+                iid,
+            ),
         )
-        return {"interaction_bodies.rewritten": changed}
+        self._insert_pieces(tx, iid, text, html)
+        return {"interactions.rewritten": changed, "interaction_bodies.rewritten": pieces}
 
     def _scrub_row(
         self,

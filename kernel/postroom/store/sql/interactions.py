@@ -135,13 +135,19 @@ class InteractionRecords(RawRecords, TombstoneRecords):
             f"html_more) VALUES ({', '.join(['?'] * 26)})",
             self._interaction_params(item, raw_id, now),
         )
-        for field, value in (("text", item.text), ("html", item.html)):
+        self._insert_pieces(tx, item.id, item.text, item.html)
+
+    def _insert_pieces(
+        self, tx: Tx, interaction_id: str, text: str | None, html: str | None
+    ) -> None:
+        """The pieces after the first of the texts (the row keeps the first)."""
+        for field, value in (("text", text), ("html", html)):
             for seq in range(1, more_pieces(value) + 1):
                 assert value is not None
                 tx.execute(
                     "INSERT INTO interaction_bodies (interaction_id, field, seq, data) "
                     "VALUES (?, ?, ?, ?)",
-                    (item.id, field, seq, value[seq * TEXT_PIECE : (seq + 1) * TEXT_PIECE]),
+                    (interaction_id, field, seq, value[seq * TEXT_PIECE : (seq + 1) * TEXT_PIECE]),
                 )
 
     def _rest(self, tx: Tx, interaction_id: str, field: str, first: str, more: int) -> str:

@@ -46,7 +46,7 @@ _RAW_PURGEABLE = (
 
 #: the interactions nothing still needs, oldest first (parameter: before)
 _INTERACTIONS_PURGEABLE = (
-    "SELECT i.id FROM interactions i WHERE i.created_at < ? "
+    "SELECT i.id FROM interactions i WHERE i.stored_at < ? "
     "AND NOT EXISTS (SELECT 1 FROM handoffs h WHERE h.interaction_id = i.id "
     "AND (h.state <> 'done' OR h.after_commit <> 'done')) "
     "AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.id = i.id "
@@ -81,8 +81,9 @@ class PurgeRecords(InteractionRecords):
     def purge_interactions(
         self, before: datetime | float, limit: int = 100, dry_run: bool = False
     ) -> dict[str, int]:
-        """Purge whole interactions created before *before* that nothing still
-        needs, in batches of *limit*; counts per table."""
+        """Purge whole interactions stored before *before* that nothing still
+        needs, in batches of *limit*; counts per table. (Stored, not created: a
+        mail's own Date may say anything.)"""
         cutoff = self._dt_param(before)
         if dry_run:
             return self._read(lambda tx: self._count_interactions(tx, cutoff))
@@ -119,7 +120,7 @@ class PurgeRecords(InteractionRecords):
         self, tx: Tx, cutoff: object, limit: int
     ) -> tuple[dict[str, int], bool]:
         rows = tx.all(
-            f"{_INTERACTIONS_PURGEABLE} ORDER BY i.created_at, i.seq LIMIT ?", (cutoff, limit)
+            f"{_INTERACTIONS_PURGEABLE} ORDER BY i.stored_at, i.seq LIMIT ?", (cutoff, limit)
         )
         ids = [str(row[0]) for row in rows]
         return self._remove_interactions(tx, ids), len(ids) == limit

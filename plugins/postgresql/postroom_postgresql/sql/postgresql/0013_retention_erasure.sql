@@ -5,6 +5,8 @@
 -- becomes NULL and these say when and why, so a download can say so clearly.
 ALTER TABLE interactions ADD COLUMN raw_purged_at TIMESTAMPTZ;
 ALTER TABLE interactions ADD COLUMN raw_purged_reason TEXT;
+-- The retention job removes interactions by when they were stored.
+CREATE INDEX interactions_stored_at ON interactions (stored_at);
 
 -- The dedupe keys of interactions that are gone (erased, or purged whole by
 -- retention), kept only as a keyed hash (HMAC-SHA256 with the store's own
