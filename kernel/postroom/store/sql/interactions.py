@@ -318,7 +318,10 @@ class InteractionRecords(RawRecords, TombstoneRecords):
         )
         if found is None and owner is not None:
             # Same place on the server, different bytes: point at the original's.
-            found = tx.scalar("SELECT raw_id FROM interactions WHERE id = ?", (owner,))
+            row = tx.one("SELECT raw_id, raw_purged_at FROM interactions WHERE id = ?", (owner,))
+            if row is not None and row[0] is None and row[1] is not None:
+                return ""  # purged on purpose (retention, erasure): not kept again
+            found = None if row is None else row[0]
         if found is None:
             # Never answer without the bytes being somewhere.
             found = self._store_raw(tx, raw, now)
