@@ -31,6 +31,8 @@ class TombstoneRecords(SQLCore):
     """The store's hashing secret, and burying and finding tombstones."""
 
     _erasure_secret: bytes | None = None
+    #: set by ``open()``: the schema has the tombstone tables (always, once migrated)
+    _tombstones_ready: bool = False
 
     def _secret(self, tx: Tx, create: bool = False) -> bytes | None:
         """The site's hashing key; made (once, by whichever process is first) when *create*."""
@@ -70,7 +72,7 @@ class TombstoneRecords(SQLCore):
 
     def _tombstoned(self, tx: Tx, keys: Sequence[str]) -> set[str]:
         """Which of *keys* are tombstones (none before the first erasure or purge)."""
-        if not keys:
+        if not keys or not self._tombstones_ready:
             return set()
         secret = self._secret(tx)
         if secret is None:
