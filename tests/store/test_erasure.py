@@ -233,6 +233,8 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_table_or_raw_message(
         estore.read_raw(ids["cc_bob"], io.BytesIO())
     both = estore.get_interaction(ids["to_both"])
     assert both is not None and both.to == ["dan@example.org", PLACEHOLDER]
+    entry = estore.get_outbox(ids["to_both"])  # still queued: goes to Dan only
+    assert entry is not None and entry.request.to == ["dan@example.org"]
     # what did not name Bob is untouched, raw bytes included ("jimbob" is someone else)
     other = estore.get_interaction(ids["other"])
     assert other is not None and other.text == "unrelated; jimbob@example.org"

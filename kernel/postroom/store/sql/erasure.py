@@ -33,8 +33,9 @@ import attrs
 
 from postroom.store.sql import interactions
 from postroom.store.sql.interactions import INTERACTION_SELECT, more_pieces
-from postroom.store.sql.purge import PurgeRecords, _add, marks
+from postroom.store.sql.purge import UNSENT, PurgeRecords, _add, marks
 from postroom.store.sql.tx import Tx
+from postroom.store.sql.values import to_json
 
 #: what the address becomes where a row is kept (``.invalid`` never delivers: RFC 2606)
 PLACEHOLDER = "erased@erased.invalid"
@@ -344,6 +345,8 @@ class ErasureRecords(PurgeRecords):
         row = tx.one(f"SELECT {', '.join(columns)} FROM {table} WHERE {where}", key)
         if row is None:
             return {}
+        if table == "outbox":
+            row = (*row[:1], _unaddressed(tx, key[0], row[1], words), *row[2:])
         values = [None if v is None else words.sub(PLACEHOLDER, str(v)) for v in row]
         sets = ", ".join(f"{c} = ?" for c in columns)
         changed = tx.execute(f"UPDATE {table} SET {sets} WHERE {where}", (*values, *key))
@@ -430,6 +433,19 @@ class ErasureRecords(PurgeRecords):
             }
             for at, complete, counts, plugins in rows
         ]
+
+
+def _unaddressed(tx: Tx, entry_id: str, request: str, words: re.Pattern[str]) -> str:
+    """A queued (or sending) entry's request without the erased recipient: its
+    mail goes to the others only, never to the placeholder."""
+    state = tx.scalar("SELECT state FROM outbox WHERE id = ?", (entry_id,))
+    if state not in UNSENT:
+        return request
+    data = json.loads(request)
+    for field in ("to", "cc", "bcc"):
+        if isinstance(data.get(field), list):
+            data[field] = [a for a in data[field] if not _is(words, a)]
+    return to_json(data)
 
 
 def _is(words: re.Pattern[str], value: Any) -> bool:
