@@ -119,6 +119,12 @@ def test_erase_removes_every_trace_and_the_mail_left_in_place_is_not_imported_ag
     rows = table_rows(db)
     assert len(rows["interactions"]) == 2  # alice's (Bob replaced) and carol's
     assert len(rows["erasure_audit"]) == 1
+    conn = sqlite3.connect(db)
+    [(alice,)] = conn.execute("SELECT id FROM interactions WHERE from_addr LIKE 'alice%'")
+    conn.close()
+    raw = postroom("interactions", "show", "-c", str(config), alice, "--raw")
+    assert raw.returncode == 1 and raw.stdout == ""
+    assert "its raw message was purged by an erasure on" in raw.stderr
 
     checked = postroom("erase", "-c", str(config), "--check", "bob@EXAMPLE.org")
     assert checked.returncode == 0 and "complete" in checked.stdout
