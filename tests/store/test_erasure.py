@@ -365,3 +365,46 @@ def test_retention_purges_whole_old_interactions_in_batches_and_keeps_tombstones
     assert again.new == []
     rows = json.dumps(every_value(estore), default=str)
     assert "Subject: 0" not in rows
+
+
+def test_rows_of_newer_tables_pointing_at_removed_interactions_go_with_them(
+    estore: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch, clock: Clock
+) -> None:
+    """A table this code does not know (a later migration's, a plugin's) with a
+    foreign key to interactions or the outbox: its rows do not block the removal."""
+
+    def make(tx: Any) -> None:
+        tx.execute(
+            "CREATE TABLE later_targets (interaction_id TEXT NOT NULL "
+            "REFERENCES interactions (id), target TEXT NOT NULL)"
+        )
+        tx.execute(
+            "CREATE TABLE later_history (outbox_id TEXT NOT NULL REFERENCES outbox (id), "
+            "note TEXT NOT NULL)"
+        )
+
+    estore.run_in_transaction(make)
+    ids = populate(estore, raw_of, monkeypatch)
+
+    def fill(tx: Any) -> None:
+        for name in ("from_bob", "other"):
+            tx.execute("INSERT INTO later_targets VALUES (?, 'amqp')", (ids[name],))
+        for name in ("to_bob", "to_both"):
+            tx.execute("INSERT INTO later_history VALUES (?, 'queued')", (ids[name],))
+
+    estore.run_in_transaction(fill)
+    counts = estore.erase_address(ADDRESS)
+    assert counts["later_targets"] == 1 and counts["later_history"] == 1
+
+    def left(tx: Any) -> list[Any]:
+        return [
+            *tx.all("SELECT interaction_id FROM later_targets"),
+            *tx.all("SELECT outbox_id FROM later_history"),
+        ]
+
+    assert estore.run_in_transaction(left, write=False) == [(ids["other"],), (ids["to_both"],)]
+    # retention takes them along too
+    estore.mark_handoffs_done([ids["other"]], [ids["other"]])
+    clock.now += timedelta(days=2)
+    purged = estore.purge_interactions(clock.now - timedelta(days=1))
+    assert purged["later_targets"] == 1

@@ -145,6 +145,14 @@ class SQLiteDialect(SQLDialect):
                     found.append((table, str(column[1])))
         return found
 
+    def foreign_keys(self, tx: Tx) -> list[tuple[str, str, str, str]]:
+        found = []
+        for (table,) in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for row in tx.all(f'PRAGMA foreign_key_list("{table}")'):
+                # id, seq, table, from, to, ...
+                found.append((str(table), str(row[3]), str(row[2]), str(row[4])))
+        return found
+
     def run_script(self, tx: Tx, sql: str) -> None:
         # executescript() would commit our transaction first: split instead.
         statement = ""

@@ -54,6 +54,12 @@ _INTERACTIONS_PURGEABLE = (
 )
 
 
+#: the tables whose rows :meth:`PurgeRecords._remove_interactions` deletes by name
+_KNOWN_DEPENDENTS = frozenset(
+    {"outbox_files", "outbox", "handoffs", "interaction_bodies", "dedupe_keys", "interactions"}
+)
+
+
 def marks(values: Sequence[object]) -> str:
     return ", ".join(["?"] * len(values))
 
@@ -166,6 +172,11 @@ class PurgeRecords(InteractionRecords):
             str(row[0])
             for row in tx.all(f"SELECT raw_id FROM outbox_files WHERE outbox_id IN ({m})", ids)
         )
+        # rows of tables this module does not know (newer migrations, plugins) that
+        # point at the interactions or their outbox entries go first
+        for table, column in self._dependents(tx):
+            deleted = tx.execute(f'DELETE FROM "{table}" WHERE "{column}" IN ({m})', ids)
+            _add(counts, {table: deleted})
         counts["outbox_files"] = tx.execute(
             f"DELETE FROM outbox_files WHERE outbox_id IN ({m})", ids
         )
@@ -180,6 +191,21 @@ class PurgeRecords(InteractionRecords):
         _add(counts, {k: v for k, v in self._drop_raws(tx, unused, "retention").items()
                       if not k.endswith(".raw_purged")})  # fmt: skip
         return {key: value for key, value in counts.items() if value}
+
+    def _dependents(self, tx: Tx) -> list[tuple[str, str]]:
+        """(table, column) of the foreign keys to ``interactions.id`` or ``outbox.id``
+        other than those :meth:`_remove_interactions` deletes itself."""
+        try:
+            keys = self.dialect.foreign_keys(tx)
+        except NotImplementedError:
+            return []
+        return sorted(
+            (table, column)
+            for table, column, target, target_column in keys
+            if target in ("interactions", "outbox")
+            and target_column == "id"
+            and table not in _KNOWN_DEPENDENTS
+        )
 
     def _unused_raws(self, tx: Tx, raw_ids: Sequence[str]) -> list[str]:
         """Those of *raw_ids* no interaction, quarantine entry or outbox file uses."""
