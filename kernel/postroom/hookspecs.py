@@ -407,3 +407,24 @@ def postroom_envelope(request: OutboundRequest, envelope: Envelope, ctx: Context
 def postroom_sent(interaction: Interaction, ctx: Context) -> Any:
     """An outbound interaction was sent, or failed for good (its ``status``
     says which). Collect-all, for observers."""
+
+
+# -------------------------------------------------------------------- erasure
+
+
+@hookspec
+def postroom_erase(address: str, interaction_ids: list[str], dry_run: bool, ctx: Context) -> Any:
+    """Erase a person from this plugin's own data (collect-all; may be async):
+    ``postroom erase --address`` (docs/operations.md, "Erasure").
+
+    *address* is normalised (lower case, ASCII domain); *interaction_ids* are
+    the interactions the kernel removes whole (erased already, unless
+    *dry_run*). Delete or rewrite every row of your tables that names the
+    address or belongs to those interactions, and return what you did (or, with
+    *dry_run*, would do) as ``{"table": rows}``; change nothing on a dry run.
+    Raise when you cannot: the erasure is then reported incomplete and the
+    command exits non-zero, never silently partial. Idempotent: a failed erasure
+    is completed by running it again. Plugins with no per-person data need not
+    implement it; the kernel then verifies every text column of the store's
+    database (plugins' tables too) for the address.
+    """

@@ -203,9 +203,7 @@ def account_section(smtp: SectionConfig, mailbox: MailboxConfig) -> SectionConfi
         line = mailbox.line_of(own)
         if line is not None:
             lines[option] = line
-    return attrs.evolve(
-        smtp, name=f"{SMTP_SECTION}[{mailbox.name}]", options=options, lines=lines
-    )
+    return attrs.evolve(smtp, name=f"{SMTP_SECTION}[{mailbox.name}]", options=options, lines=lines)
 
 
 def default_from(config: SiteConfig) -> str:

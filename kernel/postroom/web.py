@@ -411,9 +411,7 @@ async def _interaction(request: RouteRequest) -> dict[str, Any]:
             "state": entry.state,
             "attempts": entry.attempts,
             "last_error": entry.last_error,
-            "next_attempt_at": entry.next_attempt_at.isoformat()
-            if entry.next_attempt_at
-            else None,
+            "next_attempt_at": entry.next_attempt_at.isoformat() if entry.next_attempt_at else None,
         }
     return data
 

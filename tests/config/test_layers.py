@@ -16,7 +16,7 @@ LAYERS = [
     {"document", "site"},
     {"validator"},
     {"loader"},
-    {"connections"},
+    {"connections", "retention"},
     {"core"},
     {"docs"},
 ]

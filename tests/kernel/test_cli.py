@@ -60,6 +60,8 @@ def json_lines(stdout: str) -> list[dict]:
         ["suppression", "clear"],
         ["send"],
         ["config-reference"],
+        ["erase"],
+        ["purge"],
     ],
 )
 def test_every_command_has_help(command: list[str]) -> None:

@@ -170,7 +170,8 @@ def test_concurrent_open_applies_each_migration_once(
         t.join()
     assert errors == []
     expected = len(stores[0].migrations())
-    assert {s.schema_version() for s in stores} == {expected}
+    # the newest version (numbers may have gaps where other branches' migrations go)
+    assert {s.schema_version() for s in stores} == {stores[0].migrations()[-1].version}
     assert count(stores[0], "schema_migrations") == expected
     if stores[0].concurrent_writers:
         assert len(runs) == expected  # the other waited, then found them applied

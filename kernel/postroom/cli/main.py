@@ -34,7 +34,7 @@ from postroom.cli.failures import (
     report,
 )
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
-from postroom.store.errors import StoreError
+from postroom.store.errors import RawPurgedError, StoreError
 
 if TYPE_CHECKING:
     from twisted.internet import defer
@@ -427,6 +427,8 @@ async def _write_raw(kernel: Any, interaction_id: str) -> None:
     with tempfile.TemporaryFile(prefix="postroom-raw-") as spool:
         try:
             await kernel.store.read_raw(interaction_id, spool)
+        except RawPurgedError as exc:
+            raise NotFound(str(exc)) from None
         except KeyError:
             raise NotFound(
                 f"interaction {interaction_id} has no raw message (outbound ones have none)"
@@ -1156,6 +1158,9 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     )
     p.add_argument("-o", "--output", help="write to this file")
     p.set_defaults(func=cmd_config_reference)
+    from postroom.cli import erase
+
+    erase.add_commands(sub, _with_kernel)
     if plugin_commands:
         _add_plugin_commands(sub)
     return parser
@@ -1167,6 +1172,7 @@ KERNEL_COMMANDS = frozenset(
         "run", "check", "mailboxes", "plugins", "ingest", "interactions", "quarantine",
         "suppression", "send", "render", "config-reference",
     }
+    | {"erase", "purge"}
 )  # fmt: skip
 
 

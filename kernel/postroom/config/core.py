@@ -16,6 +16,7 @@ from typing import Any
 from postroom import hookimpl
 from postroom.config.connections import add_shared_connection_options
 from postroom.config.options import OptionSchema, Scope
+from postroom.config.retention import add_retention_options
 from postroom.parsing.limits import MAX_DEPTH
 
 KERNEL = "postroom"
@@ -381,6 +382,8 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Time between checks for new mail when the server cannot push it.",
     )
     add_identity_options(schema)
+    with schema.declaring(KERNEL):
+        add_retention_options(schema)
 
     # smtp-client
     add(

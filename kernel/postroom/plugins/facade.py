@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import re
 from collections.abc import Awaitable, Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -363,6 +364,31 @@ class Hooks:
             else:
                 outcomes[impl.plugin_name] = None
         return outcomes
+
+    async def erase(
+        self, address: str, interaction_ids: list[str], dry_run: bool, ctx: Context
+    ) -> tuple[dict[str, Any], list[PluginFailure]]:
+        """Every plugin's erasure of *address* (``postroom_erase``): what each
+        reported, and the plugins that failed (the others still run)."""
+        reported: dict[str, Any] = {}
+        failures = []
+        values = {
+            "address": address,
+            "interaction_ids": list(interaction_ids),
+            "dry_run": dry_run,
+            "ctx": ctx,
+        }
+        for impl in self._impls("postroom_erase"):
+            args = {name: values[name] for name in impl.argnames}
+            try:
+                reported[impl.plugin_name] = await resolve(impl.function(**args)) or {}
+            except Exception as exc:
+                # the report and the log never name the person erased
+                detail = re.sub(re.escape(address), "<address>", str(exc), flags=re.IGNORECASE)
+                cause = RuntimeError(f"{type(exc).__name__}: {detail}")
+                log.error("plugin %r failed in postroom_erase: %s", impl.plugin_name, cause)
+                failures.append(PluginFailure(impl.plugin_name, "postroom_erase", cause))
+        return reported, failures
 
     # -- outbound
 

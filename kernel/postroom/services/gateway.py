@@ -29,6 +29,8 @@ from postroom.pipeline.outbound import Preview
 from postroom.services.handoff import HandoffService
 from postroom.services.mailbox import MailboxService
 from postroom.services.outbound import OutboundService, preview_send, queue_send
+from postroom.services.retention import RetentionService
+from postroom.services.retention import configured as retention_configured
 from postroom.store.lock import ACQUIRE_METHOD, GatewayLock, GatewayLockLost
 from postroom.web import ApiService, api_service
 
@@ -69,6 +71,10 @@ class Gateway(service.MultiService):
             mailbox_senders=kernel.build_mailbox_senders(),
         )
         self.outbound.setServiceParent(self)
+        self.retention: RetentionService | None = None
+        if not once and retention_configured(kernel):
+            self.retention = RetentionService(kernel)
+            self.retention.setServiceParent(self)
         self.api: ApiService | None = None if once else api_service(self)
         if self.api is not None:
             self.api.setServiceParent(self)

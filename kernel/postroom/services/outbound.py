@@ -329,8 +329,7 @@ class OutboundService(service.Service):
             entry.id, OutboxState.QUEUED.value, failure_text(exc), retry_at, count_attempt=False
         )
         log.error(
-            "smtp-client[%s]: login refused (%d in a row), this mailbox's mail waits "
-            "until %s: %s",
+            "smtp-client[%s]: login refused (%d in a row), this mailbox's mail waits until %s: %s",
             entry.request.mailbox,
             policy.failures,
             retry_at.isoformat(),

@@ -6,9 +6,11 @@ re-exported here so store code and its tests import from one place.
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from postroom.errors import FencingError, PostroomError
 
-__all__ = ["DatabaseError", "FencingError", "RawIntegrityError", "StoreError"]
+__all__ = ["DatabaseError", "FencingError", "RawIntegrityError", "RawPurgedError", "StoreError"]
 
 
 class StoreError(PostroomError):
@@ -48,4 +50,23 @@ class RawIntegrityError(StoreError):
         super().__init__(
             f"the stored raw bytes of {what} are corrupt: read {size} bytes with SHA-256 "
             f"{sha256}, stored as {expected_size} bytes with SHA-256 {expected_sha256}"
+        )
+
+
+class RawPurgedError(KeyError):
+    """The interaction is kept but its raw message is not: purged by the retention
+    job or by an erasure (``reason``), at ``purged_at``. A KeyError, like an
+    interaction without raw bytes, so callers that only say "none" still work."""
+
+    def __init__(self, interaction_id: str, purged_at: datetime, reason: str) -> None:
+        self.interaction_id = interaction_id
+        self.purged_at = purged_at
+        self.reason = reason
+        super().__init__(interaction_id)
+
+    def __str__(self) -> str:
+        by = "an erasure" if self.reason == "erasure" else "the retention job"
+        return (
+            f"interaction {self.interaction_id}: its raw message was purged by {by} "
+            f"on {self.purged_at.isoformat()}"
         )

@@ -129,6 +129,30 @@ class SQLiteDialect(SQLDialect):
             finally:
                 cursor.close()
 
+    def text_columns(self, tx: Tx) -> list[tuple[str, str]]:
+        tables = [
+            str(row[0])
+            for row in tx.all(
+                "SELECT name FROM sqlite_master WHERE type = 'table' "
+                "AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name"
+            )
+        ]
+        found = []
+        for table in tables:
+            for column in tx.all(f'PRAGMA table_info("{table}")'):
+                declared = str(column[2]).upper()
+                if declared in ("", "TEXT") or "CHAR" in declared or "CLOB" in declared:
+                    found.append((table, str(column[1])))
+        return found
+
+    def foreign_keys(self, tx: Tx) -> list[tuple[str, str, str, str]]:
+        found = []
+        for (table,) in tx.all("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            for row in tx.all(f'PRAGMA foreign_key_list("{table}")'):
+                # id, seq, table, from, to, ...
+                found.append((str(table), str(row[3]), str(row[2]), str(row[4])))
+        return found
+
     def run_script(self, tx: Tx, sql: str) -> None:
         # executescript() would commit our transaction first: split instead.
         statement = ""

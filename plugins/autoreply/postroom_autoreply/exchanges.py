@@ -103,3 +103,33 @@ async def count(store: Any, address: str, since: datetime | float) -> int:
         )
 
     return int(await store.run_in_transaction(work, write=False))
+
+
+@hookimpl
+async def postroom_erase(
+    address: str, interaction_ids: list[str], dry_run: bool, ctx: Any
+) -> dict[str, int]:
+    """Erasure (``postroom erase``): the log's rows for *address* and for the
+    interactions erased; with *dry_run*, only counted."""
+    store: Any = ctx.store
+    if not ISQLAccess.providedBy(store):
+        return {}
+    version: Any = store.plugin_schema_version(OWNER)  # a Deferred through ctx.store
+    if await version == 0:
+        return {}
+    key = normalize(address)
+    ids = list(interaction_ids)
+
+    def work(tx: Tx) -> int:
+        verb = "SELECT COUNT(*)" if dry_run else "DELETE"
+        run = tx.scalar if dry_run else tx.execute
+        rows = int(run(f"{verb} FROM autoreply_exchanges WHERE address = ?", (key,)) or 0)
+        for start in range(0, len(ids), 500):
+            batch = ids[start : start + 500]
+            marks = ", ".join(["?"] * len(batch))
+            where = f"interaction_id IN ({marks}) AND address <> ?"
+            rows += int(run(f"{verb} FROM autoreply_exchanges WHERE {where}", (*batch, key)) or 0)
+        return rows
+
+    rows = int(await store.run_in_transaction(work, write=not dry_run))
+    return {"autoreply_exchanges": rows} if rows else {}

@@ -35,6 +35,7 @@ from postroom.api import (
     hookimpl,
 )
 from postroom_autoreply import analysis, autowar, detection, options
+from postroom_autoreply.exchanges import postroom_erase as postroom_erase
 from postroom_autoreply.exchanges import postroom_startup as postroom_startup
 from postroom_autoreply.exchanges import postroom_store_migrations as postroom_store_migrations
 from postroom_autoreply.options import Settings

@@ -135,6 +135,32 @@ class PostgreSQLDialect(SQLDialect):
     def run_script(self, tx: Tx, sql: str) -> None:
         tx.script(sql)
 
+    def text_columns(self, tx: Tx) -> list[tuple[str, str]]:
+        rows = tx.all(
+            "SELECT c.table_name, c.column_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t ON t.table_schema = c.table_schema "
+            "AND t.table_name = c.table_name AND t.table_type = 'BASE TABLE' "
+            "WHERE c.table_schema = current_schema() AND c.data_type IN "
+            "('text', 'character varying', 'character', 'json', 'jsonb') "
+            "ORDER BY c.table_name, c.ordinal_position"
+        )
+        return [(str(table), str(column)) for table, column in rows]
+
+    def foreign_keys(self, tx: Tx) -> list[tuple[str, str, str, str]]:
+        rows = tx.all(
+            "SELECT k.table_name, k.column_name, u.table_name, u.column_name "
+            "FROM information_schema.referential_constraints r "
+            "JOIN information_schema.key_column_usage k "
+            "ON k.constraint_schema = r.constraint_schema "
+            "AND k.constraint_name = r.constraint_name "
+            "JOIN information_schema.key_column_usage u "
+            "ON u.constraint_schema = r.unique_constraint_schema "
+            "AND u.constraint_name = r.unique_constraint_name "
+            "AND u.ordinal_position = k.position_in_unique_constraint "
+            "WHERE r.constraint_schema = current_schema()"
+        )
+        return [(str(a), str(b), str(c), str(d)) for a, b, c, d in rows]
+
     # ------------------------------------------------------------- values
 
     def datetime_param(self, value: datetime) -> Any:

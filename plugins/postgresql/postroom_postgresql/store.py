@@ -29,13 +29,23 @@ class PostgreSQLStore(SQLStore):
 
     @staticmethod
     def postroom_add_options(schema: OptionSchema) -> None:
-        schema.add("dsn", "secret", scope=Scope.STORE, types=("postgresql",), required=True,
-                   description="libpq connection string or URI, e.g. "
-                   "`postgresql://postroom@db.example.com/postroom` "
-                   "(use `${PGPASSWORD_ENV}` or `${file:...}` for a password).")
-        schema.add("schema", scope=Scope.STORE, types=("postgresql",),
-                   description="Database schema for postroom's tables (created when missing); "
-                   "default: the connection's search path.")
+        schema.add(
+            "dsn",
+            "secret",
+            scope=Scope.STORE,
+            types=("postgresql",),
+            required=True,
+            description="libpq connection string or URI, e.g. "
+            "`postgresql://postroom@db.example.com/postroom` "
+            "(use `${PGPASSWORD_ENV}` or `${file:...}` for a password).",
+        )
+        schema.add(
+            "schema",
+            scope=Scope.STORE,
+            types=("postgresql",),
+            description="Database schema for postroom's tables (created when missing); "
+            "default: the connection's search path.",
+        )
 
     def __init__(self, options: Mapping[str, Any] | None = None, now: Now | None = None) -> None:
         """Built as ``cls(options, now=...)``: the site's ``store:`` mapping

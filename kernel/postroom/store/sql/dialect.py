@@ -99,6 +99,16 @@ class SQLDialect:
         """Execute a migration script (several statements) inside *tx*."""
         raise NotImplementedError
 
+    def text_columns(self, tx: Tx) -> list[tuple[str, str]]:
+        """Every (table, column) of the store's database that holds text (JSON
+        included), plugins' tables too: what an erasure's verification searches."""
+        raise NotImplementedError
+
+    def foreign_keys(self, tx: Tx) -> list[tuple[str, str, str, str]]:
+        """Every foreign key of the store's database as (table, column, referenced
+        table, referenced column): rows an interaction's removal must take along."""
+        raise NotImplementedError
+
     def datetime_param(self, value: datetime) -> Any:
         """A datetime as a query parameter: by default fixed-width ISO-8601 UTC
         text, so text order is time order. Databases with a timestamp type

@@ -32,10 +32,11 @@ from postroom.model import (
     RawRef,
 )
 from postroom.safe_names import unique_safe_names
-from postroom.store.errors import FencingError, StoreError
+from postroom.store.errors import FencingError, RawPurgedError, StoreError
 from postroom.store.sql.core import Writable
 from postroom.store.sql.events import insert_events
 from postroom.store.sql.raw import RawRecords
+from postroom.store.sql.tombstones import ERASED, TombstoneRecords
 from postroom.store.sql.tx import Row, Tx
 from postroom.store.sql.values import known_fields, to_json
 
@@ -94,7 +95,7 @@ INTERACTION_SELECT = (
 )
 
 
-class InteractionRecords(RawRecords):
+class InteractionRecords(RawRecords, TombstoneRecords):
     """``interactions``, their dedupe keys, body pieces and cursors."""
 
     def _interaction_params(self, item: Interaction, raw_id: str | None, now: datetime) -> tuple:
@@ -136,13 +137,19 @@ class InteractionRecords(RawRecords):
             f"html_more) VALUES ({', '.join(['?'] * 26)})",
             self._interaction_params(item, raw_id, now),
         )
-        for field, value in (("text", item.text), ("html", item.html)):
+        self._insert_pieces(tx, item.id, item.text, item.html)
+
+    def _insert_pieces(
+        self, tx: Tx, interaction_id: str, text: str | None, html: str | None
+    ) -> None:
+        """The pieces after the first of the texts (the row keeps the first)."""
+        for field, value in (("text", text), ("html", html)):
             for seq in range(1, more_pieces(value) + 1):
                 assert value is not None
                 tx.execute(
                     "INSERT INTO interaction_bodies (interaction_id, field, seq, data) "
                     "VALUES (?, ?, ?, ?)",
-                    (item.id, field, seq, value[seq * TEXT_PIECE : (seq + 1) * TEXT_PIECE]),
+                    (interaction_id, field, seq, value[seq * TEXT_PIECE : (seq + 1) * TEXT_PIECE]),
                 )
 
     def _rest(self, tx: Tx, interaction_id: str, field: str, first: str, more: int) -> str:
@@ -235,6 +242,8 @@ class InteractionRecords(RawRecords):
             for item in items:
                 keys = dedupe_keys(mailbox, source_key, raw.sha256, item, message_id_check)
                 owner = self._owner_of(tx, keys, claimed)
+                if owner is None and self._tombstoned(tx, keys):
+                    owner = ERASED  # erased or purged: the same mail is not imported again
                 if owner is not None:
                     duplicates.append(attrs.evolve(item, duplicate_of=owner))
                     continue
@@ -248,10 +257,13 @@ class InteractionRecords(RawRecords):
                 claimed.update(dict.fromkeys(keys, stored.id))
                 new.append((stored, keys))
 
+            owners = [d.duplicate_of for d in duplicates if d.duplicate_of != ERASED]
             if new:
                 raw_id = self._store_raw(tx, raw, now)
+            elif owners:
+                raw_id = self._existing_raw(tx, raw, owners[0], now)
             else:
-                raw_id = self._existing_raw(tx, raw, duplicates[0].duplicate_of, now)
+                raw_id = ""  # only tombstones: the bytes of erased mail are not kept again
             for stored, keys in new:
                 self._insert_interaction(tx, stored, raw_id, now)
                 tx.execute(
@@ -309,7 +321,10 @@ class InteractionRecords(RawRecords):
         )
         if found is None and owner is not None:
             # Same place on the server, different bytes: point at the original's.
-            found = tx.scalar("SELECT raw_id FROM interactions WHERE id = ?", (owner,))
+            row = tx.one("SELECT raw_id, raw_purged_at FROM interactions WHERE id = ?", (owner,))
+            if row is not None and row[0] is None and row[1] is not None:
+                return ""  # purged on purpose (retention, erasure): not kept again
+            found = None if row is None else row[0]
         if found is None:
             # Never answer without the bytes being somewhere.
             found = self._store_raw(tx, raw, now)
@@ -391,8 +406,13 @@ class InteractionRecords(RawRecords):
 
     def read_raw(self, interaction_id: str, fileobj: Writable) -> int:
         row = self._read(
-            lambda tx: tx.one("SELECT raw_id FROM interactions WHERE id = ?", (interaction_id,))
+            lambda tx: tx.one(
+                "SELECT raw_id, raw_purged_at, raw_purged_reason FROM interactions WHERE id = ?",
+                (interaction_id,),
+            )
         )
+        if row is not None and row[0] is None and row[1] is not None:
+            raise RawPurgedError(interaction_id, self._dt_value(row[1]), str(row[2]))
         if row is None or row[0] is None:
             raise KeyError(interaction_id)
         return self._copy_raw(row[0], fileobj, f"interaction {interaction_id}")
@@ -409,9 +429,15 @@ class InteractionRecords(RawRecords):
             sql = f"SELECT key FROM dedupe_keys WHERE key IN ({marks})"
             return lambda tx: list(tx.all(sql, tuple(batch)))
 
+        def buried(batch: list[str]) -> Callable[[Tx], set[str]]:
+            return lambda tx: self._tombstoned(tx, batch)
+
         for start in range(0, len(names), 500):
-            rows = self._read(lookup(names[start : start + 500]))
+            batch = names[start : start + 500]
+            rows = self._read(lookup(batch))
             found.update(wanted[row[0]] for row in rows)
+            # erased or purged interactions' source keys: still on the server, not new
+            found.update(wanted[key] for key in self._read(buried(batch)))
         return found
 
     def get_cursor(self, mailbox: str) -> Cursor | None:

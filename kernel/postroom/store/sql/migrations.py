@@ -24,6 +24,9 @@ from postroom.store.sql.core import Now, SQLCore
 from postroom.store.sql.dialect import SQLDialect
 from postroom.store.sql.tx import Tx
 
+#: the kernel schema version that made ``dedupe_tombstones`` and ``store_secrets``
+TOMBSTONE_SCHEMA = 13
+
 _MIGRATION_NAME = re.compile(r"^(\d{4})_[A-Za-z0-9_]+\.sql$")
 _OWNER = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
@@ -114,6 +117,8 @@ class SchemaMigrations(SQLCore):
         self._opened = True
         try:
             self._migrate()
+            # a store kept at an older schema (tests of upgrades) has no tombstones
+            self._tombstones_ready = self.schema_version() >= TOMBSTONE_SCHEMA
         except BaseException:
             self.close()
             raise

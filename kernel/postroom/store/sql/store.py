@@ -5,6 +5,7 @@ from __future__ import annotations
 from zope.interface import implementer
 
 from postroom.interfaces import ISQLAccess, IStore
+from postroom.store.sql.erasure import ErasureRecords
 from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
 from postroom.store.sql.mailboxstates import MailboxStateRecords
@@ -17,6 +18,7 @@ from postroom.store.sql.suppression import SuppressionRecords
 @implementer(IStore, ISQLAccess)
 class SQLStore(
     SchemaMigrations,
+    ErasureRecords,
     OutboxRecords,
     HandoffRecords,
     QuarantineRecords,
