@@ -16,7 +16,8 @@
                           sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
                           same 400s
 ``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
-                          hand-off and outbox state
+                          hand-off and outbox state (and the outbox's history)
+``/outbox...``            the outbox: list, show, retry, cancel (:mod:`postroom.outboxroutes`)
 ========================  ==============================================================
 
 Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
@@ -53,6 +54,8 @@ from twisted.web import http, resource, server
 from postroom.errors import ConfigError
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
+from postroom.outboxroutes import OUTBOX_ROUTES
+from postroom.outboxview import outbox_json
 from postroom.plugins.facade import PluginFailure, resolve
 from postroom.routes import (
     HTTPError,
@@ -327,14 +330,7 @@ async def _interaction(request: RouteRequest) -> dict[str, Any]:
         interaction.handoff_state = status[0]
     data = interaction_json(interaction)
     if entry is not None:
-        data["outbox"] = {
-            "state": entry.state,
-            "attempts": entry.attempts,
-            "last_error": entry.last_error,
-            "next_attempt_at": entry.next_attempt_at.isoformat()
-            if entry.next_attempt_at
-            else None,
-        }
+        data["outbox"] = outbox_json(entry, await store.outbox_history(entry.id))
     return data
 
 
@@ -345,6 +341,7 @@ KERNEL_ROUTES = (
     Route("POST", "/send", _send),
     Route("POST", "/render", _render),
     Route("GET", "/interactions/{id}", _interaction),
+    *OUTBOX_ROUTES,
 )
 
 
