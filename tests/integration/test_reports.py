@@ -111,4 +111,5 @@ def test_postfix_success_and_failure_notices_become_report_and_ndr_children(
         ms.address("nobody"), "failed", ndr["id"],
     )  # fmt: skip
     [row] = delivered["delivery"]
-    assert (row["status"], row["action"], row["report_id"]) == ("delivered", "relayed", report["id"])
+    assert (row["status"], row["action"]) == ("delivered", "relayed")
+    assert row["report_id"] == report["id"]

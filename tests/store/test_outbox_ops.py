@@ -284,9 +284,8 @@ def test_a_read_receipt_is_displayed(store: SQLStore, raw_of: RawOf) -> None:
 def test_a_report_matches_the_original_recipient_first(store: SQLStore, raw_of: RawOf) -> None:
     eid = sent(store, ("sales@c.example",))
     ndr = report(store, raw_of, eid, 1)
-    store.record_delivery(
-        eid, ndr, [DeliveryReport("bob@mx.c.example", "failed", original_recipient="sales@c.example")]
-    )
+    bounced = DeliveryReport("bob@mx.c.example", "failed", original_recipient="sales@c.example")
+    store.record_delivery(eid, ndr, [bounced])
     assert statuses(store, eid) == {"sales@c.example": "failed"}
     # a recipient the message was not sent to (an alias's) gets a row of its own
     store.record_delivery(eid, ndr, [DeliveryReport("eve@c.example", "delivered")])

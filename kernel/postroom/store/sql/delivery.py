@@ -97,7 +97,9 @@ class DeliveryRecords(InteractionRecords):
         """The recipients of a send: ``sent`` (accepted) or ``failed`` (refused,
         with the server's reply). A recipient a report already named keeps
         what the report said."""
-        rows = [(a, DeliveryStatus.SENT.value, None) for a in accepted]
+        rows: list[tuple[str, str, str | None]] = [
+            (a, DeliveryStatus.SENT.value, None) for a in accepted
+        ]
         rows += [(a, DeliveryStatus.FAILED.value, why) for a, why in refused.items()]
         stamp = self._dt_param(now)
         for address, status, diagnostic in rows[:MAX_RECIPIENTS]:

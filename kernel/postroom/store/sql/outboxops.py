@@ -50,7 +50,8 @@ class OutboxOperations(OutboxRecords):
             raise ValueError(f"limit must be from 1 to {MAX_PAGE}, got {limit}")
         if after is not None and not after.isdigit():
             raise ValueError(f"not a cursor of this listing: {after!r}")
-        where, params = [], []
+        where: list[str] = []
+        params: list[str | int] = []
         if state is not None:
             where.append("o.state = ?")
             params.append(state)
