@@ -125,3 +125,23 @@ class NotAnalysed(PostroomError, LookupError):
     The gateway never reads a message's content itself (it would do so without
     the per-message budget): a plugin whose analysis is missing says so loudly.
     """
+
+
+class OutboxConflict(PostroomError):
+    """An outbox operation the entry's state does not allow (``outbox cancel`` of
+    an entry being sent, ``retry`` of a sent one): nothing was changed."""
+
+    def __init__(self, entry_id: str, state: str, action: str) -> None:
+        self.entry_id = entry_id
+        self.state = state
+        self.action = action
+        why = {
+            "sending": "it is being sent right now (try again when the attempt is over)",
+            "sent": "it was sent already",
+            "cancelled": "it was cancelled",
+        }.get(state, f"it is {state}")
+        allowed = "queued or failed"
+        super().__init__(
+            f"cannot {action} outbound {entry_id}: {why}; only a {allowed} entry can be"
+            + (" retried" if action == "retry" else " cancelled")
+        )

@@ -406,7 +406,8 @@ def postroom_envelope(request: OutboundRequest, envelope: Envelope, ctx: Context
 @hookspec
 def postroom_sent(interaction: Interaction, ctx: Context) -> Any:
     """An outbound interaction was sent, or failed for good (its ``status``
-    says which). Collect-all, for observers."""
+    says which: ``Failed`` for good; sent, ``Sent``, or ``PartlyFailed`` when the
+    server refused some recipients). Collect-all, for observers."""
 
 
 # -------------------------------------------------------------------- erasure

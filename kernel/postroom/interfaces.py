@@ -247,14 +247,51 @@ class IStore(Interface):
         attached=None,
         count_attempt=True,
         message_id=None,
+        reply=None,
+        accepted=None,
+        refused=None,
     ) -> None:
         """Record a send attempt: sent, failed, or back to queued for a retry.
+        Every attempt counts, the successful one too, and goes into the entry's
+        history (with the server's *reply* and the *refused* recipients).
         Also sets the outbound interaction's status and merges *attached*
         into its attached data. ``count_attempt=False``: back to queued
         without counting an attempt (the sender's login was refused). Sent
         with *message_id*: the Message-ID the server really used (it replaced
         the one assigned); the interaction records it, the outbox keeps the
-        assigned one."""
+        assigned one. Sent: each *accepted* recipient's delivery status starts
+        ``sent``, each *refused* one's ``failed``. OutboxConflict for a
+        cancelled entry."""
+
+    def outbox_history(entry_id) -> Any:
+        """The entry's history, oldest first: a list of OutboxAttempt (bounded)."""
+
+    def list_outbox_page(state=None, limit=100, after=None) -> Any:
+        """``(entries, next_cursor)``: entries in queueing order, *state* only
+        when given, at most *limit* after the cursor *after* (None: from the
+        start); *next_cursor* None on the last page."""
+
+    def outbox_ids(prefix, limit=10) -> Any:
+        """The ids of outbox entries starting with *prefix* (at most *limit*)."""
+
+    def retry_outbound(entry_id) -> Any:
+        """Make a queued or failed entry due now (a failed one with a new round
+        of ``gateway.max-attempts``); the OutboxEntry. KeyError when unknown,
+        OutboxConflict when sending, sent or cancelled."""
+
+    def cancel_outbound(entry_id) -> Any:
+        """Cancel a queued or failed entry (state and status ``cancelled``); the
+        OutboxEntry. KeyError when unknown, OutboxConflict when sending, sent or
+        cancelled."""
+
+    def record_delivery(outbound_id, report_id, reports) -> Any:
+        """What report interaction *report_id* says about recipients of
+        *outbound_id* (a list of DeliveryReport); the outbound interaction's
+        status follows. Idempotent; True when something changed."""
+
+    def delivery_of(outbound_id) -> Any:
+        """The recipients of an outbound interaction with their delivery status
+        (a list of RecipientDelivery)."""
 
     def read_outbound_files(entry_id) -> Any:
         """The files queued with an outbox entry, in order, each an

@@ -118,6 +118,22 @@ class OutboxState(enum.StrEnum):
     SENDING = "sending"
     SENT = "sent"
     FAILED = "failed"
+    #: an operator took it out of the outbox (``postroom outbox cancel``): never sent
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where one recipient of a sent message stands, from the reports that came back.
+
+    ``sent``: the server took it, no report yet (or refused at RCPT TO:
+    ``failed``); the others as a DSN (``Action``) or an MDN (disposition) says.
+    """
+
+    SENT = "sent"
+    DELAYED = "delayed"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+    DISPLAYED = "displayed"
 
 
 def new_id() -> str:
@@ -400,6 +416,9 @@ class Interaction:
     #: filled by the store when it answers
     duplicate_of: str | None = None
     handoff_state: str = HandoffState.PENDING.value
+    #: an outbound interaction's recipients and their delivery status, filled by
+    #: the store's ``get_interaction`` (empty until it is sent)
+    delivery: list[RecipientDelivery] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -553,6 +572,64 @@ class OutboxEntry:
     last_error: str | None
     request: OutboundRequest
     created_at: datetime = attrs.field(factory=utcnow)
+    #: the attempts made before the last ``outbox retry`` of a failed entry: a
+    #: round of ``gateway.max-attempts`` counts from there
+    round_start: int = 0
+    #: when its state last changed (None: not read from a store)
+    updated_at: datetime | None = None
+
+
+@attrs.frozen
+class OutboxAttempt:
+    """One line of an outbox entry's history: an attempt at sending it, or an
+    operator's action (``retry``, ``cancel``).
+
+    ``result``: ``sent``, ``retry`` (a temporary failure: queued again with
+    back-off), ``failed`` (for good), ``login-refused`` (the sender's login was
+    refused: not counted as an attempt), ``interrupted`` (the process stopped
+    mid-send), ``retry-requested``, ``cancelled``.
+    """
+
+    at: datetime
+    result: str
+    error: str | None = None
+    #: the server's last reply (``mx: 250 2.0.0 Ok: queued as ...``)
+    reply: str | None = None
+    #: recipients the server refused at RCPT TO, with its reply
+    refused: dict[str, str] = attrs.field(factory=dict)
+    #: whether it counted as an attempt (``OutboxEntry.attempts``)
+    counted: bool = False
+
+
+@attrs.frozen
+class DeliveryReport:
+    """What one report says about one recipient of an outbound message: what the
+    DSN and MDN plugins give :meth:`~postroom.api.StoreAccess.record_delivery`."""
+
+    recipient: str
+    status: str  # a DeliveryStatus value other than ``sent``
+    #: what the report said, as it said it (a DSN ``Action``, an MDN disposition)
+    action: str | None = None
+    #: a DSN's ``Status`` and ``Diagnostic-Code``, an MDN's disposition: for people
+    diagnostic: str | None = None
+    #: the address the message was sent to, when the report names it apart from
+    #: the final one (a DSN's ``Original-Recipient``): matched first
+    original_recipient: str | None = None
+
+
+@attrs.frozen
+class RecipientDelivery:
+    """One recipient of a sent outbound message and its delivery status."""
+
+    recipient: str
+    status: str  # a DeliveryStatus value
+    #: when the status was last reported (the report's storing time; for
+    #: ``sent``, when the server took it)
+    time: datetime
+    #: the report interaction that said so (None: the send itself)
+    report_id: str | None = None
+    action: str | None = None
+    diagnostic: str | None = None
 
 
 @attrs.define

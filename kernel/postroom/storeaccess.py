@@ -8,18 +8,18 @@ kernel's thread pool: ``await ctx.store.find_by_message_id(mid)``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from twisted.internet.defer import Deferred
 
-from postroom.model import AttachedValue, Interaction, SuppressionEntry
+from postroom.model import AttachedValue, DeliveryReport, Interaction, SuppressionEntry
 
 
 @runtime_checkable
 class StoreAccess(Protocol):
     """The store as plugins see it: lookups for threading, the suppression list,
-    attached data added after the commit."""
+    attached data added after the commit, and the delivery status reports give."""
 
     def get_interaction(self, interaction_id: str) -> Deferred[Interaction | None]:
         """The interaction, or None."""
@@ -50,6 +50,17 @@ class StoreAccess(Protocol):
 
     def is_suppressed(self, address: str) -> Deferred[SuppressionEntry | None]:
         """The address's entry, or None (case-insensitive)."""
+        ...
+
+    def record_delivery(
+        self, outbound_id: str, report_id: str, reports: Sequence[DeliveryReport]
+    ) -> Deferred[bool]:
+        """What report interaction *report_id* says about recipients of outbound
+        interaction *outbound_id*: each recipient's delivery status, and the
+        interaction's status derived from them, change where the report says
+        more than what is known (API 1.2). Idempotent: the same report again
+        changes nothing. Fires with whether anything changed (False for an id
+        that is no outbound interaction)."""
         ...
 
     def known_source_keys(self, mailbox: str, keys: Iterable[str]) -> Deferred[set[str]]:

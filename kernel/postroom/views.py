@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from postroom.model import Interaction, InteractionType
+from postroom.outboxview import delivery_json
 
 if TYPE_CHECKING:
     from postroom.config.site import SiteConfig
@@ -47,6 +48,10 @@ def interaction_json(interaction: Interaction, source: str | None = None) -> dic
         if interaction.type == InteractionType.INBOUND.value
         else None,
         "created_at": interaction.created_at.isoformat(),
+        # outbound: where each recipient stands (docs/outbound.md, delivery status)
+        "delivery": delivery_json(interaction.delivery)
+        if interaction.type == InteractionType.OUTBOUND.value
+        else None,
     }
 
 

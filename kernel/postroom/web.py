@@ -20,6 +20,7 @@
 ``POST /interactions/ID/  put its refused and failed hand-off targets (or the one named,
 retry-handoff``           ``{"target": ...}``) back to pending and retry them at once
 ``GET /events``           server-sent events (:mod:`postroom.events`, docs/events.md)
+``/outbox...``            the outbox: list, show, retry, cancel (:mod:`postroom.outboxroutes`)
 ========================  ==============================================================
 
 Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
@@ -61,6 +62,8 @@ from postroom.handoffs import handoff_detail, retry_handoff_route
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
 from postroom.model import InteractionType
+from postroom.outboxroutes import OUTBOX_ROUTES
+from postroom.outboxview import outbox_json
 from postroom.plugins.facade import PluginFailure, resolve
 from postroom.routes import (
     HTTPError,
@@ -407,12 +410,7 @@ async def _interaction(request: RouteRequest) -> dict[str, Any]:
     if interaction.type == InteractionType.INBOUND.value:
         data["handoff"] = await handoff_detail(store, interaction_id, status)
     if entry is not None:
-        data["outbox"] = {
-            "state": entry.state,
-            "attempts": entry.attempts,
-            "last_error": entry.last_error,
-            "next_attempt_at": entry.next_attempt_at.isoformat() if entry.next_attempt_at else None,
-        }
+        data["outbox"] = outbox_json(entry, await store.outbox_history(entry.id))
     return data
 
 
@@ -425,6 +423,7 @@ KERNEL_ROUTES = (
     Route("GET", "/interactions/{id}", _interaction),
     Route("POST", "/interactions/{id}/retry-handoff", retry_handoff_route),
     Route("GET", "/events", events_route),
+    *OUTBOX_ROUTES,
 )
 
 

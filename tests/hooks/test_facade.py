@@ -852,7 +852,9 @@ class OutboxStore(FakeStore):
     async def mark_outbound(self, entry_id: str, state: str, error: str | None = None,
                             next_attempt_at: datetime | None = None,
                             attached: dict[str, Any] | None = None,
-                            message_id: str | None = None) -> None:
+                            message_id: str | None = None, reply: str | None = None,
+                            accepted: list[str] | None = None,
+                            refused: dict[str, str] | None = None) -> None:
         self.marks.append((entry_id, state, error, next_attempt_at))
         self.attached.update(attached or {})
         if message_id is not None:

@@ -65,7 +65,17 @@ def test_postfix_success_and_failure_notices_become_report_and_ndr_children(
         unknown = send(ms.address("nobody"), "to an unknown user")
         [report] = ms.wait_for(lambda: child_of(known["id"]), GUARD, "the success notice")
         [ndr] = ms.wait_for(lambda: child_of(unknown["id"]), GUARD, "the bounce")
-        _, suppressed = http(site.api_port, f"/interactions/{unknown['id']}")
+
+        def status_is(outbound: dict[str, Any], status: str) -> dict[str, Any] | None:
+            running()
+            _, shown = http(site.api_port, f"/interactions/{outbound['id']}")
+            return dict(shown) if shown["status"] == status else None
+
+        # each outbound interaction's status follows its report (after its commit)
+        delivered = ms.wait_for(lambda: status_is(known, "Delivered"), GUARD, "Delivered")
+        suppressed = ms.wait_for(
+            lambda: status_is(unknown, "DeliveryFailed"), GUARD, "DeliveryFailed"
+        )
 
     # the known user got the message itself
     assert ms.message_count("agent9") == 1
@@ -94,4 +104,12 @@ def test_postfix_success_and_failure_notices_become_report_and_ndr_children(
     assert entry["address"] == ms.address("nobody").lower()
     assert entry["interaction_id"] == ndr["id"]
     assert "5.1.1" in entry["reason"]
-    assert suppressed["status"] == "Sent"  # the send itself succeeded: Postfix accepted it
+    # the send itself succeeded (Postfix accepted it); the report says what became of it
+    assert suppressed["outbox"]["state"] == "sent" and suppressed["outbox"]["attempts"] == 1
+    [row] = suppressed["delivery"]
+    assert (row["recipient"], row["status"], row["report_id"]) == (
+        ms.address("nobody"), "failed", ndr["id"],
+    )  # fmt: skip
+    [row] = delivered["delivery"]
+    assert (row["status"], row["action"]) == ("delivered", "relayed")
+    assert row["report_id"] == report["id"]

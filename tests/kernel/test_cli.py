@@ -300,7 +300,7 @@ def test_plugins_shows_the_api_each_was_written_for() -> None:
         for row in map(json.loads, result.stdout.splitlines())
     }
     assert apis[("builtin", "core-parser")] == VERSION
-    assert apis[("hook", "dsn")] == "1.0"  # declared in postroom_dsn/__init__.py
+    assert apis[("hook", "dsn")] == "1.2"  # declared in postroom_dsn/__init__.py
     assert apis[("postroom.sources", "imap")] == "1.0"
     assert apis[("postroom.sources", "maildir")] == VERSION  # the kernel's own driver
 

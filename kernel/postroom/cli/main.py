@@ -378,13 +378,21 @@ def cmd_interactions(args: argparse.Namespace) -> int:
         if getattr(args, "raw", False):
             await _write_raw(kernel, found[0].id)
         elif args.json:
+            from postroom.outboxview import with_outbox
+
             for interaction in found:
-                print(dumps(interaction_json(interaction)))
+                data = interaction_json(interaction)
+                if args.action == "show":  # outbound: its outbox entry and history
+                    data = await with_outbox(kernel.store, data)
+                print(dumps(data))
         elif args.action == "show":
+            from postroom.outboxview import with_outbox
+
             data = interaction_json(found[0])
             if data["handoff_state"] is not None:
                 data["handoff"] = await handoff_detail(kernel.store, found[0].id)
-            print(json.dumps(data, indent=2, ensure_ascii=False))
+            shown = await with_outbox(kernel.store, data)
+            print(json.dumps(shown, indent=2, ensure_ascii=False))
             if found[0].text:
                 print("\n" + found[0].text)
         else:
@@ -714,12 +722,13 @@ async def _send_now(kernel: Any, request: Any) -> int:
         interaction = await gateway.send(request)
         await gateway.outbound.finished
         stored = await kernel.store.get_interaction(interaction.id)
+        entry = await kernel.store.get_outbox(interaction.id)
     except RequestError as exc:  # in_reply_to names no stored interaction
         return _report_refused(exc)
     finally:
         await gateway.stopService()
     print(f"{stored.id} {stored.message_id} {stored.status}")
-    if stored.status != "Sent":
+    if entry is None or entry.state != "sent":
         error = stored.attached_data.get("_SendError")
         print(
             f"error: not sent{': ' + str(error) if error else ' yet (queued for retry)'}",
@@ -1150,6 +1159,10 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_render)
 
+    from postroom.cli.outbox import add_outbox_command
+
+    add_outbox_command(sub, _with_kernel)
+
     p = sub.add_parser(
         "config-reference",
         help="print the configuration reference",
@@ -1170,7 +1183,7 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
 KERNEL_COMMANDS = frozenset(
     {
         "run", "check", "mailboxes", "plugins", "ingest", "interactions", "quarantine",
-        "suppression", "send", "render", "config-reference",
+        "suppression", "send", "render", "config-reference", "outbox",
     }
     | {"erase", "purge"}
 )  # fmt: skip

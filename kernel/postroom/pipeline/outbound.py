@@ -497,7 +497,21 @@ class OutboundPipeline:
                 used,
                 entry.message_id,
             )
-        await store.mark_outbound(entry.id, OutboxState.SENT.value, attached=attached, **replaced)
+        accepted = [str(a) for a in getattr(result, "accepted", None) or []]
+        bcc = self.ctx.option("email-processing", "bcc-address")
+        if bcc:  # the site's own copy is no recipient of the interaction
+            own = {m.addr_spec.lower() for m in mailboxes_of(
+                [*entry.request.to, *entry.request.cc, *entry.request.bcc])}  # fmt: skip
+            accepted = [a for a in accepted if a.lower() != str(bcc).lower() or a.lower() in own]
+        await store.mark_outbound(
+            entry.id,
+            OutboxState.SENT.value,
+            attached=attached,
+            reply=str(getattr(result, "detail", "") or "") or None,
+            accepted=accepted,
+            refused=refused,
+            **replaced,
+        )
         for rcpt, why in refused.items():
             if is_unknown_address(why):
                 await store.suppress(rcpt, f"refused at RCPT TO: {why}"[:200], entry.id)

@@ -276,8 +276,10 @@ class OutboundService(service.Service):
             return
         except Exception as exc:
             attempts = entry.attempts + 1
+            # a round of max-attempts: since the operator's last retry of a failed entry
+            in_round = attempts - entry.round_start
             max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
-            for_good = is_permanent(exc) or attempts >= max_attempts
+            for_good = is_permanent(exc) or in_round >= max_attempts
             error = failure_text(exc)
             self.kernel.metrics.send_failures.labels(str(for_good).lower()).inc()
             if for_good:
@@ -286,7 +288,7 @@ class OutboundService(service.Service):
                 await self.pipeline.record_failed(entry, error)
                 await self.kernel.events.emit(EventType.SEND_FAILED, entry.id, reason=error)
             else:
-                retry_at = self._now() + timedelta(seconds=self.backoff.delay(attempts))
+                retry_at = self._now() + timedelta(seconds=self.backoff.delay(in_round))
                 await self.kernel.store.mark_outbound(
                     entry.id, OutboxState.QUEUED.value, error, retry_at
                 )

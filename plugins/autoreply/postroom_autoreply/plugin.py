@@ -45,8 +45,10 @@ AUTO_REPLY = "_AutoReply"
 AUTO_REPLY_REASON = "_AutoReplyReason"
 MAIL_LOOP = "_MailLoop"
 MAIL_LOOP_REASON = "_MailLoopReason"
-#: the status the store gives an outbound interaction once it was sent
-SENT_STATUS = "Sent"
+#: the status the store gives an outbound interaction whose send failed for good
+#: (a sent one is ``Sent``, or ``PartlyFailed`` when the server refused some
+#: recipients: docs/outbound.md, delivery status)
+FAILED_STATUS = "Failed"
 
 X_LOOP = "X-Loop"
 
@@ -134,7 +136,7 @@ async def postroom_sent(interaction: Interaction, ctx: Context) -> None:
     """Record an automatic mail that was sent (not one that failed) to each recipient."""
     if interaction.type != InteractionType.OUTBOUND.value:
         return
-    if interaction.status != SENT_STATUS or not is_true(interaction.attached_data.get(AUTOMATIC)):
+    if interaction.status == FAILED_STATUS or not is_true(interaction.attached_data.get(AUTOMATIC)):
         return
     if autowar.supported(ctx):
         recipients = detection.addresses_in([*interaction.to, *interaction.cc])

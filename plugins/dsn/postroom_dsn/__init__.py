@@ -11,6 +11,6 @@ reading of a report, which runs in ``postroom_analyze``, is
 """
 
 #: the postroom.api version this distribution is written against (docs/api.md)
-POSTROOM_API = "1.0"
+POSTROOM_API = "1.2"
 
 __version__ = "0.1.0"

@@ -15,7 +15,8 @@ import re
 
 import attrs
 
-from postroom.api import AttachedValue, strip_comments
+from postroom.api import AttachedValue, DeliveryReport, strip_comments
+from postroom.api import DeliveryStatus as RecipientStatus
 from postroom_dsn.fields import DeliveryStatus, Field, field
 
 INFO = "_DSNInfo."
@@ -229,3 +230,37 @@ def recipients_from_data(data: dict[str, AttachedValue]) -> list[Recipient]:
             )
         )
     return found
+
+
+#: the delivery status each DSN action gives its recipient: ``relayed`` (handed on
+#: to a system that sends no DSN, e.g. Postfix to Dovecot's LMTP) and ``expanded``
+#: (to a list's members) are as far as reports go, so they count as delivered
+DELIVERY_STATUS = {
+    "failed": RecipientStatus.FAILED.value,
+    "delayed": RecipientStatus.DELAYED.value,
+    "delivered": RecipientStatus.DELIVERED.value,
+    "relayed": RecipientStatus.DELIVERED.value,
+    "expanded": RecipientStatus.DELIVERED.value,
+}
+
+
+def delivery_reports(data: dict[str, AttachedValue]) -> list[DeliveryReport]:
+    """What a committed report says of each recipient, for the outbound
+    interaction it reports on (``record_delivery``)."""
+    reports = []
+    for n, recipient in enumerate(recipients_from_data(data), 1):
+        status = DELIVERY_STATUS.get(recipient.action or "")
+        if status is None or not recipient.address:
+            continue
+        said = [s for s in (recipient.status, recipient.diagnostic) if s]
+        original = data.get(f"{RAW}Recipient{n}.Original-Recipient")
+        reports.append(
+            DeliveryReport(
+                recipient=recipient.address,
+                status=status,
+                action=recipient.action,
+                diagnostic=" ".join(said) or None,
+                original_recipient=bare_address(original) if isinstance(original, str) else None,
+            )
+        )
+    return reports

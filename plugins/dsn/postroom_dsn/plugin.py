@@ -13,7 +13,10 @@
   built-in threading found.
 * ``postroom_committed``: hard-bounced addresses go on the store's suppression
   list (a side effect of the commit, once, whatever the hand-off does;
-  idempotent: the store counts the same report's suppression once).
+  idempotent: the store counts the same report's suppression once); the
+  outbound interaction the report threads to records each recipient's delivery
+  status (failed, delayed, delivered; ``relayed`` and ``expanded`` count as
+  delivered), and its status follows (idempotent too).
 * ``postroom_envelope``: ``options["dsn"]`` of an outbound request becomes
   ``NOTIFY``/``RET``/``ENVID`` (:mod:`postroom_dsn.envelope`).
 """
@@ -39,7 +42,7 @@ from postroom.api import (
     hookimpl,
 )
 from postroom_dsn import analysis
-from postroom_dsn.data import recipients_from_data
+from postroom_dsn.data import delivery_reports, recipients_from_data
 from postroom_dsn.envelope import ENVID_MAX, parse_request
 
 SECTION = "email-processing"
@@ -100,7 +103,8 @@ async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx:
 
 @hookimpl
 async def postroom_committed(interaction: Interaction, ctx: Context) -> None:
-    """Suppress the hard-bounced addresses of a committed report."""
+    """Suppress the hard-bounced addresses of a committed report; the outbound
+    interaction it reports on records what it says of each recipient."""
     if interaction.subtype not in REPORT_SUBTYPES:
         return
     for recipient in recipients_from_data(interaction.attached_data):
@@ -111,6 +115,10 @@ async def postroom_committed(interaction: Interaction, ctx: Context) -> None:
         if recipient.diagnostic:
             reason += f": {recipient.diagnostic}"
         await ctx.store.suppress(recipient.address, reason[:_REASON_MAX], interaction.id)
+    if interaction.parent_id:
+        reports = delivery_reports(interaction.attached_data)
+        if reports:
+            await ctx.store.record_delivery(interaction.parent_id, interaction.id, reports)
 
 
 @hookimpl

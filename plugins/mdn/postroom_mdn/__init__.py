@@ -7,4 +7,4 @@ and :mod:`postroom_mdn.fields` is the tolerant field-block reader it uses.
 """
 
 #: the postroom.api version this distribution is written against (docs/api.md)
-POSTROOM_API = "1.0"
+POSTROOM_API = "1.2"

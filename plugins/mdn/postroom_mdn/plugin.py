@@ -12,6 +12,10 @@
   returned message's), overriding the built-in threading, which may have
   found an inbound message with the same id; when there is no such outbound
   interaction, what threading found stays. The store look-up is all it does.
+* ``postroom_committed``: the outbound interaction the receipt answers records
+  its recipient as ``displayed`` (``delivered`` for another disposition), and its
+  status follows (:mod:`postroom_mdn.delivery`; the store's ``record_delivery``
+  is idempotent, so a receipt processed again changes nothing).
 * ``postroom_envelope``: ``options["mdn"]`` on a send request adds
   ``Disposition-Notification-To`` (see :mod:`postroom_mdn.request`).
 """
@@ -27,10 +31,12 @@ from postroom.api import (
     InteractionType,
     OutboundRequest,
     ParsedMessage,
+    Subtype,
     Verdict,
     hookimpl,
 )
 from postroom_mdn import analysis
+from postroom_mdn.delivery import delivery_report
 from postroom_mdn.request import HEADER, OPTION, receipt_address
 
 PRIORITY = analysis.PRIORITY
@@ -57,6 +63,16 @@ async def postroom_enrich(message: ParsedMessage, interaction: Interaction, ctx:
     )
     if found:
         interaction.parent_id = found[0].id
+
+
+@hookimpl
+async def postroom_committed(interaction: Interaction, ctx: Context) -> None:
+    """The answered outbound interaction's recipient: displayed (or delivered)."""
+    if interaction.subtype != Subtype.INBOUND_DISPOSITION.value or not interaction.parent_id:
+        return
+    report = delivery_report(interaction.attached_data)
+    if report is not None:
+        await ctx.store.record_delivery(interaction.parent_id, interaction.id, [report])
 
 
 @hookimpl

@@ -58,7 +58,8 @@ def test_the_entry_point_is_the_plugin_with_its_hooks() -> None:
     with TestKernel([MDN_EP]) as kernel:
         assert kernel.plugins[-1] == "mdn"
         assert kernel.hooks_of("mdn") == [
-            "postroom_analyze", "postroom_classify", "postroom_enrich", "postroom_envelope"]
+            "postroom_analyze", "postroom_classify", "postroom_committed", "postroom_enrich",
+            "postroom_envelope"]
 
 
 # --------------------------------------------------------------------- corpus

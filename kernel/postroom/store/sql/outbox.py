@@ -1,7 +1,11 @@
 """The outbox: outbound interactions queued, claimed by a sender, sent or failed.
 
 An entry's interaction status follows its state (:data:`OUTBOX_STATUS`), in
-the same transaction.
+the same transaction; once sent, its recipients' delivery status
+(:mod:`postroom.store.sql.delivery`). Every attempt is counted in ``attempts``
+(the one that succeeds too) except one the sender's refused login stopped, and
+written to the entry's history (``outbox_attempts``, the newest
+:data:`MAX_HISTORY` kept).
 """
 
 from __future__ import annotations
@@ -9,22 +13,24 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
 import attrs
 
 from postroom import keys
+from postroom.errors import OutboxConflict
 from postroom.model import (
     Interaction,
     InteractionType,
     OutboundAttachment,
     OutboundRequest,
+    OutboxAttempt,
     OutboxEntry,
     OutboxState,
 )
-from postroom.store.sql.interactions import InteractionRecords
+from postroom.store.sql.delivery import DeliveryRecords
 from postroom.store.sql.tx import Row, Tx
 from postroom.store.sql.values import request_from_json, request_to_json, to_json
 
@@ -34,7 +40,15 @@ OUTBOX_STATUS = {
     OutboxState.SENDING: "Sending",
     OutboxState.SENT: "Sent",
     OutboxState.FAILED: "Failed",
+    OutboxState.CANCELLED: "Cancelled",
 }
+
+#: history lines kept per outbox entry (the newest)
+MAX_HISTORY = 50
+#: the longest error or reply a history line keeps
+MAX_HISTORY_TEXT = 2000
+#: refused recipients a history line keeps
+MAX_HISTORY_REFUSED = 100
 
 #: attached-data key that shows an outbound interaction's final send error.
 SEND_ERROR_KEY = keys.SEND_ERROR
@@ -49,13 +63,14 @@ INTERRUPTED = (
 #: ties of created_at (one clock tick, or a test's frozen clock) go in the order the
 #: requests were queued: their interactions' insertion sequence
 _QUEUED_ORDER = "(SELECT seq FROM interactions WHERE interactions.id = outbox.id)"
-OUTBOX_SELECT = (
-    "SELECT id, message_id, state, attempts, next_attempt_at, last_error, request, "
-    "created_at FROM outbox"
+OUTBOX_COLUMNS = (
+    "id, message_id, state, attempts, next_attempt_at, last_error, request, "
+    "created_at, round_start, updated_at"
 )
+OUTBOX_SELECT = f"SELECT {OUTBOX_COLUMNS} FROM outbox"
 
 
-class OutboxRecords(InteractionRecords):
+class OutboxRecords(DeliveryRecords):
     """``outbox``: one row per outbound interaction."""
 
     def queue_outbound(self, interaction: Interaction, request: OutboundRequest) -> OutboxEntry:
@@ -99,6 +114,7 @@ class OutboxRecords(InteractionRecords):
                 last_error=None,
                 request=request_from_json(request_json),
                 created_at=now,
+                updated_at=now,
             )
 
         return self._write(work)
@@ -164,6 +180,9 @@ class OutboxRecords(InteractionRecords):
                     "UPDATE interactions SET status = ? WHERE id = ?",
                     (OUTBOX_STATUS[OutboxState.QUEUED], eid),
                 )
+                self._add_history(
+                    tx, eid, OutboxAttempt(at=self.now(), result="interrupted", error=INTERRUPTED)
+                )
             return ids
 
         return self._write(work)
@@ -177,28 +196,44 @@ class OutboxRecords(InteractionRecords):
         attached: Mapping[str, Any] | None = None,
         count_attempt: bool = True,
         message_id: str | None = None,
+        reply: str | None = None,
+        accepted: Sequence[str] | None = None,
+        refused: Mapping[str, str] | None = None,
     ) -> None:
-        """Move an outbox entry to *state*; its interaction's status follows,
-        and *attached* is merged into the interaction's attached data. Back to
-        ``queued`` without *count_attempt*: the entry was never tried (the
-        sender's login was refused), its attempts stay as they were. Sent with
-        a *message_id*: the server gave the message that Message-ID instead of
-        the one assigned (Exchange may); the interaction records it, so that
-        replies find it, and the outbox row keeps the one assigned."""
+        """Move an outbox entry to *state* after an attempt; its interaction's status
+        follows, *attached* is merged into the interaction's attached data, and
+        the attempt goes into the entry's history. Every attempt counts (sent,
+        queued again, failed), except back to ``queued`` without
+        *count_attempt*: the entry was never tried (the sender's login was
+        refused), its attempts stay as they were. Sent with a *message_id*: the
+        server gave the message that Message-ID instead of the one assigned
+        (Exchange may); the interaction records it, so that replies find it,
+        and the outbox row keeps the one assigned. Sent with *accepted* and
+        *refused* recipients (and the server's *reply*): the delivery status
+        of each starts there (``sent``, or ``failed`` with the server's reply).
+        OutboxConflict for a cancelled entry."""
         new_state = OutboxState(state)
         retry_at = None if next_attempt_at is None else self._dt_param(next_attempt_at)
-        counts = count_attempt and new_state in (OutboxState.FAILED, OutboxState.QUEUED)
+        counts = count_attempt and new_state in (
+            OutboxState.FAILED,
+            OutboxState.QUEUED,
+            OutboxState.SENT,
+        )
+        result = _result_of(new_state, counts, error)
 
         def work(tx: Tx) -> None:
+            now = self.now()
             changed = tx.execute(
                 "UPDATE outbox SET state = ?, attempts = attempts + ?, "
                 "last_error = COALESCE(?, last_error), next_attempt_at = ?, updated_at = ? "
-                "WHERE id = ?",
+                "WHERE id = ? AND state <> ?",
                 (new_state.value, int(counts), error,
                  retry_at if new_state is OutboxState.QUEUED else None,
-                 self._dt_param(self.now()), entry_id),
+                 self._dt_param(now), entry_id, OutboxState.CANCELLED.value),
             )  # fmt: skip
             if changed == 0:
+                if tx.scalar("SELECT state FROM outbox WHERE id = ?", (entry_id,)) is not None:
+                    raise OutboxConflict(entry_id, OutboxState.CANCELLED.value, "update")
                 raise KeyError(entry_id)
             # The outbox row is locked by the UPDATE above: no one else is here.
             text = tx.scalar("SELECT attached_data FROM interactions WHERE id = ?", (entry_id,))
@@ -216,8 +251,55 @@ class OutboxRecords(InteractionRecords):
                 tx.execute(
                     "UPDATE interactions SET message_id = ? WHERE id = ?", (message_id, entry_id)
                 )
+            if result is not None:
+                self._add_history(
+                    tx, entry_id, OutboxAttempt(
+                        at=now, result=result, error=error, reply=reply,
+                        refused=dict(refused or {}), counted=counts,
+                    ),
+                )  # fmt: skip
+            if new_state is OutboxState.SENT:
+                self._seed_delivery(tx, entry_id, accepted or [], refused or {}, now)
+                self._derive_status(tx, entry_id)
 
         self._write(work)
+
+    def _add_history(self, tx: Tx, entry_id: str, line: OutboxAttempt) -> None:
+        """One line of the entry's history; only the newest MAX_HISTORY stay."""
+        last = tx.scalar("SELECT MAX(seq) FROM outbox_attempts WHERE outbox_id = ?", (entry_id,))
+        seq = int(last or 0) + 1
+        refused = dict(list(line.refused.items())[:MAX_HISTORY_REFUSED])
+        tx.execute(
+            "INSERT INTO outbox_attempts (outbox_id, seq, at, result, error, reply, refused, "
+            "counted) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (entry_id, seq, self._dt_param(line.at), line.result,
+             _cut(line.error), _cut(line.reply), to_json(refused), int(line.counted)),
+        )  # fmt: skip
+        tx.execute(
+            "DELETE FROM outbox_attempts WHERE outbox_id = ? AND seq <= ?",
+            (entry_id, seq - MAX_HISTORY),
+        )
+
+    def outbox_history(self, entry_id: str) -> list[OutboxAttempt]:
+        """The entry's history, oldest first (the newest MAX_HISTORY lines)."""
+        rows = self._read(
+            lambda tx: tx.all(
+                "SELECT at, result, error, reply, refused, counted FROM outbox_attempts "
+                "WHERE outbox_id = ? ORDER BY seq",
+                (entry_id,),
+            )
+        )
+        return [
+            OutboxAttempt(
+                at=self._dt_value(at),
+                result=result,
+                error=error,
+                reply=reply,
+                refused=json.loads(refused),
+                counted=bool(counted),
+            )
+            for at, result, error, reply, refused, counted in rows
+        ]
 
     def get_outbox(self, entry_id: str) -> OutboxEntry | None:
         row = self._read(lambda tx: tx.one(f"{OUTBOX_SELECT} WHERE id = ?", (entry_id,)))
@@ -259,7 +341,8 @@ class OutboxRecords(InteractionRecords):
         return files
 
     def _outbox_entry(self, row: Row) -> OutboxEntry:
-        eid, message_id, state, attempts, next_at, last_error, request, created = row
+        (eid, message_id, state, attempts, next_at, last_error, request, created,
+         round_start, updated) = row  # fmt: skip
         return OutboxEntry(
             id=eid,
             message_id=message_id,
@@ -269,4 +352,23 @@ class OutboxRecords(InteractionRecords):
             last_error=last_error,
             request=request_from_json(request),
             created_at=self._dt_value(created),
+            round_start=int(round_start),
+            updated_at=self._dt_value(updated),
         )
+
+
+def _result_of(state: OutboxState, counted: bool, error: str | None) -> str | None:
+    """The history line of an attempt that ends in *state* (None: it was never tried)."""
+    if state is OutboxState.SENT:
+        return "sent"
+    if state is OutboxState.FAILED:
+        return "failed"
+    if state is OutboxState.QUEUED:
+        if counted:
+            return "retry"
+        return "login-refused" if error is not None else None
+    return None
+
+
+def _cut(text: str | None) -> str | None:
+    return None if text is None else text[:MAX_HISTORY_TEXT]

@@ -10,7 +10,7 @@ from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
 from postroom.store.sql.mailboxstates import MailboxStateRecords
 from postroom.store.sql.migrations import SchemaMigrations
-from postroom.store.sql.outbox import OutboxRecords
+from postroom.store.sql.outboxops import OutboxOperations
 from postroom.store.sql.quarantine import QuarantineRecords
 from postroom.store.sql.suppression import SuppressionRecords
 
@@ -19,7 +19,7 @@ from postroom.store.sql.suppression import SuppressionRecords
 class SQLStore(
     SchemaMigrations,
     ErasureRecords,
-    OutboxRecords,
+    OutboxOperations,
     HandoffRecords,
     QuarantineRecords,
     SuppressionRecords,
