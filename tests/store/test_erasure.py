@@ -16,7 +16,14 @@ from typing import Any
 
 import pytest
 
-from postroom.model import Interaction, OutboundAttachment, OutboundRequest, RawRef
+from postroom.model import (
+    DeliveryReport,
+    HandoffOutcome,
+    Interaction,
+    OutboundAttachment,
+    OutboundRequest,
+    RawRef,
+)
 from postroom.store.errors import RawPurgedError
 from postroom.store.sql import interactions as interactions_module
 from postroom.store.sql.erasure import PLACEHOLDER
@@ -172,6 +179,17 @@ def populate(store: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch) ->
     )
     ids["to_both"] = shared.id
     store.mark_handoffs_done([ids["from_bob"], ids["cc_bob"], ids["other"]])
+    # what hand-off targets, the event stream and delivery reports recorded of Bob
+    refusal = "HTTP 410: no customer BOB@example.org"
+    store.record_handoffs([
+        HandoffOutcome(ids["from_bob"], "refused", {"webhook": ("refused", refusal)}),
+        HandoffOutcome(ids["cc_bob"], "refused", {"webhook": ("refused", refusal)}),
+    ])  # fmt: skip
+    store.add_events([("interaction.sent", ids["to_both"], None, f"sent to {ADDRESS}")])
+    store.record_delivery(ids["to_both"], ids["cc_bob"], [
+        DeliveryReport(ADDRESS, "failed", "failed", f"5.1.1 <{ADDRESS}>: unknown user"),
+        DeliveryReport("dan@example.org", "delivered", "relayed", f"2.0.0 not {ADDRESS}"),
+    ])  # fmt: skip
     store.suppress("Bob@Example.org", "hard bounce", ids["cc_bob"])
     store.suppress("dan@example.org", "hard bounce", ids["from_bob"])
 
@@ -209,7 +227,9 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_table_or_raw_message(
     before = traces(estore)
     assert {"raw_chunks.data", "interactions.from_addr", "interaction_bodies.data",
             "suppressions.address", "autoreply_exchanges.address", "outbox.request",
-            "dedupe_keys.key"} - set(before) == {"dedupe_keys.key"}  # fmt: skip
+            "handoff_targets.last_error", "events.reason", "outbound_delivery.recipient",
+            "outbound_delivery.diagnostic", "dedupe_keys.key"} - set(before) == {
+            "dedupe_keys.key"}  # fmt: skip
     counts = erase_with_plugin(estore)
 
     assert traces(estore) == []
@@ -243,6 +263,9 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_table_or_raw_message(
     assert b"carol@example.org" in out.getvalue()
     assert estore.is_suppressed("dan@example.org") is not None
     assert estore.is_suppressed(ADDRESS) is None
+    # the refusal recorded for a kept interaction names the placeholder
+    (target,) = estore.handoff_targets(ids["cc_bob"])
+    assert target.last_error == f"HTTP 410: no customer {PLACEHOLDER}"
     # a second run finds nothing more
     assert estore.erase_address(ADDRESS) == {}
 

@@ -52,11 +52,20 @@ _INTERACTION_TEXT = (
 #: other kernel tables' columns that may name a person: (table, key columns, text columns)
 _OTHER_TEXT: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("handoffs", ("interaction_id",), ("last_error", "after_commit_error")),
+    ("handoff_targets", ("interaction_id", "target"), ("last_error",)),
+    ("events", ("seq",), ("reason",)),
+    ("outbox_attempts", ("outbox_id", "seq"), ("error", "reply", "refused")),
+    ("outbound_delivery", ("outbound_id", "recipient"), ("diagnostic",)),
     ("outbox", ("id",), ("last_error", "request", "message_id")),
     ("failures", ("mailbox", "source_key"), ("last_reason",)),
     ("quarantine", ("id",), ("reason",)),
     ("suppressions", ("address",), ("reason",)),
     ("mailbox_states", ("mailbox",), ("reason",)),
+)
+
+#: tables in _OTHER_TEXT whose rows go with an erased interaction (key's first column)
+_GOES_WITH_INTERACTION = frozenset(
+    {"handoffs", "handoff_targets", "outbox", "outbox_attempts", "outbound_delivery"}
 )
 
 
@@ -151,7 +160,7 @@ class ErasureRecords(PurgeRecords):
                     self._rows_naming, table=table, key=key, columns=columns, like=like, words=words
                 )
             )
-            if table in ("handoffs", "outbox"):
+            if table in _GOES_WITH_INTERACTION:
                 found = [k for k in found if k[0] not in gone]
             if found:
                 plan.scrub_rows[table] = found
@@ -290,10 +299,27 @@ class ErasureRecords(PurgeRecords):
             {
                 "suppressions": self._write(
                     lambda tx: tx.execute("DELETE FROM suppressions WHERE address = ?", (address,))
-                )
+                ),
+                # an erased recipient of a kept outbound interaction: its delivery row
+                "outbound_delivery": self._write(
+                    lambda tx: tx.execute(
+                        "DELETE FROM outbound_delivery WHERE recipient = ?", (address,)
+                    )
+                ),
+                # events of the removed interactions (no foreign key: they outlive rows)
+                "events": self._write(partial(self._drop_events, ids=plan.interactions)),
             },
         )
         return {key: value for key, value in counts.items() if value}
+
+    def _drop_events(self, tx: Tx, ids: Sequence[str]) -> int:
+        dropped = 0
+        for start in range(0, len(ids), 500):
+            batch = list(ids[start : start + 500])
+            dropped += tx.execute(
+                f"DELETE FROM events WHERE interaction_id IN ({marks(batch)})", batch
+            )
+        return dropped
 
     def _remove_erased(self, tx: Tx, ids: Sequence[str]) -> dict[str, int]:
         m = marks(ids)
