@@ -72,8 +72,11 @@ def api_base_url(config: SiteConfig) -> str | None:
 def handoff_json(interaction: Interaction, config: SiteConfig) -> dict[str, Any]:
     """What a hand-off target sends on: the interaction's JSON and ``raw_url``,
     the raw message by reference (``GET /interactions/{id}/raw``, behind the
-    API's token), so a large message never travels through the broker."""
+    API's token), so a large message never travels through the broker. The
+    hand-off's own state is left out: it is not news to the receiver, and a
+    retried message must carry the same body as the first attempt."""
     data = interaction_json(interaction)
+    data.pop("handoff_state", None)
     base = api_base_url(config)
     data["raw_url"] = f"{base}/interactions/{interaction.id}/raw" if base else None
     return data

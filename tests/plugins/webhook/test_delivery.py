@@ -80,7 +80,7 @@ def test_the_receiver_refuses_a_webhook_signed_with_another_secret(
     [got] = receiver.receiver.received
     assert got.refusal == "No matching signature found"
     state, _, error = status(kernel, interaction.id)
-    assert state == "failed" and error is not None
+    assert state == "refused" and error is not None
     assert "HTTP 401 Unauthorized (refused for good): bad signature" in error
 
 
@@ -127,11 +127,9 @@ def test_a_500_is_retried_with_the_kernels_back_off_then_delivered(
     assert all(r.verified for r in answers.received)
     # one id for every attempt (the receiver's idempotency key), each attempt signed anew
     assert {r.headers["webhook-id"] for r in answers.received} == {iid}
-    # the same JSON each time, but for the hand-off state it had when sent
-    assert [r.payload.pop("handoff_state") for r in answers.received] == [
-        "pending", "failed", "failed"
-    ]
-    assert first.payload == second.payload == third.payload
+    # the same body each time (the hand-off's own state is not in it)
+    assert "handoff_state" not in first.payload
+    assert first.body == second.body == third.body
     assert int(third.headers["webhook-timestamp"]) - int(first.headers["webhook-timestamp"]) == 5
 
 
@@ -142,11 +140,24 @@ def test_a_410_is_a_permanent_failure(
     kernel = make_kernel(receiver.url)
     interaction = ingested(net, kernel, message())
     iid = interaction.id
-    # what main's kernel records today: a failed hand-off with the reason
+    # the kernel records the webhook target as refused, with the reason
     state, attempts, error = status(kernel, iid)
-    assert (state, attempts) == ("failed", 1)
+    assert (state, attempts) == ("refused", 1)
     assert error is not None
     assert 'HTTP 410 Gone (refused for good): {"error": "this endpoint was removed"}' in error
+    target = kernel.handoff_targets(iid)["webhook"]
+    assert (target.state, target.attempts) == ("refused", 1)
+    # and never retries it: the gateway's hand-off service, started, lets time pass
+    service = HandoffService(kernel.kernel, backoff=Backoff(initial=5.0, maximum=5.0, jitter=0.0))
+    service.startService()
+    try:
+        kernel.clock.advance(3600)
+        idle = service.wait_idle()
+        net.until(lambda: idle.called, "the hand-off service idle")
+    finally:
+        result_of(service.stopService())
+    assert len(receiver.receiver.received) == 1
+    assert status(kernel, iid)[:2] == ("refused", 1)
     # and what the plugin raises: a permanent HandoffError
     raised = submitted(net, kernel, interaction)
     assert isinstance(raised, HandoffError) and raised.permanent

@@ -90,7 +90,7 @@ def test_the_example_receiver_refuses_another_secret_for_good(
     kernel = make_kernel(example.url, secret=new_secret())
     interaction = ingested(net, kernel, message())
     state, _, error = status(kernel, interaction.id)
-    assert state == "failed" and error is not None
+    assert state == "refused" and error is not None
     assert "HTTP 401 Unauthorized (refused for good): no valid signature" in error
     assert list(example.out.iterdir()) == []
 
