@@ -203,16 +203,20 @@ class HandoffService(service.Service):
     def _retry_later(self, job: _Job, error: str) -> None:
         what = f"{job.step.value} of {job.interaction.id}"
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+        extra = {"interaction_id": job.interaction.id, "mailbox": job.interaction.mailbox,
+                 "message_id": job.interaction.message_id}  # fmt: skip
         if self.once and job.attempt >= max_attempts:
             self._failed[job.step].add(job.interaction.id)
-            log.error("%s failed %d times, left for the next run: %s", what, job.attempt, error)
+            log.error("%s failed %d times, left for the next run: %s", what, job.attempt, error,
+                      extra=extra)  # fmt: skip
             return
         if not self.running and not self.once:
             return
         delay = self.backoff.delay(job.attempt)
         log.warning(
-            "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error
-        )
+            "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error,
+            extra=extra,
+        )  # fmt: skip
         job.attempt += 1
         self._timers[job.key] = self.kernel.clock.callLater(delay, self._start, job)
 

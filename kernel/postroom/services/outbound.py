@@ -281,7 +281,8 @@ class OutboundService(service.Service):
             self.kernel.metrics.send_failures.labels(str(for_good).lower()).inc()
             if for_good:
                 self._ok = False
-                log.error("outbound %s failed for good: %s", entry.id, error)
+                log.error("outbound %s failed for good: %s", entry.id, error,
+                          extra=_fields(entry))  # fmt: skip
                 await self.pipeline.record_failed(entry, error)
             else:
                 retry_at = self._now() + timedelta(seconds=self.backoff.delay(attempts))
@@ -294,6 +295,7 @@ class OutboundService(service.Service):
                     attempts,
                     retry_at.isoformat(),
                     error,
+                    extra=_fields(entry),
                 )
             return
         if self._account_policy(entry) is not None:
@@ -332,6 +334,7 @@ class OutboundService(service.Service):
             policy.failures,
             retry_at.isoformat(),
             exc,
+            extra=_fields(entry),
         )
 
     def _account_logged_in(self, entry: OutboxEntry) -> None:
@@ -374,6 +377,7 @@ class OutboundService(service.Service):
                 "until %s: %s",
                 retry_at.isoformat(),
                 error,
+                extra=_fields(entry),
             )
         else:
             log.error(
@@ -381,6 +385,7 @@ class OutboundService(service.Service):
                 policy.failures,
                 retry_at.isoformat(),
                 exc,
+                extra=_fields(entry),
             )
 
     async def _keep_state(self, reason: str | None, next_attempt: datetime | None) -> None:
@@ -448,6 +453,15 @@ class PreparedSend:
     request: OutboundRequest
     interaction: Interaction
     parent: Interaction | None
+
+
+def _fields(entry: OutboxEntry) -> dict[str, object]:
+    """The structured log fields of an outbox entry's lines (postroom.logs)."""
+    return {
+        "interaction_id": entry.id,
+        "message_id": entry.message_id,
+        "mailbox": entry.request.mailbox,
+    }
 
 
 async def prepare_send(
