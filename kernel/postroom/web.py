@@ -210,6 +210,15 @@ class ApiSite(server.Site):
     def access(self, headers: Any) -> str | None:
         return access(headers, self.token, self.scrape_token)
 
+    def log(self, request: Any) -> None:
+        """The access log: a DEBUG line per request (Twisted's is an INFO line,
+        and a load balancer polls ``/health`` every few seconds)."""
+        if log.isEnabledFor(logging.DEBUG):
+            client = getattr(request.getClientAddress(), "host", "-")
+            method = request.method.decode("latin-1")
+            uri = request.uri.decode("utf-8", "replace")
+            log.debug("%s %s %s %d", client, method, uri, request.code)
+
     def authorised(self, headers: Any) -> bool:
         """Whether *headers* carry the API token (or none is needed)."""
         return self.access(headers) == FULL
