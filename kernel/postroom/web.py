@@ -188,6 +188,7 @@ class ApiSite(server.Site):
 
     requestFactory = ApiRequest
     displayTracebacks = False
+    noisy = False  # no "Starting factory" lines: the API says where it listens
 
     def __init__(
         self,

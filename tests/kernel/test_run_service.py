@@ -124,6 +124,20 @@ def test_twist_runs_the_gateway_and_stops_it_on_sigterm(quickstart: Path) -> Non
     assert again.returncode in (0, 1), again.stderr
 
 
+def test_twistd_runs_the_gateway_in_the_foreground(quickstart: Path) -> None:
+    port = with_sections(quickstart, "")
+    log_path = quickstart.parent / "twistd.log"
+    twistd = str(Path(sys.executable).with_name("twistd"))
+    with log_path.open("wb") as log, started(
+        [twistd, "-n", "--pidfile=", "postroom", "-c", str(quickstart)], port, log,
+        status=-signal.SIGTERM,  # as twist
+    ):
+        pass
+    text = log_path.read_text()
+    assert f"[postroom.web#info] HTTP API listening on http://127.0.0.1:{port}" in text
+    assert "Traceback" not in text and text.rstrip().endswith("Server Shut Down.")
+
+
 def test_twist_with_a_broken_site_says_why_and_exits_2(quickstart: Path) -> None:
     quickstart.write_text(quickstart.read_text() + "logging: {level: loud}\n")
     done = subprocess.run(
@@ -153,3 +167,24 @@ def test_twist_on_a_store_another_gateway_holds_exits_3(quickstart: Path) -> Non
         )  # fmt: skip
     assert done.returncode == 3, done.stdout + done.stderr
     assert "gateway failed to start" in done.stdout and "Traceback" not in done.stdout
+
+
+def test_the_systemd_unit_runs_what_these_tests_run_and_waits_long_enough() -> None:
+    """contrib/systemd/postroom.service: the commands tested above, and a stop
+    timeout longer than the worker grace (at most 60 s) and a send in flight
+    (the sender's protocol-timeout, 2 minutes by default) together."""
+    from tests.conftest import ROOT
+
+    unit = (ROOT / "contrib" / "systemd" / "postroom.service").read_text()
+    settings = [line.split("=", 1) for line in unit.splitlines() if "=" in line and
+                not line.startswith("#")]  # fmt: skip
+    values: dict[str, list[str]] = {}
+    for key, value in settings:
+        values.setdefault(key, []).append(value)
+    [start] = values["ExecStart"]
+    assert start.endswith("/twist --log-format=text postroom -c /etc/postroom/site.yaml")
+    assert "# ExecStart=/opt/postroom/bin/postroom run -c /etc/postroom/site.yaml" in unit
+    assert values["KillSignal"] == ["SIGTERM"] and values["KillMode"] == ["mixed"]
+    assert int(values["TimeoutStopSec"][0]) > 60 + 120
+    assert values["Restart"] == ["on-failure"] and values["RestartPreventExitStatus"] == ["2"]
+    assert values["ProtectSystem"] == ["strict"] and values["DynamicUser"] == ["yes"]
