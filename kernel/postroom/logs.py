@@ -44,11 +44,12 @@ _bridged = False
 
 
 def fields(record: logging.LogRecord) -> dict[str, Any]:
-    """The structured fields (``extra``) of *record*, known ones first."""
+    """The structured fields (``extra``) of *record*, known ones first; a field
+    whose value is None (a message without a Message-ID) is left out."""
     extra = {
         key: value
         for key, value in vars(record).items()
-        if key not in _STANDARD and not key.startswith("_")
+        if key not in _STANDARD and not key.startswith("_") and value is not None
     }
     known = {key: extra.pop(key) for key in FIELDS if key in extra}
     return {**known, **extra}

@@ -68,3 +68,31 @@ def test_a_refused_login_is_logged_with_its_reason_and_without_the_password(
     # the server's own words are the reason
     assert "AUTHENTICATIONFAILED" in line["message"] or "uthentication failed" in line["message"]
     assert not [x for x in refused if "connected (" in x["message"]]
+
+
+def test_a_fetch_cut_by_the_server_is_logged_once_with_its_reason(
+    mail_servers: MailServers, tmp_path: Path
+) -> None:
+    """The line dropped mid-fetch (a proxy that cuts it): one warning naming the
+    mailbox, the message (its UID) and why; the next run takes everything."""
+    from tests.integration.test_connection_drops import CuttingProxy, small
+
+    ms = mail_servers
+    ms.clear("agent9")
+    ms.deliver_many("agent9", small(ms, "agent9", "cut", 3))
+    site = Site(tmp_path, ms)
+    site.sections["logging"] = {"level": "info", "format": "json"}
+    with CuttingProxy((ms.host, ms.ports["imap_notls"]), times=1) as proxy:
+        site.mailbox("cut", "agent9", port=proxy.port, security="none")
+        first = site.run_once()
+        assert first.returncode == 1, first.stderr
+        lines = [json.loads(line) for line in first.stderr.splitlines() if line.startswith("{")]
+        failed = [x for x in lines if x.get("source_key") and x["level"] == "warning"]
+        [line] = failed
+        assert line["mailbox"] == "cut" and line["logger"] == "postroom.services.mailbox"
+        assert line["message"].startswith(f"mailbox cut: message {line['source_key']} failed ")
+        where = f"server 127.0.0.1:{proxy.port} closed the connection"
+        assert "fetch failed: " in line["message"] and where in line["message"], line
+        second = site.run_once()
+        assert second.returncode == 0, second.stderr
+    assert site.count("cut") == 3

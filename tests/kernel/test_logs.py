@@ -139,7 +139,7 @@ def test_a_failed_fetch_is_logged_once_per_attempt_with_its_reason(
     caplog.clear()
     once(make_kernel(quickstart))  # the fifth: quarantined, an ERROR
     [last] = about(caplog, FOURTH)
-    assert last.levelname == "ERROR" and "quarantined after 5 attempt(s)" in last.getMessage()
+    assert last.levelname == "ERROR" and "quarantined after 5 attempts" in last.getMessage()
     assert "line too long" in last.getMessage()
 
 

@@ -419,7 +419,7 @@ class MailboxService(service.Service):
         except OverBudget as exc:
             # A retry would cost as much again: quarantine at once, go on.
             await self._count_failure(
-                item, fetched, f"over the analysis budget: {exc.reason}", at_once=True
+                item, fetched, f"over budget: {exc.reason}", at_once=True
             )
             return
         except Exception as exc:
@@ -496,8 +496,9 @@ class MailboxService(service.Service):
             self.health.quarantined += 1
             self.kernel.metrics.quarantine_depth.labels(name).inc()
             log.error(
-                "mailbox %s: message %s quarantined after %d attempt(s): %s",
-                name, item.source_key, attempts, reason, extra=extra, exc_info=error,
+                "mailbox %s: message %s quarantined %s: %s", name, item.source_key,
+                "at once" if at_once else f"after {attempts} attempts", reason,
+                extra=extra, exc_info=error,
             )  # fmt: skip
             if fetched is not None:
                 await self.source.acknowledge(fetched)
