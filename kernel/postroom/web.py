@@ -2,7 +2,8 @@
 
 ========================  ==============================================================
 ``GET /health``           without a token: ``{"status": "up"}`` (200) or ``"down"``
-                          (503) only, for load balancers (:func:`_bare_health`); with
+                          (503) only, for load balancers (:func:`_bare_health`; ``HEAD``
+                          too: the status alone); with
                           the token or the scrape token: per mailbox: state
                           (``auth-failed`` after refused logins), connected, last
                           success, last error, next attempt, counters;
@@ -272,7 +273,7 @@ class Api(resource.Resource):
         allowed = access(request.requestHeaders, self.token, self.scrape_token)
         method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
-        if allowed == ANONYMOUS and (method, path) == ("GET", "/health"):
+        if allowed == ANONYMOUS and path == "/health" and method in ("GET", "HEAD"):
             return await _bare_health(self.gateway)
         if allowed in (None, ANONYMOUS):
             raise HTTPError(401, "a valid bearer token is required")

@@ -403,6 +403,11 @@ def test_health_without_a_token_is_a_bare_up(server: Server) -> None:
     assert headers["content-type"] == "application/json"
 
 
+def test_head_health_without_a_token_is_the_status_alone(server: Server) -> None:
+    code, headers, raw = server.request("HEAD", "/health")
+    assert code == 200 and raw == b"" and headers["content-length"] == "16"
+
+
 def test_a_degraded_gateway_is_still_up_for_the_load_balancer(server: Server) -> None:
     server.gateway.outbound.login_policy.refused("535 5.7.8 bad credentials")
     code, _, raw = server.request("GET", "/health", headers={"Authorization": f"Bearer {TOKEN}"})
