@@ -1,12 +1,16 @@
 """The HTTP API: health, metrics, sending and reading interactions (Twisted web, JSON).
 
 ========================  ==============================================================
-``GET /health``           per mailbox: state (``auth-failed`` after refused logins),
-                          connected, last success, last error, next attempt, counters;
+``GET /health``           without a token: ``{"status": "up"}`` (200) or ``"down"``
+                          (503) only, for load balancers (:func:`_bare_health`; ``HEAD``
+                          too: the status alone); with
+                          the token or the scrape token: per mailbox: state
+                          (``auth-failed`` after refused logins), connected, last
+                          success, last error, next attempt, counters;
                           ``smtp_client``: the sender's login state; 200 when every
                           mailbox is connected and the sender's login is not refused,
                           else 503
-``GET /metrics``          Prometheus text format
+``GET /metrics``          Prometheus text format (the token or the scrape token)
 ``POST /send``            queue an outbound e-mail (JSON body, the schema
                           ``postroom/schemas/send-request.json``, or a
                           ``multipart/form-data`` upload: :mod:`postroom.uploads`); 202
@@ -30,7 +34,11 @@ are served after the kernel's, behind the same token and body limit.
 stopped with it, bound to ``http.bind`` (127.0.0.1 by default). When ``http.token`` is set every
 request must carry ``Authorization: Bearer <token>``; binding to anything but
 a loopback address without a token is refused at start-up, and so is a token
-shorter than :data:`MIN_TOKEN_LENGTH` characters or with blanks.
+shorter than :data:`MIN_TOKEN_LENGTH` characters or with blanks. Two
+exceptions to the token (:func:`access`): a request without an
+``Authorization`` header may read the bare ``GET /health``, and the read-only
+``http.scrape-token`` reads ``GET /health`` and ``GET /metrics``, nothing else
+(403); neither may send a body.
 
 Twisted reads a request's whole body before the resource sees it, so the token
 and the body's length are checked earlier, by :class:`ApiRequest`, as soon as
@@ -87,6 +95,13 @@ log = logging.getLogger(__name__)
 
 MAX_BODY = 25 * 1024 * 1024  # a send request with its HTML body (files: see max_body)
 
+#: what a request's credentials allow (:func:`access`): everything (the API
+#: token, or none configured), reading /health and /metrics (the scrape token),
+#: the bare /health (no ``Authorization`` header)
+FULL, SCRAPE, ANONYMOUS = "full", "scrape", "anonymous"
+#: what the scrape token reads
+SCRAPE_ROUTES = frozenset({("GET", "/health"), ("GET", "/metrics")})
+
 
 def bearer_matches(values: list[bytes] | None, token: bytes) -> bool:
     """Whether the ``Authorization`` header *values* carry exactly the bearer *token*.
@@ -102,6 +117,21 @@ def bearer_matches(values: list[bytes] | None, token: bytes) -> bool:
         and scheme.lower() == b"bearer"
         and hmac.compare_digest(given.strip(b" "), token)
     )
+
+
+def access(headers: Any, token: bytes | None, scrape_token: bytes | None) -> str | None:
+    """What the request with *headers* may do: :data:`FULL`, :data:`SCRAPE`,
+    :data:`ANONYMOUS`, or None (a token that is neither: 401)."""
+    if token is None:
+        return FULL
+    values = headers.getRawHeaders(b"authorization")
+    if not values:
+        return ANONYMOUS
+    if bearer_matches(values, token):
+        return FULL
+    if scrape_token is not None and bearer_matches(values, scrape_token):
+        return SCRAPE
+    return None
 
 
 class ApiRequest(server.Request):
@@ -123,8 +153,11 @@ class ApiRequest(server.Request):
 
     def gotLength(self, length: int | None) -> None:
         site = self._site
-        if not site.authorised(self.requestHeaders):
+        allowed = site.access(self.requestHeaders)
+        if allowed is None or (allowed == ANONYMOUS and length != 0):
             self._refuse(401, "a valid bearer token is required")
+        elif allowed == SCRAPE and length != 0:
+            self._refuse(403, "the scrape token reads GET /health and /metrics only")
         elif length is not None and length > site.max_body:
             self._refuse(413, f"request body over {site.max_body} bytes")
         else:
@@ -169,6 +202,7 @@ class ApiSite(server.Site):
 
     requestFactory = ApiRequest
     displayTracebacks = False
+    noisy = False  # no "Starting factory" lines: the API says where it listens
 
     def __init__(
         self,
@@ -176,20 +210,33 @@ class ApiSite(server.Site):
         token: str | None,
         max_body: int = MAX_BODY,
         routes: RouteTable | None = None,
+        scrape_token: str | None = None,
         **kwargs: Any,
     ) -> None:
         # Twisted would parse a form body itself (the whole body, nested
         # multiparts too, with the email package) before the resource sees it:
         # forms are read by postroom.uploads, in one bounded pass.
         kwargs.setdefault("parsePOSTFormSubmission", False)
-        super().__init__(Api(gateway, token, max_body, routes), **kwargs)
+        super().__init__(Api(gateway, token, max_body, routes, scrape_token), **kwargs)
         self.token = token.encode("utf-8") if token else None
+        self.scrape_token = scrape_token.encode("utf-8") if scrape_token else None
         self.max_body = max_body
 
+    def access(self, headers: Any) -> str | None:
+        return access(headers, self.token, self.scrape_token)
+
+    def log(self, request: Any) -> None:
+        """The access log: a DEBUG line per request (Twisted's is an INFO line,
+        and a load balancer polls ``/health`` every few seconds)."""
+        if log.isEnabledFor(logging.DEBUG):
+            client = getattr(request.getClientAddress(), "host", "-")
+            method = request.method.decode("latin-1")
+            uri = request.uri.decode("utf-8", "replace")
+            log.debug("%s %s %s %d", client, method, uri, request.code)
+
     def authorised(self, headers: Any) -> bool:
-        return self.token is None or bearer_matches(
-            headers.getRawHeaders(b"authorization"), self.token
-        )
+        """Whether *headers* carry the API token (or none is needed)."""
+        return self.access(headers) == FULL
 
 
 def route_table(gateway: Gateway) -> RouteTable:
@@ -218,10 +265,12 @@ class Api(resource.Resource):
         token: str | None,
         max_body: int = MAX_BODY,
         routes: RouteTable | None = None,
+        scrape_token: str | None = None,
     ) -> None:
         super().__init__()
         self.gateway = gateway
         self.token = token.encode("utf-8") if token else None
+        self.scrape_token = scrape_token.encode("utf-8") if scrape_token else None
         self.max_body = max_body
         self.routes = routes if routes is not None else route_table(gateway)
 
@@ -230,17 +279,24 @@ class Api(resource.Resource):
         d.addErrback(lambda f: log.error("HTTP handler failed: %s", f.getTraceback()))
         return server.NOT_DONE_YET
 
-    def _authorised(self, request: Any) -> bool:
-        """Checked again here, in case the resource is served by another site."""
-        return self.token is None or bearer_matches(
-            request.requestHeaders.getRawHeaders(b"authorization"), self.token
-        )
+    async def _allowed(self, request: Any) -> Response | None:
+        """Checked again here, in case the resource is served by another site:
+        raises the 401 or 403; the bare health answer for a request without a
+        token; None when the request goes to its route."""
+        allowed = access(request.requestHeaders, self.token, self.scrape_token)
+        method = request.method.decode("latin-1")
+        path = request.path.decode("utf-8", "replace")
+        if allowed == ANONYMOUS and path == "/health" and method in ("GET", "HEAD"):
+            return await _bare_health(self.gateway)
+        if allowed in (None, ANONYMOUS):
+            raise HTTPError(401, "a valid bearer token is required")
+        if allowed == SCRAPE and (method, path) not in SCRAPE_ROUTES:
+            raise HTTPError(403, "the scrape token reads GET /health and /metrics only")
+        return None
 
     async def _handle(self, request: Any) -> None:
         try:
-            if not self._authorised(request):
-                raise HTTPError(401, "a valid bearer token is required")
-            answer = await self._route(request)
+            answer = await self._allowed(request) or await self._route(request)
             if isinstance(answer, Stream):
                 await _stream(request, answer)
                 return
@@ -370,6 +426,25 @@ def _health(request: RouteRequest) -> Response:
     return Response.json(body, 200 if ok else 503)
 
 
+async def _bare_health(gateway: Gateway) -> Response:
+    """Up or down, for a load balancer (no token, no details): up while the
+    gateway runs and its store answers a query. Mailboxes or a sender in
+    trouble do not make it down: the API still takes sends and answers reads."""
+    up = bool(gateway.running)
+    if up:
+        try:
+            await gateway.kernel.store.get_cursor(HEALTH_PROBE)
+        except Exception as exc:
+            log.warning("health: the store does not answer: %s", exc)
+            up = False
+    return Response.json({"status": "up" if up else "down"}, 200 if up else 503)
+
+
+#: the mailbox name the bare health check reads a cursor of (none has it: a
+#: mailbox name is a word; the read only proves the store answers)
+HEALTH_PROBE = " health probe "
+
+
 def _metrics(request: RouteRequest) -> Response:
     return Response(200, request.gateway.kernel.metrics.render(), "text/plain; version=0.0.4")
 
@@ -451,6 +526,20 @@ def check_token(token: str | None) -> None:
         raise ConfigError(problem, option="http.token")
 
 
+def check_scrape_token(token: str | None, scrape_token: str | None) -> None:
+    """Refuse a scrape token that is weak, the API token itself, or alone (with
+    no API token every request reads everything: it would protect nothing)."""
+    if scrape_token is None:
+        return
+    problem = token_problem(scrape_token)
+    if problem is None and token is None:
+        problem = "a scrape token needs http.token: without it the whole API is open"
+    elif problem is None and token is not None and scrape_token == token:
+        problem = "the scrape token must differ from http.token"
+    if problem is not None:
+        raise ConfigError(problem, option="http.scrape-token")
+
+
 def check_exposure(bind: str, token: str | None) -> None:
     """Refuse an API reachable from other hosts without a token."""
     try:
@@ -474,15 +563,24 @@ class ApiService(service.Service):
 
     name = "http"
 
-    def __init__(self, gateway: Gateway, bind: str, port: int, token: str | None) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        bind: str,
+        port: int,
+        token: str | None,
+        scrape_token: str | None = None,
+    ) -> None:
         check_token(token)
         check_exposure(bind, token)
+        check_scrape_token(token, scrape_token)
         #: the routes, collected (and checked) before anything starts
         self.routes = route_table(gateway)
         self.gateway = gateway
         self.bind = bind
         self.port_number = port
         self.token = token
+        self.scrape_token = scrape_token
         #: the listening port while the service runs
         self.port: Any = None
 
@@ -490,10 +588,15 @@ class ApiService(service.Service):
         reactor = self.gateway.kernel.reactor
         site = site_for(
             self.gateway, self.token, reactor=reactor, routes=self.routes,
-            max_body=max_body(self.gateway),
+            max_body=max_body(self.gateway), scrape_token=self.scrape_token,
         )  # fmt: skip
         self.port = reactor.listenTCP(self.port_number, site, interface=self.bind)
         super().startService()
+        host = f"[{self.bind}]" if ":" in self.bind else self.bind
+        log.info(
+            "HTTP API listening on http://%s:%d (%s)", host, self.port.getHost().port,
+            "token required" if self.token else "no token: loopback only",
+        )  # fmt: skip
 
     def stopService(self) -> Any:
         super().stopService()
@@ -513,4 +616,6 @@ def api_service(gateway: Gateway) -> ApiService | None:
         return None
     secret = config.get("http", "token")
     token = secret.reveal() if secret is not None else None
-    return ApiService(gateway, str(config.get("http", "bind")), port, token)
+    scrape = config.get("http", "scrape-token")
+    scrape_token = scrape.reveal() if scrape is not None else None
+    return ApiService(gateway, str(config.get("http", "bind")), port, token, scrape_token)

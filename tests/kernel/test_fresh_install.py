@@ -39,12 +39,16 @@ def test_kernel_alone_then_with_the_custom_classifier(tmp_path: Path) -> None:
         ROOT,
         src,
         ignore=shutil.ignore_patterns(
-            ".venv", "var", ".git", "*.egg-info", "build", "__pycache__", ".*_cache"
+            ".venv", "var", ".git", "*.egg-info", "build", "__pycache__", ".*_cache",
+            "dropin.cache",
         ),
     )
     sh(venv / "bin" / "pip", "install", "--quiet", src)
     plugins = sh(venv / "bin" / "postroom", "plugins")
     assert "urgent" not in plugins and "postgresql" not in plugins
+    # the Twisted dropin is installed: `twist postroom` runs the gateway
+    twist = sh(venv / "bin" / "twist", "--help")
+    assert "postroom         the postroom e-mail gateway" in twist
 
     before = run_quickstart(venv, tmp_path / "qs1")
     assert len(before) == 4

@@ -378,3 +378,122 @@ def test_the_resource_checks_the_token_too_when_served_by_another_site(
             assert parse_answer(answer)[0] == (200 if TOKEN.encode() in value else 401)
     finally:
         api.close()
+
+
+# -- health and metrics for load balancers and scrapers (docs/operations.md)
+
+SCRAPE_TOKEN = "a-scrape-token-of-twenty"
+
+
+@pytest.fixture
+def scraped(quickstart: Path, caplog: pytest.LogCaptureFixture) -> Iterator[Server]:
+    """The API with the API token and a scrape token."""
+    with serving(caplog, quickstart) as api:
+        api.port.stopListening()
+        site = site_for(
+            api.gateway, TOKEN, max_body=LIMIT, reactor=api.reactor, scrape_token=SCRAPE_TOKEN
+        )
+        api.port = api.reactor.listenTCP(0, site, interface="127.0.0.1")
+        yield api
+
+
+def test_health_without_a_token_is_a_bare_up(server: Server) -> None:
+    code, headers, raw = server.request("GET", "/health")
+    assert code == 200 and json.loads(raw) == {"status": "up"}
+    assert headers["content-type"] == "application/json"
+
+
+def test_head_health_without_a_token_is_the_status_alone(server: Server) -> None:
+    code, headers, raw = server.request("HEAD", "/health")
+    assert code == 200 and raw == b"" and headers["content-length"] == "16"
+
+
+def test_a_degraded_gateway_is_still_up_for_the_load_balancer(server: Server) -> None:
+    server.gateway.outbound.login_policy.refused("535 5.7.8 bad credentials")
+    code, _, raw = server.request("GET", "/health", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 503 and json.loads(raw)["status"] == "degraded"
+    code, _, raw = server.request("GET", "/health")
+    assert code == 200 and json.loads(raw) == {"status": "up"}
+
+
+def test_a_store_that_does_not_answer_is_down(
+    server: Server, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from postroom.store.errors import StoreError
+
+    def broken(mailbox: str) -> None:
+        raise StoreError("database is locked")
+
+    monkeypatch.setattr(server.kernel.store_driver, "get_cursor", broken)
+    code, _, raw = server.request("GET", "/health")
+    assert code == 503 and json.loads(raw) == {"status": "down"}
+    assert any("database is locked" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize(
+    ("method", "path"), [("GET", "/metrics"), ("POST", "/health"), ("GET", "/interactions/x")]
+)
+def test_without_a_token_only_the_bare_health_answers(
+    server: Server, method: str, path: str
+) -> None:
+    code, _, raw = server.request(method, path)
+    assert code == 401 and json.loads(raw) == {"error": "a valid bearer token is required"}
+
+
+def test_a_body_without_a_token_is_refused_before_it_is_read_even_for_health(
+    server: Server,
+) -> None:
+    answer, _ = server.exchange(head_only("/health", **{"Content-Length": "10000000000"}))
+    assert parse_answer(answer)[0] == 401
+
+
+def test_the_scrape_token_reads_health_details_and_metrics(scraped: Server) -> None:
+    auth = {"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    code, _, raw = scraped.request("GET", "/health", headers=auth)
+    assert code == 200 and json.loads(raw)["status"] == "ok" and "smtp_client" in json.loads(raw)
+    code, headers, raw = scraped.request("GET", "/metrics", headers=auth)
+    assert code == 200 and headers["content-type"].startswith("text/plain")
+    assert b"# TYPE " in raw
+    # the API token still reads everything
+    code, _, _ = scraped.request("GET", "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/interactions/x"), ("POST", "/render"), ("GET", "/nowhere"), ("DELETE", "/health")],
+)
+def test_the_scrape_token_reads_nothing_else(scraped: Server, method: str, path: str) -> None:
+    code, _, raw = scraped.request(
+        method, path, headers={"Authorization": f"Bearer {SCRAPE_TOKEN}"}
+    )
+    assert code == 403 and "scrape token" in json.loads(raw)["error"]
+
+
+def test_a_body_with_the_scrape_token_is_refused_before_it_is_read(scraped: Server) -> None:
+    answer, _ = scraped.exchange(
+        head_only(**{"Content-Length": "10000000000", "Authorization": f"Bearer {SCRAPE_TOKEN}"})
+    )
+    code, _, raw = parse_answer(answer)
+    assert code == 403 and "scrape token" in json.loads(raw)["error"]
+    assert scraped.queued() == 0
+
+
+@pytest.mark.parametrize(
+    ("token", "scrape", "why"),
+    [
+        (TOKEN, "short", "at least 16"),
+        (TOKEN, TOKEN, "must differ from http.token"),
+        (None, SCRAPE_TOKEN, "needs http.token"),
+    ],
+)
+def test_a_scrape_token_that_protects_nothing_is_refused(
+    token: str | None, scrape: str, why: str
+) -> None:
+    from postroom.web import check_scrape_token
+
+    with pytest.raises(ConfigError, match=why) as refused:
+        check_scrape_token(token, scrape)
+    assert refused.value.option == "http.scrape-token" and TOKEN not in str(refused.value)
+    check_scrape_token(TOKEN, SCRAPE_TOKEN)
+    check_scrape_token(None, None)

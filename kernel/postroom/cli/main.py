@@ -124,13 +124,29 @@ def _report_config_error(exc: BaseException) -> int:
     return _report(exc)
 
 
-def _setup_logging(verbose: int, fmt: str = "text") -> None:
+def _cli_log_level(args: argparse.Namespace) -> int | None:
+    """The level the command line asks for (``--log-level``, else ``-v``), or None."""
+    from postroom.logs import LEVELS
+
+    if getattr(args, "log_level", None):
+        return LEVELS[args.log_level]
+    verbose = getattr(args, "verbose", 0)
+    return logging.DEBUG if verbose > 1 else logging.INFO if verbose else None
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    """A command's logging before any site is read: WARNING unless asked for more."""
     from postroom.logs import setup_logging
 
-    setup_logging(
-        level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
-        fmt=fmt,
-    )
+    setup_logging(level=_cli_log_level(args) or logging.WARNING, fmt=args.log_format or "text")
+
+
+def _site_logging(args: argparse.Namespace, config: Any) -> None:
+    """A long-running command's logging: the site's ``logging:`` section, the
+    command line's ``--log-level``/``-v`` and ``--log-format`` overriding it."""
+    from postroom.logs import site_logging
+
+    site_logging(config, _cli_log_level(args), args.log_format)
 
 
 # -------------------------------------------------------------------- commands
@@ -150,6 +166,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     async def main(reactor: Any) -> int:
         kernel = _kernel(args, reactor)
+        _site_logging(args, kernel.config)
         for warning in kernel.plugins.warnings:
             log.warning("%s", warning)
         for cfg_warning in kernel.config.warnings:
@@ -879,10 +896,17 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
         "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )
     parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default=None,
+        help="least severe log level written (overrides -v, and 'run's logging: level)",
+    )
+    parser.add_argument(
         "--log-format",
         choices=("text", "json"),
-        default="text",
-        help="log lines as text or as JSON objects (structured logs)",
+        default=None,
+        help="log lines as text or as JSON objects (structured logs); 'run' takes the "
+        "site's logging: format unless given",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -1206,7 +1230,7 @@ def _command_of(argv: Sequence[str]) -> str | None:
     """The command word of *argv* (None: none given), without parsing it."""
     values = iter(argv)
     for token in values:
-        if token == "--log-format":
+        if token in ("--log-format", "--log-level"):
             next(values, None)
         elif not token.startswith("-"):
             return token
@@ -1220,7 +1244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         words = list(sys.argv[1:] if argv is None else argv)
         parser = build_parser(plugin_commands=_command_of(words) not in KERNEL_COMMANDS)
         args = parser.parse_args(words)  # bad arguments: usage and exit status 2
-        _setup_logging(args.verbose, args.log_format)
+        _setup_logging(args)
         os.environ.setdefault("PYTHONUNBUFFERED", "1")
         result: int = args.func(args)
         return result

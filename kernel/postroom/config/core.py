@@ -467,6 +467,14 @@ def postroom_add_options(schema: OptionSchema) -> None:
         description="Bearer token clients of the HTTP API must present.",
     )
     add(
+        "scrape-token",
+        "secret",
+        section="http",
+        description="A second, read-only bearer token: it reads `GET /health` (with its "
+        "details) and `GET /metrics`, nothing else (403), for monitoring systems. Without "
+        "any token, `GET /health` answers only `up` or `down` (docs/operations.md).",
+    )
+    add(
         "public-url",
         section="http",
         description="The API's address as other systems reach it "

@@ -160,6 +160,11 @@ class InboundPipeline:
                 new.subtype,
                 mailbox.name,
                 fetched.source_key,
-                extra={"interaction_id": new.id, "mailbox": mailbox.name},
+                extra={
+                    "interaction_id": new.id,
+                    "mailbox": mailbox.name,
+                    "source_key": fetched.source_key,
+                    "message_id": new.message_id,
+                },
             )
         return Processed(message=message, result=result)

@@ -108,12 +108,22 @@ class Gateway(service.MultiService):
         await self.kernel.open()
         if not self.running:
             return
+        self._log_started()
         if self.lock is not None:
             self._watchdog = task.LoopingCall(self._check_lock)
             self._watchdog.clock = self.kernel.clock
             self._watchdog.start(LOCK_CHECK_INTERVAL, now=False).addErrback(self._lock_lost)
         for child in self:
             child.startService()
+
+    def _log_started(self) -> None:
+        """The start-up lines: the store and the plugins (the mailboxes and the
+        API say where they are when they connect and listen)."""
+        kernel = self.kernel
+        describe = getattr(kernel.store_driver, "describe", None)
+        where = describe() if callable(describe) else kernel.config.store_driver
+        log.info("store: %s", where)
+        log.info("plugins loaded: %s", ", ".join(kernel.plugins.order) or "none")
 
     async def _acquire_lock(self) -> GatewayLock | None:
         """The store's gateway lock; GatewayLocked when another gateway holds it."""

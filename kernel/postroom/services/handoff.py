@@ -313,13 +313,19 @@ class HandoffService(service.Service):
             if outcome_state == HandoffState.DONE.value:
                 continue
             kernel.metrics.handoff_target_failures.labels(target, outcome_state).inc()
+            extra = {
+                "interaction_id": interaction.id,
+                "target": target,
+                "mailbox": interaction.mailbox,
+                "message_id": interaction.message_id,
+            }
             if outcome_state == HandoffState.REFUSED.value:
                 log.error("hand-off of %s refused for good by %s: %s", interaction.id, target,
-                          error)  # fmt: skip
+                          error, extra=extra)  # fmt: skip
             else:
                 failures.append(f"{target}: {error}")
                 log.warning("hand-off of %s to %s failed (attempt %d): %s", interaction.id,
-                            target, job.attempt, error)  # fmt: skip
+                            target, job.attempt, error, extra=extra)  # fmt: skip
         if failures:
             kernel.metrics.handoff_failures.inc()
         await kernel.store.record_handoffs([outcome])
@@ -334,19 +340,23 @@ class HandoffService(service.Service):
         """Try *job* again after back-off; *logged*: each failure was logged already."""
         what = f"{job.step.value} of {job.interaction.id}"
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+        extra = {"interaction_id": job.interaction.id, "mailbox": job.interaction.mailbox,
+                 "message_id": job.interaction.message_id}  # fmt: skip
         if self.once and job.attempt >= max_attempts:
             self._failed[job.step].add(job.interaction.id)
-            log.error("%s failed %d times, left for the next run: %s", what, job.attempt, error)
+            log.error("%s failed %d times, left for the next run: %s", what, job.attempt, error,
+                      extra=extra)  # fmt: skip
             return
         if not self.running and not self.once:
             return
         delay = self.backoff.delay(job.attempt)
         if logged:
-            log.info("%s retried in %.0fs", what, delay)
+            log.info("%s retried in %.0fs", what, delay, extra=extra)
         else:
             log.warning(
-                "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error
-            )
+                "%s failed (attempt %d), retrying in %.0fs: %s", what, job.attempt, delay, error,
+                extra=extra,
+            )  # fmt: skip
         job.attempt += 1
         self._timers[job.key] = self.kernel.clock.callLater(delay, self._start, job)
 

@@ -256,6 +256,9 @@ class MailboxService(service.Service):
         metrics.connected.labels(name).set(1)
         if self.login_policy.refusing:
             log.info("mailbox %s: login accepted again", name, extra={"mailbox": name})
+        if self.health.state != CONNECTED:  # the first connection, or the first after a failure
+            log.info("mailbox %s: connected (%s)", name, describe(self.mailbox),
+                     extra={"mailbox": name})  # fmt: skip
         self.login_policy.succeeded()
         self.health.auth_failures = 0
         self.health.next_attempt = None
@@ -415,28 +418,32 @@ class MailboxService(service.Service):
             return
         except OverBudget as exc:
             # A retry would cost as much again: quarantine at once, go on.
-            log.error(
-                "mailbox %s: message %s is over the analysis budget: %s",
-                name,
-                item.source_key,
-                exc.reason,
-                extra={"mailbox": name},
+            await self._count_failure(
+                item, fetched, f"over budget: {exc.reason}", at_once=True
             )
-            await self._count_failure(item, fetched, f"over budget: {exc.reason}", at_once=True)
             return
         except Exception as exc:
-            if isinstance(exc, StoreError):  # a full disk...: one line says it all
-                log.error("mailbox %s: message %s failed: %s", name, item.source_key, exc)
-            else:  # a bug somewhere: the traceback helps
-                log.exception("mailbox %s: message %s failed", name, item.source_key)
-            await self._count_failure(item, fetched, f"{type(exc).__name__}: {exc}")
+            # a full disk (StoreError)...: one line says it all; elsewhere a
+            # bug somewhere: the traceback helps
+            await self._count_failure(
+                item,
+                fetched,
+                f"{type(exc).__name__}: {exc}",
+                error=None if isinstance(exc, StoreError) else exc,
+            )
             return
         try:
             await self.source.acknowledge(fetched)
         except Exception as exc:
             # Committed already: it will be fetched again, recognised as a
             # duplicate and acknowledged then. End this pass and reconnect.
-            log.warning("mailbox %s: acknowledging %s failed: %s", name, item.source_key, exc)
+            log.warning(
+                "mailbox %s: acknowledging message %s failed: %s",
+                name,
+                item.source_key,
+                exc,
+                extra={"mailbox": name, "source_key": item.source_key},
+            )
             if self._abandoned is None:
                 self._abandoned = exc
         self.health.ingested += len(processed.result.new)
@@ -450,17 +457,35 @@ class MailboxService(service.Service):
         self.handoff.submit(processed.result.new)
 
     async def _count_failure(
-        self, item: SourceItem, fetched: Any, reason: str, *, at_once: bool = False
+        self,
+        item: SourceItem,
+        fetched: Any,
+        reason: str,
+        *,
+        at_once: bool = False,
+        error: BaseException | None = None,
     ) -> None:
-        """Count a failed attempt; quarantine after ``max-attempts`` (*at_once*: now)."""
+        """Count a failed attempt; quarantine after ``max-attempts`` (*at_once*: now).
+
+        The one place a message's failure is logged, with its reason: a WARNING
+        while it will be tried again, an ERROR when it is quarantined
+        (*error*: with its traceback, for a bug)."""
         store = self.kernel.store
         name = self.mailbox.name
         self._pass_ok = False
         self._cursor_held = True
         self.health.failed += 1
         self.kernel.metrics.errors.labels(name, "message").inc()
-        attempts = await store.record_failure(name, item.source_key, reason)
+        extra = {"mailbox": name, "source_key": item.source_key}
         max_attempts = int(self.kernel.config.get("gateway", "max-attempts"))
+        try:
+            attempts = await store.record_failure(name, item.source_key, reason)
+        except Exception as exc:
+            log.error(
+                "mailbox %s: message %s failed, and recording the failure failed too (%s): %s",
+                name, item.source_key, exc, reason, extra=extra, exc_info=error,
+            )  # fmt: skip
+            raise
         if attempts >= max_attempts or at_once:
             # Quarantined: kept in the store (with its bytes when we have them),
             # and out of the mailbox's way. A message that could not even be
@@ -471,13 +496,43 @@ class MailboxService(service.Service):
             self.health.quarantined += 1
             self.kernel.metrics.quarantine_depth.labels(name).inc()
             log.error(
-                "mailbox %s: message %s quarantined after %d attempts: %s",
-                name,
-                item.source_key,
-                attempts,
-                reason,
-            )
+                "mailbox %s: message %s quarantined %s: %s", name, item.source_key,
+                "at once" if at_once else f"after {attempts} attempts", reason,
+                extra=extra, exc_info=error,
+            )  # fmt: skip
             if fetched is not None:
                 await self.source.acknowledge(fetched)
-        elif fetched is not None:
-            await self.source.release(fetched)
+        else:
+            log.warning(
+                "mailbox %s: message %s failed (attempt %d of %d, tried again next pass): %s",
+                name, item.source_key, attempts, max_attempts, reason, extra=extra,
+                exc_info=error,
+            )  # fmt: skip
+            if fetched is not None:
+                await self.source.release(fetched)
+
+
+#: the options that say where a mailbox is, shown when it connects (never a secret)
+_WHERE = ("server", "port", "mailbox", "folder-path")
+
+
+def describe(mailbox: MailboxConfig) -> str:
+    """``imap, server mail.example.com:993, account support@example.com``: the
+    driver and where it reads (no password or token: only :data:`_WHERE`)."""
+    found: dict[str, Any] = {}
+    for option in _WHERE:
+        try:
+            value = mailbox.get(option)
+        except KeyError:  # not an option of this driver
+            continue
+        if value not in (None, ""):
+            found[option] = value
+    parts = [mailbox.type]
+    if "server" in found:
+        port = f":{found['port']}" if "port" in found else ""
+        parts.append(f"server {found['server']}{port}")
+    if "mailbox" in found:
+        parts.append(f"account {found['mailbox']}")
+    if "folder-path" in found:
+        parts.append(f"folder {found['folder-path']}")
+    return ", ".join(parts)

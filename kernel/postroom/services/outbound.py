@@ -284,7 +284,8 @@ class OutboundService(service.Service):
             self.kernel.metrics.send_failures.labels(str(for_good).lower()).inc()
             if for_good:
                 self._ok = False
-                log.error("outbound %s failed for good: %s", entry.id, error)
+                log.error("outbound %s failed for good: %s", entry.id, error,
+                          extra=_fields(entry))  # fmt: skip
                 await self.pipeline.record_failed(entry, error)
                 await self.kernel.events.emit(EventType.SEND_FAILED, entry.id, reason=error)
             else:
@@ -298,6 +299,7 @@ class OutboundService(service.Service):
                     attempts,
                     retry_at.isoformat(),
                     error,
+                    extra=_fields(entry),
                 )
             return
         if self._account_policy(entry) is not None:
@@ -336,6 +338,7 @@ class OutboundService(service.Service):
             policy.failures,
             retry_at.isoformat(),
             exc,
+            extra=_fields(entry),
         )
 
     def _account_logged_in(self, entry: OutboxEntry) -> None:
@@ -378,6 +381,7 @@ class OutboundService(service.Service):
                 "until %s: %s",
                 retry_at.isoformat(),
                 error,
+                extra=_fields(entry),
             )
         else:
             log.error(
@@ -385,6 +389,7 @@ class OutboundService(service.Service):
                 policy.failures,
                 retry_at.isoformat(),
                 exc,
+                extra=_fields(entry),
             )
 
     async def _keep_state(self, reason: str | None, next_attempt: datetime | None) -> None:
@@ -452,6 +457,15 @@ class PreparedSend:
     request: OutboundRequest
     interaction: Interaction
     parent: Interaction | None
+
+
+def _fields(entry: OutboxEntry) -> dict[str, object]:
+    """The structured log fields of an outbox entry's lines (postroom.logs)."""
+    return {
+        "interaction_id": entry.id,
+        "message_id": entry.message_id,
+        "mailbox": entry.request.mailbox,
+    }
 
 
 async def prepare_send(

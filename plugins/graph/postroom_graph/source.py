@@ -254,7 +254,8 @@ class GraphSource(SourceBase):
             assert self.move_to is not None
             self.move_to_id = await self._resolve(self.move_to, "move-to-folder")
         self.login_ok(f"bearer token on {self.where}")
-        log.info(
+        # DEBUG: the kernel logs the connection (docs/operations.md); this says more
+        log.debug(
             "mailbox %s: reading %s of %s on %s",
             self.name,
             self.folder_path,

@@ -271,7 +271,8 @@ class IMAPSource(ServerSourceBase):
         self.uidvalidity = info["UIDVALIDITY"]
         self.supports_push = "IDLE" in client.capabilities
         client.on_new_mail = self._on_new_mail
-        log.info(
+        # DEBUG: the kernel logs the connection (docs/operations.md); this says more
+        log.debug(
             "mailbox %s: connected to %s (%s), folder %s: %d message(s)%s",
             self.name,
             self.where,
