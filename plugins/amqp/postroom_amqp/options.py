@@ -100,6 +100,7 @@ def add_options(schema: OptionSchema) -> None:
         "confirms nothing).",
         default="00:00:30",
         minimum=1,
+        maximum=3600,
     )
     add(
         "connect-timeout",
@@ -107,6 +108,7 @@ def add_options(schema: OptionSchema) -> None:
         "Time allowed for TCP connect, TLS and the AMQP handshake.",
         default="00:00:10",
         minimum=1,
+        maximum=600,
     )
     add(
         "heartbeat",

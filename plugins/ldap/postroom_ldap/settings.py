@@ -93,19 +93,19 @@ def add_options(schema: OptionSchema) -> None:
         "(`ContactId`): e.g. `employeeNumber`, `uid`, `entryUUID` (OpenLDAP) or "
         "`employeeID` (Active Directory). Unset: the entry's DN.")  # fmt: skip
     add("cache-ttl", "duration", "How long a contact found is kept.", default=3600.0,
-        minimum=0.0)  # fmt: skip
+        minimum=0.0, maximum=7 * 86400.0)  # fmt: skip
     add("negative-cache-ttl", "duration", "How long an address the directory does not "
-        "know is kept as unknown.", default=300.0, minimum=0.0)  # fmt: skip
+        "know is kept as unknown.", default=300.0, minimum=0.0, maximum=86400.0)  # fmt: skip
     add("cache-size", "int", "Most addresses kept (found and unknown together); the "
         "least recently used goes first.", default=10000, minimum=1, maximum=1_000_000)
     add("timeout", "duration", "The longest one look-up may hold an e-mail (connect, "
         "bind and search together, on the gateway's clock); a look-up that takes longer "
-        "is given up and owed.", default=2.0, minimum=0.1, maximum=60.0)  # fmt: skip
+        "is given up and owed.", default=2.0, minimum=1.0, maximum=60.0)  # fmt: skip
     add("retry-initial", "duration", "After a failed look-up the directory is left "
         "alone this long (doubling with each failure), then tried again.",
-        default=30.0, minimum=1.0)  # fmt: skip
+        default=30.0, minimum=1.0, maximum=3600.0)  # fmt: skip
     add("retry-max", "duration", "The longest pause between tries of a directory that "
-        "is down.", default=600.0, minimum=1.0)  # fmt: skip
+        "is down.", default=600.0, minimum=1.0, maximum=86400.0)  # fmt: skip
 
 
 def _text(value: Any) -> str | None:
