@@ -15,8 +15,8 @@
 ``POST /render``          the same body, nothing queued or sent: 200 with what would be
                           sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
                           same 400s
-``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
-                          hand-off and outbox state
+``GET /interactions...``  listing, one interaction, its files, its raw message:
+                          :mod:`postroom.interaction_routes`
 ========================  ==============================================================
 
 Plugins add routes (``postroom_register_routes``, :mod:`postroom.routes`); they
@@ -51,6 +51,8 @@ from twisted.internet.defer import ensureDeferred
 from twisted.web import http, resource, server
 
 from postroom.errors import ConfigError
+from postroom.interaction_routes import ROUTES as INTERACTION_ROUTES
+from postroom.interaction_routes import Download, error_body
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
 from postroom.plugins.facade import PluginFailure, resolve
@@ -228,9 +230,12 @@ class Api(resource.Resource):
             if not self._authorised(request):
                 raise HTTPError(401, "a valid bearer token is required")
             answer = await self._route(request)
+            if isinstance(answer, Download):
+                self._download(request, answer)
+                return
             code, body, content_type = answer.status, answer.body, answer.content_type
         except HTTPError as exc:
-            code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
+            code, body, content_type = exc.code, error_body(exc), "application/json"
         except RequestError as exc:  # a send request refused: nothing was queued
             code, content_type = 400, "application/json"
             body = _json({"error": str(exc), "field": exc.field})
@@ -250,7 +255,26 @@ class Api(resource.Resource):
         request.write(body)
         request.finish()
 
-    async def _route(self, request: Any) -> Response:
+    def _download(self, request: Any, answer: Download) -> None:
+        """Stream a download from its file (with back-pressure), then close it.
+        ``nosniff``: a browser must not take a file for HTML and run it."""
+        from twisted.web.static import NoRangeStaticProducer
+
+        if request.finished or getattr(request, "_disconnected", False):
+            answer.file.close()
+            return
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", answer.content_type.encode("latin-1"))
+        request.setHeader(b"content-length", str(answer.size).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
+        for name, value in answer.headers:
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        d = request.notifyFinish()
+        d.addBoth(lambda _: answer.file.close())
+        NoRangeStaticProducer(request, answer.file).start()
+
+    async def _route(self, request: Any) -> Response | Download:
         method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
         route, url_vars = self.routes.find(method, path)
@@ -270,7 +294,7 @@ class Api(resource.Resource):
             content_type=request.getHeader(b"content-type"),
         )
         answer = await resolve(route.handler(route_request))
-        return answer if isinstance(answer, Response) else Response.json(answer)
+        return answer if isinstance(answer, Response | Download) else Response.json(answer)
 
 
 # -- the kernel's routes
@@ -313,38 +337,13 @@ async def _render(request: RouteRequest) -> Response:
     return Response.json(preview.as_json())
 
 
-async def _interaction(request: RouteRequest) -> dict[str, Any]:
-    interaction_id = request.url_vars["id"]
-    store = request.gateway.kernel.store
-    # The outbox entry first: a send changes it and the interaction's status
-    # together, so the status read after it is never older than its state.
-    entry = await store.get_outbox(interaction_id)
-    interaction = await store.get_interaction(interaction_id)
-    if interaction is None:
-        raise HTTPError(404, f"no interaction {interaction_id}")
-    status = await store.handoff_status(interaction_id)
-    if status is not None:
-        interaction.handoff_state = status[0]
-    data = interaction_json(interaction)
-    if entry is not None:
-        data["outbox"] = {
-            "state": entry.state,
-            "attempts": entry.attempts,
-            "last_error": entry.last_error,
-            "next_attempt_at": entry.next_attempt_at.isoformat()
-            if entry.next_attempt_at
-            else None,
-        }
-    return data
-
-
 #: the kernel's own routes; plugins' may not clash with them
 KERNEL_ROUTES = (
     Route("GET", "/health", _health),
     Route("GET", "/metrics", _metrics),
     Route("POST", "/send", _send),
     Route("POST", "/render", _render),
-    Route("GET", "/interactions/{id}", _interaction),
+    *INTERACTION_ROUTES,
 )
 
 

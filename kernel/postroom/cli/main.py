@@ -14,10 +14,8 @@ import faulthandler
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -354,56 +352,6 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         enabled_plugins=enabled,
         store_override=None if args.config else {"driver": "memory"},
     )
-
-
-def cmd_interactions(args: argparse.Namespace) -> int:
-
-    from postroom.cli.output import dumps, table
-    from postroom.views import interaction_json
-
-    async def body(kernel: Any) -> int:
-        if args.action == "list":
-            found = await kernel.store.list_interactions(args.limit, 0, args.mailbox)
-            found = list(reversed(found))  # oldest first reads like a story
-        else:
-            one = await kernel.store.get_interaction(args.id)
-            if one is None:
-                raise NotFound(f"no interaction {args.id}")
-            found = [one]
-        for interaction in found:
-            status = await kernel.store.handoff_status(interaction.id)
-            if status is not None:
-                interaction.handoff_state = status[0]
-        if getattr(args, "raw", False):
-            await _write_raw(kernel, found[0].id)
-        elif args.json:
-            for interaction in found:
-                print(dumps(interaction_json(interaction)))
-        elif args.action == "show":
-            print(json.dumps(interaction_json(found[0]), indent=2, ensure_ascii=False))
-            if found[0].text:
-                print("\n" + found[0].text)
-        else:
-            print(table(found))
-        return EXIT_OK
-
-    return _with_kernel(args, body)
-
-
-async def _write_raw(kernel: Any, interaction_id: str) -> None:
-    """The raw bytes on standard output, once the store has checked them whole:
-    a corrupt store prints its error and nothing else (no wrong bytes)."""
-    with tempfile.TemporaryFile(prefix="postroom-raw-") as spool:
-        try:
-            await kernel.store.read_raw(interaction_id, spool)
-        except KeyError:
-            raise NotFound(
-                f"interaction {interaction_id} has no raw message (outbound ones have none)"
-            ) from None
-        spool.seek(0)
-        sys.stdout.flush()
-        shutil.copyfileobj(spool, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -925,31 +873,9 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help=".eml files")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser(
-        "interactions",
-        help="list or show stored interactions",
-        description="List or show the interactions in a site's store.",
-    )
-    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for action in ("list", "show"):
-        q = isub.add_parser(
-            action,
-            help=f"{action} interactions",
-            description=f"{action.capitalize()} interactions.",
-        )
-        _site_argument(q)
-        q.add_argument("--json", action="store_true", help="one JSON object per line")
-        if action == "list":
-            q.add_argument("--limit", type=_count, default=100, help="at most this many (newest)")
-            q.add_argument("--mailbox", help="only this mailbox")
-        else:
-            q.add_argument("id", help="interaction id")
-            q.add_argument(
-                "--raw",
-                action="store_true",
-                help="write the message's raw bytes, exactly as received, to standard output",
-            )
-        q.set_defaults(func=cmd_interactions)
+    from postroom.cli.interactions import add_commands as add_interaction_commands
+
+    add_interaction_commands(sub, _with_kernel, _site_argument)
 
     p = sub.add_parser(
         "quarantine",

@@ -7,6 +7,7 @@ from zope.interface import implementer
 from postroom.interfaces import ISQLAccess, IStore
 from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
+from postroom.store.sql.listing import InteractionListing
 from postroom.store.sql.mailboxstates import MailboxStateRecords
 from postroom.store.sql.migrations import SchemaMigrations
 from postroom.store.sql.outbox import OutboxRecords
@@ -19,6 +20,7 @@ class SQLStore(
     SchemaMigrations,
     OutboxRecords,
     HandoffRecords,
+    InteractionListing,
     QuarantineRecords,
     SuppressionRecords,
     GrantRecords,
