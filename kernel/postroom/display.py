@@ -55,9 +55,12 @@ def sanitise_html(html: str) -> str:
 
 #: elements that end a line in the text rendering
 _BLOCKS = frozenset(
-    "address article aside blockquote br caption dd div dl dt figcaption figure footer "
-    "h1 h2 h3 h4 h5 h6 header hr li ol p pre section table tr ul".split()
-)
+    {
+        "address", "article", "aside", "blockquote", "br", "caption", "dd", "div", "dl",
+        "dt", "figcaption", "figure", "footer", "h1", "h2", "h3", "h4", "h5", "h6",
+        "header", "hr", "li", "ol", "p", "pre", "section", "table", "tr", "ul",
+    }
+)  # fmt: skip
 #: elements whose content is not text to read
 _SKIPPED = frozenset({"script", "style", "head", "title", "template", "noscript"})
 

@@ -240,7 +240,7 @@ async def spool_raw(kernel: Kernel, given: str) -> tuple[str, IO[bytes]]:
     temporary file (at its start) checked whole against its SHA-256 by the
     store: a corrupt store raises and gives no bytes. The caller closes it."""
     interaction_id = await resolve_id(kernel, given)
-    spool = tempfile.TemporaryFile(prefix="postroom-raw-", dir=kernel.spool_dir)
+    spool = tempfile.TemporaryFile(prefix="postroom-raw-", dir=kernel.spool_dir)  # noqa: SIM115  # returned open
     try:
         try:
             await kernel.store.read_raw(interaction_id, spool)

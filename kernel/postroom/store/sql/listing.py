@@ -25,7 +25,7 @@ from postroom.store.sql.interactions import INTERACTION_SELECT, InteractionRecor
 from postroom.store.sql.tx import Tx
 
 #: the most interactions one page holds
-MAX_PAGE = 10_000
+MAX_PAGE = 1000
 
 #: the characters of an interaction id (a UUID as text)
 ID_CHARS = frozenset("0123456789abcdef-")
