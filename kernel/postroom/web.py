@@ -48,7 +48,9 @@ from urllib.parse import parse_qs, urlsplit
 
 from twisted.application import service
 from twisted.internet.defer import ensureDeferred
+from twisted.internet.interfaces import IPushProducer
 from twisted.web import http, resource, server
+from zope.interface import implementer
 
 from postroom.errors import ConfigError
 from postroom.interaction_routes import ROUTES as INTERACTION_ROUTES
@@ -258,8 +260,6 @@ class Api(resource.Resource):
     def _download(self, request: Any, answer: Download) -> None:
         """Stream a download from its file (with back-pressure), then close it.
         ``nosniff``: a browser must not take a file for HTML and run it."""
-        from twisted.web.static import NoRangeStaticProducer
-
         if request.finished or getattr(request, "_disconnected", False):
             answer.file.close()
             return
@@ -270,9 +270,7 @@ class Api(resource.Resource):
         request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
         for name, value in answer.headers:
             request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
-        d = request.notifyFinish()
-        d.addBoth(lambda _: answer.file.close())
-        NoRangeStaticProducer(request, answer.file).start()
+        FileProducer(request, answer.file).start()
 
     async def _route(self, request: Any) -> Response | Download:
         method = request.method.decode("latin-1")
@@ -295,6 +293,50 @@ class Api(resource.Resource):
         )
         answer = await resolve(route.handler(route_request))
         return answer if isinstance(answer, Response | Download) else Response.json(answer)
+
+
+@implementer(IPushProducer)
+class FileProducer:
+    """Writes a file to a request in pieces as fast as the client reads it:
+    paused when the connection's buffer fills, resumed when it drains (a push
+    producer: no cooperator, so it runs on whichever reactor serves the API)."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, request: Any, file: Any) -> None:
+        self.request = request
+        self.file = file
+        self.paused = False
+        self.done = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addBoth(lambda _: self._close())
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self.paused and not self.done:
+            data = self.file.read(self.PIECE)
+            if not data:
+                self.done = True
+                self.request.unregisterProducer()
+                self.request.finish()
+                return
+            self.request.write(data)  # may pause us at once
+
+    def _close(self) -> None:
+        self.done = True
+        self.file.close()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._close()
 
 
 # -- the kernel's routes
