@@ -48,9 +48,7 @@ class AmbiguousId(PostroomError):
 
     def __init__(self, prefix: str, candidates: list[str]) -> None:
         more = "" if len(candidates) < MAX_CANDIDATES else ", ..."
-        super().__init__(
-            f"id prefix {prefix!r} is ambiguous: {', '.join(candidates)}{more}"
-        )
+        super().__init__(f"id prefix {prefix!r} is ambiguous: {', '.join(candidates)}{more}")
         self.candidates = candidates
 
 
@@ -195,9 +193,7 @@ async def show(kernel: Kernel, given: str) -> dict[str, Any]:
             "state": entry.state,
             "attempts": entry.attempts,
             "last_error": entry.last_error,
-            "next_attempt_at": entry.next_attempt_at.isoformat()
-            if entry.next_attempt_at
-            else None,
+            "next_attempt_at": entry.next_attempt_at.isoformat() if entry.next_attempt_at else None,
         }
     return data
 

