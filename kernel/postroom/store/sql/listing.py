@@ -32,7 +32,7 @@ ID_CHARS = frozenset("0123456789abcdef-")
 
 #: a listing's rows without their bodies (``text``/``html`` are None): a page of
 #: large mails must not read every body
-_LIST_SELECT = (
+LIST_SELECT = (
     "SELECT i.seq, i.id, i.tenant_id, i.type, i.subtype, i.status, i.parent_id, i.mailbox, "
     "i.message_id, i.subject, i.from_addr, i.to_addrs, i.cc_addrs, NULL, NULL, "
     "i.attachments, i.attached_data, i.copy_key, i.raw_sha256, i.created_at, "
@@ -138,9 +138,10 @@ class InteractionListing(InteractionRecords):
             )
             params.extend([pattern] * 3)
         if after is not None:
-            where.append("(i.created_at < ? OR (i.created_at = ? AND i.seq < ?))")
-            params.extend([after[0], after[0], int(after[1])])
-        sql = _LIST_SELECT
+            # a row value: both databases read it as one range of the index
+            where.append("(i.created_at, i.seq) < (?, ?)")
+            params.extend([after[0], int(after[1])])
+        sql = LIST_SELECT
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY i.created_at DESC, i.seq DESC LIMIT ?"

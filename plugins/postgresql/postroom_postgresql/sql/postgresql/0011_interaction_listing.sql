@@ -5,7 +5,8 @@
 -- Keep in step with kernel/postroom/store/sql/sqlite/0011_interaction_listing.sql.
 CREATE INDEX interactions_listing ON interactions (created_at, seq);
 CREATE INDEX interactions_status ON interactions (status, created_at, seq);
-CREATE INDEX interactions_subtype ON interactions (type, subtype, created_at, seq);
+CREATE INDEX interactions_type ON interactions (type, created_at, seq);
+CREATE INDEX interactions_subtype ON interactions (subtype, created_at, seq);
 -- the sender filter compares addresses case-insensitively
 CREATE INDEX interactions_sender ON interactions (lower(from_addr), created_at, seq);
 -- Display names of the sender and the recipients, as the mail gave them: a JSON
