@@ -207,6 +207,19 @@ def test_a_hostile_html_mail_is_cleaned_and_its_names_kept(api: Server, tmp_path
     assert download(api, f"/interactions/{made.id}/raw")[2] == HOSTILE
 
 
+def test_the_hand_off_message_carries_the_same_reading(api: Server, tmp_path: Path) -> None:
+    from postroom.views import handoff_json
+
+    made = stored(api, tmp_path, HOSTILE, "hostile.eml")
+    data = handoff_json(made, api.kernel.config)
+    jsonschema.validate(data, SCHEMA)
+    check_clean(data["html"])
+    assert data["text_from_html"] is True and "Hello agent" in data["text"]
+    assert data["addresses"]["from"]["name"] == "Méchant Sender"
+    assert data["attachments"] == []
+    assert data["raw_url"] is None or data["raw_url"].endswith(f"/interactions/{made.id}/raw")
+
+
 def twins(store: Any) -> list[str]:
     """Two interactions whose ids share their first 8 characters."""
     ids = ["abcdef12-0000-4000-8000-000000000001", "abcdef12-0000-4000-8000-000000000002"]
