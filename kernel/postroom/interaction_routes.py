@@ -30,6 +30,7 @@ from typing import IO, Any
 import attrs
 
 from postroom.interaction_api import (
+    LIST_OPTIONS,
     AmbiguousId,
     NoSuchFile,
     QueryError,
@@ -86,7 +87,7 @@ def _one(query: Any, name: str) -> str | None:
 
 async def _list(request: RouteRequest) -> Response:
     kernel = request.gateway.kernel
-    values = {name: _one(request.query, name) for name in _LIST_OPTIONS}
+    values = {name: _one(request.query, name) for name in LIST_OPTIONS}
     try:
         filters, limit, after = list_query(values, MAX_HTTP_LIMIT)
     except QueryError as exc:
@@ -138,10 +139,6 @@ async def _raw(request: RouteRequest) -> Download:
         spool, size, "message/rfc822", (("Content-Disposition", f'attachment; filename="{name}"'),)
     )
 
-
-_LIST_OPTIONS = (
-    "status", "type", "subtype", "mailbox", "since", "until", "sender", "text", "limit", "after",
-)  # fmt: skip
 
 #: the interaction routes, added to the kernel's (:data:`postroom.web.KERNEL_ROUTES`)
 ROUTES = (
