@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import email
 import json
+import os
+import pty
 import shutil
 import subprocess
 from collections.abc import Iterator
@@ -341,6 +343,16 @@ def test_the_cli_reads_what_http_reads(quickstart: Path, tmp_path: Path) -> None
     assert out.read_bytes() == part_at(HTML_ONLY.read_bytes(), "2")
     piped = raw_postroom("interactions", "attachment", "-c", site, html_only["id"], "0")
     assert piped.returncode == 0 and piped.stdout == out.read_bytes()
+    leader, follower = pty.openpty()  # a terminal as standard output: refused, nothing written
+    try:
+        on_tty = subprocess.run(
+            [POSTROOM, "interactions", "attachment", "-c", site, html_only["id"], "0"],
+            stdout=follower, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, timeout=600,
+        )  # fmt: skip
+    finally:
+        os.close(follower)
+        os.close(leader)
+    assert on_tty.returncode == 2 and b"give -o FILE" in on_tty.stderr
     raw = raw_postroom("interactions", "raw", "-c", site, html_only["id"][:7])
     assert raw.returncode == 0 and raw.stdout == HTML_ONLY.read_bytes()
 
