@@ -72,6 +72,8 @@ def interaction_json(
                 "safe_filename": a.safe_filename,
                 "content_type": a.content_type,
                 "size": a.size,
+                # what an HTML body's cid: image names (<...> included)
+                "content_id": a.content_id,
             }
             for n, a in enumerate(interaction.attachments)
         ],

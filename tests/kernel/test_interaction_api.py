@@ -112,6 +112,7 @@ def test_an_html_only_mail_reads_with_text_sanitised_html_and_its_image(
     assert shown["date"] == "2017-12-30T19:26:23+01:00"
     [image] = shown["attachments"]
     assert image["index"] == 0 and image["content_type"] == "image/png"
+    assert image["content_id"] == "<part1.8C5E6A81.D0C1B91A@example.com>"  # the HTML's cid:
 
     code, headers, body = download(api, f"/interactions/{made.id[:10]}/attachments/0")
     assert code == 200
