@@ -57,11 +57,12 @@ lint: venv
 	$(BIN)/mypy $(patsubst %/__init__.py,%,$(TYPED))
 
 ## make bench: throughput and latency against raw baselines, on the real servers (root),
-## then the memory of large messages
+## then the memory of large messages, then listing interactions (bench/listing.py)
 bench: venv
 	contrib/scripts/install-test-packages
 	$(BIN)/python bench/ingest.py
 	$(BIN)/python bench/memory.py
+	$(BIN)/python bench/listing.py
 
 ## make bench-memory: peak memory of the gateway's process tree for 50 MB messages (no servers)
 bench-memory: venv

@@ -47,10 +47,10 @@ async def retry_handoff(store: Any, interaction_id: str, target: str | None) -> 
     return result
 
 
-async def retry_handoff_route(request: RouteRequest) -> dict[str, Any]:
-    """``POST /interactions/{id}/retry-handoff`` (optional body ``{"target": name}``):
+async def retry_handoff_route(request: RouteRequest, interaction_id: str) -> dict[str, Any]:
+    """``POST /interactions/{id}/retry-handoff`` (optional body ``{"target": name}``)
+    for the interaction *interaction_id* (the route resolved the id's prefix):
     the targets put back to pending, whose retry starts at once, and the hand-off."""
-    interaction_id = request.url_vars["id"]
     target = None
     if request.body.strip():
         body = request.json()

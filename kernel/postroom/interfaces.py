@@ -153,6 +153,17 @@ class IStore(Interface):
     def list_interactions(limit=100, offset=0, mailbox=None) -> Any:
         """Interactions, newest first."""
 
+    def match_ids(prefix: str, limit: int = 10) -> Any:
+        """Up to *limit* interaction ids starting with *prefix* (case-insensitive),
+        in id order: one range of the id's index."""
+
+    def find_interactions(filters=None, limit: int = 100, after=None) -> Any:
+        """A :class:`~postroom.store.sql.listing.Page` of at most *limit*
+        interactions (capped at 1,000) passing *filters* (a
+        :class:`~postroom.store.sql.listing.ListFilter`), newest first by
+        ``(created_at, seq)``, older than *after* (a page's ``next``); without
+        their text and HTML."""
+
     def find_by_message_id(message_id: str, type=None) -> Any:
         """Interactions with this Message-ID (with angle brackets), oldest
         first; only of *type* (``Inbound``/``Outbound``) when given."""

@@ -284,6 +284,8 @@ class ParsedMessage:
     in_reply_to: list[str] = attrs.field(factory=list)
     references: list[str] = attrs.field(factory=list)
     date: datetime | None = None
+    #: display names by address (From, To, Cc, Reply-To), bounded
+    names: dict[str, str] = attrs.field(factory=dict)
     text: str | None = None
     html: str | None = None
     parts: list[Part] = attrs.field(factory=list)
@@ -404,6 +406,10 @@ class Interaction:
     references: list[str] = attrs.field(factory=list)
     #: the Date header, with the sender's offset; None when absent or unreadable
     date: datetime | None = None
+    #: display names by address (From, To, Cc, Reply-To) as the mail gave them;
+    #: an address without a name is not in it (nor are any of interactions
+    #: stored before names were kept)
+    names: dict[str, str] = attrs.field(factory=dict)
     text: str | None = None
     html: str | None = None
     attachments: list[Attachment] = attrs.field(factory=list)

@@ -19,8 +19,8 @@
 ``POST /render``          the same body, nothing queued or sent: 200 with what would be
                           sent (:meth:`postroom.pipeline.outbound.Preview.as_json`), the
                           same 400s
-``GET /interactions/ID``  an interaction (the ``postroom ingest --json`` shape) with its
-                          hand-off (``handoff``: overall and per target) and outbox state
+``GET /interactions...``  listing, one interaction, its files, its raw message:
+                          :mod:`postroom.interaction_routes`
 ``POST /interactions/ID/  put its refused and failed hand-off targets (or the one named,
 retry-handoff``           ``{"target": ...}``) back to pending and retry them at once
 ``GET /events``           server-sent events (:mod:`postroom.events`, docs/events.md)
@@ -66,12 +66,11 @@ from zope.interface import implementer
 
 from postroom.errors import ConfigError
 from postroom.events import events_route
-from postroom.handoffs import handoff_detail, retry_handoff_route
+from postroom.interaction_routes import ROUTES as INTERACTION_ROUTES
+from postroom.interaction_routes import Download, error_body
 from postroom.kernel import token_problem
 from postroom.loginpolicy import REFUSED_STATES
-from postroom.model import InteractionType
 from postroom.outboxroutes import OUTBOX_ROUTES
-from postroom.outboxview import outbox_json
 from postroom.plugins.facade import PluginFailure, resolve
 from postroom.routes import (
     HTTPError,
@@ -300,9 +299,12 @@ class Api(resource.Resource):
             if isinstance(answer, Stream):
                 await _stream(request, answer)
                 return
+            if isinstance(answer, Download):
+                self._download(request, answer)
+                return
             code, body, content_type = answer.status, answer.body, answer.content_type
         except HTTPError as exc:
-            code, body, content_type = exc.code, _json({"error": str(exc)}), "application/json"
+            code, body, content_type = exc.code, error_body(exc), "application/json"
         except RequestError as exc:  # a send request refused: nothing was queued
             code, content_type = 400, "application/json"
             body = _json({"error": str(exc), "field": exc.field})
@@ -322,7 +324,22 @@ class Api(resource.Resource):
         request.write(body)
         request.finish()
 
-    async def _route(self, request: Any) -> Response | Stream:
+    def _download(self, request: Any, answer: Download) -> None:
+        """Stream a download from its file (with back-pressure), then close it.
+        ``nosniff``: a browser must not take a file for HTML and run it."""
+        if request.finished or getattr(request, "_disconnected", False):
+            answer.file.close()
+            return
+        request.setResponseCode(200)
+        request.setHeader(b"content-type", answer.content_type.encode("latin-1"))
+        request.setHeader(b"content-length", str(answer.size).encode())
+        request.setHeader(b"x-content-type-options", b"nosniff")
+        request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
+        for name, value in answer.headers:
+            request.setHeader(name.encode("latin-1"), value.encode("latin-1"))
+        FileProducer(request, answer.file).start()
+
+    async def _route(self, request: Any) -> Response | Stream | Download:
         method = request.method.decode("latin-1")
         path = request.path.decode("utf-8", "replace")
         route, url_vars = self.routes.find(method, path)
@@ -346,7 +363,11 @@ class Api(resource.Resource):
             },
         )
         answer = await resolve(route.handler(route_request))
-        return answer if isinstance(answer, Response | Stream) else Response.json(answer)
+        return (
+            answer
+            if isinstance(answer, Response | Stream | Download)
+            else Response.json(answer)
+        )
 
 
 @implementer(IPushProducer)
@@ -410,6 +431,50 @@ async def _stream(request: Any, answer: Stream) -> None:
         sink.handle.resume()  # ready: the stream may write
 
 
+@implementer(IPushProducer)
+class FileProducer:
+    """Writes a file to a request in pieces as fast as the client reads it:
+    paused when the connection's buffer fills, resumed when it drains (a push
+    producer: no cooperator, so it runs on whichever reactor serves the API)."""
+
+    PIECE = 64 * 1024
+
+    def __init__(self, request: Any, file: Any) -> None:
+        self.request = request
+        self.file = file
+        self.paused = False
+        self.done = False
+
+    def start(self) -> None:
+        self.request.registerProducer(self, True)
+        self.request.notifyFinish().addBoth(lambda _: self._close())
+        self._pump()
+
+    def _pump(self) -> None:
+        while not self.paused and not self.done:
+            data = self.file.read(self.PIECE)
+            if not data:
+                self.done = True
+                self.request.unregisterProducer()
+                self.request.finish()
+                return
+            self.request.write(data)  # may pause us at once
+
+    def _close(self) -> None:
+        self.done = True
+        self.file.close()
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+        self._pump()
+
+    def stopProducing(self) -> None:
+        self._close()
+
+
 # -- the kernel's routes
 
 
@@ -469,34 +534,13 @@ async def _render(request: RouteRequest) -> Response:
     return Response.json(preview.as_json())
 
 
-async def _interaction(request: RouteRequest) -> dict[str, Any]:
-    interaction_id = request.url_vars["id"]
-    store = request.gateway.kernel.store
-    # The outbox entry first: a send changes it and the interaction's status
-    # together, so the status read after it is never older than its state.
-    entry = await store.get_outbox(interaction_id)
-    interaction = await store.get_interaction(interaction_id)
-    if interaction is None:
-        raise HTTPError(404, f"no interaction {interaction_id}")
-    status = await store.handoff_status(interaction_id)
-    if status is not None:
-        interaction.handoff_state = status[0]
-    data = interaction_json(interaction)
-    if interaction.type == InteractionType.INBOUND.value:
-        data["handoff"] = await handoff_detail(store, interaction_id, status)
-    if entry is not None:
-        data["outbox"] = outbox_json(entry, await store.outbox_history(entry.id))
-    return data
-
-
 #: the kernel's own routes; plugins' may not clash with them
 KERNEL_ROUTES = (
     Route("GET", "/health", _health),
     Route("GET", "/metrics", _metrics),
     Route("POST", "/send", _send),
     Route("POST", "/render", _render),
-    Route("GET", "/interactions/{id}", _interaction),
-    Route("POST", "/interactions/{id}/retry-handoff", retry_handoff_route),
+    *INTERACTION_ROUTES,
     Route("GET", "/events", events_route),
     *OUTBOX_ROUTES,
 )

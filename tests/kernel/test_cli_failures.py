@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import errno
 import io
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
@@ -143,10 +145,13 @@ def _option(action: argparse.Action) -> str:
     return next(s for s in action.option_strings if s.startswith("--"))
 
 
-def _sample(action: argparse.Action, site: Site) -> str:
+def _sample(action: argparse.Action, site: Site, command: tuple[str, ...] = ()) -> str:
     """A valid value, so that only the bad part of a command line is bad."""
     if action.dest == "files":
         return str(site.eml)
+    if command[:1] == ("interactions",) and action.dest in ("id", "index"):
+        # a stored interaction with a file: its download can reach the disk
+        return site.interaction if action.dest == "id" else "0"
     return "x@example.com" if action.dest in ("to", "address") else "x"
 
 
@@ -165,10 +170,11 @@ def cases_for(command: tuple[str, ...], parser: argparse.ArgumentParser, site: S
         """The command line: *bad* = (dest, value) replaces one positional's sample."""
         line = [*command, *(["-c", str(config_file)] if config_file is not None else [])]
         for action in required:
-            line += [_option(action), _sample(action, site)]
+            line += [_option(action), _sample(action, site, command)]
         line += extra
         for action in positionals:
-            value = bad[1] if bad is not None and bad[0] == action.dest else _sample(action, site)
+            replaced = bad is not None and bad[0] == action.dest
+            value = bad[1] if bad is not None and replaced else _sample(action, site, command)
             line.append(value)
         return tuple(line)
 
@@ -208,6 +214,8 @@ class Site:
     good: Path
     corrupt: Path
     eml: Path
+    #: a stored interaction with a file (in the good site's store)
+    interaction: str
 
 
 @pytest.fixture
@@ -220,7 +228,14 @@ def site(quickstart: Path) -> Site:
     corrupt.write_text(quickstart.read_text())  # its store: corrupt/postroom.db
     (corrupt_dir / "maildir").symlink_to(root / "maildir")
     eml = next((root / "maildir" / "new").iterdir())
-    return Site(root=root, good=quickstart, corrupt=corrupt, eml=eml)
+    # the mail is read, not taken: its copy stays in the maildir for the other cases
+    shutil.copytree(root / "maildir", root / "maildir-copy")
+    assert postroom("run", "-c", str(quickstart), "--once").returncode == 0
+    shutil.rmtree(root / "maildir")
+    (root / "maildir-copy").rename(root / "maildir")
+    listed = postroom("interactions", "list", "-c", str(quickstart), "--json").stdout
+    with_file = next(r for r in map(json.loads, listed.splitlines()) if r["attachments"])
+    return Site(root=root, good=quickstart, corrupt=corrupt, eml=eml, interaction=with_file["id"])
 
 
 def test_every_command_fails_cleanly_on_bad_input(site: Site) -> None:

@@ -627,7 +627,7 @@ def test_a_forward_of_more_files_than_allowed_is_refused_before_any_is_read(
         original = ingest(gateway.kernel, tmp_path, many)
         assert len(original.attachments) == 30
         reads: list[str] = []
-        monkeypatch.setattr(pipeline_files, "_part", lambda *a: reads.append("read"))
+        monkeypatch.setattr(pipeline_files, "stored_part", lambda *a: reads.append("read"))
         with pytest.raises(RequestError) as refused:
             run(gateway.send(OutboundRequest(to=["b@x.example"], forward_of=original.id)))
         assert refused.value.field == "forward_of"

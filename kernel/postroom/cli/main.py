@@ -14,10 +14,8 @@ import faulthandler
 import json
 import logging
 import os
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +32,7 @@ from postroom.cli.failures import (
     report,
 )
 from postroom.errors import ConfigError, ConfigErrors, PluginLoadError
-from postroom.store.errors import RawPurgedError, StoreError
+from postroom.store.errors import StoreError
 
 if TYPE_CHECKING:
     from twisted.internet import defer
@@ -373,95 +371,33 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_interactions(args: argparse.Namespace) -> int:
-
-    from postroom.cli.output import dumps, table
-    from postroom.handoffs import handoff_detail
-    from postroom.views import interaction_json
-
-    async def body(kernel: Any) -> int:
-        if args.action == "list":
-            found = await kernel.store.list_interactions(args.limit, 0, args.mailbox)
-            found = list(reversed(found))  # oldest first reads like a story
-        else:
-            one = await kernel.store.get_interaction(args.id)
-            if one is None:
-                raise NotFound(f"no interaction {args.id}")
-            found = [one]
-        for interaction in found:
-            status = await kernel.store.handoff_status(interaction.id)
-            if status is not None:
-                interaction.handoff_state = status[0]
-        if getattr(args, "raw", False):
-            await _write_raw(kernel, found[0].id)
-        elif args.json:
-            from postroom.outboxview import with_outbox
-
-            for interaction in found:
-                data = interaction_json(interaction)
-                if args.action == "show":  # outbound: its outbox entry and history
-                    data = await with_outbox(kernel.store, data)
-                print(dumps(data))
-        elif args.action == "show":
-            from postroom.outboxview import with_outbox
-
-            data = interaction_json(found[0])
-            if data["handoff_state"] is not None:
-                data["handoff"] = await handoff_detail(kernel.store, found[0].id)
-            shown = await with_outbox(kernel.store, data)
-            print(json.dumps(shown, indent=2, ensure_ascii=False))
-            if found[0].text:
-                print("\n" + found[0].text)
-        else:
-            print(table(found))
-        return EXIT_OK
-
-    return _with_kernel(args, body)
-
-
 def cmd_retry_handoff(args: argparse.Namespace) -> int:
     """Put an interaction's refused and failed hand-off targets back to pending;
     a running gateway retries them at its next sweep."""
     from postroom.cli.failures import UsageError
+    from postroom.cli.interactions import resolved
     from postroom.handoffs import handoff_detail, retry_handoff
 
     async def body(kernel: Any) -> int:
+        interaction_id = await resolved(kernel, args.id)
         try:
-            again = await retry_handoff(kernel.store, args.id, args.target)
+            again = await retry_handoff(kernel.store, interaction_id, args.target)
         except KeyError:
-            raise NotFound(f"no interaction {args.id} with a hand-off") from None
+            raise NotFound(f"no interaction {interaction_id} with a hand-off") from None
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        detail = await handoff_detail(kernel.store, args.id)
+        detail = await handoff_detail(kernel.store, interaction_id)
         if args.json:
-            print(json.dumps({"id": args.id, "retried": again, "handoff": detail}))
+            print(json.dumps({"id": interaction_id, "retried": again, "handoff": detail}))
         elif again:
-            print(f"{args.id}: {', '.join(again)} back to pending; a running gateway "
+            print(f"{interaction_id}: {', '.join(again)} back to pending; a running gateway "
                   "retries within gateway.handoff-sweep-interval")  # fmt: skip
         else:
             state = detail["state"] if detail else "unknown"
-            print(f"{args.id}: no refused or failed target to retry (hand-off {state})")
+            print(f"{interaction_id}: no refused or failed target to retry (hand-off {state})")
         return EXIT_OK
 
     return _with_kernel(args, body)
-
-
-async def _write_raw(kernel: Any, interaction_id: str) -> None:
-    """The raw bytes on standard output, once the store has checked them whole:
-    a corrupt store prints its error and nothing else (no wrong bytes)."""
-    with tempfile.TemporaryFile(prefix="postroom-raw-") as spool:
-        try:
-            await kernel.store.read_raw(interaction_id, spool)
-        except RawPurgedError as exc:
-            raise NotFound(str(exc)) from None
-        except KeyError:
-            raise NotFound(
-                f"interaction {interaction_id} has no raw message (outbound ones have none)"
-            ) from None
-        spool.seek(0)
-        sys.stdout.flush()
-        shutil.copyfileobj(spool, sys.stdout.buffer)
-        sys.stdout.buffer.flush()
 
 
 def cmd_quarantine(args: argparse.Namespace) -> int:
@@ -991,31 +927,9 @@ def build_parser(plugin_commands: bool = True) -> argparse.ArgumentParser:
     p.add_argument("files", nargs="+", metavar="FILE", help=".eml files")
     p.set_defaults(func=cmd_ingest)
 
-    p = sub.add_parser(
-        "interactions",
-        help="list or show stored interactions",
-        description="List or show the interactions in a site's store.",
-    )
-    isub = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    for action in ("list", "show"):
-        q = isub.add_parser(
-            action,
-            help=f"{action} interactions",
-            description=f"{action.capitalize()} interactions.",
-        )
-        _site_argument(q)
-        q.add_argument("--json", action="store_true", help="one JSON object per line")
-        if action == "list":
-            q.add_argument("--limit", type=_count, default=100, help="at most this many (newest)")
-            q.add_argument("--mailbox", help="only this mailbox")
-        else:
-            q.add_argument("id", help="interaction id")
-            q.add_argument(
-                "--raw",
-                action="store_true",
-                help="write the message's raw bytes, exactly as received, to standard output",
-            )
-        q.set_defaults(func=cmd_interactions)
+    from postroom.cli.interactions import add_commands as add_interaction_commands
+
+    isub = add_interaction_commands(sub, _with_kernel, _site_argument)
     q = isub.add_parser(
         "retry-handoff",
         help="retry a refused or failed hand-off",

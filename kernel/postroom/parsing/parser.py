@@ -118,6 +118,7 @@ from postroom.parsing.charsets import (
     resolve_charset,
 )
 from postroom.parsing.headers import (
+    Address,
     AddressBudget,
     ContentType,
     decode_base64,
@@ -157,6 +158,9 @@ ENCAPSULATING_TYPES = frozenset({"message/rfc822", "message/global"})
 
 _MAX_DEFECTS = 200
 _MAX_REASON = 300
+#: display names kept per message (by address), and the characters of each
+MAX_NAMES = 200
+MAX_NAME_CHARS = 200
 _LINEBREAK = re.compile(r"\r\n|\n|\r")
 _VALID_ADDR = re.compile(r"[^@\s<>\"]+@[^@\s<>\"]+")
 _CHARSET_MENTION = re.compile(
@@ -208,6 +212,7 @@ class _Envelope:
     in_reply_to: list[str] = attrs.field(factory=list)
     references: list[str] = attrs.field(factory=list)
     date: datetime | None = None
+    names: dict[str, str] = attrs.field(factory=dict)
 
 
 def _envelope_fields(env: _Envelope) -> dict[str, Any]:
@@ -221,6 +226,7 @@ def _envelope_fields(env: _Envelope) -> dict[str, Any]:
         "in_reply_to": env.in_reply_to,
         "references": env.references,
         "date": env.date,
+        "names": env.names,
     }
 
 
@@ -259,6 +265,11 @@ def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -
         return [value for key, value in texts if key.lower() == name]
 
     budget = AddressBudget()  # what the structured parser reads, for all fields
+    names: dict[str, str] = {}
+
+    def named(address: Address) -> None:
+        if address.name and len(names) < MAX_NAMES and address.addr not in names:
+            names[address.addr] = address.name[:MAX_NAME_CHARS]
 
     # dicts as ordered sets: a membership test on a list per item is quadratic
     def addresses(name: str) -> list[str]:
@@ -266,6 +277,7 @@ def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -
         for value in every(name):
             for address in parse_addresses(value, budget):
                 found.setdefault(address.addr, None)
+                named(address)
         return list(found)
 
     def ids(name: str) -> list[str]:
@@ -283,6 +295,7 @@ def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -
         found = parse_addresses(sender, budget)
         if found:
             env.from_addr, env.from_name = found[0].addr, found[0].name
+            named(found[0])
         else:  # a name without an address ("From: Whomever")
             env.from_name = decode_words(strip_comments(sender)).strip(' "') or None
     env.to, env.cc, env.reply_to = addresses("to"), addresses("cc"), addresses("reply-to")
@@ -293,6 +306,7 @@ def _envelope_of(texts: list[tuple[str, str]], headers: list[tuple[str, str]]) -
     env.in_reply_to, env.references = ids("in-reply-to"), ids("references")
     date = first("date")
     env.date = parse_date(date) if date is not None else None
+    env.names = names
     return env
 
 

@@ -113,7 +113,7 @@ async def _read_file(
             f"{listed.filename or listed.safe_filename!r} is {listed.size} bytes; the site "
             f"allows {limits.max_size} per file (email-processing: outbound-attachment-max-size)",
         )
-    data = await _part(kernel, source, listed.part_path)
+    data = await stored_part(kernel, source, listed.part_path)
     # the sender's name and type, unless they could not be sent (a path, a
     # control character): then the safe name made of it, a generic type
     name = listed.filename
@@ -129,8 +129,10 @@ async def _read_file(
     )
 
 
-async def _part(kernel: Kernel, source: Interaction, path: str) -> bytes:
-    """The bytes of part *path* of *source*'s raw message, parsed in a worker."""
+async def stored_part(kernel: Kernel, source: Interaction, path: str) -> bytes:
+    """The bytes of part *path* of *source*'s raw message, parsed in a worker
+    (for a file sent by reference, and ``GET /interactions/{id}/attachments/{n}``).
+    :class:`FileError` when the message or the part cannot be read."""
     fd, spool = tempfile.mkstemp(prefix="forward-", dir=kernel.spool_dir)
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -68,6 +68,7 @@ def interaction_from(message: ParsedMessage, *, tenant_id: int, mailbox: str) ->
         reply_to=[a for a in message.reply_to if len(a) <= MAX_ADDRESS_CHARS][:MAX_REPLY_TO],
         references=bounded_references(_chain(message)),
         date=message.date,
+        names=dict(message.names),
         text=message.text,
         html=message.html,
         attachments=list(message.attachments),

@@ -468,6 +468,36 @@ def _fields(entry: OutboxEntry) -> dict[str, object]:
     }
 
 
+async def _resolved_ids(kernel: Kernel, request: OutboundRequest) -> OutboundRequest:
+    """*request* with the interaction ids it names made whole: a unique prefix
+    (:func:`postroom.interaction_api.resolve_id`) is taken for the id it starts;
+    an unknown or ambiguous one is refused naming the field."""
+    from postroom.interaction_api import AmbiguousId, UnknownId, resolve_id
+
+    async def full(field: str, given: str, where: str = "") -> str:
+        try:
+            return await resolve_id(kernel, given)
+        except UnknownId:
+            raise RequestError(field, f"{where}no interaction {given!r} is stored") from None
+        except AmbiguousId as exc:
+            raise RequestError(field, f"{where}{exc}") from None
+
+    changes: dict[str, Any] = {}
+    if request.in_reply_to is not None:
+        changes["in_reply_to"] = await full("in_reply_to", request.in_reply_to)
+    if request.forward_of is not None:
+        changes["forward_of"] = await full("forward_of", request.forward_of)
+    if any(item.by_reference for item in request.attachments):
+        files = []
+        for n, item in enumerate(request.attachments):
+            if item.by_reference and item.interaction is not None:
+                whole = await full("attachments", item.interaction, f"[{n}]: ")
+                item = attrs.evolve(item, interaction=whole)
+            files.append(item)
+        changes["attachments"] = files
+    return attrs.evolve(request, **changes) if changes else request
+
+
 async def prepare_send(
     kernel: Kernel, request: OutboundRequest, forbidden: frozenset[str] | None = None
 ) -> PreparedSend:
@@ -490,6 +520,7 @@ async def prepare_send(
     request = validate_request(
         request, site_forbidden_headers(kernel) if forbidden is None else forbidden
     )
+    request = await _resolved_ids(kernel, request)
     parent = None
     if request.in_reply_to is not None:
         parent = await kernel.store.get_interaction(request.in_reply_to)

@@ -83,14 +83,14 @@ def more_pieces(text: str | None) -> int:
 INTERACTION_COLUMNS = (
     "id, tenant_id, type, subtype, status, parent_id, mailbox, message_id, subject, "
     "from_addr, to_addrs, cc_addrs, body_text, body_html, attachments, attached_data, "
-    "copy_key, raw_sha256, created_at, reply_to_addrs, refs, sent_date"
+    "copy_key, raw_sha256, created_at, reply_to_addrs, refs, sent_date, display_names"
 )
 INTERACTION_SELECT = (
     "SELECT i.id, i.tenant_id, i.type, i.subtype, i.status, i.parent_id, i.mailbox, "
     "i.message_id, i.subject, i.from_addr, i.to_addrs, i.cc_addrs, i.body_text, "
     "i.body_html, i.attachments, i.attached_data, i.copy_key, i.raw_sha256, "
     "i.created_at, i.reply_to_addrs, i.refs, i.sent_date, h.state, i.text_more, "
-    "i.html_more "
+    "i.html_more, i.display_names "
     "FROM interactions i LEFT JOIN handoffs h ON h.interaction_id = i.id"
 )
 
@@ -123,6 +123,7 @@ class InteractionRecords(RawRecords, TombstoneRecords):
             to_json(list(item.references)),
             # text with the sender's offset: a timestamp column would keep UTC only
             item.date.isoformat() if item.date is not None else None,
+            to_json(dict(item.names)),
             raw_id,
             self._dt_param(now),
             more_pieces(item.text),
@@ -134,7 +135,7 @@ class InteractionRecords(RawRecords, TombstoneRecords):
     ) -> None:
         tx.execute(
             f"INSERT INTO interactions ({INTERACTION_COLUMNS}, raw_id, stored_at, text_more, "
-            f"html_more) VALUES ({', '.join(['?'] * 26)})",
+            f"html_more) VALUES ({', '.join(['?'] * 27)})",
             self._interaction_params(item, raw_id, now),
         )
         self._insert_pieces(tx, item.id, item.text, item.html)
@@ -175,7 +176,7 @@ class InteractionRecords(RawRecords, TombstoneRecords):
     def _interaction(self, tx: Tx, row: Row) -> Interaction:
         (iid, tenant, itype, subtype, status, parent, mailbox, message_id, subject,
          from_addr, to, cc, text, html, attachments, attached, copy_key, sha, created,
-         reply_to, refs, sent_date, hstate, text_more, html_more) = row  # fmt: skip
+         reply_to, refs, sent_date, hstate, text_more, html_more, names) = row  # fmt: skip
         if text_more:
             text = self._rest(tx, iid, "text", text, int(text_more))
         if html_more:
@@ -196,6 +197,7 @@ class InteractionRecords(RawRecords, TombstoneRecords):
             reply_to=json.loads(reply_to),
             references=json.loads(refs),
             date=datetime.fromisoformat(sent_date) if sent_date is not None else None,
+            names=json.loads(names),
             text=text,
             html=html,
             # rows stored before safe names existed get them made now

@@ -8,6 +8,7 @@ from postroom.interfaces import ISQLAccess, IStore
 from postroom.store.sql.erasure import ErasureRecords
 from postroom.store.sql.grants import GrantRecords
 from postroom.store.sql.handoff import HandoffRecords
+from postroom.store.sql.listing import InteractionListing
 from postroom.store.sql.mailboxstates import MailboxStateRecords
 from postroom.store.sql.migrations import SchemaMigrations
 from postroom.store.sql.outboxops import OutboxOperations
@@ -21,6 +22,7 @@ class SQLStore(
     ErasureRecords,
     OutboxOperations,
     HandoffRecords,
+    InteractionListing,
     QuarantineRecords,
     SuppressionRecords,
     GrantRecords,
