@@ -141,6 +141,7 @@ def populate(store: SQLStore, raw_of: RawOf, monkeypatch: pytest.MonkeyPatch) ->
         subject="about bob@example.org", text="x" * 70 + " write to Bob@Example.org please",
         html="<p>" + "y" * 55 + " Bob@example.org</p>",  # across two pieces
         attached_data={"_DSNRawInfo.1.Final-Recipient": "rfc822; BOB@example.org"},
+        names={"alice@example.org": "Alice Smith", "Bob@example.org": "Bob Builder"},
     ).id  # fmt: skip
     ids["other"] = commit(
         store,
@@ -233,6 +234,7 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_table_or_raw_message(
     counts = erase_with_plugin(estore)
 
     assert traces(estore) == []
+    assert not [t for t, c, v in every_value(estore) if "Bob Builder" in str(v)]
     assert estore.find_address(ADDRESS) == {}
     assert counts["interactions"] == 2  # from Bob, and the reply only to Bob
     assert counts["suppressions"] == 1
@@ -249,6 +251,7 @@ def test_erasure_leaves_no_trace_of_the_address_in_any_table_or_raw_message(
     assert kept.text == "x" * 70 + f" write to {PLACEHOLDER} please"
     assert kept.html == "<p>" + "y" * 55 + f" {PLACEHOLDER}</p>"
     assert kept.attached_data["_DSNRawInfo.1.Final-Recipient"] == f"rfc822; {PLACEHOLDER}"
+    assert kept.names == {"alice@example.org": "Alice Smith"}  # Bob's name went with him
     with pytest.raises(RawPurgedError, match="purged by an erasure"):
         estore.read_raw(ids["cc_bob"], io.BytesIO())
     both = estore.get_interaction(ids["to_both"])

@@ -46,7 +46,7 @@ _LOCAL = r"\w.!#$%&'*+/=?^`{|}~-"
 #: interaction columns that may name a person (scrubbed in kept interactions)
 _INTERACTION_TEXT = (
     "subject", "from_addr", "to_addrs", "cc_addrs", "reply_to_addrs", "body_text",
-    "body_html", "attachments", "attached_data", "message_id", "refs",
+    "body_html", "attachments", "attached_data", "message_id", "refs", "display_names",
 )  # fmt: skip
 
 #: other kernel tables' columns that may name a person: (table, key columns, text columns)
@@ -336,6 +336,10 @@ class ErasureRecords(PurgeRecords):
         if row is None:
             return {}
         values = [None if v is None else words.sub(PLACEHOLDER, str(v)) for v in row]
+        # the erased person's display name goes with their address
+        names_at = _INTERACTION_TEXT.index("display_names")
+        names = json.loads(values[names_at] or "{}")
+        values[names_at] = json.dumps({a: n for a, n in names.items() if a != PLACEHOLDER})
         sets = ", ".join(f"{c} = ?" for c in _INTERACTION_TEXT)
         changed = tx.execute(f"UPDATE interactions SET {sets} WHERE id = ?", (*values, iid))
         found = tx.all(f"{INTERACTION_SELECT} WHERE i.id = ?", (iid,))
