@@ -22,8 +22,10 @@ from datetime import UTC, datetime, time
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import quote
 
+from postroom import ids
 from postroom.errors import PostroomError
 from postroom.handoffs import handoff_detail
+from postroom.ids import UnknownId
 from postroom.model import Attachment, Interaction, InteractionType
 from postroom.outboxview import outbox_json
 from postroom.store.sql.listing import MAX_PAGE, ListFilter
@@ -33,25 +35,8 @@ if TYPE_CHECKING:
     from postroom.config.site import SiteConfig
     from postroom.kernel import Kernel
 
-#: the shortest id prefix taken (8, the table's column, is the usual)
-MIN_PREFIX = 6
-#: how many candidates an ambiguous prefix lists
-MAX_CANDIDATES = 10
 #: a listing's default size
 DEFAULT_LIMIT = 100
-
-
-class UnknownId(PostroomError):
-    """No interaction has this id or prefix."""
-
-
-class AmbiguousId(PostroomError):
-    """Several interactions start with this prefix."""
-
-    def __init__(self, prefix: str, candidates: list[str]) -> None:
-        more = "" if len(candidates) < MAX_CANDIDATES else ", ..."
-        super().__init__(f"id prefix {prefix!r} is ambiguous: {', '.join(candidates)}{more}")
-        self.candidates = candidates
 
 
 class QueryError(PostroomError):
@@ -63,21 +48,8 @@ class QueryError(PostroomError):
 
 
 async def resolve_id(kernel: Kernel, given: str) -> str:
-    """The full id of the interaction *given* names: its id, or a unique prefix
-    of at least :data:`MIN_PREFIX` characters (case-insensitive)."""
-    text = given.strip().lower()
-    if len(text) < MIN_PREFIX:
-        raise UnknownId(
-            f"no interaction {given!r} (an id prefix needs at least {MIN_PREFIX} characters)"
-        )
-    found: list[str] = await kernel.store.match_ids(text, MAX_CANDIDATES)
-    if text in found:
-        return text
-    if not found:
-        raise UnknownId(f"no interaction {given!r}")
-    if len(found) > 1:
-        raise AmbiguousId(given, found)
-    return found[0]
+    """The full id of the interaction *given* names (:func:`postroom.ids.resolve_id`)."""
+    return await ids.resolve_id(kernel.store, given)
 
 
 # ------------------------------------------------------------------ listing

@@ -33,12 +33,11 @@ from typing import IO, Any
 import attrs
 
 from postroom.handoffs import retry_handoff_route
+from postroom.ids import AmbiguousId, UnknownId
 from postroom.interaction_api import (
     LIST_OPTIONS,
-    AmbiguousId,
     NoSuchFile,
     QueryError,
-    UnknownId,
     attachment_of,
     content_disposition,
     download_type,

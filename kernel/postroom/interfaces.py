@@ -282,9 +282,6 @@ class IStore(Interface):
         when given, at most *limit* after the cursor *after* (None: from the
         start); *next_cursor* None on the last page."""
 
-    def outbox_ids(prefix, limit=10) -> Any:
-        """The ids of outbox entries starting with *prefix* (at most *limit*)."""
-
     def retry_outbound(entry_id) -> Any:
         """Make a queued or failed entry due now (a failed one with a new round
         of ``gateway.max-attempts``); the OutboxEntry. KeyError when unknown,

@@ -12,39 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from postroom.errors import PostroomError
+from postroom.ids import UnknownId, resolve_id
 from postroom.outboxview import delivery_json, outbox_json
-
-#: candidates an ambiguous prefix names at most
-MAX_CANDIDATES = 10
 
 
 class UnknownEntry(PostroomError):
     """No outbox entry has this id (or starts with this prefix)."""
 
 
-class AmbiguousId(PostroomError):
-    """Several outbox entries start with this prefix: the candidates are listed."""
-
-    def __init__(self, prefix: str, candidates: list[str]) -> None:
-        self.prefix = prefix
-        self.candidates = candidates
-        more = " ..." if len(candidates) >= MAX_CANDIDATES else ""
-        super().__init__(
-            f"{prefix!r} is the start of several outbox entries: {', '.join(candidates)}{more}"
-        )
-
-
 async def resolve_entry_id(store: Any, text: str) -> str:
-    """The id of the entry *text* names: its id, or the start of exactly one id."""
-    text = text.strip()
-    if text and await store.get_outbox(text) is not None:
-        return text
-    found: list[str] = await store.outbox_ids(text, MAX_CANDIDATES) if text else []
-    if not found:
-        raise UnknownEntry(f"no outbox entry {text!r}")
-    if len(found) > 1:
-        raise AmbiguousId(text, found)
-    return found[0]
+    """The id of the entry *text* names: an interaction id or a unique prefix
+    (:func:`postroom.ids.resolve_id`; AmbiguousId lists the candidates) of an
+    outbound interaction that has an outbox entry."""
+    try:
+        entry_id = await resolve_id(store, text)
+    except UnknownId:
+        raise UnknownEntry(f"no outbox entry {text.strip()!r}") from None
+    if await store.get_outbox(entry_id) is None:
+        raise UnknownEntry(f"interaction {entry_id} has no outbox entry (not outbound mail)")
+    return entry_id
 
 
 async def entry_details(store: Any, entry_id: str) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from typing import Any
 
 from postroom import outboxops
 from postroom.errors import OutboxConflict
+from postroom.ids import AmbiguousId
 from postroom.model import OutboxState
 from postroom.outboxview import outbox_json
 from postroom.routes import HTTPError, Route, RouteRequest
@@ -59,7 +60,7 @@ async def _guarded(coroutine: Any) -> Any:
         return await coroutine
     except outboxops.UnknownEntry as exc:
         raise HTTPError(404, str(exc)) from None
-    except (outboxops.AmbiguousId, OutboxConflict) as exc:
+    except (AmbiguousId, OutboxConflict) as exc:
         raise HTTPError(409, str(exc)) from None
 
 

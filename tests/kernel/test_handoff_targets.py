@@ -147,15 +147,17 @@ def test_a_retry_asked_for_by_the_cli_is_picked_up_by_the_running_gateway(
     assert (target["target"], target["state"], target["attempts"], target["last_error"]) == (
         "webhook", "refused", 1, "HTTP 410 Gone")  # fmt: skip
 
-    done = postroom("interactions", "retry-handoff", item.id, "-c", str(quickstart), "--json")
+    # an id prefix names it, as everywhere an id is taken
+    done = postroom("interactions", "retry-handoff", item.id[:8], "-c", str(quickstart), "--json")
     assert done.returncode == 0, done.stderr
     answer = json.loads(done.stdout)
+    assert answer["id"] == item.id
     assert answer["retried"] == ["webhook"] and answer["handoff"]["state"] == "pending"
     again = postroom("interactions", "retry-handoff", item.id, "-c", str(quickstart),
                      "--target", "crm")  # fmt: skip
     assert again.returncode == 2 and "'crm' is not a target" in again.stderr
     missing = postroom("interactions", "retry-handoff", "nope", "-c", str(quickstart))
-    assert missing.returncode == 1 and "no interaction nope" in missing.stderr
+    assert missing.returncode == 1 and "no interaction 'nope'" in missing.stderr
 
     assert webhook.calls == [item.id]
     interval = float(gateway.kernel.config.get("gateway", "handoff-sweep-interval"))

@@ -104,6 +104,7 @@ def test_a_failed_attempt_and_its_error_are_shown_without_a_gateway(quickstart: 
     assert shown["delivery"][0]["status"] == "sent"
     # the interaction shows its outbox entry and delivery too, as the schema says
     got = postroom("interactions", "show", "-c", str(quickstart), entry_id, "--json")
+    assert got.returncode == 0, got.stderr
     [data] = json_lines(got.stdout)
     jsonschema.validate(data, SCHEMA)
     assert data["outbox"]["attempts"] == 2 and len(data["outbox"]["history"]) == 3

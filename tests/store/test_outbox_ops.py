@@ -209,13 +209,6 @@ def test_the_outbox_is_listed_page_by_page(store: SQLStore) -> None:
         store.list_outbox_page(after="1; DROP TABLE outbox")
 
 
-def test_ids_by_prefix(store: SQLStore) -> None:
-    eid = queued(store)
-    assert store.outbox_ids(eid[:6]) == [eid]
-    assert store.outbox_ids(eid[:6].upper()) == [eid]
-    assert store.outbox_ids("%") == [] and store.outbox_ids("zz") == []
-
-
 # ---------------------------------------------------------- delivery status
 
 

@@ -32,7 +32,8 @@ def _usage(exc: Exception) -> UsageError:
 async def _guarded(coro: Coroutine[Any, Any, Any]) -> Any:
     """*coro*'s result; an unknown id is NotFound (exit 1), an ambiguous one or a
     bad option a UsageError (exit 2)."""
-    from postroom.interaction_api import AmbiguousId, NoSuchFile, QueryError, UnknownId
+    from postroom.ids import AmbiguousId, UnknownId
+    from postroom.interaction_api import NoSuchFile, QueryError
 
     try:
         return await coro

@@ -15,6 +15,7 @@ import sys
 from typing import Any
 
 from postroom.cli.failures import EXIT_FAILED, EXIT_OK, NotFound
+from postroom.ids import AmbiguousId
 
 #: the states ``--state`` takes
 STATES = ("queued", "sending", "sent", "failed", "cancelled")
@@ -187,7 +188,7 @@ async def _change(args: argparse.Namespace, kernel: Any) -> int:
     for text in args.id:
         try:
             data = await act(kernel.store, text)
-        except (outboxops.UnknownEntry, outboxops.AmbiguousId, OutboxConflict) as exc:
+        except (outboxops.UnknownEntry, AmbiguousId, OutboxConflict) as exc:
             print(f"error: {exc}", file=sys.stderr)
             status = EXIT_FAILED
             continue

@@ -472,7 +472,8 @@ async def _resolved_ids(kernel: Kernel, request: OutboundRequest) -> OutboundReq
     """*request* with the interaction ids it names made whole: a unique prefix
     (:func:`postroom.interaction_api.resolve_id`) is taken for the id it starts;
     an unknown or ambiguous one is refused naming the field."""
-    from postroom.interaction_api import AmbiguousId, UnknownId, resolve_id
+    from postroom.ids import AmbiguousId, UnknownId
+    from postroom.interaction_api import resolve_id
 
     async def full(field: str, given: str, where: str = "") -> str:
         try:

@@ -10,7 +10,6 @@ due entries, so a retry made by another process is picked up at its next poll.
 from __future__ import annotations
 
 import json
-import re
 
 from postroom.errors import OutboxConflict
 from postroom.model import OutboxAttempt, OutboxEntry, OutboxState
@@ -27,8 +26,6 @@ from postroom.store.sql.values import to_json
 OPEN_STATES = (OutboxState.QUEUED.value, OutboxState.FAILED.value)
 #: the most entries one page holds
 MAX_PAGE = 1000
-#: an id prefix: what an interaction id (a UUID) is made of
-_ID_PREFIX = re.compile(r"[0-9a-fA-F-]{1,36}")
 _PAGED_SELECT = (
     "SELECT " + ", ".join(f"o.{c.strip()}" for c in OUTBOX_COLUMNS.split(","))
     + ", i.seq FROM outbox o JOIN interactions i ON i.id = o.id"
@@ -36,7 +33,7 @@ _PAGED_SELECT = (
 
 
 class OutboxOperations(OutboxRecords):
-    """Paging, id prefixes, retry and cancel over ``outbox``."""
+    """Paging, retry and cancel over ``outbox``."""
 
     def list_outbox_page(
         self, state: str | None = None, limit: int = 100, after: str | None = None
@@ -64,19 +61,6 @@ class OutboxOperations(OutboxRecords):
         rows = rows[:limit]
         entries = [self._outbox_entry(row[:-1]) for row in rows]
         return entries, (str(rows[-1][-1]) if more and rows else None)
-
-    def outbox_ids(self, prefix: str, limit: int = 10) -> list[str]:
-        """The ids of entries that start with *prefix* (at most *limit*); none for
-        anything that cannot start an id."""
-        if not _ID_PREFIX.fullmatch(prefix):
-            return []
-        rows = self._read(
-            lambda tx: tx.all(
-                "SELECT id FROM outbox WHERE id LIKE ? ORDER BY id LIMIT ?",
-                (prefix.lower() + "%", limit),
-            )
-        )
-        return [eid for (eid,) in rows]
 
     def retry_outbound(self, entry_id: str) -> OutboxEntry:
         """Make a queued or failed entry due now. A failed one is queued again with a
