@@ -102,7 +102,7 @@ ASYNC_HOOKS: dict[str, Callable[[Hooks, Context], Any]] = {
     "postroom_classify": lambda hooks, ctx: hooks.classify(ParsedMessage(), ctx, Interaction()),
     "postroom_enrich": lambda hooks, ctx: hooks.enrich(ParsedMessage(), Interaction(), ctx),
     "postroom_committed": lambda hooks, ctx: hooks.committed(Interaction(), ctx),
-    "postroom_submit": lambda hooks, ctx: hooks.submit(Interaction(), ctx),
+    "postroom_submit": lambda hooks, ctx: hooks.submit_each(Interaction(), ctx),
     "postroom_render": lambda hooks, ctx: hooks.render(request(), ctx),
     "postroom_veto": lambda hooks, ctx: hooks.veto(request(), ctx),
     "postroom_envelope": lambda hooks, ctx: hooks.envelope(
@@ -635,7 +635,7 @@ def test_a_once_run_leaves_a_side_effect_that_keeps_failing_for_the_next_run() -
 # ---------------------------------------------------------------- postroom_submit
 
 
-def test_submit_failure_propagates_naming_the_plugin() -> None:
+def test_submit_each_gives_each_targets_outcome_and_a_failure_stops_no_other() -> None:
     log: list[str] = []
 
     class Down:
@@ -644,13 +644,13 @@ def test_submit_failure_propagates_naming_the_plugin() -> None:
             return defer.fail(ConnectionError("routing is down"))
 
     hooks = hooks_with(("router", Down()), ("after", tracer_for("postroom_submit", "after", log)))
-    with pytest.raises(PluginFailure) as info:
-        run(hooks.submit(Interaction(), make_ctx()))
-    assert info.value.plugin == "router"
-    assert info.value.hook == "postroom_submit"
-    assert isinstance(info.value.cause, ConnectionError)
-    assert "plugin 'router' failed in postroom_submit" in str(info.value)
-    assert log == []  # the attempt stopped there; the retry calls everyone again
+    outcomes = run(hooks.submit_each(Interaction(), make_ctx()))
+    assert list(outcomes) == ["router", "after"]
+    assert isinstance(outcomes["router"], ConnectionError) and outcomes["after"] is None
+    assert log == ["after"]
+    # a retry calls only the targets still owed
+    assert list(run(hooks.submit_each(Interaction(), make_ctx(), only={"router"}))) == ["router"]
+    assert log == ["after"]
 
 
 class HandoffStore(FakeStore):

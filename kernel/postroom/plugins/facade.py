@@ -317,6 +317,25 @@ class Hooks:
             raise ValueError("postroom_expand must give every copy a distinct copy_key")
         return copies
 
+    async def _each(
+        self, hook: str, only: Collection[str] | None, **values: Any
+    ) -> dict[str, Exception | None]:
+        """Call every implementation of *hook* (or those of the plugins named in
+        *only*) one after the other, tolerantly: each plugin's exception, or
+        None when it returned; a failing plugin does not stop the others."""
+        outcomes: dict[str, Exception | None] = {}
+        for impl in self._impls(hook):
+            if only is not None and impl.plugin_name not in only:
+                continue
+            args = {name: values[name] for name in impl.argnames}
+            try:
+                await resolve(impl.function(**args))
+            except Exception as exc:
+                outcomes[impl.plugin_name] = exc
+            else:
+                outcomes[impl.plugin_name] = None
+        return outcomes
+
     async def committed(
         self, interaction: Interaction, ctx: Context, only: Collection[str] | None = None
     ) -> list[PluginFailure]:
@@ -326,21 +345,13 @@ class Hooks:
         Tolerant: a failing plugin does not stop the others; the failures are
         returned (and logged) for the caller to retry.
         """
+        outcomes = await self._each("postroom_committed", only, interaction=interaction, ctx=ctx)
         failures = []
-        for impl in self._impls("postroom_committed"):
-            if only is not None and impl.plugin_name not in only:
-                continue
-            args = {name: {"interaction": interaction, "ctx": ctx}[name] for name in impl.argnames}
-            try:
-                await resolve(impl.function(**args))
-            except Exception as exc:
-                log.exception("plugin %r failed in postroom_committed", impl.plugin_name)
-                failures.append(PluginFailure(impl.plugin_name, "postroom_committed", exc))
+        for plugin, exc in outcomes.items():
+            if exc is not None:
+                log.error("plugin %r failed in postroom_committed", plugin, exc_info=exc)
+                failures.append(PluginFailure(plugin, "postroom_committed", exc))
         return failures
-
-    async def submit(self, interaction: Interaction, ctx: Context) -> None:
-        """Every target in order, stopping at the first failure (a PluginFailure)."""
-        await self._call_all("postroom_submit", interaction=interaction, ctx=ctx)
 
     def submit_targets(self) -> list[str]:
         """The hand-off targets: the plugins implementing ``postroom_submit``, in order."""
@@ -352,18 +363,7 @@ class Hooks:
         """Hand *interaction* to each target (or those named in *only*: the ones
         still owed it), one after the other: each target's exception, or None
         when it took it. Tolerant: a failing target does not stop the others."""
-        outcomes: dict[str, Exception | None] = {}
-        for impl in self._impls("postroom_submit"):
-            if only is not None and impl.plugin_name not in only:
-                continue
-            args = {name: {"interaction": interaction, "ctx": ctx}[name] for name in impl.argnames}
-            try:
-                await resolve(impl.function(**args))
-            except Exception as exc:
-                outcomes[impl.plugin_name] = exc
-            else:
-                outcomes[impl.plugin_name] = None
-        return outcomes
+        return await self._each("postroom_submit", only, interaction=interaction, ctx=ctx)
 
     async def erase(
         self, address: str, interaction_ids: list[str], dry_run: bool, ctx: Context

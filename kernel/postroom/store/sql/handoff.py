@@ -31,6 +31,17 @@ _TARGET_EVENTS = {
 }
 
 
+def _committed_after(after: str | None) -> tuple[str, tuple[str, ...]]:
+    """The WHERE clause (and its parameter) for "committed after interaction
+    *after*": the next page of a listing in commit order; nothing for None."""
+    if after is None:
+        return "", ()
+    return (
+        " AND (i.created_at, i.seq) > (SELECT created_at, seq FROM interactions WHERE id = ?)",
+        (after,),
+    )
+
+
 class HandoffRecords(InteractionRecords, EventRecords):
     """``handoffs`` and ``handoff_targets``: pending until routing took it."""
 
@@ -45,14 +56,8 @@ class HandoffRecords(InteractionRecords, EventRecords):
         return self._unfinished("h.after_commit", limit, after)
 
     def _unfinished(self, column: str, limit: int, after: str | None) -> list[Interaction]:
-        params: tuple[Any, ...] = (HandoffState.PENDING.value, HandoffState.FAILED.value)
-        since = ""
-        if after is not None:
-            since = (
-                " AND (i.created_at, i.seq) > "
-                "(SELECT created_at, seq FROM interactions WHERE id = ?)"
-            )
-            params += (after,)
+        since, later = _committed_after(after)
+        params: tuple[Any, ...] = (HandoffState.PENDING.value, HandoffState.FAILED.value, *later)
         return self._read(
             lambda tx: self._interactions(
                 tx,
@@ -256,14 +261,8 @@ class HandoffRecords(InteractionRecords, EventRecords):
         """Ids of the interactions whose overall hand-off state is ``pending``
         (new, or put back by a retry), in commit order; *after* as for
         :meth:`pending_handoffs`. Ids only: the hand-off service sweeps these."""
-        params: tuple[Any, ...] = (HandoffState.PENDING.value,)
-        since = ""
-        if after is not None:
-            since = (
-                " AND (i.created_at, i.seq) > "
-                "(SELECT created_at, seq FROM interactions WHERE id = ?)"
-            )
-            params += (after,)
+        since, later = _committed_after(after)
+        params: tuple[Any, ...] = (HandoffState.PENDING.value, *later)
         rows = self._read(
             lambda tx: tx.all(
                 "SELECT i.id FROM handoffs h JOIN interactions i ON i.id = h.interaction_id "
