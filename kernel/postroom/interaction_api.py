@@ -28,6 +28,7 @@ from postroom.handoffs import handoff_detail
 from postroom.ids import UnknownId
 from postroom.model import Attachment, Interaction, InteractionType
 from postroom.outboxview import outbox_json
+from postroom.store.errors import RawPurgedError
 from postroom.store.sql.listing import MAX_PAGE, ListFilter
 from postroom.views import interaction_json, source_of
 
@@ -170,6 +171,10 @@ async def show(kernel: Kernel, given: str) -> dict[str, Any]:
     return data
 
 
+class RawGone(PostroomError):
+    """The interaction is kept, but its raw message was purged (retention, erasure)."""
+
+
 class NoSuchFile(PostroomError):
     """The interaction has no file at that index, or it cannot be read."""
 
@@ -212,6 +217,8 @@ async def spool_raw(kernel: Kernel, given: str) -> tuple[str, IO[bytes]]:
     try:
         try:
             await kernel.store.read_raw(interaction_id, spool)
+        except RawPurgedError as exc:  # kept, its raw message purged: say by what, when
+            raise RawGone(str(exc)) from None
         except KeyError:
             raise UnknownId(
                 f"interaction {interaction_id} has no raw message (outbound ones have none)"

@@ -10,7 +10,8 @@
 ``GET /interactions/{id}``                  one interaction with its bodies, hand-off
                                             and outbox state
 ``GET /interactions/{id}/attachments/{n}``  file *n* (0 first) as a download
-``GET /interactions/{id}/raw``              the message as received (``message/rfc822``)
+``GET /interactions/{id}/raw``              the message as received (``message/rfc822``);
+                                            410 when retention or an erasure purged it
 ``POST /interactions/{id}/retry-handoff``   its refused and failed hand-off targets (or
                                             ``{"target": ...}``) retried at once
                                             (:mod:`postroom.handoffs`)
@@ -38,6 +39,7 @@ from postroom.interaction_api import (
     LIST_OPTIONS,
     NoSuchFile,
     QueryError,
+    RawGone,
     attachment_of,
     content_disposition,
     download_type,
@@ -69,6 +71,8 @@ def _refused(exc: Exception) -> HTTPError:
         return JSONError(409, {"error": str(exc), "candidates": exc.candidates})
     if isinstance(exc, QueryError):
         return JSONError(400, {"error": str(exc), "field": exc.option})
+    if isinstance(exc, RawGone):
+        return HTTPError(410, str(exc))
     return HTTPError(404, str(exc))
 
 
@@ -133,7 +137,7 @@ async def _raw(request: RouteRequest) -> Download:
     kernel = request.gateway.kernel
     try:
         interaction_id, spool = await spool_raw(kernel, request.url_vars["id"])
-    except (UnknownId, AmbiguousId) as exc:
+    except (UnknownId, AmbiguousId, RawGone) as exc:
         raise _refused(exc) from None
     spool.seek(0, 2)
     size = spool.tell()

@@ -161,6 +161,8 @@ def cases_for(command: tuple[str, ...], parser: argparse.ArgumentParser, site: S
     config = next((a for a in actions if "--config" in a.option_strings), None)
     # send's --to is needed unless --in-reply-to is given: the request is refused first
     needed = [a for a in actions if a.required or (command == ("send",) and a.dest == "to")]
+    # one of each required group of alternatives (erase: --address or --check)
+    needed += [g._group_actions[0] for g in parser._mutually_exclusive_groups if g.required]
     required = [a for a in needed if a.option_strings and a is not config]
     positionals = [a for a in actions if not a.option_strings]
 

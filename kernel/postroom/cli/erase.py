@@ -87,7 +87,9 @@ def cmd_erase(args: argparse.Namespace, with_kernel: WithKernel) -> int:
     except AddressError as exc:
         print(f"error: not an e-mail address: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if args.address and not _confirmed(args):
+    # asked at a terminal before anything opens; refused without one only once
+    # the store has opened (a broken site is reported as such first)
+    if args.address and sys.stdin.isatty() and not _confirmed(args):
         return EXIT_CONFIG
 
     async def check(kernel: Any) -> int:
@@ -102,6 +104,8 @@ def cmd_erase(args: argparse.Namespace, with_kernel: WithKernel) -> int:
         return EXIT_OK if rows else EXIT_FAILED
 
     async def run(kernel: Any) -> int:
+        if not sys.stdin.isatty() and not _confirmed(args):
+            return EXIT_CONFIG
         report = await erase(kernel, args.address, dry_run=args.dry_run)
         if args.json:
             print(json.dumps(report.as_dict(), indent=2, sort_keys=True))

@@ -33,11 +33,11 @@ async def _guarded(coro: Coroutine[Any, Any, Any]) -> Any:
     """*coro*'s result; an unknown id is NotFound (exit 1), an ambiguous one or a
     bad option a UsageError (exit 2)."""
     from postroom.ids import AmbiguousId, UnknownId
-    from postroom.interaction_api import NoSuchFile, QueryError
+    from postroom.interaction_api import NoSuchFile, QueryError, RawGone
 
     try:
         return await coro
-    except (UnknownId, NoSuchFile) as exc:
+    except (UnknownId, NoSuchFile, RawGone) as exc:
         raise NotFound(str(exc)) from None
     except (AmbiguousId, QueryError) as exc:
         raise _usage(exc) from None
