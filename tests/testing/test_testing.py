@@ -315,7 +315,8 @@ def test_refused_recipients_are_recorded_and_a_message_refused_for_all_fails() -
     sender = FakeSender(refuse={"gone@customer.example": "550 5.1.1 no such user"})
     with TestKernel(sender=sender) as kernel:
         sent = kernel.send(request(to=["bob@customer.example", "gone@customer.example"]))
-        assert sent.status == "Sent"
+        # sent, and one recipient refused at RCPT TO: partly failed at once
+        assert sent.status == "PartlyFailed"
         assert "gone@customer.example: 550 5.1.1" in sent.attached_data["_RefusedRecipients"]
         failed = kernel.send(request(to=["gone@customer.example"]))
         assert failed.status == "Failed"
