@@ -790,21 +790,6 @@ def cmd_config_reference(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------- parser
 
 
-#: the most interactions one ``list`` shows (they are held in memory)
-MAX_LIST = 1_000_000
-
-
-def _count(text: str) -> int:
-    """``--limit``: a whole number from 1 to :data:`MAX_LIST`."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if not 1 <= value <= MAX_LIST:
-        raise argparse.ArgumentTypeError(f"must be from 1 to {MAX_LIST:,}, got {text}")
-    return value
-
-
 def _address(text: str) -> str:
     """An e-mail address: ``local@domain``, no blanks or control characters."""
     address = text.strip()
